@@ -1,0 +1,212 @@
+//! Avro codec with single-object framing.
+//!
+//! Every encoded record is `C3 01` + the 8-byte CRC-64-AVRO (Rabin) fingerprint of the writer's
+//! schema + the Avro binary body. A reader looks the fingerprint up in a [`SchemaRegistry`]:
+//! when it is the reader's own schema the body decodes directly; when it is another known version
+//! the body decodes with the writer's schema and is resolved against the reader's (fields added
+//! with defaults are filled in or skipped). An unknown fingerprint is a terminal error: guessing a
+//! schema would turn a bad record into wrong facts.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, RwLock};
+
+use apache_avro::rabin::Rabin;
+use apache_avro::{Schema, from_avro_datum, from_value, write_avro_datum_ref};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Event, TurnRequest};
+
+/// The wire contract for turn events.
+pub const TURN_EVENT_SCHEMA: &str = include_str!("../../schemas/turn_event.avsc");
+/// The wire contract for turn requests submitted by producers.
+pub const TURN_REQUEST_SCHEMA: &str = include_str!("../../schemas/turn_request.avsc");
+
+const MAGIC: [u8; 2] = [0xC3, 0x01];
+const HEADER_LEN: usize = 10;
+
+/// A schema fingerprint as it appears on the wire.
+pub type Fingerprint = [u8; 8];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("record of {0} bytes is shorter than the single-object header")]
+    Truncated(usize),
+    #[error("record does not start with the Avro single-object marker C3 01")]
+    BadMarker,
+    #[error("writer schema {0} is not registered")]
+    UnknownSchema(String),
+    #[error("schema does not parse: {0}")]
+    BadSchema(String),
+    #[error("avro encoding failed: {0}")]
+    Encode(String),
+    #[error("avro body does not decode: {0}")]
+    Decode(String),
+    #[error("{0} trailing bytes after the avro body")]
+    TrailingBytes(usize),
+}
+
+impl CodecError {
+    /// Codec errors describe the bytes, not the moment: retrying cannot help.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+pub fn fingerprint_hex(fp: &Fingerprint) -> String {
+    fp.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writer schemas known to this process, by fingerprint. Backends persist it next to the data
+/// (sled tree `schemas`) so that a reader built from older code can still find a newer writer's schema.
+#[derive(Default)]
+pub struct SchemaRegistry {
+    schemas: RwLock<HashMap<Fingerprint, (Arc<Schema>, String)>>,
+}
+
+impl SchemaRegistry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Parses and registers a schema; returns its fingerprint. Registering twice is harmless.
+    pub fn register(&self, schema_json: &str) -> Result<Fingerprint, CodecError> {
+        let schema =
+            Schema::parse_str(schema_json).map_err(|e| CodecError::BadSchema(e.to_string()))?;
+        let fp = fingerprint(&schema);
+        let canonical = schema.canonical_form();
+        if let Ok(mut map) = self.schemas.write() {
+            map.entry(fp).or_insert((Arc::new(schema), canonical));
+        }
+        Ok(fp)
+    }
+
+    pub fn get(&self, fp: &Fingerprint) -> Option<Arc<Schema>> {
+        self.schemas
+            .read()
+            .ok()
+            .and_then(|m| m.get(fp).map(|(s, _)| Arc::clone(s)))
+    }
+
+    /// Every registered schema in canonical form, for persisting.
+    pub fn canonical_forms(&self) -> Vec<(Fingerprint, String)> {
+        self.schemas
+            .read()
+            .map(|m| m.iter().map(|(fp, (_, c))| (*fp, c.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn fingerprint(schema: &Schema) -> Fingerprint {
+    let fp = schema.fingerprint::<Rabin>();
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&fp.bytes[..8]);
+    out
+}
+
+/// Encodes `T` with one schema and decodes any registered version of it into `T`.
+pub struct AvroCodec<T> {
+    schema: Arc<Schema>,
+    fp: Fingerprint,
+    registry: Arc<SchemaRegistry>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for AvroCodec<T> {
+    fn clone(&self) -> Self {
+        AvroCodec {
+            schema: Arc::clone(&self.schema),
+            fp: self.fp,
+            registry: Arc::clone(&self.registry),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
+    /// A codec whose writer and reader schema is `schema_json`, registered in `registry`.
+    pub fn new(schema_json: &str, registry: Arc<SchemaRegistry>) -> Result<Self, CodecError> {
+        let fp = registry.register(schema_json)?;
+        let schema = registry
+            .get(&fp)
+            .ok_or_else(|| CodecError::UnknownSchema(fingerprint_hex(&fp)))?;
+        Ok(AvroCodec {
+            schema,
+            fp,
+            registry,
+            _t: PhantomData,
+        })
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fp
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn registry(&self) -> &Arc<SchemaRegistry> {
+        &self.registry
+    }
+
+    pub fn encode(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&MAGIC);
+        buf.extend_from_slice(&self.fp);
+        write_avro_datum_ref(&self.schema, value, &mut buf)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(buf)
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let (fp, mut body) = split_header(bytes)?;
+        let value = if fp == self.fp {
+            from_avro_datum(&self.schema, &mut body, None)
+        } else {
+            let writer = self
+                .registry
+                .get(&fp)
+                .ok_or_else(|| CodecError::UnknownSchema(fingerprint_hex(&fp)))?;
+            from_avro_datum(&writer, &mut body, Some(&self.schema))
+        }
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+        if !body.is_empty() {
+            return Err(CodecError::TrailingBytes(body.len()));
+        }
+        from_value::<T>(&value).map_err(|e| CodecError::Decode(e.to_string()))
+    }
+}
+
+/// Splits a framed record into the writer's fingerprint and the Avro body.
+pub fn split_header(bytes: &[u8]) -> Result<(Fingerprint, &[u8]), CodecError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(CodecError::Truncated(bytes.len()));
+    }
+    if bytes[..2] != MAGIC {
+        return Err(CodecError::BadMarker);
+    }
+    let mut fp = [0u8; 8];
+    fp.copy_from_slice(&bytes[2..HEADER_LEN]);
+    Ok((fp, &bytes[HEADER_LEN..]))
+}
+
+/// The codecs a process needs, sharing one registry.
+#[derive(Clone)]
+pub struct Codecs {
+    pub events: AvroCodec<Event>,
+    pub requests: AvroCodec<TurnRequest>,
+}
+
+impl Codecs {
+    pub fn new(registry: Arc<SchemaRegistry>) -> Result<Self, CodecError> {
+        Ok(Codecs {
+            events: AvroCodec::new(TURN_EVENT_SCHEMA, Arc::clone(&registry))?,
+            requests: AvroCodec::new(TURN_REQUEST_SCHEMA, registry)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+//! One example of every event and request, for tests and backends' conformance checks.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// One event of every payload kind, with seq 0.. in catalogue order.
+pub fn every_event(turn: TurnId) -> Vec<Event> {
+    let payloads = vec![
+        Payload::TurnRequested(TurnRequested {
+            user_id: "u-42".into(),
+            text: "Where is my order A1001? I'd like a refund — it's late.".into(),
+            channel: "chat".into(),
+            attributes: BTreeMap::from([("locale".to_string(), "en-GB".to_string())]),
+            submitted_at_ms: 1_700_000_000_000,
+            source_offset: Some(17),
+        }),
+        Payload::ContextRetrieved(ContextRetrieved {
+            query: "order late refund".into(),
+            documents: vec![RetrievedDocument {
+                id: "kb-refund-policy".into(),
+                title: "Refund policy".into(),
+                score: 0.87,
+                version: 3,
+                updated_at_ms: 1_690_000_000_000,
+                snippet: "Late orders can be refunded in full.".into(),
+            }],
+            latency_ms: 4,
+            error: None,
+        }),
+        Payload::PlanProposed(PlanProposed {
+            plan_rev: 0,
+            model: "scripted".into(),
+            model_version: "1".into(),
+            prompt_template_hash: "9f2c".into(),
+            steps: vec![PlanStep {
+                tool: "issue_refund".into(),
+                args_json: r#"{"order_id":"A1001","amount_cents":2599}"#.into(),
+            }],
+            confidence: 0.93,
+            input_tokens: 812,
+            output_tokens: 64,
+            latency_ms: 12,
+        }),
+        Payload::PolicyEvaluated(PolicyEvaluated {
+            checkpoint: Checkpoint::PreTool,
+            step: Some(0),
+            tool: Some("issue_refund".into()),
+            decision: PolicyDecision::Allow,
+            policy_ids: vec!["default.tool_exists".into()],
+            reason: "tool is in the catalog".into(),
+            risk_score: 0.4,
+            policy_version: "default-1".into(),
+        }),
+        Payload::ToolCallStarted(ToolCallStarted {
+            call_id: "c-1".into(),
+            step: 0,
+            tool: "issue_refund".into(),
+            args_json: "{}".into(),
+            idempotency_key: "c-1".into(),
+            attempt: 1,
+            idempotent: true,
+        }),
+        Payload::ToolCallFailed(ToolCallFailed {
+            call_id: "c-1".into(),
+            attempt: 1,
+            kind: ToolFailureKind::Timeout,
+            error: "no answer in 2000 ms".into(),
+            retryable: true,
+            latency_ms: 2000,
+        }),
+        Payload::ToolCallCompleted(ToolCallCompleted {
+            call_id: "c-1".into(),
+            attempt: 2,
+            result_json: r#"{"refund_id":"rf-1"}"#.into(),
+            latency_ms: 30,
+        }),
+        Payload::EscalationRaised(EscalationRaised {
+            rung: EscalationRung::HumanHandoff,
+            reason: "confidence 0.31 below 0.5".into(),
+            call_id: None,
+        }),
+        Payload::ResponseSynthesized(ResponseSynthesized {
+            text: "Your refund is on its way.".into(),
+            citations: vec!["kb-refund-policy".into()],
+            redactions: 0,
+            latency_ms: 3,
+        }),
+        Payload::TurnCompleted(TurnCompleted {
+            outcome: Outcome::Succeeded,
+            reason: "answered".into(),
+            latency_ms: 2100,
+        }),
+    ];
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| Event {
+            event_id: turn.event_id(i as u64),
+            turn_id: turn,
+            tenant: "acme".into(),
+            seq: i as i64,
+            at_ms: 1_700_000_000_000 + i as i64,
+            payload,
+        })
+        .collect()
+}
+
+pub fn request(turn: TurnId) -> TurnRequest {
+    TurnRequest {
+        turn_id: turn,
+        tenant: "acme".into(),
+        user_id: "u-42".into(),
+        text: "Where is my order A1001?".into(),
+        channel: "api".into(),
+        attributes: BTreeMap::new(),
+        submitted_at_ms: 1_700_000_000_000,
+    }
+}

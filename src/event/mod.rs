@@ -1,0 +1,253 @@
+//! Turn events: the only source of truth. The Rust types mirror `schemas/turn_event.avsc`
+//! field for field; the variant order of [`Payload`] is the order of the schema's payload union.
+
+pub mod codec;
+pub mod fixtures;
+mod display;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::TurnId;
+
+/// An event with its envelope: which turn, which tenant, where in the turn's sequence, when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: Uuid,
+    pub turn_id: TurnId,
+    pub tenant: String,
+    /// Dense per-turn sequence number starting at 0.
+    pub seq: i64,
+    pub at_ms: i64,
+    pub payload: Payload,
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        self.payload.kind()
+    }
+}
+
+/// The facts a turn can record. Adding a variant means appending a record to the schema's union.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    TurnRequested(TurnRequested),
+    ContextRetrieved(ContextRetrieved),
+    PlanProposed(PlanProposed),
+    PolicyEvaluated(PolicyEvaluated),
+    ToolCallStarted(ToolCallStarted),
+    ToolCallCompleted(ToolCallCompleted),
+    ToolCallFailed(ToolCallFailed),
+    EscalationRaised(EscalationRaised),
+    ResponseSynthesized(ResponseSynthesized),
+    TurnCompleted(TurnCompleted),
+}
+
+impl Payload {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Payload::TurnRequested(_) => "TurnRequested",
+            Payload::ContextRetrieved(_) => "ContextRetrieved",
+            Payload::PlanProposed(_) => "PlanProposed",
+            Payload::PolicyEvaluated(_) => "PolicyEvaluated",
+            Payload::ToolCallStarted(_) => "ToolCallStarted",
+            Payload::ToolCallCompleted(_) => "ToolCallCompleted",
+            Payload::ToolCallFailed(_) => "ToolCallFailed",
+            Payload::EscalationRaised(_) => "EscalationRaised",
+            Payload::ResponseSynthesized(_) => "ResponseSynthesized",
+            Payload::TurnCompleted(_) => "TurnCompleted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnRequested {
+    pub user_id: String,
+    pub text: String,
+    pub channel: String,
+    pub attributes: BTreeMap<String, String>,
+    pub submitted_at_ms: i64,
+    pub source_offset: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContextRetrieved {
+    pub query: String,
+    pub documents: Vec<RetrievedDocument>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetrievedDocument {
+    pub id: String,
+    pub title: String,
+    pub score: f64,
+    pub version: i64,
+    pub updated_at_ms: i64,
+    pub snippet: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanProposed {
+    pub plan_rev: i32,
+    pub model: String,
+    pub model_version: String,
+    pub prompt_template_hash: String,
+    pub steps: Vec<PlanStep>,
+    pub confidence: f64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub latency_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    pub tool: String,
+    pub args_json: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Checkpoint {
+    Plan,
+    PreTool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyDecision {
+    Allow,
+    RequireConfirmation,
+    Escalate,
+    Deny,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyEvaluated {
+    pub checkpoint: Checkpoint,
+    pub step: Option<i32>,
+    pub tool: Option<String>,
+    pub decision: PolicyDecision,
+    pub policy_ids: Vec<String>,
+    pub reason: String,
+    pub risk_score: f64,
+    pub policy_version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallStarted {
+    pub call_id: String,
+    pub step: i32,
+    pub tool: String,
+    pub args_json: String,
+    pub idempotency_key: String,
+    pub attempt: i32,
+    pub idempotent: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallCompleted {
+    pub call_id: String,
+    pub attempt: i32,
+    pub result_json: String,
+    pub latency_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolFailureKind {
+    /// The tool answered with an error.
+    Error,
+    /// No answer within the tool's timeout.
+    Timeout,
+    /// The process stopped while a non-replayable call was in flight: it may or may not have run.
+    OutcomeUnknown,
+    /// The process stopped while a replayable (idempotent) call was in flight; it is retried.
+    Interrupted,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallFailed {
+    pub call_id: String,
+    pub attempt: i32,
+    pub kind: ToolFailureKind,
+    pub error: String,
+    pub retryable: bool,
+    pub latency_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationRung {
+    ConstrainedRetry,
+    Specialist,
+    UserConfirmation,
+    HumanHandoff,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EscalationRaised {
+    pub rung: EscalationRung,
+    pub reason: String,
+    pub call_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResponseSynthesized {
+    pub text: String,
+    pub citations: Vec<String>,
+    pub redactions: i32,
+    pub latency_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Denied,
+    Escalated,
+    Reversed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::Denied,
+        Outcome::Escalated,
+        Outcome::Reversed,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Denied => "denied",
+            Outcome::Escalated => "escalated",
+            Outcome::Reversed => "reversed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnCompleted {
+    pub outcome: Outcome,
+    pub reason: String,
+    pub latency_ms: i64,
+}
+
+/// What a producer submits to start a turn (`schemas/turn_request.avsc`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnRequest {
+    pub turn_id: TurnId,
+    pub tenant: String,
+    pub user_id: String,
+    pub text: String,
+    pub channel: String,
+    pub attributes: BTreeMap<String, String>,
+    pub submitted_at_ms: i64,
+}
