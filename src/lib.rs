@@ -1,3 +1,4 @@
 pub mod clock;
 pub mod event;
 pub mod ids;
+pub mod log;

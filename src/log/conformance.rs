@@ -1,0 +1,264 @@
+//! The [`EventLog`] contract as executable tests. Every backend runs the whole suite through
+//! [`crate::log_conformance_tests!`]; a new backend is done when it passes.
+//!
+//! These are test helpers: they assert, and panic on violation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{EventLog, LogError, Record};
+use crate::ids::{Offset, Partition};
+
+/// Opens logs of one backend for the suite.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// A new, empty log with `partitions` partitions.
+    async fn fresh(&self, partitions: u32) -> Arc<dyn EventLog>;
+    /// Drops `log` and opens the same storage again; `None` when the backend cannot persist.
+    async fn reopen(&self, log: Arc<dyn EventLog>) -> Option<Arc<dyn EventLog>>;
+}
+
+fn rec(key: &str, value: &str) -> Record {
+    Record {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+pub async fn offsets_are_dense_from_zero(h: &dyn Harness) {
+    let log = h.fresh(2).await;
+    let p = Partition(1);
+    assert_eq!(log.end(p).await.expect("end"), Offset(0));
+    assert_eq!(log.append(p, vec![rec("k", "a")]).await.expect("append"), Offset(0));
+    assert_eq!(
+        log.append(p, vec![rec("k", "b"), rec("k", "c"), rec("k", "d")])
+            .await
+            .expect("append"),
+        Offset(1)
+    );
+    assert_eq!(log.append(p, vec![rec("k", "e")]).await.expect("append"), Offset(4));
+    assert_eq!(log.end(p).await.expect("end"), Offset(5));
+    let all = log.read(p, Offset(0), 100).await.expect("read");
+    let offsets: Vec<u64> = all.iter().map(|s| s.offset.0).collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+    let values: Vec<&[u8]> = all.iter().map(|s| s.value.as_slice()).collect();
+    assert_eq!(values, vec![b"a", b"b", b"c", b"d", b"e"]);
+}
+
+pub async fn read_from_any_offset(h: &dyn Harness) {
+    let log = h.fresh(1).await;
+    let p = Partition(0);
+    let batch: Vec<Record> = (0..20).map(|i| rec("k", &format!("v{i}"))).collect();
+    log.append(p, batch).await.expect("append");
+    for from in [0u64, 1, 7, 19] {
+        let got = log.read(p, Offset(from), 5).await.expect("read");
+        assert_eq!(got.len(), 5.min(20 - from as usize));
+        for (i, s) in got.iter().enumerate() {
+            assert_eq!(s.offset, Offset(from + i as u64));
+            assert_eq!(s.value, format!("v{}", from + i as u64).into_bytes());
+        }
+    }
+    assert!(log.read(p, Offset(20), 5).await.expect("read").is_empty());
+    assert!(log.read(p, Offset(1_000), 5).await.expect("read").is_empty());
+}
+
+pub async fn partitions_are_independent(h: &dyn Harness) {
+    let log = h.fresh(3).await;
+    log.append(Partition(0), vec![rec("a", "0")]).await.expect("append");
+    log.append(Partition(2), vec![rec("c", "0"), rec("c", "1")])
+        .await
+        .expect("append");
+    assert_eq!(log.end(Partition(0)).await.expect("end"), Offset(1));
+    assert_eq!(log.end(Partition(1)).await.expect("end"), Offset(0));
+    assert_eq!(log.end(Partition(2)).await.expect("end"), Offset(2));
+    assert!(log.read(Partition(1), Offset(0), 10).await.expect("read").is_empty());
+    assert_eq!(log.partitions(), 3);
+}
+
+pub async fn keys_route_to_one_partition(h: &dyn Harness) {
+    let log = h.fresh(5).await;
+    for i in 0..50 {
+        let key = format!("turn-{i}");
+        let p = log.partition_for(key.as_bytes());
+        assert!(p.0 < 5);
+        assert_eq!(p, super::partition_for(key.as_bytes(), 5), "same routing on every backend");
+    }
+}
+
+pub async fn unknown_partition_is_a_terminal_error(h: &dyn Harness) {
+    let log = h.fresh(2).await;
+    let err = log
+        .append(Partition(2), vec![rec("k", "v")])
+        .await
+        .expect_err("partition 2 of 2");
+    assert!(matches!(err, LogError::UnknownPartition { partition: 2, partitions: 2 }));
+    assert!(!err.is_retryable());
+    assert!(log.read(Partition(9), Offset(0), 1).await.is_err());
+    assert!(log.end(Partition(9)).await.is_err());
+    assert!(log.subscribe(Partition(9), Offset(0)).await.is_err());
+}
+
+pub async fn empty_append_is_a_no_op(h: &dyn Harness) {
+    let log = h.fresh(1).await;
+    let p = Partition(0);
+    assert_eq!(log.append(p, vec![]).await.expect("empty"), Offset(0));
+    log.append(p, vec![rec("k", "v")]).await.expect("append");
+    assert_eq!(log.append(p, vec![]).await.expect("empty"), Offset(1));
+    assert_eq!(log.end(p).await.expect("end"), Offset(1));
+}
+
+pub async fn bytes_survive_exactly(h: &dyn Harness) {
+    let log = h.fresh(1).await;
+    let p = Partition(0);
+    let odd = Record {
+        key: vec![],
+        value: (0..=255u8).collect(),
+    };
+    let empty_value = Record {
+        key: vec![0, 0xff, 0x10],
+        value: vec![],
+    };
+    log.append(p, vec![odd.clone(), empty_value.clone()])
+        .await
+        .expect("append");
+    let got = log.read(p, Offset(0), 10).await.expect("read");
+    assert_eq!((got[0].key.clone(), got[0].value.clone()), (odd.key, odd.value));
+    assert_eq!(
+        (got[1].key.clone(), got[1].value.clone()),
+        (empty_value.key, empty_value.value)
+    );
+}
+
+pub async fn tail_yields_old_then_new_records_in_order(h: &dyn Harness) {
+    let log = h.fresh(2).await;
+    let p = Partition(1);
+    log.append(p, vec![rec("k", "0"), rec("k", "1")]).await.expect("append");
+    let mut tail = log.subscribe(p, Offset(1)).await.expect("subscribe");
+    let first = tokio::time::timeout(WAIT, tail.next_batch(10))
+        .await
+        .expect("existing record arrives")
+        .expect("ok");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].offset, Offset(1));
+    assert_eq!(tail.position(), Offset(2));
+
+    // Caught up: the tail waits rather than returning empty.
+    let idle = tokio::time::timeout(Duration::from_millis(100), tail.next_batch(10)).await;
+    assert!(idle.is_err(), "a caught-up tail waits for new records");
+    // The cancelled wait lost nothing.
+    assert_eq!(tail.position(), Offset(2));
+
+    let writer = Arc::clone(&log);
+    let append = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        writer.append(p, vec![rec("k", "2"), rec("k", "3")]).await
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let batch = tokio::time::timeout(WAIT, tail.next_batch(1))
+            .await
+            .expect("new records wake the tail")
+            .expect("ok");
+        assert!(batch.len() <= 1, "max is respected");
+        seen.extend(batch.into_iter().map(|s| (s.offset.0, s.value)));
+    }
+    append.await.expect("join").expect("append");
+    assert_eq!(seen, vec![(2, b"2".to_vec()), (3, b"3".to_vec())]);
+}
+
+pub async fn concurrent_batches_stay_whole_and_dense(h: &dyn Harness) {
+    let log = h.fresh(2).await;
+    let p = Partition(0);
+    let writers = 8;
+    let batches = 25;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let log = Arc::clone(&log);
+        tasks.push(tokio::spawn(async move {
+            let mut bases = Vec::new();
+            for b in 0..batches {
+                let batch = (0..3).map(|i| rec(&format!("w{w}"), &format!("{b}.{i}"))).collect();
+                bases.push(log.append(p, batch).await.expect("append"));
+            }
+            bases
+        }));
+    }
+    let mut bases = Vec::new();
+    for t in tasks {
+        bases.extend(t.await.expect("join"));
+    }
+    let total = (writers * batches * 3) as u64;
+    assert_eq!(log.end(p).await.expect("end"), Offset(total));
+    let all = log.read(p, Offset(0), total as usize + 10).await.expect("read");
+    assert_eq!(all.len() as u64, total);
+    for (i, s) in all.iter().enumerate() {
+        assert_eq!(s.offset, Offset(i as u64), "dense");
+    }
+    // Every batch occupies base..base+3 with its own records, in order.
+    let mut next_by_writer: HashMap<Vec<u8>, u32> = HashMap::new();
+    for base in bases {
+        let chunk = &all[base.0 as usize..base.0 as usize + 3];
+        let key = chunk[0].key.clone();
+        let b = *next_by_writer.get(&key).unwrap_or(&0);
+        for (i, s) in chunk.iter().enumerate() {
+            assert_eq!(s.key, key, "batch {base} is contiguous");
+            assert_eq!(s.value, format!("{b}.{i}").into_bytes(), "batch order kept");
+        }
+        next_by_writer.insert(key, b + 1);
+    }
+}
+
+pub async fn appended_records_survive_reopen(h: &dyn Harness) {
+    let log = h.fresh(2).await;
+    log.append(Partition(1), vec![rec("k", "0"), rec("k", "1")])
+        .await
+        .expect("append");
+    log.append(Partition(0), vec![rec("j", "x")]).await.expect("append");
+    let Some(log) = h.reopen(log).await else {
+        return;
+    };
+    assert_eq!(log.partitions(), 2);
+    assert_eq!(log.end(Partition(1)).await.expect("end"), Offset(2));
+    assert_eq!(log.end(Partition(0)).await.expect("end"), Offset(1));
+    assert_eq!(
+        log.append(Partition(1), vec![rec("k", "2")]).await.expect("append"),
+        Offset(2),
+        "offsets continue after reopen"
+    );
+    let got = log.read(Partition(1), Offset(0), 10).await.expect("read");
+    let values: Vec<&[u8]> = got.iter().map(|s| s.value.as_slice()).collect();
+    assert_eq!(values, vec![b"0", b"1", b"2"]);
+}
+
+/// Expands to one `#[tokio::test]` per contract rule, each calling `$harness` for its logs.
+#[macro_export]
+macro_rules! log_conformance_tests {
+    ($harness:expr) => {
+        $crate::log_conformance_tests!(@each $harness;
+            offsets_are_dense_from_zero,
+            read_from_any_offset,
+            partitions_are_independent,
+            keys_route_to_one_partition,
+            unknown_partition_is_a_terminal_error,
+            empty_append_is_a_no_op,
+            bytes_survive_exactly,
+            tail_yields_old_then_new_records_in_order,
+            concurrent_batches_stay_whole_and_dense,
+            appended_records_survive_reopen
+        );
+    };
+    (@each $harness:expr; $($name:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let harness = $harness;
+                $crate::log::conformance::$name(&harness).await;
+            }
+        )+
+    };
+}

@@ -1,0 +1,131 @@
+//! The event log: partitioned, ordered, durable.
+//!
+//! ```text
+//!  partition p:   [0][1][2] … [n-1] | n
+//!                  ^ offset 0         ^ end(): the offset the next appended record will get
+//! ```
+//!
+//! # Contract (every backend; checked by [`conformance`])
+//! - A log has a fixed number of partitions, `0..partitions()`. Records are routed by the caller:
+//!   [`EventLog::partition_for`] maps a key to a partition the same way for every backend (Kafka's
+//!   murmur2), so all events of one turn land in one partition.
+//! - `append(p, batch)` appends the whole batch atomically and in order and returns the offset of
+//!   its first record. It MUST return `Ok` only once every record of the batch is durable: after a
+//!   crash, an appended batch is either wholly present or (if `append` did not return) wholly absent.
+//! - Offsets are dense and increasing per partition: a batch of `n` records appended at `base`
+//!   occupies `base..base+n`, and the next batch starts at `base+n`. Offsets are never reused.
+//! - `read(p, from, max)` returns up to `max` records with offsets `>= from`, in offset order,
+//!   only records that are durable, and an empty vector at the end of the partition.
+//! - `subscribe(p, from)` yields every record at or after `from`, in order, waiting for new ones.
+//! - An empty batch appends nothing and returns the current end.
+//! - An unknown partition is a terminal error, never a panic.
+
+pub mod conformance;
+mod memory;
+mod partitioner;
+mod sled_log;
+mod tail;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryLog;
+pub use partitioner::{murmur2, partition_for};
+pub use sled_log::{SledLog, SledStore};
+pub use tail::Tail;
+
+use crate::ids::{Offset, Partition};
+
+/// A keyed record as the log stores it; the log never interprets the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// A record read back, with its offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub offset: Offset,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("partition {partition} does not exist (the log has {partitions})")]
+    UnknownPartition { partition: u32, partitions: u32 },
+    #[error("log {name} was created with {existing} partitions, not {requested}")]
+    PartitionMismatch {
+        name: String,
+        existing: u32,
+        requested: u32,
+    },
+    #[error("record at {partition}:{offset} is corrupt: {reason}")]
+    Corrupt {
+        partition: Partition,
+        offset: Offset,
+        reason: String,
+    },
+    #[error("storage failure: {message}")]
+    Storage { message: String, retryable: bool },
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl LogError {
+    pub fn storage(e: impl std::fmt::Display, retryable: bool) -> Self {
+        LogError::Storage {
+            message: e.to_string(),
+            retryable,
+        }
+    }
+
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LogError::Storage {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Human-readable backend name, for messages and metrics labels.
+    fn backend(&self) -> &'static str;
+
+    fn partitions(&self) -> u32;
+
+    /// The partition that owns `key`: Kafka's default (murmur2) partitioning.
+    fn partition_for(&self, key: &[u8]) -> Partition {
+        partition_for(key, self.partitions())
+    }
+
+    /// Appends `records` to `partition` atomically; returns the first record's offset once durable.
+    async fn append(&self, partition: Partition, records: Vec<Record>) -> Result<Offset>;
+
+    /// Up to `max` durable records at or after `from`.
+    async fn read(&self, partition: Partition, from: Offset, max: usize) -> Result<Vec<Stored>>;
+
+    /// The offset the next appended record of `partition` will get.
+    async fn end(&self, partition: Partition) -> Result<Offset>;
+
+    /// A cursor that yields every record from `from` on and waits for new ones.
+    async fn subscribe(&self, partition: Partition, from: Offset) -> Result<Box<dyn Tail>>;
+}
+
+pub(crate) fn check_partition(partition: Partition, partitions: u32) -> Result<usize> {
+    if partition.0 < partitions {
+        Ok(partition.0 as usize)
+    } else {
+        Err(LogError::UnknownPartition {
+            partition: partition.0,
+            partitions,
+        })
+    }
+}
