@@ -1,0 +1,3 @@
+//! The execution plane acts and never decides: retrieval, planning, tools, response synthesis.
+
+pub mod catalog;

@@ -1,0 +1,493 @@
+//! `decide`: every business rule of a turn, as a pure function of state, input and context.
+//!
+//! It returns the events to append and the effects to run once they are durable. It never does
+//! I/O, never reads a clock (time arrives in [`DecideCtx::now_ms`]) and never draws randomness
+//! (ids are derived), so replaying recorded inputs reproduces recorded events exactly.
+
+use crate::control::{CallReview, ControlPlane, PlanReview};
+use crate::event::{
+    Checkpoint, ContextRetrieved, EscalationRaised, EscalationRung, Event, Outcome, Payload,
+    PlanProposed, PolicyDecision, PolicyEvaluated, ResponseSynthesized, ToolCallCompleted,
+    ToolCallFailed, ToolCallStarted, ToolFailureKind, TurnCompleted, TurnRequested,
+};
+use crate::exec::catalog::Catalog;
+use crate::ids::call_id;
+
+use super::effect::{Effect, ToolInvocation};
+use super::input::Input;
+use super::state::{CallState, CallStatus, Phase, TurnState};
+
+/// Limits the state machine enforces itself (the control plane enforces the rest).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Attempts per tool call, the first included.
+    pub max_attempts: i32,
+    pub retry_base_ms: i64,
+    pub retry_max_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_attempts: 3,
+            retry_base_ms: 20,
+            retry_max_ms: 2_000,
+        }
+    }
+}
+
+/// Everything `decide` may consult besides the turn itself.
+pub struct DecideCtx<'a> {
+    pub now_ms: i64,
+    pub catalog: &'a Catalog,
+    pub control: &'a dyn ControlPlane,
+    pub limits: &'a Limits,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    pub events: Vec<Event>,
+    pub effects: Vec<Effect>,
+}
+
+impl Decision {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.effects.is_empty()
+    }
+}
+
+/// Decides without changing `state`. Equivalent to [`step`] on a copy.
+pub fn decide(state: &TurnState, input: Input, ctx: &DecideCtx<'_>) -> Decision {
+    let mut scratch = state.clone();
+    step(&mut scratch, input, ctx)
+}
+
+/// Decides and applies the decided events to `state` (the runtime's form: no copy). On return,
+/// `state` equals `state` replayed with `Decision::events`.
+pub fn step(state: &mut TurnState, input: Input, ctx: &DecideCtx<'_>) -> Decision {
+    let mut b = Builder {
+        state,
+        ctx,
+        out: Decision::default(),
+    };
+    b.handle(input);
+    b.out
+}
+
+/// Backoff before `attempt` (2, 3, …): exponential, capped, with a deterministic jitter so that
+/// retries of many turns do not fire in lockstep.
+pub fn backoff_ms(limits: &Limits, call_id: &str, attempt: i32) -> i64 {
+    let exp = (attempt - 2).clamp(0, 20) as u32;
+    let base = limits.retry_base_ms.saturating_mul(1 << exp).min(limits.retry_max_ms);
+    let jitter = call_id.bytes().fold(attempt as i64, |h, b| (h * 31 + b as i64) % 1_000_003);
+    base + jitter % (base / 4 + 1)
+}
+
+struct Builder<'s, 'c> {
+    state: &'s mut TurnState,
+    ctx: &'c DecideCtx<'c>,
+    out: Decision,
+}
+
+impl Builder<'_, '_> {
+    fn emit(&mut self, payload: Payload) {
+        let seq = self.state.next_seq;
+        let event = Event {
+            event_id: self.state.turn_id.event_id(seq as u64),
+            turn_id: self.state.turn_id,
+            tenant: self.state.tenant.clone(),
+            seq,
+            at_ms: self.ctx.now_ms,
+            payload,
+        };
+        // Infallible here: the event is built for this turn at exactly next_seq.
+        let _ = self.state.apply(&event);
+        self.out.events.push(event);
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        self.out.effects.push(effect);
+    }
+
+    fn handle(&mut self, input: Input) {
+        if self.state.is_terminal() {
+            return;
+        }
+        let phase = self.state.phase();
+        match (input, phase) {
+            (Input::Request { request, source_offset }, Phase::New) => {
+                if request.turn_id != self.state.turn_id {
+                    return;
+                }
+                self.state.tenant = request.tenant.clone();
+                self.emit(Payload::TurnRequested(TurnRequested {
+                    user_id: request.user_id,
+                    text: request.text.clone(),
+                    channel: request.channel,
+                    attributes: request.attributes,
+                    submitted_at_ms: request.submitted_at_ms,
+                    source_offset,
+                }));
+                self.retrieve();
+            }
+            (Input::Retrieved(result), Phase::Retrieving) => {
+                let query = self.state.text.clone();
+                let payload = match result {
+                    Ok(r) => ContextRetrieved {
+                        query: r.query,
+                        documents: r.documents,
+                        latency_ms: r.latency_ms,
+                        error: None,
+                    },
+                    // Degrade, don't fail: the planner sees no context and can say so.
+                    Err(f) => ContextRetrieved {
+                        query,
+                        documents: Vec::new(),
+                        latency_ms: f.latency_ms,
+                        error: Some(f.message),
+                    },
+                };
+                self.emit(Payload::ContextRetrieved(payload));
+                self.plan();
+            }
+            (Input::Planned(Err(f)), Phase::Planning) => {
+                self.complete(Outcome::Failed, format!("planner failed: {}", f.message));
+            }
+            (Input::Planned(Ok(p)), Phase::Planning) => {
+                let plan_rev = self.state.plan.as_ref().map_or(0, |p| p.plan_rev + 1);
+                self.emit(Payload::PlanProposed(PlanProposed {
+                    plan_rev,
+                    model: p.model,
+                    model_version: p.model_version,
+                    prompt_template_hash: p.prompt_template_hash,
+                    steps: p.steps,
+                    confidence: p.confidence,
+                    input_tokens: p.input_tokens,
+                    output_tokens: p.output_tokens,
+                    latency_ms: p.latency_ms,
+                }));
+                self.review_plan();
+            }
+            (Input::ToolDone { call_id, attempt, result }, Phase::AwaitingTool { index }) => {
+                if !self.is_current(index, &call_id, attempt) {
+                    return;
+                }
+                match result {
+                    Ok(ok) => {
+                        self.emit(Payload::ToolCallCompleted(ToolCallCompleted {
+                            call_id,
+                            attempt,
+                            result_json: ok.result_json,
+                            latency_ms: ok.latency_ms,
+                        }));
+                        self.next_step();
+                    }
+                    Err(f) => {
+                        let tool = self.state.calls[index].tool.clone();
+                        self.emit(Payload::ToolCallFailed(ToolCallFailed {
+                            call_id: call_id.clone(),
+                            attempt,
+                            kind: f.kind,
+                            error: f.message.clone(),
+                            retryable: f.retryable,
+                            latency_ms: f.latency_ms,
+                        }));
+                        if f.retryable && attempt < self.ctx.limits.max_attempts {
+                            self.schedule_retry(call_id, attempt + 1);
+                        } else {
+                            let why = if f.retryable { "retries exhausted" } else { "not retryable" };
+                            self.complete(
+                                Outcome::Failed,
+                                format!("{tool} failed on attempt {attempt} ({why}): {}", f.message),
+                            );
+                        }
+                    }
+                }
+            }
+            (Input::RetryDue { call_id, attempt }, Phase::AwaitingRetry { index }) => {
+                let call = &self.state.calls[index];
+                if call.call_id == call_id && call.attempt + 1 == attempt {
+                    let call = call.clone();
+                    self.start_call(call, attempt);
+                }
+            }
+            (Input::Synthesized(Ok(s)), Phase::Synthesizing) => {
+                self.emit(Payload::ResponseSynthesized(ResponseSynthesized {
+                    text: s.text,
+                    citations: s.citations,
+                    redactions: 0,
+                    latency_ms: s.latency_ms,
+                }));
+                self.complete(Outcome::Succeeded, "answered".into());
+            }
+            (Input::Synthesized(Err(f)), Phase::Synthesizing) => {
+                self.complete(Outcome::Failed, format!("synthesizer failed: {}", f.message));
+            }
+            (Input::Resume, phase) => self.resume(phase),
+            // Late, duplicate or out-of-phase inputs change nothing.
+            _ => {}
+        }
+    }
+
+    fn resume(&mut self, phase: Phase) {
+        match phase {
+            Phase::New | Phase::Done(_) => {}
+            Phase::Retrieving => self.retrieve(),
+            Phase::Planning => self.plan(),
+            Phase::NextStep => self.next_step(),
+            Phase::Synthesizing => self.synthesize(),
+            Phase::AwaitingRetry { index } => {
+                let call = &self.state.calls[index];
+                let failed_at = match call.status {
+                    CallStatus::Failed { at_ms, .. } => at_ms,
+                    _ => self.ctx.now_ms,
+                };
+                let (call_id, next) = (call.call_id.clone(), call.attempt + 1);
+                let at_ms = failed_at + backoff_ms(self.ctx.limits, &call_id, next);
+                self.effect(Effect::Schedule {
+                    turn_id: self.state.turn_id,
+                    at_ms,
+                    call_id,
+                    attempt: next,
+                });
+            }
+            // The intent is durable and the result is not: the call may or may not have run.
+            Phase::AwaitingTool { index } => {
+                let call = self.state.calls[index].clone();
+                if call.idempotent {
+                    self.emit(Payload::ToolCallFailed(ToolCallFailed {
+                        call_id: call.call_id.clone(),
+                        attempt: call.attempt,
+                        kind: ToolFailureKind::Interrupted,
+                        error: "worker stopped during the call; retrying with the same idempotency key".into(),
+                        retryable: true,
+                        latency_ms: 0,
+                    }));
+                    if call.attempt < self.ctx.limits.max_attempts {
+                        let attempt = call.attempt + 1;
+                        self.start_call(call, attempt);
+                    } else {
+                        self.escalate(
+                            EscalationRung::HumanHandoff,
+                            format!("{} interrupted on its last attempt; outcome unknown", call.tool),
+                            Some(call.call_id),
+                        );
+                    }
+                } else {
+                    self.emit(Payload::ToolCallFailed(ToolCallFailed {
+                        call_id: call.call_id.clone(),
+                        attempt: call.attempt,
+                        kind: ToolFailureKind::OutcomeUnknown,
+                        error: "worker stopped during a non-idempotent call; not run again".into(),
+                        retryable: false,
+                        latency_ms: 0,
+                    }));
+                    self.escalate(
+                        EscalationRung::HumanHandoff,
+                        format!(
+                            "outcome unknown: {} (not idempotent) may or may not have run",
+                            call.tool
+                        ),
+                        Some(call.call_id),
+                    );
+                }
+            }
+        }
+    }
+
+    fn retrieve(&mut self) {
+        self.effect(Effect::Retrieve {
+            turn_id: self.state.turn_id,
+            query: self.state.text.clone(),
+        });
+    }
+
+    fn plan(&mut self) {
+        self.effect(Effect::Plan {
+            turn_id: self.state.turn_id,
+            tenant: self.state.tenant.clone(),
+            user_id: self.state.user_id.clone(),
+            text: self.state.text.clone(),
+            documents: self.state.documents.clone(),
+        });
+    }
+
+    fn synthesize(&mut self) {
+        let results = self
+            .state
+            .calls
+            .iter()
+            .filter_map(|c| match &c.status {
+                CallStatus::Completed { result_json } => Some((c.tool.clone(), result_json.clone())),
+                _ => None,
+            })
+            .collect();
+        self.effect(Effect::Synthesize {
+            turn_id: self.state.turn_id,
+            text: self.state.text.clone(),
+            documents: self.state.documents.clone(),
+            results,
+        });
+    }
+
+    fn is_current(&self, index: usize, call_id: &str, attempt: i32) -> bool {
+        let c = &self.state.calls[index];
+        c.call_id == call_id && c.attempt == attempt
+    }
+
+    fn review_plan(&mut self) {
+        let Some(plan) = self.state.plan.as_ref() else {
+            return;
+        };
+        let verdict = self.ctx.control.review_plan(&PlanReview {
+            tenant: &self.state.tenant,
+            user_id: &self.state.user_id,
+            steps: &plan.steps,
+            confidence: plan.confidence,
+            catalog: self.ctx.catalog,
+        });
+        self.emit(Payload::PolicyEvaluated(PolicyEvaluated {
+            checkpoint: Checkpoint::Plan,
+            step: None,
+            tool: None,
+            decision: verdict.decision,
+            policy_ids: verdict.policy_ids,
+            reason: verdict.reason.clone(),
+            risk_score: verdict.risk_score,
+            policy_version: self.ctx.control.version().to_string(),
+        }));
+        self.follow(verdict.decision, verdict.reason, None);
+    }
+
+    /// Acts on a non-allow decision; returns whether the turn may go on.
+    fn follow(&mut self, decision: PolicyDecision, reason: String, call_id: Option<String>) -> bool {
+        match decision {
+            PolicyDecision::Allow => {
+                self.next_step();
+                true
+            }
+            PolicyDecision::Deny => {
+                self.complete(Outcome::Denied, format!("denied by policy: {reason}"));
+                false
+            }
+            PolicyDecision::Escalate => {
+                self.escalate(EscalationRung::HumanHandoff, reason, call_id);
+                false
+            }
+            // Approvals arrive with the control-plane work; until then a human decides.
+            PolicyDecision::RequireConfirmation => {
+                self.escalate(EscalationRung::UserConfirmation, reason, call_id);
+                false
+            }
+        }
+    }
+
+    fn next_step(&mut self) {
+        let Some(plan) = self.state.plan.as_ref() else {
+            return;
+        };
+        let index = self.state.calls.len();
+        let Some(planned) = plan.steps.get(index).cloned() else {
+            self.synthesize();
+            return;
+        };
+        let (plan_rev, confidence) = (plan.plan_rev, plan.confidence);
+        let spec = self.ctx.catalog.get(&planned.tool);
+        let verdict = self.ctx.control.review_call(&CallReview {
+            tenant: &self.state.tenant,
+            user_id: &self.state.user_id,
+            step: index as u32,
+            tool: &planned.tool,
+            args_json: &planned.args_json,
+            spec,
+            confidence,
+            earlier_failures: self.state.failures,
+        });
+        let idempotent = spec.is_some_and(|s| s.idempotent);
+        let id = call_id(self.state.turn_id, plan_rev as u32, index as u32);
+        self.emit(Payload::PolicyEvaluated(PolicyEvaluated {
+            checkpoint: Checkpoint::PreTool,
+            step: Some(index as i32),
+            tool: Some(planned.tool.clone()),
+            decision: verdict.decision,
+            policy_ids: verdict.policy_ids,
+            reason: verdict.reason.clone(),
+            risk_score: verdict.risk_score,
+            policy_version: self.ctx.control.version().to_string(),
+        }));
+        if verdict.decision != PolicyDecision::Allow {
+            self.follow(verdict.decision, verdict.reason, Some(id));
+            return;
+        }
+        let call = CallState {
+            call_id: id.clone(),
+            step: index as i32,
+            tool: planned.tool,
+            args_json: planned.args_json,
+            idempotency_key: id,
+            idempotent,
+            attempt: 0,
+            status: CallStatus::Running,
+        };
+        self.start_call(call, 1);
+    }
+
+    /// Records the write-ahead intent, then asks for the call.
+    fn start_call(&mut self, call: CallState, attempt: i32) {
+        self.emit(Payload::ToolCallStarted(ToolCallStarted {
+            call_id: call.call_id.clone(),
+            step: call.step,
+            tool: call.tool.clone(),
+            args_json: call.args_json.clone(),
+            idempotency_key: call.idempotency_key.clone(),
+            attempt,
+            idempotent: call.idempotent,
+        }));
+        self.effect(Effect::CallTool {
+            turn_id: self.state.turn_id,
+            call: ToolInvocation {
+                call_id: call.call_id,
+                tool: call.tool,
+                args_json: call.args_json,
+                idempotency_key: call.idempotency_key,
+                attempt,
+                tenant: self.state.tenant.clone(),
+                user_id: self.state.user_id.clone(),
+            },
+        });
+    }
+
+    fn schedule_retry(&mut self, call_id: String, attempt: i32) {
+        let at_ms = self.ctx.now_ms + backoff_ms(self.ctx.limits, &call_id, attempt);
+        self.effect(Effect::Schedule {
+            turn_id: self.state.turn_id,
+            at_ms,
+            call_id,
+            attempt,
+        });
+    }
+
+    fn escalate(&mut self, rung: EscalationRung, reason: String, call_id: Option<String>) {
+        self.emit(Payload::EscalationRaised(EscalationRaised {
+            rung,
+            reason: reason.clone(),
+            call_id,
+        }));
+        self.complete(Outcome::Escalated, reason);
+    }
+
+    fn complete(&mut self, outcome: Outcome, reason: String) {
+        let latency_ms = (self.ctx.now_ms - self.state.requested_at_ms).max(0);
+        self.emit(Payload::TurnCompleted(TurnCompleted {
+            outcome,
+            reason,
+            latency_ms,
+        }));
+        self.effect(Effect::Finished {
+            turn_id: self.state.turn_id,
+            tenant: self.state.tenant.clone(),
+            outcome,
+            latency_ms,
+        });
+    }
+}

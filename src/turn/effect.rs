@@ -1,0 +1,72 @@
+//! Effects: what `decide` asks the runtime to do, as data. The runtime executes an effect only
+//! after the events decided with it are durable, and feeds the result back as an [`Input`].
+//!
+//! [`Input`]: super::Input
+
+use crate::event::{Outcome, RetrievedDocument};
+use crate::ids::TurnId;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    Retrieve {
+        turn_id: TurnId,
+        query: String,
+    },
+    Plan {
+        turn_id: TurnId,
+        tenant: String,
+        user_id: String,
+        text: String,
+        documents: Vec<RetrievedDocument>,
+    },
+    CallTool {
+        turn_id: TurnId,
+        call: ToolInvocation,
+    },
+    Synthesize {
+        turn_id: TurnId,
+        text: String,
+        documents: Vec<RetrievedDocument>,
+        /// (tool, result JSON) of each completed step, in order.
+        results: Vec<(String, String)>,
+    },
+    /// Wake the turn with `RetryDue` at `at_ms`.
+    Schedule {
+        turn_id: TurnId,
+        at_ms: i64,
+        call_id: String,
+        attempt: i32,
+    },
+    /// The turn reached its outcome: publish it and forget the in-memory state.
+    Finished {
+        turn_id: TurnId,
+        tenant: String,
+        outcome: Outcome,
+        latency_ms: i64,
+    },
+}
+
+impl Effect {
+    pub fn turn_id(&self) -> TurnId {
+        match self {
+            Effect::Retrieve { turn_id, .. }
+            | Effect::Plan { turn_id, .. }
+            | Effect::CallTool { turn_id, .. }
+            | Effect::Synthesize { turn_id, .. }
+            | Effect::Schedule { turn_id, .. }
+            | Effect::Finished { turn_id, .. } => *turn_id,
+        }
+    }
+}
+
+/// One attempt of one tool call, as the tool receives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolInvocation {
+    pub call_id: String,
+    pub tool: String,
+    pub args_json: String,
+    pub idempotency_key: String,
+    pub attempt: i32,
+    pub tenant: String,
+    pub user_id: String,
+}

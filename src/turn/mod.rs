@@ -1,0 +1,17 @@
+//! The turn state machine: `decide(state, input) -> (events, effects)` and `apply(state, event)`.
+//!
+//! Rule: all business logic is in [`decide`]; [`TurnState::apply`] only records facts. Effects
+//! are data; the runtime executes them after the events decided with them are durable.
+
+mod decide;
+mod effect;
+mod input;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};
+pub use effect::{Effect, ToolInvocation};
+pub use input::{ExecFailure, Input, Planned, Retrieval, Synthesis, ToolFailure, ToolSuccess};
+pub use state::{Applied, ApplyError, CallState, CallStatus, Phase, TurnState};

@@ -1,0 +1,251 @@
+//! Turn state and `apply`: the only way state changes. `apply` holds no business logic — it
+//! records facts; every choice is made in `decide`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{
+    EscalationRung, Event, Outcome, Payload, PlanProposed, PolicyDecision, RetrievedDocument,
+    ToolFailureKind,
+};
+use crate::ids::TurnId;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CallStatus {
+    Running,
+    Completed { result_json: String },
+    Failed {
+        kind: ToolFailureKind,
+        error: String,
+        retryable: bool,
+        at_ms: i64,
+    },
+}
+
+/// The current attempt of one plan step's tool call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallState {
+    pub call_id: String,
+    pub step: i32,
+    pub tool: String,
+    pub args_json: String,
+    pub idempotency_key: String,
+    pub idempotent: bool,
+    pub attempt: i32,
+    pub status: CallStatus,
+}
+
+/// Where a turn is, derived from its facts rather than stored beside them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// No TurnRequested yet.
+    New,
+    Retrieving,
+    Planning,
+    /// A tool call attempt is running (its intent is durable, its result is not).
+    AwaitingTool { index: usize },
+    /// The last attempt failed retryably; the next one waits for its backoff.
+    AwaitingRetry { index: usize },
+    /// The previous step finished and the next has not started.
+    NextStep,
+    Synthesizing,
+    Done(Outcome),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnState {
+    pub turn_id: TurnId,
+    pub tenant: String,
+    pub user_id: String,
+    /// The seq the next event must carry; also the number of events applied.
+    pub next_seq: i64,
+    pub requested: bool,
+    pub text: String,
+    pub requested_at_ms: i64,
+    pub source_offset: Option<i64>,
+    pub retrieved: bool,
+    pub documents: Vec<RetrievedDocument>,
+    pub plan: Option<PlanProposed>,
+    pub calls: Vec<CallState>,
+    pub failures: u32,
+    pub last_decision: Option<PolicyDecision>,
+    pub escalations: Vec<EscalationRung>,
+    pub response: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub completed_at_ms: Option<i64>,
+    /// Events whose content did not fit the state (e.g. a result for an unknown call). They are
+    /// counted rather than trusted, and never panic.
+    pub anomalies: u32,
+}
+
+/// What `apply` did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// Already applied (same turn, seq below `next_seq`): delivered twice, changes nothing.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("event of turn {got} applied to turn {expected}")]
+    WrongTurn { expected: TurnId, got: TurnId },
+    #[error("turn {turn}: expected seq {expected}, got {got}: events are missing")]
+    Gap { turn: TurnId, expected: i64, got: i64 },
+}
+
+impl TurnState {
+    pub fn new(turn_id: TurnId) -> Self {
+        TurnState {
+            turn_id,
+            tenant: String::new(),
+            user_id: String::new(),
+            next_seq: 0,
+            requested: false,
+            text: String::new(),
+            requested_at_ms: 0,
+            source_offset: None,
+            retrieved: false,
+            documents: Vec::new(),
+            plan: None,
+            calls: Vec::new(),
+            failures: 0,
+            last_decision: None,
+            escalations: Vec::new(),
+            response: None,
+            outcome: None,
+            completed_at_ms: None,
+            anomalies: 0,
+        }
+    }
+
+    /// Rebuilds a turn from its events (duplicates are skipped).
+    pub fn replay<'a>(turn_id: TurnId, events: impl IntoIterator<Item = &'a Event>) -> Result<Self, ApplyError> {
+        let mut state = TurnState::new(turn_id);
+        for e in events {
+            state.apply(e)?;
+        }
+        Ok(state)
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    pub fn phase(&self) -> Phase {
+        if let Some(o) = self.outcome {
+            return Phase::Done(o);
+        }
+        if !self.requested {
+            return Phase::New;
+        }
+        if !self.retrieved {
+            return Phase::Retrieving;
+        }
+        let Some(plan) = &self.plan else {
+            return Phase::Planning;
+        };
+        if let Some((index, last)) = self.calls.iter().enumerate().last() {
+            match last.status {
+                CallStatus::Running => return Phase::AwaitingTool { index },
+                CallStatus::Failed { retryable: true, .. } => return Phase::AwaitingRetry { index },
+                // A final failure is followed by TurnCompleted in the same batch.
+                CallStatus::Failed { .. } => return Phase::NextStep,
+                CallStatus::Completed { .. } => {}
+            }
+        }
+        if self.calls.len() < plan.steps.len() {
+            Phase::NextStep
+        } else {
+            Phase::Synthesizing
+        }
+    }
+
+    /// Applies one event. Pure: no I/O, no clock, no randomness.
+    pub fn apply(&mut self, event: &Event) -> Result<Applied, ApplyError> {
+        if event.turn_id != self.turn_id {
+            return Err(ApplyError::WrongTurn {
+                expected: self.turn_id,
+                got: event.turn_id,
+            });
+        }
+        if event.seq < self.next_seq {
+            return Ok(Applied::Duplicate);
+        }
+        if event.seq > self.next_seq {
+            return Err(ApplyError::Gap {
+                turn: self.turn_id,
+                expected: self.next_seq,
+                got: event.seq,
+            });
+        }
+        self.next_seq += 1;
+        match &event.payload {
+            Payload::TurnRequested(r) => {
+                self.requested = true;
+                self.tenant = event.tenant.clone();
+                self.user_id = r.user_id.clone();
+                self.text = r.text.clone();
+                self.requested_at_ms = event.at_ms;
+                self.source_offset = r.source_offset;
+            }
+            Payload::ContextRetrieved(c) => {
+                self.retrieved = true;
+                self.documents = c.documents.clone();
+            }
+            Payload::PlanProposed(p) => {
+                self.plan = Some(p.clone());
+                self.calls.clear();
+            }
+            Payload::PolicyEvaluated(p) => self.last_decision = Some(p.decision),
+            Payload::ToolCallStarted(s) => {
+                let call = CallState {
+                    call_id: s.call_id.clone(),
+                    step: s.step,
+                    tool: s.tool.clone(),
+                    args_json: s.args_json.clone(),
+                    idempotency_key: s.idempotency_key.clone(),
+                    idempotent: s.idempotent,
+                    attempt: s.attempt,
+                    status: CallStatus::Running,
+                };
+                match self.calls.last_mut() {
+                    Some(last) if last.call_id == s.call_id => *last = call,
+                    _ => self.calls.push(call),
+                }
+            }
+            Payload::ToolCallCompleted(c) => match self.current_call_mut(&c.call_id, c.attempt) {
+                Some(call) => {
+                    call.status = CallStatus::Completed {
+                        result_json: c.result_json.clone(),
+                    }
+                }
+                None => self.anomalies += 1,
+            },
+            Payload::ToolCallFailed(f) => match self.current_call_mut(&f.call_id, f.attempt) {
+                Some(call) => {
+                    call.status = CallStatus::Failed {
+                        kind: f.kind,
+                        error: f.error.clone(),
+                        retryable: f.retryable,
+                        at_ms: event.at_ms,
+                    };
+                    self.failures += 1;
+                }
+                None => self.anomalies += 1,
+            },
+            Payload::EscalationRaised(e) => self.escalations.push(e.rung),
+            Payload::ResponseSynthesized(r) => self.response = Some(r.text.clone()),
+            Payload::TurnCompleted(c) => {
+                self.outcome = Some(c.outcome);
+                self.completed_at_ms = Some(event.at_ms);
+            }
+        }
+        Ok(Applied::Applied)
+    }
+
+    fn current_call_mut(&mut self, call_id: &str, attempt: i32) -> Option<&mut CallState> {
+        self.calls.last_mut().filter(|c| {
+            c.call_id == call_id && c.attempt == attempt && c.status == CallStatus::Running
+        })
+    }
+}

@@ -1,0 +1,559 @@
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::control::DefaultControlPlane;
+use crate::event::{Outcome, Payload, PlanStep, ToolFailureKind, TurnRequest};
+use crate::exec::catalog::{Catalog, Impact, ToolSpec};
+use crate::ids::TurnId;
+
+fn tool(name: &str, idempotent: bool, impact: Impact) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: name.into(),
+        args_schema: serde_json::json!({"type": "object"}),
+        result_schema: serde_json::json!({"type": "object"}),
+        auth_scopes: vec![],
+        impact,
+        idempotent,
+        compensation: None,
+        timeout_ms: 1_000,
+    }
+}
+
+fn catalog() -> Catalog {
+    Catalog::new([
+        tool("lookup_order", true, Impact::None),
+        tool("issue_refund", true, Impact::High),
+        tool("send_email", false, Impact::Medium),
+    ])
+}
+
+struct World {
+    catalog: Catalog,
+    control: DefaultControlPlane,
+    limits: Limits,
+    now: i64,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            catalog: catalog(),
+            control: DefaultControlPlane::default(),
+            limits: Limits::default(),
+            now: 1_000,
+        }
+    }
+    fn ctx(&self) -> DecideCtx<'_> {
+        DecideCtx {
+            now_ms: self.now,
+            catalog: &self.catalog,
+            control: &self.control,
+            limits: &self.limits,
+        }
+    }
+}
+
+fn turn() -> TurnId {
+    TurnId::from_parts(1_700_000_000_000, [9; 10])
+}
+
+fn request(t: TurnId) -> Input {
+    Input::Request {
+        request: TurnRequest {
+            turn_id: t,
+            tenant: "acme".into(),
+            user_id: "u1".into(),
+            text: "refund order A1".into(),
+            channel: "api".into(),
+            attributes: BTreeMap::new(),
+            submitted_at_ms: 900,
+        },
+        source_offset: Some(4),
+    }
+}
+
+fn planned(steps: &[&str], confidence: f64) -> Input {
+    Input::Planned(Ok(Planned {
+        model: "scripted".into(),
+        model_version: "1".into(),
+        prompt_template_hash: "h".into(),
+        steps: steps
+            .iter()
+            .map(|t| PlanStep {
+                tool: t.to_string(),
+                args_json: r#"{"order_id":"A1"}"#.into(),
+            })
+            .collect(),
+        confidence,
+        input_tokens: 10,
+        output_tokens: 5,
+        latency_ms: 1,
+    }))
+}
+
+fn retrieved() -> Input {
+    Input::Retrieved(Ok(Retrieval {
+        query: "q".into(),
+        documents: vec![],
+        latency_ms: 1,
+    }))
+}
+
+fn kinds(d: &Decision) -> Vec<&'static str> {
+    d.events.iter().map(|e| e.kind()).collect()
+}
+
+fn only_call(d: &Decision) -> ToolInvocation {
+    match d.effects.as_slice() {
+        [Effect::CallTool { call, .. }] => call.clone(),
+        other => panic!("expected one CallTool, got {other:?}"),
+    }
+}
+
+/// given(inputs) on a fresh turn: returns the state after them.
+fn given(w: &World, inputs: Vec<Input>) -> TurnState {
+    let mut s = TurnState::new(turn());
+    for i in inputs {
+        step(&mut s, i, &w.ctx());
+    }
+    s
+}
+
+#[test]
+fn happy_path_records_intent_before_each_call_and_completes() {
+    let w = World::new();
+    let mut s = TurnState::new(turn());
+    let d = step(&mut s, request(turn()), &w.ctx());
+    assert_eq!(kinds(&d), ["TurnRequested"]);
+    assert!(matches!(d.effects.as_slice(), [Effect::Retrieve { .. }]));
+    let d = step(&mut s, retrieved(), &w.ctx());
+    assert_eq!(kinds(&d), ["ContextRetrieved"]);
+    assert!(matches!(d.effects.as_slice(), [Effect::Plan { .. }]));
+    let d = step(&mut s, planned(&["lookup_order", "issue_refund"], 0.9), &w.ctx());
+    assert_eq!(
+        kinds(&d),
+        ["PlanProposed", "PolicyEvaluated", "PolicyEvaluated", "ToolCallStarted"]
+    );
+    let first = only_call(&d);
+    assert_eq!((first.tool.as_str(), first.attempt), ("lookup_order", 1));
+    let ok = |c: &ToolInvocation| Input::ToolDone {
+        call_id: c.call_id.clone(),
+        attempt: c.attempt,
+        result: Ok(ToolSuccess {
+            result_json: "{}".into(),
+            latency_ms: 2,
+        }),
+    };
+    let d = step(&mut s, ok(&first), &w.ctx());
+    assert_eq!(kinds(&d), ["ToolCallCompleted", "PolicyEvaluated", "ToolCallStarted"]);
+    let second = only_call(&d);
+    assert_eq!(second.tool, "issue_refund");
+    assert_ne!(second.idempotency_key, first.idempotency_key);
+    let d = step(&mut s, ok(&second), &w.ctx());
+    assert_eq!(kinds(&d), ["ToolCallCompleted"]);
+    assert!(matches!(&d.effects[..], [Effect::Synthesize { results, .. }] if results.len() == 2));
+    let d = step(
+        &mut s,
+        Input::Synthesized(Ok(Synthesis {
+            text: "done".into(),
+            citations: vec![],
+            latency_ms: 1,
+        })),
+        &w.ctx(),
+    );
+    assert_eq!(kinds(&d), ["ResponseSynthesized", "TurnCompleted"]);
+    assert!(matches!(
+        d.effects.as_slice(),
+        [Effect::Finished { outcome: Outcome::Succeeded, .. }]
+    ));
+    assert_eq!(s.phase(), Phase::Done(Outcome::Succeeded));
+    assert_eq!(s.next_seq, 12);
+    assert!(step(&mut s, Input::Resume, &w.ctx()).is_empty(), "terminal turns stay put");
+}
+
+#[test]
+fn an_unknown_tool_is_denied_before_any_side_effect() {
+    let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let d = step(&mut s, planned(&["lookup_order", "delete_account"], 0.9), &w.ctx());
+    assert_eq!(kinds(&d), ["PlanProposed", "PolicyEvaluated", "TurnCompleted"]);
+    assert!(!d.effects.iter().any(|e| matches!(e, Effect::CallTool { .. })));
+    assert_eq!(s.outcome, Some(Outcome::Denied));
+}
+
+#[test]
+fn a_long_plan_is_denied_by_the_step_limit() {
+    let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let steps = vec!["lookup_order"; 9];
+    step(&mut s, planned(&steps, 0.9), &w.ctx());
+    assert_eq!(s.outcome, Some(Outcome::Denied));
+}
+
+#[test]
+fn low_confidence_escalates_to_a_human() {
+    let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let d = step(&mut s, planned(&["issue_refund"], 0.2), &w.ctx());
+    assert_eq!(
+        kinds(&d),
+        ["PlanProposed", "PolicyEvaluated", "EscalationRaised", "TurnCompleted"]
+    );
+    assert_eq!(s.outcome, Some(Outcome::Escalated));
+}
+
+#[test]
+fn retryable_failures_back_off_then_retry_with_the_same_key_until_exhausted() {
+    let mut w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let call = only_call(&step(&mut s, planned(&["lookup_order"], 0.9), &w.ctx()));
+    let mut attempt = call.attempt;
+    for _ in 0..2 {
+        let d = step(
+            &mut s,
+            Input::ToolDone {
+                call_id: call.call_id.clone(),
+                attempt,
+                result: Err(ToolFailure {
+                    kind: ToolFailureKind::Timeout,
+                    message: "slow".into(),
+                    retryable: true,
+                    latency_ms: 5,
+                }),
+            },
+            &w.ctx(),
+        );
+        assert_eq!(kinds(&d), ["ToolCallFailed"]);
+        let Some(Effect::Schedule { at_ms, attempt: next, .. }) = d.effects.first().cloned() else {
+            panic!("expected a retry timer, got {:?}", d.effects)
+        };
+        assert!(at_ms > w.now);
+        assert_eq!(next, attempt + 1);
+        // Early or mismatched timers change nothing.
+        assert!(step(&mut s, Input::RetryDue { call_id: call.call_id.clone(), attempt: next + 1 }, &w.ctx()).is_empty());
+        w.now = at_ms;
+        let d = step(&mut s, Input::RetryDue { call_id: call.call_id.clone(), attempt: next }, &w.ctx());
+        assert_eq!(kinds(&d), ["ToolCallStarted"]);
+        let retry = only_call(&d);
+        assert_eq!(retry.idempotency_key, call.idempotency_key);
+        attempt = retry.attempt;
+    }
+    let d = step(
+        &mut s,
+        Input::ToolDone {
+            call_id: call.call_id.clone(),
+            attempt,
+            result: Err(ToolFailure {
+                kind: ToolFailureKind::Error,
+                message: "503".into(),
+                retryable: true,
+                latency_ms: 5,
+            }),
+        },
+        &w.ctx(),
+    );
+    assert_eq!(kinds(&d), ["ToolCallFailed", "TurnCompleted"]);
+    assert_eq!(s.outcome, Some(Outcome::Failed));
+}
+
+#[test]
+fn stale_results_are_ignored() {
+    let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let call = only_call(&step(&mut s, planned(&["lookup_order"], 0.9), &w.ctx()));
+    let before = s.clone();
+    let stale = Input::ToolDone {
+        call_id: call.call_id.clone(),
+        attempt: call.attempt + 1,
+        result: Ok(ToolSuccess { result_json: "{}".into(), latency_ms: 1 }),
+    };
+    assert!(step(&mut s, stale, &w.ctx()).is_empty());
+    assert!(step(&mut s, retrieved(), &w.ctx()).is_empty());
+    assert!(step(&mut s, request(turn()), &w.ctx()).is_empty());
+    assert_eq!(s, before);
+}
+
+#[test]
+fn resume_never_reruns_a_non_idempotent_call() {
+    let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    only_call(&step(&mut s, planned(&["send_email"], 0.9), &w.ctx()));
+    let d = step(&mut s, Input::Resume, &w.ctx());
+    assert_eq!(kinds(&d), ["ToolCallFailed", "EscalationRaised", "TurnCompleted"]);
+    assert!(!d.effects.iter().any(|e| matches!(e, Effect::CallTool { .. })));
+    assert!(matches!(
+        &d.events[0].payload,
+        Payload::ToolCallFailed(f) if f.kind == ToolFailureKind::OutcomeUnknown && !f.retryable
+    ));
+    assert_eq!(s.outcome, Some(Outcome::Escalated));
+}
+
+#[test]
+fn resume_retries_an_idempotent_call_with_the_same_key() {
+    let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let call = only_call(&step(&mut s, planned(&["issue_refund"], 0.9), &w.ctx()));
+    let d = step(&mut s, Input::Resume, &w.ctx());
+    assert_eq!(kinds(&d), ["ToolCallFailed", "ToolCallStarted"]);
+    let again = only_call(&d);
+    assert_eq!(again.idempotency_key, call.idempotency_key);
+    assert_eq!(again.attempt, call.attempt + 1);
+}
+
+#[test]
+fn decide_is_pure() {
+    let w = World::new();
+    let s = given(&w, vec![request(turn()), retrieved()]);
+    let before = s.clone();
+    let a = decide(&s, planned(&["lookup_order"], 0.9), &w.ctx());
+    let b = decide(&s, planned(&["lookup_order"], 0.9), &w.ctx());
+    assert_eq!(a, b);
+    assert_eq!(s, before);
+    // Applying the decided events reproduces what `step` does in place.
+    let mut applied = before.clone();
+    for e in &a.events {
+        assert_eq!(applied.apply(e), Ok(Applied::Applied));
+    }
+    let mut stepped = before;
+    step(&mut stepped, planned(&["lookup_order"], 0.9), &w.ctx());
+    assert_eq!(applied, stepped);
+}
+
+#[test]
+fn apply_rejects_gaps_and_foreign_events_and_skips_duplicates() {
+    let w = World::new();
+    let mut s = TurnState::new(turn());
+    let d = step(&mut s, request(turn()), &w.ctx());
+    let d2 = step(&mut s, retrieved(), &w.ctx());
+    let mut fresh = TurnState::new(turn());
+    assert_eq!(fresh.apply(&d.events[0]), Ok(Applied::Applied));
+    assert_eq!(fresh.apply(&d.events[0]), Ok(Applied::Duplicate));
+    let mut gap = d2.events[0].clone();
+    gap.seq = 5;
+    assert!(matches!(fresh.apply(&gap), Err(ApplyError::Gap { expected: 1, got: 5, .. })));
+    let mut foreign = d2.events[0].clone();
+    foreign.turn_id = TurnId::from_parts(1, [1; 10]);
+    assert!(matches!(fresh.apply(&foreign), Err(ApplyError::WrongTurn { .. })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property tests: random histories, crashes included, checked against invariants.
+
+struct History {
+    events: Vec<Event>,
+    /// State after each event, as `step` left it.
+    states: Vec<TurnState>,
+    /// Every (call_id, attempt) the runtime was asked to execute, in order.
+    executed: Vec<(String, i32, bool)>,
+    crashes: usize,
+}
+
+use crate::event::Event;
+
+/// Drives one turn with random effect results and random crashes (a crash drops pending
+/// effects, rebuilds the state from the events and resumes).
+fn simulate(seed: u64) -> History {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut w = World::new();
+    let t = TurnId::from_parts(1_700_000_000_000, [seed as u8; 10]);
+    let mut s = TurnState::new(t);
+    let mut h = History { events: vec![], states: vec![], executed: vec![], crashes: 0 };
+    let mut pending: Vec<Effect> = Vec::new();
+    let record = |h: &mut History, s: &TurnState, d: Decision, pending: &mut Vec<Effect>| {
+        let mut replayed = h.states.last().cloned().unwrap_or_else(|| TurnState::new(t));
+        for e in &d.events {
+            replayed.apply(e).expect("decided events apply");
+            h.events.push(e.clone());
+            h.states.push(replayed.clone());
+        }
+        assert_eq!(&replayed, s, "step leaves state equal to replaying its events");
+        pending.extend(d.effects);
+    };
+    let d = step(&mut s, request(t), &w.ctx());
+    record(&mut h, &s, d, &mut pending);
+    let tools = ["lookup_order", "issue_refund", "send_email", "unknown_tool"];
+    for _ in 0..200 {
+        if s.is_terminal() {
+            break;
+        }
+        w.now += rng.random_range(0..50);
+        if rng.random_bool(0.15) {
+            // Crash: forget effects in flight, rebuild from the log, resume.
+            h.crashes += 1;
+            pending.clear();
+            s = TurnState::replay(t, &h.events).expect("replays");
+            let d = step(&mut s, Input::Resume, &w.ctx());
+            record(&mut h, &s, d, &mut pending);
+            continue;
+        }
+        let Some(effect) = (!pending.is_empty()).then(|| pending.remove(0)) else {
+            break;
+        };
+        let input = match effect {
+            Effect::Retrieve { .. } => {
+                if rng.random_bool(0.1) {
+                    Input::Retrieved(Err(ExecFailure { message: "down".into(), retryable: true, latency_ms: 1 }))
+                } else {
+                    retrieved()
+                }
+            }
+            Effect::Plan { .. } => {
+                if rng.random_bool(0.05) {
+                    Input::Planned(Err(ExecFailure { message: "bad json".into(), retryable: false, latency_ms: 1 }))
+                } else {
+                    let n = rng.random_range(0..5);
+                    let steps: Vec<&str> = (0..n)
+                        .map(|_| {
+                            let upto = if rng.random_bool(0.1) { 4 } else { 3 };
+                            tools[rng.random_range(0..upto)]
+                        })
+                        .collect();
+                    planned(&steps, rng.random_range(0.3..1.0))
+                }
+            }
+            Effect::CallTool { call, .. } => {
+                let idempotent = w.catalog.get(&call.tool).is_some_and(|t| t.idempotent);
+                h.executed.push((call.call_id.clone(), call.attempt, idempotent));
+                let result = match rng.random_range(0..10) {
+                    0..=5 => Ok(ToolSuccess { result_json: "{}".into(), latency_ms: 1 }),
+                    6 | 7 => Err(ToolFailure { kind: ToolFailureKind::Timeout, message: "t".into(), retryable: true, latency_ms: 1 }),
+                    _ => Err(ToolFailure { kind: ToolFailureKind::Error, message: "e".into(), retryable: rng.random_bool(0.5), latency_ms: 1 }),
+                };
+                Input::ToolDone { call_id: call.call_id, attempt: call.attempt, result }
+            }
+            Effect::Synthesize { .. } => {
+                if rng.random_bool(0.05) {
+                    Input::Synthesized(Err(ExecFailure { message: "x".into(), retryable: false, latency_ms: 1 }))
+                } else {
+                    Input::Synthesized(Ok(Synthesis { text: "ok".into(), citations: vec![], latency_ms: 1 }))
+                }
+            }
+            Effect::Schedule { at_ms, call_id, attempt, .. } => {
+                w.now = w.now.max(at_ms);
+                Input::RetryDue { call_id, attempt }
+            }
+            Effect::Finished { .. } => continue,
+        };
+        let d = step(&mut s, input, &w.ctx());
+        record(&mut h, &s, d, &mut pending);
+    }
+    h
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn replaying_any_prefix_yields_the_recorded_state(seed in any::<u64>()) {
+        let h = simulate(seed);
+        let t = h.events[0].turn_id;
+        for k in 0..=h.events.len() {
+            let replayed = TurnState::replay(t, &h.events[..k]).expect("replays");
+            let expected = if k == 0 { TurnState::new(t) } else { h.states[k - 1].clone() };
+            prop_assert_eq!(&replayed, &expected);
+            // Snapshot at k, then the tail: the same final state as a full replay.
+            let json = serde_json::to_string(&replayed).expect("snapshot serializes");
+            let mut resumed: TurnState = serde_json::from_str(&json).expect("snapshot loads");
+            for e in &h.events[k..] {
+                resumed.apply(e).expect("tail applies");
+            }
+            prop_assert_eq!(&resumed, h.states.last().expect("non-empty"));
+        }
+    }
+
+    #[test]
+    fn duplicate_deliveries_change_nothing(seed in any::<u64>(), dup_seed in any::<u64>()) {
+        let h = simulate(seed);
+        let t = h.events[0].turn_id;
+        let mut rng = StdRng::seed_from_u64(dup_seed);
+        let mut s = TurnState::new(t);
+        let mut duplicates = 0;
+        for (i, e) in h.events.iter().enumerate() {
+            prop_assert_eq!(s.apply(e), Ok(Applied::Applied));
+            // Redeliver a random earlier event (or this one) a few times.
+            for _ in 0..rng.random_range(0..3) {
+                let j = rng.random_range(0..=i);
+                let before = s.clone();
+                prop_assert_eq!(s.apply(&h.events[j]), Ok(Applied::Duplicate));
+                prop_assert_eq!(&s, &before);
+                duplicates += 1;
+            }
+        }
+        prop_assert_eq!(&s, h.states.last().expect("non-empty"));
+        let _ = duplicates;
+    }
+
+    #[test]
+    fn histories_keep_their_invariants(seed in any::<u64>()) {
+        let h = simulate(seed);
+        // Dense sequence, opened by the request, at most one completion, at the end.
+        for (i, e) in h.events.iter().enumerate() {
+            prop_assert_eq!(e.seq, i as i64);
+        }
+        prop_assert_eq!(h.events[0].kind(), "TurnRequested");
+        let completions = h.events.iter().filter(|e| e.kind() == "TurnCompleted").count();
+        prop_assert!(completions <= 1);
+        let last = h.states.last().expect("non-empty");
+        if last.is_terminal() {
+            prop_assert_eq!(h.events.last().map(|e| e.kind()), Some("TurnCompleted"));
+        }
+        // Every started attempt has at most one result, exactly one once the turn is over.
+        let mut started: HashMap<(String, i32), usize> = HashMap::new();
+        for e in &h.events {
+            match &e.payload {
+                Payload::ToolCallStarted(s) => { started.insert((s.call_id.clone(), s.attempt), 0); }
+                Payload::ToolCallCompleted(c) => *started.entry((c.call_id.clone(), c.attempt)).or_insert(99) += 1,
+                Payload::ToolCallFailed(f) => *started.entry((f.call_id.clone(), f.attempt)).or_insert(99) += 1,
+                _ => {}
+            }
+        }
+        for (k, n) in &started {
+            prop_assert!(*n <= 1, "{k:?} has {n} results");
+            if last.is_terminal() {
+                prop_assert_eq!(*n, 1, "{:?} has no result", k);
+            }
+        }
+        // No attempt ever runs twice, and a non-idempotent call runs at most once overall.
+        let mut attempts = HashSet::new();
+        let mut non_idempotent = HashSet::new();
+        for (call, attempt, idempotent) in &h.executed {
+            prop_assert!(attempts.insert((call.clone(), *attempt)), "{call} attempt {attempt} ran twice");
+            if !idempotent {
+                let outcome_unknown = h.events.iter().any(|e| matches!(&e.payload,
+                    Payload::ToolCallFailed(f) if &f.call_id == call && f.kind == ToolFailureKind::OutcomeUnknown && f.attempt < *attempt));
+                prop_assert!(!outcome_unknown, "{call} ran again after its outcome became unknown");
+                non_idempotent.insert(call.clone());
+            }
+        }
+        // Decisions on a terminal turn are empty whatever arrives.
+        if last.is_terminal() {
+            let w = World::new();
+            let mut s = last.clone();
+            prop_assert!(step(&mut s, Input::Resume, &w.ctx()).is_empty());
+            let again = request(s.turn_id);
+            prop_assert!(step(&mut s, again, &w.ctx()).is_empty());
+        }
+    }
+}
+
+#[test]
+fn simulations_reach_every_outcome_and_crash_often() {
+    let mut outcomes = HashSet::new();
+    let mut crashes = 0;
+    for seed in 0..400 {
+        let h = simulate(seed);
+        crashes += h.crashes;
+        if let Some(o) = h.states.last().and_then(|s| s.outcome) {
+            outcomes.insert(o);
+        }
+    }
+    assert!(crashes > 100, "the property tests exercise recovery ({crashes} crashes)");
+    for o in [Outcome::Succeeded, Outcome::Failed, Outcome::Denied, Outcome::Escalated] {
+        assert!(outcomes.contains(&o), "{o:?} reached");
+    }
+}
