@@ -1,7 +1,13 @@
+pub mod bench;
 pub mod clock;
 pub mod control;
+pub mod demo;
+pub mod embedded;
 pub mod event;
 pub mod exec;
 pub mod ids;
 pub mod log;
+pub mod projection;
+pub mod runtime;
+pub mod submit;
 pub mod turn;

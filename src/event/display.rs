@@ -1,0 +1,112 @@
+//! Human and machine renderings of events, for `ballast trace`.
+
+use serde_json::{Value, json};
+
+use super::{Event, Payload, PolicyDecision};
+
+impl Event {
+    /// One line saying what happened.
+    pub fn describe(&self) -> String {
+        match &self.payload {
+            Payload::TurnRequested(r) => format!("{} asks via {}: {:?}", r.user_id, r.channel, r.text),
+            Payload::ContextRetrieved(c) => {
+                let docs: Vec<String> = c.documents.iter().map(|d| format!("{} ({:.2})", d.id, d.score)).collect();
+                match &c.error {
+                    Some(e) => format!("retrieval failed, continuing without context: {e}"),
+                    None if docs.is_empty() => "retrieved nothing".to_string(),
+                    None => format!("retrieved {}", docs.join(", ")),
+                }
+            }
+            Payload::PlanProposed(p) => {
+                let steps: Vec<&str> = p.steps.iter().map(|s| s.tool.as_str()).collect();
+                format!(
+                    "{} v{} proposes [{}] (confidence {:.2}, {}+{} tokens, template {})",
+                    p.model,
+                    p.model_version,
+                    steps.join(" → "),
+                    p.confidence,
+                    p.input_tokens,
+                    p.output_tokens,
+                    p.prompt_template_hash
+                )
+            }
+            Payload::PolicyEvaluated(p) => {
+                let at = match (&p.tool, p.step) {
+                    (Some(t), Some(s)) => format!("pre-tool step {s} {t}"),
+                    _ => "plan".to_string(),
+                };
+                let decision = match p.decision {
+                    PolicyDecision::Allow => "allow",
+                    PolicyDecision::RequireConfirmation => "require_confirmation",
+                    PolicyDecision::Escalate => "escalate",
+                    PolicyDecision::Deny => "DENY",
+                };
+                format!("{at}: {decision} by [{}] risk {:.2} ({}) [{}]", p.policy_ids.join(", "), p.risk_score, p.reason, p.policy_version)
+            }
+            Payload::ToolCallStarted(s) => format!(
+                "call {} attempt {} {} (key {}{})",
+                s.tool,
+                s.attempt,
+                s.args_json,
+                s.idempotency_key,
+                if s.idempotent { "" } else { ", not idempotent" }
+            ),
+            Payload::ToolCallCompleted(c) => format!("call {} attempt {} ok in {} ms: {}", c.call_id, c.attempt, c.latency_ms, summarize(&c.result_json)),
+            Payload::ToolCallFailed(f) => format!(
+                "call {} attempt {} {:?}{}: {}",
+                f.call_id,
+                f.attempt,
+                f.kind,
+                if f.retryable { " (retryable)" } else { "" },
+                f.error
+            ),
+            Payload::EscalationRaised(e) => format!("escalated to {:?}: {}", e.rung, e.reason),
+            Payload::ResponseSynthesized(r) => format!("reply {:?} citing [{}]", r.text, r.citations.join(", ")),
+            Payload::TurnCompleted(c) => format!("{} after {} ms: {}", c.outcome.as_str().to_uppercase(), c.latency_ms, c.reason),
+        }
+    }
+
+    /// The event as flat JSON: envelope fields, `kind`, then the payload's fields.
+    pub fn to_json(&self) -> Value {
+        let mut out = json!({
+            "event_id": self.event_id.to_string(),
+            "turn_id": self.turn_id.to_string(),
+            "tenant": self.tenant,
+            "seq": self.seq,
+            "at_ms": self.at_ms,
+            "kind": self.kind(),
+        });
+        if let (Some(obj), Ok(Value::Object(payload))) = (out.as_object_mut(), serde_json::to_value(&self.payload)) {
+            for (_, fields) in payload {
+                if let Value::Object(fields) = fields {
+                    obj.extend(fields);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn summarize(result_json: &str) -> String {
+    serde_json::from_str::<Value>(result_json)
+        .ok()
+        .and_then(|v| v.get("summary").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| result_json.chars().take(80).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::fixtures;
+    use crate::ids::TurnId;
+
+    #[test]
+    fn every_event_renders_as_text_and_flat_json() {
+        for e in fixtures::every_event(TurnId::from_parts(1, [1; 10])) {
+            assert!(!e.describe().is_empty());
+            let j = e.to_json();
+            assert_eq!(j["kind"], e.kind());
+            assert_eq!(j["seq"], e.seq);
+            assert!(j.as_object().is_some_and(|o| o.len() > 6), "{} has payload fields", e.kind());
+        }
+    }
+}

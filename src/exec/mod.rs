@@ -1,3 +1,120 @@
 //! The execution plane acts and never decides: retrieval, planning, tools, response synthesis.
+//! Each is a trait so a deployment plugs in real models and tools; the scripted planner and the
+//! demo domain make runs reproducible.
 
 pub mod catalog;
+pub mod scripted;
+pub mod synth;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::event::RetrievedDocument;
+use crate::ids::TurnId;
+use crate::turn::{ExecFailure, Planned, Retrieval, Synthesis, ToolInvocation};
+use catalog::{Catalog, ToolSpec};
+
+#[async_trait]
+pub trait Retriever: Send + Sync + 'static {
+    async fn retrieve(&self, turn: TurnId, query: &str) -> Result<Retrieval, ExecFailure>;
+}
+
+/// What a planner is asked.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    pub turn_id: TurnId,
+    pub tenant: String,
+    pub user_id: String,
+    pub text: String,
+    pub documents: Vec<RetrievedDocument>,
+}
+
+#[async_trait]
+pub trait Planner: Send + Sync + 'static {
+    async fn plan(&self, request: &PlanRequest) -> Result<Planned, ExecFailure>;
+}
+
+/// An error a tool reports, classified where it is made.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ToolError {
+    pub message: String,
+    /// True when the call certainly did not take effect and may succeed if tried again.
+    pub retryable: bool,
+}
+
+impl ToolError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ToolError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    pub fn terminal(message: impl Into<String>) -> Self {
+        ToolError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Tool: Send + Sync + 'static {
+    fn spec(&self) -> &ToolSpec;
+    /// Runs one attempt. A tool with side effects must honour `call.idempotency_key`.
+    async fn call(&self, call: &ToolInvocation) -> Result<serde_json::Value, ToolError>;
+}
+
+/// What the synthesizer is given to write the reply.
+#[derive(Clone, Debug)]
+pub struct SynthRequest {
+    pub turn_id: TurnId,
+    pub text: String,
+    pub documents: Vec<RetrievedDocument>,
+    pub results: Vec<(String, String)>,
+}
+
+#[async_trait]
+pub trait Synthesizer: Send + Sync + 'static {
+    async fn synthesize(&self, request: &SynthRequest) -> Result<Synthesis, ExecFailure>;
+}
+
+/// The tools a worker can run, and their catalog.
+#[derive(Clone, Default)]
+pub struct Toolbox {
+    tools: HashMap<String, Arc<dyn Tool>>,
+    catalog: Catalog,
+}
+
+impl Toolbox {
+    pub fn new(tools: Vec<Arc<dyn Tool>>) -> Self {
+        let catalog = Catalog::new(tools.iter().map(|t| t.spec().clone()));
+        Toolbox {
+            tools: tools
+                .into_iter()
+                .map(|t| (t.spec().name.clone(), t))
+                .collect(),
+            catalog,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
+/// Everything the runtime needs to execute effects.
+#[derive(Clone)]
+pub struct ExecutionPlane {
+    pub retriever: Arc<dyn Retriever>,
+    pub planner: Arc<dyn Planner>,
+    pub tools: Toolbox,
+    pub synthesizer: Arc<dyn Synthesizer>,
+}

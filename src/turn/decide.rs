@@ -42,6 +42,9 @@ pub struct DecideCtx<'a> {
     pub catalog: &'a Catalog,
     pub control: &'a dyn ControlPlane,
     pub limits: &'a Limits,
+    /// The worker is shutting down: record results, start nothing new. What was not started is
+    /// derived again from the state by `Resume` after the restart.
+    pub draining: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -194,6 +197,13 @@ impl Builder<'_, '_> {
                         }));
                         if f.retryable && attempt < self.ctx.limits.max_attempts {
                             self.schedule_retry(call_id, attempt + 1);
+                        } else if f.kind == ToolFailureKind::OutcomeUnknown {
+                            // Not a failure we can report: something may have happened.
+                            self.escalate(
+                                EscalationRung::HumanHandoff,
+                                format!("outcome unknown: {tool} attempt {attempt}: {}", f.message),
+                                Some(call_id),
+                            );
                         } else {
                             let why = if f.retryable { "retries exhausted" } else { "not retryable" };
                             self.complete(
@@ -205,6 +215,9 @@ impl Builder<'_, '_> {
                 }
             }
             (Input::RetryDue { call_id, attempt }, Phase::AwaitingRetry { index }) => {
+                if self.ctx.draining {
+                    return;
+                }
                 let call = &self.state.calls[index];
                 if call.call_id == call_id && call.attempt + 1 == attempt {
                     let call = call.clone();
@@ -296,6 +309,9 @@ impl Builder<'_, '_> {
     }
 
     fn retrieve(&mut self) {
+        if self.ctx.draining {
+            return;
+        }
         self.effect(Effect::Retrieve {
             turn_id: self.state.turn_id,
             query: self.state.text.clone(),
@@ -303,6 +319,9 @@ impl Builder<'_, '_> {
     }
 
     fn plan(&mut self) {
+        if self.ctx.draining {
+            return;
+        }
         self.effect(Effect::Plan {
             turn_id: self.state.turn_id,
             tenant: self.state.tenant.clone(),
@@ -313,6 +332,9 @@ impl Builder<'_, '_> {
     }
 
     fn synthesize(&mut self) {
+        if self.ctx.draining {
+            return;
+        }
         let results = self
             .state
             .calls
@@ -383,6 +405,9 @@ impl Builder<'_, '_> {
     }
 
     fn next_step(&mut self) {
+        if self.ctx.draining {
+            return;
+        }
         let Some(plan) = self.state.plan.as_ref() else {
             return;
         };
@@ -458,6 +483,9 @@ impl Builder<'_, '_> {
     }
 
     fn schedule_retry(&mut self, call_id: String, attempt: i32) {
+        if self.ctx.draining {
+            return;
+        }
         let at_ms = self.ctx.now_ms + backoff_ms(self.ctx.limits, &call_id, attempt);
         self.effect(Effect::Schedule {
             turn_id: self.state.turn_id,

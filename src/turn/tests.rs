@@ -54,6 +54,7 @@ impl World {
             catalog: &self.catalog,
             control: &self.control,
             limits: &self.limits,
+            draining: false,
         }
     }
 }
@@ -259,6 +260,30 @@ fn retryable_failures_back_off_then_retry_with_the_same_key_until_exhausted() {
     );
     assert_eq!(kinds(&d), ["ToolCallFailed", "TurnCompleted"]);
     assert_eq!(s.outcome, Some(Outcome::Failed));
+}
+
+#[test]
+fn a_draining_worker_records_results_but_starts_nothing_new() {
+    let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let call = only_call(&step(&mut s, planned(&["lookup_order", "send_email"], 0.9), &w.ctx()));
+    let draining = DecideCtx { draining: true, ..w.ctx() };
+    let d = step(
+        &mut s,
+        Input::ToolDone {
+            call_id: call.call_id,
+            attempt: call.attempt,
+            result: Ok(ToolSuccess { result_json: "{}".into(), latency_ms: 1 }),
+        },
+        &draining,
+    );
+    assert_eq!(kinds(&d), ["ToolCallCompleted"]);
+    assert!(d.effects.is_empty());
+    assert_eq!(s.phase(), Phase::NextStep);
+    // After the restart, Resume starts the step that was held back.
+    let d = step(&mut s, Input::Resume, &w.ctx());
+    assert_eq!(kinds(&d), ["PolicyEvaluated", "ToolCallStarted"]);
+    assert_eq!(only_call(&d).tool, "send_email");
 }
 
 #[test]

@@ -1,0 +1,237 @@
+//! `ballast bench`: N five-step turns with instant tools on the sled log, every event durable
+//! before its effect, compared with raw sled appends of the same records in the same run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::clock::SystemClock;
+use crate::control::DefaultControlPlane;
+use crate::demo::run::{DemoError, percentile};
+use crate::embedded::Embedded;
+use crate::event::{PlanStep, TurnRequest};
+use crate::exec::catalog::{Impact, ToolSpec};
+use crate::exec::synth::TemplateSynthesizer;
+use crate::exec::{ExecutionPlane, PlanRequest, Planner, Retriever, Tool, ToolError, Toolbox};
+use crate::ids::{Offset, Partition, TurnId};
+use crate::log::{EventLog, LogError};
+use crate::runtime::state_store::StateStore;
+use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
+use crate::submit::submit;
+use crate::turn::{ExecFailure, Limits, Planned, Retrieval, ToolInvocation};
+
+pub const STEPS: usize = 5;
+
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub turns: usize,
+    pub events: u64,
+    pub appends: u64,
+    pub elapsed: Duration,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub avg_record_bytes: usize,
+    pub raw_appends_per_sec: f64,
+}
+
+impl BenchReport {
+    pub fn turns_per_sec(&self) -> f64 {
+        self.turns as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn baseline_ratio(&self) -> f64 {
+        self.events_per_sec() / self.raw_appends_per_sec.max(1e-9)
+    }
+    pub fn render(&self) -> String {
+        format!(
+            "turns={}\nevents={}\nturns_per_sec={:.0}\nevents_per_sec={:.0}\np50_ms={:.2}\np99_ms={:.2}\nevents_per_append={:.1}\navg_record_bytes={}\nraw_appends_per_sec={:.0}\nbaseline_ratio={:.3}\n",
+            self.turns,
+            self.events,
+            self.turns_per_sec(),
+            self.events_per_sec(),
+            self.p50_ms,
+            self.p99_ms,
+            self.events as f64 / self.appends.max(1) as f64,
+            self.avg_record_bytes,
+            self.raw_appends_per_sec,
+            self.baseline_ratio(),
+        )
+    }
+}
+
+struct InstantTool(ToolSpec);
+
+#[async_trait]
+impl Tool for InstantTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.0
+    }
+    async fn call(&self, call: &ToolInvocation) -> Result<serde_json::Value, ToolError> {
+        Ok(json!({"ok": true, "step": call.call_id}))
+    }
+}
+
+struct FixedPlanner;
+
+#[async_trait]
+impl Planner for FixedPlanner {
+    async fn plan(&self, _r: &PlanRequest) -> Result<Planned, ExecFailure> {
+        Ok(Planned {
+            model: "bench".into(),
+            model_version: "1".into(),
+            prompt_template_hash: "0".into(),
+            steps: (0..STEPS)
+                .map(|i| PlanStep {
+                    tool: format!("step{i}"),
+                    args_json: json!({"n": i}).to_string(),
+                })
+                .collect(),
+            confidence: 0.9,
+            input_tokens: 100,
+            output_tokens: 20,
+            latency_ms: 0,
+        })
+    }
+}
+
+struct NoContext;
+
+#[async_trait]
+impl Retriever for NoContext {
+    async fn retrieve(&self, _t: TurnId, query: &str) -> Result<Retrieval, ExecFailure> {
+        Ok(Retrieval {
+            query: query.into(),
+            documents: vec![],
+            latency_ms: 0,
+        })
+    }
+}
+
+fn instant_tools() -> Vec<Arc<dyn Tool>> {
+    (0..STEPS)
+        .map(|i| {
+            Arc::new(InstantTool(ToolSpec {
+                name: format!("step{i}"),
+                description: "instant".into(),
+                args_schema: json!({"type": "object"}),
+                result_schema: json!({"type": "object"}),
+                auth_scopes: vec![],
+                impact: Impact::Low,
+                idempotent: true,
+                compensation: None,
+                timeout_ms: 1_000,
+            })) as Arc<dyn Tool>
+        })
+        .collect()
+}
+
+pub async fn run(turns: usize, partitions: u32) -> Result<BenchReport, DemoError> {
+    let dir = tempfile::tempdir().map_err(DemoError::Journal)?;
+    let emb = Embedded::open(dir.path(), partitions)?;
+    let requests: Vec<TurnRequest> = (0..turns)
+        .map(|i| TurnRequest {
+            turn_id: TurnId::from_parts(1_767_225_600_000 + i as u64, (i as u128).to_be_bytes()[6..].try_into().unwrap_or([0; 10])),
+            tenant: "bench".into(),
+            user_id: format!("u{}", i % 100),
+            text: "run the five steps".into(),
+            channel: "bench".into(),
+            attributes: BTreeMap::new(),
+            submitted_at_ms: 0,
+        })
+        .collect();
+    submit(emb.requests.as_ref(), &emb.codecs.requests, &requests).await?;
+
+    let cfg = WorkerConfig {
+        max_turns_per_partition: 256,
+        ..WorkerConfig::default()
+    };
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(RuntimeStats::default());
+    let worker = Worker::new(
+        Deps {
+            events: emb.events.clone(),
+            requests: emb.requests.clone(),
+            codecs: emb.codecs.clone(),
+            exec: ExecutionPlane {
+                retriever: Arc::new(NoContext),
+                planner: Arc::new(FixedPlanner),
+                tools: Toolbox::new(instant_tools()),
+                synthesizer: Arc::new(TemplateSynthesizer),
+            },
+            control: Arc::new(DefaultControlPlane::default()),
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            store: emb.state.clone() as Arc<dyn StateStore>,
+            outcomes: Some(out_tx),
+            effect_slots: Arc::new(Semaphore::new(cfg.max_concurrent_effects)),
+            stats: Arc::clone(&stats),
+        },
+        cfg,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let parts: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
+    let started = Instant::now();
+    let task = tokio::spawn(async move { worker.run(parts, stop_rx).await });
+    let mut latencies_us = Vec::with_capacity(turns);
+    while latencies_us.len() < turns {
+        match out_rx.recv().await {
+            Some(f) => latencies_us.push(f.wall_latency_us.unwrap_or(0)),
+            None => break,
+        }
+    }
+    let elapsed = started.elapsed();
+    stop_tx.send_replace(true);
+    task.await.map_err(|e| RuntimeError::Task(e.to_string()))??;
+    latencies_us.sort_unstable();
+
+    let events = RuntimeStats::get(&stats.events_appended);
+    let mut bytes = 0usize;
+    for p in (0..emb.partitions()).map(Partition) {
+        let mut from = Offset::ZERO;
+        loop {
+            let batch = emb.events.read(p, from, 8192).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.offset.next();
+            bytes += batch.iter().map(|s| s.key.len() + s.value.len()).sum::<usize>();
+        }
+    }
+    let avg = bytes / (events.max(1) as usize);
+    let raw = raw_sled_appends(events as usize, avg)?;
+    Ok(BenchReport {
+        turns,
+        events,
+        appends: RuntimeStats::get(&stats.appends),
+        elapsed,
+        p50_ms: percentile(&latencies_us, 0.50) as f64 / 1000.0,
+        p99_ms: percentile(&latencies_us, 0.99) as f64 / 1000.0,
+        avg_record_bytes: avg,
+        raw_appends_per_sec: raw,
+    })
+}
+
+/// The baseline: `n` records of `size` bytes inserted into one sled tree with dense offset keys,
+/// then one flush — the fastest sled takes these bytes durably, with no engine around it.
+fn raw_sled_appends(n: usize, size: usize) -> Result<f64, LogError> {
+    let dir = tempfile::tempdir().map_err(|e| LogError::storage(e, false))?;
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(256 * 1024 * 1024)
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| LogError::storage(e, false))?;
+    let tree = db.open_tree("raw").map_err(|e| LogError::storage(e, false))?;
+    let value = vec![0x5a_u8; size];
+    let started = Instant::now();
+    for i in 0..n as u64 {
+        tree.insert(i.to_be_bytes(), value.as_slice())
+            .map_err(|e| LogError::storage(e, false))?;
+    }
+    db.flush().map_err(|e| LogError::storage(e, false))?;
+    Ok(n as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}

@@ -1,0 +1,59 @@
+use std::path::PathBuf;
+
+use clap::Args;
+
+use ballast::embedded::Embedded;
+use ballast::ids::{Offset, TurnId};
+use ballast::log::EventLog;
+use ballast::projection::turn_index::TurnIndex;
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The turn's id (UUID).
+    turn_id: TurnId,
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Print a JSON array of events (flat: envelope fields, kind, payload fields, offset).
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
+    super::existing_dir(&a.data_dir)?;
+    let emb = Embedded::open(&a.data_dir, 0)?;
+    let index = TurnIndex::open(&emb.store)?;
+    index.catch_up(emb.events.as_ref(), &emb.codecs.events).await?;
+    let key = a.turn_id.key();
+    let partition = emb.events.partition_for(&key);
+    let mut from = Offset(index.get(a.turn_id)?.map_or(0, |e| e.first_offset));
+    let mut events = Vec::new();
+    loop {
+        let batch = emb.events.read(partition, from, 4096).await?;
+        let Some(last) = batch.last() else { break };
+        from = last.offset.next();
+        for s in batch.into_iter().filter(|s| s.key == key) {
+            events.push((s.offset, emb.codecs.events.decode(&s.value)?));
+        }
+    }
+    if events.is_empty() {
+        anyhow::bail!("turn {} is not in {}", a.turn_id, a.data_dir.display());
+    }
+    if a.json {
+        let arr: Vec<_> = events
+            .iter()
+            .map(|(o, e)| {
+                let mut j = e.to_json();
+                j["ballast.log.partition"] = partition.0.into();
+                j["ballast.log.offset"] = o.0.into();
+                j
+            })
+            .collect();
+        return super::emit(&(serde_json::to_string_pretty(&arr)? + "\n"));
+    }
+    let t0 = events[0].1.at_ms;
+    let mut out = format!("turn {}  tenant {}  partition {partition}\n", a.turn_id, events[0].1.tenant);
+    for (offset, e) in &events {
+        out.push_str(&format!("{:>+7} ms  #{:<3} @{:<7} {:<20} {}\n", e.at_ms - t0, e.seq, offset.0, e.kind(), e.describe()));
+    }
+    super::emit(&out)
+}

@@ -1,0 +1,47 @@
+use std::path::PathBuf;
+
+use clap::Args;
+
+use ballast::embedded::Embedded;
+use ballast::projection::turn_index::{TurnIndex, TurnStatus};
+
+#[derive(Debug, Args)]
+pub struct TurnsArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// One JSON object per line: turn_id, status (running|terminal), outcome, …
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(a: TurnsArgs) -> anyhow::Result<()> {
+    super::existing_dir(&a.data_dir)?;
+    let emb = Embedded::open(&a.data_dir, 0)?;
+    let index = TurnIndex::open(&emb.store)?;
+    index.catch_up(emb.events.as_ref(), &emb.codecs.events).await?;
+    let mut out = String::new();
+    for e in index.all()? {
+        if a.json {
+            let line = serde_json::json!({
+                "turn_id": e.turn_id.to_string(),
+                "status": e.status,
+                "outcome": e.outcome,
+                "tenant": e.tenant,
+                "user_id": e.user_id,
+                "latency_ms": e.latency_ms,
+                "events": e.events,
+            });
+            out.push_str(&line.to_string());
+        } else {
+            let status = match e.status {
+                TurnStatus::Running => "running",
+                TurnStatus::Terminal => "terminal",
+            };
+            let outcome = e.outcome.map_or("-", |o| o.as_str());
+            let latency = e.latency_ms.map_or("-".to_string(), |l| format!("{l} ms"));
+            out.push_str(&format!("{}  {status:<8} {outcome:<10} {:<8} {latency:>8}  {} events", e.turn_id, e.tenant, e.events));
+        }
+        out.push('\n');
+    }
+    super::emit(&out)
+}

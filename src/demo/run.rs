@@ -1,0 +1,276 @@
+//! `ballast demo`: run the demo workload to completion on the embedded log and summarise it.
+//! Re-running on the same data dir resumes: requests already submitted are not submitted again,
+//! turns already finished are not redone, in-flight turns are recovered from the log.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::kb::KbRetriever;
+use super::tools::{EffectsJournal, demo_tools};
+use super::workload;
+use crate::clock::SystemClock;
+use crate::control::DefaultControlPlane;
+use crate::embedded::{Embedded, EmbeddedError};
+use crate::event::TurnRequest;
+use crate::exec::scripted::{ScriptedPlanner, WorkloadError, WorkloadTurn, read_workload, write_workload};
+use crate::exec::synth::TemplateSynthesizer;
+use crate::exec::{ExecutionPlane, Toolbox};
+use crate::ids::{Offset, Partition, TurnId};
+use crate::log::{EventLog, LogError};
+use crate::projection::turn_index::{TurnIndex, TurnStatus};
+use crate::runtime::state_store::StateStore;
+use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
+use crate::submit::{SubmitError, submit};
+use crate::turn::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error("effects journal: {0}")]
+    Journal(std::io::Error),
+    #[error("no turn finished for {0:?}; {1} turns still running")]
+    Stalled(Duration, usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub data_dir: PathBuf,
+    pub turns: usize,
+    pub seed: u64,
+    pub partitions: u32,
+    /// Upper bound of each simulated service call, in ms.
+    pub service_latency_ms: u64,
+    pub worker: WorkerConfig,
+}
+
+impl DemoOptions {
+    pub fn new(data_dir: PathBuf, turns: usize) -> Self {
+        DemoOptions {
+            data_dir,
+            turns,
+            seed: 42,
+            partitions: 0,
+            service_latency_ms: 4,
+            worker: WorkerConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoSummary {
+    pub data_dir: PathBuf,
+    pub turns: usize,
+    pub by_outcome: BTreeMap<String, usize>,
+    pub running: usize,
+    pub p50_ms: i64,
+    pub p95_ms: i64,
+    pub submitted_now: usize,
+    pub resumed_turns: u64,
+    pub events_appended: u64,
+    pub appends: u64,
+    pub elapsed: Duration,
+    pub dead_letters: u64,
+    pub interrupted: bool,
+}
+
+impl DemoSummary {
+    pub fn events_per_sec(&self) -> f64 {
+        self.events_appended as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("data dir     {}\n", self.data_dir.display()));
+        s.push_str(&format!(
+            "turns        {} in the workload ({} submitted now, {} resumed after a restart)\n",
+            self.turns, self.submitted_now, self.resumed_turns
+        ));
+        for (outcome, n) in &self.by_outcome {
+            s.push_str(&format!("  {outcome:<11} {n}\n"));
+        }
+        if self.running > 0 {
+            s.push_str(&format!("  {:<11} {}\n", "running", self.running));
+        }
+        s.push_str(&format!("latency      p50 {} ms, p95 {} ms (TurnRequested → TurnCompleted)\n", self.p50_ms, self.p95_ms));
+        s.push_str(&format!(
+            "throughput   {} events in {:.2} s = {:.0} events/s, {} durable appends (group commits)\n",
+            self.events_appended,
+            self.elapsed.as_secs_f64(),
+            self.events_per_sec(),
+            self.appends
+        ));
+        if self.dead_letters > 0 {
+            s.push_str(&format!("dead letters {}\n", self.dead_letters));
+        }
+        if self.interrupted {
+            s.push_str("interrupted  run the same command again to finish the workload\n");
+        }
+        s
+    }
+}
+
+fn requests(turns: &[WorkloadTurn], now_ms: i64) -> Vec<TurnRequest> {
+    turns
+        .iter()
+        .map(|t| TurnRequest {
+            turn_id: t.turn_id,
+            tenant: t.tenant.clone(),
+            user_id: t.user_id.clone(),
+            text: t.text.clone(),
+            channel: "chat".into(),
+            attributes: BTreeMap::from([("scenario".to_string(), t.scenario.clone())]),
+            submitted_at_ms: now_ms,
+        })
+        .collect()
+}
+
+/// Turn ids already in the request log.
+async fn submitted(log: &dyn EventLog, emb: &Embedded) -> Result<HashSet<TurnId>, LogError> {
+    let mut ids = HashSet::new();
+    for p in (0..log.partitions()).map(Partition) {
+        let mut from = Offset::ZERO;
+        loop {
+            let batch = log.read(p, from, 4096).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.offset.next();
+            ids.extend(batch.iter().filter_map(|s| emb.codecs.requests.decode(&s.value).ok()).map(|r| r.turn_id));
+        }
+    }
+    Ok(ids)
+}
+
+pub async fn run(opts: DemoOptions, mut interrupt: watch::Receiver<bool>) -> Result<DemoSummary, DemoError> {
+    let started = Instant::now();
+    let emb = Embedded::open(&opts.data_dir, opts.partitions)?;
+    let workload_path = opts.data_dir.join("workload.jsonl");
+    let workload = if workload_path.exists() {
+        let w = read_workload(&workload_path)?;
+        if w.len() != opts.turns {
+            tracing::warn!(existing = w.len(), requested = opts.turns, "data dir already holds a workload; finishing that one");
+        }
+        w
+    } else {
+        let w = workload::generate(opts.turns, opts.seed);
+        write_workload(&workload_path, &w)?;
+        w
+    };
+    let journal = EffectsJournal::open(&opts.data_dir.join("effects.jsonl")).map_err(DemoError::Journal)?;
+    let exec = ExecutionPlane {
+        retriever: Arc::new(KbRetriever::new(Duration::from_millis(opts.service_latency_ms.min(1)))),
+        planner: ScriptedPlanner::new(&workload, Duration::from_millis(opts.service_latency_ms / 2)),
+        tools: Toolbox::new(demo_tools(journal, opts.service_latency_ms)),
+        synthesizer: Arc::new(TemplateSynthesizer),
+    };
+
+    let index = TurnIndex::open(&emb.store)?;
+    index.catch_up(emb.events.as_ref(), &emb.codecs.events).await?;
+    let mut waiting: HashSet<TurnId> = HashSet::new();
+    for t in &workload {
+        let done = index.get(t.turn_id)?.is_some_and(|e| e.status == TurnStatus::Terminal);
+        if !done {
+            waiting.insert(t.turn_id);
+        }
+    }
+    let already = submitted(emb.requests.as_ref(), &emb).await?;
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(RuntimeStats::default());
+    let worker = Worker::new(
+        Deps {
+            events: emb.events.clone(),
+            requests: emb.requests.clone(),
+            codecs: emb.codecs.clone(),
+            exec,
+            control: Arc::new(DefaultControlPlane::default()),
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            store: emb.state.clone() as Arc<dyn StateStore>,
+            outcomes: Some(out_tx),
+            effect_slots: Arc::new(Semaphore::new(opts.worker.max_concurrent_effects)),
+            stats: Arc::clone(&stats),
+        },
+        opts.worker.clone(),
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let partitions: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
+    let worker_task = tokio::spawn(async move { worker.run(partitions, stop_rx).await });
+
+    let fresh: Vec<WorkloadTurn> = workload.iter().filter(|t| !already.contains(&t.turn_id)).cloned().collect();
+    let now_ms = crate::clock::Clock::now_ms(&SystemClock);
+    let submitted_now = submit(emb.requests.as_ref(), &emb.codecs.requests, &requests(&fresh, now_ms)).await?;
+
+    let stall = Duration::from_secs(60);
+    let mut interrupted = *interrupt.borrow();
+    let mut stalled = None;
+    while !waiting.is_empty() && !interrupted {
+        tokio::select! {
+            finished = tokio::time::timeout(stall, out_rx.recv()) => match finished {
+                Ok(Some(f)) => { waiting.remove(&f.turn_id); }
+                Ok(None) => break,
+                Err(_) => { stalled = Some(waiting.len()); break; }
+            },
+            _ = interrupt.changed() => interrupted = true,
+        }
+    }
+    stop_tx.send_replace(true);
+    worker_task
+        .await
+        .map_err(|e| RuntimeError::Task(e.to_string()))??;
+    if let Some(n) = stalled {
+        return Err(DemoError::Stalled(stall, n));
+    }
+    let elapsed = started.elapsed();
+
+    index.catch_up(emb.events.as_ref(), &emb.codecs.events).await?;
+    let mut by_outcome = BTreeMap::new();
+    let mut latencies = Vec::new();
+    let mut running = 0;
+    for t in &workload {
+        match index.get(t.turn_id)? {
+            Some(e) if e.status == TurnStatus::Terminal => {
+                let o = e.outcome.map_or("unknown", |o| o.as_str());
+                *by_outcome.entry(o.to_string()).or_insert(0) += 1;
+                latencies.extend(e.latency_ms);
+            }
+            _ => running += 1,
+        }
+    }
+    latencies.sort_unstable();
+    Ok(DemoSummary {
+        data_dir: opts.data_dir.clone(),
+        turns: workload.len(),
+        by_outcome,
+        running,
+        p50_ms: percentile(&latencies, 0.50),
+        p95_ms: percentile(&latencies, 0.95),
+        submitted_now,
+        resumed_turns: RuntimeStats::get(&stats.resumed_turns),
+        events_appended: RuntimeStats::get(&stats.events_appended),
+        appends: RuntimeStats::get(&stats.appends),
+        elapsed,
+        dead_letters: RuntimeStats::get(&stats.dead_letters),
+        interrupted,
+    })
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}

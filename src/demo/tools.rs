@@ -1,0 +1,252 @@
+//! The demo domain's tools: customer support over orders, refunds and email.
+//!
+//! Behaviour follows the arguments so workloads are reproducible: order ids starting with `A`
+//! exist, `T` ids time out on the first attempt, `E` ids are unknown. Every real execution of a
+//! side effect is appended to the [`EffectsJournal`] (`effects.jsonl`) so anyone can check from
+//! outside that nothing ran twice.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::kb::KbRetriever;
+use crate::exec::catalog::{Impact, ToolSpec};
+use crate::exec::{Tool, ToolError};
+use crate::turn::ToolInvocation;
+
+/// Append-only record of side effects that really ran: one JSON line per execution.
+pub struct EffectsJournal {
+    file: Option<Mutex<File>>,
+}
+
+impl EffectsJournal {
+    pub fn open(path: &Path) -> std::io::Result<Arc<Self>> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Arc::new(EffectsJournal {
+            file: Some(Mutex::new(file)),
+        }))
+    }
+
+    /// A journal that records nothing (benchmarks).
+    pub fn disabled() -> Arc<Self> {
+        Arc::new(EffectsJournal { file: None })
+    }
+
+    fn record(&self, call: &ToolInvocation) -> Result<(), ToolError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let mut line = json!({
+            "call_id": call.call_id,
+            "tool": call.tool,
+            "idempotency_key": call.idempotency_key,
+        })
+        .to_string();
+        line.push('\n');
+        let mut f = file
+            .lock()
+            .map_err(|_| ToolError::terminal("effects journal lock poisoned"))?;
+        // One write(2) of one line with O_APPEND: a kill never leaves half a line behind.
+        f.write_all(line.as_bytes())
+            .map_err(|e| ToolError::terminal(format!("effects journal: {e}")))
+    }
+}
+
+fn spec(
+    name: &str,
+    description: &str,
+    args: Value,
+    result: Value,
+    impact: Impact,
+    idempotent: bool,
+    compensation: Option<&str>,
+) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: description.into(),
+        args_schema: args,
+        result_schema: result,
+        auth_scopes: vec![format!("support:{name}")],
+        impact,
+        idempotent,
+        compensation: compensation.map(str::to_owned),
+        timeout_ms: 2_000,
+    }
+}
+
+fn args(call: &ToolInvocation) -> Result<Value, ToolError> {
+    serde_json::from_str(&call.args_json)
+        .map_err(|e| ToolError::terminal(format!("arguments are not JSON: {e}")))
+}
+
+fn str_arg<'a>(v: &'a Value, name: &str) -> Result<&'a str, ToolError> {
+    v.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ToolError::terminal(format!("missing string argument {name}")))
+}
+
+/// Simulated service latency, derived from the call id so runs repeat.
+async fn service_delay(call: &ToolInvocation, max_ms: u64) {
+    if max_ms == 0 {
+        return;
+    }
+    let h = call.call_id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    tokio::time::sleep(Duration::from_millis(1 + h % max_ms)).await;
+}
+
+struct DemoTool {
+    spec: ToolSpec,
+    journal: Arc<EffectsJournal>,
+    latency_ms: u64,
+    /// Refunds already issued, by idempotency key: the downstream's own dedup.
+    issued: Mutex<HashMap<String, String>>,
+}
+
+#[async_trait]
+impl Tool for DemoTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    async fn call(&self, call: &ToolInvocation) -> Result<Value, ToolError> {
+        service_delay(call, self.latency_ms).await;
+        let a = args(call)?;
+        match self.spec.name.as_str() {
+            "search_kb" => {
+                let query = str_arg(&a, "query")?;
+                let docs = KbRetriever::search(query, 3);
+                Ok(json!({
+                    "documents": docs.iter().map(|d| json!({"id": d.id, "title": d.title})).collect::<Vec<_>>(),
+                    "summary": docs.first().map_or("Nothing relevant in the knowledge base".to_string(), |d| d.snippet.clone()),
+                }))
+            }
+            "lookup_order" => {
+                let id = str_arg(&a, "order_id")?;
+                match id.chars().next() {
+                    Some('T') if call.attempt < 2 => {
+                        Err(ToolError::retryable("order service timed out (no answer in 2000 ms)"))
+                    }
+                    Some('E') => Err(ToolError::terminal(format!("order {id} not found"))),
+                    _ => {
+                        let delayed = id.bytes().map(u32::from).sum::<u32>() % 3 == 0;
+                        let status = if delayed { "delayed" } else { "shipped" };
+                        Ok(json!({
+                            "order_id": id,
+                            "status": status,
+                            "amount_cents": 1_000 + (id.len() as i64 * 737) % 9_000,
+                            "summary": format!("Order {id} is {status}"),
+                        }))
+                    }
+                }
+            }
+            "issue_refund" => {
+                let id = str_arg(&a, "order_id")?;
+                let amount = a.get("amount_cents").and_then(Value::as_i64).unwrap_or(0);
+                if amount <= 0 || amount > 50_000 {
+                    return Err(ToolError::terminal(format!(
+                        "refund of {amount} cents is outside 1..=50000"
+                    )));
+                }
+                self.journal.record(call)?;
+                let mut issued = self
+                    .issued
+                    .lock()
+                    .map_err(|_| ToolError::terminal("refund ledger lock poisoned"))?;
+                let n = issued.len();
+                let refund_id = issued
+                    .entry(call.idempotency_key.clone())
+                    .or_insert_with(|| format!("rf-{n:06}"))
+                    .clone();
+                Ok(json!({
+                    "refund_id": refund_id,
+                    "order_id": id,
+                    "amount_cents": amount,
+                    "summary": format!("Refund {refund_id} of {:.2} EUR issued for order {id}", amount as f64 / 100.0),
+                }))
+            }
+            "reverse_refund" => {
+                let refund_id = str_arg(&a, "refund_id")?;
+                self.journal.record(call)?;
+                Ok(json!({"refund_id": refund_id, "reversed": true, "summary": format!("Refund {refund_id} reversed")}))
+            }
+            "send_email" => {
+                let to = str_arg(&a, "to")?;
+                let template = str_arg(&a, "template")?;
+                self.journal.record(call)?;
+                Ok(json!({"message_id": format!("msg-{}", call.idempotency_key), "summary": format!("Email '{template}' sent to {to}")}))
+            }
+            other => Err(ToolError::terminal(format!("demo has no tool {other}"))),
+        }
+    }
+}
+
+/// The demo's tools. `latency_ms` is the most a simulated service call takes (0 = instant).
+pub fn demo_tools(journal: Arc<EffectsJournal>, latency_ms: u64) -> Vec<Arc<dyn Tool>> {
+    let object = |props: Value, required: &[&str]| {
+        json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+    };
+    let specs = vec![
+        spec(
+            "search_kb",
+            "Search the support knowledge base.",
+            object(json!({"query": {"type": "string"}}), &["query"]),
+            object(json!({"documents": {"type": "array"}, "summary": {"type": "string"}}), &["documents"]),
+            Impact::None,
+            true,
+            None,
+        ),
+        spec(
+            "lookup_order",
+            "Look up an order's status and amount.",
+            object(json!({"order_id": {"type": "string", "pattern": "^[A-Z][0-9]+$"}}), &["order_id"]),
+            object(json!({"order_id": {"type": "string"}, "status": {"type": "string"}, "amount_cents": {"type": "integer"}, "summary": {"type": "string"}}), &["order_id", "status"]),
+            Impact::None,
+            true,
+            None,
+        ),
+        spec(
+            "issue_refund",
+            "Refund an order. Idempotent by idempotency key.",
+            object(json!({"order_id": {"type": "string"}, "amount_cents": {"type": "integer", "minimum": 1}}), &["order_id", "amount_cents"]),
+            object(json!({"refund_id": {"type": "string"}, "amount_cents": {"type": "integer"}, "summary": {"type": "string"}}), &["refund_id"]),
+            Impact::High,
+            true,
+            Some("reverse_refund"),
+        ),
+        spec(
+            "reverse_refund",
+            "Undo a refund.",
+            object(json!({"refund_id": {"type": "string"}}), &["refund_id"]),
+            object(json!({"refund_id": {"type": "string"}, "reversed": {"type": "boolean"}}), &["refund_id"]),
+            Impact::High,
+            true,
+            None,
+        ),
+        spec(
+            "send_email",
+            "Send an email to the customer. Not idempotent: a retry sends a second email.",
+            object(json!({"to": {"type": "string"}, "template": {"type": "string"}}), &["to", "template"]),
+            object(json!({"message_id": {"type": "string"}, "summary": {"type": "string"}}), &["message_id"]),
+            Impact::Medium,
+            false,
+            None,
+        ),
+    ];
+    specs
+        .into_iter()
+        .map(|spec| {
+            Arc::new(DemoTool {
+                spec,
+                journal: Arc::clone(&journal),
+                latency_ms,
+                issued: Mutex::new(HashMap::new()),
+            }) as Arc<dyn Tool>
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! The demo workload: a seeded mix of customer-support turns that exercises every outcome —
+//! successes, retried and failed tool calls, policy denials and escalations.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::event::PlanStep;
+use crate::exec::scripted::{Script, WorkloadTurn};
+use crate::ids::TurnId;
+
+/// 2026-01-01T00:00:00Z: turn ids are time-ordered from here, one millisecond apart.
+const EPOCH_MS: u64 = 1_767_225_600_000;
+const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+
+/// Scenario weights (per 100 turns) and what each should end as.
+pub const SCENARIOS: &[(&str, u32, &str)] = &[
+    ("order_status", 42, "succeeded"),
+    ("refund", 15, "succeeded"),
+    ("kb_question", 10, "succeeded"),
+    ("flaky_lookup", 8, "succeeded after a retry"),
+    ("order_not_found", 5, "failed"),
+    ("refund_over_limit", 3, "failed"),
+    ("unknown_tool", 5, "denied"),
+    ("runaway_plan", 2, "denied"),
+    ("low_confidence", 10, "escalated"),
+];
+
+fn step(tool: &str, args: serde_json::Value) -> PlanStep {
+    PlanStep {
+        tool: tool.into(),
+        args_json: args.to_string(),
+    }
+}
+
+fn pick(rng: &mut StdRng) -> &'static str {
+    let total: u32 = SCENARIOS.iter().map(|s| s.1).sum();
+    let mut x = rng.random_range(0..total);
+    for (name, weight, _) in SCENARIOS {
+        if x < *weight {
+            return name;
+        }
+        x -= weight;
+    }
+    SCENARIOS[0].0
+}
+
+/// `n` turns, the same for the same seed.
+pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let mut random = [0u8; 10];
+            rng.fill(&mut random);
+            let turn_id = TurnId::from_parts(EPOCH_MS + i as u64, random);
+            let tenant = TENANTS[rng.random_range(0..TENANTS.len())];
+            let user = rng.random_range(1..=400);
+            let order = rng.random_range(10_000..99_999);
+            let scenario = pick(&mut rng);
+            let confident = rng.random_range(0.72..0.99);
+            let email = format!("user{user}@example.com");
+            let (text, steps, confidence) = match scenario {
+                "order_status" => (
+                    format!("Where is my order A{order}? It has not arrived yet."),
+                    vec![step("lookup_order", json!({"order_id": format!("A{order}")}))],
+                    confident,
+                ),
+                "refund" => (
+                    format!("Order A{order} arrived damaged, I want a refund."),
+                    vec![
+                        step("lookup_order", json!({"order_id": format!("A{order}")})),
+                        step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": rng.random_range(500..20_000)})),
+                        step("send_email", json!({"to": email, "template": "refund_confirmation"})),
+                    ],
+                    confident,
+                ),
+                "kb_question" => (
+                    "How long do refunds take to reach my card?".to_string(),
+                    vec![step("search_kb", json!({"query": "refund timing card"}))],
+                    confident,
+                ),
+                "flaky_lookup" => (
+                    format!("Can you check order T{order} for me?"),
+                    vec![step("lookup_order", json!({"order_id": format!("T{order}")}))],
+                    confident,
+                ),
+                "order_not_found" => (
+                    format!("What happened to order E{order}?"),
+                    vec![step("lookup_order", json!({"order_id": format!("E{order}")}))],
+                    confident,
+                ),
+                "refund_over_limit" => (
+                    format!("Refund everything on order A{order}, all 900 EUR of it."),
+                    vec![
+                        step("lookup_order", json!({"order_id": format!("A{order}")})),
+                        step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": 90_000})),
+                    ],
+                    confident,
+                ),
+                "unknown_tool" => (
+                    "Delete my account and all my data right now.".to_string(),
+                    vec![
+                        step("lookup_order", json!({"order_id": format!("A{order}")})),
+                        step("delete_account", json!({"user": email})),
+                    ],
+                    confident,
+                ),
+                "runaway_plan" => (
+                    "Tell me everything about every order I ever made.".to_string(),
+                    (0..12)
+                        .map(|k| step("lookup_order", json!({"order_id": format!("A{}", order + k)})))
+                        .collect(),
+                    confident,
+                ),
+                _ => (
+                    format!("Refund order A{order} and maybe also the other one? Not sure which."),
+                    vec![step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": 4_200}))],
+                    rng.random_range(0.15..0.45),
+                ),
+            };
+            WorkloadTurn {
+                turn_id,
+                tenant: tenant.into(),
+                user_id: format!("u-{user}"),
+                text,
+                scenario: scenario.into(),
+                script: Script { steps, confidence },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_workload_and_every_scenario_appears() {
+        let a = generate(1_000, 7);
+        assert_eq!(a, generate(1_000, 7));
+        assert_ne!(a, generate(1_000, 8));
+        for (name, _, _) in SCENARIOS {
+            assert!(a.iter().any(|t| t.scenario == *name), "{name} present");
+        }
+        let ids: std::collections::HashSet<_> = a.iter().map(|t| t.turn_id).collect();
+        assert_eq!(ids.len(), 1_000);
+    }
+}

@@ -1,0 +1,86 @@
+//! The embedded deployment: one data directory holds a sled database with the request log, the
+//! turn event log, the writer schemas, worker state and read models.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::event::codec::{CodecError, Codecs, SchemaRegistry, fingerprint_hex};
+use crate::log::{EventLog, LogError, SledLog, SledStore};
+use crate::runtime::state_store::{SledStateStore, StoreError};
+
+pub const DEFAULT_PARTITIONS: u32 = 8;
+pub const EVENTS_LOG: &str = "turn-events";
+pub const REQUESTS_LOG: &str = "requests";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("cannot open data dir {dir} (is another ballast process using it?): {source}")]
+    Open { dir: String, source: LogError },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+pub struct Embedded {
+    pub dir: PathBuf,
+    pub store: SledStore,
+    pub events: Arc<SledLog>,
+    pub requests: Arc<SledLog>,
+    pub codecs: Codecs,
+    pub state: Arc<SledStateStore>,
+}
+
+impl Embedded {
+    /// Opens (creating if needed) the data directory. `partitions` applies only on creation;
+    /// 0 means "as created" (or the default for a new directory).
+    pub fn open(dir: &Path, partitions: u32) -> Result<Self, EmbeddedError> {
+        std::fs::create_dir_all(dir)?;
+        let store = SledStore::open(dir).map_err(|source| EmbeddedError::Open {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        let codecs = load_codecs(&store)?;
+        let fresh = store.tree("meta")?.get(format!("log/{EVENTS_LOG}/partitions")).ok().flatten().is_none();
+        let n = if fresh && partitions == 0 { DEFAULT_PARTITIONS } else { partitions };
+        let events = Arc::new(store.log(EVENTS_LOG, n)?);
+        let requests = Arc::new(store.log(REQUESTS_LOG, events.partitions())?);
+        let state = Arc::new(SledStateStore::open(&store)?);
+        Ok(Embedded {
+            dir: dir.to_path_buf(),
+            store,
+            events,
+            requests,
+            codecs,
+            state,
+        })
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.events.partitions()
+    }
+}
+
+/// Loads every writer schema stored in this data dir, registers ours, and stores them all, so
+/// older and newer binaries sharing the directory can read each other's records.
+fn load_codecs(store: &SledStore) -> Result<Codecs, EmbeddedError> {
+    let tree = store.tree("schemas")?;
+    let registry = SchemaRegistry::new();
+    for item in tree.iter() {
+        let (fp, json) = item.map_err(|e| LogError::storage(e, false))?;
+        if let Err(e) = registry.register(&String::from_utf8_lossy(&json)) {
+            tracing::warn!(fingerprint = %fingerprint_hex(&fp.as_ref().try_into().unwrap_or([0; 8])), error = %e, "stored schema does not parse");
+        }
+    }
+    let codecs = Codecs::new(Arc::clone(&registry))?;
+    for (fp, canonical) in registry.canonical_forms() {
+        tree.insert(fp, canonical.as_bytes())
+            .map_err(|e| LogError::storage(e, false))?;
+    }
+    Ok(codecs)
+}

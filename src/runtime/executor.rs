@@ -1,0 +1,162 @@
+//! Runs one effect against the execution plane and turns its result into an [`Input`].
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::event::ToolFailureKind;
+use crate::exec::{ExecutionPlane, PlanRequest, SynthRequest};
+use crate::ids::TurnId;
+use crate::turn::{Effect, ExecFailure, Input, ToolFailure, ToolSuccess};
+
+pub(crate) enum Msg {
+    /// An effect finished (one per dispatched effect, panics included).
+    Effect(TurnId, Input),
+    /// A retry timer fired.
+    Timer(TurnId, Input),
+}
+
+/// Sends the effect's input back exactly once: the real result, or — if the effect's future
+/// panicked or was dropped — a failure, so the turn never waits forever on a lost effect.
+pub(crate) struct Completion {
+    tx: mpsc::UnboundedSender<Msg>,
+    turn: TurnId,
+    fallback: Option<Input>,
+}
+
+impl Completion {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Msg>, effect: &Effect) -> Self {
+        Completion {
+            tx,
+            turn: effect.turn_id(),
+            fallback: fallback_for(effect),
+        }
+    }
+
+    pub(crate) fn send(mut self, input: Input) {
+        self.fallback = None;
+        let _ = self.tx.send(Msg::Effect(self.turn, input));
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(input) = self.fallback.take() {
+            let _ = self.tx.send(Msg::Effect(self.turn, input));
+        }
+    }
+}
+
+fn lost(what: &str) -> ExecFailure {
+    ExecFailure {
+        message: format!("{what} stopped without a result"),
+        retryable: false,
+        latency_ms: 0,
+    }
+}
+
+fn fallback_for(effect: &Effect) -> Option<Input> {
+    Some(match effect {
+        Effect::Retrieve { .. } => Input::Retrieved(Err(lost("retriever"))),
+        Effect::Plan { .. } => Input::Planned(Err(lost("planner"))),
+        Effect::Synthesize { .. } => Input::Synthesized(Err(lost("synthesizer"))),
+        // The tool may have acted before it panicked: its outcome is unknown.
+        Effect::CallTool { call, .. } => Input::ToolDone {
+            call_id: call.call_id.clone(),
+            attempt: call.attempt,
+            result: Err(ToolFailure {
+                kind: ToolFailureKind::OutcomeUnknown,
+                message: format!("{} stopped without a result", call.tool),
+                retryable: false,
+                latency_ms: 0,
+            }),
+        },
+        Effect::Schedule { .. } | Effect::Finished { .. } => return None,
+    })
+}
+
+/// Executes a Retrieve, Plan, CallTool or Synthesize effect. Other effects are the actor's own.
+pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<Input> {
+    Some(match effect {
+        Effect::Retrieve { turn_id, query } => {
+            Input::Retrieved(plane.retriever.retrieve(turn_id, &query).await)
+        }
+        Effect::Plan {
+            turn_id,
+            tenant,
+            user_id,
+            text,
+            documents,
+        } => Input::Planned(
+            plane
+                .planner
+                .plan(&PlanRequest {
+                    turn_id,
+                    tenant,
+                    user_id,
+                    text,
+                    documents,
+                })
+                .await,
+        ),
+        Effect::Synthesize {
+            turn_id,
+            text,
+            documents,
+            results,
+        } => Input::Synthesized(
+            plane
+                .synthesizer
+                .synthesize(&SynthRequest {
+                    turn_id,
+                    text,
+                    documents,
+                    results,
+                })
+                .await,
+        ),
+        Effect::CallTool { call, .. } => {
+            let started = Instant::now();
+            let result = match plane.tools.get(&call.tool) {
+                None => Err(ToolFailure {
+                    kind: ToolFailureKind::Error,
+                    message: format!("no implementation of {} in this worker", call.tool),
+                    retryable: false,
+                    latency_ms: 0,
+                }),
+                Some(tool) => {
+                    let timeout = Duration::from_millis(tool.spec().timeout_ms.max(1));
+                    match tokio::time::timeout(timeout, tool.call(&call)).await {
+                        Ok(Ok(value)) => Ok(ToolSuccess {
+                            result_json: value.to_string(),
+                            latency_ms: started.elapsed().as_millis() as i64,
+                        }),
+                        Ok(Err(e)) => Err(ToolFailure {
+                            kind: ToolFailureKind::Error,
+                            message: e.message,
+                            retryable: e.retryable,
+                            latency_ms: started.elapsed().as_millis() as i64,
+                        }),
+                        // A timed-out idempotent call is safe to retry; otherwise it may have acted.
+                        Err(_) => Err(ToolFailure {
+                            kind: if tool.spec().idempotent {
+                                ToolFailureKind::Timeout
+                            } else {
+                                ToolFailureKind::OutcomeUnknown
+                            },
+                            message: format!("no answer within {} ms", timeout.as_millis()),
+                            retryable: tool.spec().idempotent,
+                            latency_ms: started.elapsed().as_millis() as i64,
+                        }),
+                    }
+                }
+            };
+            Input::ToolDone {
+                call_id: call.call_id,
+                attempt: call.attempt,
+                result,
+            }
+        }
+        Effect::Schedule { .. } | Effect::Finished { .. } => return None,
+    })
+}

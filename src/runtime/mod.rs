@@ -1,0 +1,181 @@
+//! The runtime executes what the state machine decides: one actor per owned partition, effects
+//! run concurrently under a global bound, results fed back as inputs.
+
+mod executor;
+mod partition;
+pub mod shutdown;
+pub mod state_store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::control::ControlPlane;
+use crate::event::Outcome;
+use crate::event::codec::{CodecError, Codecs};
+use crate::exec::ExecutionPlane;
+use crate::ids::{Partition, TurnId};
+use crate::log::{EventLog, LogError};
+use crate::turn::Limits;
+pub use partition::PartitionSnapshot;
+use state_store::{StateStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    #[error("partition task failed: {0}")]
+    Task(String),
+}
+
+impl RuntimeError {
+    /// Whether restarting the partition (recovery from the log) may get past the error.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RuntimeError::Log(e) => e.is_retryable(),
+            RuntimeError::Store(_) | RuntimeError::Task(_) => true,
+            RuntimeError::Codec(_) | RuntimeError::Snapshot(_) => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Turns a partition actor holds in flight before it stops taking requests.
+    pub max_turns_per_partition: usize,
+    /// Most inputs decided (and events appended) per round.
+    pub batch_max: usize,
+    /// Effects (model, retrieval, tool calls) running at once across all partitions.
+    pub max_concurrent_effects: usize,
+    /// Events appended between snapshots of a partition.
+    pub snapshot_every: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            max_turns_per_partition: 32,
+            batch_max: 512,
+            max_concurrent_effects: 256,
+            snapshot_every: 20_000,
+        }
+    }
+}
+
+/// A turn reached its outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TurnFinished {
+    pub turn_id: TurnId,
+    pub tenant: String,
+    pub outcome: Outcome,
+    /// From TurnRequested to TurnCompleted, by the event timestamps.
+    pub latency_ms: i64,
+    /// Measured by this worker from accepting the request (None for turns resumed after a restart).
+    pub wall_latency_us: Option<u64>,
+}
+
+/// Counters a worker keeps; read by the demo summary and the bench.
+#[derive(Debug, Default)]
+pub struct RuntimeStats {
+    pub events_appended: AtomicU64,
+    pub appends: AtomicU64,
+    pub turns_started: AtomicU64,
+    pub turns_finished: AtomicU64,
+    pub duplicate_requests: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub corrupt_events: AtomicU64,
+    pub replayed_events: AtomicU64,
+    pub resumed_turns: AtomicU64,
+    pub snapshots: AtomicU64,
+}
+
+impl RuntimeStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What a worker needs: logs, codecs, the two planes, a clock and its state store.
+pub struct Deps {
+    pub events: Arc<dyn EventLog>,
+    pub requests: Arc<dyn EventLog>,
+    pub codecs: Codecs,
+    pub exec: ExecutionPlane,
+    pub control: Arc<dyn ControlPlane>,
+    pub limits: Limits,
+    pub clock: Arc<dyn Clock>,
+    pub store: Arc<dyn StateStore>,
+    pub outcomes: Option<mpsc::UnboundedSender<TurnFinished>>,
+    pub effect_slots: Arc<Semaphore>,
+    pub stats: Arc<RuntimeStats>,
+}
+
+pub struct Worker {
+    deps: Arc<Deps>,
+    cfg: WorkerConfig,
+}
+
+impl Worker {
+    pub fn new(deps: Deps, cfg: WorkerConfig) -> Self {
+        Worker {
+            deps: Arc::new(deps),
+            cfg,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<RuntimeStats> {
+        Arc::clone(&self.deps.stats)
+    }
+
+    /// Runs the given partitions until `shutdown` turns true, then drains: no new requests,
+    /// in-flight effects finish and are recorded, a snapshot is written.
+    pub async fn run(&self, partitions: Vec<Partition>, shutdown: watch::Receiver<bool>) -> Result<(), RuntimeError> {
+        let mut set = JoinSet::new();
+        for p in partitions {
+            let deps = Arc::clone(&self.deps);
+            let cfg = self.cfg.clone();
+            let shutdown = shutdown.clone();
+            set.spawn(supervise(deps, p, cfg, shutdown));
+        }
+        let mut first_error = None;
+        while let Some(joined) = set.join_next().await {
+            let result = joined.unwrap_or_else(|e| Err(RuntimeError::Task(e.to_string())));
+            if let Err(e) = result {
+                tracing::error!(error = %e, "partition stopped");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Restarts a failed partition actor (recovering from the log) a bounded number of times.
+async fn supervise(
+    deps: Arc<Deps>,
+    partition: Partition,
+    cfg: WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let mut restarts = 0u32;
+    loop {
+        match partition::run_partition(Arc::clone(&deps), partition, cfg.clone(), shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && restarts < 5 && !*shutdown.borrow() => {
+                restarts += 1;
+                tracing::warn!(%partition, error = %e, restarts, "partition failed; recovering from the log");
+                tokio::time::sleep(Duration::from_millis(100 << restarts)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The partition actor: the single writer of one partition of the turn log.
+//!
+//! It rebuilds its in-flight turns (snapshot + log tail), resumes them, then loops: take a batch
+//! of inputs (effect results, timers, new requests), run `step` for each, append all decided
+//! events in one durable batch, and only then dispatch the decided effects. Batching many turns
+//! into one append is what lets group commit amortise the fsync.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::executor::{self, Completion, Msg};
+use super::state_store::DeadLetter;
+use super::{Deps, RuntimeError, TurnFinished, WorkerConfig};
+use crate::event::{Event, Payload};
+use crate::ids::{Offset, Partition, TurnId};
+use crate::log::{Record, Stored};
+use crate::turn::{DecideCtx, Effect, Input, TurnState, step};
+
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// What a partition snapshot holds: everything needed to resume without reading the log before
+/// `events_end`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PartitionSnapshot {
+    pub version: u32,
+    /// Every event before this offset is reflected in `turns`.
+    pub events_end: u64,
+    /// The next request-log offset to consume.
+    pub inbox_next: u64,
+    /// Turns not yet terminal.
+    pub turns: Vec<TurnState>,
+}
+
+pub(crate) struct PartitionActor {
+    partition: Partition,
+    deps: Arc<Deps>,
+    cfg: WorkerConfig,
+    turns: HashMap<TurnId, TurnState>,
+    accepted_at: HashMap<TurnId, Instant>,
+    events_end: u64,
+    inbox_next: u64,
+    since_snapshot: u64,
+    in_flight: usize,
+    tx: mpsc::UnboundedSender<Msg>,
+    timers: JoinSet<()>,
+}
+
+pub(crate) async fn run_partition(
+    deps: Arc<Deps>,
+    partition: Partition,
+    cfg: WorkerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut actor = PartitionActor::recover(deps, partition, cfg.clone(), tx).await?;
+    let mut draining = *shutdown.borrow();
+    let resumes: Vec<_> = actor.turns.keys().map(|t| (*t, Input::Resume)).collect();
+    actor.process(resumes, draining).await?;
+    let mut inbox = actor
+        .deps
+        .requests
+        .subscribe(partition, Offset(actor.inbox_next))
+        .await?;
+    loop {
+        while actor.timers.try_join_next().is_some() {}
+        if draining && actor.in_flight == 0 {
+            break;
+        }
+        let room = cfg
+            .max_turns_per_partition
+            .saturating_sub(actor.turns.len())
+            .min(cfg.batch_max);
+        let mut inputs = Vec::new();
+        tokio::select! {
+            biased;
+            changed = shutdown.changed(), if !draining => {
+                if changed.is_err() || *shutdown.borrow() {
+                    draining = true;
+                }
+            }
+            Some(msg) = rx.recv() => actor.accept(msg, &mut inputs),
+            batch = inbox.next_batch(room), if room > 0 && !draining => {
+                actor.intake(batch?, &mut inputs)?;
+            }
+        }
+        while inputs.len() < cfg.batch_max {
+            match rx.try_recv() {
+                Ok(msg) => actor.accept(msg, &mut inputs),
+                Err(_) => break,
+            }
+        }
+        actor.process(inputs, draining).await?;
+    }
+    actor.timers.abort_all();
+    actor.snapshot().await
+}
+
+impl PartitionActor {
+    async fn recover(
+        deps: Arc<Deps>,
+        partition: Partition,
+        cfg: WorkerConfig,
+        tx: mpsc::UnboundedSender<Msg>,
+    ) -> Result<Self, RuntimeError> {
+        let end = deps.events.end(partition).await?.0;
+        let snapshot = match deps.store.load_snapshot(partition)? {
+            None => None,
+            Some(bytes) => match serde_json::from_slice::<PartitionSnapshot>(&bytes) {
+                Ok(s) if s.version == SNAPSHOT_VERSION && s.events_end <= end => Some(s),
+                Ok(s) => {
+                    tracing::warn!(%partition, version = s.version, snapshot_end = s.events_end, log_end = end,
+                        "snapshot does not fit the log; rebuilding from offset 0");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(%partition, error = %e, "snapshot unreadable; rebuilding from offset 0");
+                    None
+                }
+            },
+        };
+        let (mut turns, mut from, mut inbox_next) = match snapshot {
+            Some(s) => (
+                s.turns.into_iter().map(|t| (t.turn_id, t)).collect::<HashMap<_, _>>(),
+                s.events_end,
+                s.inbox_next,
+            ),
+            None => (HashMap::new(), 0, 0),
+        };
+        let start = from;
+        let mut known = Vec::new();
+        while from < end {
+            let batch = deps.events.read(partition, Offset(from), 4096).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.offset.0 + 1;
+            for stored in batch {
+                let event = match deps.codecs.events.decode(&stored.value) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        deps.stats.corrupt_events.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%partition, offset = %stored.offset, error = %e, "undecodable event skipped");
+                        continue;
+                    }
+                };
+                let state = match turns.entry(event.turn_id) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    // Later events of a turn that finished before the snapshot: nothing to resume.
+                    Entry::Vacant(_) if event.seq != 0 => continue,
+                    Entry::Vacant(v) => v.insert(TurnState::new(event.turn_id)),
+                };
+                if let Err(e) = state.apply(&event) {
+                    tracing::error!(%partition, offset = %stored.offset, error = %e, "event does not apply");
+                }
+                if let Payload::TurnRequested(r) = &event.payload {
+                    known.push(event.turn_id);
+                    if let Some(o) = r.source_offset {
+                        inbox_next = inbox_next.max(o as u64 + 1);
+                    }
+                }
+                if state.is_terminal() {
+                    turns.remove(&event.turn_id);
+                }
+            }
+        }
+        deps.store.mark_known(&known)?;
+        deps.stats.replayed_events.fetch_add(from - start, Ordering::Relaxed);
+        deps.stats.resumed_turns.fetch_add(turns.len() as u64, Ordering::Relaxed);
+        tracing::info!(%partition, snapshot_end = start, log_end = from, in_flight = turns.len(), "partition recovered");
+        Ok(PartitionActor {
+            partition,
+            deps,
+            cfg,
+            turns,
+            accepted_at: HashMap::new(),
+            events_end: from,
+            inbox_next,
+            since_snapshot: from - start,
+            in_flight: 0,
+            tx,
+            timers: JoinSet::new(),
+        })
+    }
+
+    fn accept(&mut self, msg: Msg, inputs: &mut Vec<(TurnId, Input)>) {
+        match msg {
+            Msg::Effect(turn, input) => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                inputs.push((turn, input));
+            }
+            Msg::Timer(turn, input) => inputs.push((turn, input)),
+        }
+    }
+
+    /// Turns request records into inputs; bad or misrouted records become dead letters.
+    fn intake(&mut self, batch: Vec<Stored>, inputs: &mut Vec<(TurnId, Input)>) -> Result<(), RuntimeError> {
+        for stored in batch {
+            self.inbox_next = self.inbox_next.max(stored.offset.0 + 1);
+            let dead = |reason: String| DeadLetter {
+                partition: self.partition,
+                offset: stored.offset,
+                reason,
+                payload: stored.value.clone(),
+            };
+            let request = match self.deps.codecs.requests.decode(&stored.value) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.deps.store.dead_letter(dead(format!("undecodable request: {e}")))?;
+                    self.deps.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let home = self.deps.events.partition_for(&request.turn_id.key());
+            if home != self.partition {
+                self.deps.store.dead_letter(dead(format!(
+                    "turn {} belongs to partition {home}, request arrived on {}",
+                    request.turn_id, self.partition
+                )))?;
+                self.deps.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if self.turns.contains_key(&request.turn_id) || self.deps.store.is_known(request.turn_id)? {
+                self.deps.stats.duplicate_requests.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let turn = request.turn_id;
+            self.turns.insert(turn, TurnState::new(turn));
+            self.accepted_at.insert(turn, Instant::now());
+            inputs.push((
+                turn,
+                Input::Request {
+                    request,
+                    source_offset: Some(stored.offset.0 as i64),
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    async fn process(&mut self, inputs: Vec<(TurnId, Input)>, draining: bool) -> Result<(), RuntimeError> {
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let deps = Arc::clone(&self.deps);
+        let ctx = DecideCtx {
+            now_ms: deps.clock.now_ms(),
+            catalog: deps.exec.tools.catalog(),
+            control: deps.control.as_ref(),
+            limits: &deps.limits,
+            draining,
+        };
+        let mut events: Vec<Event> = Vec::new();
+        let mut effects: Vec<Effect> = Vec::new();
+        for (turn, input) in inputs {
+            // Results for turns that already finished (or were never accepted) are dropped.
+            let Some(state) = self.turns.get_mut(&turn) else {
+                continue;
+            };
+            let decision = step(state, input, &ctx);
+            events.extend(decision.events);
+            effects.extend(decision.effects);
+        }
+        if !events.is_empty() {
+            let mut records = Vec::with_capacity(events.len());
+            for e in &events {
+                records.push(Record {
+                    key: e.turn_id.key(),
+                    value: deps.codecs.events.encode(e)?,
+                });
+            }
+            let n = records.len() as u64;
+            deps.events.append(self.partition, records).await?;
+            self.events_end += n;
+            self.since_snapshot += n;
+            deps.stats.events_appended.fetch_add(n, Ordering::Relaxed);
+            deps.stats.appends.fetch_add(1, Ordering::Relaxed);
+            let mut started = Vec::new();
+            for e in &events {
+                if let Payload::TurnRequested(r) = &e.payload {
+                    started.push(e.turn_id);
+                    if let Some(o) = r.source_offset {
+                        self.inbox_next = self.inbox_next.max(o as u64 + 1);
+                    }
+                }
+            }
+            deps.store.mark_known(&started)?;
+            deps.stats.turns_started.fetch_add(started.len() as u64, Ordering::Relaxed);
+        }
+        // Effects run only now that the events deciding them are durable.
+        for effect in effects {
+            self.dispatch(effect);
+        }
+        if self.since_snapshot >= self.cfg.snapshot_every {
+            self.snapshot().await?;
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, effect: Effect) {
+        match effect {
+            Effect::Finished {
+                turn_id,
+                tenant,
+                outcome,
+                latency_ms,
+            } => {
+                self.turns.remove(&turn_id);
+                let wall_latency_us = self
+                    .accepted_at
+                    .remove(&turn_id)
+                    .map(|t| t.elapsed().as_micros() as u64);
+                self.deps.stats.turns_finished.fetch_add(1, Ordering::Relaxed);
+                if let Some(sink) = &self.deps.outcomes {
+                    let _ = sink.send(TurnFinished {
+                        turn_id,
+                        tenant,
+                        outcome,
+                        latency_ms,
+                        wall_latency_us,
+                    });
+                }
+            }
+            Effect::Schedule {
+                turn_id,
+                at_ms,
+                call_id,
+                attempt,
+            } => {
+                let delay = (at_ms - self.deps.clock.now_ms()).max(0) as u64;
+                let tx = self.tx.clone();
+                self.timers.spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let _ = tx.send(Msg::Timer(turn_id, Input::RetryDue { call_id, attempt }));
+                });
+            }
+            effect => {
+                self.in_flight += 1;
+                let completion = Completion::new(self.tx.clone(), &effect);
+                let deps = Arc::clone(&self.deps);
+                tokio::spawn(async move {
+                    let Ok(_permit) = deps.effect_slots.acquire().await else {
+                        return;
+                    };
+                    if let Some(input) = executor::execute(&deps.exec, effect).await {
+                        completion.send(input);
+                    }
+                });
+            }
+        }
+    }
+
+    async fn snapshot(&mut self) -> Result<(), RuntimeError> {
+        let snapshot = PartitionSnapshot {
+            version: SNAPSHOT_VERSION,
+            events_end: self.events_end,
+            inbox_next: self.inbox_next,
+            turns: self.turns.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec(&snapshot).map_err(|e| RuntimeError::Snapshot(e.to_string()))?;
+        self.deps.store.save_snapshot(self.partition, bytes).await?;
+        self.since_snapshot = 0;
+        self.deps.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,40 @@
+//! Producing requests: how a backend (or the demo) starts turns on the embedded request log.
+
+use std::collections::BTreeMap;
+
+use crate::event::TurnRequest;
+use crate::event::codec::{AvroCodec, CodecError};
+use crate::ids::Partition;
+use crate::log::{EventLog, LogError, Record};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// Appends requests to the request log, each to its turn's partition (the partition its events
+/// will live in). Durable on return. Submitting a turn id twice starts it once.
+pub async fn submit(
+    log: &dyn EventLog,
+    codec: &AvroCodec<TurnRequest>,
+    requests: &[TurnRequest],
+) -> Result<usize, SubmitError> {
+    let mut by_partition: BTreeMap<Partition, Vec<Record>> = BTreeMap::new();
+    for r in requests {
+        let key = r.turn_id.key();
+        let p = log.partition_for(&key);
+        by_partition.entry(p).or_default().push(Record {
+            key,
+            value: codec.encode(r)?,
+        });
+    }
+    for (p, records) in by_partition {
+        for chunk in records.chunks(1024) {
+            log.append(p, chunk.to_vec()).await?;
+        }
+    }
+    Ok(requests.len())
+}
