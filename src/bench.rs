@@ -136,7 +136,10 @@ pub async fn run(turns: usize, partitions: u32) -> Result<BenchReport, DemoError
     let emb = Embedded::open(dir.path(), partitions)?;
     let requests: Vec<TurnRequest> = (0..turns)
         .map(|i| TurnRequest {
-            turn_id: TurnId::from_parts(1_767_225_600_000 + i as u64, (i as u128).to_be_bytes()[6..].try_into().unwrap_or([0; 10])),
+            turn_id: TurnId::from_parts(
+                1_767_225_600_000 + i as u64,
+                (i as u128).to_be_bytes()[6..].try_into().unwrap_or([0; 10]),
+            ),
             tenant: "bench".into(),
             user_id: format!("u{}", i % 100),
             text: "run the five steps".into(),
@@ -187,7 +190,8 @@ pub async fn run(turns: usize, partitions: u32) -> Result<BenchReport, DemoError
     }
     let elapsed = started.elapsed();
     stop_tx.send_replace(true);
-    task.await.map_err(|e| RuntimeError::Task(e.to_string()))??;
+    task.await
+        .map_err(|e| RuntimeError::Task(e.to_string()))??;
     latencies_us.sort_unstable();
 
     let events = RuntimeStats::get(&stats.events_appended);
@@ -198,7 +202,10 @@ pub async fn run(turns: usize, partitions: u32) -> Result<BenchReport, DemoError
             let batch = emb.events.read(p, from, 8192).await?;
             let Some(last) = batch.last() else { break };
             from = last.offset.next();
-            bytes += batch.iter().map(|s| s.key.len() + s.value.len()).sum::<usize>();
+            bytes += batch
+                .iter()
+                .map(|s| s.key.len() + s.value.len())
+                .sum::<usize>();
         }
     }
     let avg = bytes / (events.max(1) as usize);
@@ -225,7 +232,9 @@ fn raw_sled_appends(n: usize, size: usize) -> Result<f64, LogError> {
         .flush_every_ms(None)
         .open()
         .map_err(|e| LogError::storage(e, false))?;
-    let tree = db.open_tree("raw").map_err(|e| LogError::storage(e, false))?;
+    let tree = db
+        .open_tree("raw")
+        .map_err(|e| LogError::storage(e, false))?;
     let value = vec![0x5a_u8; size];
     let started = Instant::now();
     for i in 0..n as u64 {

@@ -46,8 +46,17 @@ impl Embedded {
             source,
         })?;
         let codecs = load_codecs(&store)?;
-        let fresh = store.tree("meta")?.get(format!("log/{EVENTS_LOG}/partitions")).ok().flatten().is_none();
-        let n = if fresh && partitions == 0 { DEFAULT_PARTITIONS } else { partitions };
+        let fresh = store
+            .tree("meta")?
+            .get(format!("log/{EVENTS_LOG}/partitions"))
+            .ok()
+            .flatten()
+            .is_none();
+        let n = if fresh && partitions == 0 {
+            DEFAULT_PARTITIONS
+        } else {
+            partitions
+        };
         let events = Arc::new(store.log(EVENTS_LOG, n)?);
         let requests = Arc::new(store.log(REQUESTS_LOG, events.partitions())?);
         let state = Arc::new(SledStateStore::open(&store)?);

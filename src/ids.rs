@@ -73,7 +73,9 @@ impl fmt::Display for Partition {
 }
 
 /// Position of a record inside one partition. Offsets are dense: 0, 1, 2, …
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 pub struct Offset(pub u64);
 
 impl Offset {

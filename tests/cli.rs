@@ -14,8 +14,20 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
     let dir = tmp.path().to_str().expect("utf8");
     let out = ballast(&["demo", "--data-dir", dir, "--turns", "300"]);
     let summary = String::from_utf8_lossy(&out.stdout);
-    for needle in ["300 in the workload", "succeeded", "failed", "denied", "escalated", "p50", "p95", "events/s"] {
-        assert!(summary.contains(needle), "summary lacks {needle}:\n{summary}");
+    for needle in [
+        "300 in the workload",
+        "succeeded",
+        "failed",
+        "denied",
+        "escalated",
+        "p50",
+        "p95",
+        "events/s",
+    ] {
+        assert!(
+            summary.contains(needle),
+            "summary lacks {needle}:\n{summary}"
+        );
     }
 
     let turns = turns_json(tmp.path());
@@ -23,30 +35,60 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
     for t in &turns {
         assert_eq!(t["status"], "terminal");
         assert!(t["turn_id"].as_str().is_some_and(|s| s.len() == 36));
-        assert!(["succeeded", "failed", "denied", "escalated"].contains(&t["outcome"].as_str().unwrap_or("")));
+        assert!(
+            ["succeeded", "failed", "denied", "escalated"]
+                .contains(&t["outcome"].as_str().unwrap_or(""))
+        );
     }
 
     let id = turns[0]["turn_id"].as_str().expect("id");
-    let text = String::from_utf8_lossy(&ballast(&["trace", id, "--data-dir", dir]).stdout).to_string();
-    assert!(text.contains("TurnRequested") && text.contains("TurnCompleted"), "{text}");
+    let text =
+        String::from_utf8_lossy(&ballast(&["trace", id, "--data-dir", dir]).stdout).to_string();
+    assert!(
+        text.contains("TurnRequested") && text.contains("TurnCompleted"),
+        "{text}"
+    );
     let json: serde_json::Value =
-        serde_json::from_slice(&ballast(&["trace", id, "--data-dir", dir, "--json"]).stdout).expect("trace --json is JSON");
+        serde_json::from_slice(&ballast(&["trace", id, "--data-dir", dir, "--json"]).stdout)
+            .expect("trace --json is JSON");
     let events = json.as_array().expect("array");
-    assert_eq!(events.first().and_then(|e| e["kind"].as_str()), Some("TurnRequested"));
-    assert_eq!(events.last().and_then(|e| e["kind"].as_str()), Some("TurnCompleted"));
-    assert!(events.iter().all(|e| e["ballast.log.offset"].is_u64() && e["turn_id"] == id));
+    assert_eq!(
+        events.first().and_then(|e| e["kind"].as_str()),
+        Some("TurnRequested")
+    );
+    assert_eq!(
+        events.last().and_then(|e| e["kind"].as_str()),
+        Some("TurnCompleted")
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["ballast.log.offset"].is_u64() && e["turn_id"] == id)
+    );
 
     let effects_before = effects(tmp.path()).len();
     let again = ballast(&["demo", "--data-dir", dir, "--turns", "300"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("(0 submitted now"));
-    assert_eq!(effects(tmp.path()).len(), effects_before, "a finished workload runs nothing again");
+    assert_eq!(
+        effects(tmp.path()).len(),
+        effects_before,
+        "a finished workload runs nothing again"
+    );
 
     let missing = Command::new(bin())
-        .args(["trace", "019b76da-a800-7224-a722-000000000000", "--data-dir", dir])
+        .args([
+            "trace",
+            "019b76da-a800-7224-a722-000000000000",
+            "--data-dir",
+            dir,
+        ])
         .output()
         .expect("runs");
     assert!(!missing.status.success());
-    let not_a_dir = Command::new(bin()).args(["turns", "--data-dir", "/nonexistent/x"]).output().expect("runs");
+    let not_a_dir = Command::new(bin())
+        .args(["turns", "--data-dir", "/nonexistent/x"])
+        .output()
+        .expect("runs");
     assert!(!not_a_dir.status.success());
     assert!(String::from_utf8_lossy(&not_a_dir.stderr).contains("not a ballast data dir"));
 }
@@ -55,14 +97,34 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
 async fn sigterm_drains_in_flight_calls_so_nothing_is_left_unknown() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().to_str().expect("utf8");
-    let args = ["demo", "--data-dir", dir, "--turns", "3000", "--service-latency-ms", "25"];
-    let child = Command::new(bin()).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let args = [
+        "demo",
+        "--data-dir",
+        dir,
+        "--turns",
+        "3000",
+        "--service-latency-ms",
+        "25",
+    ];
+    let child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     std::thread::sleep(Duration::from_millis(600));
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(term.success());
     let out = child.wait_with_output().expect("exits");
     let summary = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(130), "an interrupted demo says so in its exit code:\n{summary}");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "an interrupted demo says so in its exit code:\n{summary}"
+    );
     assert!(summary.contains("interrupted"), "{summary}");
 
     // Drained: every started call attempt has its result; nothing had to be settled as unknown.
@@ -70,7 +132,10 @@ async fn sigterm_drains_in_flight_calls_so_nothing_is_left_unknown() {
     let (started, results) = check_turn_invariants(&by_turn);
     assert!(started > 0);
     assert_eq!(started, results, "a graceful stop leaves no call in flight");
-    let running = turns_json(tmp.path()).iter().filter(|t| t["status"] == "running").count();
+    let running = turns_json(tmp.path())
+        .iter()
+        .filter(|t| t["status"] == "running")
+        .count();
     assert!(running > 0, "the stop came mid-run");
 
     // The rerun finishes the rest without any recovery escalation.
@@ -83,5 +148,9 @@ async fn sigterm_drains_in_flight_calls_so_nothing_is_left_unknown() {
         .filter(|e| matches!(&e.payload, Payload::ToolCallFailed(f) if matches!(f.kind, ToolFailureKind::OutcomeUnknown | ToolFailureKind::Interrupted)))
         .count();
     assert_eq!(settled, 0);
-    assert!(turns_json(tmp.path()).iter().all(|t| t["status"] == "terminal"));
+    assert!(
+        turns_json(tmp.path())
+            .iter()
+            .all(|t| t["status"] == "terminal")
+    );
 }

@@ -15,7 +15,15 @@ const TURNS: &str = "3000";
 
 fn demo_cmd(dir: &str) -> Command {
     let mut c = Command::new(bin());
-    c.args(["demo", "--data-dir", dir, "--turns", TURNS, "--service-latency-ms", "25"]);
+    c.args([
+        "demo",
+        "--data-dir",
+        dir,
+        "--turns",
+        TURNS,
+        "--service-latency-ms",
+        "25",
+    ]);
     c
 }
 
@@ -27,7 +35,10 @@ async fn kill_9_at_random_moments_loses_no_turn_and_never_repeats_an_unsafe_effe
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
             t ^ u64::from(std::process::id())
         });
     eprintln!("crash test seed {seed} (BALLAST_CRASH_SEED to repeat)");
@@ -36,7 +47,11 @@ async fn kill_9_at_random_moments_loses_no_turn_and_never_repeats_an_unsafe_effe
     let mut kills = 0;
     let mut finished_early = false;
     for _ in 0..6 {
-        let mut child = demo_cmd(&dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+        let mut child = demo_cmd(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
         let delay = Duration::from_millis(rng.random_range(150..700));
         std::thread::sleep(delay);
         match child.try_wait().expect("wait") {
@@ -52,20 +67,36 @@ async fn kill_9_at_random_moments_loses_no_turn_and_never_repeats_an_unsafe_effe
             }
         }
     }
-    assert!(kills >= 3, "the test must really kill the process mid-run (killed {kills} times)");
+    assert!(
+        kills >= 3,
+        "the test must really kill the process mid-run (killed {kills} times)"
+    );
 
     // Restart until done: the last run finishes the same workload.
     let out = demo_cmd(&dir).output().expect("final run");
-    assert!(out.status.success(), "final run: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "final run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("3000 in the workload"), "{summary}");
     eprintln!("killed {kills} times (finished early: {finished_early}); final run:\n{summary}");
 
     // Every accepted turn ends terminal.
     let turns = turns_json(tmp.path());
-    assert_eq!(turns.len(), 3000, "every workload turn was accepted exactly once");
+    assert_eq!(
+        turns.len(),
+        3000,
+        "every workload turn was accepted exactly once"
+    );
     let running: Vec<_> = turns.iter().filter(|t| t["status"] != "terminal").collect();
-    assert!(running.is_empty(), "{} turns not terminal: {:?}", running.len(), running.first());
+    assert!(
+        running.is_empty(),
+        "{} turns not terminal: {:?}",
+        running.len(),
+        running.first()
+    );
 
     // Each turn's events are dense and in order; each started call attempt has exactly one result.
     let by_turn = events_by_turn(tmp.path()).await;
@@ -80,7 +111,12 @@ async fn kill_9_at_random_moments_loses_no_turn_and_never_repeats_an_unsafe_effe
             Payload::ToolCallStarted(s) => {
                 intents.insert(s.call_id.clone(), s.idempotent);
             }
-            Payload::ToolCallFailed(f) if matches!(f.kind, ToolFailureKind::OutcomeUnknown | ToolFailureKind::Interrupted) => {
+            Payload::ToolCallFailed(f)
+                if matches!(
+                    f.kind,
+                    ToolFailureKind::OutcomeUnknown | ToolFailureKind::Interrupted
+                ) =>
+            {
                 recovered += 1;
             }
             _ => {}
@@ -95,7 +131,10 @@ async fn kill_9_at_random_moments_loses_no_turn_and_never_repeats_an_unsafe_effe
             .unwrap_or_else(|| panic!("{tool} {call_id} ran without a durable ToolCallStarted"));
         assert_eq!(call_id, key);
         if !idempotent {
-            assert!(seen_non_idempotent.insert(call_id.clone()), "non-idempotent {tool} {call_id} ran twice");
+            assert!(
+                seen_non_idempotent.insert(call_id.clone()),
+                "non-idempotent {tool} {call_id} ran twice"
+            );
         }
     }
     eprintln!(

@@ -33,7 +33,9 @@ impl Sled {
         }
     }
     fn path(&self) -> PathBuf {
-        self.dir.path().join(self.opened.load(Ordering::SeqCst).to_string())
+        self.dir
+            .path()
+            .join(self.opened.load(Ordering::SeqCst).to_string())
     }
 }
 
@@ -66,7 +68,10 @@ mod sled {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SledStore::open(dir.path()).expect("open");
         store.log("events", 4).expect("create");
-        assert!(store.log("events", 6).is_err(), "cannot silently repartition");
+        assert!(
+            store.log("events", 6).is_err(),
+            "cannot silently repartition"
+        );
         assert_eq!(
             ballast::log::EventLog::partitions(&store.log("events", 0).expect("reopen")),
             4

@@ -9,14 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ballast::clock::SystemClock;
 use ballast::control::DefaultControlPlane;
+use ballast::demo::kb::KbRetriever;
 use ballast::embedded::Embedded;
-use ballast::event::{Event, Outcome, Payload, PlanStep, ToolFailureKind, TurnRequest};
 use ballast::event::codec::{Codecs, SchemaRegistry};
+use ballast::event::{Event, Outcome, Payload, PlanStep, ToolFailureKind, TurnRequest};
 use ballast::exec::catalog::{Impact, ToolSpec};
 use ballast::exec::scripted::{Script, ScriptedPlanner, WorkloadTurn};
 use ballast::exec::synth::TemplateSynthesizer;
 use ballast::exec::{ExecutionPlane, Tool, ToolError, Toolbox};
-use ballast::demo::kb::KbRetriever;
 use ballast::ids::{Offset, Partition, TurnId};
 use ballast::log::{EventLog, MemoryLog, Record};
 use ballast::runtime::state_store::{MemoryStateStore, StateStore};
@@ -90,7 +90,10 @@ fn workload(n: usize, tool: &str, steps: usize, confidence: f64) -> Vec<Workload
             scenario: "test".into(),
             script: Script {
                 steps: (0..steps)
-                    .map(|k| PlanStep { tool: tool.into(), args_json: json!({"k": k}).to_string() })
+                    .map(|k| PlanStep {
+                        tool: tool.into(),
+                        args_json: json!({"k": k}).to_string(),
+                    })
                     .collect(),
                 confidence,
             },
@@ -144,7 +147,12 @@ impl Rig {
         w: &[WorkloadTurn],
         tools: Vec<Arc<dyn Tool>>,
         cfg: WorkerConfig,
-    ) -> (mpsc::UnboundedReceiver<TurnFinished>, Arc<RuntimeStats>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    ) -> (
+        mpsc::UnboundedReceiver<TurnFinished>,
+        Arc<RuntimeStats>,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let slots = cfg.max_concurrent_effects;
         let worker = Worker::new(
@@ -171,14 +179,20 @@ impl Rig {
         let stats = worker.stats();
         let (stop, stop_rx) = watch::channel(false);
         let parts: Vec<Partition> = (0..self.events.partitions()).map(Partition).collect();
-        let task = tokio::spawn(async move { worker.run(parts, stop_rx).await.expect("worker runs") });
+        let task =
+            tokio::spawn(async move { worker.run(parts, stop_rx).await.expect("worker runs") });
         (rx, stats, stop, task)
     }
 
     async fn all_events(&self) -> Vec<Event> {
         let mut out = Vec::new();
         for p in (0..self.events.partitions()).map(Partition) {
-            for s in self.events.read(p, Offset::ZERO, 1_000_000).await.expect("read") {
+            for s in self
+                .events
+                .read(p, Offset::ZERO, 1_000_000)
+                .await
+                .expect("read")
+            {
                 out.push(self.codecs.events.decode(&s.value).expect("decodes"));
             }
         }
@@ -203,8 +217,13 @@ async fn a_worker_runs_turns_to_completion_within_its_concurrency_bound() {
     let rig = Rig::memory(4);
     let c = Counters::default();
     let w = workload(60, "refund", 2, 0.9);
-    submit(rig.requests.as_ref(), &rig.codecs.requests, &requests(&w)).await.expect("submit");
-    let cfg = WorkerConfig { max_concurrent_effects: 3, ..WorkerConfig::default() };
+    submit(rig.requests.as_ref(), &rig.codecs.requests, &requests(&w))
+        .await
+        .expect("submit");
+    let cfg = WorkerConfig {
+        max_concurrent_effects: 3,
+        ..WorkerConfig::default()
+    };
     let (mut rx, stats, stop, task) = rig.start(&w, vec![probe("refund", true, false, &c)], cfg);
     let done = collect(&mut rx, 60).await;
     assert!(done.iter().all(|f| f.outcome == Outcome::Succeeded));
@@ -212,10 +231,16 @@ async fn a_worker_runs_turns_to_completion_within_its_concurrency_bound() {
     task.await.expect("joins");
     assert_eq!(c.calls.load(Ordering::SeqCst), 120);
     assert!(c.max_running.load(Ordering::SeqCst) <= 3, "bound respected");
-    assert!(c.max_running.load(Ordering::SeqCst) >= 2, "effects do run concurrently");
+    assert!(
+        c.max_running.load(Ordering::SeqCst) >= 2,
+        "effects do run concurrently"
+    );
     // Each turn's events are dense, in one partition, opened and closed once.
     let events = rig.all_events().await;
-    assert_eq!(events.len() as u64, RuntimeStats::get(&stats.events_appended));
+    assert_eq!(
+        events.len() as u64,
+        RuntimeStats::get(&stats.events_appended)
+    );
     let mut by_turn: BTreeMap<TurnId, Vec<i64>> = BTreeMap::new();
     for e in &events {
         by_turn.entry(e.turn_id).or_default().push(e.seq);
@@ -224,7 +249,10 @@ async fn a_worker_runs_turns_to_completion_within_its_concurrency_bound() {
     for seqs in by_turn.values() {
         assert_eq!(seqs, &(0..seqs.len() as i64).collect::<Vec<_>>());
     }
-    assert!(RuntimeStats::get(&stats.appends) < events.len() as u64, "events are batched per append");
+    assert!(
+        RuntimeStats::get(&stats.appends) < events.len() as u64,
+        "events are batched per append"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,11 +261,21 @@ async fn duplicate_requests_start_one_turn_and_bad_records_are_dead_lettered() {
     let c = Counters::default();
     let w = workload(5, "refund", 1, 0.9);
     let reqs = requests(&w);
-    submit(rig.requests.as_ref(), &rig.codecs.requests, &reqs).await.expect("submit");
-    submit(rig.requests.as_ref(), &rig.codecs.requests, &reqs[..2]).await.expect("submit again");
+    submit(rig.requests.as_ref(), &rig.codecs.requests, &reqs)
+        .await
+        .expect("submit");
+    submit(rig.requests.as_ref(), &rig.codecs.requests, &reqs[..2])
+        .await
+        .expect("submit again");
     // Garbage, and a valid request sent to the wrong partition.
     rig.requests
-        .append(Partition(0), vec![Record { key: b"x".to_vec(), value: b"not avro".to_vec() }])
+        .append(
+            Partition(0),
+            vec![Record {
+                key: b"x".to_vec(),
+                value: b"not avro".to_vec(),
+            }],
+        )
         .await
         .expect("append");
     let home = rig.events.partition_for(&reqs[0].turn_id.key());
@@ -245,10 +283,20 @@ async fn duplicate_requests_start_one_turn_and_bad_records_are_dead_lettered() {
     let mut stray = reqs[0].clone();
     stray.turn_id = w[0].turn_id;
     rig.requests
-        .append(wrong, vec![Record { key: stray.turn_id.key(), value: rig.codecs.requests.encode(&stray).expect("enc") }])
+        .append(
+            wrong,
+            vec![Record {
+                key: stray.turn_id.key(),
+                value: rig.codecs.requests.encode(&stray).expect("enc"),
+            }],
+        )
         .await
         .expect("append");
-    let (mut rx, stats, stop, task) = rig.start(&w, vec![probe("refund", true, false, &c)], WorkerConfig::default());
+    let (mut rx, stats, stop, task) = rig.start(
+        &w,
+        vec![probe("refund", true, false, &c)],
+        WorkerConfig::default(),
+    );
     collect(&mut rx, 5).await;
     // Give the worker time to read (and skip) everything after the last completion.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -260,7 +308,10 @@ async fn duplicate_requests_start_one_turn_and_bad_records_are_dead_lettered() {
     let dead = rig.store.dead_letters().expect("dead letters");
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert!(dead.iter().any(|d| d.reason.contains("undecodable")));
-    assert!(dead.iter().any(|d| d.reason.contains("belongs to partition")));
+    assert!(
+        dead.iter()
+            .any(|d| d.reason.contains("belongs to partition"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,23 +322,50 @@ async fn a_graceful_restart_resumes_from_the_snapshot_without_rereading_the_log(
     {
         let emb = Embedded::open(dir.path(), 4).expect("open");
         let rig = Rig::sled(&emb);
-        submit(rig.requests.as_ref(), &rig.codecs.requests, &requests(&w)).await.expect("submit");
-        let (mut rx, stats, stop, task) = rig.start(&w, vec![probe("refund", true, false, &c)], WorkerConfig::default());
+        submit(rig.requests.as_ref(), &rig.codecs.requests, &requests(&w))
+            .await
+            .expect("submit");
+        let (mut rx, stats, stop, task) = rig.start(
+            &w,
+            vec![probe("refund", true, false, &c)],
+            WorkerConfig::default(),
+        );
         collect(&mut rx, 40).await;
         stop.send_replace(true);
         task.await.expect("joins");
-        assert!(RuntimeStats::get(&stats.snapshots) >= 4, "a snapshot per partition on shutdown");
+        assert!(
+            RuntimeStats::get(&stats.snapshots) >= 4,
+            "a snapshot per partition on shutdown"
+        );
     }
     let emb = Embedded::open(dir.path(), 0).expect("reopen");
     let rig = Rig::sled(&emb);
     let more = workload(45, "refund", 2, 0.9);
-    submit(rig.requests.as_ref(), &rig.codecs.requests, &requests(&more[40..])).await.expect("submit");
-    let (mut rx, stats, stop, task) = rig.start(&more, vec![probe("refund", true, false, &c)], WorkerConfig::default());
+    submit(
+        rig.requests.as_ref(),
+        &rig.codecs.requests,
+        &requests(&more[40..]),
+    )
+    .await
+    .expect("submit");
+    let (mut rx, stats, stop, task) = rig.start(
+        &more,
+        vec![probe("refund", true, false, &c)],
+        WorkerConfig::default(),
+    );
     collect(&mut rx, 5).await;
     stop.send_replace(true);
     task.await.expect("joins");
-    assert_eq!(RuntimeStats::get(&stats.replayed_events), 0, "recovery read no event the snapshot covered");
-    assert_eq!(RuntimeStats::get(&stats.turns_started), 5, "old requests were not consumed again");
+    assert_eq!(
+        RuntimeStats::get(&stats.replayed_events),
+        0,
+        "recovery read no event the snapshot covered"
+    );
+    assert_eq!(
+        RuntimeStats::get(&stats.turns_started),
+        5,
+        "old requests were not consumed again"
+    );
     assert_eq!(c.calls.load(Ordering::SeqCst), 90);
 }
 
@@ -299,23 +377,41 @@ async fn crash_during_call(idempotent: bool) -> (Vec<Event>, usize, Vec<TurnFini
     let rig = Rig::memory(2);
     let w = workload(3, "act", 1, 0.9);
     let hanging = Counters::default();
-    submit(rig.requests.as_ref(), &rig.codecs.requests, &requests(&w)).await.expect("submit");
-    let (_rx, _stats, _stop, task) = rig.start(&w, vec![probe("act", idempotent, true, &hanging)], WorkerConfig::default());
+    submit(rig.requests.as_ref(), &rig.codecs.requests, &requests(&w))
+        .await
+        .expect("submit");
+    let (_rx, _stats, _stop, task) = rig.start(
+        &w,
+        vec![probe("act", idempotent, true, &hanging)],
+        WorkerConfig::default(),
+    );
     for _ in 0..500 {
         if hanging.calls.load(Ordering::SeqCst) == 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(hanging.calls.load(Ordering::SeqCst), 3, "all three calls in flight");
+    assert_eq!(
+        hanging.calls.load(Ordering::SeqCst),
+        3,
+        "all three calls in flight"
+    );
     task.abort();
     let _ = task.await;
     let after = Counters::default();
-    let (mut rx, _stats, stop, task) = rig.start(&w, vec![probe("act", idempotent, false, &after)], WorkerConfig::default());
+    let (mut rx, _stats, stop, task) = rig.start(
+        &w,
+        vec![probe("act", idempotent, false, &after)],
+        WorkerConfig::default(),
+    );
     let done = collect(&mut rx, 3).await;
     stop.send_replace(true);
     task.await.expect("joins");
-    (rig.all_events().await, after.calls.load(Ordering::SeqCst), done)
+    (
+        rig.all_events().await,
+        after.calls.load(Ordering::SeqCst),
+        done,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,7 +424,13 @@ async fn after_a_crash_a_non_idempotent_call_is_escalated_never_rerun() {
         .filter(|e| matches!(&e.payload, Payload::ToolCallFailed(f) if f.kind == ToolFailureKind::OutcomeUnknown))
         .count();
     assert_eq!(unknown, 3);
-    assert_eq!(events.iter().filter(|e| e.kind() == "EscalationRaised").count(), 3);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind() == "EscalationRaised")
+            .count(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,12 +5,16 @@ mod demo;
 mod trace;
 mod turns;
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ballast", version, about = "Event-sourced reliability runtime for AI agent turns")]
+#[command(
+    name = "ballast",
+    version,
+    about = "Event-sourced reliability runtime for AI agent turns"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -38,9 +42,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// A data dir that must already exist (read-only commands never create one).
-fn existing_dir(dir: &PathBuf) -> anyhow::Result<()> {
+fn existing_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.join("sled").exists() {
-        anyhow::bail!("{} is not a ballast data dir (no sled/ inside)", dir.display());
+        anyhow::bail!(
+            "{} is not a ballast data dir (no sled/ inside)",
+            dir.display()
+        );
     }
     Ok(())
 }

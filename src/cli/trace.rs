@@ -22,7 +22,9 @@ pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
     super::existing_dir(&a.data_dir)?;
     let emb = Embedded::open(&a.data_dir, 0)?;
     let index = TurnIndex::open(&emb.store)?;
-    index.catch_up(emb.events.as_ref(), &emb.codecs.events).await?;
+    index
+        .catch_up(emb.events.as_ref(), &emb.codecs.events)
+        .await?;
     let key = a.turn_id.key();
     let partition = emb.events.partition_for(&key);
     let mut from = Offset(index.get(a.turn_id)?.map_or(0, |e| e.first_offset));
@@ -51,9 +53,19 @@ pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
         return super::emit(&(serde_json::to_string_pretty(&arr)? + "\n"));
     }
     let t0 = events[0].1.at_ms;
-    let mut out = format!("turn {}  tenant {}  partition {partition}\n", a.turn_id, events[0].1.tenant);
+    let mut out = format!(
+        "turn {}  tenant {}  partition {partition}\n",
+        a.turn_id, events[0].1.tenant
+    );
     for (offset, e) in &events {
-        out.push_str(&format!("{:>+7} ms  #{:<3} @{:<7} {:<20} {}\n", e.at_ms - t0, e.seq, offset.0, e.kind(), e.describe()));
+        out.push_str(&format!(
+            "{:>+7} ms  #{:<3} @{:<7} {:<20} {}\n",
+            e.at_ms - t0,
+            e.seq,
+            offset.0,
+            e.kind(),
+            e.describe()
+        ));
     }
     super::emit(&out)
 }

@@ -18,7 +18,9 @@ pub async fn run(a: TurnsArgs) -> anyhow::Result<()> {
     super::existing_dir(&a.data_dir)?;
     let emb = Embedded::open(&a.data_dir, 0)?;
     let index = TurnIndex::open(&emb.store)?;
-    index.catch_up(emb.events.as_ref(), &emb.codecs.events).await?;
+    index
+        .catch_up(emb.events.as_ref(), &emb.codecs.events)
+        .await?;
     let mut out = String::new();
     for e in index.all()? {
         if a.json {
@@ -39,7 +41,10 @@ pub async fn run(a: TurnsArgs) -> anyhow::Result<()> {
             };
             let outcome = e.outcome.map_or("-", |o| o.as_str());
             let latency = e.latency_ms.map_or("-".to_string(), |l| format!("{l} ms"));
-            out.push_str(&format!("{}  {status:<8} {outcome:<10} {:<8} {latency:>8}  {} events", e.turn_id, e.tenant, e.events));
+            out.push_str(&format!(
+                "{}  {status:<8} {outcome:<10} {:<8} {latency:>8}  {} events",
+                e.turn_id, e.tenant, e.events
+            ));
         }
         out.push('\n');
     }

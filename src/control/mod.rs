@@ -69,7 +69,7 @@ pub const POLICY_MIN_CONFIDENCE: &str = "default.min_confidence";
 
 /// Documented risk: the highest impact among the tools involved, raised by a third for low
 /// confidence and by 0.1 per earlier failure, capped at 1. Deterministic by construction.
-pub fn default_risk<'a>(impacts: impl Iterator<Item = f64>, confidence: f64, failures: u32) -> f64 {
+pub fn default_risk(impacts: impl Iterator<Item = f64>, confidence: f64, failures: u32) -> f64 {
     let base = impacts.fold(0.0_f64, f64::max);
     let unsure = (1.0 - confidence.clamp(0.0, 1.0)) / 3.0;
     (base + unsure + 0.1 * f64::from(failures)).min(1.0)
@@ -99,10 +99,18 @@ impl ControlPlane for DefaultControlPlane {
             return verdict(
                 PolicyDecision::Deny,
                 POLICY_STEP_LIMIT,
-                format!("plan has {} steps, limit is {}", plan.steps.len(), self.max_steps),
+                format!(
+                    "plan has {} steps, limit is {}",
+                    plan.steps.len(),
+                    self.max_steps
+                ),
             );
         }
-        if let Some(unknown) = plan.steps.iter().find(|s| plan.catalog.get(&s.tool).is_none()) {
+        if let Some(unknown) = plan
+            .steps
+            .iter()
+            .find(|s| plan.catalog.get(&s.tool).is_none())
+        {
             return verdict(
                 PolicyDecision::Deny,
                 POLICY_TOOL_EXISTS,

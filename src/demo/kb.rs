@@ -10,16 +10,56 @@ use crate::ids::TurnId;
 use crate::turn::{ExecFailure, Retrieval};
 
 const DOCS: &[(&str, &str, &str)] = &[
-    ("kb-refund-policy", "Refund policy", "Orders that arrive late or damaged can be refunded in full within 30 days. Refunds above 500 EUR need a supervisor."),
-    ("kb-refund-timing", "How long refunds take", "Refunds reach the original payment method within 5 to 7 business days after approval."),
-    ("kb-shipping-times", "Shipping times", "Standard shipping takes 2 to 4 days; express ships next day. Delayed orders are tracked automatically."),
-    ("kb-order-tracking", "Tracking an order", "Every order has an id like A10023. Order status shows shipped, delayed, delivered or cancelled."),
-    ("kb-returns", "Returning an item", "Items can be returned within 30 days in original packaging; a return label is emailed."),
-    ("kb-damaged", "Damaged items", "Report damaged items with a photo; we refund or replace them at no cost."),
-    ("kb-password", "Resetting your password", "Use the reset link on the sign-in page; links expire after one hour."),
-    ("kb-billing", "Billing questions", "Invoices are emailed monthly; card charges appear as BALLAST SHOP."),
-    ("kb-international", "International shipping", "We ship to 40 countries; customs fees are paid by the recipient."),
-    ("kb-account-deletion", "Deleting an account", "Account deletion is handled by the privacy team and cannot be done by the assistant."),
+    (
+        "kb-refund-policy",
+        "Refund policy",
+        "Orders that arrive late or damaged can be refunded in full within 30 days. Refunds above 500 EUR need a supervisor.",
+    ),
+    (
+        "kb-refund-timing",
+        "How long refunds take",
+        "Refunds reach the original payment method within 5 to 7 business days after approval.",
+    ),
+    (
+        "kb-shipping-times",
+        "Shipping times",
+        "Standard shipping takes 2 to 4 days; express ships next day. Delayed orders are tracked automatically.",
+    ),
+    (
+        "kb-order-tracking",
+        "Tracking an order",
+        "Every order has an id like A10023. Order status shows shipped, delayed, delivered or cancelled.",
+    ),
+    (
+        "kb-returns",
+        "Returning an item",
+        "Items can be returned within 30 days in original packaging; a return label is emailed.",
+    ),
+    (
+        "kb-damaged",
+        "Damaged items",
+        "Report damaged items with a photo; we refund or replace them at no cost.",
+    ),
+    (
+        "kb-password",
+        "Resetting your password",
+        "Use the reset link on the sign-in page; links expire after one hour.",
+    ),
+    (
+        "kb-billing",
+        "Billing questions",
+        "Invoices are emailed monthly; card charges appear as BALLAST SHOP.",
+    ),
+    (
+        "kb-international",
+        "International shipping",
+        "We ship to 40 countries; customs fees are paid by the recipient.",
+    ),
+    (
+        "kb-account-deletion",
+        "Deleting an account",
+        "Account deletion is handled by the privacy team and cannot be done by the assistant.",
+    ),
 ];
 
 /// Scores documents by the share of query words found in their title and body.
@@ -85,7 +125,10 @@ mod tests {
     #[test]
     fn finds_relevant_documents_first() {
         let docs = KbRetriever::search("How long do refunds take?", 3);
-        assert_eq!(docs.first().map(|d| d.id.as_str()), Some("kb-refund-timing"));
+        assert_eq!(
+            docs.first().map(|d| d.id.as_str()),
+            Some("kb-refund-timing")
+        );
         assert!(docs.windows(2).all(|w| w[0].score >= w[1].score));
         assert!(KbRetriever::search("?!", 3).is_empty());
     }

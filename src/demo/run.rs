@@ -16,7 +16,9 @@ use crate::clock::SystemClock;
 use crate::control::DefaultControlPlane;
 use crate::embedded::{Embedded, EmbeddedError};
 use crate::event::TurnRequest;
-use crate::exec::scripted::{ScriptedPlanner, WorkloadError, WorkloadTurn, read_workload, write_workload};
+use crate::exec::scripted::{
+    ScriptedPlanner, WorkloadError, WorkloadTurn, read_workload, write_workload,
+};
 use crate::exec::synth::TemplateSynthesizer;
 use crate::exec::{ExecutionPlane, Toolbox};
 use crate::ids::{Offset, Partition, TurnId};
@@ -104,7 +106,10 @@ impl DemoSummary {
         if self.running > 0 {
             s.push_str(&format!("  {:<11} {}\n", "running", self.running));
         }
-        s.push_str(&format!("latency      p50 {} ms, p95 {} ms (TurnRequested → TurnCompleted)\n", self.p50_ms, self.p95_ms));
+        s.push_str(&format!(
+            "latency      p50 {} ms, p95 {} ms (TurnRequested → TurnCompleted)\n",
+            self.p50_ms, self.p95_ms
+        ));
         s.push_str(&format!(
             "throughput   {} events in {:.2} s = {:.0} events/s, {} durable appends (group commits)\n",
             self.events_appended,
@@ -146,20 +151,32 @@ async fn submitted(log: &dyn EventLog, emb: &Embedded) -> Result<HashSet<TurnId>
             let batch = log.read(p, from, 4096).await?;
             let Some(last) = batch.last() else { break };
             from = last.offset.next();
-            ids.extend(batch.iter().filter_map(|s| emb.codecs.requests.decode(&s.value).ok()).map(|r| r.turn_id));
+            ids.extend(
+                batch
+                    .iter()
+                    .filter_map(|s| emb.codecs.requests.decode(&s.value).ok())
+                    .map(|r| r.turn_id),
+            );
         }
     }
     Ok(ids)
 }
 
-pub async fn run(opts: DemoOptions, mut interrupt: watch::Receiver<bool>) -> Result<DemoSummary, DemoError> {
+pub async fn run(
+    opts: DemoOptions,
+    mut interrupt: watch::Receiver<bool>,
+) -> Result<DemoSummary, DemoError> {
     let started = Instant::now();
     let emb = Embedded::open(&opts.data_dir, opts.partitions)?;
     let workload_path = opts.data_dir.join("workload.jsonl");
     let workload = if workload_path.exists() {
         let w = read_workload(&workload_path)?;
         if w.len() != opts.turns {
-            tracing::warn!(existing = w.len(), requested = opts.turns, "data dir already holds a workload; finishing that one");
+            tracing::warn!(
+                existing = w.len(),
+                requested = opts.turns,
+                "data dir already holds a workload; finishing that one"
+            );
         }
         w
     } else {
@@ -167,19 +184,29 @@ pub async fn run(opts: DemoOptions, mut interrupt: watch::Receiver<bool>) -> Res
         write_workload(&workload_path, &w)?;
         w
     };
-    let journal = EffectsJournal::open(&opts.data_dir.join("effects.jsonl")).map_err(DemoError::Journal)?;
+    let journal =
+        EffectsJournal::open(&opts.data_dir.join("effects.jsonl")).map_err(DemoError::Journal)?;
     let exec = ExecutionPlane {
-        retriever: Arc::new(KbRetriever::new(Duration::from_millis(opts.service_latency_ms.min(1)))),
-        planner: ScriptedPlanner::new(&workload, Duration::from_millis(opts.service_latency_ms / 2)),
+        retriever: Arc::new(KbRetriever::new(Duration::from_millis(
+            opts.service_latency_ms.min(1),
+        ))),
+        planner: ScriptedPlanner::new(
+            &workload,
+            Duration::from_millis(opts.service_latency_ms / 2),
+        ),
         tools: Toolbox::new(demo_tools(journal, opts.service_latency_ms)),
         synthesizer: Arc::new(TemplateSynthesizer),
     };
 
     let index = TurnIndex::open(&emb.store)?;
-    index.catch_up(emb.events.as_ref(), &emb.codecs.events).await?;
+    index
+        .catch_up(emb.events.as_ref(), &emb.codecs.events)
+        .await?;
     let mut waiting: HashSet<TurnId> = HashSet::new();
     for t in &workload {
-        let done = index.get(t.turn_id)?.is_some_and(|e| e.status == TurnStatus::Terminal);
+        let done = index
+            .get(t.turn_id)?
+            .is_some_and(|e| e.status == TurnStatus::Terminal);
         if !done {
             waiting.insert(t.turn_id);
         }
@@ -208,9 +235,18 @@ pub async fn run(opts: DemoOptions, mut interrupt: watch::Receiver<bool>) -> Res
     let partitions: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
     let worker_task = tokio::spawn(async move { worker.run(partitions, stop_rx).await });
 
-    let fresh: Vec<WorkloadTurn> = workload.iter().filter(|t| !already.contains(&t.turn_id)).cloned().collect();
+    let fresh: Vec<WorkloadTurn> = workload
+        .iter()
+        .filter(|t| !already.contains(&t.turn_id))
+        .cloned()
+        .collect();
     let now_ms = crate::clock::Clock::now_ms(&SystemClock);
-    let submitted_now = submit(emb.requests.as_ref(), &emb.codecs.requests, &requests(&fresh, now_ms)).await?;
+    let submitted_now = submit(
+        emb.requests.as_ref(),
+        &emb.codecs.requests,
+        &requests(&fresh, now_ms),
+    )
+    .await?;
 
     let stall = Duration::from_secs(60);
     let mut interrupted = *interrupt.borrow();
@@ -234,7 +270,9 @@ pub async fn run(opts: DemoOptions, mut interrupt: watch::Receiver<bool>) -> Res
     }
     let elapsed = started.elapsed();
 
-    index.catch_up(emb.events.as_ref(), &emb.codecs.events).await?;
+    index
+        .catch_up(emb.events.as_ref(), &emb.codecs.events)
+        .await?;
     let mut by_outcome = BTreeMap::new();
     let mut latencies = Vec::new();
     let mut running = 0;

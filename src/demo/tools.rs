@@ -96,7 +96,10 @@ async fn service_delay(call: &ToolInvocation, max_ms: u64) {
     if max_ms == 0 {
         return;
     }
-    let h = call.call_id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let h = call
+        .call_id
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
     tokio::time::sleep(Duration::from_millis(1 + h % max_ms)).await;
 }
 
@@ -129,9 +132,9 @@ impl Tool for DemoTool {
             "lookup_order" => {
                 let id = str_arg(&a, "order_id")?;
                 match id.chars().next() {
-                    Some('T') if call.attempt < 2 => {
-                        Err(ToolError::retryable("order service timed out (no answer in 2000 ms)"))
-                    }
+                    Some('T') if call.attempt < 2 => Err(ToolError::retryable(
+                        "order service timed out (no answer in 2000 ms)",
+                    )),
                     Some('E') => Err(ToolError::terminal(format!("order {id} not found"))),
                     _ => {
                         let delayed = id.bytes().map(u32::from).sum::<u32>() % 3 == 0;
@@ -173,13 +176,17 @@ impl Tool for DemoTool {
             "reverse_refund" => {
                 let refund_id = str_arg(&a, "refund_id")?;
                 self.journal.record(call)?;
-                Ok(json!({"refund_id": refund_id, "reversed": true, "summary": format!("Refund {refund_id} reversed")}))
+                Ok(
+                    json!({"refund_id": refund_id, "reversed": true, "summary": format!("Refund {refund_id} reversed")}),
+                )
             }
             "send_email" => {
                 let to = str_arg(&a, "to")?;
                 let template = str_arg(&a, "template")?;
                 self.journal.record(call)?;
-                Ok(json!({"message_id": format!("msg-{}", call.idempotency_key), "summary": format!("Email '{template}' sent to {to}")}))
+                Ok(
+                    json!({"message_id": format!("msg-{}", call.idempotency_key), "summary": format!("Email '{template}' sent to {to}")}),
+                )
             }
             other => Err(ToolError::terminal(format!("demo has no tool {other}"))),
         }
@@ -188,15 +195,16 @@ impl Tool for DemoTool {
 
 /// The demo's tools. `latency_ms` is the most a simulated service call takes (0 = instant).
 pub fn demo_tools(journal: Arc<EffectsJournal>, latency_ms: u64) -> Vec<Arc<dyn Tool>> {
-    let object = |props: Value, required: &[&str]| {
-        json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
-    };
+    let object = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
     let specs = vec![
         spec(
             "search_kb",
             "Search the support knowledge base.",
             object(json!({"query": {"type": "string"}}), &["query"]),
-            object(json!({"documents": {"type": "array"}, "summary": {"type": "string"}}), &["documents"]),
+            object(
+                json!({"documents": {"type": "array"}, "summary": {"type": "string"}}),
+                &["documents"],
+            ),
             Impact::None,
             true,
             None,
@@ -204,8 +212,14 @@ pub fn demo_tools(journal: Arc<EffectsJournal>, latency_ms: u64) -> Vec<Arc<dyn 
         spec(
             "lookup_order",
             "Look up an order's status and amount.",
-            object(json!({"order_id": {"type": "string", "pattern": "^[A-Z][0-9]+$"}}), &["order_id"]),
-            object(json!({"order_id": {"type": "string"}, "status": {"type": "string"}, "amount_cents": {"type": "integer"}, "summary": {"type": "string"}}), &["order_id", "status"]),
+            object(
+                json!({"order_id": {"type": "string", "pattern": "^[A-Z][0-9]+$"}}),
+                &["order_id"],
+            ),
+            object(
+                json!({"order_id": {"type": "string"}, "status": {"type": "string"}, "amount_cents": {"type": "integer"}, "summary": {"type": "string"}}),
+                &["order_id", "status"],
+            ),
             Impact::None,
             true,
             None,
@@ -213,8 +227,14 @@ pub fn demo_tools(journal: Arc<EffectsJournal>, latency_ms: u64) -> Vec<Arc<dyn 
         spec(
             "issue_refund",
             "Refund an order. Idempotent by idempotency key.",
-            object(json!({"order_id": {"type": "string"}, "amount_cents": {"type": "integer", "minimum": 1}}), &["order_id", "amount_cents"]),
-            object(json!({"refund_id": {"type": "string"}, "amount_cents": {"type": "integer"}, "summary": {"type": "string"}}), &["refund_id"]),
+            object(
+                json!({"order_id": {"type": "string"}, "amount_cents": {"type": "integer", "minimum": 1}}),
+                &["order_id", "amount_cents"],
+            ),
+            object(
+                json!({"refund_id": {"type": "string"}, "amount_cents": {"type": "integer"}, "summary": {"type": "string"}}),
+                &["refund_id"],
+            ),
             Impact::High,
             true,
             Some("reverse_refund"),
@@ -223,7 +243,10 @@ pub fn demo_tools(journal: Arc<EffectsJournal>, latency_ms: u64) -> Vec<Arc<dyn 
             "reverse_refund",
             "Undo a refund.",
             object(json!({"refund_id": {"type": "string"}}), &["refund_id"]),
-            object(json!({"refund_id": {"type": "string"}, "reversed": {"type": "boolean"}}), &["refund_id"]),
+            object(
+                json!({"refund_id": {"type": "string"}, "reversed": {"type": "boolean"}}),
+                &["refund_id"],
+            ),
             Impact::High,
             true,
             None,
@@ -231,8 +254,14 @@ pub fn demo_tools(journal: Arc<EffectsJournal>, latency_ms: u64) -> Vec<Arc<dyn 
         spec(
             "send_email",
             "Send an email to the customer. Not idempotent: a retry sends a second email.",
-            object(json!({"to": {"type": "string"}, "template": {"type": "string"}}), &["to", "template"]),
-            object(json!({"message_id": {"type": "string"}, "summary": {"type": "string"}}), &["message_id"]),
+            object(
+                json!({"to": {"type": "string"}, "template": {"type": "string"}}),
+                &["to", "template"],
+            ),
+            object(
+                json!({"message_id": {"type": "string"}, "summary": {"type": "string"}}),
+                &["message_id"],
+            ),
             Impact::Medium,
             false,
             None,

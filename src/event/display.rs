@@ -8,9 +8,15 @@ impl Event {
     /// One line saying what happened.
     pub fn describe(&self) -> String {
         match &self.payload {
-            Payload::TurnRequested(r) => format!("{} asks via {}: {:?}", r.user_id, r.channel, r.text),
+            Payload::TurnRequested(r) => {
+                format!("{} asks via {}: {:?}", r.user_id, r.channel, r.text)
+            }
             Payload::ContextRetrieved(c) => {
-                let docs: Vec<String> = c.documents.iter().map(|d| format!("{} ({:.2})", d.id, d.score)).collect();
+                let docs: Vec<String> = c
+                    .documents
+                    .iter()
+                    .map(|d| format!("{} ({:.2})", d.id, d.score))
+                    .collect();
                 match &c.error {
                     Some(e) => format!("retrieval failed, continuing without context: {e}"),
                     None if docs.is_empty() => "retrieved nothing".to_string(),
@@ -41,7 +47,13 @@ impl Event {
                     PolicyDecision::Escalate => "escalate",
                     PolicyDecision::Deny => "DENY",
                 };
-                format!("{at}: {decision} by [{}] risk {:.2} ({}) [{}]", p.policy_ids.join(", "), p.risk_score, p.reason, p.policy_version)
+                format!(
+                    "{at}: {decision} by [{}] risk {:.2} ({}) [{}]",
+                    p.policy_ids.join(", "),
+                    p.risk_score,
+                    p.reason,
+                    p.policy_version
+                )
             }
             Payload::ToolCallStarted(s) => format!(
                 "call {} attempt {} {} (key {}{})",
@@ -51,7 +63,13 @@ impl Event {
                 s.idempotency_key,
                 if s.idempotent { "" } else { ", not idempotent" }
             ),
-            Payload::ToolCallCompleted(c) => format!("call {} attempt {} ok in {} ms: {}", c.call_id, c.attempt, c.latency_ms, summarize(&c.result_json)),
+            Payload::ToolCallCompleted(c) => format!(
+                "call {} attempt {} ok in {} ms: {}",
+                c.call_id,
+                c.attempt,
+                c.latency_ms,
+                summarize(&c.result_json)
+            ),
             Payload::ToolCallFailed(f) => format!(
                 "call {} attempt {} {:?}{}: {}",
                 f.call_id,
@@ -61,8 +79,15 @@ impl Event {
                 f.error
             ),
             Payload::EscalationRaised(e) => format!("escalated to {:?}: {}", e.rung, e.reason),
-            Payload::ResponseSynthesized(r) => format!("reply {:?} citing [{}]", r.text, r.citations.join(", ")),
-            Payload::TurnCompleted(c) => format!("{} after {} ms: {}", c.outcome.as_str().to_uppercase(), c.latency_ms, c.reason),
+            Payload::ResponseSynthesized(r) => {
+                format!("reply {:?} citing [{}]", r.text, r.citations.join(", "))
+            }
+            Payload::TurnCompleted(c) => format!(
+                "{} after {} ms: {}",
+                c.outcome.as_str().to_uppercase(),
+                c.latency_ms,
+                c.reason
+            ),
         }
     }
 
@@ -76,7 +101,9 @@ impl Event {
             "at_ms": self.at_ms,
             "kind": self.kind(),
         });
-        if let (Some(obj), Ok(Value::Object(payload))) = (out.as_object_mut(), serde_json::to_value(&self.payload)) {
+        if let (Some(obj), Ok(Value::Object(payload))) =
+            (out.as_object_mut(), serde_json::to_value(&self.payload))
+        {
             for (_, fields) in payload {
                 if let Value::Object(fields) = fields {
                     obj.extend(fields);
@@ -106,7 +133,11 @@ mod tests {
             let j = e.to_json();
             assert_eq!(j["kind"], e.kind());
             assert_eq!(j["seq"], e.seq);
-            assert!(j.as_object().is_some_and(|o| o.len() > 6), "{} has payload fields", e.kind());
+            assert!(
+                j.as_object().is_some_and(|o| o.len() > 6),
+                "{} has payload fields",
+                e.kind()
+            );
         }
     }
 }

@@ -2,8 +2,8 @@
 //! field for field; the variant order of [`Payload`] is the order of the schema's payload union.
 
 pub mod codec;
-pub mod fixtures;
 mod display;
+pub mod fixtures;
 
 use std::collections::BTreeMap;
 

@@ -85,7 +85,8 @@ pub fn write_workload(path: &Path, turns: &[WorkloadTurn]) -> Result<(), Workloa
 }
 
 pub const SCRIPTED_MODEL: &str = "ballast-scripted";
-const TEMPLATE: &str = "You are a support agent. Context:\n{documents}\nRequest: {text}\nPlan tool calls as JSON.";
+const TEMPLATE: &str =
+    "You are a support agent. Context:\n{documents}\nRequest: {text}\nPlan tool calls as JSON.";
 
 /// Hash of the prompt template, recorded in every PlanProposed (FNV-1a, hex).
 pub fn template_hash(template: &str) -> String {
@@ -105,7 +106,10 @@ pub struct ScriptedPlanner {
 impl ScriptedPlanner {
     pub fn new(turns: &[WorkloadTurn], latency: Duration) -> Arc<Self> {
         Arc::new(ScriptedPlanner {
-            scripts: turns.iter().map(|t| (t.turn_id, t.script.clone())).collect(),
+            scripts: turns
+                .iter()
+                .map(|t| (t.turn_id, t.script.clone()))
+                .collect(),
             latency,
             template_hash: template_hash(TEMPLATE),
         })
@@ -124,20 +128,29 @@ impl Planner for ScriptedPlanner {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        let script = self.scripts.get(&request.turn_id).ok_or_else(|| ExecFailure {
-            message: format!("no script for turn {}", request.turn_id),
-            retryable: false,
-            latency_ms: 0,
-        })?;
+        let script = self
+            .scripts
+            .get(&request.turn_id)
+            .ok_or_else(|| ExecFailure {
+                message: format!("no script for turn {}", request.turn_id),
+                retryable: false,
+                latency_ms: 0,
+            })?;
         let context: usize = request.documents.iter().map(|d| d.snippet.len()).sum();
-        let output: usize = script.steps.iter().map(|s| s.args_json.len() + s.tool.len()).sum();
+        let output: usize = script
+            .steps
+            .iter()
+            .map(|s| s.args_json.len() + s.tool.len())
+            .sum();
         Ok(Planned {
             model: SCRIPTED_MODEL.into(),
             model_version: "1".into(),
             prompt_template_hash: self.template_hash.clone(),
             steps: script.steps.clone(),
             confidence: script.confidence,
-            input_tokens: approx_tokens(TEMPLATE) + approx_tokens(&request.text) + (context as i64 / 4),
+            input_tokens: approx_tokens(TEMPLATE)
+                + approx_tokens(&request.text)
+                + (context as i64 / 4),
             output_tokens: (output as i64 / 4).max(1),
             latency_ms: started.elapsed().as_millis() as i64,
         })

@@ -27,7 +27,9 @@ impl Synthesizer for TemplateSynthesizer {
             text.push_str(&format!("See \"{}\".", doc.title));
         }
         if text.is_empty() {
-            text.push_str("I could not find anything for that request; a colleague will follow up.");
+            text.push_str(
+                "I could not find anything for that request; a colleague will follow up.",
+            );
         }
         Ok(Synthesis {
             text: text.trim().to_string(),

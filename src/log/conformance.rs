@@ -34,14 +34,20 @@ pub async fn offsets_are_dense_from_zero(h: &dyn Harness) {
     let log = h.fresh(2).await;
     let p = Partition(1);
     assert_eq!(log.end(p).await.expect("end"), Offset(0));
-    assert_eq!(log.append(p, vec![rec("k", "a")]).await.expect("append"), Offset(0));
+    assert_eq!(
+        log.append(p, vec![rec("k", "a")]).await.expect("append"),
+        Offset(0)
+    );
     assert_eq!(
         log.append(p, vec![rec("k", "b"), rec("k", "c"), rec("k", "d")])
             .await
             .expect("append"),
         Offset(1)
     );
-    assert_eq!(log.append(p, vec![rec("k", "e")]).await.expect("append"), Offset(4));
+    assert_eq!(
+        log.append(p, vec![rec("k", "e")]).await.expect("append"),
+        Offset(4)
+    );
     assert_eq!(log.end(p).await.expect("end"), Offset(5));
     let all = log.read(p, Offset(0), 100).await.expect("read");
     let offsets: Vec<u64> = all.iter().map(|s| s.offset.0).collect();
@@ -64,19 +70,31 @@ pub async fn read_from_any_offset(h: &dyn Harness) {
         }
     }
     assert!(log.read(p, Offset(20), 5).await.expect("read").is_empty());
-    assert!(log.read(p, Offset(1_000), 5).await.expect("read").is_empty());
+    assert!(
+        log.read(p, Offset(1_000), 5)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 pub async fn partitions_are_independent(h: &dyn Harness) {
     let log = h.fresh(3).await;
-    log.append(Partition(0), vec![rec("a", "0")]).await.expect("append");
+    log.append(Partition(0), vec![rec("a", "0")])
+        .await
+        .expect("append");
     log.append(Partition(2), vec![rec("c", "0"), rec("c", "1")])
         .await
         .expect("append");
     assert_eq!(log.end(Partition(0)).await.expect("end"), Offset(1));
     assert_eq!(log.end(Partition(1)).await.expect("end"), Offset(0));
     assert_eq!(log.end(Partition(2)).await.expect("end"), Offset(2));
-    assert!(log.read(Partition(1), Offset(0), 10).await.expect("read").is_empty());
+    assert!(
+        log.read(Partition(1), Offset(0), 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
     assert_eq!(log.partitions(), 3);
 }
 
@@ -86,7 +104,11 @@ pub async fn keys_route_to_one_partition(h: &dyn Harness) {
         let key = format!("turn-{i}");
         let p = log.partition_for(key.as_bytes());
         assert!(p.0 < 5);
-        assert_eq!(p, super::partition_for(key.as_bytes(), 5), "same routing on every backend");
+        assert_eq!(
+            p,
+            super::partition_for(key.as_bytes(), 5),
+            "same routing on every backend"
+        );
     }
 }
 
@@ -96,7 +118,13 @@ pub async fn unknown_partition_is_a_terminal_error(h: &dyn Harness) {
         .append(Partition(2), vec![rec("k", "v")])
         .await
         .expect_err("partition 2 of 2");
-    assert!(matches!(err, LogError::UnknownPartition { partition: 2, partitions: 2 }));
+    assert!(matches!(
+        err,
+        LogError::UnknownPartition {
+            partition: 2,
+            partitions: 2
+        }
+    ));
     assert!(!err.is_retryable());
     assert!(log.read(Partition(9), Offset(0), 1).await.is_err());
     assert!(log.end(Partition(9)).await.is_err());
@@ -127,7 +155,10 @@ pub async fn bytes_survive_exactly(h: &dyn Harness) {
         .await
         .expect("append");
     let got = log.read(p, Offset(0), 10).await.expect("read");
-    assert_eq!((got[0].key.clone(), got[0].value.clone()), (odd.key, odd.value));
+    assert_eq!(
+        (got[0].key.clone(), got[0].value.clone()),
+        (odd.key, odd.value)
+    );
     assert_eq!(
         (got[1].key.clone(), got[1].value.clone()),
         (empty_value.key, empty_value.value)
@@ -137,7 +168,9 @@ pub async fn bytes_survive_exactly(h: &dyn Harness) {
 pub async fn tail_yields_old_then_new_records_in_order(h: &dyn Harness) {
     let log = h.fresh(2).await;
     let p = Partition(1);
-    log.append(p, vec![rec("k", "0"), rec("k", "1")]).await.expect("append");
+    log.append(p, vec![rec("k", "0"), rec("k", "1")])
+        .await
+        .expect("append");
     let mut tail = log.subscribe(p, Offset(1)).await.expect("subscribe");
     let first = tokio::time::timeout(WAIT, tail.next_batch(10))
         .await
@@ -182,7 +215,9 @@ pub async fn concurrent_batches_stay_whole_and_dense(h: &dyn Harness) {
         tasks.push(tokio::spawn(async move {
             let mut bases = Vec::new();
             for b in 0..batches {
-                let batch = (0..3).map(|i| rec(&format!("w{w}"), &format!("{b}.{i}"))).collect();
+                let batch = (0..3)
+                    .map(|i| rec(&format!("w{w}"), &format!("{b}.{i}")))
+                    .collect();
                 bases.push(log.append(p, batch).await.expect("append"));
             }
             bases
@@ -194,7 +229,10 @@ pub async fn concurrent_batches_stay_whole_and_dense(h: &dyn Harness) {
     }
     let total = (writers * batches * 3) as u64;
     assert_eq!(log.end(p).await.expect("end"), Offset(total));
-    let all = log.read(p, Offset(0), total as usize + 10).await.expect("read");
+    let all = log
+        .read(p, Offset(0), total as usize + 10)
+        .await
+        .expect("read");
     assert_eq!(all.len() as u64, total);
     for (i, s) in all.iter().enumerate() {
         assert_eq!(s.offset, Offset(i as u64), "dense");
@@ -218,7 +256,9 @@ pub async fn appended_records_survive_reopen(h: &dyn Harness) {
     log.append(Partition(1), vec![rec("k", "0"), rec("k", "1")])
         .await
         .expect("append");
-    log.append(Partition(0), vec![rec("j", "x")]).await.expect("append");
+    log.append(Partition(0), vec![rec("j", "x")])
+        .await
+        .expect("append");
     let Some(log) = h.reopen(log).await else {
         return;
     };
@@ -226,7 +266,9 @@ pub async fn appended_records_survive_reopen(h: &dyn Harness) {
     assert_eq!(log.end(Partition(1)).await.expect("end"), Offset(2));
     assert_eq!(log.end(Partition(0)).await.expect("end"), Offset(1));
     assert_eq!(
-        log.append(Partition(1), vec![rec("k", "2")]).await.expect("append"),
+        log.append(Partition(1), vec![rec("k", "2")])
+            .await
+            .expect("append"),
         Offset(2),
         "offsets continue after reopen"
     );

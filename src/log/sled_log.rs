@@ -203,10 +203,7 @@ impl SledStore {
         }
         Ok(SledLog {
             store: self.clone(),
-            inner: Arc::new(LogInner {
-                parts,
-                partitions,
-            }),
+            inner: Arc::new(LogInner { parts, partitions }),
         })
     }
 }

@@ -73,7 +73,11 @@ impl TurnIndex {
     }
 
     /// Applies every event after the stored checkpoints; returns how many it applied.
-    pub async fn catch_up(&self, log: &dyn EventLog, codec: &AvroCodec<Event>) -> Result<u64, LogError> {
+    pub async fn catch_up(
+        &self,
+        log: &dyn EventLog,
+        codec: &AvroCodec<Event>,
+    ) -> Result<u64, LogError> {
         let mut applied = 0;
         for p in (0..log.partitions()).map(Partition) {
             let mut from = self.checkpoint(p)?;
@@ -127,7 +131,12 @@ impl TurnIndex {
     }
 }
 
-fn apply(entry: Option<TurnEntry>, event: &Event, p: Partition, offset: Offset) -> Option<TurnEntry> {
+fn apply(
+    entry: Option<TurnEntry>,
+    event: &Event,
+    p: Partition,
+    offset: Offset,
+) -> Option<TurnEntry> {
     let mut entry = match (entry, &event.payload) {
         (Some(e), _) => e,
         (None, Payload::TurnRequested(r)) => TurnEntry {

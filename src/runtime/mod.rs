@@ -139,7 +139,11 @@ impl Worker {
 
     /// Runs the given partitions until `shutdown` turns true, then drains: no new requests,
     /// in-flight effects finish and are recorded, a snapshot is written.
-    pub async fn run(&self, partitions: Vec<Partition>, shutdown: watch::Receiver<bool>) -> Result<(), RuntimeError> {
+    pub async fn run(
+        &self,
+        partitions: Vec<Partition>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
         let mut set = JoinSet::new();
         for p in partitions {
             let deps = Arc::clone(&self.deps);
@@ -168,7 +172,9 @@ async fn supervise(
 ) -> Result<(), RuntimeError> {
     let mut restarts = 0u32;
     loop {
-        match partition::run_partition(Arc::clone(&deps), partition, cfg.clone(), shutdown.clone()).await {
+        match partition::run_partition(Arc::clone(&deps), partition, cfg.clone(), shutdown.clone())
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(e) if e.is_retryable() && restarts < 5 && !*shutdown.borrow() => {
                 restarts += 1;

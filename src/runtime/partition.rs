@@ -127,7 +127,10 @@ impl PartitionActor {
         };
         let (mut turns, mut from, mut inbox_next) = match snapshot {
             Some(s) => (
-                s.turns.into_iter().map(|t| (t.turn_id, t)).collect::<HashMap<_, _>>(),
+                s.turns
+                    .into_iter()
+                    .map(|t| (t.turn_id, t))
+                    .collect::<HashMap<_, _>>(),
                 s.events_end,
                 s.inbox_next,
             ),
@@ -169,8 +172,12 @@ impl PartitionActor {
             }
         }
         deps.store.mark_known(&known)?;
-        deps.stats.replayed_events.fetch_add(from - start, Ordering::Relaxed);
-        deps.stats.resumed_turns.fetch_add(turns.len() as u64, Ordering::Relaxed);
+        deps.stats
+            .replayed_events
+            .fetch_add(from - start, Ordering::Relaxed);
+        deps.stats
+            .resumed_turns
+            .fetch_add(turns.len() as u64, Ordering::Relaxed);
         tracing::info!(%partition, snapshot_end = start, log_end = from, in_flight = turns.len(), "partition recovered");
         Ok(PartitionActor {
             partition,
@@ -198,7 +205,11 @@ impl PartitionActor {
     }
 
     /// Turns request records into inputs; bad or misrouted records become dead letters.
-    fn intake(&mut self, batch: Vec<Stored>, inputs: &mut Vec<(TurnId, Input)>) -> Result<(), RuntimeError> {
+    fn intake(
+        &mut self,
+        batch: Vec<Stored>,
+        inputs: &mut Vec<(TurnId, Input)>,
+    ) -> Result<(), RuntimeError> {
         for stored in batch {
             self.inbox_next = self.inbox_next.max(stored.offset.0 + 1);
             let dead = |reason: String| DeadLetter {
@@ -210,7 +221,9 @@ impl PartitionActor {
             let request = match self.deps.codecs.requests.decode(&stored.value) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.deps.store.dead_letter(dead(format!("undecodable request: {e}")))?;
+                    self.deps
+                        .store
+                        .dead_letter(dead(format!("undecodable request: {e}")))?;
                     self.deps.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -224,8 +237,13 @@ impl PartitionActor {
                 self.deps.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if self.turns.contains_key(&request.turn_id) || self.deps.store.is_known(request.turn_id)? {
-                self.deps.stats.duplicate_requests.fetch_add(1, Ordering::Relaxed);
+            if self.turns.contains_key(&request.turn_id)
+                || self.deps.store.is_known(request.turn_id)?
+            {
+                self.deps
+                    .stats
+                    .duplicate_requests
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let turn = request.turn_id;
@@ -242,7 +260,11 @@ impl PartitionActor {
         Ok(())
     }
 
-    async fn process(&mut self, inputs: Vec<(TurnId, Input)>, draining: bool) -> Result<(), RuntimeError> {
+    async fn process(
+        &mut self,
+        inputs: Vec<(TurnId, Input)>,
+        draining: bool,
+    ) -> Result<(), RuntimeError> {
         if inputs.is_empty() {
             return Ok(());
         }
@@ -289,7 +311,9 @@ impl PartitionActor {
                 }
             }
             deps.store.mark_known(&started)?;
-            deps.stats.turns_started.fetch_add(started.len() as u64, Ordering::Relaxed);
+            deps.stats
+                .turns_started
+                .fetch_add(started.len() as u64, Ordering::Relaxed);
         }
         // Effects run only now that the events deciding them are durable.
         for effect in effects {
@@ -314,7 +338,10 @@ impl PartitionActor {
                     .accepted_at
                     .remove(&turn_id)
                     .map(|t| t.elapsed().as_micros() as u64);
-                self.deps.stats.turns_finished.fetch_add(1, Ordering::Relaxed);
+                self.deps
+                    .stats
+                    .turns_finished
+                    .fetch_add(1, Ordering::Relaxed);
                 if let Some(sink) = &self.deps.outcomes {
                     let _ = sink.send(TurnFinished {
                         turn_id,
@@ -361,7 +388,8 @@ impl PartitionActor {
             inbox_next: self.inbox_next,
             turns: self.turns.values().cloned().collect(),
         };
-        let bytes = serde_json::to_vec(&snapshot).map_err(|e| RuntimeError::Snapshot(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&snapshot).map_err(|e| RuntimeError::Snapshot(e.to_string()))?;
         self.deps.store.save_snapshot(self.partition, bytes).await?;
         self.since_snapshot = 0;
         self.deps.stats.snapshots.fetch_add(1, Ordering::Relaxed);

@@ -55,22 +55,36 @@ fn poisoned<T>(_: T) -> StoreError {
 #[async_trait]
 impl StateStore for MemoryStateStore {
     fn load_snapshot(&self, partition: Partition) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.snapshots.lock().map_err(poisoned)?.get(&partition).cloned())
+        Ok(self
+            .snapshots
+            .lock()
+            .map_err(poisoned)?
+            .get(&partition)
+            .cloned())
     }
     async fn save_snapshot(&self, partition: Partition, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.snapshots.lock().map_err(poisoned)?.insert(partition, bytes);
+        self.snapshots
+            .lock()
+            .map_err(poisoned)?
+            .insert(partition, bytes);
         Ok(())
     }
     fn is_known(&self, turn: TurnId) -> Result<bool, StoreError> {
         Ok(self.known.lock().map_err(poisoned)?.contains(&turn))
     }
     fn mark_known(&self, turns: &[TurnId]) -> Result<(), StoreError> {
-        self.known.lock().map_err(poisoned)?.extend(turns.iter().copied());
+        self.known
+            .lock()
+            .map_err(poisoned)?
+            .extend(turns.iter().copied());
         Ok(())
     }
     fn dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
         let mut dead = self.dead.lock().map_err(poisoned)?;
-        if !dead.iter().any(|d| d.partition == letter.partition && d.offset == letter.offset) {
+        if !dead
+            .iter()
+            .any(|d| d.partition == letter.partition && d.offset == letter.offset)
+        {
             dead.push(letter);
         }
         Ok(())
@@ -135,7 +149,9 @@ impl StateStore for SledStateStore {
         for t in turns {
             batch.insert(t.0.as_bytes(), &[]);
         }
-        self.known.apply_batch(batch).map_err(StoreError::from_display)
+        self.known
+            .apply_batch(batch)
+            .map_err(StoreError::from_display)
     }
     fn dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
         let mut v = Vec::with_capacity(4 + letter.reason.len() + letter.payload.len());

@@ -81,8 +81,13 @@ pub fn step(state: &mut TurnState, input: Input, ctx: &DecideCtx<'_>) -> Decisio
 /// retries of many turns do not fire in lockstep.
 pub fn backoff_ms(limits: &Limits, call_id: &str, attempt: i32) -> i64 {
     let exp = (attempt - 2).clamp(0, 20) as u32;
-    let base = limits.retry_base_ms.saturating_mul(1 << exp).min(limits.retry_max_ms);
-    let jitter = call_id.bytes().fold(attempt as i64, |h, b| (h * 31 + b as i64) % 1_000_003);
+    let base = limits
+        .retry_base_ms
+        .saturating_mul(1 << exp)
+        .min(limits.retry_max_ms);
+    let jitter = call_id
+        .bytes()
+        .fold(attempt as i64, |h, b| (h * 31 + b as i64) % 1_000_003);
     base + jitter % (base / 4 + 1)
 }
 
@@ -118,7 +123,13 @@ impl Builder<'_, '_> {
         }
         let phase = self.state.phase();
         match (input, phase) {
-            (Input::Request { request, source_offset }, Phase::New) => {
+            (
+                Input::Request {
+                    request,
+                    source_offset,
+                },
+                Phase::New,
+            ) => {
                 if request.turn_id != self.state.turn_id {
                     return;
                 }
@@ -171,7 +182,14 @@ impl Builder<'_, '_> {
                 }));
                 self.review_plan();
             }
-            (Input::ToolDone { call_id, attempt, result }, Phase::AwaitingTool { index }) => {
+            (
+                Input::ToolDone {
+                    call_id,
+                    attempt,
+                    result,
+                },
+                Phase::AwaitingTool { index },
+            ) => {
                 if !self.is_current(index, &call_id, attempt) {
                     return;
                 }
@@ -205,10 +223,17 @@ impl Builder<'_, '_> {
                                 Some(call_id),
                             );
                         } else {
-                            let why = if f.retryable { "retries exhausted" } else { "not retryable" };
+                            let why = if f.retryable {
+                                "retries exhausted"
+                            } else {
+                                "not retryable"
+                            };
                             self.complete(
                                 Outcome::Failed,
-                                format!("{tool} failed on attempt {attempt} ({why}): {}", f.message),
+                                format!(
+                                    "{tool} failed on attempt {attempt} ({why}): {}",
+                                    f.message
+                                ),
                             );
                         }
                     }
@@ -234,7 +259,10 @@ impl Builder<'_, '_> {
                 self.complete(Outcome::Succeeded, "answered".into());
             }
             (Input::Synthesized(Err(f)), Phase::Synthesizing) => {
-                self.complete(Outcome::Failed, format!("synthesizer failed: {}", f.message));
+                self.complete(
+                    Outcome::Failed,
+                    format!("synthesizer failed: {}", f.message),
+                );
             }
             (Input::Resume, phase) => self.resume(phase),
             // Late, duplicate or out-of-phase inputs change nothing.
@@ -272,7 +300,9 @@ impl Builder<'_, '_> {
                         call_id: call.call_id.clone(),
                         attempt: call.attempt,
                         kind: ToolFailureKind::Interrupted,
-                        error: "worker stopped during the call; retrying with the same idempotency key".into(),
+                        error:
+                            "worker stopped during the call; retrying with the same idempotency key"
+                                .into(),
                         retryable: true,
                         latency_ms: 0,
                     }));
@@ -282,7 +312,10 @@ impl Builder<'_, '_> {
                     } else {
                         self.escalate(
                             EscalationRung::HumanHandoff,
-                            format!("{} interrupted on its last attempt; outcome unknown", call.tool),
+                            format!(
+                                "{} interrupted on its last attempt; outcome unknown",
+                                call.tool
+                            ),
                             Some(call.call_id),
                         );
                     }
@@ -340,7 +373,9 @@ impl Builder<'_, '_> {
             .calls
             .iter()
             .filter_map(|c| match &c.status {
-                CallStatus::Completed { result_json } => Some((c.tool.clone(), result_json.clone())),
+                CallStatus::Completed { result_json } => {
+                    Some((c.tool.clone(), result_json.clone()))
+                }
                 _ => None,
             })
             .collect();
@@ -382,7 +417,12 @@ impl Builder<'_, '_> {
     }
 
     /// Acts on a non-allow decision; returns whether the turn may go on.
-    fn follow(&mut self, decision: PolicyDecision, reason: String, call_id: Option<String>) -> bool {
+    fn follow(
+        &mut self,
+        decision: PolicyDecision,
+        reason: String,
+        call_id: Option<String>,
+    ) -> bool {
         match decision {
             PolicyDecision::Allow => {
                 self.next_step();

@@ -18,7 +18,10 @@ pub enum Input {
     },
     Synthesized(Result<Synthesis, ExecFailure>),
     /// The backoff before `attempt` of `call_id` has elapsed.
-    RetryDue { call_id: String, attempt: i32 },
+    RetryDue {
+        call_id: String,
+        attempt: i32,
+    },
     /// The worker rebuilt this turn after a (re)start: re-issue what it was waiting for, and settle
     /// calls whose outcome the crash made unknown.
     Resume,

@@ -12,7 +12,9 @@ use crate::ids::TurnId;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CallStatus {
     Running,
-    Completed { result_json: String },
+    Completed {
+        result_json: String,
+    },
     Failed {
         kind: ToolFailureKind,
         error: String,
@@ -42,9 +44,13 @@ pub enum Phase {
     Retrieving,
     Planning,
     /// A tool call attempt is running (its intent is durable, its result is not).
-    AwaitingTool { index: usize },
+    AwaitingTool {
+        index: usize,
+    },
     /// The last attempt failed retryably; the next one waits for its backoff.
-    AwaitingRetry { index: usize },
+    AwaitingRetry {
+        index: usize,
+    },
     /// The previous step finished and the next has not started.
     NextStep,
     Synthesizing,
@@ -90,7 +96,11 @@ pub enum ApplyError {
     #[error("event of turn {got} applied to turn {expected}")]
     WrongTurn { expected: TurnId, got: TurnId },
     #[error("turn {turn}: expected seq {expected}, got {got}: events are missing")]
-    Gap { turn: TurnId, expected: i64, got: i64 },
+    Gap {
+        turn: TurnId,
+        expected: i64,
+        got: i64,
+    },
 }
 
 impl TurnState {
@@ -119,7 +129,10 @@ impl TurnState {
     }
 
     /// Rebuilds a turn from its events (duplicates are skipped).
-    pub fn replay<'a>(turn_id: TurnId, events: impl IntoIterator<Item = &'a Event>) -> Result<Self, ApplyError> {
+    pub fn replay<'a>(
+        turn_id: TurnId,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<Self, ApplyError> {
         let mut state = TurnState::new(turn_id);
         for e in events {
             state.apply(e)?;
@@ -144,10 +157,12 @@ impl TurnState {
         let Some(plan) = &self.plan else {
             return Phase::Planning;
         };
-        if let Some((index, last)) = self.calls.iter().enumerate().last() {
+        if let Some((index, last)) = self.calls.iter().enumerate().next_back() {
             match last.status {
                 CallStatus::Running => return Phase::AwaitingTool { index },
-                CallStatus::Failed { retryable: true, .. } => return Phase::AwaitingRetry { index },
+                CallStatus::Failed {
+                    retryable: true, ..
+                } => return Phase::AwaitingRetry { index },
                 // A final failure is followed by TurnCompleted in the same batch.
                 CallStatus::Failed { .. } => return Phase::NextStep,
                 CallStatus::Completed { .. } => {}

@@ -135,10 +135,19 @@ fn happy_path_records_intent_before_each_call_and_completes() {
     let d = step(&mut s, retrieved(), &w.ctx());
     assert_eq!(kinds(&d), ["ContextRetrieved"]);
     assert!(matches!(d.effects.as_slice(), [Effect::Plan { .. }]));
-    let d = step(&mut s, planned(&["lookup_order", "issue_refund"], 0.9), &w.ctx());
+    let d = step(
+        &mut s,
+        planned(&["lookup_order", "issue_refund"], 0.9),
+        &w.ctx(),
+    );
     assert_eq!(
         kinds(&d),
-        ["PlanProposed", "PolicyEvaluated", "PolicyEvaluated", "ToolCallStarted"]
+        [
+            "PlanProposed",
+            "PolicyEvaluated",
+            "PolicyEvaluated",
+            "ToolCallStarted"
+        ]
     );
     let first = only_call(&d);
     assert_eq!((first.tool.as_str(), first.attempt), ("lookup_order", 1));
@@ -151,7 +160,10 @@ fn happy_path_records_intent_before_each_call_and_completes() {
         }),
     };
     let d = step(&mut s, ok(&first), &w.ctx());
-    assert_eq!(kinds(&d), ["ToolCallCompleted", "PolicyEvaluated", "ToolCallStarted"]);
+    assert_eq!(
+        kinds(&d),
+        ["ToolCallCompleted", "PolicyEvaluated", "ToolCallStarted"]
+    );
     let second = only_call(&d);
     assert_eq!(second.tool, "issue_refund");
     assert_ne!(second.idempotency_key, first.idempotency_key);
@@ -170,20 +182,37 @@ fn happy_path_records_intent_before_each_call_and_completes() {
     assert_eq!(kinds(&d), ["ResponseSynthesized", "TurnCompleted"]);
     assert!(matches!(
         d.effects.as_slice(),
-        [Effect::Finished { outcome: Outcome::Succeeded, .. }]
+        [Effect::Finished {
+            outcome: Outcome::Succeeded,
+            ..
+        }]
     ));
     assert_eq!(s.phase(), Phase::Done(Outcome::Succeeded));
     assert_eq!(s.next_seq, 12);
-    assert!(step(&mut s, Input::Resume, &w.ctx()).is_empty(), "terminal turns stay put");
+    assert!(
+        step(&mut s, Input::Resume, &w.ctx()).is_empty(),
+        "terminal turns stay put"
+    );
 }
 
 #[test]
 fn an_unknown_tool_is_denied_before_any_side_effect() {
     let w = World::new();
     let mut s = given(&w, vec![request(turn()), retrieved()]);
-    let d = step(&mut s, planned(&["lookup_order", "delete_account"], 0.9), &w.ctx());
-    assert_eq!(kinds(&d), ["PlanProposed", "PolicyEvaluated", "TurnCompleted"]);
-    assert!(!d.effects.iter().any(|e| matches!(e, Effect::CallTool { .. })));
+    let d = step(
+        &mut s,
+        planned(&["lookup_order", "delete_account"], 0.9),
+        &w.ctx(),
+    );
+    assert_eq!(
+        kinds(&d),
+        ["PlanProposed", "PolicyEvaluated", "TurnCompleted"]
+    );
+    assert!(
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::CallTool { .. }))
+    );
     assert_eq!(s.outcome, Some(Outcome::Denied));
 }
 
@@ -203,7 +232,12 @@ fn low_confidence_escalates_to_a_human() {
     let d = step(&mut s, planned(&["issue_refund"], 0.2), &w.ctx());
     assert_eq!(
         kinds(&d),
-        ["PlanProposed", "PolicyEvaluated", "EscalationRaised", "TurnCompleted"]
+        [
+            "PlanProposed",
+            "PolicyEvaluated",
+            "EscalationRaised",
+            "TurnCompleted"
+        ]
     );
     assert_eq!(s.outcome, Some(Outcome::Escalated));
 }
@@ -230,15 +264,37 @@ fn retryable_failures_back_off_then_retry_with_the_same_key_until_exhausted() {
             &w.ctx(),
         );
         assert_eq!(kinds(&d), ["ToolCallFailed"]);
-        let Some(Effect::Schedule { at_ms, attempt: next, .. }) = d.effects.first().cloned() else {
+        let Some(Effect::Schedule {
+            at_ms,
+            attempt: next,
+            ..
+        }) = d.effects.first().cloned()
+        else {
             panic!("expected a retry timer, got {:?}", d.effects)
         };
         assert!(at_ms > w.now);
         assert_eq!(next, attempt + 1);
         // Early or mismatched timers change nothing.
-        assert!(step(&mut s, Input::RetryDue { call_id: call.call_id.clone(), attempt: next + 1 }, &w.ctx()).is_empty());
+        assert!(
+            step(
+                &mut s,
+                Input::RetryDue {
+                    call_id: call.call_id.clone(),
+                    attempt: next + 1
+                },
+                &w.ctx()
+            )
+            .is_empty()
+        );
         w.now = at_ms;
-        let d = step(&mut s, Input::RetryDue { call_id: call.call_id.clone(), attempt: next }, &w.ctx());
+        let d = step(
+            &mut s,
+            Input::RetryDue {
+                call_id: call.call_id.clone(),
+                attempt: next,
+            },
+            &w.ctx(),
+        );
         assert_eq!(kinds(&d), ["ToolCallStarted"]);
         let retry = only_call(&d);
         assert_eq!(retry.idempotency_key, call.idempotency_key);
@@ -266,14 +322,24 @@ fn retryable_failures_back_off_then_retry_with_the_same_key_until_exhausted() {
 fn a_draining_worker_records_results_but_starts_nothing_new() {
     let w = World::new();
     let mut s = given(&w, vec![request(turn()), retrieved()]);
-    let call = only_call(&step(&mut s, planned(&["lookup_order", "send_email"], 0.9), &w.ctx()));
-    let draining = DecideCtx { draining: true, ..w.ctx() };
+    let call = only_call(&step(
+        &mut s,
+        planned(&["lookup_order", "send_email"], 0.9),
+        &w.ctx(),
+    ));
+    let draining = DecideCtx {
+        draining: true,
+        ..w.ctx()
+    };
     let d = step(
         &mut s,
         Input::ToolDone {
             call_id: call.call_id,
             attempt: call.attempt,
-            result: Ok(ToolSuccess { result_json: "{}".into(), latency_ms: 1 }),
+            result: Ok(ToolSuccess {
+                result_json: "{}".into(),
+                latency_ms: 1,
+            }),
         },
         &draining,
     );
@@ -295,7 +361,10 @@ fn stale_results_are_ignored() {
     let stale = Input::ToolDone {
         call_id: call.call_id.clone(),
         attempt: call.attempt + 1,
-        result: Ok(ToolSuccess { result_json: "{}".into(), latency_ms: 1 }),
+        result: Ok(ToolSuccess {
+            result_json: "{}".into(),
+            latency_ms: 1,
+        }),
     };
     assert!(step(&mut s, stale, &w.ctx()).is_empty());
     assert!(step(&mut s, retrieved(), &w.ctx()).is_empty());
@@ -309,8 +378,15 @@ fn resume_never_reruns_a_non_idempotent_call() {
     let mut s = given(&w, vec![request(turn()), retrieved()]);
     only_call(&step(&mut s, planned(&["send_email"], 0.9), &w.ctx()));
     let d = step(&mut s, Input::Resume, &w.ctx());
-    assert_eq!(kinds(&d), ["ToolCallFailed", "EscalationRaised", "TurnCompleted"]);
-    assert!(!d.effects.iter().any(|e| matches!(e, Effect::CallTool { .. })));
+    assert_eq!(
+        kinds(&d),
+        ["ToolCallFailed", "EscalationRaised", "TurnCompleted"]
+    );
+    assert!(
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::CallTool { .. }))
+    );
     assert!(matches!(
         &d.events[0].payload,
         Payload::ToolCallFailed(f) if f.kind == ToolFailureKind::OutcomeUnknown && !f.retryable
@@ -360,10 +436,20 @@ fn apply_rejects_gaps_and_foreign_events_and_skips_duplicates() {
     assert_eq!(fresh.apply(&d.events[0]), Ok(Applied::Duplicate));
     let mut gap = d2.events[0].clone();
     gap.seq = 5;
-    assert!(matches!(fresh.apply(&gap), Err(ApplyError::Gap { expected: 1, got: 5, .. })));
+    assert!(matches!(
+        fresh.apply(&gap),
+        Err(ApplyError::Gap {
+            expected: 1,
+            got: 5,
+            ..
+        })
+    ));
     let mut foreign = d2.events[0].clone();
     foreign.turn_id = TurnId::from_parts(1, [1; 10]);
-    assert!(matches!(fresh.apply(&foreign), Err(ApplyError::WrongTurn { .. })));
+    assert!(matches!(
+        fresh.apply(&foreign),
+        Err(ApplyError::WrongTurn { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -387,16 +473,28 @@ fn simulate(seed: u64) -> History {
     let mut w = World::new();
     let t = TurnId::from_parts(1_700_000_000_000, [seed as u8; 10]);
     let mut s = TurnState::new(t);
-    let mut h = History { events: vec![], states: vec![], executed: vec![], crashes: 0 };
+    let mut h = History {
+        events: vec![],
+        states: vec![],
+        executed: vec![],
+        crashes: 0,
+    };
     let mut pending: Vec<Effect> = Vec::new();
     let record = |h: &mut History, s: &TurnState, d: Decision, pending: &mut Vec<Effect>| {
-        let mut replayed = h.states.last().cloned().unwrap_or_else(|| TurnState::new(t));
+        let mut replayed = h
+            .states
+            .last()
+            .cloned()
+            .unwrap_or_else(|| TurnState::new(t));
         for e in &d.events {
             replayed.apply(e).expect("decided events apply");
             h.events.push(e.clone());
             h.states.push(replayed.clone());
         }
-        assert_eq!(&replayed, s, "step leaves state equal to replaying its events");
+        assert_eq!(
+            &replayed, s,
+            "step leaves state equal to replaying its events"
+        );
         pending.extend(d.effects);
     };
     let d = step(&mut s, request(t), &w.ctx());
@@ -422,14 +520,22 @@ fn simulate(seed: u64) -> History {
         let input = match effect {
             Effect::Retrieve { .. } => {
                 if rng.random_bool(0.1) {
-                    Input::Retrieved(Err(ExecFailure { message: "down".into(), retryable: true, latency_ms: 1 }))
+                    Input::Retrieved(Err(ExecFailure {
+                        message: "down".into(),
+                        retryable: true,
+                        latency_ms: 1,
+                    }))
                 } else {
                     retrieved()
                 }
             }
             Effect::Plan { .. } => {
                 if rng.random_bool(0.05) {
-                    Input::Planned(Err(ExecFailure { message: "bad json".into(), retryable: false, latency_ms: 1 }))
+                    Input::Planned(Err(ExecFailure {
+                        message: "bad json".into(),
+                        retryable: false,
+                        latency_ms: 1,
+                    }))
                 } else {
                     let n = rng.random_range(0..5);
                     let steps: Vec<&str> = (0..n)
@@ -443,22 +549,53 @@ fn simulate(seed: u64) -> History {
             }
             Effect::CallTool { call, .. } => {
                 let idempotent = w.catalog.get(&call.tool).is_some_and(|t| t.idempotent);
-                h.executed.push((call.call_id.clone(), call.attempt, idempotent));
+                h.executed
+                    .push((call.call_id.clone(), call.attempt, idempotent));
                 let result = match rng.random_range(0..10) {
-                    0..=5 => Ok(ToolSuccess { result_json: "{}".into(), latency_ms: 1 }),
-                    6 | 7 => Err(ToolFailure { kind: ToolFailureKind::Timeout, message: "t".into(), retryable: true, latency_ms: 1 }),
-                    _ => Err(ToolFailure { kind: ToolFailureKind::Error, message: "e".into(), retryable: rng.random_bool(0.5), latency_ms: 1 }),
+                    0..=5 => Ok(ToolSuccess {
+                        result_json: "{}".into(),
+                        latency_ms: 1,
+                    }),
+                    6 | 7 => Err(ToolFailure {
+                        kind: ToolFailureKind::Timeout,
+                        message: "t".into(),
+                        retryable: true,
+                        latency_ms: 1,
+                    }),
+                    _ => Err(ToolFailure {
+                        kind: ToolFailureKind::Error,
+                        message: "e".into(),
+                        retryable: rng.random_bool(0.5),
+                        latency_ms: 1,
+                    }),
                 };
-                Input::ToolDone { call_id: call.call_id, attempt: call.attempt, result }
+                Input::ToolDone {
+                    call_id: call.call_id,
+                    attempt: call.attempt,
+                    result,
+                }
             }
             Effect::Synthesize { .. } => {
                 if rng.random_bool(0.05) {
-                    Input::Synthesized(Err(ExecFailure { message: "x".into(), retryable: false, latency_ms: 1 }))
+                    Input::Synthesized(Err(ExecFailure {
+                        message: "x".into(),
+                        retryable: false,
+                        latency_ms: 1,
+                    }))
                 } else {
-                    Input::Synthesized(Ok(Synthesis { text: "ok".into(), citations: vec![], latency_ms: 1 }))
+                    Input::Synthesized(Ok(Synthesis {
+                        text: "ok".into(),
+                        citations: vec![],
+                        latency_ms: 1,
+                    }))
                 }
             }
-            Effect::Schedule { at_ms, call_id, attempt, .. } => {
+            Effect::Schedule {
+                at_ms,
+                call_id,
+                attempt,
+                ..
+            } => {
                 w.now = w.now.max(at_ms);
                 Input::RetryDue { call_id, attempt }
             }
@@ -577,8 +714,16 @@ fn simulations_reach_every_outcome_and_crash_often() {
             outcomes.insert(o);
         }
     }
-    assert!(crashes > 100, "the property tests exercise recovery ({crashes} crashes)");
-    for o in [Outcome::Succeeded, Outcome::Failed, Outcome::Denied, Outcome::Escalated] {
+    assert!(
+        crashes > 100,
+        "the property tests exercise recovery ({crashes} crashes)"
+    );
+    for o in [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::Denied,
+        Outcome::Escalated,
+    ] {
         assert!(outcomes.contains(&o), "{o:?} reached");
     }
 }

@@ -15,7 +15,10 @@ pub fn bin() -> &'static str {
 }
 
 pub fn ballast(args: &[&str]) -> Output {
-    let out = Command::new(bin()).args(args).output().expect("ballast runs");
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("ballast runs");
     if !out.status.success() {
         panic!(
             "ballast {args:?} failed ({}):\n{}\n{}",
@@ -40,8 +43,17 @@ pub async fn events_by_turn(dir: &Path) -> BTreeMap<TurnId, Vec<Event>> {
     let emb = Embedded::open(dir, 0).expect("open data dir");
     let mut out: BTreeMap<TurnId, Vec<Event>> = BTreeMap::new();
     for p in (0..emb.events.partitions()).map(Partition) {
-        for s in emb.events.read(p, Offset::ZERO, usize::MAX).await.expect("read") {
-            let e = emb.codecs.events.decode(&s.value).expect("every stored event decodes");
+        for s in emb
+            .events
+            .read(p, Offset::ZERO, usize::MAX)
+            .await
+            .expect("read")
+        {
+            let e = emb
+                .codecs
+                .events
+                .decode(&s.value)
+                .expect("every stored event decodes");
             out.entry(e.turn_id).or_default().push(e);
         }
     }
@@ -53,27 +65,40 @@ pub fn check_turn_invariants(turns: &BTreeMap<TurnId, Vec<Event>>) -> (usize, us
     let (mut started, mut results) = (0, 0);
     for (turn, events) in turns {
         let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, (0..events.len() as i64).collect::<Vec<_>>(), "turn {turn}: dense, in order, no duplicates");
+        assert_eq!(
+            seqs,
+            (0..events.len() as i64).collect::<Vec<_>>(),
+            "turn {turn}: dense, in order, no duplicates"
+        );
         let mut per_attempt: HashMap<(String, i32), usize> = HashMap::new();
         for e in events {
             match &e.payload {
                 Payload::ToolCallStarted(s) => {
                     started += 1;
-                    per_attempt.entry((s.call_id.clone(), s.attempt)).or_insert(0);
+                    per_attempt
+                        .entry((s.call_id.clone(), s.attempt))
+                        .or_insert(0);
                 }
                 Payload::ToolCallCompleted(c) => {
                     results += 1;
-                    *per_attempt.entry((c.call_id.clone(), c.attempt)).or_insert(100) += 1;
+                    *per_attempt
+                        .entry((c.call_id.clone(), c.attempt))
+                        .or_insert(100) += 1;
                 }
                 Payload::ToolCallFailed(f) => {
                     results += 1;
-                    *per_attempt.entry((f.call_id.clone(), f.attempt)).or_insert(100) += 1;
+                    *per_attempt
+                        .entry((f.call_id.clone(), f.attempt))
+                        .or_insert(100) += 1;
                 }
                 _ => {}
             }
         }
         for (call, n) in per_attempt {
-            assert_eq!(n, 1, "turn {turn}: call {call:?} must have exactly one result event");
+            assert_eq!(
+                n, 1,
+                "turn {turn}: call {call:?} must have exactly one result event"
+            );
         }
     }
     (started, results)

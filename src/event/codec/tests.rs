@@ -54,7 +54,10 @@ fn requests_round_trip() {
     let bytes = c.requests.encode(&req).expect("encodes");
     assert_eq!(c.requests.decode(&bytes).expect("decodes"), req);
     // A request is not an event: the fingerprint tells them apart.
-    assert!(matches!(c.events.decode(&bytes), Err(CodecError::Decode(_))));
+    assert!(matches!(
+        c.events.decode(&bytes),
+        Err(CodecError::Decode(_))
+    ));
     assert_ne!(c.requests.fingerprint(), c.events.fingerprint());
 }
 
@@ -106,9 +109,19 @@ fn an_older_reader_reads_events_from_a_newer_writer() {
         other => panic!("expected UnknownSchema, got {other:?}"),
     }
     // Once the writer's schema is in the registry (it is persisted next to the data), it reads.
-    reader.events.registry().register(&newer_json).expect("registers");
-    let back = reader.events.decode(&framed).expect("older reader decodes newer event");
-    assert_eq!(back, event, "the unknown field is skipped, everything else intact");
+    reader
+        .events
+        .registry()
+        .register(&newer_json)
+        .expect("registers");
+    let back = reader
+        .events
+        .decode(&framed)
+        .expect("older reader decodes newer event");
+    assert_eq!(
+        back, event,
+        "the unknown field is skipped, everything else intact"
+    );
 }
 
 #[test]
@@ -136,17 +149,29 @@ fn damaged_records_are_errors_not_panics() {
     let c = codecs();
     let event = fixtures::every_event(turn()).remove(2);
     let bytes = c.events.encode(&event).expect("encodes");
-    assert!(matches!(c.events.decode(&bytes[..5]), Err(CodecError::Truncated(5))));
+    assert!(matches!(
+        c.events.decode(&bytes[..5]),
+        Err(CodecError::Truncated(5))
+    ));
     let mut marker = bytes.clone();
     marker[0] = 0;
-    assert!(matches!(c.events.decode(&marker), Err(CodecError::BadMarker)));
+    assert!(matches!(
+        c.events.decode(&marker),
+        Err(CodecError::BadMarker)
+    ));
     let mut fp = bytes.clone();
     fp[4] ^= 0xff;
-    assert!(matches!(c.events.decode(&fp), Err(CodecError::UnknownSchema(_))));
+    assert!(matches!(
+        c.events.decode(&fp),
+        Err(CodecError::UnknownSchema(_))
+    ));
     assert!(c.events.decode(&bytes[..bytes.len() - 3]).is_err());
     let mut trailing = bytes.clone();
     trailing.push(0);
-    assert!(matches!(c.events.decode(&trailing), Err(CodecError::TrailingBytes(1))));
+    assert!(matches!(
+        c.events.decode(&trailing),
+        Err(CodecError::TrailingBytes(1))
+    ));
     assert!(!CodecError::BadMarker.is_retryable());
 }
 
