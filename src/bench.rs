@@ -131,7 +131,8 @@ fn instant_tools() -> Vec<Arc<dyn Tool>> {
         .collect()
 }
 
-pub async fn run(turns: usize, partitions: u32) -> Result<BenchReport, DemoError> {
+/// Runs `turns` turns with at most `in_flight` of them admitted at once (across all partitions).
+pub async fn run(turns: usize, partitions: u32, in_flight: usize) -> Result<BenchReport, DemoError> {
     let dir = tempfile::tempdir().map_err(DemoError::Journal)?;
     let emb = Embedded::open(dir.path(), partitions)?;
     let requests: Vec<TurnRequest> = (0..turns)
@@ -151,7 +152,7 @@ pub async fn run(turns: usize, partitions: u32) -> Result<BenchReport, DemoError
     submit(emb.requests.as_ref(), &emb.codecs.requests, &requests).await?;
 
     let cfg = WorkerConfig {
-        max_turns_per_partition: 256,
+        max_turns_per_partition: in_flight.div_ceil(emb.partitions() as usize).max(1),
         ..WorkerConfig::default()
     };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
