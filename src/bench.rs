@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
-use crate::clock::SystemClock;
-use crate::control::DefaultControlPlane;
 use crate::demo::run::{DemoError, percentile};
 use crate::embedded::Embedded;
 use crate::event::{PlanStep, TurnRequest};
@@ -19,10 +17,9 @@ use crate::exec::synth::TemplateSynthesizer;
 use crate::exec::{ExecutionPlane, PlanRequest, Planner, Retriever, Tool, ToolError, Toolbox};
 use crate::ids::{Offset, Partition, TurnId};
 use crate::log::{EventLog, LogError};
-use crate::runtime::state_store::StateStore;
 use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
 use crate::submit::submit;
-use crate::turn::{ExecFailure, Limits, Planned, Retrieval, ToolInvocation};
+use crate::turn::{ExecFailure, Planned, Retrieval, ToolInvocation};
 
 pub const STEPS: usize = 5;
 
@@ -132,7 +129,11 @@ fn instant_tools() -> Vec<Arc<dyn Tool>> {
 }
 
 /// Runs `turns` turns with at most `in_flight` of them admitted at once (across all partitions).
-pub async fn run(turns: usize, partitions: u32, in_flight: usize) -> Result<BenchReport, DemoError> {
+pub async fn run(
+    turns: usize,
+    partitions: u32,
+    in_flight: usize,
+) -> Result<BenchReport, DemoError> {
     let dir = tempfile::tempdir().map_err(DemoError::Journal)?;
     let emb = Embedded::open(dir.path(), partitions)?;
     let requests: Vec<TurnRequest> = (0..turns)
@@ -156,28 +157,23 @@ pub async fn run(turns: usize, partitions: u32, in_flight: usize) -> Result<Benc
         ..WorkerConfig::default()
     };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let stats = Arc::new(RuntimeStats::default());
-    let worker = Worker::new(
-        Deps {
-            events: emb.events.clone(),
-            requests: emb.requests.clone(),
-            codecs: emb.codecs.clone(),
-            exec: ExecutionPlane {
-                retriever: Arc::new(NoContext),
-                planner: Arc::new(FixedPlanner),
-                tools: Toolbox::new(instant_tools()),
-                synthesizer: Arc::new(TemplateSynthesizer),
-            },
-            control: Arc::new(DefaultControlPlane::default()),
-            limits: Limits::default(),
-            clock: Arc::new(SystemClock),
-            store: emb.state.clone() as Arc<dyn StateStore>,
-            outcomes: Some(out_tx),
-            effect_slots: Arc::new(Semaphore::new(cfg.max_concurrent_effects)),
-            stats: Arc::clone(&stats),
-        },
-        cfg,
-    );
+    let exec = ExecutionPlane {
+        retriever: Arc::new(NoContext),
+        planner: Arc::new(FixedPlanner),
+        tools: Toolbox::new(instant_tools()),
+        synthesizer: Arc::new(TemplateSynthesizer),
+    };
+    let deps = Deps::new(
+        emb.events.clone(),
+        emb.requests.clone(),
+        emb.codecs.clone(),
+        exec,
+        emb.state.clone(),
+    )
+    .with_outcomes(out_tx)
+    .with_effect_bound(cfg.max_concurrent_effects);
+    let worker = Worker::new(deps, cfg);
+    let stats = worker.stats();
     let (stop_tx, stop_rx) = watch::channel(false);
     let parts: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
     let started = Instant::now();

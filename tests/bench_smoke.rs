@@ -7,12 +7,20 @@ mod common;
 fn bench_prints_every_figure_as_key_value() {
     let out = common::ballast(&["bench", "--turns", "300"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for key in ["turns_per_sec", "events_per_sec", "p50_ms", "p99_ms", "baseline_ratio"] {
+    for key in [
+        "turns_per_sec",
+        "events_per_sec",
+        "p50_ms",
+        "p99_ms",
+        "baseline_ratio",
+    ] {
         let value = text
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")))
             .unwrap_or_else(|| panic!("{key} missing:\n{text}"));
-        let v: f64 = value.parse().unwrap_or_else(|_| panic!("{key}={value} is not a number"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}={value} is not a number"));
         assert!(v.is_finite() && v >= 0.0);
     }
     assert!(text.contains("turns=300\n"));

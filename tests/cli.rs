@@ -53,11 +53,11 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
             .expect("trace --json is JSON");
     let events = json.as_array().expect("array");
     assert_eq!(
-        events.first().and_then(|e| e["kind"].as_str()),
+        events.first().and_then(|e| e["event"].as_str()),
         Some("TurnRequested")
     );
     assert_eq!(
-        events.last().and_then(|e| e["kind"].as_str()),
+        events.last().and_then(|e| e["event"].as_str()),
         Some("TurnCompleted")
     );
     assert!(

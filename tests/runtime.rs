@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ballast::clock::SystemClock;
-use ballast::control::DefaultControlPlane;
 use ballast::demo::kb::KbRetriever;
 use ballast::embedded::Embedded;
 use ballast::event::codec::{Codecs, SchemaRegistry};
@@ -22,9 +20,9 @@ use ballast::log::{EventLog, MemoryLog, Record};
 use ballast::runtime::state_store::{MemoryStateStore, StateStore};
 use ballast::runtime::{Deps, RuntimeStats, TurnFinished, Worker, WorkerConfig};
 use ballast::submit::submit;
-use ballast::turn::{Limits, ToolInvocation};
+use ballast::turn::ToolInvocation;
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 /// A tool that counts calls, tracks concurrency, and can be told to hang.
 struct Probe {
@@ -154,28 +152,22 @@ impl Rig {
         tokio::task::JoinHandle<()>,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let slots = cfg.max_concurrent_effects;
-        let worker = Worker::new(
-            Deps {
-                events: Arc::clone(&self.events),
-                requests: Arc::clone(&self.requests),
-                codecs: self.codecs.clone(),
-                exec: ExecutionPlane {
-                    retriever: Arc::new(KbRetriever::new(Duration::ZERO)),
-                    planner: ScriptedPlanner::new(w, Duration::ZERO),
-                    tools: Toolbox::new(tools),
-                    synthesizer: Arc::new(TemplateSynthesizer),
-                },
-                control: Arc::new(DefaultControlPlane::default()),
-                limits: Limits::default(),
-                clock: Arc::new(SystemClock),
-                store: Arc::clone(&self.store),
-                outcomes: Some(tx),
-                effect_slots: Arc::new(Semaphore::new(slots)),
-                stats: Arc::new(RuntimeStats::default()),
-            },
-            cfg,
-        );
+        let exec = ExecutionPlane {
+            retriever: Arc::new(KbRetriever::new(Duration::ZERO)),
+            planner: ScriptedPlanner::new(w, Duration::ZERO),
+            tools: Toolbox::new(tools),
+            synthesizer: Arc::new(TemplateSynthesizer),
+        };
+        let deps = Deps::new(
+            Arc::clone(&self.events),
+            Arc::clone(&self.requests),
+            self.codecs.clone(),
+            exec,
+            Arc::clone(&self.store),
+        )
+        .with_outcomes(tx)
+        .with_effect_bound(cfg.max_concurrent_effects);
+        let worker = Worker::new(deps, cfg);
         let stats = worker.stats();
         let (stop, stop_rx) = watch::channel(false);
         let parts: Vec<Partition> = (0..self.events.partitions()).map(Partition).collect();

@@ -7,6 +7,8 @@ mod turns;
 
 use std::path::Path;
 
+use ballast::embedded::Embedded;
+use ballast::projection::turn_index::TurnIndex;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -41,15 +43,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A data dir that must already exist (read-only commands never create one).
-fn existing_dir(dir: &Path) -> anyhow::Result<()> {
+/// Opens an existing data dir (read commands never create one) with its turn index caught up.
+async fn open_indexed(dir: &Path) -> anyhow::Result<(Embedded, TurnIndex)> {
     if !dir.join("sled").exists() {
         anyhow::bail!(
             "{} is not a ballast data dir (no sled/ inside)",
             dir.display()
         );
     }
-    Ok(())
+    let emb = Embedded::open(dir, 0)?;
+    let index = TurnIndex::open(&emb.store)?;
+    index
+        .catch_up(emb.events.as_ref(), &emb.codecs.events)
+        .await?;
+    Ok((emb, index))
 }
 
 /// Writes to stdout; a closed pipe (`ballast turns | head`) ends output quietly instead of panicking.

@@ -2,10 +2,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use ballast::embedded::Embedded;
 use ballast::ids::{Offset, TurnId};
 use ballast::log::EventLog;
-use ballast::projection::turn_index::TurnIndex;
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -19,12 +17,7 @@ pub struct TraceArgs {
 }
 
 pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
-    super::existing_dir(&a.data_dir)?;
-    let emb = Embedded::open(&a.data_dir, 0)?;
-    let index = TurnIndex::open(&emb.store)?;
-    index
-        .catch_up(emb.events.as_ref(), &emb.codecs.events)
-        .await?;
+    let (emb, index) = super::open_indexed(&a.data_dir).await?;
     let key = a.turn_id.key();
     let partition = emb.events.partition_for(&key);
     let mut from = Offset(index.get(a.turn_id)?.map_or(0, |e| e.first_offset));

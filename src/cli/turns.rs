@@ -2,8 +2,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use ballast::embedded::Embedded;
-use ballast::projection::turn_index::{TurnIndex, TurnStatus};
+use ballast::projection::turn_index::TurnStatus;
 
 #[derive(Debug, Args)]
 pub struct TurnsArgs {
@@ -15,12 +14,7 @@ pub struct TurnsArgs {
 }
 
 pub async fn run(a: TurnsArgs) -> anyhow::Result<()> {
-    super::existing_dir(&a.data_dir)?;
-    let emb = Embedded::open(&a.data_dir, 0)?;
-    let index = TurnIndex::open(&emb.store)?;
-    index
-        .catch_up(emb.events.as_ref(), &emb.codecs.events)
-        .await?;
+    let (_emb, index) = super::open_indexed(&a.data_dir).await?;
     let mut out = String::new();
     for e in index.all()? {
         if a.json {

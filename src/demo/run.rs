@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::kb::KbRetriever;
 use super::tools::{EffectsJournal, demo_tools};
 use super::workload;
 use crate::clock::SystemClock;
-use crate::control::DefaultControlPlane;
 use crate::embedded::{Embedded, EmbeddedError};
 use crate::event::TurnRequest;
 use crate::exec::scripted::{
@@ -24,10 +23,8 @@ use crate::exec::{ExecutionPlane, Toolbox};
 use crate::ids::{Offset, Partition, TurnId};
 use crate::log::{EventLog, LogError};
 use crate::projection::turn_index::{TurnIndex, TurnStatus};
-use crate::runtime::state_store::StateStore;
 use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
 use crate::submit::{SubmitError, submit};
-use crate::turn::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -214,23 +211,17 @@ pub async fn run(
     let already = submitted(emb.requests.as_ref(), &emb).await?;
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let stats = Arc::new(RuntimeStats::default());
-    let worker = Worker::new(
-        Deps {
-            events: emb.events.clone(),
-            requests: emb.requests.clone(),
-            codecs: emb.codecs.clone(),
-            exec,
-            control: Arc::new(DefaultControlPlane::default()),
-            limits: Limits::default(),
-            clock: Arc::new(SystemClock),
-            store: emb.state.clone() as Arc<dyn StateStore>,
-            outcomes: Some(out_tx),
-            effect_slots: Arc::new(Semaphore::new(opts.worker.max_concurrent_effects)),
-            stats: Arc::clone(&stats),
-        },
-        opts.worker.clone(),
-    );
+    let deps = Deps::new(
+        emb.events.clone(),
+        emb.requests.clone(),
+        emb.codecs.clone(),
+        exec,
+        emb.state.clone(),
+    )
+    .with_outcomes(out_tx)
+    .with_effect_bound(opts.worker.max_concurrent_effects);
+    let worker = Worker::new(deps, opts.worker.clone());
+    let stats = worker.stats();
     let (stop_tx, stop_rx) = watch::channel(false);
     let partitions: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
     let worker_task = tokio::spawn(async move { worker.run(partitions, stop_rx).await });

@@ -91,7 +91,8 @@ impl Event {
         }
     }
 
-    /// The event as flat JSON: envelope fields, `kind`, then the payload's fields.
+    /// The event as flat JSON: envelope fields, `event` (the payload kind), then the payload's
+    /// fields. A payload field never replaces an envelope field.
     pub fn to_json(&self) -> Value {
         let mut out = json!({
             "event_id": self.event_id.to_string(),
@@ -99,14 +100,16 @@ impl Event {
             "tenant": self.tenant,
             "seq": self.seq,
             "at_ms": self.at_ms,
-            "kind": self.kind(),
+            "event": self.kind(),
         });
         if let (Some(obj), Ok(Value::Object(payload))) =
             (out.as_object_mut(), serde_json::to_value(&self.payload))
         {
             for (_, fields) in payload {
                 if let Value::Object(fields) = fields {
-                    obj.extend(fields);
+                    for (k, v) in fields {
+                        obj.entry(k).or_insert(v);
+                    }
                 }
             }
         }
@@ -131,7 +134,7 @@ mod tests {
         for e in fixtures::every_event(TurnId::from_parts(1, [1; 10])) {
             assert!(!e.describe().is_empty());
             let j = e.to_json();
-            assert_eq!(j["kind"], e.kind());
+            assert_eq!(j["event"], e.kind());
             assert_eq!(j["seq"], e.seq);
             assert!(
                 j.as_object().is_some_and(|o| o.len() > 6),

@@ -120,6 +120,46 @@ pub struct Deps {
     pub stats: Arc<RuntimeStats>,
 }
 
+impl Deps {
+    /// Deps with the core defaults: the default control plane and limits, the system clock, an
+    /// effect bound of `WorkerConfig::default().max_concurrent_effects`, no outcome sink.
+    pub fn new(
+        events: Arc<dyn EventLog>,
+        requests: Arc<dyn EventLog>,
+        codecs: Codecs,
+        exec: ExecutionPlane,
+        store: Arc<dyn StateStore>,
+    ) -> Self {
+        Deps {
+            events,
+            requests,
+            codecs,
+            exec,
+            control: Arc::new(crate::control::DefaultControlPlane::default()),
+            limits: Limits::default(),
+            clock: Arc::new(crate::clock::SystemClock),
+            store,
+            outcomes: None,
+            effect_slots: Arc::new(Semaphore::new(
+                WorkerConfig::default().max_concurrent_effects,
+            )),
+            stats: Arc::new(RuntimeStats::default()),
+        }
+    }
+
+    /// Sends every finished turn to `tx`.
+    pub fn with_outcomes(mut self, tx: mpsc::UnboundedSender<TurnFinished>) -> Self {
+        self.outcomes = Some(tx);
+        self
+    }
+
+    /// Bounds the effects running at once across all partitions.
+    pub fn with_effect_bound(mut self, n: usize) -> Self {
+        self.effect_slots = Arc::new(Semaphore::new(n.max(1)));
+        self
+    }
+}
+
 pub struct Worker {
     deps: Arc<Deps>,
     cfg: WorkerConfig,
