@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: unit, property, conformance, integration, crash tests.
-# Everything the tests need is installed or started from here (today: only the Rust toolchain's
-# own crates, fetched into ~/.cargo, outside the clone).
+# The whole test suite, from a fresh clone: unit, property, conformance (memory, sled, Kafka),
+# integration and crash tests. Everything the tests need is installed or started from here:
+# Rust crates come from crates.io into ~/.cargo; Apache Kafka's jars come from Maven Central into
+# ~/.cache/ballast (scripts/kafka.sh), and a broker is started on 127.0.0.1 for the run and
+# stopped afterwards. Kafka tests fail (never skip) here: BALLAST_REQUIRE_KAFKA=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# A port of its own, so a developer's broker on 9092 is neither used nor disturbed.
+export BALLAST_KAFKA_PORT="${BALLAST_KAFKA_PORT:-19092}"
+export BALLAST_KAFKA_HOME="${BALLAST_KAFKA_HOME:-$(mktemp -d /tmp/ballast-test-kafka.XXXXXX)}"
+trap 'scripts/kafka.sh stop || true' EXIT
+BALLAST_KAFKA_BOOTSTRAP="$(scripts/kafka.sh start | tail -n 1)"
+export BALLAST_KAFKA_BOOTSTRAP BALLAST_REQUIRE_KAFKA=1
+echo "test.sh: Kafka at $BALLAST_KAFKA_BOOTSTRAP"
 
 # One build profile for every test target (dev, with optimised dependencies: see Cargo.toml).
 cargo test --all-targets --no-fail-fast -- --test-threads=2

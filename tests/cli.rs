@@ -112,7 +112,14 @@ async fn sigterm_drains_in_flight_calls_so_nothing_is_left_unknown() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(600));
+    // Stop it mid-run: once some side effects have happened, whatever the machine's speed.
+    let journal = tmp.path().join("effects.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 100
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

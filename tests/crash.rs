@@ -44,28 +44,38 @@ async fn kill_9_at_random_moments_loses_no_turn_and_never_repeats_an_unsafe_effe
     eprintln!("crash test seed {seed} (BALLAST_CRASH_SEED to repeat)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
+    // Kill at random points of real progress (side effects journaled so far), plus a random few
+    // milliseconds, so every kill lands mid-run however fast the machine is.
+    let journal = tmp.path().join("effects.jsonl");
+    let progress = || std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count());
     let mut kills = 0;
     let mut finished_early = false;
-    for _ in 0..6 {
+    for round in 0..5usize {
+        let target = 60 + round * 130 + rng.random_range(0..100);
         let mut child = demo_cmd(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn");
-        let delay = Duration::from_millis(rng.random_range(150..700));
-        std::thread::sleep(delay);
-        match child.try_wait().expect("wait") {
-            Some(status) => {
-                assert!(status.success(), "demo exited with {status}");
-                finished_early = true;
-                break;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let exited = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
             }
-            None => {
-                child.kill().expect("SIGKILL");
-                child.wait().expect("reap");
-                kills += 1;
+            if progress() >= target || std::time::Instant::now() > deadline {
+                break None;
             }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if let Some(status) = exited {
+            assert!(status.success(), "demo exited with {status}");
+            finished_early = true;
+            break;
         }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..30)));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        kills += 1;
     }
     assert!(
         kills >= 3,

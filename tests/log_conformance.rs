@@ -6,7 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use ballast::log::conformance::Harness;
+use ballast::log::kafka::{KafkaConfig, KafkaLog, ensure_topic};
 use ballast::log::{EventLog, MemoryLog, SledStore};
+
+#[path = "common/broker.rs"]
+mod broker;
 
 struct Memory;
 
@@ -77,4 +81,40 @@ mod sled {
             4
         );
     }
+}
+
+struct Kafka {
+    cfg: KafkaConfig,
+    topic: std::sync::Mutex<String>,
+}
+
+fn kafka() -> Option<Kafka> {
+    broker::bootstrap().map(|b| Kafka {
+        cfg: KafkaConfig::new(b),
+        topic: std::sync::Mutex::new(String::new()),
+    })
+}
+
+#[async_trait]
+impl Harness for Kafka {
+    async fn fresh(&self, partitions: u32) -> Arc<dyn EventLog> {
+        let topic = broker::unique_topic("ballast-conformance");
+        ensure_topic(&self.cfg, &topic, partitions, 1, &[])
+            .await
+            .expect("create topic");
+        *self.topic.lock().expect("lock") = topic.clone();
+        Arc::new(KafkaLog::open(&self.cfg, &topic).await.expect("open log"))
+    }
+    async fn reopen(&self, log: Arc<dyn EventLog>) -> Option<Arc<dyn EventLog>> {
+        drop(log);
+        let topic = self.topic.lock().expect("lock").clone();
+        Some(Arc::new(
+            KafkaLog::open(&self.cfg, &topic).await.expect("reopen log"),
+        ))
+    }
+}
+
+mod kafka {
+    use super::*;
+    ballast::log_conformance_tests!(optional kafka());
 }

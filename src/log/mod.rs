@@ -9,11 +9,13 @@
 //! - A log has a fixed number of partitions, `0..partitions()`. Records are routed by the caller:
 //!   [`EventLog::partition_for`] maps a key to a partition the same way for every backend (Kafka's
 //!   murmur2), so all events of one turn land in one partition.
-//! - `append(p, batch)` appends the whole batch atomically and in order and returns the offset of
-//!   its first record. It MUST return `Ok` only once every record of the batch is durable: after a
-//!   crash, an appended batch is either wholly present or (if `append` did not return) wholly absent.
-//! - Offsets are dense and increasing per partition: a batch of `n` records appended at `base`
-//!   occupies `base..base+n`, and the next batch starts at `base+n`. Offsets are never reused.
+//! - `append(p, batch)` appends the batch in order and returns the offset of its first record. It
+//!   MUST return `Ok` only once every record of the batch is durable. An append that did not
+//!   return `Ok` leaves at most a prefix of its batch (memory and sled: nothing; Kafka without
+//!   transactions: possibly a prefix). Batches appended from one process never interleave.
+//! - Offsets increase per partition and are never reused. Memory and sled (and Kafka topics
+//!   without transactional writers) keep them dense: a batch of `n` records appended at `base`
+//!   occupies `base..base+n`. Kafka transaction markers may leave gaps, which readers skip.
 //! - `read(p, from, max)` returns up to `max` records with offsets `>= from`, in offset order,
 //!   only records that are durable, and an empty vector at the end of the partition.
 //! - `subscribe(p, from)` yields every record at or after `from`, in order, waiting for new ones.
@@ -21,6 +23,7 @@
 //! - An unknown partition is a terminal error, never a panic.
 
 pub mod conformance;
+pub mod kafka;
 mod memory;
 mod partitioner;
 mod sled_log;
@@ -28,6 +31,7 @@ mod tail;
 
 use async_trait::async_trait;
 
+pub use kafka::{KafkaConfig, KafkaLog};
 pub use memory::MemoryLog;
 pub use partitioner::{murmur2, partition_for};
 pub use sled_log::{SledLog, SledStore};

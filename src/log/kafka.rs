@@ -1,0 +1,394 @@
+//! The Kafka backend: one topic is one log; Kafka partitions are log partitions.
+//!
+//! - `append` produces the batch to the partition with an idempotent producer (`acks=all`) under
+//!   a per-partition lock (batches from one process never interleave) and returns when every
+//!   record is acknowledged; the offsets come from the delivery reports. Durability is Kafka's:
+//!   acknowledged by all in-sync replicas (not an fsync; on one broker that is its page cache).
+//!   If an append fails midway, a prefix of the batch may be present — the turn state machine
+//!   accepts any prefix of a decision, and exactly-once workers write through transactions.
+//! - Reads use `isolation.level=read_committed`, up to the high watermark.
+//! - Offsets are dense as long as no transaction markers are written to the topic; transactional
+//!   writers leave gaps, which readers skip (offsets still only increase).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
+
+use super::{EventLog, LogError, Record, Result, Stored, Tail, check_partition};
+use crate::ids::{Offset, Partition};
+
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+const META_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a Kafka error may go away if the same call is made again.
+pub fn is_retryable(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            MessageTimedOut
+                | QueueFull
+                | BrokerTransportFailure
+                | AllBrokersDown
+                | NotLeaderForPartition
+                | LeaderNotAvailable
+                | RequestTimedOut
+                | NetworkException
+                | NotEnoughReplicas
+                | NotEnoughReplicasAfterAppend
+                | OperationTimedOut
+                | TimedOutQueue
+                | CoordinatorLoadInProgress
+                | NotCoordinator
+        )
+    )
+}
+
+pub fn kafka_error(e: KafkaError) -> LogError {
+    let retryable = is_retryable(&e);
+    LogError::storage(format!("kafka: {e}"), retryable)
+}
+
+/// Connection settings shared by every client Ballast makes.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    pub bootstrap: String,
+    pub client_id: String,
+}
+
+impl KafkaConfig {
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        KafkaConfig {
+            bootstrap: bootstrap.into(),
+            client_id: "ballast".into(),
+        }
+    }
+
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", &self.client_id)
+            .set("broker.address.family", "v4");
+        c
+    }
+
+    /// A consumer that reads assigned partitions (no group membership, no commits).
+    pub fn reader(&self) -> Result<StreamConsumer> {
+        self.client()
+            .set("group.id", "ballast-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(kafka_error)
+    }
+}
+
+/// Creates `topic` unless it exists; waits until its metadata lists every partition.
+pub async fn ensure_topic(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: u32,
+    replication: u32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = cfg.client().create().map_err(kafka_error)?;
+    let mut new = NewTopic::new(
+        topic,
+        partitions as i32,
+        TopicReplication::Fixed(replication as i32),
+    );
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let results = admin
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(META_TIMEOUT)),
+        )
+        .await
+        .map_err(kafka_error)?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(LogError::storage(
+                    format!("creating topic {name}: {code}"),
+                    false,
+                ));
+            }
+        }
+    }
+    let meta: BaseConsumer = cfg.client().create().map_err(kafka_error)?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Ok(md) = meta.fetch_metadata(Some(&topic), META_TIMEOUT)
+                && md
+                    .topics()
+                    .iter()
+                    .any(|t| t.error().is_none() && t.partitions().len() as u32 >= partitions)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(LogError::storage(
+            format!("topic {topic} did not appear in metadata"),
+            true,
+        ))
+    })
+    .await
+    .map_err(|e| LogError::storage(e, true))?
+}
+
+struct Inner {
+    cfg: KafkaConfig,
+    topic: String,
+    partitions: u32,
+    producer: FutureProducer,
+    meta: Arc<BaseConsumer>,
+    append_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// A log stored in one Kafka topic.
+#[derive(Clone)]
+pub struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+impl KafkaLog {
+    /// Opens the log in `topic`, which must exist (see [`ensure_topic`]).
+    pub async fn open(cfg: &KafkaConfig, topic: &str) -> Result<Self> {
+        let producer: FutureProducer = cfg
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(kafka_error)?;
+        let meta: Arc<BaseConsumer> = Arc::new(cfg.client().create().map_err(kafka_error)?);
+        let partitions = {
+            let meta = Arc::clone(&meta);
+            let topic = topic.to_string();
+            tokio::task::spawn_blocking(move || -> Result<u32> {
+                let md = meta
+                    .fetch_metadata(Some(&topic), META_TIMEOUT)
+                    .map_err(kafka_error)?;
+                let t = md
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                    .ok_or_else(|| {
+                        LogError::storage(
+                            format!("topic {topic} does not exist (run `ballast kafka init`)"),
+                            false,
+                        )
+                    })?;
+                Ok(t.partitions().len() as u32)
+            })
+            .await
+            .map_err(|e| LogError::storage(e, true))??
+        };
+        Ok(KafkaLog {
+            inner: Arc::new(Inner {
+                cfg: cfg.clone(),
+                topic: topic.to_string(),
+                partitions,
+                producer,
+                meta,
+                append_locks: (0..partitions)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+            }),
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    fn assigned(&self, partition: Partition, from: Offset) -> Result<StreamConsumer> {
+        let consumer = self.inner.cfg.reader()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &self.inner.topic,
+            partition.0 as i32,
+            KOffset::Offset(from.0 as i64),
+        )
+        .map_err(kafka_error)?;
+        consumer.assign(&tpl).map_err(kafka_error)?;
+        Ok(consumer)
+    }
+
+    async fn high_watermark(&self, partition: Partition) -> Result<u64> {
+        let meta = Arc::clone(&self.inner.meta);
+        let topic = self.inner.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            meta.fetch_watermarks(&topic, partition.0 as i32, META_TIMEOUT)
+        })
+        .await
+        .map_err(|e| LogError::storage(e, true))?
+        .map(|(_, high)| high.max(0) as u64)
+        .map_err(kafka_error)
+    }
+}
+
+fn stored(m: &impl Message) -> Stored {
+    Stored {
+        offset: Offset(m.offset().max(0) as u64),
+        key: m.key().unwrap_or_default().to_vec(),
+        value: m.payload().unwrap_or_default().to_vec(),
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    fn backend(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    async fn append(&self, partition: Partition, records: Vec<Record>) -> Result<Offset> {
+        check_partition(partition, self.inner.partitions)?;
+        if records.is_empty() {
+            return self.end(partition).await;
+        }
+        let _serial = self.inner.append_locks[partition.0 as usize].lock().await;
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in &records {
+            let mut record = FutureRecord::to(&self.inner.topic)
+                .partition(partition.0 as i32)
+                .key(&r.key[..])
+                .payload(&r.value[..]);
+            loop {
+                match self.inner.producer.send_result(record) {
+                    Ok(d) => {
+                        deliveries.push(d);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(kafka_error(e)),
+                }
+            }
+        }
+        let mut base = None;
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(delivery)) => {
+                    base.get_or_insert(delivery.offset);
+                }
+                Ok(Err((e, _))) => return Err(kafka_error(e)),
+                Err(_) => return Err(LogError::Closed),
+            }
+        }
+        Ok(Offset(base.unwrap_or(0).max(0) as u64))
+    }
+
+    async fn read(&self, partition: Partition, from: Offset, max: usize) -> Result<Vec<Stored>> {
+        check_partition(partition, self.inner.partitions)?;
+        let high = self.high_watermark(partition).await?;
+        if from.0 >= high || max == 0 {
+            return Ok(Vec::new());
+        }
+        let consumer = self.assigned(partition, from)?;
+        let mut out: Vec<Stored> = Vec::with_capacity(max.min((high - from.0) as usize));
+        while out.len() < max {
+            // Past the last data record only control records (transaction markers) can remain.
+            let wait = if out.is_empty() {
+                READ_TIMEOUT
+            } else {
+                Duration::from_millis(500)
+            };
+            match tokio::time::timeout(wait, consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    let s = stored(&m);
+                    if s.offset < from {
+                        continue;
+                    }
+                    let done = s.offset.0 + 1 >= high;
+                    out.push(s);
+                    if done {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => return Err(kafka_error(e)),
+                Err(_) if !out.is_empty() => break,
+                Err(_) => {
+                    return Err(LogError::storage(
+                        format!(
+                            "no record from {}:{partition}@{from} within {READ_TIMEOUT:?}",
+                            self.inner.topic
+                        ),
+                        true,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn end(&self, partition: Partition) -> Result<Offset> {
+        check_partition(partition, self.inner.partitions)?;
+        Ok(Offset(self.high_watermark(partition).await?))
+    }
+
+    async fn subscribe(&self, partition: Partition, from: Offset) -> Result<Box<dyn Tail>> {
+        check_partition(partition, self.inner.partitions)?;
+        Ok(Box::new(KafkaTail {
+            consumer: self.assigned(partition, from)?,
+            position: from,
+        }))
+    }
+}
+
+struct KafkaTail {
+    consumer: StreamConsumer,
+    position: Offset,
+}
+
+#[async_trait]
+impl Tail for KafkaTail {
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Stored>> {
+        let mut out = Vec::new();
+        // `recv` is cancel-safe: a dropped wait loses no message.
+        let first = self.consumer.recv().await.map_err(kafka_error)?;
+        out.push(stored(&first));
+        drop(first);
+        while out.len() < max.max(1) {
+            match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                Ok(Ok(m)) => out.push(stored(&m)),
+                Ok(Err(e)) => return Err(kafka_error(e)),
+                Err(_) => break,
+            }
+        }
+        out.retain(|s| s.offset >= self.position);
+        if let Some(last) = out.last() {
+            self.position = last.offset.next();
+        }
+        Ok(out)
+    }
+
+    fn position(&self) -> Offset {
+        self.position
+    }
+}
