@@ -16,12 +16,14 @@ use apache_avro::{Schema, from_avro_datum, from_value, write_avro_datum_ref};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Event, TurnRequest};
+use super::{Event, TurnOutcome, TurnRequest};
 
 /// The wire contract for turn events.
 pub const TURN_EVENT_SCHEMA: &str = include_str!("../../schemas/turn_event.avsc");
 /// The wire contract for turn requests submitted by producers.
 pub const TURN_REQUEST_SCHEMA: &str = include_str!("../../schemas/turn_request.avsc");
+/// The wire contract for finished-turn records (the outcome topic).
+pub const TURN_OUTCOME_SCHEMA: &str = include_str!("../../schemas/turn_outcome.avsc");
 
 const MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
@@ -197,13 +199,15 @@ pub fn split_header(bytes: &[u8]) -> Result<(Fingerprint, &[u8]), CodecError> {
 pub struct Codecs {
     pub events: AvroCodec<Event>,
     pub requests: AvroCodec<TurnRequest>,
+    pub outcomes: AvroCodec<TurnOutcome>,
 }
 
 impl Codecs {
     pub fn new(registry: Arc<SchemaRegistry>) -> Result<Self, CodecError> {
         Ok(Codecs {
             events: AvroCodec::new(TURN_EVENT_SCHEMA, Arc::clone(&registry))?,
-            requests: AvroCodec::new(TURN_REQUEST_SCHEMA, registry)?,
+            requests: AvroCodec::new(TURN_REQUEST_SCHEMA, Arc::clone(&registry))?,
+            outcomes: AvroCodec::new(TURN_OUTCOME_SCHEMA, registry)?,
         })
     }
 }

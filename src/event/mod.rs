@@ -251,3 +251,21 @@ pub struct TurnRequest {
     pub attributes: BTreeMap<String, String>,
     pub submitted_at_ms: i64,
 }
+
+/// What analytics consumers receive per finished turn (`schemas/turn_outcome.avsc`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnOutcome {
+    pub turn_id: TurnId,
+    pub tenant: String,
+    pub user_id: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub requested_at_ms: i64,
+    pub completed_at_ms: i64,
+    pub latency_ms: i64,
+    pub tool_calls: i32,
+    pub tool_failures: i32,
+    pub escalations: i32,
+    pub model: Option<String>,
+    pub events: i64,
+}

@@ -2,6 +2,7 @@
 //! run concurrently under a global bound, results fed back as inputs.
 
 mod executor;
+pub mod journal;
 mod partition;
 pub mod shutdown;
 pub mod state_store;
@@ -107,7 +108,10 @@ impl RuntimeStats {
 
 /// What a worker needs: logs, codecs, the two planes, a clock and its state store.
 pub struct Deps {
+    /// The turn log, for recovery reads and routing.
     pub events: Arc<dyn EventLog>,
+    /// Where each round is committed (by default: appended to `events`).
+    pub journals: Arc<dyn journal::Journals>,
     pub requests: Arc<dyn EventLog>,
     pub codecs: Codecs,
     pub exec: ExecutionPlane,
@@ -131,6 +135,11 @@ impl Deps {
         store: Arc<dyn StateStore>,
     ) -> Self {
         Deps {
+            journals: Arc::new(journal::LogJournals {
+                events: Arc::clone(&events),
+                outcomes: None,
+                store: Arc::clone(&store),
+            }),
             events,
             requests,
             codecs,
@@ -145,6 +154,12 @@ impl Deps {
             )),
             stats: Arc::new(RuntimeStats::default()),
         }
+    }
+
+    /// Commits rounds through `journals` instead of appending to the turn log directly.
+    pub fn with_journals(mut self, journals: Arc<dyn journal::Journals>) -> Self {
+        self.journals = journals;
+        self
     }
 
     /// Sends every finished turn to `tx`.

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::executor::{self, Completion, Msg};
+use super::journal::{Journal, Round};
 use super::state_store::DeadLetter;
 use super::{Deps, RuntimeError, TurnFinished, WorkerConfig};
 use crate::event::{Event, Payload};
@@ -50,6 +51,8 @@ pub(crate) struct PartitionActor {
     in_flight: usize,
     tx: mpsc::UnboundedSender<Msg>,
     timers: JoinSet<()>,
+    journal: Box<dyn Journal>,
+    dead_letters: Vec<DeadLetter>,
 }
 
 pub(crate) async fn run_partition(
@@ -172,6 +175,8 @@ impl PartitionActor {
             }
         }
         deps.store.mark_known(&known)?;
+        // Opening the journal fences any previous owner of the partition (Kafka).
+        let journal = deps.journals.open(partition).await?;
         deps.stats
             .replayed_events
             .fetch_add(from - start, Ordering::Relaxed);
@@ -191,6 +196,8 @@ impl PartitionActor {
             in_flight: 0,
             tx,
             timers: JoinSet::new(),
+            journal,
+            dead_letters: Vec::new(),
         })
     }
 
@@ -230,11 +237,10 @@ impl PartitionActor {
             };
             let home = self.deps.events.partition_for(&request.turn_id.key());
             if home != self.partition {
-                self.deps.store.dead_letter(dead(format!(
+                self.dead_letters.push(dead(format!(
                     "turn {} belongs to partition {home}, request arrived on {}",
                     request.turn_id, self.partition
-                )))?;
-                self.deps.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                )));
                 continue;
             }
             if self.turns.contains_key(&request.turn_id)
@@ -265,7 +271,7 @@ impl PartitionActor {
         inputs: Vec<(TurnId, Input)>,
         draining: bool,
     ) -> Result<(), RuntimeError> {
-        if inputs.is_empty() {
+        if inputs.is_empty() && self.dead_letters.is_empty() {
             return Ok(());
         }
         let deps = Arc::clone(&self.deps);
@@ -287,29 +293,49 @@ impl PartitionActor {
             events.extend(decision.events);
             effects.extend(decision.effects);
         }
-        if !events.is_empty() {
-            let mut records = Vec::with_capacity(events.len());
-            for e in &events {
-                records.push(Record {
-                    key: e.turn_id.key(),
-                    value: deps.codecs.events.encode(e)?,
-                });
-            }
-            let n = records.len() as u64;
-            deps.events.append(self.partition, records).await?;
-            self.events_end += n;
-            self.since_snapshot += n;
-            deps.stats.events_appended.fetch_add(n, Ordering::Relaxed);
-            deps.stats.appends.fetch_add(1, Ordering::Relaxed);
-            let mut started = Vec::new();
-            for e in &events {
-                if let Payload::TurnRequested(r) = &e.payload {
+        let mut round = Round {
+            dead_letters: std::mem::take(&mut self.dead_letters),
+            ..Round::default()
+        };
+        let mut started = Vec::new();
+        for e in &events {
+            round.events.push(Record {
+                key: e.turn_id.key(),
+                value: deps.codecs.events.encode(e)?,
+            });
+            match &e.payload {
+                Payload::TurnRequested(r) => {
                     started.push(e.turn_id);
                     if let Some(o) = r.source_offset {
                         self.inbox_next = self.inbox_next.max(o as u64 + 1);
                     }
                 }
+                Payload::TurnCompleted(c) if self.journal.publishes_outcomes() => {
+                    if let Some(outcome) = self
+                        .turns
+                        .get(&e.turn_id)
+                        .and_then(|s| s.outcome_record(&c.reason))
+                    {
+                        round.outcomes.push(Record {
+                            key: e.turn_id.key(),
+                            value: deps.codecs.outcomes.encode(&outcome)?,
+                        });
+                    }
+                }
+                _ => {}
             }
+        }
+        round.inbox_next = Offset(self.inbox_next);
+        if !round.is_empty() {
+            let n = round.events.len() as u64;
+            let dead = round.dead_letters.len() as u64;
+            if let Some(end) = self.journal.commit(self.partition, round).await? {
+                self.events_end = end.0;
+            }
+            self.since_snapshot += n;
+            deps.stats.events_appended.fetch_add(n, Ordering::Relaxed);
+            deps.stats.appends.fetch_add(1, Ordering::Relaxed);
+            deps.stats.dead_letters.fetch_add(dead, Ordering::Relaxed);
             deps.store.mark_known(&started)?;
             deps.stats
                 .turns_started

@@ -258,6 +258,30 @@ impl TurnState {
         Ok(Applied::Applied)
     }
 
+    /// The outcome record of a finished turn; `None` while it runs.
+    pub fn outcome_record(&self, reason: &str) -> Option<crate::event::TurnOutcome> {
+        let outcome = self.outcome?;
+        let completed_at_ms = self.completed_at_ms.unwrap_or(self.requested_at_ms);
+        Some(crate::event::TurnOutcome {
+            turn_id: self.turn_id,
+            tenant: self.tenant.clone(),
+            user_id: self.user_id.clone(),
+            outcome,
+            reason: reason.to_string(),
+            requested_at_ms: self.requested_at_ms,
+            completed_at_ms,
+            latency_ms: (completed_at_ms - self.requested_at_ms).max(0),
+            tool_calls: self.calls.len() as i32,
+            tool_failures: self.failures as i32,
+            escalations: self.escalations.len() as i32,
+            model: self
+                .plan
+                .as_ref()
+                .map(|p| format!("{}/{}", p.model, p.model_version)),
+            events: self.next_seq,
+        })
+    }
+
     fn current_call_mut(&mut self, call_id: &str, attempt: i32) -> Option<&mut CallState> {
         self.calls.last_mut().filter(|c| {
             c.call_id == call_id && c.attempt == attempt && c.status == CallStatus::Running

@@ -1,0 +1,106 @@
+//! Where a partition actor makes a round durable. One round = the events it decided, the outcome
+//! records of turns that finished, the dead letters it set aside, and how far it consumed the
+//! request log. A journal commits them together — atomically where the backend can (Kafka
+//! transactions), in order where it cannot (sled: events, then the rest).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::RuntimeError;
+use super::state_store::{DeadLetter, StateStore};
+use crate::ids::{Offset, Partition};
+use crate::log::{EventLog, Record};
+
+#[derive(Debug, Default)]
+pub struct Round {
+    pub events: Vec<Record>,
+    /// Encoded `TurnOutcome`s, keyed by turn id.
+    pub outcomes: Vec<Record>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Every request before this offset has been turned into events or a dead letter.
+    pub inbox_next: Offset,
+}
+
+impl Round {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.outcomes.is_empty() && self.dead_letters.is_empty()
+    }
+}
+
+/// One partition's journal, owned by its actor.
+#[async_trait]
+pub trait Journal: Send {
+    /// Makes the round durable. Returns the turn-log offset just past its last event (`None`
+    /// when it had no events).
+    async fn commit(
+        &mut self,
+        partition: Partition,
+        round: Round,
+    ) -> Result<Option<Offset>, RuntimeError>;
+
+    /// Whether committed outcome records go anywhere (if not, the actor skips building them).
+    fn publishes_outcomes(&self) -> bool;
+}
+
+/// Opens a partition's journal when an actor takes the partition over. For Kafka this is where
+/// a previous owner of the partition is fenced.
+#[async_trait]
+pub trait Journals: Send + Sync + 'static {
+    async fn open(&self, partition: Partition) -> Result<Box<dyn Journal>, RuntimeError>;
+}
+
+/// The journal over plain [`EventLog`]s (memory, sled): events to the turn log, outcomes to an
+/// optional outcome log, dead letters to the state store.
+pub struct LogJournals {
+    pub events: Arc<dyn EventLog>,
+    pub outcomes: Option<Arc<dyn EventLog>>,
+    pub store: Arc<dyn StateStore>,
+}
+
+struct LogJournal {
+    events: Arc<dyn EventLog>,
+    outcomes: Option<Arc<dyn EventLog>>,
+    store: Arc<dyn StateStore>,
+}
+
+#[async_trait]
+impl Journals for LogJournals {
+    async fn open(&self, _partition: Partition) -> Result<Box<dyn Journal>, RuntimeError> {
+        Ok(Box::new(LogJournal {
+            events: Arc::clone(&self.events),
+            outcomes: self.outcomes.clone(),
+            store: Arc::clone(&self.store),
+        }))
+    }
+}
+
+#[async_trait]
+impl Journal for LogJournal {
+    async fn commit(
+        &mut self,
+        partition: Partition,
+        round: Round,
+    ) -> Result<Option<Offset>, RuntimeError> {
+        let n = round.events.len() as u64;
+        let end = if n > 0 {
+            Some(self.events.append(partition, round.events).await?.plus(n))
+        } else {
+            None
+        };
+        if let Some(log) = &self.outcomes {
+            for r in round.outcomes {
+                let p = log.partition_for(&r.key);
+                log.append(p, vec![r]).await?;
+            }
+        }
+        for d in round.dead_letters {
+            self.store.dead_letter(d)?;
+        }
+        Ok(end)
+    }
+
+    fn publishes_outcomes(&self) -> bool {
+        self.outcomes.is_some()
+    }
+}
