@@ -26,6 +26,7 @@ pub mod embedded;
 pub mod event;
 pub mod exec;
 pub mod ids;
+pub mod kafka;
 pub mod log;
 pub mod projection;
 pub mod runtime;

@@ -2,8 +2,10 @@
 
 mod bench;
 mod demo;
+mod kafka;
 mod trace;
 mod turns;
+mod worker;
 
 use std::path::Path;
 
@@ -32,6 +34,10 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Measure N five-step turns with instant tools against raw sled appends.
     Bench(bench::BenchArgs),
+    /// Kafka administration.
+    Kafka(kafka::KafkaArgs),
+    /// Run a worker that shares Kafka partitions with the other workers of its group.
+    Worker(worker::WorkerArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,6 +46,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Turns(a) => turns::run(a).await,
         Command::Trace(a) => trace::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Kafka(a) => kafka::run(a).await,
+        Command::Worker(a) => worker::run(a).await,
     }
 }
 

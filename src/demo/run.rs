@@ -4,22 +4,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::kb::KbRetriever;
-use super::tools::{EffectsJournal, demo_tools};
+use super::tools::EffectsJournal;
 use super::workload;
 use crate::clock::SystemClock;
 use crate::embedded::{Embedded, EmbeddedError};
 use crate::event::TurnRequest;
-use crate::exec::scripted::{
-    ScriptedPlanner, WorkloadError, WorkloadTurn, read_workload, write_workload,
-};
-use crate::exec::synth::TemplateSynthesizer;
-use crate::exec::{ExecutionPlane, Toolbox};
+use crate::exec::scripted::{WorkloadError, WorkloadTurn, read_workload, write_workload};
 use crate::ids::{Offset, Partition, TurnId};
 use crate::log::{EventLog, LogError};
 use crate::projection::turn_index::{TurnIndex, TurnStatus};
@@ -183,17 +177,7 @@ pub async fn run(
     };
     let journal =
         EffectsJournal::open(&opts.data_dir.join("effects.jsonl")).map_err(DemoError::Journal)?;
-    let exec = ExecutionPlane {
-        retriever: Arc::new(KbRetriever::new(Duration::from_millis(
-            opts.service_latency_ms.min(1),
-        ))),
-        planner: ScriptedPlanner::new(
-            &workload,
-            Duration::from_millis(opts.service_latency_ms / 2),
-        ),
-        tools: Toolbox::new(demo_tools(journal, opts.service_latency_ms)),
-        synthesizer: Arc::new(TemplateSynthesizer),
-    };
+    let exec = super::plane(&workload, journal, opts.service_latency_ms);
 
     let index = TurnIndex::open(&emb.store)?;
     index

@@ -204,6 +204,44 @@ pub async fn tail_yields_old_then_new_records_in_order(h: &dyn Harness) {
     assert_eq!(seen, vec![(2, b"2".to_vec()), (3, b"3".to_vec())]);
 }
 
+pub async fn a_cancelled_tail_loses_nothing(h: &dyn Harness) {
+    let log = h.fresh(1).await;
+    let p = Partition(0);
+    let mut tail = log.subscribe(p, Offset(0)).await.expect("subscribe");
+    // Records trickle in while the tail reads, so batches often run dry half-way.
+    let writer = Arc::clone(&log);
+    let writing = tokio::spawn(async move {
+        for b in 0..60 {
+            let batch = (0..5)
+                .map(|i| rec("k", &format!("{}", b * 5 + i)))
+                .collect();
+            writer.append(p, batch).await.expect("append");
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while got.len() < 300 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 300 records arrived",
+            got.len()
+        );
+        // Give each call only a moment, so many are dropped mid-way (as a select! would).
+        if let Ok(batch) = tokio::time::timeout(Duration::from_millis(1), tail.next_batch(50)).await
+        {
+            got.extend(batch.expect("ok").into_iter().map(|s| s.offset.0));
+        }
+    }
+    writing.await.expect("writer");
+    assert_eq!(
+        got,
+        (0..300).collect::<Vec<u64>>(),
+        "every record once, in order"
+    );
+    assert_eq!(tail.position(), Offset(300));
+}
+
 pub async fn concurrent_batches_stay_whole_and_dense(h: &dyn Harness) {
     let log = h.fresh(2).await;
     let p = Partition(0);
@@ -290,6 +328,7 @@ macro_rules! log_conformance_tests {
             empty_append_is_a_no_op,
             bytes_survive_exactly,
             tail_yields_old_then_new_records_in_order,
+            a_cancelled_tail_loses_nothing,
             concurrent_batches_stay_whole_and_dense,
             appended_records_survive_reopen
         );
@@ -305,6 +344,7 @@ macro_rules! log_conformance_tests {
             empty_append_is_a_no_op,
             bytes_survive_exactly,
             tail_yields_old_then_new_records_in_order,
+            a_cancelled_tail_loses_nothing,
             concurrent_batches_stay_whole_and_dense,
             appended_records_survive_reopen
         );

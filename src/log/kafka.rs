@@ -10,6 +10,7 @@
 //! - Offsets are dense as long as no transaction markers are written to the topic; transactional
 //!   writers leave gaps, which readers skip (offsets still only increase).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -234,6 +235,17 @@ impl KafkaLog {
         Ok(consumer)
     }
 
+    fn position_of(&self, consumer: &StreamConsumer, partition: Partition) -> Option<u64> {
+        let positions = consumer.position().ok()?;
+        match positions
+            .find_partition(&self.inner.topic, partition.0 as i32)?
+            .offset()
+        {
+            KOffset::Offset(o) if o >= 0 => Some(o as u64),
+            _ => None,
+        }
+    }
+
     async fn high_watermark(&self, partition: Partition) -> Result<u64> {
         let meta = Arc::clone(&self.inner.meta);
         let topic = self.inner.topic.clone();
@@ -312,35 +324,35 @@ impl EventLog for KafkaLog {
         }
         let consumer = self.assigned(partition, from)?;
         let mut out: Vec<Stored> = Vec::with_capacity(max.min((high - from.0) as usize));
-        while out.len() < max {
-            // Past the last data record only control records (transaction markers) can remain.
-            let wait = if out.is_empty() {
-                READ_TIMEOUT
-            } else {
-                Duration::from_millis(500)
-            };
-            match tokio::time::timeout(wait, consumer.recv()).await {
+        // The consumer's position moves past control records (transaction markers) and aborted
+        // data without delivering them: reaching `high` by position means the range is read.
+        let mut position = from.0;
+        let mut last_progress = std::time::Instant::now();
+        while out.len() < max && position < high {
+            match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
                 Ok(Ok(m)) => {
                     let s = stored(&m);
-                    if s.offset < from {
-                        continue;
-                    }
-                    let done = s.offset.0 + 1 >= high;
-                    out.push(s);
-                    if done {
-                        break;
+                    position = s.offset.0 + 1;
+                    last_progress = std::time::Instant::now();
+                    if s.offset >= from {
+                        out.push(s);
                     }
                 }
                 Ok(Err(e)) => return Err(kafka_error(e)),
-                Err(_) if !out.is_empty() => break,
                 Err(_) => {
-                    return Err(LogError::storage(
-                        format!(
-                            "no record from {}:{partition}@{from} within {READ_TIMEOUT:?}",
-                            self.inner.topic
-                        ),
-                        true,
-                    ));
+                    let now = self.position_of(&consumer, partition).unwrap_or(position);
+                    if now > position {
+                        position = now;
+                        last_progress = std::time::Instant::now();
+                    } else if last_progress.elapsed() > READ_TIMEOUT {
+                        return Err(LogError::storage(
+                            format!(
+                                "{}:{partition} stuck at {position} below {high} for {READ_TIMEOUT:?} (an open transaction?)",
+                                self.inner.topic
+                            ),
+                            true,
+                        ));
+                    }
                 }
             }
         }
@@ -357,6 +369,7 @@ impl EventLog for KafkaLog {
         Ok(Box::new(KafkaTail {
             consumer: self.assigned(partition, from)?,
             position: from,
+            pending: std::collections::VecDeque::new(),
         }))
     }
 }
@@ -364,24 +377,48 @@ impl EventLog for KafkaLog {
 struct KafkaTail {
     consumer: StreamConsumer,
     position: Offset,
+    /// Received from the consumer but not yet returned. Holding them here (not in a local of
+    /// `next_batch`) is what makes `next_batch` cancel-safe: a dropped call loses nothing.
+    pending: std::collections::VecDeque<Stored>,
+}
+
+impl KafkaTail {
+    /// One non-blocking attempt to receive: polls `recv` once with a no-op waker. Dropping a
+    /// pending `recv` is safe (it is cancel-safe), and no timer is involved.
+    fn try_recv(&self) -> Option<Result<Stored>> {
+        let mut fut = std::pin::pin!(self.consumer.recv());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(m)) => Some(Ok(stored(&m))),
+            std::task::Poll::Ready(Err(e)) => Some(Err(kafka_error(e))),
+            std::task::Poll::Pending => None,
+        }
+    }
 }
 
 #[async_trait]
 impl Tail for KafkaTail {
     async fn next_batch(&mut self, max: usize) -> Result<Vec<Stored>> {
-        let mut out = Vec::new();
-        // `recv` is cancel-safe: a dropped wait loses no message.
-        let first = self.consumer.recv().await.map_err(kafka_error)?;
-        out.push(stored(&first));
-        drop(first);
-        while out.len() < max.max(1) {
-            match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
-                Ok(Ok(m)) => out.push(stored(&m)),
-                Ok(Err(e)) => return Err(kafka_error(e)),
-                Err(_) => break,
+        let max = max.max(1);
+        while self.pending.is_empty() {
+            // `recv` is cancel-safe, and nothing is held between its completion and the push.
+            let m = self.consumer.recv().await.map_err(kafka_error)?;
+            let s = stored(&m);
+            drop(m);
+            if s.offset >= self.position {
+                self.pending.push_back(s);
             }
         }
-        out.retain(|s| s.offset >= self.position);
+        while self.pending.len() < max {
+            match self.try_recv() {
+                Some(Ok(s)) if s.offset >= self.position => self.pending.push_back(s),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        let n = self.pending.len().min(max);
+        let out: Vec<Stored> = self.pending.drain(..n).collect();
         if let Some(last) = out.last() {
             self.position = last.offset.next();
         }

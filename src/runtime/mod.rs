@@ -37,6 +37,9 @@ pub enum RuntimeError {
     Snapshot(String),
     #[error("partition task failed: {0}")]
     Task(String),
+    /// Another worker owns the partition now (Kafka producer fencing): stop, do not retry.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl RuntimeError {
@@ -45,7 +48,7 @@ impl RuntimeError {
         match self {
             RuntimeError::Log(e) => e.is_retryable(),
             RuntimeError::Store(_) | RuntimeError::Task(_) => true,
-            RuntimeError::Codec(_) | RuntimeError::Snapshot(_) => false,
+            RuntimeError::Codec(_) | RuntimeError::Snapshot(_) | RuntimeError::Fenced(_) => false,
         }
     }
 }
@@ -190,6 +193,21 @@ impl Worker {
 
     pub fn stats(&self) -> Arc<RuntimeStats> {
         Arc::clone(&self.deps.stats)
+    }
+
+    /// Runs one partition (supervised) until `shutdown` turns true; for workers whose partitions
+    /// come and go (Kafka consumer-group assignments).
+    pub fn spawn_partition(
+        &self,
+        partition: Partition,
+        shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<Result<(), RuntimeError>> {
+        tokio::spawn(supervise(
+            Arc::clone(&self.deps),
+            partition,
+            self.cfg.clone(),
+            shutdown,
+        ))
     }
 
     /// Runs the given partitions until `shutdown` turns true, then drains: no new requests,

@@ -71,6 +71,7 @@ pub(crate) async fn run_partition(
         .requests
         .subscribe(partition, Offset(actor.inbox_next))
         .await?;
+    tracing::info!(%partition, inbox_next = actor.inbox_next, in_flight = actor.turns.len(), "consuming requests");
     loop {
         while actor.timers.try_join_next().is_some() {}
         if draining && actor.in_flight == 0 {
@@ -102,6 +103,7 @@ pub(crate) async fn run_partition(
         actor.process(inputs, draining).await?;
     }
     actor.timers.abort_all();
+    tracing::info!(%partition, inbox_next = actor.inbox_next, in_flight = actor.turns.len(), events_end = actor.events_end, "drained");
     actor.snapshot().await
 }
 
@@ -112,6 +114,9 @@ impl PartitionActor {
         cfg: WorkerConfig,
         tx: mpsc::UnboundedSender<Msg>,
     ) -> Result<Self, RuntimeError> {
+        // Fence any previous owner first (Kafka: its open transaction is aborted), so the log
+        // read below is stable and nobody else can still append to it.
+        let journal = deps.journals.open(partition).await?;
         let end = deps.events.end(partition).await?.0;
         let snapshot = match deps.store.load_snapshot(partition)? {
             None => None,
@@ -175,15 +180,14 @@ impl PartitionActor {
             }
         }
         deps.store.mark_known(&known)?;
-        // Opening the journal fences any previous owner of the partition (Kafka).
-        let journal = deps.journals.open(partition).await?;
+
         deps.stats
             .replayed_events
             .fetch_add(from - start, Ordering::Relaxed);
         deps.stats
             .resumed_turns
             .fetch_add(turns.len() as u64, Ordering::Relaxed);
-        tracing::info!(%partition, snapshot_end = start, log_end = from, in_flight = turns.len(), "partition recovered");
+        tracing::info!(pid = std::process::id(), %partition, snapshot_end = start, log_end = from, in_flight = turns.len(), "partition recovered");
         Ok(PartitionActor {
             partition,
             deps,

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests that drive the real `ballast` binary.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::{Command, Output};

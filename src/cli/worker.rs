@@ -1,0 +1,71 @@
+use std::path::PathBuf;
+
+use clap::Args;
+
+use ballast::demo::tools::EffectsJournal;
+use ballast::exec::scripted::read_workload;
+use ballast::kafka::worker::{WorkerOptions, run as run_worker};
+use ballast::log::kafka::KafkaConfig;
+use ballast::runtime::{WorkerConfig, shutdown};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    bootstrap: String,
+    /// Consumer group: workers in one group share the partitions.
+    #[arg(long, default_value = "ballast-workers")]
+    group: String,
+    /// Topic names are `<prefix>.requests`, `<prefix>.turn-events`, …
+    #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
+    topic_prefix: String,
+    /// Local cache (snapshots, started turns, schemas). Defaults to a fresh temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Workload file driving the scripted planner (the demo domain).
+    #[arg(long)]
+    workload: PathBuf,
+    /// Where the demo tools journal real side effects.
+    #[arg(long)]
+    effects: PathBuf,
+    /// Upper bound of each simulated service call, in milliseconds.
+    #[arg(long, default_value_t = 4)]
+    service_latency_ms: u64,
+    /// For Kafka-compatible brokers without transactions: idempotent appends only (readers still
+    /// drop duplicates by per-turn sequence number, but a zombie worker is not fenced).
+    #[arg(long)]
+    no_transactions: bool,
+    /// Consumer-group session timeout.
+    #[arg(long, default_value_t = 10_000)]
+    session_timeout_ms: u32,
+}
+
+pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
+    let (dir, _keep) = match a.data_dir {
+        Some(d) => (d, None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("ballast-worker-")
+                .tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let workload = read_workload(&a.workload)?;
+    let exec = ballast::demo::plane(
+        &workload,
+        EffectsJournal::open(&a.effects)?,
+        a.service_latency_ms,
+    );
+    let (tx, rx) = shutdown::channel();
+    shutdown::on_signals(tx);
+    let opts = WorkerOptions {
+        kafka: KafkaConfig::new(a.bootstrap),
+        topics: ballast::kafka::Topics::new(&a.topic_prefix),
+        group: a.group,
+        data_dir: dir,
+        transactional: !a.no_transactions,
+        worker: WorkerConfig::default(),
+        session_timeout_ms: a.session_timeout_ms,
+    };
+    run_worker(opts, exec, None, rx).await?;
+    Ok(())
+}
