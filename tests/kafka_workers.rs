@@ -302,3 +302,121 @@ async fn three_workers_one_killed_every_turn_finishes_in_order_and_nothing_unsaf
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_worker_resumed_after_its_session_timeout_cannot_append() {
+    let Some(bootstrap) = broker::bootstrap() else {
+        return;
+    };
+    let prefix = broker::unique_topic("z");
+    let topics = Topics::new(&prefix);
+    let cfg = KafkaConfig::new(bootstrap.clone());
+    kafka::init(&cfg, &topics, 2, 1).await.expect("topics");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let turns = workload::generate(400, 11);
+    write_workload(&tmp.path().join("workload.jsonl"), &turns).expect("workload");
+    let codecs = ballast::event::codec::Codecs::new(ballast::event::codec::SchemaRegistry::new())
+        .expect("codecs");
+    let requests = KafkaLog::open(&cfg, &topics.requests)
+        .await
+        .expect("requests log");
+    let reqs: Vec<TurnRequest> = turns
+        .iter()
+        .map(|t| TurnRequest {
+            turn_id: t.turn_id,
+            tenant: t.tenant.clone(),
+            user_id: t.user_id.clone(),
+            text: t.text.clone(),
+            channel: "chat".into(),
+            attributes: BTreeMap::new(),
+            submitted_at_ms: 0,
+        })
+        .collect();
+
+    let mut zombie = worker(&bootstrap, &prefix, tmp.path(), 0);
+    ballast::submit::submit(&requests, &codecs.requests, &reqs)
+        .await
+        .expect("submit");
+    let journal = tmp.path().join("effects.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 20 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Freeze the owner mid-work; a second worker takes over once the session times out (6 s).
+    let signal = |sig: &str, child: &Child| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        );
+    };
+    signal("-STOP", &zombie);
+    let mut successor = worker(&bootstrap, &prefix, tmp.path(), 1);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // The zombie wakes up with work in flight and tries to commit it.
+    signal("-CONT", &zombie);
+
+    let wanted: HashSet<String> = turns.iter().map(|t| t.turn_id.to_string()).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done: HashSet<String> = decode_outcomes(&bootstrap, &topics.outcomes)
+            .iter()
+            .filter_map(|o| match o.get("turn_id") {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_subset(&done) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 400 turns finished",
+            wanted.intersection(&done).count()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for w in [&zombie, &successor] {
+        let _ = Command::new("kill")
+            .args(["-TERM", &w.id().to_string()])
+            .status();
+    }
+    assert!(successor.wait().expect("exits").success());
+    let _ = zombie.wait();
+
+    // Whatever the zombie tried after waking, the committed log has one history per turn: dense
+    // sequence numbers (a second writer would repeat them), one result per call attempt, one
+    // outcome per turn, and no non-idempotent call twice.
+    let events = KafkaLog::open(&cfg, &topics.events)
+        .await
+        .expect("events log");
+    let mut by_turn: BTreeMap<TurnId, Vec<Event>> = BTreeMap::new();
+    for p in (0..events.partitions()).map(Partition) {
+        for s in events.read(p, Offset::ZERO, 1_000_000).await.expect("read") {
+            let e = codecs.events.decode(&s.value).expect("decodes");
+            by_turn.entry(e.turn_id).or_default().push(e);
+        }
+    }
+    assert_eq!(by_turn.len(), 400);
+    check_turn_invariants(&by_turn);
+    let outcomes = decode_outcomes(&bootstrap, &topics.outcomes);
+    assert_eq!(outcomes.len(), 400, "exactly one outcome record per turn");
+    let mut intents = HashMap::new();
+    for e in by_turn.values().flatten() {
+        if let Payload::ToolCallStarted(s) = &e.payload {
+            intents.insert(s.call_id.clone(), s.idempotent);
+        }
+    }
+    let mut once = HashSet::new();
+    for (call_id, tool, _) in effects(tmp.path()) {
+        if intents.get(&call_id) == Some(&false) {
+            assert!(
+                once.insert(call_id.clone()),
+                "non-idempotent {tool} {call_id} ran twice"
+            );
+        }
+    }
+}

@@ -125,6 +125,15 @@ struct KafkaJournal {
 }
 
 impl KafkaJournal {
+    /// Once fenced, librdkafka puts the producer in a fatal state and later calls fail with
+    /// secondary errors (purged queues, …): any error in that state means "fenced".
+    fn classify(&self, err: RuntimeError) -> RuntimeError {
+        match self.producer.client().fatal_error() {
+            Some((code, why)) => RuntimeError::Fenced(format!("{code:?}: {why}")),
+            None => err,
+        }
+    }
+
     async fn produce_round(
         &self,
         partition: Partition,
@@ -201,6 +210,21 @@ impl Journal for KafkaJournal {
         partition: Partition,
         round: Round,
     ) -> Result<Option<Offset>, RuntimeError> {
+        let result = self.commit_inner(partition, round).await;
+        result.map_err(|e| self.classify(e))
+    }
+
+    fn publishes_outcomes(&self) -> bool {
+        true
+    }
+}
+
+impl KafkaJournal {
+    async fn commit_inner(
+        &mut self,
+        partition: Partition,
+        round: Round,
+    ) -> Result<Option<Offset>, RuntimeError> {
         if !self.transactional {
             return self.produce_round(partition, round).await;
         }
@@ -242,9 +266,5 @@ impl Journal for KafkaJournal {
             txn_error("commit_transaction", e)
         })?;
         Ok(end)
-    }
-
-    fn publishes_outcomes(&self) -> bool {
-        true
     }
 }
