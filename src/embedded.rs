@@ -77,7 +77,7 @@ impl Embedded {
 
 /// Loads every writer schema stored in this data dir, registers ours, and stores them all, so
 /// older and newer binaries sharing the directory can read each other's records.
-pub(crate) fn load_codecs(store: &SledStore) -> Result<Codecs, EmbeddedError> {
+pub fn load_codecs(store: &SledStore) -> Result<Codecs, EmbeddedError> {
     let tree = store.tree("schemas")?;
     let registry = SchemaRegistry::new();
     for item in tree.iter() {

@@ -420,3 +420,70 @@ async fn a_zombie_worker_resumed_after_its_session_timeout_cannot_append() {
         }
     }
 }
+
+#[test]
+fn the_demo_runs_through_kafka_with_worker_processes_and_reruns_without_redoing_work() {
+    let Some(bootstrap) = broker::bootstrap() else {
+        return;
+    };
+    let prefix = broker::unique_topic("d");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().to_str().expect("utf8");
+    let args = [
+        "demo",
+        "--bootstrap",
+        &bootstrap,
+        "--topic-prefix",
+        &prefix,
+        "--workers",
+        "2",
+        "--turns",
+        "300",
+        "--data-dir",
+        dir,
+    ];
+    let out = ballast(&args);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "300 in the workload",
+        "(300 submitted now",
+        "succeeded",
+        "denied",
+        "escalated",
+        "p95",
+    ] {
+        assert!(
+            summary.contains(needle),
+            "summary lacks {needle}:\n{summary}"
+        );
+    }
+    let kafka = [
+        "--bootstrap",
+        bootstrap.as_str(),
+        "--topic-prefix",
+        prefix.as_str(),
+        "--data-dir",
+        dir,
+    ];
+    let list = ballast(&[&["turns", "--json"][..], &kafka[..]].concat());
+    let turns: Vec<serde_json::Value> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(turns.len(), 300);
+    assert!(turns.iter().all(|t| t["status"] == "terminal"));
+    let id = turns[0]["turn_id"].as_str().expect("id");
+    let trace = ballast(&[&["trace", id, "--json"][..], &kafka[..]].concat());
+    let events: serde_json::Value = serde_json::from_slice(&trace.stdout).expect("trace json");
+    assert_eq!(
+        events
+            .as_array()
+            .and_then(|a| a.last())
+            .map(|e| e["event"].clone()),
+        Some("TurnCompleted".into())
+    );
+    let effects_before = effects(tmp.path()).len();
+    let again = ballast(&args);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("(0 submitted now"));
+    assert_eq!(effects(tmp.path()).len(), effects_before);
+}

@@ -22,6 +22,15 @@ pub struct DemoArgs {
     /// Upper bound of each simulated service call, in milliseconds.
     #[arg(long, default_value_t = 4)]
     service_latency_ms: u64,
+    /// Run through Kafka at this bootstrap address instead of the embedded sled log.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Worker processes to start (with --bootstrap).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Topic names are `<prefix>.requests`, `<prefix>.turn-events`, … (with --bootstrap).
+    #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
+    topic_prefix: String,
 }
 
 pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
@@ -32,12 +41,31 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             (t.path().to_path_buf(), Some(t.keep()))
         }
     };
+    let (tx, rx) = shutdown::channel();
+    shutdown::on_signals(tx);
+    if let Some(bootstrap) = a.bootstrap {
+        let opts = ballast::kafka::demo::KafkaDemoOptions {
+            kafka: ballast::log::kafka::KafkaConfig::new(bootstrap),
+            topics: ballast::kafka::Topics::new(&a.topic_prefix),
+            data_dir: dir,
+            turns: a.turns,
+            seed: a.seed,
+            workers: a.workers,
+            partitions: a.partitions,
+            service_latency_ms: a.service_latency_ms,
+            exe: std::env::current_exe()?,
+        };
+        let summary = ballast::kafka::demo::run(opts, rx).await?;
+        super::emit(&summary.render())?;
+        if summary.interrupted {
+            std::process::exit(130);
+        }
+        return Ok(());
+    }
     let mut opts = DemoOptions::new(dir, a.turns);
     opts.seed = a.seed;
     opts.partitions = a.partitions;
     opts.service_latency_ms = a.service_latency_ms;
-    let (tx, rx) = shutdown::channel();
-    shutdown::on_signals(tx);
     let summary = run_demo(opts, rx).await?;
     super::emit(&summary.render())?;
     if summary.interrupted {

@@ -51,20 +51,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Opens an existing data dir (read commands never create one) with its turn index caught up.
-async fn open_indexed(dir: &Path) -> anyhow::Result<(Embedded, TurnIndex)> {
+/// What the read commands work on: the turn log (sled, or Kafka with `--bootstrap`), its codecs
+/// and the turn index, caught up (cached in the data dir).
+struct Opened {
+    events: std::sync::Arc<dyn ballast::log::EventLog>,
+    codecs: ballast::event::codec::Codecs,
+    index: TurnIndex,
+    _store: ballast::log::SledStore,
+}
+
+async fn open_indexed(
+    dir: &Path,
+    bootstrap: Option<&str>,
+    topic_prefix: &str,
+) -> anyhow::Result<Opened> {
     if !dir.join("sled").exists() {
         anyhow::bail!(
             "{} is not a ballast data dir (no sled/ inside)",
             dir.display()
         );
     }
-    let emb = Embedded::open(dir, 0)?;
-    let index = TurnIndex::open(&emb.store)?;
-    index
-        .catch_up(emb.events.as_ref(), &emb.codecs.events)
+    let opened = match bootstrap {
+        None => {
+            let emb = Embedded::open(dir, 0)?;
+            let index = TurnIndex::open(&emb.store)?;
+            Opened {
+                events: emb.events.clone(),
+                codecs: emb.codecs.clone(),
+                index,
+                _store: emb.store.clone(),
+            }
+        }
+        Some(b) => {
+            let store = ballast::log::SledStore::open(dir)?;
+            let codecs = ballast::embedded::load_codecs(&store)?;
+            let topics = ballast::kafka::Topics::new(topic_prefix);
+            let cfg = ballast::log::kafka::KafkaConfig::new(b);
+            let events =
+                std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.events).await?);
+            Opened {
+                events,
+                codecs,
+                index: TurnIndex::open(&store)?,
+                _store: store,
+            }
+        }
+    };
+    opened
+        .index
+        .catch_up(opened.events.as_ref(), &opened.codecs.events)
         .await?;
-    Ok((emb, index))
+    Ok(opened)
 }
 
 /// Writes to stdout; a closed pipe (`ballast turns | head`) ends output quietly instead of panicking.

@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use ballast::ids::{Offset, TurnId};
-use ballast::log::EventLog;
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -11,23 +10,29 @@ pub struct TraceArgs {
     turn_id: TurnId,
     #[arg(long)]
     data_dir: PathBuf,
+    /// Read the turn log from Kafka (the data dir then only caches the index).
+    #[arg(long)]
+    bootstrap: Option<String>,
+    #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
+    topic_prefix: String,
     /// Print a JSON array of events (flat: envelope fields, kind, payload fields, offset).
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
-    let (emb, index) = super::open_indexed(&a.data_dir).await?;
+    let opened = super::open_indexed(&a.data_dir, a.bootstrap.as_deref(), &a.topic_prefix).await?;
+    let (log, codecs, index) = (&opened.events, &opened.codecs, &opened.index);
     let key = a.turn_id.key();
-    let partition = emb.events.partition_for(&key);
+    let partition = log.partition_for(&key);
     let mut from = Offset(index.get(a.turn_id)?.map_or(0, |e| e.first_offset));
     let mut events = Vec::new();
     loop {
-        let batch = emb.events.read(partition, from, 4096).await?;
+        let batch = log.read(partition, from, 4096).await?;
         let Some(last) = batch.last() else { break };
         from = last.offset.next();
         for s in batch.into_iter().filter(|s| s.key == key) {
-            events.push((s.offset, emb.codecs.events.decode(&s.value)?));
+            events.push((s.offset, codecs.events.decode(&s.value)?));
         }
     }
     if events.is_empty() {

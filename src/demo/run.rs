@@ -34,6 +34,10 @@ pub enum DemoError {
     Submit(#[from] SubmitError),
     #[error("effects journal: {0}")]
     Journal(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::runtime::state_store::StoreError),
+    #[error("cannot start a worker process: {0}")]
+    Spawn(std::io::Error),
     #[error("no turn finished for {0:?}; {1} turns still running")]
     Stalled(Duration, usize),
 }
@@ -102,12 +106,18 @@ impl DemoSummary {
             self.p50_ms, self.p95_ms
         ));
         s.push_str(&format!(
-            "throughput   {} events in {:.2} s = {:.0} events/s, {} durable appends (group commits)\n",
+            "throughput   {} events in {:.2} s = {:.0} events/s",
             self.events_appended,
             self.elapsed.as_secs_f64(),
             self.events_per_sec(),
-            self.appends
         ));
+        if self.appends > 0 {
+            s.push_str(&format!(
+                ", {} durable appends (group commits)",
+                self.appends
+            ));
+        }
+        s.push('\n');
         if self.dead_letters > 0 {
             s.push_str(&format!("dead letters {}\n", self.dead_letters));
         }
@@ -133,48 +143,13 @@ fn requests(turns: &[WorkloadTurn], now_ms: i64) -> Vec<TurnRequest> {
         .collect()
 }
 
-/// Turn ids already in the request log.
-async fn submitted(log: &dyn EventLog, emb: &Embedded) -> Result<HashSet<TurnId>, LogError> {
-    let mut ids = HashSet::new();
-    for p in (0..log.partitions()).map(Partition) {
-        let mut from = Offset::ZERO;
-        loop {
-            let batch = log.read(p, from, 4096).await?;
-            let Some(last) = batch.last() else { break };
-            from = last.offset.next();
-            ids.extend(
-                batch
-                    .iter()
-                    .filter_map(|s| emb.codecs.requests.decode(&s.value).ok())
-                    .map(|r| r.turn_id),
-            );
-        }
-    }
-    Ok(ids)
-}
-
 pub async fn run(
     opts: DemoOptions,
     mut interrupt: watch::Receiver<bool>,
 ) -> Result<DemoSummary, DemoError> {
     let started = Instant::now();
     let emb = Embedded::open(&opts.data_dir, opts.partitions)?;
-    let workload_path = opts.data_dir.join("workload.jsonl");
-    let workload = if workload_path.exists() {
-        let w = read_workload(&workload_path)?;
-        if w.len() != opts.turns {
-            tracing::warn!(
-                existing = w.len(),
-                requested = opts.turns,
-                "data dir already holds a workload; finishing that one"
-            );
-        }
-        w
-    } else {
-        let w = workload::generate(opts.turns, opts.seed);
-        write_workload(&workload_path, &w)?;
-        w
-    };
+    let workload = load_or_generate(&opts.data_dir, opts.turns, opts.seed)?;
     let journal =
         EffectsJournal::open(&opts.data_dir.join("effects.jsonl")).map_err(DemoError::Journal)?;
     let exec = super::plane(&workload, journal, opts.service_latency_ms);
@@ -192,7 +167,7 @@ pub async fn run(
             waiting.insert(t.turn_id);
         }
     }
-    let already = submitted(emb.requests.as_ref(), &emb).await?;
+    let already = submitted_ids(emb.requests.as_ref(), &emb.codecs.requests).await?;
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let deps = Deps::new(
@@ -248,10 +223,24 @@ pub async fn run(
     index
         .catch_up(emb.events.as_ref(), &emb.codecs.events)
         .await?;
+    let mut summary = summarize(&index, &workload)?;
+    summary.data_dir = opts.data_dir.clone();
+    summary.submitted_now = submitted_now;
+    summary.resumed_turns = RuntimeStats::get(&stats.resumed_turns);
+    summary.events_appended = RuntimeStats::get(&stats.events_appended);
+    summary.appends = RuntimeStats::get(&stats.appends);
+    summary.elapsed = elapsed;
+    summary.dead_letters = RuntimeStats::get(&stats.dead_letters);
+    summary.interrupted = interrupted;
+    Ok(summary)
+}
+
+/// Outcomes and latencies of the workload's turns, from the turn index.
+pub fn summarize(index: &TurnIndex, workload: &[WorkloadTurn]) -> Result<DemoSummary, LogError> {
     let mut by_outcome = BTreeMap::new();
     let mut latencies = Vec::new();
     let mut running = 0;
-    for t in &workload {
+    for t in workload {
         match index.get(t.turn_id)? {
             Some(e) if e.status == TurnStatus::Terminal => {
                 let o = e.outcome.map_or("unknown", |o| o.as_str());
@@ -263,20 +252,72 @@ pub async fn run(
     }
     latencies.sort_unstable();
     Ok(DemoSummary {
-        data_dir: opts.data_dir.clone(),
+        data_dir: PathBuf::new(),
         turns: workload.len(),
         by_outcome,
         running,
         p50_ms: percentile(&latencies, 0.50),
         p95_ms: percentile(&latencies, 0.95),
-        submitted_now,
-        resumed_turns: RuntimeStats::get(&stats.resumed_turns),
-        events_appended: RuntimeStats::get(&stats.events_appended),
-        appends: RuntimeStats::get(&stats.appends),
-        elapsed,
-        dead_letters: RuntimeStats::get(&stats.dead_letters),
-        interrupted,
+        submitted_now: 0,
+        resumed_turns: 0,
+        events_appended: 0,
+        appends: 0,
+        elapsed: Duration::ZERO,
+        dead_letters: 0,
+        interrupted: false,
     })
+}
+
+/// The workload in `dir` (written on first use, so a rerun finishes the same turns).
+pub fn load_or_generate(
+    dir: &std::path::Path,
+    turns: usize,
+    seed: u64,
+) -> Result<Vec<WorkloadTurn>, WorkloadError> {
+    let path = dir.join("workload.jsonl");
+    if path.exists() {
+        let w = read_workload(&path)?;
+        if w.len() != turns {
+            tracing::warn!(
+                existing = w.len(),
+                requested = turns,
+                "data dir already holds a workload; finishing that one"
+            );
+        }
+        Ok(w)
+    } else {
+        let w = workload::generate(turns, seed);
+        write_workload(&path, &w)?;
+        Ok(w)
+    }
+}
+
+/// Requests for workload turns, stamped with `now_ms`.
+pub fn requests_for(turns: &[WorkloadTurn], now_ms: i64) -> Vec<TurnRequest> {
+    requests(turns, now_ms)
+}
+
+/// Turn ids already in a request log.
+pub async fn submitted_ids(
+    log: &dyn EventLog,
+    codec: &crate::event::codec::AvroCodec<TurnRequest>,
+) -> Result<HashSet<TurnId>, LogError> {
+    let mut ids = HashSet::new();
+    for p in (0..log.partitions()).map(Partition) {
+        let mut from = Offset::ZERO;
+        loop {
+            let batch = log.read(p, from, 4096).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.offset.next();
+            ids.extend(
+                batch
+                    .iter()
+                    .filter_map(|s| codec.decode(&s.value).ok())
+                    .map(|r| r.turn_id),
+            );
+        }
+    }
+    Ok(ids)
 }
 
 /// Nearest-rank percentile of sorted values.

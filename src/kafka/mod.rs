@@ -1,6 +1,7 @@
 //! Ballast on Kafka: topics, the exactly-once journal, and workers that share partitions through
 //! a consumer group.
 
+pub mod demo;
 pub mod journal;
 pub mod worker;
 
