@@ -6,6 +6,7 @@
 #   scripts/kafka.sh start    download (once) and start; idempotent; last line: the bootstrap address
 #   scripts/kafka.sh status   exit 0 and print the bootstrap address when the broker answers
 #   scripts/kafka.sh stop     stop it and delete its data
+#   scripts/kafka.sh halt     stop it but keep its data (`start` brings the same broker back)
 #
 # Environment: BALLAST_KAFKA_PORT (default 9092; the controller listens on PORT+1),
 # BALLAST_KAFKA_HOME (run dir: config, data, logs, pid; default ~/.cache/ballast/kafka-run-PORT),
@@ -148,6 +149,16 @@ status() {
   fi
 }
 
+halt() {
+  local pid
+  if pid="$(running_pid)"; then
+    kill "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+    log "halted (pid $pid); data kept in $RUN"
+  fi
+}
+
 stop() {
   local pid
   if pid="$(running_pid)"; then
@@ -163,5 +174,6 @@ case "${1:-}" in
   start) start ;;
   status) status ;;
   stop) stop ;;
-  *) echo "usage: $0 start|status|stop" >&2; exit 2 ;;
+  halt) halt ;;
+  *) echo "usage: $0 start|status|stop|halt" >&2; exit 2 ;;
 esac

@@ -487,3 +487,159 @@ fn the_demo_runs_through_kafka_with_worker_processes_and_reruns_without_redoing_
     assert!(String::from_utf8_lossy(&again.stdout).contains("(0 submitted now"));
     assert_eq!(effects(tmp.path()).len(), effects_before);
 }
+
+/// A broker of the test's own (so stopping it disturbs no other test), stopped on drop.
+struct OwnBroker {
+    port: u16,
+    home: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    fn script(&self, cmd: &str) -> String {
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+            .arg(cmd)
+            .env("BALLAST_KAFKA_PORT", self.port.to_string())
+            .env("BALLAST_KAFKA_HOME", self.home.path())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("kafka.sh runs");
+        assert!(out.status.success(), "kafka.sh {cmd} failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn start() -> (Self, String) {
+        // A free port whose neighbour (the controller port) is free too.
+        let port = loop {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let p = l.local_addr().expect("addr").port();
+            if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                break p;
+            }
+        };
+        let broker = OwnBroker {
+            port,
+            home: tempfile::tempdir().expect("tmp"),
+        };
+        let bootstrap = broker.script("start");
+        (broker, bootstrap)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+            .arg("stop")
+            .env("BALLAST_KAFKA_PORT", self.port.to_string())
+            .env("BALLAST_KAFKA_HOME", self.home.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_finish_when_the_broker_is_stopped_and_restarted_mid_run() {
+    // Runs where Kafka runs (the jars are cached by then), on a broker of its own.
+    if broker::bootstrap().is_none() {
+        return;
+    }
+    let (own, bootstrap) = OwnBroker::start();
+    let prefix = "restart";
+    let topics = Topics::new(prefix);
+    let cfg = KafkaConfig::new(bootstrap.clone());
+    kafka::init(&cfg, &topics, 2, 1).await.expect("topics");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let turns = workload::generate(600, 5);
+    write_workload(&tmp.path().join("workload.jsonl"), &turns).expect("workload");
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| worker(&bootstrap, prefix, tmp.path(), i))
+        .collect();
+    let codecs = ballast::event::codec::Codecs::new(ballast::event::codec::SchemaRegistry::new())
+        .expect("codecs");
+    let requests = KafkaLog::open(&cfg, &topics.requests)
+        .await
+        .expect("requests log");
+    let reqs: Vec<TurnRequest> = turns
+        .iter()
+        .map(|t| TurnRequest {
+            turn_id: t.turn_id,
+            tenant: t.tenant.clone(),
+            user_id: t.user_id.clone(),
+            text: t.text.clone(),
+            channel: "chat".into(),
+            attributes: BTreeMap::new(),
+            submitted_at_ms: 0,
+        })
+        .collect();
+    ballast::submit::submit(&requests, &codecs.requests, &reqs)
+        .await
+        .expect("submit");
+    drop(requests);
+    let journal = tmp.path().join("effects.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 40 {
+        assert!(Instant::now() < deadline, "no progress before the restart");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    own.script("halt");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    own.script("start");
+
+    let wanted: HashSet<String> = turns.iter().map(|t| t.turn_id.to_string()).collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let done: HashSet<String> = decode_outcomes(&bootstrap, &topics.outcomes)
+            .iter()
+            .filter_map(|o| match o.get("turn_id") {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_subset(&done) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 600 turns finished after the restart",
+            wanted.intersection(&done).count()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for w in &workers {
+        let _ = Command::new("kill")
+            .args(["-TERM", &w.id().to_string()])
+            .status();
+    }
+    for w in workers.iter_mut() {
+        let _ = w.wait();
+    }
+    let events = KafkaLog::open(&cfg, &topics.events)
+        .await
+        .expect("events log");
+    let mut by_turn: BTreeMap<TurnId, Vec<Event>> = BTreeMap::new();
+    for p in (0..events.partitions()).map(Partition) {
+        for s in events.read(p, Offset::ZERO, 1_000_000).await.expect("read") {
+            let e = codecs.events.decode(&s.value).expect("decodes");
+            by_turn.entry(e.turn_id).or_default().push(e);
+        }
+    }
+    assert_eq!(by_turn.len(), 600);
+    check_turn_invariants(&by_turn);
+    let mut intents = HashMap::new();
+    for e in by_turn.values().flatten() {
+        if let Payload::ToolCallStarted(s) = &e.payload {
+            intents.insert(s.call_id.clone(), s.idempotent);
+        }
+    }
+    let mut once = HashSet::new();
+    for (call_id, tool, _) in effects(tmp.path()) {
+        if intents.get(&call_id) == Some(&false) {
+            assert!(
+                once.insert(call_id.clone()),
+                "non-idempotent {tool} {call_id} ran twice"
+            );
+        }
+    }
+}

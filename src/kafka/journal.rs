@@ -48,6 +48,8 @@ pub struct KafkaJournals {
     pub membership: Option<Arc<dyn GroupMetadata>>,
 }
 
+/// Fenced or otherwise unusable: only a fatal producer state. Abortable transaction errors
+/// (a failed offset commit during a broker restart, …) are retried by restarting the partition.
 fn fatal(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
@@ -56,7 +58,7 @@ fn fatal(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidProducerEpoch
                 | RDKafkaErrorCode::Fatal
         )
-    ) || matches!(e, KafkaError::Transaction(t) if t.is_fatal() || t.txn_requires_abort() && !t.is_retriable())
+    ) || matches!(e, KafkaError::Transaction(t) if t.is_fatal())
 }
 
 fn txn_error(what: &str, e: KafkaError) -> RuntimeError {

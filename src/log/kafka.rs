@@ -50,6 +50,9 @@ pub fn is_retryable(e: &KafkaError) -> bool {
                 | TimedOutQueue
                 | CoordinatorLoadInProgress
                 | NotCoordinator
+                // Seen for a few seconds after a broker restart, before metadata settles.
+                | UnknownPartition
+                | UnknownTopicOrPartition
         )
     )
 }

@@ -236,7 +236,10 @@ impl Worker {
     }
 }
 
-/// Restarts a failed partition actor (recovering from the log) a bounded number of times.
+/// Restarts a failed partition actor (recovering from the log) for as long as its errors are
+/// retryable and the worker runs: an outage of the log (a broker restart) must not strand the
+/// partition's turns. Backoff doubles up to 5 s; a terminal error (a corrupt record, fencing)
+/// stops the partition.
 async fn supervise(
     deps: Arc<Deps>,
     partition: Partition,
@@ -245,14 +248,24 @@ async fn supervise(
 ) -> Result<(), RuntimeError> {
     let mut restarts = 0u32;
     loop {
+        let started = std::time::Instant::now();
         match partition::run_partition(Arc::clone(&deps), partition, cfg.clone(), shutdown.clone())
             .await
         {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && restarts < 5 && !*shutdown.borrow() => {
+            Err(e) if e.is_retryable() && !*shutdown.borrow() => {
+                // A long healthy run before this failure starts the backoff over.
+                if started.elapsed() > Duration::from_secs(60) {
+                    restarts = 0;
+                }
                 restarts += 1;
-                tracing::warn!(%partition, error = %e, restarts, "partition failed; recovering from the log");
-                tokio::time::sleep(Duration::from_millis(100 << restarts)).await;
+                let backoff = Duration::from_millis((100u64 << restarts.min(6)).min(5_000));
+                tracing::warn!(%partition, error = %e, restarts, ?backoff, "partition failed; recovering from the log");
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => return Err(e),
+                }
             }
             Err(e) => return Err(e),
         }
