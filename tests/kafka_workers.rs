@@ -643,3 +643,134 @@ async fn turns_finish_when_the_broker_is_stopped_and_restarted_mid_run() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_go_to_the_dead_letter_topic_and_the_rest_of_the_batch_runs() {
+    use rdkafka::message::Headers;
+    let Some(bootstrap) = broker::bootstrap() else {
+        return;
+    };
+    let prefix = broker::unique_topic("dl");
+    let topics = Topics::new(&prefix);
+    let cfg = KafkaConfig::new(bootstrap.clone());
+    kafka::init(&cfg, &topics, 1, 1).await.expect("topics");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let turns = workload::generate(2, 3);
+    write_workload(&tmp.path().join("workload.jsonl"), &turns).expect("workload");
+    let codecs = ballast::event::codec::Codecs::new(ballast::event::codec::SchemaRegistry::new())
+        .expect("codecs");
+    let request = |t: &ballast::exec::scripted::WorkloadTurn| TurnRequest {
+        turn_id: t.turn_id,
+        tenant: t.tenant.clone(),
+        user_id: t.user_id.clone(),
+        text: t.text.clone(),
+        channel: "chat".into(),
+        attributes: BTreeMap::new(),
+        submitted_at_ms: 0,
+    };
+    let good = |i: usize| {
+        codecs
+            .requests
+            .encode(&request(&turns[i]))
+            .expect("encodes")
+    };
+    let truncated = good(0)[..20].to_vec();
+    let mut unknown_schema = good(0);
+    unknown_schema[3] ^= 0xff;
+    let record = |value: Vec<u8>| ballast::log::Record {
+        key: b"k".to_vec(),
+        value,
+    };
+    let requests = KafkaLog::open(&cfg, &topics.requests)
+        .await
+        .expect("requests log");
+    requests
+        .append(
+            Partition(0),
+            vec![
+                record(good(0)),
+                record(b"not avro at all".to_vec()),
+                record(truncated),
+                record(unknown_schema),
+                record(vec![0xC3; 400 * 1024]),
+                record(good(1)),
+            ],
+        )
+        .await
+        .expect("append");
+    let mut w = worker(&bootstrap, &prefix, tmp.path(), 0);
+
+    let wanted: HashSet<String> = turns.iter().map(|t| t.turn_id.to_string()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: HashSet<String> = decode_outcomes(&bootstrap, &topics.outcomes)
+            .iter()
+            .filter_map(|o| match o.get("turn_id") {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_subset(&done) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the good requests around the bad ones did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status();
+    assert!(
+        w.wait().expect("exits").success(),
+        "the worker kept going and exits cleanly"
+    );
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "dlq-test")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topics.dead_letters, 0, KOffset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let mut letters: Vec<(String, u64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while letters.len() < 4 && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.expect("message");
+        let header = |name: &str| {
+            m.headers()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).to_string()))
+                })
+                .unwrap_or_default()
+        };
+        letters.push((
+            header("ballast.reason"),
+            header("ballast.source.offset")
+                .parse()
+                .expect("offset header"),
+        ));
+    }
+    letters.sort_by_key(|l| l.1);
+    let offsets: Vec<u64> = letters.iter().map(|l| l.1).collect();
+    assert_eq!(
+        offsets,
+        vec![1, 2, 3, 4],
+        "each bad record once, with its source offset: {letters:?}"
+    );
+    assert!(letters[0].0.contains("undecodable"), "{letters:?}");
+    assert!(
+        letters[2].0.contains("not registered"),
+        "unknown schema is named: {letters:?}"
+    );
+    assert!(letters[3].0.contains("oversize"), "{letters:?}");
+}

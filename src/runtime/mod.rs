@@ -63,6 +63,8 @@ pub struct WorkerConfig {
     pub max_concurrent_effects: usize,
     /// Events appended between snapshots of a partition.
     pub snapshot_every: u64,
+    /// Larger request records are dead-lettered unread.
+    pub max_request_bytes: usize,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +74,7 @@ impl Default for WorkerConfig {
             batch_max: 512,
             max_concurrent_effects: 256,
             snapshot_every: 20_000,
+            max_request_bytes: 256 * 1024,
         }
     }
 }

@@ -229,13 +229,21 @@ impl PartitionActor {
                 reason,
                 payload: stored.value.clone(),
             };
+            if stored.value.len() > self.cfg.max_request_bytes {
+                self.dead_letters.push(dead(format!(
+                    "oversize request: {} bytes, limit {}",
+                    stored.value.len(),
+                    self.cfg.max_request_bytes
+                )));
+                continue;
+            }
+            // Undecodable covers truncated Avro, an unknown writer schema, invalid UTF-8 and
+            // missing required fields: the codec rejects each with its reason.
             let request = match self.deps.codecs.requests.decode(&stored.value) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.deps
-                        .store
-                        .dead_letter(dead(format!("undecodable request: {e}")))?;
-                    self.deps.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    self.dead_letters
+                        .push(dead(format!("undecodable request: {e}")));
                     continue;
                 }
             };
