@@ -27,3 +27,29 @@ fn bench_prints_every_figure_as_key_value() {
     // 300 turns × 21 events: request, context, plan, plan policy, 5 × (policy, start, result), reply, completion.
     assert!(text.contains("events=6300\n"), "{text}");
 }
+
+#[test]
+fn the_kafka_bench_prints_the_same_figures() {
+    let Some(bootstrap) = common::broker::bootstrap() else {
+        return;
+    };
+    let out = common::ballast(&["bench", "--bootstrap", &bootstrap, "--turns", "300"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "turns_per_sec",
+        "p50_ms",
+        "p99_ms",
+        "raw_appends_per_sec",
+        "baseline_ratio",
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
+            .parse()
+            .expect("number");
+        assert!(value.is_finite() && value > 0.0, "{key}={value}");
+    }
+    // The first turn is outside the steady-state window: 299 turns × 21 events.
+    assert!(text.contains("turns=299\nevents=6279\n"), "{text}");
+}

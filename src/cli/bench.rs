@@ -12,10 +12,17 @@ pub struct BenchArgs {
     /// latency.
     #[arg(long, default_value_t = 512)]
     in_flight: usize,
+    /// Run the turns through Kafka (a worker with transactions) instead of sled.
+    #[arg(long)]
+    bootstrap: Option<String>,
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
-    let report = ballast::bench::run(a.turns, a.partitions.unwrap_or(cores), a.in_flight).await?;
+    let partitions = a.partitions.unwrap_or(cores);
+    let report = match a.bootstrap {
+        Some(b) => ballast::bench::kafka::run(&b, a.turns, partitions, a.in_flight).await?,
+        None => ballast::bench::run(a.turns, partitions, a.in_flight).await?,
+    };
     super::emit(&report.render())
 }

@@ -21,6 +21,8 @@ use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
 use crate::submit::submit;
 use crate::turn::{ExecFailure, Planned, Retrieval, ToolInvocation};
 
+pub mod kafka;
+
 pub const STEPS: usize = 5;
 
 #[derive(Clone, Debug)]
@@ -46,19 +48,28 @@ impl BenchReport {
         self.events_per_sec() / self.raw_appends_per_sec.max(1e-9)
     }
     pub fn render(&self) -> String {
-        format!(
-            "turns={}\nevents={}\nturns_per_sec={:.0}\nevents_per_sec={:.0}\np50_ms={:.2}\np99_ms={:.2}\nevents_per_append={:.1}\navg_record_bytes={}\nraw_appends_per_sec={:.0}\nbaseline_ratio={:.3}\n",
+        let mut out = format!(
+            "turns={}\nevents={}\nturns_per_sec={:.0}\nevents_per_sec={:.0}\np50_ms={:.2}\np99_ms={:.2}\n",
             self.turns,
             self.events,
             self.turns_per_sec(),
             self.events_per_sec(),
             self.p50_ms,
             self.p99_ms,
-            self.events as f64 / self.appends.max(1) as f64,
+        );
+        if self.appends > 0 {
+            out.push_str(&format!(
+                "events_per_append={:.1}\n",
+                self.events as f64 / self.appends as f64
+            ));
+        }
+        out.push_str(&format!(
+            "avg_record_bytes={}\nraw_appends_per_sec={:.0}\nbaseline_ratio={:.3}\n",
             self.avg_record_bytes,
             self.raw_appends_per_sec,
             self.baseline_ratio(),
-        )
+        ));
+        out
     }
 }
 
@@ -129,14 +140,9 @@ fn instant_tools() -> Vec<Arc<dyn Tool>> {
 }
 
 /// Runs `turns` turns with at most `in_flight` of them admitted at once (across all partitions).
-pub async fn run(
-    turns: usize,
-    partitions: u32,
-    in_flight: usize,
-) -> Result<BenchReport, DemoError> {
-    let dir = tempfile::tempdir().map_err(DemoError::Journal)?;
-    let emb = Embedded::open(dir.path(), partitions)?;
-    let requests: Vec<TurnRequest> = (0..turns)
+/// `turns` requests for five-step turns.
+pub(crate) fn bench_requests(turns: usize) -> Vec<TurnRequest> {
+    (0..turns)
         .map(|i| TurnRequest {
             turn_id: TurnId::from_parts(
                 1_767_225_600_000 + i as u64,
@@ -149,20 +155,55 @@ pub async fn run(
             attributes: BTreeMap::new(),
             submitted_at_ms: 0,
         })
-        .collect();
-    submit(emb.requests.as_ref(), &emb.codecs.requests, &requests).await?;
+        .collect()
+}
+
+/// No context, a fixed five-step plan, instant tools.
+pub(crate) fn instant_plane() -> ExecutionPlane {
+    ExecutionPlane {
+        retriever: Arc::new(NoContext),
+        planner: Arc::new(FixedPlanner),
+        tools: Toolbox::new(instant_tools()),
+        synthesizer: Arc::new(TemplateSynthesizer),
+    }
+}
+
+/// Waits for `turns` finished turns; returns their wall latencies in µs, sorted.
+pub(crate) async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<crate::runtime::TurnFinished>,
+    turns: usize,
+) -> Vec<u64> {
+    let mut latencies_us = Vec::with_capacity(turns);
+    while latencies_us.len() < turns {
+        match rx.recv().await {
+            Some(f) => latencies_us.push(f.wall_latency_us.unwrap_or(0)),
+            None => break,
+        }
+    }
+    latencies_us.sort_unstable();
+    latencies_us
+}
+
+pub async fn run(
+    turns: usize,
+    partitions: u32,
+    in_flight: usize,
+) -> Result<BenchReport, DemoError> {
+    let dir = tempfile::tempdir().map_err(DemoError::Journal)?;
+    let emb = Embedded::open(dir.path(), partitions)?;
+    submit(
+        emb.requests.as_ref(),
+        &emb.codecs.requests,
+        &bench_requests(turns),
+    )
+    .await?;
 
     let cfg = WorkerConfig {
         max_turns_per_partition: in_flight.div_ceil(emb.partitions() as usize).max(1),
         ..WorkerConfig::default()
     };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let exec = ExecutionPlane {
-        retriever: Arc::new(NoContext),
-        planner: Arc::new(FixedPlanner),
-        tools: Toolbox::new(instant_tools()),
-        synthesizer: Arc::new(TemplateSynthesizer),
-    };
+    let exec = instant_plane();
     let deps = Deps::new(
         emb.events.clone(),
         emb.requests.clone(),
@@ -178,19 +219,11 @@ pub async fn run(
     let parts: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
     let started = Instant::now();
     let task = tokio::spawn(async move { worker.run(parts, stop_rx).await });
-    let mut latencies_us = Vec::with_capacity(turns);
-    while latencies_us.len() < turns {
-        match out_rx.recv().await {
-            Some(f) => latencies_us.push(f.wall_latency_us.unwrap_or(0)),
-            None => break,
-        }
-    }
+    let latencies_us = collect(&mut out_rx, turns).await;
     let elapsed = started.elapsed();
     stop_tx.send_replace(true);
     task.await
         .map_err(|e| RuntimeError::Task(e.to_string()))??;
-    latencies_us.sort_unstable();
-
     let events = RuntimeStats::get(&stats.events_appended);
     let mut bytes = 0usize;
     for p in (0..emb.partitions()).map(Partition) {

@@ -1,0 +1,146 @@
+//! `ballast bench --bootstrap B`: the same five-step turns through a Kafka worker (one
+//! transaction per round), against a raw idempotent producer writing the same number of
+//! same-size records to the same broker in the same run.
+
+use std::time::Instant;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::{mpsc, watch};
+
+use super::{BenchReport, bench_requests, collect, instant_plane};
+use crate::demo::run::{DemoError, percentile};
+use crate::event::codec::{Codecs, SchemaRegistry};
+use crate::ids::{Offset, Partition};
+use crate::kafka::worker::{WorkerOptions, run as run_worker};
+use crate::kafka::{Topics, init};
+use crate::log::kafka::{KafkaConfig, KafkaLog, ensure_topic, kafka_error};
+use crate::log::{EventLog, LogError};
+use crate::runtime::{RuntimeError, WorkerConfig};
+use crate::submit::submit;
+
+pub async fn run(
+    bootstrap: &str,
+    turns: usize,
+    partitions: u32,
+    in_flight: usize,
+) -> Result<BenchReport, DemoError> {
+    let cfg = KafkaConfig::new(bootstrap);
+    let prefix = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let topics = Topics::new(&prefix);
+    init(&cfg, &topics, partitions, 1).await?;
+    let codecs = Codecs::new(SchemaRegistry::new()).map_err(|e| DemoError::Runtime(e.into()))?;
+    let requests = KafkaLog::open(&cfg, &topics.requests).await?;
+    submit(&requests, &codecs.requests, &bench_requests(turns)).await?;
+
+    let dir = tempfile::tempdir().map_err(DemoError::Journal)?;
+    let opts = WorkerOptions {
+        kafka: cfg.clone(),
+        topics: topics.clone(),
+        group: format!("{prefix}-workers"),
+        data_dir: dir.path().to_path_buf(),
+        transactional: true,
+        worker: WorkerConfig {
+            max_turns_per_partition: in_flight.div_ceil(partitions.max(1) as usize).max(1),
+            ..WorkerConfig::default()
+        },
+        session_timeout_ms: 10_000,
+    };
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run_worker(opts, instant_plane(), Some(out_tx), stop_rx));
+    // Steady state: the clock starts at the first finished turn, after group join and fencing.
+    let first = collect(&mut out_rx, 1).await;
+    let started = Instant::now();
+    let mut latencies_us = collect(&mut out_rx, turns.saturating_sub(1)).await;
+    let elapsed = started.elapsed();
+    latencies_us.extend(first);
+    latencies_us.sort_unstable();
+    stop_tx.send_replace(true);
+    task.await
+        .map_err(|e| RuntimeError::Task(e.to_string()))?
+        .map_err(|e| DemoError::Runtime(RuntimeError::Task(e.to_string())))?;
+
+    let events_log = KafkaLog::open(&cfg, &topics.events).await?;
+    let (mut events, mut bytes) = (0u64, 0usize);
+    for p in (0..events_log.partitions()).map(Partition) {
+        let mut from = Offset::ZERO;
+        loop {
+            let batch = events_log.read(p, from, 20_000).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.offset.next();
+            events += batch.len() as u64;
+            bytes += batch
+                .iter()
+                .map(|s| s.key.len() + s.value.len())
+                .sum::<usize>();
+        }
+    }
+    let avg = bytes / (events.max(1) as usize);
+    // The steady-state window covers all but the first turn's events.
+    let per_turn = events / turns.max(1) as u64;
+    let raw = raw_kafka_appends(
+        &cfg,
+        &format!("{prefix}.raw"),
+        partitions,
+        events as usize,
+        avg,
+    )
+    .await?;
+    Ok(BenchReport {
+        turns: turns.saturating_sub(1),
+        events: events.saturating_sub(per_turn),
+        appends: 0,
+        elapsed,
+        p50_ms: percentile(&latencies_us, 0.50) as f64 / 1000.0,
+        p99_ms: percentile(&latencies_us, 0.99) as f64 / 1000.0,
+        avg_record_bytes: avg,
+        raw_appends_per_sec: raw,
+    })
+}
+
+/// The baseline: an idempotent producer (`acks=all`) writing `n` records of `size` bytes to a
+/// fresh topic on the same broker, all acknowledged.
+async fn raw_kafka_appends(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: u32,
+    n: usize,
+    size: usize,
+) -> Result<f64, LogError> {
+    ensure_topic(cfg, topic, partitions, 1, &[]).await?;
+    let producer: FutureProducer = cfg
+        .client()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .map_err(kafka_error)?;
+    let value = vec![0x5a_u8; size];
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(n.min(50_000));
+    for i in 0..n {
+        let key = (i as u64).to_be_bytes();
+        let record = FutureRecord::to(topic)
+            .partition((i as u32 % partitions.max(1)) as i32)
+            .key(&key[..])
+            .payload(&value[..]);
+        match producer.send_result(record) {
+            Ok(d) => pending.push(d),
+            Err((e, _)) => return Err(kafka_error(e)),
+        }
+        if pending.len() >= 50_000 {
+            for d in pending.drain(..) {
+                let _ = d.await;
+            }
+        }
+    }
+    for d in pending {
+        match d.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(kafka_error(e)),
+            Err(_) => return Err(LogError::Closed),
+        }
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}
