@@ -25,7 +25,7 @@ pub struct DemoArgs {
     /// Run through Kafka at this bootstrap address instead of the embedded sled log.
     #[arg(long)]
     bootstrap: Option<String>,
-    /// Worker processes to start (with --bootstrap).
+    /// Worker processes to start (with --bootstrap); 0 when workers run elsewhere.
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Topic names are `<prefix>.requests`, `<prefix>.turn-events`, … (with --bootstrap).

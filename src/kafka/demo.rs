@@ -98,7 +98,7 @@ pub async fn run(
     let events_before = log_end(events.as_ref()).await;
 
     let mut workers = Vec::with_capacity(opts.workers);
-    for i in 0..opts.workers.max(1) {
+    for i in 0..opts.workers {
         workers.push(spawn_worker(&opts, i).map_err(DemoError::Spawn)?);
     }
     let already = submitted_ids(&requests, &codecs.requests).await?;
