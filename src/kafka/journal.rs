@@ -107,6 +107,7 @@ impl Journals for KafkaJournals {
                 .map_err(|e| txn_error("init_transactions", e))?;
         }
         Ok(Box::new(KafkaJournal {
+            committed_inbox: None,
             producer,
             topics: self.topics.clone(),
             transactional: self.transactional,
@@ -118,6 +119,9 @@ impl Journals for KafkaJournals {
 }
 
 struct KafkaJournal {
+    /// The request offset last committed in a transaction: most rounds carry only effect
+    /// results, and skipping an unchanged offset saves two coordinator round trips.
+    committed_inbox: Option<Offset>,
     producer: FutureProducer,
     topics: Topics,
     transactional: bool,
@@ -245,7 +249,10 @@ impl KafkaJournal {
             }
         };
         let p = self.producer.clone();
-        let membership = self.membership.clone();
+        let membership = self
+            .membership
+            .clone()
+            .filter(|_| self.committed_inbox != Some(inbox_next));
         let requests = self.topics.requests.clone();
         blocking(move || -> Result<(), KafkaError> {
             if let Some(cgm) = membership.as_ref().and_then(|m| m.group_metadata()) {
@@ -267,6 +274,9 @@ impl KafkaJournal {
             }
             txn_error("commit_transaction", e)
         })?;
+        if self.membership.is_some() {
+            self.committed_inbox = Some(inbox_next);
+        }
         Ok(end)
     }
 }
