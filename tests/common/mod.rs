@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod kafka;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
