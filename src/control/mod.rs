@@ -117,7 +117,8 @@ impl ControlPlane for DefaultControlPlane {
                 format!("tool {} is not in the catalog", unknown.tool),
             );
         }
-        if plan.confidence < self.min_confidence {
+        // A NaN confidence (a broken model signal) escalates too.
+        if plan.confidence.is_nan() || plan.confidence < self.min_confidence {
             return verdict(
                 PolicyDecision::Escalate,
                 POLICY_MIN_CONFIDENCE,

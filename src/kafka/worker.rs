@@ -217,8 +217,27 @@ pub async fn run(
                 handle
             })
         };
+    // An actor that ended (fenced, a terminal error) while its partition is still assigned is
+    // started again: a worker never holds a partition without working it. The tick throttles
+    // restarts to one a second per partition.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                let ended: Vec<Partition> = actors
+                    .iter()
+                    .filter(|(_, (_, handle))| handle.is_finished())
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in ended {
+                    if let Some(handle) = stop_actor(&mut actors, p) {
+                        report(handle.await);
+                    }
+                    tracing::warn!(pid = std::process::id(), partition = %p, "partition actor ended while assigned; restarting it");
+                    let (stop, stop_rx) = watch::channel(false);
+                    actors.insert(p, (stop, worker.spawn_partition(p, stop_rx)));
+                }
+            }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     break;

@@ -75,12 +75,26 @@ fn fallback_for(effect: &Effect) -> Option<Input> {
     })
 }
 
+/// Retrieval, planning and synthesis get this long; tools have their own catalog timeout.
+pub(crate) const PLANE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn timed_out(what: &str) -> ExecFailure {
+    ExecFailure {
+        message: format!("{what} gave no answer within {} s", PLANE_TIMEOUT.as_secs()),
+        retryable: true,
+        latency_ms: PLANE_TIMEOUT.as_millis() as i64,
+    }
+}
+
 /// Executes a Retrieve, Plan, CallTool or Synthesize effect. Other effects are the actor's own.
+/// Every call is bounded in time, so a drain never waits on a hung dependency.
 pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<Input> {
     Some(match effect {
-        Effect::Retrieve { turn_id, query } => {
-            Input::Retrieved(plane.retriever.retrieve(turn_id, &query).await)
-        }
+        Effect::Retrieve { turn_id, query } => Input::Retrieved(
+            tokio::time::timeout(PLANE_TIMEOUT, plane.retriever.retrieve(turn_id, &query))
+                .await
+                .unwrap_or_else(|_| Err(timed_out("retriever"))),
+        ),
         Effect::Plan {
             turn_id,
             tenant,
@@ -88,16 +102,18 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
             text,
             documents,
         } => Input::Planned(
-            plane
-                .planner
-                .plan(&PlanRequest {
+            tokio::time::timeout(
+                PLANE_TIMEOUT,
+                plane.planner.plan(&PlanRequest {
                     turn_id,
                     tenant,
                     user_id,
                     text,
                     documents,
-                })
-                .await,
+                }),
+            )
+            .await
+            .unwrap_or_else(|_| Err(timed_out("planner"))),
         ),
         Effect::Synthesize {
             turn_id,
@@ -105,15 +121,17 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
             documents,
             results,
         } => Input::Synthesized(
-            plane
-                .synthesizer
-                .synthesize(&SynthRequest {
+            tokio::time::timeout(
+                PLANE_TIMEOUT,
+                plane.synthesizer.synthesize(&SynthRequest {
                     turn_id,
                     text,
                     documents,
                     results,
-                })
-                .await,
+                }),
+            )
+            .await
+            .unwrap_or_else(|_| Err(timed_out("synthesizer"))),
         ),
         Effect::CallTool { call, .. } => {
             let started = Instant::now();

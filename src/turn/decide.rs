@@ -277,6 +277,18 @@ impl Builder<'_, '_> {
             Phase::Planning => self.plan(),
             Phase::NextStep => self.next_step(),
             Phase::Synthesizing => self.synthesize(),
+            Phase::ReviewPlan => self.review_plan(),
+            Phase::Settle => self.settle(),
+            Phase::AwaitingRetry { index }
+                if self.state.calls[index].attempt >= self.ctx.limits.max_attempts =>
+            {
+                let call = &self.state.calls[index];
+                let why = format!(
+                    "{} failed on its last attempt ({})",
+                    call.tool, call.attempt
+                );
+                self.complete(Outcome::Failed, why);
+            }
             Phase::AwaitingRetry { index } => {
                 let call = &self.state.calls[index];
                 let failed_at = match call.status {
@@ -306,7 +318,9 @@ impl Builder<'_, '_> {
                         retryable: true,
                         latency_ms: 0,
                     }));
-                    if call.attempt < self.ctx.limits.max_attempts {
+                    if self.ctx.draining {
+                        // Recorded; the retry is scheduled by the Resume after the restart.
+                    } else if call.attempt < self.ctx.limits.max_attempts {
                         let attempt = call.attempt + 1;
                         self.start_call(call, attempt);
                     } else {
@@ -337,6 +351,43 @@ impl Builder<'_, '_> {
                         Some(call.call_id),
                     );
                 }
+            }
+        }
+    }
+
+    /// Completes a turn whose ending was decided but not recorded in full (the decision was
+    /// cut short): the same ending, derived from the recorded facts.
+    fn settle(&mut self) {
+        let s = &self.state;
+        if !s.escalations.is_empty() {
+            self.complete(
+                Outcome::Escalated,
+                "escalated (completed after a restart)".into(),
+            );
+        } else if s.response.is_some() {
+            self.complete(Outcome::Succeeded, "answered".into());
+        } else if let Some(decision) = s.plan_decision.filter(|d| *d != PolicyDecision::Allow) {
+            self.follow(
+                decision,
+                "plan decision recorded before a restart".into(),
+                None,
+            );
+        } else if let Some(call) = s.calls.last() {
+            let (tool, call_id) = (call.tool.clone(), call.call_id.clone());
+            match &call.status {
+                CallStatus::Failed {
+                    kind: ToolFailureKind::OutcomeUnknown,
+                    error,
+                    ..
+                } => {
+                    let why = format!("outcome unknown: {tool}: {error}");
+                    self.escalate(EscalationRung::HumanHandoff, why, Some(call_id));
+                }
+                CallStatus::Failed { error, .. } => {
+                    let why = format!("{tool} failed: {error}");
+                    self.complete(Outcome::Failed, why);
+                }
+                _ => {}
             }
         }
     }

@@ -51,8 +51,13 @@ pub enum Phase {
     AwaitingRetry {
         index: usize,
     },
+    /// The plan is recorded but its review is not (a decision cut short).
+    ReviewPlan,
     /// The previous step finished and the next has not started.
     NextStep,
+    /// An ending was decided (final failure, denial, escalation, reply) but TurnCompleted is
+    /// missing: the decision was cut short; Resume completes it.
+    Settle,
     Synthesizing,
     Done(Outcome),
 }
@@ -74,6 +79,9 @@ pub struct TurnState {
     pub calls: Vec<CallState>,
     pub failures: u32,
     pub last_decision: Option<PolicyDecision>,
+    /// The current plan's plan-checkpoint decision (None until reviewed).
+    #[serde(default)]
+    pub plan_decision: Option<PolicyDecision>,
     pub escalations: Vec<EscalationRung>,
     pub response: Option<String>,
     pub outcome: Option<Outcome>,
@@ -120,6 +128,7 @@ impl TurnState {
             calls: Vec::new(),
             failures: 0,
             last_decision: None,
+            plan_decision: None,
             escalations: Vec::new(),
             response: None,
             outcome: None,
@@ -157,14 +166,22 @@ impl TurnState {
         let Some(plan) = &self.plan else {
             return Phase::Planning;
         };
+        // Every escalation ends a turn (for now), and a recorded reply is the last step.
+        if !self.escalations.is_empty() || self.response.is_some() {
+            return Phase::Settle;
+        }
+        match self.plan_decision {
+            None => return Phase::ReviewPlan,
+            Some(PolicyDecision::Allow) => {}
+            Some(_) => return Phase::Settle,
+        }
         if let Some((index, last)) = self.calls.iter().enumerate().next_back() {
             match last.status {
                 CallStatus::Running => return Phase::AwaitingTool { index },
                 CallStatus::Failed {
                     retryable: true, ..
                 } => return Phase::AwaitingRetry { index },
-                // A final failure is followed by TurnCompleted in the same batch.
-                CallStatus::Failed { .. } => return Phase::NextStep,
+                CallStatus::Failed { .. } => return Phase::Settle,
                 CallStatus::Completed { .. } => {}
             }
         }
@@ -209,9 +226,15 @@ impl TurnState {
             }
             Payload::PlanProposed(p) => {
                 self.plan = Some(p.clone());
+                self.plan_decision = None;
                 self.calls.clear();
             }
-            Payload::PolicyEvaluated(p) => self.last_decision = Some(p.decision),
+            Payload::PolicyEvaluated(p) => {
+                self.last_decision = Some(p.decision);
+                if p.checkpoint == crate::event::Checkpoint::Plan {
+                    self.plan_decision = Some(p.decision);
+                }
+            }
             Payload::ToolCallStarted(s) => {
                 let call = CallState {
                     call_id: s.call_id.clone(),

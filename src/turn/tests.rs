@@ -601,7 +601,29 @@ fn simulate(seed: u64) -> History {
             }
             Effect::Finished { .. } => continue,
         };
-        let d = step(&mut s, input, &w.ctx());
+        let mut d = step(&mut s, input, &w.ctx());
+        if d.events.len() > 1 && rng.random_bool(0.1) {
+            // Crash mid-decision: only a prefix of its events is durable (Kafka without
+            // transactions can do this); its effects never ran.
+            let keep = rng.random_range(1..d.events.len());
+            d.events.truncate(keep);
+            d.effects.clear();
+            h.crashes += 1;
+            pending.clear();
+            let mut cut = h
+                .states
+                .last()
+                .cloned()
+                .unwrap_or_else(|| TurnState::new(t));
+            for e in &d.events {
+                cut.apply(e).expect("prefix applies");
+            }
+            s = cut.clone();
+            record(&mut h, &s, d, &mut pending);
+            let d = step(&mut s, Input::Resume, &w.ctx());
+            record(&mut h, &s, d, &mut pending);
+            continue;
+        }
         record(&mut h, &s, d, &mut pending);
     }
     h
@@ -690,6 +712,23 @@ proptest! {
                     Payload::ToolCallFailed(f) if &f.call_id == call && f.kind == ToolFailureKind::OutcomeUnknown && f.attempt < *attempt));
                 prop_assert!(!outcome_unknown, "{call} ran again after its outcome became unknown");
                 non_idempotent.insert(call.clone());
+            }
+        }
+        // No attempt beyond the limit, and no tool call after a plan decision that was not
+        // allow (a denial or escalation recorded before a crash still holds after it).
+        let limits = Limits::default();
+        let mut plan_blocked = false;
+        for e in &h.events {
+            match &e.payload {
+                Payload::PlanProposed(_) => plan_blocked = false,
+                Payload::PolicyEvaluated(p) if p.checkpoint == crate::event::Checkpoint::Plan => {
+                    plan_blocked = p.decision != crate::event::PolicyDecision::Allow;
+                }
+                Payload::ToolCallStarted(s) => {
+                    prop_assert!(!plan_blocked, "{} started after the plan was not allowed", s.call_id);
+                    prop_assert!(s.attempt <= limits.max_attempts, "{} attempt {}", s.call_id, s.attempt);
+                }
+                _ => {}
             }
         }
         // Decisions on a terminal turn are empty whatever arrives.
