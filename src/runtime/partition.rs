@@ -51,6 +51,9 @@ pub(crate) struct PartitionActor {
     in_flight: usize,
     tx: mpsc::UnboundedSender<Msg>,
     timers: JoinSet<()>,
+    /// Effects in flight. Owned here so that when this actor ends — drained, or failed and about
+    /// to be restarted from the log — nothing it started keeps running beside its successor.
+    effects: JoinSet<()>,
     journal: Box<dyn Journal>,
     dead_letters: Vec<DeadLetter>,
 }
@@ -74,6 +77,7 @@ pub(crate) async fn run_partition(
     tracing::info!(%partition, inbox_next = actor.inbox_next, in_flight = actor.turns.len(), "consuming requests");
     loop {
         while actor.timers.try_join_next().is_some() {}
+        while actor.effects.try_join_next().is_some() {}
         if draining && actor.in_flight == 0 {
             break;
         }
@@ -200,6 +204,7 @@ impl PartitionActor {
             in_flight: 0,
             tx,
             timers: JoinSet::new(),
+            effects: JoinSet::new(),
             journal,
             dead_letters: Vec::new(),
         })
@@ -407,7 +412,7 @@ impl PartitionActor {
                 self.in_flight += 1;
                 let completion = Completion::new(self.tx.clone(), &effect);
                 let deps = Arc::clone(&self.deps);
-                tokio::spawn(async move {
+                self.effects.spawn(async move {
                     let Ok(_permit) = deps.effect_slots.acquire().await else {
                         return;
                     };
