@@ -160,14 +160,9 @@ halt() {
 }
 
 stop() {
-  local pid
-  if pid="$(running_pid)"; then
-    kill "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-    log "stopped (pid $pid)"
-  fi
+  halt
   rm -rf "$RUN"
+  log "stopped; data deleted"
 }
 
 case "${1:-}" in

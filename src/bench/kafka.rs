@@ -13,6 +13,7 @@ use crate::event::codec::{Codecs, SchemaRegistry};
 use crate::ids::{Offset, Partition};
 use crate::kafka::worker::{WorkerOptions, run as run_worker};
 use crate::kafka::{Topics, init};
+use crate::log::Scan;
 use crate::log::kafka::{KafkaConfig, KafkaLog, ensure_topic, kafka_error};
 use crate::log::{EventLog, LogError};
 use crate::runtime::{RuntimeError, WorkerConfig};
@@ -63,11 +64,8 @@ pub async fn run(
     let events_log = KafkaLog::open(&cfg, &topics.events).await?;
     let (mut events, mut bytes) = (0u64, 0usize);
     for p in (0..events_log.partitions()).map(Partition) {
-        let mut from = Offset::ZERO;
-        loop {
-            let batch = events_log.read(p, from, 20_000).await?;
-            let Some(last) = batch.last() else { break };
-            from = last.offset.next();
+        let mut scan = Scan::new(&events_log, p, Offset::ZERO);
+        while let Some(batch) = scan.next_chunk(20_000).await? {
             events += batch.len() as u64;
             bytes += batch
                 .iter()

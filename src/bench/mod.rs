@@ -16,7 +16,8 @@ use crate::exec::catalog::{Impact, ToolSpec};
 use crate::exec::synth::TemplateSynthesizer;
 use crate::exec::{ExecutionPlane, PlanRequest, Planner, Retriever, Tool, ToolError, Toolbox};
 use crate::ids::{Offset, Partition, TurnId};
-use crate::log::{EventLog, LogError};
+use crate::log::LogError;
+use crate::log::Scan;
 use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
 use crate::submit::submit;
 use crate::turn::{ExecFailure, Planned, Retrieval, ToolInvocation};
@@ -227,11 +228,8 @@ pub async fn run(
     let events = RuntimeStats::get(&stats.events_appended);
     let mut bytes = 0usize;
     for p in (0..emb.partitions()).map(Partition) {
-        let mut from = Offset::ZERO;
-        loop {
-            let batch = emb.events.read(p, from, 8192).await?;
-            let Some(last) = batch.last() else { break };
-            from = last.offset.next();
+        let mut scan = Scan::new(emb.events.as_ref(), p, Offset::ZERO);
+        while let Some(batch) = scan.next_chunk(8192).await? {
             bytes += batch
                 .iter()
                 .map(|s| s.key.len() + s.value.len())

@@ -60,6 +60,22 @@ struct Opened {
     _store: ballast::log::SledStore,
 }
 
+/// Where the read commands find the turn log.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    #[arg(long)]
+    data_dir: std::path::PathBuf,
+    /// Read the turn log from Kafka (the data dir then only caches the index).
+    #[arg(long)]
+    bootstrap: Option<String>,
+    #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
+    topic_prefix: String,
+}
+
+async fn open_log(a: &LogArgs) -> anyhow::Result<Opened> {
+    open_indexed(&a.data_dir, a.bootstrap.as_deref(), &a.topic_prefix).await
+}
+
 async fn open_indexed(
     dir: &Path,
     bootstrap: Option<&str>,

@@ -1,42 +1,34 @@
-use std::path::PathBuf;
-
 use clap::Args;
 
 use ballast::ids::{Offset, TurnId};
+use ballast::log::Scan;
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// The turn's id (UUID).
     turn_id: TurnId,
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// Read the turn log from Kafka (the data dir then only caches the index).
-    #[arg(long)]
-    bootstrap: Option<String>,
-    #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
-    topic_prefix: String,
+    #[command(flatten)]
+    log: super::LogArgs,
     /// Print a JSON array of events (flat: envelope fields, kind, payload fields, offset).
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
-    let opened = super::open_indexed(&a.data_dir, a.bootstrap.as_deref(), &a.topic_prefix).await?;
+    let opened = super::open_log(&a.log).await?;
     let (log, codecs, index) = (&opened.events, &opened.codecs, &opened.index);
     let key = a.turn_id.key();
     let partition = log.partition_for(&key);
-    let mut from = Offset(index.get(a.turn_id)?.map_or(0, |e| e.first_offset));
+    let from = Offset(index.get(a.turn_id)?.map_or(0, |e| e.first_offset));
+    let mut scan = Scan::new(log.as_ref(), partition, from);
     let mut events = Vec::new();
-    loop {
-        let batch = log.read(partition, from, 4096).await?;
-        let Some(last) = batch.last() else { break };
-        from = last.offset.next();
+    while let Some(batch) = scan.next_chunk(4096).await? {
         for s in batch.into_iter().filter(|s| s.key == key) {
             events.push((s.offset, codecs.events.decode(&s.value)?));
         }
     }
     if events.is_empty() {
-        anyhow::bail!("turn {} is not in {}", a.turn_id, a.data_dir.display());
+        anyhow::bail!("turn {} is not in {}", a.turn_id, a.log.data_dir.display());
     }
     if a.json {
         let arr: Vec<_> = events

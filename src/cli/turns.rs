@@ -1,25 +1,18 @@
-use std::path::PathBuf;
-
 use clap::Args;
 
 use ballast::projection::turn_index::TurnStatus;
 
 #[derive(Debug, Args)]
 pub struct TurnsArgs {
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// Read the turn log from Kafka (the data dir then only caches the index).
-    #[arg(long)]
-    bootstrap: Option<String>,
-    #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
-    topic_prefix: String,
+    #[command(flatten)]
+    log: super::LogArgs,
     /// One JSON object per line: turn_id, status (running|terminal), outcome, …
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(a: TurnsArgs) -> anyhow::Result<()> {
-    let opened = super::open_indexed(&a.data_dir, a.bootstrap.as_deref(), &a.topic_prefix).await?;
+    let opened = super::open_log(&a.log).await?;
     let index = &opened.index;
     let mut out = String::new();
     for e in index.all()? {

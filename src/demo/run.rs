@@ -15,6 +15,7 @@ use crate::embedded::{Embedded, EmbeddedError};
 use crate::event::TurnRequest;
 use crate::exec::scripted::{WorkloadError, WorkloadTurn, read_workload, write_workload};
 use crate::ids::{Offset, Partition, TurnId};
+use crate::log::Scan;
 use crate::log::{EventLog, LogError};
 use crate::projection::turn_index::{TurnIndex, TurnStatus};
 use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
@@ -304,11 +305,8 @@ pub async fn submitted_ids(
 ) -> Result<HashSet<TurnId>, LogError> {
     let mut ids = HashSet::new();
     for p in (0..log.partitions()).map(Partition) {
-        let mut from = Offset::ZERO;
-        loop {
-            let batch = log.read(p, from, 4096).await?;
-            let Some(last) = batch.last() else { break };
-            from = last.offset.next();
+        let mut scan = Scan::new(log, p, Offset::ZERO);
+        while let Some(batch) = scan.next_chunk(4096).await? {
             ids.extend(
                 batch
                     .iter()

@@ -123,6 +123,40 @@ pub trait EventLog: Send + Sync + 'static {
     async fn subscribe(&self, partition: Partition, from: Offset) -> Result<Box<dyn Tail>>;
 }
 
+/// Reads one partition from an offset onwards, a chunk at a time, until a read comes back empty.
+pub struct Scan<'a> {
+    log: &'a dyn EventLog,
+    partition: Partition,
+    next: Offset,
+}
+
+impl<'a> Scan<'a> {
+    pub fn new(log: &'a dyn EventLog, partition: Partition, from: Offset) -> Self {
+        Scan {
+            log,
+            partition,
+            next: from,
+        }
+    }
+
+    /// The next chunk of up to `max` records; `None` at the end of the partition.
+    pub async fn next_chunk(&mut self, max: usize) -> Result<Option<Vec<Stored>>> {
+        let batch = self.log.read(self.partition, self.next, max).await?;
+        match batch.last() {
+            None => Ok(None),
+            Some(last) => {
+                self.next = last.offset.next();
+                Ok(Some(batch))
+            }
+        }
+    }
+
+    /// The offset the next chunk starts at.
+    pub fn position(&self) -> Offset {
+        self.next
+    }
+}
+
 pub(crate) fn check_partition(partition: Partition, partitions: u32) -> Result<usize> {
     if partition.0 < partitions {
         Ok(partition.0 as usize)

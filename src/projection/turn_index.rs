@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::codec::AvroCodec;
 use crate::event::{Event, Outcome, Payload};
 use crate::ids::{Offset, Partition, TurnId};
+use crate::log::Scan;
 use crate::log::{EventLog, LogError, SledStore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,11 +81,9 @@ impl TurnIndex {
     ) -> Result<u64, LogError> {
         let mut applied = 0;
         for p in (0..log.partitions()).map(Partition) {
-            let mut from = self.checkpoint(p)?;
-            loop {
-                let batch = log.read(p, from, 4096).await?;
-                let Some(last) = batch.last() else { break };
-                let next = last.offset.next();
+            let mut scan = Scan::new(log, p, self.checkpoint(p)?);
+            while let Some(batch) = scan.next_chunk(4096).await? {
+                let next = scan.position();
                 let mut touched: HashMap<TurnId, TurnEntry> = HashMap::new();
                 for stored in &batch {
                     let Ok(event) = codec.decode(&stored.value) else {
@@ -105,7 +104,6 @@ impl TurnIndex {
                 }
                 write.insert(checkpoint_key(p), &next.0.to_be_bytes());
                 self.tree.apply_batch(write).map_err(storage)?;
-                from = next;
             }
         }
         Ok(applied)

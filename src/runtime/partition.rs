@@ -21,6 +21,7 @@ use super::state_store::DeadLetter;
 use super::{Deps, RuntimeError, TurnFinished, WorkerConfig};
 use crate::event::{Event, Payload};
 use crate::ids::{Offset, Partition, TurnId};
+use crate::log::Scan;
 use crate::log::{Record, Stored};
 use crate::turn::{DecideCtx, Effect, Input, TurnState, step};
 
@@ -150,10 +151,12 @@ impl PartitionActor {
         };
         let start = from;
         let mut known = Vec::new();
-        while from < end {
-            let batch = deps.events.read(partition, Offset(from), 4096).await?;
-            let Some(last) = batch.last() else { break };
-            from = last.offset.0 + 1;
+        let mut scan = Scan::new(deps.events.as_ref(), partition, Offset(from));
+        while scan.position().0 < end {
+            let Some(batch) = scan.next_chunk(4096).await? else {
+                break;
+            };
+            from = scan.position().0;
             for stored in batch {
                 let event = match deps.codecs.events.decode(&stored.value) {
                     Ok(e) => e,
