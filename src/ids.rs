@@ -124,3 +124,10 @@ mod tests {
         assert_eq!(a.0.get_version_num(), 7);
     }
 }
+
+/// The key that places a turn's requests, commands and events: `tenant/user_id`. All turns of
+/// one user share a partition, so one actor decides them one at a time and their budgets cannot
+/// be overspent by a race. Producers writing to the request topic directly key records with it.
+pub fn routing_key(tenant: &str, user_id: &str) -> Vec<u8> {
+    format!("{tenant}/{user_id}").into_bytes()
+}

@@ -15,8 +15,8 @@ pub enum SubmitError {
     Codec(#[from] CodecError),
 }
 
-/// Appends requests to the request log, each to its turn's partition (the partition its events
-/// will live in). Durable on return. Submitting a turn id twice starts it once.
+/// Appends requests to the request log, each to its user's partition (the partition its events
+/// will live in; see [`crate::ids::routing_key`]). Durable on return. Submitting a turn id twice starts it once.
 pub async fn submit(
     log: &dyn EventLog,
     codec: &AvroCodec<TurnRequest>,
@@ -24,7 +24,7 @@ pub async fn submit(
 ) -> Result<usize, SubmitError> {
     let mut by_partition: BTreeMap<Partition, Vec<Record>> = BTreeMap::new();
     for r in requests {
-        let key = r.turn_id.key();
+        let key = crate::ids::routing_key(&r.tenant, &r.user_id);
         let p = log.partition_for(&key);
         by_partition.entry(p).or_default().push(Record {
             key,

@@ -135,6 +135,7 @@ fn instant_tools() -> Vec<Arc<dyn Tool>> {
                 idempotent: true,
                 compensation: None,
                 timeout_ms: 1_000,
+                ..ToolSpec::default()
             })) as Arc<dyn Tool>
         })
         .collect()

@@ -1,164 +1,149 @@
-//! The control plane decides and never acts. It reviews a plan before its first side effect and
-//! each tool call at the pre-tool checkpoint. Reviews are pure functions of their inputs, so the
-//! state machine can call them from `decide` and a backtest can re-run them on recorded turns.
+//! The control plane decides and never acts. It routes a turn to a planner profile, reviews a plan
+//! before its first side effect, each tool call at the pre-tool checkpoint with its real
+//! arguments, and the reply before it is sent. Reviews are pure functions of their inputs and the
+//! loaded policy set, so the state machine calls them from `decide` and a backtest can re-run
+//! them on recorded turns.
 //!
-//! The core ships [`DefaultControlPlane`] (tool must exist, step limit, minimum confidence); the
-//! Cedar policy engine with risk scores, budgets and approvals replaces it behind the same trait.
+//! [`CedarControlPlane`] combines Cedar policies ([`cedar`]), the risk score ([`risk`]) and
+//! routing ([`config`]); budgets ([`budget`]) and approvals are enforced by the state machine
+//! with limits taken from the same configuration.
 
-use crate::event::{PlanStep, PolicyDecision};
+pub mod budget;
+pub mod cedar;
+pub mod config;
+mod plane;
+pub mod risk;
+
+use std::collections::BTreeMap;
+
+use crate::event::{PlanStep, PolicyDecision, RouteSelected};
 use crate::exec::catalog::{Catalog, ToolSpec};
+
+pub use config::ControlConfig;
+pub use plane::{CedarControlPlane, PolicyWatcher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{}{}: {message}", path, line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Config {
+        path: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A policy file that does not parse or validate: refused at load, never met at runtime.
+    #[error("policy set rejected:\n{0}")]
+    Policy(String),
+}
+
+impl ControlError {
+    /// Configuration errors are fixed by people, not by retrying.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ControlError::Io { .. })
+    }
+}
+
+/// Who a turn acts for. Roles and scopes come from the request's `roles` and `scopes`
+/// attributes (comma-separated), set by the backend that authenticated the user.
+#[derive(Clone, Copy)]
+pub struct Principal<'a> {
+    pub tenant: &'a str,
+    pub user_id: &'a str,
+    pub channel: &'a str,
+    pub attributes: &'a BTreeMap<String, String>,
+}
+
+/// What is left of the budgets when a review runs (the smallest of turn, user and tenant).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BudgetLeft {
+    pub cost_micros: i64,
+    pub tokens: i64,
+    pub tool_calls: i64,
+}
+
+/// Signals about the turn so far that raise risk.
+#[derive(Clone, Debug, Default)]
+pub struct Signals {
+    pub confidence: f64,
+    /// Tool calls of this turn that failed so far.
+    pub failures: u32,
+    /// Anomaly flags (e.g. `retrieval_failed`, `no_context`, `confidence_missing`).
+    pub anomalies: Vec<String>,
+    pub budget: BudgetLeft,
+}
 
 /// What the control plane sees of a proposed plan.
 pub struct PlanReview<'a> {
-    pub tenant: &'a str,
-    pub user_id: &'a str,
+    pub principal: Principal<'a>,
     pub steps: &'a [PlanStep],
-    pub confidence: f64,
     pub catalog: &'a Catalog,
+    pub signals: &'a Signals,
 }
 
 /// What the control plane sees of one tool call about to run.
 pub struct CallReview<'a> {
-    pub tenant: &'a str,
-    pub user_id: &'a str,
+    pub principal: Principal<'a>,
     pub step: u32,
     pub tool: &'a str,
     pub args_json: &'a str,
     pub spec: Option<&'a ToolSpec>,
-    pub confidence: f64,
-    /// Tool calls of this turn that failed so far.
-    pub earlier_failures: u32,
+    pub signals: &'a Signals,
 }
 
-/// A decision with the rules that determined it.
+/// What the control plane sees of a reply about to be sent.
+pub struct ResponseReview<'a> {
+    pub principal: Principal<'a>,
+    pub citations: usize,
+    pub tool_calls: usize,
+    pub signals: &'a Signals,
+}
+
+/// A decision with the rules that determined it and the policy set that made it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
     pub decision: PolicyDecision,
     pub policy_ids: Vec<String>,
     pub reason: String,
     pub risk_score: f64,
+    pub policy_version: String,
 }
 
 pub trait ControlPlane: Send + Sync + 'static {
-    /// Identifies the policy set that made a decision (recorded in every PolicyEvaluated).
-    fn version(&self) -> &str;
+    /// Picks the planner profile for a new turn.
+    fn route(&self, tenant: &str, attributes: &BTreeMap<String, String>) -> RouteSelected;
     fn review_plan(&self, plan: &PlanReview<'_>) -> Verdict;
     fn review_call(&self, call: &CallReview<'_>) -> Verdict;
+    fn review_response(&self, response: &ResponseReview<'_>) -> Verdict;
+    /// The configuration the state machine enforces itself (budgets, approval deadline).
+    fn config(&self) -> &ControlConfig;
 }
 
-/// The core's placeholder policy: every tool must exist, plans have a step limit, and a planner
-/// that is unsure hands the turn to a human instead of acting.
-#[derive(Clone, Debug)]
-pub struct DefaultControlPlane {
-    pub max_steps: usize,
-    pub min_confidence: f64,
+/// Splits a comma-separated attribute into trimmed, non-empty items.
+pub fn list_attribute(attributes: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    attributes
+        .get(key)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-impl Default for DefaultControlPlane {
-    fn default() -> Self {
-        DefaultControlPlane {
-            max_steps: 8,
-            min_confidence: 0.5,
-        }
-    }
-}
-
-pub const POLICY_STEP_LIMIT: &str = "default.step_limit";
-pub const POLICY_TOOL_EXISTS: &str = "default.tool_exists";
-pub const POLICY_MIN_CONFIDENCE: &str = "default.min_confidence";
-
-/// Documented risk: the highest impact among the tools involved, raised by a third for low
-/// confidence and by 0.1 per earlier failure, capped at 1. Deterministic by construction.
-pub fn default_risk(impacts: impl Iterator<Item = f64>, confidence: f64, failures: u32) -> f64 {
-    let base = impacts.fold(0.0_f64, f64::max);
-    let unsure = (1.0 - confidence.clamp(0.0, 1.0)) / 3.0;
-    (base + unsure + 0.1 * f64::from(failures)).min(1.0)
-}
-
-impl ControlPlane for DefaultControlPlane {
-    fn version(&self) -> &str {
-        "default-1"
-    }
-
-    fn review_plan(&self, plan: &PlanReview<'_>) -> Verdict {
-        let risk = default_risk(
-            plan.steps
-                .iter()
-                .filter_map(|s| plan.catalog.get(&s.tool))
-                .map(|t| t.impact.base_risk()),
-            plan.confidence,
-            0,
-        );
-        let verdict = |decision, id: &str, reason: String| Verdict {
-            decision,
-            policy_ids: vec![id.to_string()],
-            reason,
-            risk_score: risk,
-        };
-        if plan.steps.len() > self.max_steps {
-            return verdict(
-                PolicyDecision::Deny,
-                POLICY_STEP_LIMIT,
-                format!(
-                    "plan has {} steps, limit is {}",
-                    plan.steps.len(),
-                    self.max_steps
-                ),
-            );
-        }
-        if let Some(unknown) = plan
-            .steps
-            .iter()
-            .find(|s| plan.catalog.get(&s.tool).is_none())
-        {
-            return verdict(
-                PolicyDecision::Deny,
-                POLICY_TOOL_EXISTS,
-                format!("tool {} is not in the catalog", unknown.tool),
-            );
-        }
-        // A NaN confidence (a broken model signal) escalates too.
-        if plan.confidence.is_nan() || plan.confidence < self.min_confidence {
-            return verdict(
-                PolicyDecision::Escalate,
-                POLICY_MIN_CONFIDENCE,
-                format!(
-                    "planner confidence {:.2} is below {:.2}",
-                    plan.confidence, self.min_confidence
-                ),
-            );
-        }
-        Verdict {
-            decision: PolicyDecision::Allow,
-            policy_ids: vec![
-                POLICY_STEP_LIMIT.into(),
-                POLICY_TOOL_EXISTS.into(),
-                POLICY_MIN_CONFIDENCE.into(),
-            ],
-            reason: format!("{} steps, all tools known", plan.steps.len()),
-            risk_score: risk,
-        }
-    }
-
-    fn review_call(&self, call: &CallReview<'_>) -> Verdict {
-        let risk = default_risk(
-            call.spec.map(|s| s.impact.base_risk()).into_iter(),
-            call.confidence,
-            call.earlier_failures,
-        );
-        match call.spec {
-            Some(_) => Verdict {
-                decision: PolicyDecision::Allow,
-                policy_ids: vec![POLICY_TOOL_EXISTS.into()],
-                reason: format!("{} is in the catalog", call.tool),
-                risk_score: risk,
-            },
-            None => Verdict {
-                decision: PolicyDecision::Deny,
-                policy_ids: vec![POLICY_TOOL_EXISTS.into()],
-                reason: format!("tool {} is not in the catalog", call.tool),
-                risk_score: risk,
-            },
+/// The built-in policy set over `catalog`; if it cannot load (it is validated by the tests, so
+/// this would be a bug), a control plane that denies everything and says why.
+pub fn builtin_or_fail_closed(catalog: Catalog) -> std::sync::Arc<dyn ControlPlane> {
+    match CedarControlPlane::builtin(catalog) {
+        Ok(p) => std::sync::Arc::new(p),
+        Err(e) => {
+            tracing::error!(error = %e, "built-in policy set does not load; denying every action");
+            std::sync::Arc::new(plane::FailClosed {
+                reason: e.to_string(),
+                config: ControlConfig::default(),
+            })
         }
     }
 }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::kb::KbRetriever;
-use crate::exec::catalog::{Impact, ToolSpec};
+use crate::exec::catalog::{Catalog, ToolSpec};
 use crate::exec::{Tool, ToolError};
 use crate::turn::ToolInvocation;
 
@@ -58,26 +58,16 @@ impl EffectsJournal {
     }
 }
 
-fn spec(
-    name: &str,
-    description: &str,
-    args: Value,
-    result: Value,
-    impact: Impact,
-    idempotent: bool,
-    compensation: Option<&str>,
-) -> ToolSpec {
-    ToolSpec {
-        name: name.into(),
-        description: description.into(),
-        args_schema: args,
-        result_schema: result,
-        auth_scopes: vec![format!("support:{name}")],
-        impact,
-        idempotent,
-        compensation: compensation.map(str::to_owned),
-        timeout_ms: 2_000,
-    }
+/// The demo's tool catalog, `examples/demo/catalog.json`, built into the binary.
+pub const CATALOG_JSON: &str = include_str!("../../examples/demo/catalog.json");
+
+/// The demo catalog. The file is checked by the tests; were it broken, the demo would run with
+/// no tools (every plan denied as naming unknown tools) and log why, rather than panic.
+pub fn demo_catalog() -> Catalog {
+    Catalog::from_json(CATALOG_JSON).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "examples/demo/catalog.json does not parse");
+        Catalog::default()
+    })
 }
 
 fn args(call: &ToolInvocation) -> Result<Value, ToolError> {
@@ -195,87 +185,31 @@ impl Tool for DemoTool {
 
 /// The demo's tools. `latency_ms` is the most a simulated service call takes (0 = instant).
 pub fn demo_tools(journal: Arc<EffectsJournal>, latency_ms: u64) -> Vec<Arc<dyn Tool>> {
-    let object = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
-    let specs = vec![
-        spec(
-            "search_kb",
-            "Search the support knowledge base.",
-            object(json!({"query": {"type": "string"}}), &["query"]),
-            object(
-                json!({"documents": {"type": "array"}, "summary": {"type": "string"}}),
-                &["documents"],
-            ),
-            Impact::None,
-            true,
-            None,
-        ),
-        spec(
-            "lookup_order",
-            "Look up an order's status and amount.",
-            object(
-                json!({"order_id": {"type": "string", "pattern": "^[A-Z][0-9]+$"}}),
-                &["order_id"],
-            ),
-            object(
-                json!({"order_id": {"type": "string"}, "status": {"type": "string"}, "amount_cents": {"type": "integer"}, "summary": {"type": "string"}}),
-                &["order_id", "status"],
-            ),
-            Impact::None,
-            true,
-            None,
-        ),
-        spec(
-            "issue_refund",
-            "Refund an order. Idempotent by idempotency key.",
-            object(
-                json!({"order_id": {"type": "string"}, "amount_cents": {"type": "integer", "minimum": 1}}),
-                &["order_id", "amount_cents"],
-            ),
-            object(
-                json!({"refund_id": {"type": "string"}, "amount_cents": {"type": "integer"}, "summary": {"type": "string"}}),
-                &["refund_id"],
-            ),
-            Impact::High,
-            true,
-            Some("reverse_refund"),
-        ),
-        spec(
-            "reverse_refund",
-            "Undo a refund.",
-            object(json!({"refund_id": {"type": "string"}}), &["refund_id"]),
-            object(
-                json!({"refund_id": {"type": "string"}, "reversed": {"type": "boolean"}}),
-                &["refund_id"],
-            ),
-            Impact::High,
-            true,
-            None,
-        ),
-        spec(
-            "send_email",
-            "Send an email to the customer. Not idempotent: a retry sends a second email.",
-            object(
-                json!({"to": {"type": "string"}, "template": {"type": "string"}}),
-                &["to", "template"],
-            ),
-            object(
-                json!({"message_id": {"type": "string"}, "summary": {"type": "string"}}),
-                &["message_id"],
-            ),
-            Impact::Medium,
-            false,
-            None,
-        ),
-    ];
-    specs
-        .into_iter()
+    demo_catalog()
+        .iter()
         .map(|spec| {
             Arc::new(DemoTool {
-                spec,
+                spec: spec.clone(),
                 journal: Arc::clone(&journal),
                 latency_ms,
                 issued: Mutex::new(HashMap::new()),
             }) as Arc<dyn Tool>
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::catalog::Impact;
+
+    #[test]
+    fn the_example_catalog_parses() {
+        let c = Catalog::from_json(CATALOG_JSON).expect("examples/demo/catalog.json parses");
+        assert_eq!(c.len(), 5);
+        let refund = c.get("issue_refund").expect("issue_refund");
+        assert_eq!(refund.impact, Impact::High);
+        assert_eq!(refund.compensation.as_deref(), Some("reverse_refund"));
+        assert!(!refund.risk_thresholds.is_empty());
+    }
 }

@@ -16,7 +16,7 @@ use apache_avro::{Schema, from_avro_datum, from_value, write_avro_datum_ref};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Event, TurnOutcome, TurnRequest};
+use super::{Event, TurnCommand, TurnOutcome, TurnRequest};
 
 /// The wire contract for turn events.
 pub const TURN_EVENT_SCHEMA: &str = include_str!("../../schemas/turn_event.avsc");
@@ -24,6 +24,8 @@ pub const TURN_EVENT_SCHEMA: &str = include_str!("../../schemas/turn_event.avsc"
 pub const TURN_REQUEST_SCHEMA: &str = include_str!("../../schemas/turn_request.avsc");
 /// The wire contract for finished-turn records (the outcome topic).
 pub const TURN_OUTCOME_SCHEMA: &str = include_str!("../../schemas/turn_outcome.avsc");
+/// The wire contract for operators' commands to running turns (approvals, ...).
+pub const TURN_COMMAND_SCHEMA: &str = include_str!("../../schemas/turn_command.avsc");
 
 const MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
@@ -200,6 +202,14 @@ pub struct Codecs {
     pub events: AvroCodec<Event>,
     pub requests: AvroCodec<TurnRequest>,
     pub outcomes: AvroCodec<TurnOutcome>,
+    pub commands: AvroCodec<TurnCommand>,
+}
+
+/// A record of the request log: a new turn, or a command to a running one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inbound {
+    Request(TurnRequest),
+    Command(TurnCommand),
 }
 
 impl Codecs {
@@ -207,8 +217,19 @@ impl Codecs {
         Ok(Codecs {
             events: AvroCodec::new(TURN_EVENT_SCHEMA, Arc::clone(&registry))?,
             requests: AvroCodec::new(TURN_REQUEST_SCHEMA, Arc::clone(&registry))?,
-            outcomes: AvroCodec::new(TURN_OUTCOME_SCHEMA, registry)?,
+            outcomes: AvroCodec::new(TURN_OUTCOME_SCHEMA, Arc::clone(&registry))?,
+            commands: AvroCodec::new(TURN_COMMAND_SCHEMA, registry)?,
         })
+    }
+
+    /// Decodes a request-log record, telling requests from commands by the writer's schema.
+    pub fn decode_inbound(&self, bytes: &[u8]) -> Result<Inbound, CodecError> {
+        let (fp, _) = split_header(bytes)?;
+        if fp == self.commands.fingerprint() {
+            self.commands.decode(bytes).map(Inbound::Command)
+        } else {
+            self.requests.decode(bytes).map(Inbound::Request)
+        }
     }
 }
 

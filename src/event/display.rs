@@ -38,14 +38,12 @@ impl Event {
             }
             Payload::PolicyEvaluated(p) => {
                 let at = match (&p.tool, p.step) {
-                    (Some(t), Some(s)) => format!("pre-tool step {s} {t}"),
-                    _ => "plan".to_string(),
+                    (Some(t), Some(s)) => format!("{} step {s} {t}", p.checkpoint.as_str()),
+                    _ => p.checkpoint.as_str().to_string(),
                 };
                 let decision = match p.decision {
-                    PolicyDecision::Allow => "allow",
-                    PolicyDecision::RequireConfirmation => "require_confirmation",
-                    PolicyDecision::Escalate => "escalate",
                     PolicyDecision::Deny => "DENY",
+                    d => d.as_str(),
                 };
                 format!(
                     "{at}: {decision} by [{}] risk {:.2} ({}) [{}]",
@@ -87,6 +85,47 @@ impl Event {
                 c.outcome.as_str().to_uppercase(),
                 c.latency_ms,
                 c.reason
+            ),
+            Payload::RouteSelected(r) => format!(
+                "routed to profile {} (model {}) by rule {}",
+                r.profile, r.model, r.rule
+            ),
+            Payload::BudgetReserved(b) => format!(
+                "reserved {} for {:?}{}: {} tokens, {} µ¤ cost, {} tool call(s), {} retr(ies); user has {} µ¤ left, tenant {}",
+                b.reservation_id,
+                b.purpose,
+                b.call_id.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+                b.tokens,
+                b.cost_micros,
+                b.tool_calls,
+                b.retries,
+                b.user_cost_left_micros,
+                b.tenant_cost_left_micros
+            ),
+            Payload::BudgetCommitted(b) => format!(
+                "committed {}: {} tokens, {} µ¤",
+                b.reservation_id, b.tokens, b.cost_micros
+            ),
+            Payload::BudgetReleased(b) => format!("released {}: {}", b.reservation_id, b.reason),
+            Payload::ApprovalRequested(a) => format!(
+                "awaiting approval {} for {} {} (risk {:.2}, deadline {}): {}",
+                a.approval_id, a.tool, a.args_json, a.risk_score, a.deadline_ms, a.reason
+            ),
+            Payload::ApprovalGranted(a) => format!(
+                "approval {} GRANTED by {}{}",
+                a.approval_id,
+                a.operator,
+                a.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+            Payload::ApprovalDenied(a) => format!(
+                "approval {} DENIED by {}{}",
+                a.approval_id,
+                a.operator,
+                a.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+            Payload::ApprovalExpired(a) => format!(
+                "approval {} EXPIRED at {}",
+                a.approval_id, a.deadline_ms
             ),
         }
     }

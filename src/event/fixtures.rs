@@ -91,6 +91,60 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             reason: "answered".into(),
             latency_ms: 2100,
         }),
+        Payload::RouteSelected(RouteSelected {
+            profile: "specialist".into(),
+            rule: "billing-to-specialist".into(),
+            model: "scripted-specialist".into(),
+            reserve_tokens: 2000,
+            micros_per_1k_tokens: 600,
+        }),
+        Payload::BudgetReserved(BudgetReserved {
+            reservation_id: "b-1".into(),
+            purpose: BudgetPurpose::Tool,
+            user_id: "u-42".into(),
+            call_id: Some("c-1".into()),
+            tokens: 0,
+            cost_micros: 2_000,
+            tool_calls: 1,
+            retries: 0,
+            user_cost_left_micros: 98_000,
+            tenant_cost_left_micros: 4_998_000,
+        }),
+        Payload::BudgetCommitted(BudgetCommitted {
+            reservation_id: "b-1".into(),
+            tokens: 0,
+            cost_micros: 2_000,
+        }),
+        Payload::BudgetReleased(BudgetReleased {
+            reservation_id: "b-2".into(),
+            reason: "call failed".into(),
+        }),
+        Payload::ApprovalRequested(ApprovalRequested {
+            approval_id: "c-1".into(),
+            call_id: "c-1".into(),
+            step: 1,
+            tool: "issue_refund".into(),
+            args_json: r#"{"order_id":"A1001","amount_cents":25990}"#.into(),
+            reason: "refund over 100.00 needs confirmation".into(),
+            risk_score: 0.72,
+            deadline_ms: 1_700_000_900_000,
+        }),
+        Payload::ApprovalGranted(ApprovalResolved {
+            approval_id: "c-1".into(),
+            operator: "ops-anna".into(),
+            reason: Some("customer verified by phone".into()),
+            command_id: "cmd-1".into(),
+        }),
+        Payload::ApprovalDenied(ApprovalResolved {
+            approval_id: "c-2".into(),
+            operator: "ops-anna".into(),
+            reason: None,
+            command_id: "cmd-2".into(),
+        }),
+        Payload::ApprovalExpired(ApprovalExpired {
+            approval_id: "c-3".into(),
+            deadline_ms: 1_700_000_900_000,
+        }),
     ];
     payloads
         .into_iter()
@@ -115,5 +169,20 @@ pub fn request(turn: TurnId) -> TurnRequest {
         channel: "api".into(),
         attributes: BTreeMap::new(),
         submitted_at_ms: 1_700_000_000_000,
+    }
+}
+
+pub fn command(turn: TurnId, granted: bool) -> TurnCommand {
+    TurnCommand {
+        command_id: "cmd-1".into(),
+        turn_id: turn,
+        tenant: "acme".into(),
+        operator: "ops-anna".into(),
+        issued_at_ms: 1_700_000_000_500,
+        action: CommandAction::ApprovalDecision(ApprovalDecision {
+            approval_id: "c-1".into(),
+            granted,
+            reason: Some("checked".into()),
+        }),
     }
 }

@@ -43,6 +43,14 @@ pub enum Payload {
     EscalationRaised(EscalationRaised),
     ResponseSynthesized(ResponseSynthesized),
     TurnCompleted(TurnCompleted),
+    RouteSelected(RouteSelected),
+    BudgetReserved(BudgetReserved),
+    BudgetCommitted(BudgetCommitted),
+    BudgetReleased(BudgetReleased),
+    ApprovalRequested(ApprovalRequested),
+    ApprovalGranted(ApprovalResolved),
+    ApprovalDenied(ApprovalResolved),
+    ApprovalExpired(ApprovalExpired),
 }
 
 impl Payload {
@@ -58,6 +66,14 @@ impl Payload {
             Payload::EscalationRaised(_) => "EscalationRaised",
             Payload::ResponseSynthesized(_) => "ResponseSynthesized",
             Payload::TurnCompleted(_) => "TurnCompleted",
+            Payload::RouteSelected(_) => "RouteSelected",
+            Payload::BudgetReserved(_) => "BudgetReserved",
+            Payload::BudgetCommitted(_) => "BudgetCommitted",
+            Payload::BudgetReleased(_) => "BudgetReleased",
+            Payload::ApprovalRequested(_) => "ApprovalRequested",
+            Payload::ApprovalGranted(_) => "ApprovalGranted",
+            Payload::ApprovalDenied(_) => "ApprovalDenied",
+            Payload::ApprovalExpired(_) => "ApprovalExpired",
         }
     }
 }
@@ -114,6 +130,21 @@ pub struct PlanStep {
 pub enum Checkpoint {
     Plan,
     PreTool,
+    /// Before a model call: budgets only.
+    PreModel,
+    /// Before the reply is sent.
+    PreResponse,
+}
+
+impl Checkpoint {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Checkpoint::Plan => "plan",
+            Checkpoint::PreTool => "pre_tool",
+            Checkpoint::PreModel => "pre_model",
+            Checkpoint::PreResponse => "pre_response",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,6 +154,34 @@ pub enum PolicyDecision {
     RequireConfirmation,
     Escalate,
     Deny,
+}
+
+impl PolicyDecision {
+    pub const ALL: [PolicyDecision; 4] = [
+        PolicyDecision::Allow,
+        PolicyDecision::RequireConfirmation,
+        PolicyDecision::Escalate,
+        PolicyDecision::Deny,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PolicyDecision::Allow => "allow",
+            PolicyDecision::RequireConfirmation => "require_confirmation",
+            PolicyDecision::Escalate => "escalate",
+            PolicyDecision::Deny => "deny",
+        }
+    }
+
+    /// Orders decisions by how much they restrict: allow < confirm < escalate < deny.
+    pub fn severity(&self) -> u8 {
+        match self {
+            PolicyDecision::Allow => 0,
+            PolicyDecision::RequireConfirmation => 1,
+            PolicyDecision::Escalate => 2,
+            PolicyDecision::Deny => 3,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -238,6 +297,108 @@ pub struct TurnCompleted {
     pub outcome: Outcome,
     pub reason: String,
     pub latency_ms: i64,
+}
+
+/// The planner profile chosen for a turn, and the routing rule that chose it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteSelected {
+    pub profile: String,
+    pub rule: String,
+    pub model: String,
+    /// Tokens reserved before each call of this profile's model.
+    pub reserve_tokens: i64,
+    /// Price of this profile's model, in micro-units of currency per 1000 tokens.
+    pub micros_per_1k_tokens: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPurpose {
+    Model,
+    Tool,
+}
+
+/// Budget set aside before a model or tool call, against the turn, the user and the tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetReserved {
+    pub reservation_id: String,
+    pub purpose: BudgetPurpose,
+    pub user_id: String,
+    pub call_id: Option<String>,
+    pub tokens: i64,
+    pub cost_micros: i64,
+    pub tool_calls: i32,
+    pub retries: i32,
+    /// The user's window budget left after this reservation (cost).
+    pub user_cost_left_micros: i64,
+    /// The tenant's window budget (this partition's share) left after this reservation (cost).
+    pub tenant_cost_left_micros: i64,
+}
+
+/// What a reservation actually used; the rest returns to the budgets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetCommitted {
+    pub reservation_id: String,
+    pub tokens: i64,
+    pub cost_micros: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetReleased {
+    pub reservation_id: String,
+    pub reason: String,
+}
+
+/// A tool call waits for a person to confirm it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequested {
+    pub approval_id: String,
+    pub call_id: String,
+    pub step: i32,
+    pub tool: String,
+    pub args_json: String,
+    pub reason: String,
+    pub risk_score: f64,
+    pub deadline_ms: i64,
+}
+
+/// ApprovalGranted and ApprovalDenied: who answered, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalResolved {
+    pub approval_id: String,
+    pub operator: String,
+    pub reason: Option<String>,
+    pub command_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalExpired {
+    pub approval_id: String,
+    pub deadline_ms: i64,
+}
+
+/// What an operator sends to a running turn (`schemas/turn_command.avsc`). It travels on the
+/// request log, to the partition of the turn it is for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnCommand {
+    pub command_id: String,
+    pub turn_id: TurnId,
+    pub tenant: String,
+    pub operator: String,
+    pub issued_at_ms: i64,
+    pub action: CommandAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CommandAction {
+    ApprovalDecision(ApprovalDecision),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalDecision {
+    pub approval_id: String,
+    pub granted: bool,
+    pub reason: Option<String>,
 }
 
 /// What a producer submits to start a turn (`schemas/turn_request.avsc`).

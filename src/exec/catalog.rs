@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// How much damage a wrong call can do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Impact {
     /// Reads only.
+    #[default]
     None,
     Low,
     Medium,
@@ -17,6 +20,19 @@ pub enum Impact {
 
 impl Impact {
     /// The risk contribution of the impact level alone, in [0, 1].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Impact::None => "none",
+            Impact::Low => "low",
+            Impact::Medium => "medium",
+            Impact::High => "high",
+        }
+    }
+
+    pub fn level(self) -> i64 {
+        self as i64
+    }
+
     pub fn base_risk(self) -> f64 {
         match self {
             Impact::None => 0.0,
@@ -27,7 +43,17 @@ impl Impact {
     }
 }
 
+/// An argument feature that raises a call's risk: `arg` (a number) above `above` adds `add`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgThreshold {
+    pub arg: String,
+    pub above: i64,
+    pub add: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ToolSpec {
     pub name: String,
     pub description: String,
@@ -41,8 +67,18 @@ pub struct ToolSpec {
     /// Safe to run again with the same idempotency key when an earlier attempt's outcome is unknown.
     pub idempotent: bool,
     /// The tool that undoes this one, if any.
+    #[serde(default)]
     pub compensation: Option<String>,
     pub timeout_ms: u64,
+    /// Argument thresholds that raise the risk score (see `control::risk`).
+    #[serde(default)]
+    pub risk_thresholds: Vec<ArgThreshold>,
+    /// What one call costs, in micro-units of currency; reserved from the budgets before it runs.
+    #[serde(default)]
+    pub cost_micros: i64,
+    /// Free-form labels policies can match (`resource.tags.contains("payments")`).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -50,7 +86,30 @@ pub struct Catalog {
     tools: BTreeMap<String, ToolSpec>,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
 impl Catalog {
+    /// Reads a catalog file: a JSON array of tool specs.
+    pub fn load(path: &std::path::Path) -> Result<Self, CatalogError> {
+        let invalid = |message: String| CatalogError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        Self::from_json(&text).map_err(invalid)
+    }
+
+    /// Parses a JSON array of tool specs; the error names the line and column.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let specs: Vec<ToolSpec> = serde_json::from_str(text)
+            .map_err(|e| format!("line {} column {}: {e}", e.line(), e.column()))?;
+        Ok(Catalog::new(specs))
+    }
+
     pub fn new(specs: impl IntoIterator<Item = ToolSpec>) -> Self {
         Catalog {
             tools: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),

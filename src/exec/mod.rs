@@ -25,6 +25,8 @@ pub trait Retriever: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct PlanRequest {
     pub turn_id: TurnId,
+    /// The planner profile routing chose (e.g. `general`, `specialist`).
+    pub profile: String,
     pub tenant: String,
     pub user_id: String,
     pub text: String,

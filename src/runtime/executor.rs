@@ -71,7 +71,9 @@ fn fallback_for(effect: &Effect) -> Option<Input> {
                 latency_ms: 0,
             }),
         },
-        Effect::Schedule { .. } | Effect::Finished { .. } => return None,
+        Effect::Schedule { .. } | Effect::ScheduleDeadline { .. } | Effect::Finished { .. } => {
+            return None;
+        }
     })
 }
 
@@ -97,6 +99,7 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
         ),
         Effect::Plan {
             turn_id,
+            profile,
             tenant,
             user_id,
             text,
@@ -106,6 +109,7 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
                 PLANE_TIMEOUT,
                 plane.planner.plan(&PlanRequest {
                     turn_id,
+                    profile,
                     tenant,
                     user_id,
                     text,
@@ -175,6 +179,8 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
                 result,
             }
         }
-        Effect::Schedule { .. } | Effect::Finished { .. } => return None,
+        Effect::Schedule { .. } | Effect::ScheduleDeadline { .. } | Effect::Finished { .. } => {
+            return None;
+        }
     })
 }

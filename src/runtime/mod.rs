@@ -99,6 +99,8 @@ pub struct RuntimeStats {
     pub turns_started: AtomicU64,
     pub turns_finished: AtomicU64,
     pub duplicate_requests: AtomicU64,
+    /// Operator commands for turns no longer in flight (they arrived after the turn moved on).
+    pub stale_commands: AtomicU64,
     pub dead_letters: AtomicU64,
     pub corrupt_events: AtomicU64,
     pub replayed_events: AtomicU64,
@@ -140,6 +142,7 @@ impl Deps {
         exec: ExecutionPlane,
         store: Arc<dyn StateStore>,
     ) -> Self {
+        let control = crate::control::builtin_or_fail_closed(exec.tools.catalog().clone());
         Deps {
             journals: Arc::new(journal::LogJournals {
                 events: Arc::clone(&events),
@@ -150,7 +153,7 @@ impl Deps {
             requests,
             codecs,
             exec,
-            control: Arc::new(crate::control::DefaultControlPlane::default()),
+            control,
             limits: Limits::default(),
             clock: Arc::new(crate::clock::SystemClock),
             store,
@@ -165,6 +168,22 @@ impl Deps {
     /// Commits rounds through `journals` instead of appending to the turn log directly.
     pub fn with_journals(mut self, journals: Arc<dyn journal::Journals>) -> Self {
         self.journals = journals;
+        self
+    }
+
+    /// Decides with `control` instead of the built-in policy set.
+    pub fn with_control(mut self, control: Arc<dyn ControlPlane>) -> Self {
+        self.control = control;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -19,13 +19,15 @@ use super::executor::{self, Completion, Msg};
 use super::journal::{Journal, Round};
 use super::state_store::DeadLetter;
 use super::{Deps, RuntimeError, TurnFinished, WorkerConfig};
+use crate::control::budget::{BudgetLimits, Ledger};
+use crate::event::codec::Inbound;
 use crate::event::{Event, Payload};
 use crate::ids::{Offset, Partition, TurnId};
 use crate::log::Scan;
 use crate::log::{Record, Stored};
 use crate::turn::{DecideCtx, Effect, Input, TurnState, step};
 
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// What a partition snapshot holds: everything needed to resume without reading the log before
 /// `events_end`.
@@ -38,6 +40,9 @@ pub struct PartitionSnapshot {
     pub inbox_next: u64,
     /// Turns not yet terminal.
     pub turns: Vec<TurnState>,
+    /// The budget window accounts as of `events_end`.
+    #[serde(default)]
+    pub ledger: Ledger,
 }
 
 pub(crate) struct PartitionActor {
@@ -57,6 +62,9 @@ pub(crate) struct PartitionActor {
     effects: JoinSet<()>,
     journal: Box<dyn Journal>,
     dead_letters: Vec<DeadLetter>,
+    /// The user and tenant budget accounts of this partition (rebuilt from the log).
+    ledger: Ledger,
+    budgets: BudgetLimits,
 }
 
 pub(crate) async fn run_partition(
@@ -138,7 +146,12 @@ impl PartitionActor {
                 }
             },
         };
-        let (mut turns, mut from, mut inbox_next) = match snapshot {
+        let budgets = deps
+            .control
+            .config()
+            .budgets
+            .for_partitions(deps.events.partitions());
+        let (mut turns, mut from, mut inbox_next, mut ledger) = match snapshot {
             Some(s) => (
                 s.turns
                     .into_iter()
@@ -146,8 +159,9 @@ impl PartitionActor {
                     .collect::<HashMap<_, _>>(),
                 s.events_end,
                 s.inbox_next,
+                s.ledger.with_window(budgets.window_ms),
             ),
-            None => (HashMap::new(), 0, 0),
+            None => (HashMap::new(), 0, 0, Ledger::new(budgets.window_ms)),
         };
         let start = from;
         let mut known = Vec::new();
@@ -166,6 +180,7 @@ impl PartitionActor {
                         continue;
                     }
                 };
+                ledger.apply(&event);
                 let state = match turns.entry(event.turn_id) {
                     Entry::Occupied(o) => o.into_mut(),
                     // Later events of a turn that finished before the snapshot: nothing to resume.
@@ -210,6 +225,8 @@ impl PartitionActor {
             effects: JoinSet::new(),
             journal,
             dead_letters: Vec::new(),
+            ledger,
+            budgets,
         })
     }
 
@@ -247,19 +264,38 @@ impl PartitionActor {
             }
             // Undecodable covers truncated Avro, an unknown writer schema, invalid UTF-8 and
             // missing required fields: the codec rejects each with its reason.
-            let request = match self.deps.codecs.requests.decode(&stored.value) {
-                Ok(r) => r,
+            let request = match self.deps.codecs.decode_inbound(&stored.value) {
+                Ok(Inbound::Request(r)) => r,
+                Ok(Inbound::Command(command)) => {
+                    // Commands are for turns in flight here; the sender checked the turn was
+                    // waiting, so anything else arrived late (the turn moved on) and is dropped.
+                    let turn = command.turn_id;
+                    if self.turns.contains_key(&turn) {
+                        inputs.push((turn, Input::Command(command)));
+                    } else {
+                        self.deps
+                            .stats
+                            .stale_commands
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(partition = %self.partition, %turn, command = %command.command_id,
+                            "command for a turn not in flight here; dropped");
+                    }
+                    continue;
+                }
                 Err(e) => {
                     self.dead_letters
                         .push(dead(format!("undecodable request: {e}")));
                     continue;
                 }
             };
-            let home = self.deps.events.partition_for(&request.turn_id.key());
+            let home = self
+                .deps
+                .events
+                .partition_for(&crate::ids::routing_key(&request.tenant, &request.user_id));
             if home != self.partition {
                 self.dead_letters.push(dead(format!(
-                    "turn {} belongs to partition {home}, request arrived on {}",
-                    request.turn_id, self.partition
+                    "turn {} of {}/{} belongs to partition {home}, request arrived on {}",
+                    request.turn_id, request.tenant, request.user_id, self.partition
                 )));
                 continue;
             }
@@ -295,13 +331,7 @@ impl PartitionActor {
             return Ok(());
         }
         let deps = Arc::clone(&self.deps);
-        let ctx = DecideCtx {
-            now_ms: deps.clock.now_ms(),
-            catalog: deps.exec.tools.catalog(),
-            control: deps.control.as_ref(),
-            limits: &deps.limits,
-            draining,
-        };
+        let now_ms = deps.clock.now_ms();
         let mut events: Vec<Event> = Vec::new();
         let mut effects: Vec<Effect> = Vec::new();
         for (turn, input) in inputs {
@@ -309,7 +339,21 @@ impl PartitionActor {
             let Some(state) = self.turns.get_mut(&turn) else {
                 continue;
             };
+            let ctx = DecideCtx {
+                now_ms,
+                catalog: deps.exec.tools.catalog(),
+                control: deps.control.as_ref(),
+                limits: &deps.limits,
+                budgets: &self.budgets,
+                ledger: &self.ledger,
+                draining,
+            };
             let decision = step(state, input, &ctx);
+            // The next turn's decision sees this one's reservations: one user's turns, decided
+            // one after another here, cannot overspend together.
+            for e in &decision.events {
+                self.ledger.apply(e);
+            }
             events.extend(decision.events);
             effects.extend(decision.effects);
         }
@@ -411,6 +455,18 @@ impl PartitionActor {
                     let _ = tx.send(Msg::Timer(turn_id, Input::RetryDue { call_id, attempt }));
                 });
             }
+            Effect::ScheduleDeadline {
+                turn_id,
+                at_ms,
+                approval_id,
+            } => {
+                let delay = (at_ms - self.deps.clock.now_ms()).max(0) as u64;
+                let tx = self.tx.clone();
+                self.timers.spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let _ = tx.send(Msg::Timer(turn_id, Input::ApprovalDeadline { approval_id }));
+                });
+            }
             effect => {
                 self.in_flight += 1;
                 let completion = Completion::new(self.tx.clone(), &effect);
@@ -433,6 +489,7 @@ impl PartitionActor {
             events_end: self.events_end,
             inbox_next: self.inbox_next,
             turns: self.turns.values().cloned().collect(),
+            ledger: self.ledger.clone(),
         };
         let bytes =
             serde_json::to_vec(&snapshot).map_err(|e| RuntimeError::Snapshot(e.to_string()))?;

@@ -4,18 +4,18 @@
 //! I/O, never reads a clock (time arrives in [`DecideCtx::now_ms`]) and never draws randomness
 //! (ids are derived), so replaying recorded inputs reproduces recorded events exactly.
 
-use crate::control::{CallReview, ControlPlane, PlanReview};
+use crate::control::ControlPlane;
+use crate::control::budget::{BudgetLimits, Ledger};
 use crate::event::{
-    Checkpoint, ContextRetrieved, EscalationRaised, EscalationRung, Event, Outcome, Payload,
-    PlanProposed, PolicyDecision, PolicyEvaluated, ResponseSynthesized, ToolCallCompleted,
-    ToolCallFailed, ToolCallStarted, ToolFailureKind, TurnCompleted, TurnRequested,
+    ContextRetrieved, EscalationRaised, EscalationRung, Event, Outcome, Payload, PlanProposed,
+    PolicyDecision, ResponseSynthesized, ToolCallCompleted, ToolCallFailed, ToolCallStarted,
+    ToolFailureKind, TurnCompleted, TurnRequested,
 };
 use crate::exec::catalog::Catalog;
-use crate::ids::call_id;
 
 use super::effect::{Effect, ToolInvocation};
 use super::input::Input;
-use super::state::{CallState, CallStatus, Phase, TurnState};
+use super::state::{ApprovalStatus, CallState, CallStatus, Phase, TurnState};
 
 /// Limits the state machine enforces itself (the control plane enforces the rest).
 #[derive(Clone, Debug)]
@@ -42,6 +42,10 @@ pub struct DecideCtx<'a> {
     pub catalog: &'a Catalog,
     pub control: &'a dyn ControlPlane,
     pub limits: &'a Limits,
+    /// Budget limits as this partition enforces them (see `BudgetLimits::for_partitions`).
+    pub budgets: &'a BudgetLimits,
+    /// The partition's window accounts, as of every event decided before this step.
+    pub ledger: &'a Ledger,
     /// The worker is shutting down: record results, start nothing new. What was not started is
     /// derived again from the state by `Resume` after the restart.
     pub draining: bool,
@@ -91,14 +95,14 @@ pub fn backoff_ms(limits: &Limits, call_id: &str, attempt: i32) -> i64 {
     base + jitter % (base / 4 + 1)
 }
 
-struct Builder<'s, 'c> {
-    state: &'s mut TurnState,
-    ctx: &'c DecideCtx<'c>,
-    out: Decision,
+pub(super) struct Builder<'s, 'c> {
+    pub(super) state: &'s mut TurnState,
+    pub(super) ctx: &'c DecideCtx<'c>,
+    pub(super) out: Decision,
 }
 
 impl Builder<'_, '_> {
-    fn emit(&mut self, payload: Payload) {
+    pub(super) fn emit(&mut self, payload: Payload) {
         let seq = self.state.next_seq;
         let event = Event {
             event_id: self.state.turn_id.event_id(seq as u64),
@@ -113,7 +117,7 @@ impl Builder<'_, '_> {
         self.out.events.push(event);
     }
 
-    fn effect(&mut self, effect: Effect) {
+    pub(super) fn effect(&mut self, effect: Effect) {
         self.out.effects.push(effect);
     }
 
@@ -142,7 +146,7 @@ impl Builder<'_, '_> {
                     submitted_at_ms: request.submitted_at_ms,
                     source_offset,
                 }));
-                self.retrieve();
+                self.route();
             }
             (Input::Retrieved(result), Phase::Retrieving) => {
                 let query = self.state.text.clone();
@@ -165,6 +169,7 @@ impl Builder<'_, '_> {
                 self.plan();
             }
             (Input::Planned(Err(f)), Phase::Planning) => {
+                self.release_model("planner failed");
                 self.complete(Outcome::Failed, format!("planner failed: {}", f.message));
             }
             (Input::Planned(Ok(p)), Phase::Planning) => {
@@ -180,6 +185,7 @@ impl Builder<'_, '_> {
                     output_tokens: p.output_tokens,
                     latency_ms: p.latency_ms,
                 }));
+                self.commit_model();
                 self.review_plan();
             }
             (
@@ -196,11 +202,12 @@ impl Builder<'_, '_> {
                 match result {
                     Ok(ok) => {
                         self.emit(Payload::ToolCallCompleted(ToolCallCompleted {
-                            call_id,
+                            call_id: call_id.clone(),
                             attempt,
                             result_json: ok.result_json,
                             latency_ms: ok.latency_ms,
                         }));
+                        self.commit_call(&call_id);
                         self.next_step();
                     }
                     Err(f) => {
@@ -213,6 +220,12 @@ impl Builder<'_, '_> {
                             retryable: f.retryable,
                             latency_ms: f.latency_ms,
                         }));
+                        if f.kind == ToolFailureKind::OutcomeUnknown {
+                            // It may have run: charge it.
+                            self.commit_call(&call_id);
+                        } else {
+                            self.release_call(&call_id, "call failed");
+                        }
                         if f.retryable && attempt < self.ctx.limits.max_attempts {
                             self.schedule_retry(call_id, attempt + 1);
                         } else if f.kind == ToolFailureKind::OutcomeUnknown {
@@ -256,13 +269,19 @@ impl Builder<'_, '_> {
                     redactions: 0,
                     latency_ms: s.latency_ms,
                 }));
-                self.complete(Outcome::Succeeded, "answered".into());
+                self.review_response();
             }
             (Input::Synthesized(Err(f)), Phase::Synthesizing) => {
                 self.complete(
                     Outcome::Failed,
                     format!("synthesizer failed: {}", f.message),
                 );
+            }
+            (Input::Command(command), Phase::AwaitingApproval { index }) => {
+                self.on_command(command, index);
+            }
+            (Input::ApprovalDeadline { approval_id }, Phase::AwaitingApproval { index }) => {
+                self.on_deadline(&approval_id, index);
             }
             (Input::Resume, phase) => self.resume(phase),
             // Late, duplicate or out-of-phase inputs change nothing.
@@ -273,7 +292,10 @@ impl Builder<'_, '_> {
     fn resume(&mut self, phase: Phase) {
         match phase {
             Phase::New | Phase::Done(_) => {}
+            Phase::Routing => self.route(),
             Phase::Retrieving => self.retrieve(),
+            Phase::AwaitingApproval { index } => self.schedule_deadline(index),
+            Phase::Approved { index } => self.start_approved(index),
             Phase::Planning => self.plan(),
             Phase::NextStep => self.next_step(),
             Phase::Synthesizing => self.synthesize(),
@@ -318,6 +340,7 @@ impl Builder<'_, '_> {
                         retryable: true,
                         latency_ms: 0,
                     }));
+                    self.release_call(&call.call_id, "interrupted; retried under a new reservation");
                     if self.ctx.draining {
                         // Recorded; the retry is scheduled by the Resume after the restart.
                     } else if call.attempt < self.ctx.limits.max_attempts {
@@ -342,6 +365,7 @@ impl Builder<'_, '_> {
                         retryable: false,
                         latency_ms: 0,
                     }));
+                    self.commit_call(&call.call_id);
                     self.escalate(
                         EscalationRung::HumanHandoff,
                         format!(
@@ -359,14 +383,20 @@ impl Builder<'_, '_> {
     /// cut short): the same ending, derived from the recorded facts.
     fn settle(&mut self) {
         let s = &self.state;
+        let last_approval = s.approvals.last().map(|a| (a.status, a.approval_id.clone()));
         if !s.escalations.is_empty() {
             self.complete(
                 Outcome::Escalated,
                 "escalated (completed after a restart)".into(),
             );
         } else if s.response.is_some() {
-            self.complete(Outcome::Succeeded, "answered".into());
-        } else if let Some(decision) = s.plan_decision.filter(|d| *d != PolicyDecision::Allow) {
+            match s.response_decision {
+                None => self.review_response(),
+                Some(d) => self.follow_response(d, "response decision recorded before a restart".into()),
+            }
+        } else if let Some(decision) = s.plan_decision.filter(|d| {
+            !matches!(d, PolicyDecision::Allow | PolicyDecision::RequireConfirmation)
+        }) {
             self.follow(
                 decision,
                 "plan decision recorded before a restart".into(),
@@ -387,12 +417,27 @@ impl Builder<'_, '_> {
                     let why = format!("{tool} failed: {error}");
                     self.complete(Outcome::Failed, why);
                 }
-                _ => {}
+                _ => self.settle_approval(last_approval),
             }
+        } else {
+            self.settle_approval(last_approval);
         }
     }
 
-    fn retrieve(&mut self) {
+    fn settle_approval(&mut self, last: Option<(ApprovalStatus, String)>) {
+        match last {
+            Some((ApprovalStatus::Denied, id)) => {
+                self.complete(Outcome::Denied, format!("approval {id} was denied"));
+            }
+            Some((ApprovalStatus::Expired, id)) => {
+                let why = format!("approval {id} expired");
+                self.escalate(EscalationRung::HumanHandoff, why, Some(id));
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn retrieve(&mut self) {
         if self.ctx.draining {
             return;
         }
@@ -406,8 +451,18 @@ impl Builder<'_, '_> {
         if self.ctx.draining {
             return;
         }
+        if !self.reserve_model() {
+            return;
+        }
+        let profile = self
+            .state
+            .route
+            .as_ref()
+            .map(|r| r.profile.clone())
+            .unwrap_or_default();
         self.effect(Effect::Plan {
             turn_id: self.state.turn_id,
+            profile,
             tenant: self.state.tenant.clone(),
             user_id: self.state.user_id.clone(),
             text: self.state.text.clone(),
@@ -415,7 +470,7 @@ impl Builder<'_, '_> {
         });
     }
 
-    fn synthesize(&mut self) {
+    pub(super) fn synthesize(&mut self) {
         if self.ctx.draining {
             return;
         }
@@ -438,118 +493,16 @@ impl Builder<'_, '_> {
         });
     }
 
-    fn is_current(&self, index: usize, call_id: &str, attempt: i32) -> bool {
+    pub(super) fn is_current(&self, index: usize, call_id: &str, attempt: i32) -> bool {
         let c = &self.state.calls[index];
         c.call_id == call_id && c.attempt == attempt
     }
 
-    fn review_plan(&mut self) {
-        let Some(plan) = self.state.plan.as_ref() else {
-            return;
-        };
-        let verdict = self.ctx.control.review_plan(&PlanReview {
-            tenant: &self.state.tenant,
-            user_id: &self.state.user_id,
-            steps: &plan.steps,
-            confidence: plan.confidence,
-            catalog: self.ctx.catalog,
-        });
-        self.emit(Payload::PolicyEvaluated(PolicyEvaluated {
-            checkpoint: Checkpoint::Plan,
-            step: None,
-            tool: None,
-            decision: verdict.decision,
-            policy_ids: verdict.policy_ids,
-            reason: verdict.reason.clone(),
-            risk_score: verdict.risk_score,
-            policy_version: self.ctx.control.version().to_string(),
-        }));
-        self.follow(verdict.decision, verdict.reason, None);
-    }
-
-    /// Acts on a non-allow decision; returns whether the turn may go on.
-    fn follow(
-        &mut self,
-        decision: PolicyDecision,
-        reason: String,
-        call_id: Option<String>,
-    ) -> bool {
-        match decision {
-            PolicyDecision::Allow => {
-                self.next_step();
-                true
-            }
-            PolicyDecision::Deny => {
-                self.complete(Outcome::Denied, format!("denied by policy: {reason}"));
-                false
-            }
-            PolicyDecision::Escalate => {
-                self.escalate(EscalationRung::HumanHandoff, reason, call_id);
-                false
-            }
-            // Approvals arrive with the control-plane work; until then a human decides.
-            PolicyDecision::RequireConfirmation => {
-                self.escalate(EscalationRung::UserConfirmation, reason, call_id);
-                false
-            }
-        }
-    }
-
-    fn next_step(&mut self) {
-        if self.ctx.draining {
+    /// Reserves the call's budget, records the write-ahead intent, then asks for the call.
+    pub(super) fn start_call(&mut self, call: CallState, attempt: i32) {
+        if !self.reserve_call(&call, attempt) {
             return;
         }
-        let Some(plan) = self.state.plan.as_ref() else {
-            return;
-        };
-        let index = self.state.calls.len();
-        let Some(planned) = plan.steps.get(index).cloned() else {
-            self.synthesize();
-            return;
-        };
-        let (plan_rev, confidence) = (plan.plan_rev, plan.confidence);
-        let spec = self.ctx.catalog.get(&planned.tool);
-        let verdict = self.ctx.control.review_call(&CallReview {
-            tenant: &self.state.tenant,
-            user_id: &self.state.user_id,
-            step: index as u32,
-            tool: &planned.tool,
-            args_json: &planned.args_json,
-            spec,
-            confidence,
-            earlier_failures: self.state.failures,
-        });
-        let idempotent = spec.is_some_and(|s| s.idempotent);
-        let id = call_id(self.state.turn_id, plan_rev as u32, index as u32);
-        self.emit(Payload::PolicyEvaluated(PolicyEvaluated {
-            checkpoint: Checkpoint::PreTool,
-            step: Some(index as i32),
-            tool: Some(planned.tool.clone()),
-            decision: verdict.decision,
-            policy_ids: verdict.policy_ids,
-            reason: verdict.reason.clone(),
-            risk_score: verdict.risk_score,
-            policy_version: self.ctx.control.version().to_string(),
-        }));
-        if verdict.decision != PolicyDecision::Allow {
-            self.follow(verdict.decision, verdict.reason, Some(id));
-            return;
-        }
-        let call = CallState {
-            call_id: id.clone(),
-            step: index as i32,
-            tool: planned.tool,
-            args_json: planned.args_json,
-            idempotency_key: id,
-            idempotent,
-            attempt: 0,
-            status: CallStatus::Running,
-        };
-        self.start_call(call, 1);
-    }
-
-    /// Records the write-ahead intent, then asks for the call.
-    fn start_call(&mut self, call: CallState, attempt: i32) {
         self.emit(Payload::ToolCallStarted(ToolCallStarted {
             call_id: call.call_id.clone(),
             step: call.step,
@@ -586,7 +539,7 @@ impl Builder<'_, '_> {
         });
     }
 
-    fn escalate(&mut self, rung: EscalationRung, reason: String, call_id: Option<String>) {
+    pub(super) fn escalate(&mut self, rung: EscalationRung, reason: String, call_id: Option<String>) {
         self.emit(Payload::EscalationRaised(EscalationRaised {
             rung,
             reason: reason.clone(),
@@ -595,7 +548,8 @@ impl Builder<'_, '_> {
         self.complete(Outcome::Escalated, reason);
     }
 
-    fn complete(&mut self, outcome: Outcome, reason: String) {
+    pub(super) fn complete(&mut self, outcome: Outcome, reason: String) {
+        self.release_all("turn ended");
         let latency_ms = (self.ctx.now_ms - self.state.requested_at_ms).max(0);
         self.emit(Payload::TurnCompleted(TurnCompleted {
             outcome,

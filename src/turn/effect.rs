@@ -14,6 +14,8 @@ pub enum Effect {
     },
     Plan {
         turn_id: TurnId,
+        /// The planner profile routing chose.
+        profile: String,
         tenant: String,
         user_id: String,
         text: String,
@@ -37,6 +39,12 @@ pub enum Effect {
         call_id: String,
         attempt: i32,
     },
+    /// Wake the turn with `ApprovalDeadline` at `at_ms`.
+    ScheduleDeadline {
+        turn_id: TurnId,
+        at_ms: i64,
+        approval_id: String,
+    },
     /// The turn reached its outcome: publish it and forget the in-memory state.
     Finished {
         turn_id: TurnId,
@@ -54,6 +62,7 @@ impl Effect {
             | Effect::CallTool { turn_id, .. }
             | Effect::Synthesize { turn_id, .. }
             | Effect::Schedule { turn_id, .. }
+            | Effect::ScheduleDeadline { turn_id, .. }
             | Effect::Finished { turn_id, .. } => *turn_id,
         }
     }

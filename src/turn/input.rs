@@ -1,6 +1,6 @@
 //! Inputs to `decide`: a request, the result of an effect, a timer, or a restart.
 
-use crate::event::{PlanStep, RetrievedDocument, ToolFailureKind, TurnRequest};
+use crate::event::{PlanStep, RetrievedDocument, ToolFailureKind, TurnCommand, TurnRequest};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
@@ -21,6 +21,12 @@ pub enum Input {
     RetryDue {
         call_id: String,
         attempt: i32,
+    },
+    /// An operator's command (approve, deny) for this turn.
+    Command(TurnCommand),
+    /// The deadline of an approval has come.
+    ApprovalDeadline {
+        approval_id: String,
     },
     /// The worker rebuilt this turn after a (re)start: re-issue what it was waiting for, and settle
     /// calls whose outcome the crash made unknown.

@@ -3,8 +3,10 @@
 //! Rule: all business logic is in [`decide`]; [`TurnState::apply`] only records facts. Effects
 //! are data; the runtime executes them after the events decided with them are durable.
 
+mod budgeting;
 mod decide;
 mod effect;
+mod gate;
 mod input;
 mod state;
 
@@ -14,4 +16,7 @@ mod tests;
 pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};
 pub use effect::{Effect, ToolInvocation};
 pub use input::{ExecFailure, Input, Planned, Retrieval, Synthesis, ToolFailure, ToolSuccess};
-pub use state::{Applied, ApplyError, CallState, CallStatus, Phase, TurnState};
+pub use state::{
+    Applied, ApplyError, ApprovalState, ApprovalStatus, CallState, CallStatus, OpenReservation,
+    Phase, TurnBudget, TurnState,
+};

@@ -3,9 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::event::{
-    EscalationRung, Event, Outcome, Payload, PlanProposed, PolicyDecision, RetrievedDocument,
-    ToolFailureKind,
+    BudgetPurpose, Checkpoint, EscalationRung, Event, Outcome, Payload, PlanProposed,
+    PolicyDecision, RetrievedDocument, RouteSelected, ToolFailureKind,
 };
 use crate::ids::TurnId;
 
@@ -36,11 +38,52 @@ pub struct CallState {
     pub status: CallStatus,
 }
 
+/// A reservation not yet committed or released.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenReservation {
+    pub reservation_id: String,
+    pub purpose: BudgetPurpose,
+    pub call_id: Option<String>,
+    pub tokens: i64,
+    pub cost_micros: i64,
+}
+
+/// What the turn has used of its own budget (open reservations included).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnBudget {
+    /// Reservations made so far (names the next one).
+    pub reservations: i32,
+    pub open: Vec<OpenReservation>,
+    pub tokens: i64,
+    pub cost_micros: i64,
+    pub tool_calls: i32,
+    pub retries: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApprovalStatus {
+    Pending,
+    Granted,
+    Denied,
+    Expired,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalState {
+    pub approval_id: String,
+    pub call_id: String,
+    pub step: i32,
+    pub deadline_ms: i64,
+    pub status: ApprovalStatus,
+}
+
 /// Where a turn is, derived from its facts rather than stored beside them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// No TurnRequested yet.
     New,
+    /// Requested, but the routing choice is not recorded (a decision cut short).
+    Routing,
     Retrieving,
     Planning,
     /// A tool call attempt is running (its intent is durable, its result is not).
@@ -53,6 +96,14 @@ pub enum Phase {
     },
     /// The plan is recorded but its review is not (a decision cut short).
     ReviewPlan,
+    /// Step `index` waits for a person to approve its call.
+    AwaitingApproval {
+        index: usize,
+    },
+    /// Step `index` was approved and its call has not started.
+    Approved {
+        index: usize,
+    },
     /// The previous step finished and the next has not started.
     NextStep,
     /// An ending was decided (final failure, denial, escalation, reply) but TurnCompleted is
@@ -71,9 +122,17 @@ pub struct TurnState {
     pub next_seq: i64,
     pub requested: bool,
     pub text: String,
+    #[serde(default)]
+    pub channel: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
     pub requested_at_ms: i64,
     pub source_offset: Option<i64>,
+    #[serde(default)]
+    pub route: Option<RouteSelected>,
     pub retrieved: bool,
+    #[serde(default)]
+    pub retrieval_failed: bool,
     pub documents: Vec<RetrievedDocument>,
     pub plan: Option<PlanProposed>,
     pub calls: Vec<CallState>,
@@ -82,8 +141,17 @@ pub struct TurnState {
     /// The current plan's plan-checkpoint decision (None until reviewed).
     #[serde(default)]
     pub plan_decision: Option<PolicyDecision>,
+    /// The pre-response decision on the reply (None until reviewed).
+    #[serde(default)]
+    pub response_decision: Option<PolicyDecision>,
+    #[serde(default)]
+    pub budget: TurnBudget,
+    #[serde(default)]
+    pub approvals: Vec<ApprovalState>,
     pub escalations: Vec<EscalationRung>,
     pub response: Option<String>,
+    #[serde(default)]
+    pub citations: Vec<String>,
     pub outcome: Option<Outcome>,
     pub completed_at_ms: Option<i64>,
     /// Events whose content did not fit the state (e.g. a result for an unknown call). They are
@@ -120,17 +188,25 @@ impl TurnState {
             next_seq: 0,
             requested: false,
             text: String::new(),
+            channel: String::new(),
+            attributes: BTreeMap::new(),
             requested_at_ms: 0,
             source_offset: None,
+            route: None,
             retrieved: false,
+            retrieval_failed: false,
             documents: Vec::new(),
             plan: None,
             calls: Vec::new(),
             failures: 0,
             last_decision: None,
             plan_decision: None,
+            response_decision: None,
+            budget: TurnBudget::default(),
+            approvals: Vec::new(),
             escalations: Vec::new(),
             response: None,
+            citations: Vec::new(),
             outcome: None,
             completed_at_ms: None,
             anomalies: 0,
@@ -160,6 +236,9 @@ impl TurnState {
         if !self.requested {
             return Phase::New;
         }
+        if self.route.is_none() {
+            return Phase::Routing;
+        }
         if !self.retrieved {
             return Phase::Retrieving;
         }
@@ -172,7 +251,8 @@ impl TurnState {
         }
         match self.plan_decision {
             None => return Phase::ReviewPlan,
-            Some(PolicyDecision::Allow) => {}
+            // Confirmation is asked per call, at the pre-tool checkpoint, with the real arguments.
+            Some(PolicyDecision::Allow | PolicyDecision::RequireConfirmation) => {}
             Some(_) => return Phase::Settle,
         }
         if let Some((index, last)) = self.calls.iter().enumerate().next_back() {
@@ -186,7 +266,13 @@ impl TurnState {
             }
         }
         if self.calls.len() < plan.steps.len() {
-            Phase::NextStep
+            let index = self.calls.len();
+            match self.approval_for(index).map(|a| a.status) {
+                Some(ApprovalStatus::Pending) => Phase::AwaitingApproval { index },
+                Some(ApprovalStatus::Granted) => Phase::Approved { index },
+                Some(ApprovalStatus::Denied | ApprovalStatus::Expired) => Phase::Settle,
+                None => Phase::NextStep,
+            }
         } else {
             Phase::Synthesizing
         }
@@ -217,22 +303,28 @@ impl TurnState {
                 self.tenant = event.tenant.clone();
                 self.user_id = r.user_id.clone();
                 self.text = r.text.clone();
+                self.channel = r.channel.clone();
+                self.attributes = r.attributes.clone();
                 self.requested_at_ms = event.at_ms;
                 self.source_offset = r.source_offset;
             }
             Payload::ContextRetrieved(c) => {
                 self.retrieved = true;
+                self.retrieval_failed = c.error.is_some();
                 self.documents = c.documents.clone();
             }
             Payload::PlanProposed(p) => {
                 self.plan = Some(p.clone());
                 self.plan_decision = None;
                 self.calls.clear();
+                self.approvals.clear();
             }
             Payload::PolicyEvaluated(p) => {
                 self.last_decision = Some(p.decision);
-                if p.checkpoint == crate::event::Checkpoint::Plan {
-                    self.plan_decision = Some(p.decision);
+                match p.checkpoint {
+                    Checkpoint::Plan => self.plan_decision = Some(p.decision),
+                    Checkpoint::PreResponse => self.response_decision = Some(p.decision),
+                    Checkpoint::PreTool | Checkpoint::PreModel => {}
                 }
             }
             Payload::ToolCallStarted(s) => {
@@ -272,11 +364,54 @@ impl TurnState {
                 None => self.anomalies += 1,
             },
             Payload::EscalationRaised(e) => self.escalations.push(e.rung),
-            Payload::ResponseSynthesized(r) => self.response = Some(r.text.clone()),
+            Payload::ResponseSynthesized(r) => {
+                self.response = Some(r.text.clone());
+                self.citations = r.citations.clone();
+            }
             Payload::TurnCompleted(c) => {
                 self.outcome = Some(c.outcome);
                 self.completed_at_ms = Some(event.at_ms);
             }
+            Payload::RouteSelected(r) => self.route = Some(r.clone()),
+            Payload::BudgetReserved(r) => {
+                let b = &mut self.budget;
+                b.reservations += 1;
+                b.tokens += r.tokens;
+                b.cost_micros += r.cost_micros;
+                b.tool_calls += r.tool_calls;
+                b.retries += r.retries;
+                b.open.push(OpenReservation {
+                    reservation_id: r.reservation_id.clone(),
+                    purpose: r.purpose,
+                    call_id: r.call_id.clone(),
+                    tokens: r.tokens,
+                    cost_micros: r.cost_micros,
+                });
+            }
+            Payload::BudgetCommitted(c) => match self.take_reservation(&c.reservation_id) {
+                Some(open) => {
+                    self.budget.tokens += c.tokens - open.tokens;
+                    self.budget.cost_micros += c.cost_micros - open.cost_micros;
+                }
+                None => self.anomalies += 1,
+            },
+            Payload::BudgetReleased(r) => match self.take_reservation(&r.reservation_id) {
+                Some(open) => {
+                    self.budget.tokens -= open.tokens;
+                    self.budget.cost_micros -= open.cost_micros;
+                }
+                None => self.anomalies += 1,
+            },
+            Payload::ApprovalRequested(a) => self.approvals.push(ApprovalState {
+                approval_id: a.approval_id.clone(),
+                call_id: a.call_id.clone(),
+                step: a.step,
+                deadline_ms: a.deadline_ms,
+                status: ApprovalStatus::Pending,
+            }),
+            Payload::ApprovalGranted(a) => self.resolve(&a.approval_id, ApprovalStatus::Granted),
+            Payload::ApprovalDenied(a) => self.resolve(&a.approval_id, ApprovalStatus::Denied),
+            Payload::ApprovalExpired(a) => self.resolve(&a.approval_id, ApprovalStatus::Expired),
         }
         Ok(Applied::Applied)
     }
@@ -303,6 +438,40 @@ impl TurnState {
                 .map(|p| format!("{}/{}", p.model, p.model_version)),
             events: self.next_seq,
         })
+    }
+
+    /// The approval asked for plan step `index` of the current plan, if any.
+    pub fn approval_for(&self, index: usize) -> Option<&ApprovalState> {
+        self.approvals.iter().rev().find(|a| a.step == index as i32)
+    }
+
+    /// The open reservation for a call (or, with `None`, for the model).
+    pub fn open_reservation(&self, call_id: Option<&str>) -> Option<&OpenReservation> {
+        self.budget
+            .open
+            .iter()
+            .find(|r| r.call_id.as_deref() == call_id)
+    }
+
+    fn take_reservation(&mut self, id: &str) -> Option<OpenReservation> {
+        let i = self
+            .budget
+            .open
+            .iter()
+            .position(|r| r.reservation_id == id)?;
+        Some(self.budget.open.remove(i))
+    }
+
+    fn resolve(&mut self, approval_id: &str, status: ApprovalStatus) {
+        match self
+            .approvals
+            .iter_mut()
+            .rev()
+            .find(|a| a.approval_id == approval_id && a.status == ApprovalStatus::Pending)
+        {
+            Some(a) => a.status = status,
+            None => self.anomalies += 1,
+        }
     }
 
     fn current_call_mut(&mut self, call_id: &str, attempt: i32) -> Option<&mut CallState> {

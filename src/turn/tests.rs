@@ -5,7 +5,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::control::DefaultControlPlane;
+use crate::control::CedarControlPlane;
+use crate::control::budget::{BudgetLimits, Ledger};
 use crate::event::{Outcome, Payload, PlanStep, ToolFailureKind, TurnRequest};
 use crate::exec::catalog::{Catalog, Impact, ToolSpec};
 use crate::ids::TurnId;
@@ -21,6 +22,7 @@ fn tool(name: &str, idempotent: bool, impact: Impact) -> ToolSpec {
         idempotent,
         compensation: None,
         timeout_ms: 1_000,
+        ..ToolSpec::default()
     }
 }
 
@@ -34,8 +36,10 @@ fn catalog() -> Catalog {
 
 struct World {
     catalog: Catalog,
-    control: DefaultControlPlane,
+    control: CedarControlPlane,
     limits: Limits,
+    budgets: BudgetLimits,
+    ledger: Ledger,
     now: i64,
 }
 
@@ -43,19 +47,63 @@ impl World {
     fn new() -> Self {
         World {
             catalog: catalog(),
-            control: DefaultControlPlane::default(),
+            control: CedarControlPlane::builtin(catalog()).expect("built-in policies load"),
             limits: Limits::default(),
+            budgets: BudgetLimits::default(),
+            ledger: Ledger::default(),
             now: 1_000,
         }
     }
+    /// The built-in policies plus one: emails need a person's confirmation.
+    fn confirming_emails() -> Self {
+        let sources = vec![
+            ("builtin.cedar".to_string(), crate::control::cedar::BUILTIN_POLICIES.to_string()),
+            (
+                "email.cedar".to_string(),
+                r#"@id("email.confirm") @decision("require_confirmation")
+forbid(principal, action == Ballast::Action::"call_tool", resource == Ballast::Tool::"send_email")
+when { context.checkpoint == "pre_tool" };"#
+                    .to_string(),
+            ),
+        ];
+        let policies =
+            crate::control::cedar::Policies::from_sources(&sources, &catalog()).expect("loads");
+        World {
+            control: CedarControlPlane::new(
+                crate::control::ControlConfig::default(),
+                catalog(),
+                policies,
+                None,
+            ),
+            ..World::new()
+        }
+    }
+
     fn ctx(&self) -> DecideCtx<'_> {
         DecideCtx {
             now_ms: self.now,
             catalog: &self.catalog,
             control: &self.control,
             limits: &self.limits,
+            budgets: &self.budgets,
+            ledger: &self.ledger,
             draining: false,
         }
+    }
+}
+
+fn approval(t: TurnId, approval_id: &str, granted: bool) -> crate::event::TurnCommand {
+    crate::event::TurnCommand {
+        command_id: format!("cmd-{approval_id}"),
+        turn_id: t,
+        tenant: "acme".into(),
+        operator: "ops".into(),
+        issued_at_ms: 0,
+        action: crate::event::CommandAction::ApprovalDecision(crate::event::ApprovalDecision {
+            approval_id: approval_id.into(),
+            granted,
+            reason: None,
+        }),
     }
 }
 
@@ -105,8 +153,22 @@ fn retrieved() -> Input {
     }))
 }
 
+/// The kinds of the decided events, leaving out routing and budget bookkeeping (the
+/// control-plane scenarios in `control_tests` assert those exactly).
 fn kinds(d: &Decision) -> Vec<&'static str> {
-    d.events.iter().map(|e| e.kind()).collect()
+    d.events
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e.payload,
+                Payload::RouteSelected(_)
+                    | Payload::BudgetReserved(_)
+                    | Payload::BudgetCommitted(_)
+                    | Payload::BudgetReleased(_)
+            )
+        })
+        .map(|e| e.kind())
+        .collect()
 }
 
 fn only_call(d: &Decision) -> ToolInvocation {
@@ -179,7 +241,10 @@ fn happy_path_records_intent_before_each_call_and_completes() {
         })),
         &w.ctx(),
     );
-    assert_eq!(kinds(&d), ["ResponseSynthesized", "TurnCompleted"]);
+    assert_eq!(
+        kinds(&d),
+        ["ResponseSynthesized", "PolicyEvaluated", "TurnCompleted"]
+    );
     assert!(matches!(
         d.effects.as_slice(),
         [Effect::Finished {
@@ -188,7 +253,8 @@ fn happy_path_records_intent_before_each_call_and_completes() {
         }]
     ));
     assert_eq!(s.phase(), Phase::Done(Outcome::Succeeded));
-    assert_eq!(s.next_seq, 12);
+    // 12 core events, the route, the reply review, and a reservation and commit per call.
+    assert_eq!(s.next_seq, 20);
     assert!(
         step(&mut s, Input::Resume, &w.ctx()).is_empty(),
         "terminal turns stay put"
@@ -470,7 +536,7 @@ use crate::event::Event;
 /// effects, rebuilds the state from the events and resumes).
 fn simulate(seed: u64) -> History {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut w = World::new();
+    let mut w = World::confirming_emails();
     let t = TurnId::from_parts(1_700_000_000_000, [seed as u8; 10]);
     let mut s = TurnState::new(t);
     let mut h = History {
@@ -599,6 +665,15 @@ fn simulate(seed: u64) -> History {
                 w.now = w.now.max(at_ms);
                 Input::RetryDue { call_id, attempt }
             }
+            Effect::ScheduleDeadline {
+                at_ms, approval_id, ..
+            } => match rng.random_range(0..3) {
+                0 => {
+                    w.now = w.now.max(at_ms);
+                    Input::ApprovalDeadline { approval_id }
+                }
+                k => Input::Command(approval(t, &approval_id, k == 1)),
+            },
             Effect::Finished { .. } => continue,
         };
         let mut d = step(&mut s, input, &w.ctx());
@@ -716,20 +791,46 @@ proptest! {
         }
         // No attempt beyond the limit, and no tool call after a plan decision that was not
         // allow (a denial or escalation recorded before a crash still holds after it).
+        // A call that needed confirmation starts only once granted, and every attempt runs
+        // under an open budget reservation of its own.
         let limits = Limits::default();
         let mut plan_blocked = false;
+        let mut needs_approval: HashSet<i32> = HashSet::new();
+        let mut granted: HashSet<String> = HashSet::new();
+        let mut open: HashMap<String, Option<String>> = HashMap::new();
         for e in &h.events {
             match &e.payload {
-                Payload::PlanProposed(_) => plan_blocked = false,
-                Payload::PolicyEvaluated(p) if p.checkpoint == crate::event::Checkpoint::Plan => {
-                    plan_blocked = p.decision != crate::event::PolicyDecision::Allow;
+                Payload::PlanProposed(_) => {
+                    plan_blocked = false;
+                    needs_approval.clear();
                 }
+                Payload::PolicyEvaluated(p) if p.checkpoint == crate::event::Checkpoint::Plan => {
+                    use crate::event::PolicyDecision::{Allow, RequireConfirmation};
+                    plan_blocked = !matches!(p.decision, Allow | RequireConfirmation);
+                }
+                Payload::PolicyEvaluated(p) if p.checkpoint == crate::event::Checkpoint::PreTool
+                    && p.decision == crate::event::PolicyDecision::RequireConfirmation => {
+                    needs_approval.insert(p.step.unwrap_or(-1));
+                }
+                Payload::ApprovalGranted(a) => { granted.insert(a.approval_id.clone()); }
+                Payload::BudgetReserved(r) => { open.insert(r.reservation_id.clone(), r.call_id.clone()); }
+                Payload::BudgetCommitted(c) => { open.remove(&c.reservation_id); }
+                Payload::BudgetReleased(r) => { open.remove(&r.reservation_id); }
                 Payload::ToolCallStarted(s) => {
                     prop_assert!(!plan_blocked, "{} started after the plan was not allowed", s.call_id);
                     prop_assert!(s.attempt <= limits.max_attempts, "{} attempt {}", s.call_id, s.attempt);
+                    if needs_approval.contains(&s.step) {
+                        prop_assert!(granted.contains(&s.call_id), "{} started without its approval", s.call_id);
+                    }
+                    prop_assert!(open.values().any(|c| c.as_deref() == Some(s.call_id.as_str())),
+                        "{} attempt {} started without a budget reservation", s.call_id, s.attempt);
                 }
                 _ => {}
             }
+        }
+        if last.is_terminal() {
+            prop_assert!(open.is_empty(), "a finished turn holds reservations {:?}", open);
+            prop_assert!(last.budget.open.is_empty());
         }
         // Decisions on a terminal turn are empty whatever arrives.
         if last.is_terminal() {

@@ -1,0 +1,562 @@
+//! Cedar policies: loading (parse, name, validate against the generated schema, fail with the file
+//! and line), and evaluating one request into an allow / require_confirmation / escalate / deny
+//! decision.
+//!
+//! Cedar answers allow or deny. Ballast reads two more decisions from annotations on `forbid`
+//! policies: `@decision("require_confirmation")` and `@decision("escalate")`; a `forbid` without one
+//! denies. When several forbids are satisfied the most severe wins. `@id("...")` names a policy
+//! (the name recorded in PolicyEvaluated) and `@reason("...")` says why, for people.
+//! A policy that fails to evaluate counts as a `deny` (fail closed).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
+    PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use sha2::{Digest, Sha256};
+
+use super::ControlError;
+use crate::event::PolicyDecision;
+use crate::exec::catalog::Catalog;
+
+pub const ACTION_CALL_TOOL: &str = "call_tool";
+pub const ACTION_SEND_RESPONSE: &str = "send_response";
+/// The id recorded when no `permit` matched.
+pub const DEFAULT_DENY: &str = "cedar.default_deny";
+
+/// The schema policies are validated against; `{ARGS}` is generated from the catalog.
+const SCHEMA_TEMPLATE: &str = r#"namespace Ballast {
+  entity Tenant;
+  entity Role;
+  entity User in [Tenant, Role] = {
+    "tenant": String,
+    "roles": Set<String>,
+    "scopes": Set<String>,
+    "channel": String,
+  };
+  entity Tool = {
+    "name": String,
+    "impact": String,
+    "impact_level": Long,
+    "scopes": Set<String>,
+    "tags": Set<String>,
+    "idempotent": Bool,
+    "reversible": Bool,
+    "cost_micros": Long,
+  };
+  entity Response;
+  type Budget = {
+    "cost_left_micros": Long,
+    "tokens_left": Long,
+    "tool_calls_left": Long,
+  };
+  type Args = {ARGS};
+  action "call_tool" appliesTo {
+    principal: [User],
+    resource: [Tool],
+    context: {
+      "checkpoint": String,
+      "step": Long,
+      "args": Args,
+      "features": Set<String>,
+      "risk": Long,
+      "confidence": Long,
+      "failures": Long,
+      "anomalies": Set<String>,
+      "budget": Budget,
+    }
+  };
+  action "send_response" appliesTo {
+    principal: [User],
+    resource: [Response],
+    context: {
+      "risk": Long,
+      "confidence": Long,
+      "citations": Long,
+      "tool_calls": Long,
+      "anomalies": Set<String>,
+      "budget": Budget,
+    }
+  };
+}
+"#;
+
+/// The built-in policy set, used when no policy directory is configured.
+pub const BUILTIN_POLICIES: &str = include_str!("builtin.cedar");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArgType {
+    Long,
+    String,
+    Bool,
+}
+
+/// The Cedar type of each tool argument policies may read, from the catalog's JSON schemas.
+/// Every attribute is optional (tools differ); an argument two tools type differently, or whose
+/// type Cedar cannot compare (non-integer numbers, objects), is left out.
+fn arg_types(catalog: &Catalog) -> BTreeMap<String, ArgType> {
+    let mut out: BTreeMap<String, Option<ArgType>> = BTreeMap::new();
+    for tool in catalog.iter() {
+        let Some(props) = tool
+            .args_schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+        else {
+            continue;
+        };
+        for (name, schema) in props {
+            let ty = match schema.get("type").and_then(|t| t.as_str()) {
+                Some("integer") => Some(ArgType::Long),
+                Some("string") => Some(ArgType::String),
+                Some("boolean") => Some(ArgType::Bool),
+                _ => None,
+            };
+            out.entry(name.clone())
+                .and_modify(|t| {
+                    if *t != ty {
+                        *t = None
+                    }
+                })
+                .or_insert(ty);
+        }
+    }
+    out.into_iter()
+        .filter_map(|(k, v)| v.map(|t| (k, t)))
+        .filter(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect()
+}
+
+pub fn schema_text(catalog: &Catalog) -> String {
+    let fields: Vec<String> = arg_types(catalog)
+        .iter()
+        .map(|(name, ty)| {
+            let ty = match ty {
+                ArgType::Long => "Long",
+                ArgType::String => "String",
+                ArgType::Bool => "Bool",
+            };
+            format!("\"{name}\"?: {ty}")
+        })
+        .collect();
+    SCHEMA_TEMPLATE.replace("{ARGS}", &format!("{{{}}}", fields.join(", ")))
+}
+
+/// What a policy says when it is satisfied.
+#[derive(Clone, Debug)]
+struct PolicyMeta {
+    decision: PolicyDecision,
+    reason: Option<String>,
+}
+
+/// A validated policy set with its version.
+pub struct Policies {
+    pub version: String,
+    pub files: Vec<PathBuf>,
+    set: PolicySet,
+    meta: HashMap<PolicyId, PolicyMeta>,
+    schema: Schema,
+    arg_types: BTreeMap<String, ArgType>,
+    tools: HashMap<String, Entity>,
+    authorizer: Authorizer,
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn located(file: &str, text: &str, d: &dyn Diagnostic, fallback: String) -> String {
+    let offset = d
+        .labels()
+        .and_then(|mut l| l.next())
+        .map(|l| l.offset());
+    let help = d.help().map(|h| format!(" ({h})")).unwrap_or_default();
+    match offset {
+        Some(o) => {
+            let (line, col) = line_col(text, o);
+            format!("{file}:{line}:{col}: {fallback}{help}")
+        }
+        None => format!("{file}: {fallback}{help}"),
+    }
+}
+
+impl Policies {
+    /// Loads every `*.cedar` file in `dir` (sorted by name).
+    pub fn load_dir(dir: &Path, catalog: &Catalog) -> Result<Self, ControlError> {
+        let io = |e: std::io::Error| ControlError::Io {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(ControlError::Policy(format!(
+                "{}: no *.cedar policy files",
+                dir.display()
+            )));
+        }
+        let mut sources = Vec::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).map_err(|e| ControlError::Io {
+                path: f.display().to_string(),
+                message: e.to_string(),
+            })?;
+            sources.push((f.display().to_string(), text));
+        }
+        let mut p = Self::from_sources(&sources, catalog)?;
+        p.files = files;
+        Ok(p)
+    }
+
+    /// Parses, names and validates policy sources given as (file name, text).
+    pub fn from_sources(sources: &[(String, String)], catalog: &Catalog) -> Result<Self, ControlError> {
+        let text = schema_text(catalog);
+        let (schema, _warnings) = Schema::from_cedarschema_str(&text)
+            .map_err(|e| ControlError::Policy(format!("generated Cedar schema: {e}")))?;
+        let validator = Validator::new(schema.clone());
+        let mut set = PolicySet::new();
+        let mut meta = HashMap::new();
+        let mut hasher = Sha256::new();
+        for (file, text) in sources {
+            hasher.update(file.rsplit('/').next().unwrap_or(file).as_bytes());
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+            hasher.update([0]);
+            let parsed = PolicySet::from_str(text).map_err(|errs| {
+                let msgs: Vec<String> = errs
+                    .iter()
+                    .map(|e| located(file, text, e, e.to_string()))
+                    .collect();
+                ControlError::Policy(msgs.join("\n"))
+            })?;
+            if parsed.templates().next().is_some() {
+                return Err(ControlError::Policy(format!(
+                    "{file}: policy templates are not supported; write static policies"
+                )));
+            }
+            let stem = Path::new(file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut named = PolicySet::new();
+            for (i, policy) in parsed.policies().enumerate() {
+                let id = policy
+                    .annotation("id")
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{stem}.policy{i}"));
+                let decision = match (policy.effect(), policy.annotation("decision")) {
+                    (cedar_policy::Effect::Permit, None) => PolicyDecision::Allow,
+                    (cedar_policy::Effect::Permit, Some(_)) => {
+                        return Err(policy_error(file, text, &policy, "@decision is only meaningful on forbid policies"));
+                    }
+                    (cedar_policy::Effect::Forbid, None | Some("deny")) => PolicyDecision::Deny,
+                    (cedar_policy::Effect::Forbid, Some("escalate")) => PolicyDecision::Escalate,
+                    (cedar_policy::Effect::Forbid, Some("require_confirmation")) => {
+                        PolicyDecision::RequireConfirmation
+                    }
+                    (cedar_policy::Effect::Forbid, Some(other)) => {
+                        return Err(policy_error(
+                            file,
+                            text,
+                            &policy,
+                            &format!("@decision({other:?}) must be deny, escalate or require_confirmation"),
+                        ));
+                    }
+                };
+                let pid = PolicyId::new(&id);
+                if meta.contains_key(&pid) {
+                    return Err(policy_error(file, text, &policy, &format!("duplicate policy id {id:?}")));
+                }
+                meta.insert(
+                    pid.clone(),
+                    PolicyMeta {
+                        decision,
+                        reason: policy.annotation("reason").map(str::to_owned),
+                    },
+                );
+                let renamed: Policy = policy.new_id(pid);
+                named
+                    .add(renamed.clone())
+                    .map_err(|e| ControlError::Policy(format!("{file}: {e}")))?;
+                set.add(renamed)
+                    .map_err(|e| ControlError::Policy(format!("{file}: {e}")))?;
+            }
+            let result = validator.validate(&named, ValidationMode::Strict);
+            if !result.validation_passed() {
+                let msgs: Vec<String> = result
+                    .validation_errors()
+                    .map(|e| located(file, text, e, e.to_string()))
+                    .collect();
+                return Err(ControlError::Policy(msgs.join("\n")));
+            }
+        }
+        let digest = hasher.finalize();
+        let version = format!(
+            "sha256:{}",
+            digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let tools = catalog
+            .iter()
+            .filter_map(|t| tool_entity(t).ok().map(|e| (t.name.clone(), e)))
+            .collect();
+        Ok(Policies {
+            version,
+            files: Vec::new(),
+            set,
+            meta,
+            schema,
+            arg_types: arg_types(catalog),
+            tools,
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// Cedar's `args` record for a call: arguments the schema types, each of the right type.
+    /// An argument of the wrong type is an error (it would silently skip the policies about it).
+    pub fn args_record(
+        &self,
+        args: Option<&serde_json::Value>,
+    ) -> Result<RestrictedExpression, String> {
+        let mut fields = Vec::new();
+        if let Some(obj) = args.and_then(|a| a.as_object()) {
+            for (name, value) in obj {
+                let Some(ty) = self.arg_types.get(name) else {
+                    continue;
+                };
+                let expr = match (ty, value) {
+                    (ArgType::Long, v) if v.as_i64().is_some() => {
+                        RestrictedExpression::new_long(v.as_i64().unwrap_or_default())
+                    }
+                    (ArgType::String, serde_json::Value::String(s)) => {
+                        RestrictedExpression::new_string(s.clone())
+                    }
+                    (ArgType::Bool, serde_json::Value::Bool(b)) => RestrictedExpression::new_bool(*b),
+                    (ty, v) => return Err(format!("argument {name} = {v} is not a {ty:?}")),
+                };
+                fields.push((name.clone(), expr));
+            }
+        }
+        RestrictedExpression::new_record(fields).map_err(|e| e.to_string())
+    }
+
+    /// Evaluates one request. `context` pairs must match the action's context type.
+    pub fn evaluate(
+        &self,
+        principal: &PrincipalAttrs<'_>,
+        action: &str,
+        resource: Resource<'_>,
+        context: Vec<(String, RestrictedExpression)>,
+    ) -> Evaluation {
+        match self.try_evaluate(principal, action, resource, context) {
+            Ok(e) => e,
+            Err(message) => Evaluation {
+                decision: PolicyDecision::Deny,
+                policy_ids: vec!["cedar.request_invalid".into()],
+                reason: format!("policy request could not be built: {message}"),
+            },
+        }
+    }
+
+    fn try_evaluate(
+        &self,
+        principal: &PrincipalAttrs<'_>,
+        action: &str,
+        resource: Resource<'_>,
+        context: Vec<(String, RestrictedExpression)>,
+    ) -> Result<Evaluation, String> {
+        let user = user_entity(principal)?;
+        let (resource_uid, resource_entity) = match resource {
+            Resource::Tool(name) => {
+                let e = self
+                    .tools
+                    .get(name)
+                    .ok_or_else(|| format!("tool {name} is not in the catalog"))?;
+                (e.uid(), Some(e.clone()))
+            }
+            Resource::Response => (uid("Response", "reply")?, None),
+        };
+        let principal_uid = user.uid();
+        let entities = Entities::from_entities(
+            std::iter::once(user).chain(resource_entity),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
+        let request = Request::new(
+            principal_uid,
+            uid("Action", action)?,
+            resource_uid,
+            context,
+            Some(&self.schema),
+        )
+        .map_err(|e| e.to_string())?;
+        let response = self.authorizer.is_authorized(&request, &self.set, &entities);
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| e.to_string())
+            .collect();
+        if !errors.is_empty() {
+            return Ok(Evaluation {
+                decision: PolicyDecision::Deny,
+                policy_ids: vec!["cedar.evaluation_error".into()],
+                reason: format!("a policy failed to evaluate (fail closed): {}", errors.join("; ")),
+            });
+        }
+        let mut ids: Vec<&PolicyId> = response.diagnostics().reason().collect();
+        ids.sort_by_key(|id| id.to_string());
+        if response.decision() == Decision::Allow {
+            let reason = ids
+                .iter()
+                .filter_map(|id| self.meta.get(*id).and_then(|m| m.reason.clone()))
+                .next()
+                .unwrap_or_else(|| "permitted".into());
+            return Ok(Evaluation {
+                decision: PolicyDecision::Allow,
+                policy_ids: ids.iter().map(|id| id.to_string()).collect(),
+                reason,
+            });
+        }
+        if ids.is_empty() {
+            return Ok(Evaluation {
+                decision: PolicyDecision::Deny,
+                policy_ids: vec![DEFAULT_DENY.into()],
+                reason: "no permit policy matched".into(),
+            });
+        }
+        let worst = ids
+            .iter()
+            .filter_map(|id| self.meta.get(*id))
+            .map(|m| m.decision)
+            .max_by_key(|d| d.severity())
+            .unwrap_or(PolicyDecision::Deny);
+        let deciding: Vec<&PolicyId> = ids
+            .into_iter()
+            .filter(|id| self.meta.get(*id).is_none_or(|m| m.decision == worst))
+            .collect();
+        let reason = deciding
+            .iter()
+            .map(|id| {
+                self.meta
+                    .get(*id)
+                    .and_then(|m| m.reason.clone())
+                    .unwrap_or_else(|| format!("forbidden by {id}"))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok(Evaluation {
+            decision: worst,
+            policy_ids: deciding.iter().map(|id| id.to_string()).collect(),
+            reason,
+        })
+    }
+}
+
+/// Who is asking, as Cedar sees them.
+pub struct PrincipalAttrs<'a> {
+    pub tenant: &'a str,
+    pub user_id: &'a str,
+    pub channel: &'a str,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+pub enum Resource<'a> {
+    Tool(&'a str),
+    Response,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub decision: PolicyDecision,
+    pub policy_ids: Vec<String>,
+    pub reason: String,
+}
+
+fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
+    let ty = EntityTypeName::from_str(&format!("Ballast::{ty}")).map_err(|e| e.to_string())?;
+    Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
+}
+
+fn strings(items: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(items.iter().map(|s| RestrictedExpression::new_string(s.clone())))
+}
+
+fn user_entity(p: &PrincipalAttrs<'_>) -> Result<Entity, String> {
+    let mut parents = HashSet::from([uid("Tenant", p.tenant)?]);
+    for r in &p.roles {
+        parents.insert(uid("Role", r)?);
+    }
+    let attrs = HashMap::from([
+        ("tenant".to_string(), RestrictedExpression::new_string(p.tenant.to_string())),
+        ("roles".to_string(), strings(&p.roles)),
+        ("scopes".to_string(), strings(&p.scopes)),
+        ("channel".to_string(), RestrictedExpression::new_string(p.channel.to_string())),
+    ]);
+    Entity::new(uid("User", &format!("{}/{}", p.tenant, p.user_id))?, attrs, parents)
+        .map_err(|e| e.to_string())
+}
+
+fn tool_entity(t: &crate::exec::catalog::ToolSpec) -> Result<Entity, String> {
+    let attrs = HashMap::from([
+        ("name".to_string(), RestrictedExpression::new_string(t.name.clone())),
+        ("impact".to_string(), RestrictedExpression::new_string(t.impact.as_str().into())),
+        ("impact_level".to_string(), RestrictedExpression::new_long(t.impact.level())),
+        ("scopes".to_string(), strings(&t.auth_scopes)),
+        ("tags".to_string(), strings(&t.tags)),
+        ("idempotent".to_string(), RestrictedExpression::new_bool(t.idempotent)),
+        ("reversible".to_string(), RestrictedExpression::new_bool(t.compensation.is_some())),
+        ("cost_micros".to_string(), RestrictedExpression::new_long(t.cost_micros)),
+    ]);
+    Entity::new(uid("Tool", &t.name)?, attrs, HashSet::new()).map_err(|e| e.to_string())
+}
+
+fn policy_error(file: &str, text: &str, policy: &Policy, message: &str) -> ControlError {
+    // Cedar keeps no public source location on a policy; its @id annotation finds it.
+    let at = policy
+        .annotation("id")
+        .and_then(|id| text.find(&format!("@id(\"{id}\")")))
+        .map(|o| {
+            let (line, col) = line_col(text, o);
+            format!("{file}:{line}:{col}")
+        })
+        .unwrap_or_else(|| file.to_string());
+    ControlError::Policy(format!("{at}: {message}"))
+}
+
+pub(crate) fn long(x: i64) -> RestrictedExpression {
+    RestrictedExpression::new_long(x)
+}
+
+pub(crate) fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_string())
+}
+
+pub(crate) fn string_set(items: &[String]) -> RestrictedExpression {
+    strings(items)
+}
+
+pub(crate) fn record(fields: Vec<(&str, RestrictedExpression)>) -> RestrictedExpression {
+    RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_string(), v)))
+        .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+}

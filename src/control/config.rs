@@ -1,0 +1,210 @@
+//! The control configuration (`control.toml` in the policy directory): risk weights and
+//! thresholds, planner profiles and routing rules, budgets, approval deadlines.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::budget::BudgetLimits;
+use super::risk::RiskConfig;
+use super::ControlError;
+use crate::event::RouteSelected;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Plans with more steps are denied before their first side effect.
+    pub max_plan_steps: usize,
+    /// How long a turn waits for a person to confirm a call before it escalates.
+    pub approval_ttl_ms: i64,
+    pub risk: RiskConfig,
+    pub budgets: BudgetLimits,
+    pub profiles: BTreeMap<String, PlannerProfile>,
+    pub routing: Routing,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            max_plan_steps: 8,
+            approval_ttl_ms: 15 * 60 * 1000,
+            risk: RiskConfig::default(),
+            budgets: BudgetLimits::default(),
+            profiles: BTreeMap::from([("general".to_string(), PlannerProfile::default())]),
+            routing: Routing::default(),
+        }
+    }
+}
+
+/// A planner configuration a turn can be routed to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlannerProfile {
+    pub model: String,
+    /// Tokens reserved before each call of this model (its output ceiling plus a typical prompt).
+    pub reserve_tokens: i64,
+    pub micros_per_1k_tokens: i64,
+}
+
+impl Default for PlannerProfile {
+    fn default() -> Self {
+        PlannerProfile {
+            model: "scripted".into(),
+            reserve_tokens: 2_000,
+            micros_per_1k_tokens: 500,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Routing {
+    pub default_profile: String,
+    /// Tried in order; the first that matches picks the profile.
+    pub rules: Vec<RouteRule>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            default_profile: "general".into(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// Matches a request by tenant and/or request class (the request's `class` attribute).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    pub name: String,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub class: Option<String>,
+    pub profile: String,
+}
+
+/// The request attribute that names a request's class for routing.
+pub const CLASS_ATTRIBUTE: &str = "class";
+
+impl ControlConfig {
+    pub fn load(path: &Path) -> Result<Self, ControlError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ControlError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ControlError> {
+        let config: ControlConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            ControlError::Config {
+                path: origin.to_string(),
+                line,
+                message: e.message().to_string(),
+            }
+        })?;
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    fn check(&self, origin: &str) -> Result<(), ControlError> {
+        let bad = |message: String| ControlError::Config {
+            path: origin.to_string(),
+            line: None,
+            message,
+        };
+        let known = |p: &str| self.profiles.contains_key(p);
+        if !known(&self.routing.default_profile) {
+            return Err(bad(format!(
+                "routing.default_profile {:?} is not a configured profile",
+                self.routing.default_profile
+            )));
+        }
+        if let Some(r) = self.routing.rules.iter().find(|r| !known(&r.profile)) {
+            return Err(bad(format!(
+                "routing rule {:?} names unknown profile {:?}",
+                r.name, r.profile
+            )));
+        }
+        if self.approval_ttl_ms <= 0 || self.budgets.window_ms <= 0 {
+            return Err(bad("approval_ttl_ms and budgets.window_ms must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// Picks the planner profile for a request: the first matching rule, else the default.
+    pub fn route(&self, tenant: &str, attributes: &BTreeMap<String, String>) -> RouteSelected {
+        let class = attributes.get(CLASS_ATTRIBUTE).map(String::as_str);
+        let (rule, profile) = self
+            .routing
+            .rules
+            .iter()
+            .find(|r| {
+                r.tenant.as_deref().is_none_or(|t| t == tenant)
+                    && r.class.as_deref().is_none_or(|c| Some(c) == class)
+            })
+            .map(|r| (r.name.as_str(), r.profile.as_str()))
+            .unwrap_or(("default", self.routing.default_profile.as_str()));
+        let p = self.profiles.get(profile).cloned().unwrap_or_default();
+        RouteSelected {
+            profile: profile.to_string(),
+            rule: rule.to_string(),
+            model: p.model,
+            reserve_tokens: p.reserve_tokens,
+            micros_per_1k_tokens: p.micros_per_1k_tokens,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+max_plan_steps = 6
+[profiles.general]
+model = "scripted-general"
+[profiles.specialist]
+model = "scripted-specialist"
+reserve_tokens = 4000
+[routing]
+default_profile = "general"
+[[routing.rules]]
+name = "billing"
+class = "billing"
+profile = "specialist"
+[[routing.rules]]
+name = "globex-vip"
+tenant = "globex"
+profile = "specialist"
+"#;
+
+    #[test]
+    fn routes_by_class_then_tenant_then_default() {
+        let c = ControlConfig::parse(CONFIG, "control.toml").expect("parses");
+        let attrs = |class: &str| BTreeMap::from([("class".to_string(), class.to_string())]);
+        let r = c.route("acme", &attrs("billing"));
+        assert_eq!((r.profile.as_str(), r.rule.as_str()), ("specialist", "billing"));
+        assert_eq!(r.reserve_tokens, 4000);
+        assert_eq!(c.route("globex", &BTreeMap::new()).rule, "globex-vip");
+        let d = c.route("acme", &attrs("shipping"));
+        assert_eq!((d.profile.as_str(), d.rule.as_str()), ("general", "default"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let err = ControlConfig::parse("max_plan_steps = 6\nrisk = { confirm_at = \"high\" }\n", "x/control.toml")
+            .expect_err("bad type");
+        let text = err.to_string();
+        assert!(text.contains("x/control.toml:2"), "{text}");
+        let err = ControlConfig::parse("[routing]\ndefault_profile = \"nope\"\n", "c.toml")
+            .expect_err("unknown profile");
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}
