@@ -28,6 +28,7 @@ pub mod exec;
 pub mod ids;
 pub mod kafka;
 pub mod log;
+pub mod operator;
 pub mod projection;
 pub mod runtime;
 pub mod submit;

@@ -22,6 +22,10 @@ pub struct DemoArgs {
     /// Upper bound of each simulated service call, in milliseconds.
     #[arg(long, default_value_t = 4)]
     service_latency_ms: u64,
+    /// Policy directory (`*.cedar`, `control.toml`) instead of the built-in examples/demo/policies;
+    /// reloaded when its files change.
+    #[arg(long)]
+    policies: Option<PathBuf>,
     /// Run through Kafka at this bootstrap address instead of the embedded sled log.
     #[arg(long)]
     bootstrap: Option<String>,
@@ -66,6 +70,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     opts.seed = a.seed;
     opts.partitions = a.partitions;
     opts.service_latency_ms = a.service_latency_ms;
+    opts.policies = a.policies;
     let summary = run_demo(opts, rx).await?;
     super::emit(&summary.render())?;
     if summary.interrupted {

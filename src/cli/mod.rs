@@ -1,5 +1,6 @@
 //! Command-line interface: one file per command. Names and flags are contracts other work builds on.
 
+mod approve;
 mod bench;
 mod demo;
 mod kafka;
@@ -38,6 +39,10 @@ pub enum Command {
     Kafka(kafka::KafkaArgs),
     /// Run a worker that shares Kafka partitions with the other workers of its group.
     Worker(worker::WorkerArgs),
+    /// Grant the approval a turn is waiting for.
+    Approve(approve::ApprovalArgs),
+    /// Deny the approval a turn is waiting for (the turn ends as denied).
+    Deny(approve::ApprovalArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -48,6 +53,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a).await,
         Command::Kafka(a) => kafka::run(a).await,
         Command::Worker(a) => worker::run(a).await,
+        Command::Approve(a) => approve::run(a, true).await,
+        Command::Deny(a) => approve::run(a, false).await,
     }
 }
 

@@ -1,7 +1,6 @@
 use clap::Args;
 
-use ballast::ids::{Offset, TurnId};
-use ballast::log::Scan;
+use ballast::ids::TurnId;
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -17,19 +16,10 @@ pub struct TraceArgs {
 pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
     let opened = super::open_log(&a.log).await?;
     let (log, codecs, index) = (&opened.events, &opened.codecs, &opened.index);
-    let key = a.turn_id.key();
-    let partition = log.partition_for(&key);
-    let from = Offset(index.get(a.turn_id)?.map_or(0, |e| e.first_offset));
-    let mut scan = Scan::new(log.as_ref(), partition, from);
-    let mut events = Vec::new();
-    while let Some(batch) = scan.next_chunk(4096).await? {
-        for s in batch.into_iter().filter(|s| s.key == key) {
-            events.push((s.offset, codecs.events.decode(&s.value)?));
-        }
-    }
-    if events.is_empty() {
+    let found = ballast::operator::read_turn(log.as_ref(), codecs, index, a.turn_id).await?;
+    let Some((partition, events)) = found.filter(|(_, e)| !e.is_empty()) else {
         anyhow::bail!("turn {} is not in {}", a.turn_id, a.log.data_dir.display());
-    }
+    };
     if a.json {
         let arr: Vec<_> = events
             .iter()

@@ -34,6 +34,10 @@ pub struct WorkerArgs {
     /// drop duplicates by per-turn sequence number, but a zombie worker is not fenced).
     #[arg(long)]
     no_transactions: bool,
+    /// Policy directory (`*.cedar`, `control.toml`), reloaded on change. Defaults to the
+    /// built-in examples/demo/policies.
+    #[arg(long)]
+    policies: Option<PathBuf>,
     /// Consumer-group session timeout.
     #[arg(long, default_value_t = 10_000)]
     session_timeout_ms: u32,
@@ -55,6 +59,24 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         EffectsJournal::open(&a.effects)?,
         a.service_latency_ms,
     );
+    let catalog = exec.tools.catalog().clone();
+    let (control, _watcher): (std::sync::Arc<dyn ballast::control::ControlPlane>, _) =
+        match &a.policies {
+            Some(dir) => {
+                let plane = std::sync::Arc::new(ballast::control::CedarControlPlane::load(
+                    dir, catalog,
+                )?);
+                let w = ballast::control::PolicyWatcher::spawn(
+                    std::sync::Arc::clone(&plane),
+                    std::time::Duration::from_secs(1),
+                );
+                (plane, Some(w))
+            }
+            None => (
+                std::sync::Arc::new(ballast::demo::operator::demo_control(catalog)?),
+                None,
+            ),
+        };
     let (tx, rx) = shutdown::channel();
     shutdown::on_signals(tx);
     let opts = WorkerOptions {
@@ -66,6 +88,6 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         worker: WorkerConfig::default(),
         session_timeout_ms: a.session_timeout_ms,
     };
-    run_worker(opts, exec, None, rx).await?;
+    run_worker(opts, exec, Some(control), None, rx).await?;
     Ok(())
 }

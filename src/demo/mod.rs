@@ -1,6 +1,7 @@
 //! The demo domain (customer support) and the `ballast demo` workload.
 
 pub mod kb;
+pub mod operator;
 pub mod run;
 pub mod tools;
 pub mod workload;

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use std::sync::Arc;
+
+use super::operator::ControlTally;
 use super::tools::EffectsJournal;
+use crate::control::{CedarControlPlane, ControlPlane, PolicyWatcher};
 use super::workload;
 use crate::clock::SystemClock;
 use crate::embedded::{Embedded, EmbeddedError};
@@ -41,6 +45,8 @@ pub enum DemoError {
     Spawn(std::io::Error),
     #[error("no turn finished for {0:?}; {1} turns still running")]
     Stalled(Duration, usize),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +58,9 @@ pub struct DemoOptions {
     /// Upper bound of each simulated service call, in ms.
     pub service_latency_ms: u64,
     pub worker: WorkerConfig,
+    /// A policy directory (`*.cedar` + `control.toml`) to use instead of the built-in
+    /// `examples/demo/policies`; reloaded when its files change.
+    pub policies: Option<PathBuf>,
 }
 
 impl DemoOptions {
@@ -63,6 +72,7 @@ impl DemoOptions {
             partitions: 0,
             service_latency_ms: 4,
             worker: WorkerConfig::default(),
+            policies: None,
         }
     }
 }
@@ -82,6 +92,7 @@ pub struct DemoSummary {
     pub elapsed: Duration,
     pub dead_letters: u64,
     pub interrupted: bool,
+    pub control: ControlTally,
 }
 
 impl DemoSummary {
@@ -119,6 +130,9 @@ impl DemoSummary {
             ));
         }
         s.push('\n');
+        if !self.control.decisions.is_empty() {
+            s.push_str(&self.control.render());
+        }
         if self.dead_letters > 0 {
             s.push_str(&format!("dead letters {}\n", self.dead_letters));
         }
@@ -138,7 +152,11 @@ fn requests(turns: &[WorkloadTurn], now_ms: i64) -> Vec<TurnRequest> {
             user_id: t.user_id.clone(),
             text: t.text.clone(),
             channel: "chat".into(),
-            attributes: BTreeMap::from([("scenario".to_string(), t.scenario.clone())]),
+            attributes: if t.attributes.is_empty() {
+                BTreeMap::from([("scenario".to_string(), t.scenario.clone())])
+            } else {
+                t.attributes.clone()
+            },
             submitted_at_ms: now_ms,
         })
         .collect()
@@ -154,6 +172,15 @@ pub async fn run(
     let journal =
         EffectsJournal::open(&opts.data_dir.join("effects.jsonl")).map_err(DemoError::Journal)?;
     let exec = super::plane(&workload, journal, opts.service_latency_ms);
+    let catalog = exec.tools.catalog().clone();
+    let (control, _watcher): (Arc<dyn ControlPlane>, _) = match &opts.policies {
+        Some(dir) => {
+            let plane = Arc::new(CedarControlPlane::load(dir, catalog)?);
+            let watcher = PolicyWatcher::spawn(Arc::clone(&plane), Duration::from_secs(1));
+            (plane, Some(watcher))
+        }
+        None => (Arc::new(super::operator::demo_control(catalog)?), None),
+    };
 
     let index = TurnIndex::open(&emb.store)?;
     index
@@ -178,11 +205,19 @@ pub async fn run(
         exec,
         emb.state.clone(),
     )
+    .with_control(control)
     .with_outcomes(out_tx)
     .with_effect_bound(opts.worker.max_concurrent_effects);
     let worker = Worker::new(deps, opts.worker.clone());
     let stats = worker.stats();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut operator = super::operator::spawn(
+        emb.events.clone(),
+        emb.requests.clone(),
+        emb.codecs.clone(),
+        &workload,
+        stop_rx.clone(),
+    );
     let partitions: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
     let worker_task = tokio::spawn(async move { worker.run(partitions, stop_rx).await });
 
@@ -216,6 +251,9 @@ pub async fn run(
     worker_task
         .await
         .map_err(|e| RuntimeError::Task(e.to_string()))??;
+    while let Some(done) = operator.join_next().await {
+        done.map_err(|e| RuntimeError::Task(e.to_string()))??;
+    }
     if let Some(n) = stalled {
         return Err(DemoError::Stalled(stall, n));
     }
@@ -233,6 +271,7 @@ pub async fn run(
     summary.elapsed = elapsed;
     summary.dead_letters = RuntimeStats::get(&stats.dead_letters);
     summary.interrupted = interrupted;
+    summary.control = super::operator::tally(emb.events.as_ref(), &emb.codecs).await?;
     Ok(summary)
 }
 
@@ -266,6 +305,7 @@ pub fn summarize(index: &TurnIndex, workload: &[WorkloadTurn]) -> Result<DemoSum
         elapsed: Duration::ZERO,
         dead_letters: 0,
         interrupted: false,
+        control: ControlTally::default(),
     })
 }
 

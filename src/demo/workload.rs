@@ -15,16 +15,23 @@ const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 
 /// Scenario weights (per 100 turns) and what each should end as.
 pub const SCENARIOS: &[(&str, u32, &str)] = &[
-    ("order_status", 42, "succeeded"),
-    ("refund", 15, "succeeded"),
+    ("order_status", 36, "succeeded"),
+    ("refund", 14, "succeeded"),
+    ("large_refund_approved", 4, "succeeded after an operator approves"),
+    ("large_refund_denied", 2, "denied by an operator"),
+    ("large_refund_unanswered", 2, "escalated when the approval expires"),
     ("kb_question", 10, "succeeded"),
     ("flaky_lookup", 8, "succeeded after a retry"),
     ("order_not_found", 5, "failed"),
-    ("refund_over_limit", 3, "failed"),
-    ("unknown_tool", 5, "denied"),
+    ("refund_over_limit", 3, "denied by policy refund.over_limit"),
+    ("unknown_tool", 4, "denied"),
     ("runaway_plan", 2, "denied"),
-    ("low_confidence", 10, "escalated"),
+    ("low_confidence", 8, "escalated"),
+    ("budget_hog", 2, "denied once the user's budget is spent"),
 ];
+
+/// The user whose many refunds exhaust their rolling budget.
+pub const HOG_USER: &str = "u-hog";
 
 fn step(tool: &str, args: serde_json::Value) -> PlanStep {
     PlanStep {
@@ -59,7 +66,23 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
             let scenario = pick(&mut rng);
             let confident = rng.random_range(0.72..0.99);
             let email = format!("user{user}@example.com");
+            let refund = |amount: i64| {
+                vec![
+                    step("lookup_order", json!({"order_id": format!("A{order}")})),
+                    step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": amount})),
+                ]
+            };
             let (text, steps, confidence) = match scenario {
+                "large_refund_approved" | "large_refund_denied" | "large_refund_unanswered" => (
+                    format!("Order A{order} was a bulk order and never came. Refund all of it."),
+                    refund(rng.random_range(12_000..25_000)),
+                    confident,
+                ),
+                "budget_hog" => (
+                    format!("Refund order A{order} too. And the next one. And the next."),
+                    refund(rng.random_range(3_000..9_000)),
+                    confident,
+                ),
                 "order_status" => (
                     format!("Where is my order A{order}? It has not arrived yet."),
                     vec![step("lookup_order", json!({"order_id": format!("A{order}")}))],
@@ -69,7 +92,7 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                     format!("Order A{order} arrived damaged, I want a refund."),
                     vec![
                         step("lookup_order", json!({"order_id": format!("A{order}")})),
-                        step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": rng.random_range(500..20_000)})),
+                        step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": rng.random_range(500..9_000)})),
                         step("send_email", json!({"to": email, "template": "refund_confirmation"})),
                     ],
                     confident,
@@ -118,13 +141,25 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                     rng.random_range(0.15..0.45),
                 ),
             };
+            let (tenant, user_id) = match scenario {
+                "budget_hog" => ("acme", HOG_USER.to_string()),
+                _ => (tenant, format!("u-{user}")),
+            };
+            let mut attributes = std::collections::BTreeMap::from([
+                ("scenario".to_string(), scenario.to_string()),
+                ("roles".to_string(), "customer".to_string()),
+            ]);
+            if steps.iter().any(|s| s.tool.contains("refund")) {
+                attributes.insert("class".into(), "billing".into());
+            }
             WorkloadTurn {
                 turn_id,
                 tenant: tenant.into(),
-                user_id: format!("u-{user}"),
+                user_id,
                 text,
                 scenario: scenario.into(),
                 script: Script { steps, confidence },
+                attributes,
             }
         })
         .collect()

@@ -32,6 +32,9 @@ pub struct WorkloadTurn {
     pub text: String,
     pub scenario: String,
     pub script: Script,
+    /// Request attributes (e.g. `class` for routing, `roles`, `scopes`).
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,8 +145,13 @@ impl Planner for ScriptedPlanner {
             .iter()
             .map(|s| s.args_json.len() + s.tool.len())
             .sum();
+        // The profile names the "model" so that routing shows in every recorded plan.
+        let model = match request.profile.as_str() {
+            "" | "general" => SCRIPTED_MODEL.to_string(),
+            profile => format!("{SCRIPTED_MODEL}-{profile}"),
+        };
         Ok(Planned {
-            model: SCRIPTED_MODEL.into(),
+            model,
             model_version: "1".into(),
             prompt_template_hash: self.template_hash.clone(),
             steps: script.steps.clone(),

@@ -111,6 +111,7 @@ impl ConsumerContext for GroupContext {
 pub async fn run(
     opts: WorkerOptions,
     exec: ExecutionPlane,
+    control: Option<Arc<dyn crate::control::ControlPlane>>,
     outcomes: Option<mpsc::UnboundedSender<TurnFinished>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), KafkaWorkerError> {
@@ -175,6 +176,9 @@ pub async fn run(
     let mut deps = Deps::new(events.clone(), requests.clone(), codecs, exec, state)
         .with_journals(Arc::new(journals))
         .with_effect_bound(opts.worker.max_concurrent_effects);
+    if let Some(control) = control {
+        deps = deps.with_control(control);
+    }
     if let Some(tx) = outcomes {
         deps = deps.with_outcomes(tx);
     }

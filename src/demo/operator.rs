@@ -1,0 +1,183 @@
+//! The demo's operator: watches the turn log for approval requests and answers them as each
+//! scenario says (approve, deny, or leave to expire), through the same command path as
+//! `ballast approve|deny`. Also the demo's control-plane tally.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::control::{CedarControlPlane, ControlConfig, ControlError};
+use crate::event::codec::Codecs;
+use crate::event::{ApprovalDecision, CommandAction, Payload, TurnCommand};
+use crate::exec::catalog::Catalog;
+use crate::exec::scripted::WorkloadTurn;
+use crate::ids::{Offset, Partition, TurnId};
+use crate::log::{EventLog, LogError, Scan};
+
+const POLICIES: [(&str, &str); 3] = [
+    ("baseline.cedar", include_str!("../../examples/demo/policies/baseline.cedar")),
+    ("confidence.cedar", include_str!("../../examples/demo/policies/confidence.cedar")),
+    ("refunds.cedar", include_str!("../../examples/demo/policies/refunds.cedar")),
+];
+const CONTROL_TOML: &str = include_str!("../../examples/demo/policies/control.toml");
+
+/// The control plane of `examples/demo/policies/`, built into the binary.
+pub fn demo_control(catalog: Catalog) -> Result<CedarControlPlane, ControlError> {
+    let config = ControlConfig::parse(CONTROL_TOML, "examples/demo/policies/control.toml")?;
+    let sources: Vec<(String, String)> = POLICIES
+        .iter()
+        .map(|(f, t)| (format!("examples/demo/policies/{f}"), t.to_string()))
+        .collect();
+    let policies = crate::control::cedar::Policies::from_sources(&sources, &catalog)?;
+    Ok(CedarControlPlane::new(config, catalog, policies, None))
+}
+
+/// Answers approval requests of `workload` turns until `stop`: approves `large_refund_approved`,
+/// denies `large_refund_denied`, leaves the rest to expire.
+pub fn spawn(
+    events: Arc<dyn EventLog>,
+    requests: Arc<dyn EventLog>,
+    codecs: Codecs,
+    workload: &[WorkloadTurn],
+    stop: watch::Receiver<bool>,
+) -> JoinSet<Result<u64, LogError>> {
+    let users: Arc<HashMap<TurnId, (String, String)>> = Arc::new(
+        workload
+            .iter()
+            .map(|t| (t.turn_id, (t.user_id.clone(), t.scenario.clone())))
+            .collect(),
+    );
+    let mut tasks = JoinSet::new();
+    for p in (0..events.partitions()).map(Partition) {
+        let (events, requests, codecs, users) = (
+            Arc::clone(&events),
+            Arc::clone(&requests),
+            codecs.clone(),
+            Arc::clone(&users),
+        );
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            let mut tail = events.subscribe(p, Offset::ZERO).await?;
+            let mut answered = 0;
+            loop {
+                let batch = tokio::select! {
+                    b = tail.next_batch(1024) => b?,
+                    _ = stop.changed() => return Ok(answered),
+                };
+                for stored in batch {
+                    let Ok(event) = codecs.events.decode(&stored.value) else {
+                        continue;
+                    };
+                    let Payload::ApprovalRequested(a) = &event.payload else {
+                        continue;
+                    };
+                    let Some((user, scenario)) = users.get(&event.turn_id) else {
+                        continue;
+                    };
+                    let granted = match scenario.as_str() {
+                        "large_refund_approved" => true,
+                        "large_refund_denied" => false,
+                        _ => continue,
+                    };
+                    let command = TurnCommand {
+                        command_id: format!("demo-{}", a.approval_id),
+                        turn_id: event.turn_id,
+                        tenant: event.tenant.clone(),
+                        operator: "demo-operator".into(),
+                        issued_at_ms: event.at_ms,
+                        action: CommandAction::ApprovalDecision(ApprovalDecision {
+                            approval_id: a.approval_id.clone(),
+                            granted,
+                            reason: Some(format!("demo scenario {scenario}")),
+                        }),
+                    };
+                    crate::operator::send(requests.as_ref(), &codecs, user, &command)
+                        .await
+                        .map_err(|e| LogError::storage(e, false))?;
+                    answered += 1;
+                }
+            }
+        });
+    }
+    tasks
+}
+
+/// What the control plane decided over a log: decisions by checkpoint and kind, the rules that
+/// decided the non-allows, approvals, budget refusals and routes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ControlTally {
+    /// (checkpoint, decision) → count.
+    pub decisions: BTreeMap<(String, String), usize>,
+    /// Rule id → non-allow decisions it determined.
+    pub rules: BTreeMap<String, usize>,
+    pub approvals: BTreeMap<String, usize>,
+    pub routes: BTreeMap<String, usize>,
+    pub reserved: usize,
+    pub committed_cost_micros: i64,
+}
+
+pub async fn tally(log: &dyn EventLog, codecs: &Codecs) -> Result<ControlTally, LogError> {
+    let mut t = ControlTally::default();
+    for p in (0..log.partitions()).map(Partition) {
+        let mut scan = Scan::new(log, p, Offset::ZERO);
+        while let Some(batch) = scan.next_chunk(4096).await? {
+            for s in batch {
+                let Ok(e) = codecs.events.decode(&s.value) else {
+                    continue;
+                };
+                match &e.payload {
+                    Payload::PolicyEvaluated(pe) => {
+                        let key = (pe.checkpoint.as_str().to_string(), pe.decision.as_str().to_string());
+                        *t.decisions.entry(key).or_default() += 1;
+                        if pe.decision != crate::event::PolicyDecision::Allow {
+                            for id in &pe.policy_ids {
+                                *t.rules.entry(id.clone()).or_default() += 1;
+                            }
+                        }
+                    }
+                    Payload::ApprovalRequested(_) => *t.approvals.entry("requested".into()).or_default() += 1,
+                    Payload::ApprovalGranted(_) => *t.approvals.entry("granted".into()).or_default() += 1,
+                    Payload::ApprovalDenied(_) => *t.approvals.entry("denied".into()).or_default() += 1,
+                    Payload::ApprovalExpired(_) => *t.approvals.entry("expired".into()).or_default() += 1,
+                    Payload::RouteSelected(r) => *t.routes.entry(r.profile.clone()).or_default() += 1,
+                    Payload::BudgetReserved(_) => t.reserved += 1,
+                    Payload::BudgetCommitted(c) => t.committed_cost_micros += c.cost_micros,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(t)
+}
+
+impl ControlTally {
+    pub fn render(&self) -> String {
+        let mut s = String::from("decisions    by checkpoint and kind\n");
+        for ((checkpoint, decision), n) in &self.decisions {
+            s.push_str(&format!("  {checkpoint:<12} {decision:<21} {n}\n"));
+        }
+        if !self.rules.is_empty() {
+            s.push_str("  non-allow decisions by rule:");
+            for (rule, n) in &self.rules {
+                s.push_str(&format!(" {rule} {n},"));
+            }
+            s.pop();
+            s.push('\n');
+        }
+        let join = |m: &BTreeMap<String, usize>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        s.push_str(&format!("approvals    {}\n", join(&self.approvals)));
+        s.push_str(&format!("routes       {}\n", join(&self.routes)));
+        s.push_str(&format!(
+            "budgets      {} reservations, {} µ¤ committed\n",
+            self.reserved, self.committed_cost_micros
+        ));
+        s
+    }
+}
