@@ -1,0 +1,554 @@
+//! The control plane end to end on the embedded sled log: each scenario asserts the exact
+//! events of its turn. Policies come from a policy directory on disk (the demo's, plus what a
+//! scenario adds), the clock is manual, tools are the demo's (they journal real side effects).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast::clock::ManualClock;
+use ballast::control::{CedarControlPlane, ControlPlane, PolicyWatcher};
+use ballast::demo::kb::KbRetriever;
+use ballast::demo::tools::{EffectsJournal, demo_tools};
+use ballast::embedded::Embedded;
+use ballast::event::{Event, Outcome, Payload, PlanStep, TurnRequest};
+use ballast::exec::scripted::{Script, ScriptedPlanner, WorkloadTurn};
+use ballast::exec::synth::TemplateSynthesizer;
+use ballast::exec::{ExecutionPlane, Toolbox};
+use ballast::ids::{Offset, Partition, TurnId};
+use ballast::log::EventLog;
+use ballast::operator::answer_approval;
+use ballast::projection::turn_index::TurnIndex;
+use ballast::runtime::state_store::StateStore;
+use ballast::runtime::{Deps, TurnFinished, Worker, WorkerConfig};
+use ballast::submit::submit;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo/policies");
+const T0: i64 = 1_767_225_600_000;
+
+/// The demo policies with a test control.toml: approvals wait a minute, a user may spend
+/// 10 000 µ¤ per hour, and models are free (so tool costs alone decide budgets).
+fn policy_dir(root: &Path) -> PathBuf {
+    let dir = root.join("policies");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for f in ["baseline.cedar", "refunds.cedar", "confidence.cedar"] {
+        std::fs::copy(Path::new(EXAMPLES).join(f), dir.join(f)).expect("copy policy");
+    }
+    std::fs::write(
+        dir.join("control.toml"),
+        r#"
+approval_ttl_ms = 60000
+[budgets]
+window_ms = 3600000
+[budgets.user]
+cost_micros = 10000
+[profiles.general]
+model = "scripted"
+reserve_tokens = 1000
+micros_per_1k_tokens = 0
+[profiles.specialist]
+model = "scripted-specialist"
+reserve_tokens = 1000
+micros_per_1k_tokens = 0
+[[routing.rules]]
+name = "billing-to-specialist"
+class = "billing"
+profile = "specialist"
+"#,
+    )
+    .expect("write control.toml");
+    dir
+}
+
+fn turn(i: u64, user: &str, steps: Vec<PlanStep>, confidence: f64) -> WorkloadTurn {
+    WorkloadTurn {
+        turn_id: TurnId::from_parts(T0 as u64 + i, [i as u8; 10]),
+        tenant: "acme".into(),
+        user_id: user.into(),
+        text: "Order A1001 arrived broken, refund it please".into(),
+        scenario: "test".into(),
+        script: Script { steps, confidence },
+        attributes: BTreeMap::from([
+            ("roles".to_string(), "customer".to_string()),
+            ("class".to_string(), "billing".to_string()),
+        ]),
+    }
+}
+
+fn refund(amount: i64) -> Vec<PlanStep> {
+    vec![PlanStep {
+        tool: "issue_refund".into(),
+        args_json: json!({"order_id": "A1001", "amount_cents": amount}).to_string(),
+    }]
+}
+
+fn requests(w: &[WorkloadTurn]) -> Vec<TurnRequest> {
+    w.iter()
+        .map(|t| TurnRequest {
+            turn_id: t.turn_id,
+            tenant: t.tenant.clone(),
+            user_id: t.user_id.clone(),
+            text: t.text.clone(),
+            channel: "chat".into(),
+            attributes: t.attributes.clone(),
+            submitted_at_ms: T0,
+        })
+        .collect()
+}
+
+struct Running {
+    rx: mpsc::UnboundedReceiver<TurnFinished>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn finished(&mut self, n: usize) -> Vec<TurnFinished> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let f = tokio::time::timeout(Duration::from_secs(30), self.rx.recv())
+                .await
+                .expect("turns finish in time")
+                .expect("worker alive");
+            out.push(f);
+        }
+        out
+    }
+
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        self.task.await.expect("worker stops cleanly");
+    }
+}
+
+struct Env {
+    root: tempfile::TempDir,
+    emb: Embedded,
+    clock: Arc<ManualClock>,
+}
+
+impl Env {
+    fn new() -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let emb = Embedded::open(&root.path().join("data"), 2).expect("open");
+        policy_dir(root.path());
+        Env {
+            root,
+            emb,
+            clock: Arc::new(ManualClock::new(T0)),
+        }
+    }
+
+    fn policies(&self) -> PathBuf {
+        self.root.path().join("policies")
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.root.path().join("effects.jsonl")
+    }
+
+    fn exec(&self, w: &[WorkloadTurn]) -> ExecutionPlane {
+        let journal = EffectsJournal::open(&self.journal()).expect("journal");
+        ExecutionPlane {
+            retriever: Arc::new(KbRetriever::new(Duration::ZERO)),
+            planner: ScriptedPlanner::new(w, Duration::ZERO),
+            tools: Toolbox::new(demo_tools(journal, 0)),
+            synthesizer: Arc::new(TemplateSynthesizer),
+        }
+    }
+
+    fn control(&self, w: &[WorkloadTurn]) -> Arc<CedarControlPlane> {
+        let catalog = self.exec(w).tools.catalog().clone();
+        Arc::new(CedarControlPlane::load(&self.policies(), catalog).expect("policies load"))
+    }
+
+    fn start(&self, w: &[WorkloadTurn], control: Arc<dyn ControlPlane>) -> Running {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let deps = Deps::new(
+            self.emb.events.clone(),
+            self.emb.requests.clone(),
+            self.emb.codecs.clone(),
+            self.exec(w),
+            self.emb.state.clone(),
+        )
+        .with_control(control)
+        .with_clock(self.clock.clone())
+        .with_outcomes(tx);
+        let worker = Worker::new(deps, WorkerConfig::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let parts: Vec<Partition> = (0..self.emb.partitions()).map(Partition).collect();
+        let task = tokio::spawn(async move { worker.run(parts, stop_rx).await.expect("runs") });
+        Running { rx, stop, task }
+    }
+
+    async fn submit(&self, w: &[WorkloadTurn]) {
+        submit(
+            self.emb.requests.as_ref(),
+            &self.emb.codecs.requests,
+            &requests(w),
+        )
+        .await
+        .expect("submit");
+    }
+
+    async fn events(&self, t: TurnId) -> Vec<Event> {
+        let mut out = Vec::new();
+        for p in (0..self.emb.partitions()).map(Partition) {
+            for s in self
+                .emb
+                .events
+                .read(p, Offset::ZERO, 1_000_000)
+                .await
+                .expect("read")
+            {
+                let e = self.emb.codecs.events.decode(&s.value).expect("decodes");
+                if e.turn_id == t {
+                    out.push(e);
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until the turn's last event is ApprovalRequested.
+    async fn awaiting_approval(&self, t: TurnId) {
+        for _ in 0..300 {
+            if matches!(self.events(t).await.last().map(|e| &e.payload), Some(Payload::ApprovalRequested(_))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("turn {t} never asked for approval: {:?}", kinds(&self.events(t).await));
+    }
+
+    async fn answer(&self, t: TurnId, granted: bool) {
+        let index = TurnIndex::open(&self.emb.store).expect("index");
+        index
+            .catch_up(self.emb.events.as_ref(), &self.emb.codecs.events)
+            .await
+            .expect("catch up");
+        answer_approval(
+            self.emb.events.as_ref(),
+            self.emb.requests.as_ref(),
+            &self.emb.codecs,
+            &index,
+            t,
+            granted,
+            "ops-anna",
+            Some("checked with the customer".into()),
+            T0,
+        )
+        .await
+        .expect("answer");
+    }
+
+    fn side_effects(&self) -> usize {
+        std::fs::read_to_string(self.journal())
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+/// Event kinds, with each PolicyEvaluated as `Policy(checkpoint:decision)`.
+fn kinds(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match &e.payload {
+            Payload::PolicyEvaluated(p) => {
+                format!("Policy({}:{})", p.checkpoint.as_str(), p.decision.as_str())
+            }
+            _ => e.kind().to_string(),
+        })
+        .collect()
+}
+
+fn policy_ids(events: &[Event]) -> Vec<Vec<String>> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::PolicyEvaluated(p) => Some(p.policy_ids.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+const OPENING: [&str; 6] = [
+    "TurnRequested",
+    "RouteSelected",
+    "ContextRetrieved",
+    "BudgetReserved",
+    "PlanProposed",
+    "BudgetCommitted",
+];
+
+fn expect(rest: &[&str]) -> Vec<String> {
+    OPENING.iter().chain(rest).map(|s| s.to_string()).collect()
+}
+
+const CALL_RAN: [&str; 4] = [
+    "BudgetReserved",
+    "ToolCallStarted",
+    "ToolCallCompleted",
+    "BudgetCommitted",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_table_exact_events() {
+    let env = Env::new();
+    let allowed = turn(1, "u-allow", refund(5_000), 0.95);
+    let denied = turn(2, "u-deny", refund(90_000), 0.95);
+    let granted = turn(3, "u-grant", refund(20_000), 0.95);
+    let refused = turn(4, "u-refuse", refund(20_000), 0.95);
+    let unsure = turn(5, "u-unsure", refund(5_000), 0.3);
+    let w = vec![
+        allowed.clone(),
+        denied.clone(),
+        granted.clone(),
+        refused.clone(),
+        unsure.clone(),
+    ];
+    let control = env.control(&w);
+    let version = control.version();
+    let mut run = env.start(&w, control);
+    env.submit(&w).await;
+    env.awaiting_approval(granted.turn_id).await;
+    env.awaiting_approval(refused.turn_id).await;
+    env.answer(granted.turn_id, true).await;
+    env.answer(refused.turn_id, false).await;
+    let done = run.finished(5).await;
+    run.stop().await;
+    let outcome = |t: TurnId| done.iter().find(|f| f.turn_id == t).map(|f| f.outcome);
+
+    // Allowed: reviewed as a plan, then the call with its real arguments, then the reply.
+    let e = env.events(allowed.turn_id).await;
+    let mut want = vec!["Policy(plan:allow)", "Policy(pre_tool:allow)"];
+    want.extend(CALL_RAN);
+    want.extend(["ResponseSynthesized", "Policy(pre_response:allow)", "TurnCompleted"]);
+    assert_eq!(kinds(&e), expect(&want), "allowed");
+    assert_eq!(outcome(allowed.turn_id), Some(Outcome::Succeeded));
+    assert!(matches!(&e[1].payload, Payload::RouteSelected(r) if r.profile == "specialist"));
+    assert!(e.iter().all(|e| match &e.payload {
+        Payload::PolicyEvaluated(p) => p.policy_version == version,
+        _ => true,
+    }));
+
+    // Denied by a named rule at the plan checkpoint, before any side effect.
+    let e = env.events(denied.turn_id).await;
+    assert_eq!(
+        kinds(&e),
+        expect(&["Policy(plan:deny)", "TurnCompleted"]),
+        "denied"
+    );
+    assert_eq!(policy_ids(&e), vec![vec!["refund.over_limit".to_string()]]);
+    assert_eq!(outcome(denied.turn_id), Some(Outcome::Denied));
+
+    // Confirmation required, then granted by an operator: the call runs after the grant.
+    let e = env.events(granted.turn_id).await;
+    let mut want = vec![
+        "Policy(plan:require_confirmation)",
+        "Policy(pre_tool:require_confirmation)",
+        "ApprovalRequested",
+        "ApprovalGranted",
+    ];
+    want.extend(CALL_RAN);
+    want.extend(["ResponseSynthesized", "Policy(pre_response:allow)", "TurnCompleted"]);
+    assert_eq!(kinds(&e), expect(&want), "granted");
+    assert!(e.iter().any(|e| matches!(&e.payload,
+        Payload::ApprovalGranted(a) if a.operator == "ops-anna")));
+    assert_eq!(outcome(granted.turn_id), Some(Outcome::Succeeded));
+
+    // Confirmation denied: the turn ends denied and the refund never runs.
+    let e = env.events(refused.turn_id).await;
+    assert_eq!(
+        kinds(&e),
+        expect(&[
+            "Policy(plan:require_confirmation)",
+            "Policy(pre_tool:require_confirmation)",
+            "ApprovalRequested",
+            "ApprovalDenied",
+            "TurnCompleted"
+        ]),
+        "refused"
+    );
+    assert_eq!(outcome(refused.turn_id), Some(Outcome::Denied));
+
+    // Low confidence escalates at the plan checkpoint.
+    let e = env.events(unsure.turn_id).await;
+    assert_eq!(
+        kinds(&e),
+        expect(&["Policy(plan:escalate)", "EscalationRaised", "TurnCompleted"]),
+        "unsure"
+    );
+    assert_eq!(policy_ids(&e), vec![vec!["confidence.too_low".to_string()]]);
+
+    // Exactly the two permitted refunds ran.
+    assert_eq!(env.side_effects(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_expires_across_a_restart() {
+    let env = Env::new();
+    let waiting = turn(1, "u-wait", refund(20_000), 0.95);
+    let w = vec![waiting.clone()];
+    let run = env.start(&w, env.control(&w));
+    env.submit(&w).await;
+    env.awaiting_approval(waiting.turn_id).await;
+    run.stop().await;
+
+    // Nobody answers; the worker is down past the deadline. The timer is rebuilt from the log.
+    env.clock.advance(61_000);
+    let mut run = env.start(&w, env.control(&w));
+    let done = run.finished(1).await;
+    run.stop().await;
+    assert_eq!(done[0].outcome, Outcome::Escalated);
+    let e = env.events(waiting.turn_id).await;
+    assert_eq!(
+        kinds(&e),
+        expect(&[
+            "Policy(plan:require_confirmation)",
+            "Policy(pre_tool:require_confirmation)",
+            "ApprovalRequested",
+            "ApprovalExpired",
+            "EscalationRaised",
+            "TurnCompleted"
+        ])
+    );
+    assert_eq!(env.side_effects(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_over_budget_is_denied_and_concurrent_turns_never_overspend() {
+    let env = Env::new();
+    // 40 simultaneous turns of one user, each a 2 000 µ¤ refund, against a 10 000 µ¤ budget.
+    let racing: Vec<WorkloadTurn> = (0..40).map(|i| turn(i, "u-hog", refund(1_000), 0.95)).collect();
+    let run_control = env.control(&racing);
+    let mut run = env.start(&racing, run_control);
+    env.submit(&racing).await;
+    let done = run.finished(racing.len()).await;
+    run.stop().await;
+    let ok = done.iter().filter(|f| f.outcome == Outcome::Succeeded).count();
+    let denied = done.iter().filter(|f| f.outcome == Outcome::Denied).count();
+    assert_eq!((ok, denied), (5, 35), "exactly the budget's worth ran");
+    assert_eq!(env.side_effects(), 5);
+    let mut committed = 0;
+    for t in &racing {
+        let e = env.events(t.turn_id).await;
+        committed += e
+            .iter()
+            .map(|e| match &e.payload {
+                Payload::BudgetCommitted(c) => c.cost_micros,
+                _ => 0,
+            })
+            .sum::<i64>();
+        if kinds(&e).iter().any(|k| k == "Policy(pre_tool:deny)") {
+            // Over budget: refused at the pre-tool checkpoint, after the model call was paid.
+            assert_eq!(
+                kinds(&e),
+                expect(&["Policy(plan:allow)", "Policy(pre_tool:allow)", "Policy(pre_tool:deny)", "TurnCompleted"]),
+            );
+            assert_eq!(policy_ids(&e)[2], vec!["budget.user.cost".to_string()]);
+        }
+    }
+    assert_eq!(committed, 10_000, "spent exactly the budget, never more");
+
+    // After a restart that cannot use its snapshot, the ledger is rebuilt from the log: the
+    // user is still out of budget.
+    for p in (0..env.emb.partitions()).map(Partition) {
+        env.emb
+            .state
+            .save_snapshot(p, b"not a snapshot".to_vec())
+            .await
+            .expect("spoil snapshot");
+    }
+    let late = vec![turn(100, "u-hog", refund(1_000), 0.95)];
+    let mut run = env.start(&late, env.control(&late));
+    env.submit(&late).await;
+    let done = run.finished(1).await;
+    run.stop().await;
+    assert_eq!(done[0].outcome, Outcome::Denied);
+    assert_eq!(env.side_effects(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_is_picked_up_mid_run_and_recorded_with_its_version() {
+    let env = Env::new();
+    let first = turn(1, "u-1", refund(5_000), 0.95);
+    let second = turn(2, "u-2", refund(5_000), 0.95);
+    let w = vec![first.clone(), second.clone()];
+    let control = env.control(&w);
+    let v1 = control.version();
+    let _watcher = PolicyWatcher::spawn(Arc::clone(&control), Duration::from_millis(50));
+    let mut run = env.start(&w, control.clone());
+    env.submit(&w[..1]).await;
+    assert_eq!(run.finished(1).await[0].outcome, Outcome::Succeeded);
+
+    std::fs::write(
+        env.policies().join("freeze.cedar"),
+        "@id(\"freeze.refunds\")\n@reason(\"refunds are frozen during the audit\")\nforbid(principal, action == Ballast::Action::\"call_tool\", resource == Ballast::Tool::\"issue_refund\");\n",
+    )
+    .expect("write policy");
+    let mut v2 = v1.clone();
+    for _ in 0..200 {
+        v2 = control.version();
+        if v2 != v1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_ne!(v1, v2, "the watcher reloaded the policy set");
+    env.submit(&w[1..]).await;
+    assert_eq!(run.finished(1).await[0].outcome, Outcome::Denied);
+    run.stop().await;
+    let version_of = |e: &[Event]| -> Vec<String> {
+        e.iter()
+            .filter_map(|e| match &e.payload {
+                Payload::PolicyEvaluated(p) => Some(p.policy_version.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(version_of(&env.events(first.turn_id).await).iter().all(|v| *v == v1));
+    let e = env.events(second.turn_id).await;
+    assert_eq!(version_of(&e), vec![v2]);
+    assert_eq!(policy_ids(&e), vec![vec!["freeze.refunds".to_string()]]);
+}
+
+#[test]
+fn malformed_or_invalid_policies_are_refused_at_load_naming_file_and_line() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = policy_dir(root.path());
+    let catalog = ballast::demo::tools::demo_catalog();
+    let good = CedarControlPlane::load(&dir, catalog.clone()).expect("the examples load");
+
+    // A syntax error on line 3.
+    std::fs::write(dir.join("zz_bad.cedar"), "// broken\n\npermit(principal, action, resource) when { context.risk > };\n").expect("write");
+    let err = CedarControlPlane::load(&dir, catalog.clone()).err().expect("refused").to_string();
+    assert!(err.contains("zz_bad.cedar:3:"), "{err}");
+
+    // Parses, but reads an attribute the schema does not have (caught by validation, at load).
+    std::fs::write(
+        dir.join("zz_bad.cedar"),
+        "@id(\"typo\")\nforbid(principal, action == Ballast::Action::\"call_tool\", resource)\nwhen { context.amount > 5 };\n",
+    )
+    .expect("write");
+    let err = CedarControlPlane::load(&dir, catalog.clone()).err().expect("refused").to_string();
+    assert!(err.contains("zz_bad.cedar:3:"), "{err}");
+
+    // An unknown @decision is refused too.
+    std::fs::write(dir.join("zz_bad.cedar"), "@id(\"x\")\n@decision(\"maybe\")\nforbid(principal, action, resource);\n").expect("write");
+    let err = CedarControlPlane::load(&dir, catalog.clone()).err().expect("refused").to_string();
+    assert!(err.contains("maybe") && err.contains("zz_bad.cedar:1:"), "{err}");
+
+    // A running plane keeps its policy set when a reload meets a broken file.
+    let dir2 = policy_dir(&root.path().join("second"));
+    let live = CedarControlPlane::load(&dir2, catalog).expect("loads");
+    let before = live.version();
+    std::fs::write(dir2.join("zz_bad.cedar"), "permit(").expect("write");
+    assert!(live.reload().is_err());
+    assert_eq!(live.version(), before);
+    assert_eq!(good.version(), before, "same files, same version");
+}
