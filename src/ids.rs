@@ -102,6 +102,13 @@ pub fn call_id(turn: TurnId, plan_rev: u32, step: u32) -> String {
     format!("{turn}/r{plan_rev}/s{step}")
 }
 
+/// The key that places a turn's requests, commands and events: `tenant/user_id`. All turns of
+/// one user share a partition, so one actor decides them one at a time and their budgets cannot
+/// be overspent by a race. Producers writing to the request topic directly key records with it.
+pub fn routing_key(tenant: &str, user_id: &str) -> Vec<u8> {
+    format!("{tenant}/{user_id}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,11 +130,4 @@ mod tests {
         assert_eq!(a.to_string().parse::<TurnId>().ok(), Some(a));
         assert_eq!(a.0.get_version_num(), 7);
     }
-}
-
-/// The key that places a turn's requests, commands and events: `tenant/user_id`. All turns of
-/// one user share a partition, so one actor decides them one at a time and their budgets cannot
-/// be overspent by a race. Producers writing to the request topic directly key records with it.
-pub fn routing_key(tenant: &str, user_id: &str) -> Vec<u8> {
-    format!("{tenant}/{user_id}").into_bytes()
 }

@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| EnvFilter::new("warn,apache_avro=error")),
+            EnvFilter::try_from_env("BALLAST_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("warn,apache_avro=error")),
         )
         .with_writer(std::io::stderr)
         .init();

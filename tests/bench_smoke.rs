@@ -24,8 +24,9 @@ fn bench_prints_every_figure_as_key_value() {
         assert!(v.is_finite() && v >= 0.0);
     }
     assert!(text.contains("turns=300\n"));
-    // 300 turns × 21 events: request, context, plan, plan policy, 5 × (policy, start, result), reply, completion.
-    assert!(text.contains("events=6300\n"), "{text}");
+    // 300 turns × 35 events: request, route, context, model reservation, plan, its commit, plan
+    // policy, 5 × (policy, reservation, start, result, commit), reply, reply policy, completion.
+    assert!(text.contains("events=10500\n"), "{text}");
 }
 
 #[test]
@@ -50,6 +51,6 @@ fn the_kafka_bench_prints_the_same_figures() {
             .expect("number");
         assert!(value.is_finite() && value > 0.0, "{key}={value}");
     }
-    // The first turn is outside the steady-state window: 299 turns × 21 events.
-    assert!(text.contains("turns=299\nevents=6279\n"), "{text}");
+    // The first turn is outside the steady-state window: 299 turns × 35 events.
+    assert!(text.contains("turns=299\nevents=10465\n"), "{text}");
 }

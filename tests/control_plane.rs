@@ -216,12 +216,18 @@ impl Env {
     /// Waits until the turn's last event is ApprovalRequested.
     async fn awaiting_approval(&self, t: TurnId) {
         for _ in 0..300 {
-            if matches!(self.events(t).await.last().map(|e| &e.payload), Some(Payload::ApprovalRequested(_))) {
+            if matches!(
+                self.events(t).await.last().map(|e| &e.payload),
+                Some(Payload::ApprovalRequested(_))
+            ) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("turn {t} never asked for approval: {:?}", kinds(&self.events(t).await));
+        panic!(
+            "turn {t} never asked for approval: {:?}",
+            kinds(&self.events(t).await)
+        );
     }
 
     async fn answer(&self, t: TurnId, granted: bool) {
@@ -327,7 +333,11 @@ async fn scenario_table_exact_events() {
     let e = env.events(allowed.turn_id).await;
     let mut want = vec!["Policy(plan:allow)", "Policy(pre_tool:allow)"];
     want.extend(CALL_RAN);
-    want.extend(["ResponseSynthesized", "Policy(pre_response:allow)", "TurnCompleted"]);
+    want.extend([
+        "ResponseSynthesized",
+        "Policy(pre_response:allow)",
+        "TurnCompleted",
+    ]);
     assert_eq!(kinds(&e), expect(&want), "allowed");
     assert_eq!(outcome(allowed.turn_id), Some(Outcome::Succeeded));
     assert!(matches!(&e[1].payload, Payload::RouteSelected(r) if r.profile == "specialist"));
@@ -355,7 +365,11 @@ async fn scenario_table_exact_events() {
         "ApprovalGranted",
     ];
     want.extend(CALL_RAN);
-    want.extend(["ResponseSynthesized", "Policy(pre_response:allow)", "TurnCompleted"]);
+    want.extend([
+        "ResponseSynthesized",
+        "Policy(pre_response:allow)",
+        "TurnCompleted",
+    ]);
     assert_eq!(kinds(&e), expect(&want), "granted");
     assert!(e.iter().any(|e| matches!(&e.payload,
         Payload::ApprovalGranted(a) if a.operator == "ops-anna")));
@@ -424,13 +438,18 @@ async fn an_approval_expires_across_a_restart() {
 async fn a_user_over_budget_is_denied_and_concurrent_turns_never_overspend() {
     let env = Env::new();
     // 40 simultaneous turns of one user, each a 2 000 µ¤ refund, against a 10 000 µ¤ budget.
-    let racing: Vec<WorkloadTurn> = (0..40).map(|i| turn(i, "u-hog", refund(1_000), 0.95)).collect();
+    let racing: Vec<WorkloadTurn> = (0..40)
+        .map(|i| turn(i, "u-hog", refund(1_000), 0.95))
+        .collect();
     let run_control = env.control(&racing);
     let mut run = env.start(&racing, run_control);
     env.submit(&racing).await;
     let done = run.finished(racing.len()).await;
     run.stop().await;
-    let ok = done.iter().filter(|f| f.outcome == Outcome::Succeeded).count();
+    let ok = done
+        .iter()
+        .filter(|f| f.outcome == Outcome::Succeeded)
+        .count();
     let denied = done.iter().filter(|f| f.outcome == Outcome::Denied).count();
     assert_eq!((ok, denied), (5, 35), "exactly the budget's worth ran");
     assert_eq!(env.side_effects(), 5);
@@ -448,7 +467,12 @@ async fn a_user_over_budget_is_denied_and_concurrent_turns_never_overspend() {
             // Over budget: refused at the pre-tool checkpoint, after the model call was paid.
             assert_eq!(
                 kinds(&e),
-                expect(&["Policy(plan:allow)", "Policy(pre_tool:allow)", "Policy(pre_tool:deny)", "TurnCompleted"]),
+                expect(&[
+                    "Policy(plan:allow)",
+                    "Policy(pre_tool:allow)",
+                    "Policy(pre_tool:deny)",
+                    "TurnCompleted"
+                ]),
             );
             assert_eq!(policy_ids(&e)[2], vec!["budget.user.cost".to_string()]);
         }
@@ -511,7 +535,11 @@ async fn a_policy_change_is_picked_up_mid_run_and_recorded_with_its_version() {
             })
             .collect()
     };
-    assert!(version_of(&env.events(first.turn_id).await).iter().all(|v| *v == v1));
+    assert!(
+        version_of(&env.events(first.turn_id).await)
+            .iter()
+            .all(|v| *v == v1)
+    );
     let e = env.events(second.turn_id).await;
     assert_eq!(version_of(&e), vec![v2]);
     assert_eq!(policy_ids(&e), vec![vec!["freeze.refunds".to_string()]]);
@@ -525,8 +553,15 @@ fn malformed_or_invalid_policies_are_refused_at_load_naming_file_and_line() {
     let good = CedarControlPlane::load(&dir, catalog.clone()).expect("the examples load");
 
     // A syntax error on line 3.
-    std::fs::write(dir.join("zz_bad.cedar"), "// broken\n\npermit(principal, action, resource) when { context.risk > };\n").expect("write");
-    let err = CedarControlPlane::load(&dir, catalog.clone()).err().expect("refused").to_string();
+    std::fs::write(
+        dir.join("zz_bad.cedar"),
+        "// broken\n\npermit(principal, action, resource) when { context.risk > };\n",
+    )
+    .expect("write");
+    let err = CedarControlPlane::load(&dir, catalog.clone())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("zz_bad.cedar:3:"), "{err}");
 
     // Parses, but reads an attribute the schema does not have (caught by validation, at load).
@@ -535,13 +570,26 @@ fn malformed_or_invalid_policies_are_refused_at_load_naming_file_and_line() {
         "@id(\"typo\")\nforbid(principal, action == Ballast::Action::\"call_tool\", resource)\nwhen { context.amount > 5 };\n",
     )
     .expect("write");
-    let err = CedarControlPlane::load(&dir, catalog.clone()).err().expect("refused").to_string();
+    let err = CedarControlPlane::load(&dir, catalog.clone())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("zz_bad.cedar:3:"), "{err}");
 
     // An unknown @decision is refused too.
-    std::fs::write(dir.join("zz_bad.cedar"), "@id(\"x\")\n@decision(\"maybe\")\nforbid(principal, action, resource);\n").expect("write");
-    let err = CedarControlPlane::load(&dir, catalog.clone()).err().expect("refused").to_string();
-    assert!(err.contains("maybe") && err.contains("zz_bad.cedar:1:"), "{err}");
+    std::fs::write(
+        dir.join("zz_bad.cedar"),
+        "@id(\"x\")\n@decision(\"maybe\")\nforbid(principal, action, resource);\n",
+    )
+    .expect("write");
+    let err = CedarControlPlane::load(&dir, catalog.clone())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("maybe") && err.contains("zz_bad.cedar:1:"),
+        "{err}"
+    );
 
     // A running plane keeps its policy set when a reload meets a broken file.
     let dir2 = policy_dir(&root.path().join("second"));

@@ -70,6 +70,7 @@ fn probe(name: &str, idempotent: bool, hang: bool, c: &Counters) -> Arc<dyn Tool
             idempotent,
             compensation: None,
             timeout_ms: 3_600_000,
+            ..ToolSpec::default()
         },
         calls: Arc::clone(&c.calls),
         running: Arc::clone(&c.running),
@@ -95,6 +96,7 @@ fn workload(n: usize, tool: &str, steps: usize, confidence: f64) -> Vec<Workload
                     .collect(),
                 confidence,
             },
+            attributes: BTreeMap::new(),
         })
         .collect()
 }
@@ -270,7 +272,10 @@ async fn duplicate_requests_start_one_turn_and_bad_records_are_dead_lettered() {
         )
         .await
         .expect("append");
-    let home = rig.events.partition_for(&reqs[0].turn_id.key());
+    let home = rig.events.partition_for(&ballast::ids::routing_key(
+        &reqs[0].tenant,
+        &reqs[0].user_id,
+    ));
     let wrong = Partition(1 - home.0);
     let mut stray = reqs[0].clone();
     stray.turn_id = w[0].turn_id;

@@ -48,7 +48,13 @@ pub async fn run(
     };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run_worker(opts, instant_plane(), None, Some(out_tx), stop_rx));
+    let task = tokio::spawn(run_worker(
+        opts,
+        instant_plane(),
+        None,
+        Some(out_tx),
+        stop_rx,
+    ));
     // Steady state: the clock starts at the first finished turn, after group join and fencing.
     let first = collect(&mut out_rx, 1).await;
     let started = Instant::now();

@@ -45,7 +45,9 @@ pub async fn run(a: ApprovalArgs, granted: bool) -> anyhow::Result<()> {
         )
     })?;
     let index = TurnIndex::open(&emb.store)?;
-    index.catch_up(emb.events.as_ref(), &emb.codecs.events).await?;
+    index
+        .catch_up(emb.events.as_ref(), &emb.codecs.events)
+        .await?;
     let who = operator(&a);
     let cmd = answer_approval(
         emb.events.as_ref(),

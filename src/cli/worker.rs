@@ -63,9 +63,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let (control, _watcher): (std::sync::Arc<dyn ballast::control::ControlPlane>, _) =
         match &a.policies {
             Some(dir) => {
-                let plane = std::sync::Arc::new(ballast::control::CedarControlPlane::load(
-                    dir, catalog,
-                )?);
+                let plane =
+                    std::sync::Arc::new(ballast::control::CedarControlPlane::load(dir, catalog)?);
                 let w = ballast::control::PolicyWatcher::spawn(
                     std::sync::Arc::clone(&plane),
                     std::time::Duration::from_secs(1),

@@ -173,10 +173,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 fn located(file: &str, text: &str, d: &dyn Diagnostic, fallback: String) -> String {
-    let offset = d
-        .labels()
-        .and_then(|mut l| l.next())
-        .map(|l| l.offset());
+    let offset = d.labels().and_then(|mut l| l.next()).map(|l| l.offset());
     let help = d.help().map(|h| format!(" ({h})")).unwrap_or_default();
     match offset {
         Some(o) => {
@@ -220,7 +217,10 @@ impl Policies {
     }
 
     /// Parses, names and validates policy sources given as (file name, text).
-    pub fn from_sources(sources: &[(String, String)], catalog: &Catalog) -> Result<Self, ControlError> {
+    pub fn from_sources(
+        sources: &[(String, String)],
+        catalog: &Catalog,
+    ) -> Result<Self, ControlError> {
         let text = schema_text(catalog);
         let (schema, _warnings) = Schema::from_cedarschema_str(&text)
             .map_err(|e| ControlError::Policy(format!("generated Cedar schema: {e}")))?;
@@ -258,7 +258,12 @@ impl Policies {
                 let decision = match (policy.effect(), policy.annotation("decision")) {
                     (cedar_policy::Effect::Permit, None) => PolicyDecision::Allow,
                     (cedar_policy::Effect::Permit, Some(_)) => {
-                        return Err(policy_error(file, text, &policy, "@decision is only meaningful on forbid policies"));
+                        return Err(policy_error(
+                            file,
+                            text,
+                            policy,
+                            "@decision is only meaningful on forbid policies",
+                        ));
                     }
                     (cedar_policy::Effect::Forbid, None | Some("deny")) => PolicyDecision::Deny,
                     (cedar_policy::Effect::Forbid, Some("escalate")) => PolicyDecision::Escalate,
@@ -269,14 +274,21 @@ impl Policies {
                         return Err(policy_error(
                             file,
                             text,
-                            &policy,
-                            &format!("@decision({other:?}) must be deny, escalate or require_confirmation"),
+                            policy,
+                            &format!(
+                                "@decision({other:?}) must be deny, escalate or require_confirmation"
+                            ),
                         ));
                     }
                 };
                 let pid = PolicyId::new(&id);
                 if meta.contains_key(&pid) {
-                    return Err(policy_error(file, text, &policy, &format!("duplicate policy id {id:?}")));
+                    return Err(policy_error(
+                        file,
+                        text,
+                        policy,
+                        &format!("duplicate policy id {id:?}"),
+                    ));
                 }
                 meta.insert(
                     pid.clone(),
@@ -304,7 +316,11 @@ impl Policies {
         let digest = hasher.finalize();
         let version = format!(
             "sha256:{}",
-            digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()
+            digest
+                .iter()
+                .take(6)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
         let tools = catalog
             .iter()
@@ -349,7 +365,9 @@ impl Policies {
                     (ArgType::String, serde_json::Value::String(s)) => {
                         RestrictedExpression::new_string(s.clone())
                     }
-                    (ArgType::Bool, serde_json::Value::Bool(b)) => RestrictedExpression::new_bool(*b),
+                    (ArgType::Bool, serde_json::Value::Bool(b)) => {
+                        RestrictedExpression::new_bool(*b)
+                    }
                     (ty, v) => return Err(format!("argument {name} = {v} is not a {ty:?}")),
                 };
                 fields.push((name.clone(), expr));
@@ -395,11 +413,8 @@ impl Policies {
             Resource::Response => (uid("Response", "reply")?, None),
         };
         let principal_uid = user.uid();
-        let entities = Entities::from_entities(
-            std::iter::once(user).chain(resource_entity),
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities(std::iter::once(user).chain(resource_entity), None)
+            .map_err(|e| e.to_string())?;
         let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
         let request = Request::new(
             principal_uid,
@@ -409,7 +424,9 @@ impl Policies {
             Some(&self.schema),
         )
         .map_err(|e| e.to_string())?;
-        let response = self.authorizer.is_authorized(&request, &self.set, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()
@@ -419,7 +436,10 @@ impl Policies {
             return Ok(Evaluation {
                 decision: PolicyDecision::Deny,
                 policy_ids: vec!["cedar.evaluation_error".into()],
-                reason: format!("a policy failed to evaluate (fail closed): {}", errors.join("; ")),
+                reason: format!(
+                    "a policy failed to evaluate (fail closed): {}",
+                    errors.join("; ")
+                ),
             });
         }
         let mut ids: Vec<&PolicyId> = response.diagnostics().reason().collect();
@@ -499,7 +519,11 @@ fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
 }
 
 fn strings(items: &[String]) -> RestrictedExpression {
-    RestrictedExpression::new_set(items.iter().map(|s| RestrictedExpression::new_string(s.clone())))
+    RestrictedExpression::new_set(
+        items
+            .iter()
+            .map(|s| RestrictedExpression::new_string(s.clone())),
+    )
 }
 
 fn user_entity(p: &PrincipalAttrs<'_>) -> Result<Entity, String> {
@@ -508,25 +532,53 @@ fn user_entity(p: &PrincipalAttrs<'_>) -> Result<Entity, String> {
         parents.insert(uid("Role", r)?);
     }
     let attrs = HashMap::from([
-        ("tenant".to_string(), RestrictedExpression::new_string(p.tenant.to_string())),
+        (
+            "tenant".to_string(),
+            RestrictedExpression::new_string(p.tenant.to_string()),
+        ),
         ("roles".to_string(), strings(&p.roles)),
         ("scopes".to_string(), strings(&p.scopes)),
-        ("channel".to_string(), RestrictedExpression::new_string(p.channel.to_string())),
+        (
+            "channel".to_string(),
+            RestrictedExpression::new_string(p.channel.to_string()),
+        ),
     ]);
-    Entity::new(uid("User", &format!("{}/{}", p.tenant, p.user_id))?, attrs, parents)
-        .map_err(|e| e.to_string())
+    Entity::new(
+        uid("User", &format!("{}/{}", p.tenant, p.user_id))?,
+        attrs,
+        parents,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn tool_entity(t: &crate::exec::catalog::ToolSpec) -> Result<Entity, String> {
     let attrs = HashMap::from([
-        ("name".to_string(), RestrictedExpression::new_string(t.name.clone())),
-        ("impact".to_string(), RestrictedExpression::new_string(t.impact.as_str().into())),
-        ("impact_level".to_string(), RestrictedExpression::new_long(t.impact.level())),
+        (
+            "name".to_string(),
+            RestrictedExpression::new_string(t.name.clone()),
+        ),
+        (
+            "impact".to_string(),
+            RestrictedExpression::new_string(t.impact.as_str().into()),
+        ),
+        (
+            "impact_level".to_string(),
+            RestrictedExpression::new_long(t.impact.level()),
+        ),
         ("scopes".to_string(), strings(&t.auth_scopes)),
         ("tags".to_string(), strings(&t.tags)),
-        ("idempotent".to_string(), RestrictedExpression::new_bool(t.idempotent)),
-        ("reversible".to_string(), RestrictedExpression::new_bool(t.compensation.is_some())),
-        ("cost_micros".to_string(), RestrictedExpression::new_long(t.cost_micros)),
+        (
+            "idempotent".to_string(),
+            RestrictedExpression::new_bool(t.idempotent),
+        ),
+        (
+            "reversible".to_string(),
+            RestrictedExpression::new_bool(t.compensation.is_some()),
+        ),
+        (
+            "cost_micros".to_string(),
+            RestrictedExpression::new_long(t.cost_micros),
+        ),
     ]);
     Entity::new(uid("Tool", &t.name)?, attrs, HashSet::new()).map_err(|e| e.to_string())
 }

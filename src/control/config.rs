@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::ControlError;
 use super::budget::BudgetLimits;
 use super::risk::RiskConfig;
-use super::ControlError;
 use crate::event::RouteSelected;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,7 +133,9 @@ impl ControlConfig {
             )));
         }
         if self.approval_ttl_ms <= 0 || self.budgets.window_ms <= 0 {
-            return Err(bad("approval_ttl_ms and budgets.window_ms must be positive".into()));
+            return Err(bad(
+                "approval_ttl_ms and budgets.window_ms must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -190,17 +192,26 @@ profile = "specialist"
         let c = ControlConfig::parse(CONFIG, "control.toml").expect("parses");
         let attrs = |class: &str| BTreeMap::from([("class".to_string(), class.to_string())]);
         let r = c.route("acme", &attrs("billing"));
-        assert_eq!((r.profile.as_str(), r.rule.as_str()), ("specialist", "billing"));
+        assert_eq!(
+            (r.profile.as_str(), r.rule.as_str()),
+            ("specialist", "billing")
+        );
         assert_eq!(r.reserve_tokens, 4000);
         assert_eq!(c.route("globex", &BTreeMap::new()).rule, "globex-vip");
         let d = c.route("acme", &attrs("shipping"));
-        assert_eq!((d.profile.as_str(), d.rule.as_str()), ("general", "default"));
+        assert_eq!(
+            (d.profile.as_str(), d.rule.as_str()),
+            ("general", "default")
+        );
     }
 
     #[test]
     fn errors_name_the_file_and_line() {
-        let err = ControlConfig::parse("max_plan_steps = 6\nrisk = { confirm_at = \"high\" }\n", "x/control.toml")
-            .expect_err("bad type");
+        let err = ControlConfig::parse(
+            "max_plan_steps = 6\nrisk = { confirm_at = \"high\" }\n",
+            "x/control.toml",
+        )
+        .expect_err("bad type");
         let text = err.to_string();
         assert!(text.contains("x/control.toml:2"), "{text}");
         let err = ControlConfig::parse("[routing]\ndefault_profile = \"nope\"\n", "c.toml")

@@ -13,6 +13,8 @@ pub mod cedar;
 pub mod config;
 mod plane;
 pub mod risk;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 

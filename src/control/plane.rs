@@ -67,7 +67,12 @@ impl CedarControlPlane {
             ControlConfig::default()
         };
         let policies = Policies::load_dir(dir, &catalog)?;
-        Ok(Self::new(config, catalog, policies, Some(dir.to_path_buf())))
+        Ok(Self::new(
+            config,
+            catalog,
+            policies,
+            Some(dir.to_path_buf()),
+        ))
     }
 
     pub fn policies(&self) -> Arc<Policies> {
@@ -137,7 +142,10 @@ impl CedarControlPlane {
         };
         let Some(spec) = self.catalog.get(tool) else {
             return (
-                deny(RULE_TOOL_EXISTS, format!("tool {tool} is not in the catalog")),
+                deny(
+                    RULE_TOOL_EXISTS,
+                    format!("tool {tool} is not in the catalog"),
+                ),
                 1.0,
             );
         };
@@ -151,7 +159,10 @@ impl CedarControlPlane {
         );
         let Some(args_value) = args.as_ref().filter(|a| a.is_object()) else {
             return (
-                deny(RULE_ARGS, format!("arguments of {tool} are not a JSON object")),
+                deny(
+                    RULE_ARGS,
+                    format!("arguments of {tool} are not a JSON object"),
+                ),
                 risk.score,
             );
         };
@@ -165,9 +176,18 @@ impl CedarControlPlane {
             ("args".to_string(), args_record),
             ("features".to_string(), cedar::string_set(&risk.features)),
             ("risk".to_string(), cedar::long(percent(risk.score))),
-            ("confidence".to_string(), cedar::long(percent(signals.confidence))),
-            ("failures".to_string(), cedar::long(i64::from(signals.failures))),
-            ("anomalies".to_string(), cedar::string_set(&signals.anomalies)),
+            (
+                "confidence".to_string(),
+                cedar::long(percent(signals.confidence)),
+            ),
+            (
+                "failures".to_string(),
+                cedar::long(i64::from(signals.failures)),
+            ),
+            (
+                "anomalies".to_string(),
+                cedar::string_set(&signals.anomalies),
+            ),
             ("budget".to_string(), Self::budget(signals)),
         ];
         let mut eval = policies.evaluate(
@@ -293,10 +313,22 @@ impl ControlPlane for CedarControlPlane {
         );
         let context = vec![
             ("risk".to_string(), cedar::long(percent(risk.score))),
-            ("confidence".to_string(), cedar::long(percent(response.signals.confidence))),
-            ("citations".to_string(), cedar::long(response.citations as i64)),
-            ("tool_calls".to_string(), cedar::long(response.tool_calls as i64)),
-            ("anomalies".to_string(), cedar::string_set(&response.signals.anomalies)),
+            (
+                "confidence".to_string(),
+                cedar::long(percent(response.signals.confidence)),
+            ),
+            (
+                "citations".to_string(),
+                cedar::long(response.citations as i64),
+            ),
+            (
+                "tool_calls".to_string(),
+                cedar::long(response.tool_calls as i64),
+            ),
+            (
+                "anomalies".to_string(),
+                cedar::string_set(&response.signals.anomalies),
+            ),
             ("budget".to_string(), Self::budget(response.signals)),
         ];
         let e = policies.evaluate(

@@ -96,7 +96,11 @@ impl RiskConfig {
         } else if score >= self.escalate_at {
             Some((PolicyDecision::Escalate, RULE_ESCALATE, self.escalate_at))
         } else if score >= self.confirm_at {
-            Some((PolicyDecision::RequireConfirmation, RULE_CONFIRM, self.confirm_at))
+            Some((
+                PolicyDecision::RequireConfirmation,
+                RULE_CONFIRM,
+                self.confirm_at,
+            ))
         } else {
             None
         }
@@ -134,15 +138,33 @@ mod tests {
     #[test]
     fn score_follows_the_documented_formula() {
         let cfg = RiskConfig::default();
-        let small = cfg.score(Some(&refund()), Some(&json!({"amount_cents": 500})), 1.0, 0, 0);
+        let small = cfg.score(
+            Some(&refund()),
+            Some(&json!({"amount_cents": 500})),
+            1.0,
+            0,
+            0,
+        );
         assert_eq!(small.score, 0.5);
         assert!(small.features.is_empty());
-        let large = cfg.score(Some(&refund()), Some(&json!({"amount_cents": 25_000})), 0.9, 1, 1);
+        let large = cfg.score(
+            Some(&refund()),
+            Some(&json!({"amount_cents": 25_000})),
+            0.9,
+            1,
+            1,
+        );
         let expected: f64 = 0.5 + 0.2 + 0.4 * 0.1 + 0.1 + 0.15;
         assert!((large.score - expected).abs() < 1e-9, "{}", large.score);
         assert_eq!(large.features, vec!["amount_cents>10000".to_string()]);
         // Capped at 1, and a missing confidence counts as none.
-        let worst = cfg.score(Some(&refund()), Some(&json!({"amount_cents": 1e9})), f64::NAN, 9, 9);
+        let worst = cfg.score(
+            Some(&refund()),
+            Some(&json!({"amount_cents": 1e9})),
+            f64::NAN,
+            9,
+            9,
+        );
         assert_eq!(worst.score, 1.0);
     }
 
@@ -155,8 +177,14 @@ mod tests {
             ..RiskConfig::default()
         };
         assert_eq!(cfg.decision(0.2), None);
-        assert_eq!(cfg.decision(0.7).map(|d| d.0), Some(PolicyDecision::RequireConfirmation));
-        assert_eq!(cfg.decision(0.95).map(|d| d.0), Some(PolicyDecision::Escalate));
+        assert_eq!(
+            cfg.decision(0.7).map(|d| d.0),
+            Some(PolicyDecision::RequireConfirmation)
+        );
+        assert_eq!(
+            cfg.decision(0.95).map(|d| d.0),
+            Some(PolicyDecision::Escalate)
+        );
         assert_eq!(cfg.decision(1.0).map(|d| d.0), Some(PolicyDecision::Deny));
         assert_eq!(percent(0.734), 73);
         assert_eq!(percent(f64::NAN), 0);

@@ -17,9 +17,18 @@ use crate::ids::{Offset, Partition, TurnId};
 use crate::log::{EventLog, LogError, Scan};
 
 const POLICIES: [(&str, &str); 3] = [
-    ("baseline.cedar", include_str!("../../examples/demo/policies/baseline.cedar")),
-    ("confidence.cedar", include_str!("../../examples/demo/policies/confidence.cedar")),
-    ("refunds.cedar", include_str!("../../examples/demo/policies/refunds.cedar")),
+    (
+        "baseline.cedar",
+        include_str!("../../examples/demo/policies/baseline.cedar"),
+    ),
+    (
+        "confidence.cedar",
+        include_str!("../../examples/demo/policies/confidence.cedar"),
+    ),
+    (
+        "refunds.cedar",
+        include_str!("../../examples/demo/policies/refunds.cedar"),
+    ),
 ];
 const CONTROL_TOML: &str = include_str!("../../examples/demo/policies/control.toml");
 
@@ -129,7 +138,10 @@ pub async fn tally(log: &dyn EventLog, codecs: &Codecs) -> Result<ControlTally, 
                 };
                 match &e.payload {
                     Payload::PolicyEvaluated(pe) => {
-                        let key = (pe.checkpoint.as_str().to_string(), pe.decision.as_str().to_string());
+                        let key = (
+                            pe.checkpoint.as_str().to_string(),
+                            pe.decision.as_str().to_string(),
+                        );
                         *t.decisions.entry(key).or_default() += 1;
                         if pe.decision != crate::event::PolicyDecision::Allow {
                             for id in &pe.policy_ids {
@@ -137,11 +149,21 @@ pub async fn tally(log: &dyn EventLog, codecs: &Codecs) -> Result<ControlTally, 
                             }
                         }
                     }
-                    Payload::ApprovalRequested(_) => *t.approvals.entry("requested".into()).or_default() += 1,
-                    Payload::ApprovalGranted(_) => *t.approvals.entry("granted".into()).or_default() += 1,
-                    Payload::ApprovalDenied(_) => *t.approvals.entry("denied".into()).or_default() += 1,
-                    Payload::ApprovalExpired(_) => *t.approvals.entry("expired".into()).or_default() += 1,
-                    Payload::RouteSelected(r) => *t.routes.entry(r.profile.clone()).or_default() += 1,
+                    Payload::ApprovalRequested(_) => {
+                        *t.approvals.entry("requested".into()).or_default() += 1
+                    }
+                    Payload::ApprovalGranted(_) => {
+                        *t.approvals.entry("granted".into()).or_default() += 1
+                    }
+                    Payload::ApprovalDenied(_) => {
+                        *t.approvals.entry("denied".into()).or_default() += 1
+                    }
+                    Payload::ApprovalExpired(_) => {
+                        *t.approvals.entry("expired".into()).or_default() += 1
+                    }
+                    Payload::RouteSelected(r) => {
+                        *t.routes.entry(r.profile.clone()).or_default() += 1
+                    }
                     Payload::BudgetReserved(_) => t.reserved += 1,
                     Payload::BudgetCommitted(c) => t.committed_cost_micros += c.cost_micros,
                     _ => {}

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use super::operator::ControlTally;
 use super::tools::EffectsJournal;
-use crate::control::{CedarControlPlane, ControlPlane, PolicyWatcher};
 use super::workload;
 use crate::clock::SystemClock;
+use crate::control::{CedarControlPlane, ControlPlane, PolicyWatcher};
 use crate::embedded::{Embedded, EmbeddedError};
 use crate::event::TurnRequest;
 use crate::exec::scripted::{WorkloadError, WorkloadTurn, read_workload, write_workload};

@@ -17,9 +17,17 @@ const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 pub const SCENARIOS: &[(&str, u32, &str)] = &[
     ("order_status", 36, "succeeded"),
     ("refund", 14, "succeeded"),
-    ("large_refund_approved", 4, "succeeded after an operator approves"),
+    (
+        "large_refund_approved",
+        4,
+        "succeeded after an operator approves",
+    ),
     ("large_refund_denied", 2, "denied by an operator"),
-    ("large_refund_unanswered", 2, "escalated when the approval expires"),
+    (
+        "large_refund_unanswered",
+        2,
+        "escalated when the approval expires",
+    ),
     ("kb_question", 10, "succeeded"),
     ("flaky_lookup", 8, "succeeded after a retry"),
     ("order_not_found", 5, "failed"),

@@ -94,7 +94,10 @@ impl Event {
                 "reserved {} for {:?}{}: {} tokens, {} µ¤ cost, {} tool call(s), {} retr(ies); user has {} µ¤ left, tenant {}",
                 b.reservation_id,
                 b.purpose,
-                b.call_id.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+                b.call_id
+                    .as_deref()
+                    .map(|c| format!(" {c}"))
+                    .unwrap_or_default(),
                 b.tokens,
                 b.cost_micros,
                 b.tool_calls,
@@ -115,18 +118,23 @@ impl Event {
                 "approval {} GRANTED by {}{}",
                 a.approval_id,
                 a.operator,
-                a.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                a.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
             ),
             Payload::ApprovalDenied(a) => format!(
                 "approval {} DENIED by {}{}",
                 a.approval_id,
                 a.operator,
-                a.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                a.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
             ),
-            Payload::ApprovalExpired(a) => format!(
-                "approval {} EXPIRED at {}",
-                a.approval_id, a.deadline_ms
-            ),
+            Payload::ApprovalExpired(a) => {
+                format!("approval {} EXPIRED at {}", a.approval_id, a.deadline_ms)
+            }
         }
     }
 

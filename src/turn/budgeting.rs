@@ -72,13 +72,19 @@ impl Builder<'_, '_> {
         if used.tool_calls + ask.tool_calls > t.tool_calls {
             return Some((
                 "budget.turn.tool_calls",
-                format!("turn has made {} tool calls, limit {}", used.tool_calls, t.tool_calls),
+                format!(
+                    "turn has made {} tool calls, limit {}",
+                    used.tool_calls, t.tool_calls
+                ),
             ));
         }
         if used.retries + ask.retries > t.retries {
             return Some((
                 "budget.turn.retries",
-                format!("turn has retried {} times, limit {}", used.retries, t.retries),
+                format!(
+                    "turn has retried {} times, limit {}",
+                    used.retries, t.retries
+                ),
             ));
         }
         if used.tokens + ask.tokens > t.tokens {
@@ -104,13 +110,25 @@ impl Builder<'_, '_> {
         for (who, left) in window {
             if ask.tokens > left.tokens {
                 return Some((
-                    if who == "user" { "budget.user.tokens" } else { "budget.tenant.tokens" },
-                    format!("{who} window has {} tokens left, this call needs {}", left.tokens.max(0), ask.tokens),
+                    if who == "user" {
+                        "budget.user.tokens"
+                    } else {
+                        "budget.tenant.tokens"
+                    },
+                    format!(
+                        "{who} window has {} tokens left, this call needs {}",
+                        left.tokens.max(0),
+                        ask.tokens
+                    ),
                 ));
             }
             if ask.cost_micros > left.cost_micros {
                 return Some((
-                    if who == "user" { "budget.user.cost" } else { "budget.tenant.cost" },
+                    if who == "user" {
+                        "budget.user.cost"
+                    } else {
+                        "budget.tenant.cost"
+                    },
                     format!(
                         "{who} window has {} µ¤ left, this call needs {}",
                         left.cost_micros.max(0),
@@ -123,9 +141,19 @@ impl Builder<'_, '_> {
     }
 
     /// Reserves `ask`, or records the refusal and ends the turn. Returns whether it may go on.
-    fn reserve(&mut self, ask: Ask, checkpoint: Checkpoint, step: Option<i32>, tool: Option<String>) -> bool {
+    fn reserve(
+        &mut self,
+        ask: Ask,
+        checkpoint: Checkpoint,
+        step: Option<i32>,
+        tool: Option<String>,
+    ) -> bool {
         // A reservation that a cut-short decision left open is the one to use.
-        if self.state.open_reservation(ask.call_id.as_deref()).is_some() {
+        if self
+            .state
+            .open_reservation(ask.call_id.as_deref())
+            .is_some()
+        {
             return true;
         }
         if let Some((rule, reason)) = self.exceeded(&ask) {
@@ -160,7 +188,11 @@ impl Builder<'_, '_> {
     }
 
     fn model_cost(&self, tokens: i64) -> i64 {
-        let price = self.state.route.as_ref().map_or(0, |r| r.micros_per_1k_tokens);
+        let price = self
+            .state
+            .route
+            .as_ref()
+            .map_or(0, |r| r.micros_per_1k_tokens);
         tokens.saturating_mul(price) / 1000
     }
 
@@ -207,7 +239,11 @@ impl Builder<'_, '_> {
     }
 
     pub(super) fn reserve_call(&mut self, call: &CallState, attempt: i32) -> bool {
-        let cost = self.ctx.catalog.get(&call.tool).map_or(0, |s| s.cost_micros);
+        let cost = self
+            .ctx
+            .catalog
+            .get(&call.tool)
+            .map_or(0, |s| s.cost_micros);
         let retry = attempt > 1;
         let ask = Ask {
             purpose: BudgetPurpose::Tool,
@@ -217,7 +253,12 @@ impl Builder<'_, '_> {
             tool_calls: i32::from(!retry),
             retries: i32::from(retry),
         };
-        self.reserve(ask, Checkpoint::PreTool, Some(call.step), Some(call.tool.clone()))
+        self.reserve(
+            ask,
+            Checkpoint::PreTool,
+            Some(call.step),
+            Some(call.tool.clone()),
+        )
     }
 
     pub(super) fn commit_call(&mut self, call_id: &str) {

@@ -340,7 +340,10 @@ impl Builder<'_, '_> {
                         retryable: true,
                         latency_ms: 0,
                     }));
-                    self.release_call(&call.call_id, "interrupted; retried under a new reservation");
+                    self.release_call(
+                        &call.call_id,
+                        "interrupted; retried under a new reservation",
+                    );
                     if self.ctx.draining {
                         // Recorded; the retry is scheduled by the Resume after the restart.
                     } else if call.attempt < self.ctx.limits.max_attempts {
@@ -383,7 +386,10 @@ impl Builder<'_, '_> {
     /// cut short): the same ending, derived from the recorded facts.
     fn settle(&mut self) {
         let s = &self.state;
-        let last_approval = s.approvals.last().map(|a| (a.status, a.approval_id.clone()));
+        let last_approval = s
+            .approvals
+            .last()
+            .map(|a| (a.status, a.approval_id.clone()));
         if !s.escalations.is_empty() {
             self.complete(
                 Outcome::Escalated,
@@ -392,10 +398,15 @@ impl Builder<'_, '_> {
         } else if s.response.is_some() {
             match s.response_decision {
                 None => self.review_response(),
-                Some(d) => self.follow_response(d, "response decision recorded before a restart".into()),
+                Some(d) => {
+                    self.follow_response(d, "response decision recorded before a restart".into())
+                }
             }
         } else if let Some(decision) = s.plan_decision.filter(|d| {
-            !matches!(d, PolicyDecision::Allow | PolicyDecision::RequireConfirmation)
+            !matches!(
+                d,
+                PolicyDecision::Allow | PolicyDecision::RequireConfirmation
+            )
         }) {
             self.follow(
                 decision,
@@ -539,7 +550,12 @@ impl Builder<'_, '_> {
         });
     }
 
-    pub(super) fn escalate(&mut self, rung: EscalationRung, reason: String, call_id: Option<String>) {
+    pub(super) fn escalate(
+        &mut self,
+        rung: EscalationRung,
+        reason: String,
+        call_id: Option<String>,
+    ) {
         self.emit(Payload::EscalationRaised(EscalationRaised {
             rung,
             reason: reason.clone(),

@@ -42,7 +42,13 @@ impl Builder<'_, '_> {
         }
     }
 
-    fn record(&mut self, checkpoint: Checkpoint, step: Option<i32>, tool: Option<String>, v: &Verdict) {
+    fn record(
+        &mut self,
+        checkpoint: Checkpoint,
+        step: Option<i32>,
+        tool: Option<String>,
+        v: &Verdict,
+    ) {
         self.emit(Payload::PolicyEvaluated(PolicyEvaluated {
             checkpoint,
             step,
@@ -86,13 +92,20 @@ impl Builder<'_, '_> {
     }
 
     /// Acts on a non-allow decision that ends the turn.
-    pub(super) fn follow(&mut self, decision: PolicyDecision, reason: String, call_id: Option<String>) {
+    pub(super) fn follow(
+        &mut self,
+        decision: PolicyDecision,
+        reason: String,
+        call_id: Option<String>,
+    ) {
         match decision {
             PolicyDecision::Allow => self.next_step(),
             PolicyDecision::Deny => {
                 self.complete(Outcome::Denied, format!("denied by policy: {reason}"));
             }
-            PolicyDecision::Escalate => self.escalate(EscalationRung::HumanHandoff, reason, call_id),
+            PolicyDecision::Escalate => {
+                self.escalate(EscalationRung::HumanHandoff, reason, call_id)
+            }
             // Only reached when settling a plan-level decision; calls ask for approval instead.
             PolicyDecision::RequireConfirmation => self.next_step(),
         }
@@ -259,7 +272,10 @@ impl Builder<'_, '_> {
         match decision {
             PolicyDecision::Allow => self.complete(Outcome::Succeeded, "answered".into()),
             PolicyDecision::Deny => {
-                self.complete(Outcome::Denied, format!("reply withheld by policy: {reason}"));
+                self.complete(
+                    Outcome::Denied,
+                    format!("reply withheld by policy: {reason}"),
+                );
             }
             PolicyDecision::Escalate | PolicyDecision::RequireConfirmation => {
                 self.escalate(EscalationRung::HumanHandoff, reason, None);

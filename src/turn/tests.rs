@@ -57,7 +57,10 @@ impl World {
     /// The built-in policies plus one: emails need a person's confirmation.
     fn confirming_emails() -> Self {
         let sources = vec![
-            ("builtin.cedar".to_string(), crate::control::cedar::BUILTIN_POLICIES.to_string()),
+            (
+                "builtin.cedar".to_string(),
+                crate::control::cedar::BUILTIN_POLICIES.to_string(),
+            ),
             (
                 "email.cedar".to_string(),
                 r#"@id("email.confirm") @decision("require_confirmation")

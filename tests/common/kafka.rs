@@ -176,12 +176,19 @@ impl Deployment {
             .await
             .expect("events log");
         let mut by_turn: BTreeMap<TurnId, Vec<Event>> = BTreeMap::new();
+        let users: BTreeMap<TurnId, &str> = self
+            .turns
+            .iter()
+            .map(|t| (t.turn_id, t.user_id.as_str()))
+            .collect();
         for (turn, entries) in log {
             for (p, _, e) in entries {
+                let user = users.get(&turn).copied().unwrap_or_default();
+                let key = ballast::ids::routing_key(&e.tenant, user);
                 assert_eq!(
-                    events_log.partition_for(&turn.key()),
+                    events_log.partition_for(&key),
                     p,
-                    "turn {turn} lives in its partition"
+                    "turn {turn} lives in its user's partition"
                 );
                 by_turn.entry(turn).or_default().push(e);
             }
