@@ -54,3 +54,25 @@ fn the_kafka_bench_prints_the_same_figures() {
     // The first turn is outside the steady-state window: 299 turns × 35 events.
     assert!(text.contains("turns=299\nevents=10465\n"), "{text}");
 }
+
+#[test]
+fn the_policy_bench_prints_its_figures() {
+    let out = common::ballast(&["bench", "--policy", "--evals", "300"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "call_review_us_mean",
+        "call_review_us_p99",
+        "plan_review_us_mean",
+        "baseline_encode_us_mean",
+        "call_review_vs_encode_ratio",
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
+            .parse()
+            .expect("number");
+        assert!(value.is_finite() && value > 0.0, "{key}={value}");
+    }
+    assert!(text.contains("policy_evals=300\n"), "{text}");
+}

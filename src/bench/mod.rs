@@ -23,6 +23,7 @@ use crate::submit::submit;
 use crate::turn::{ExecFailure, Planned, Retrieval, ToolInvocation};
 
 pub mod kafka;
+pub mod policy;
 
 pub const STEPS: usize = 5;
 

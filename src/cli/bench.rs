@@ -15,9 +15,19 @@ pub struct BenchArgs {
     /// Run the turns through Kafka (a worker with transactions) instead of sled.
     #[arg(long)]
     bootstrap: Option<String>,
+    /// Measure control-plane decisions instead: the cost of reviewing one tool call (and a plan)
+    /// with the demo policies, against Avro-encoding the event that records it.
+    #[arg(long)]
+    policy: bool,
+    /// Reviews to time with --policy.
+    #[arg(long, default_value_t = 20_000)]
+    evals: usize,
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.policy {
+        return super::emit(&ballast::bench::policy::run(a.evals)?.render());
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
     let partitions = a.partitions.unwrap_or(cores);
     let report = match a.bootstrap {
