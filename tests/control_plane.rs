@@ -133,13 +133,18 @@ struct Env {
 impl Env {
     fn new() -> Self {
         let root = tempfile::tempdir().expect("tempdir");
-        let emb = Embedded::open(&root.path().join("data"), 2).expect("open");
         policy_dir(root.path());
-        Env {
-            root,
-            emb,
-            clock: Arc::new(ManualClock::new(T0)),
-        }
+        Self::reopen(root, Arc::new(ManualClock::new(T0)))
+    }
+
+    fn reopen(root: tempfile::TempDir, clock: Arc<ManualClock>) -> Self {
+        let emb = Embedded::open(&root.path().join("data"), 2).expect("open");
+        Env { root, emb, clock }
+    }
+
+    /// Closes the data dir (sled allows one process at a time) and hands back what reopens it.
+    fn close(self) -> (tempfile::TempDir, Arc<ManualClock>) {
+        (self.root, self.clock)
     }
 
     fn policies(&self) -> PathBuf {
@@ -599,4 +604,90 @@ fn malformed_or_invalid_policies_are_refused_at_load_naming_file_and_line() {
     assert!(live.reload().is_err());
     assert_eq!(live.version(), before);
     assert_eq!(good.version(), before, "same files, same version");
+}
+
+fn ballast(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(args)
+        .output()
+        .expect("ballast runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_answer_waiting_turns_from_the_command_line() {
+    let env = Env::new();
+    let yes = turn(1, "u-yes", refund(20_000), 0.95);
+    let no = turn(2, "u-no", refund(20_000), 0.95);
+    let w = vec![yes.clone(), no.clone()];
+    let run = env.start(&w, env.control(&w));
+    env.submit(&w).await;
+    env.awaiting_approval(yes.turn_id).await;
+    env.awaiting_approval(no.turn_id).await;
+    run.stop().await;
+    let (root, clock) = env.close();
+    let data = root.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+
+    let out = ballast(&[
+        "approve",
+        &yes.turn_id.to_string(),
+        "--data-dir",
+        data,
+        "--reason",
+        "verified",
+        "--operator",
+        "ops-bob",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("approved turn"));
+    let out = ballast(&[
+        "deny",
+        &no.turn_id.to_string(),
+        "--data-dir",
+        data,
+        "--operator",
+        "ops-bob",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stranger = TurnId::from_parts(T0 as u64 + 999, [9; 10]).to_string();
+    let out = ballast(&["approve", &stranger, "--data-dir", data]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the log"));
+
+    // The worker applies the answers when it runs again.
+    let env = Env::reopen(root, clock);
+    let mut run = env.start(&w, env.control(&w));
+    let done = run.finished(2).await;
+    run.stop().await;
+    let outcome = |t: TurnId| done.iter().find(|f| f.turn_id == t).map(|f| f.outcome);
+    assert_eq!(outcome(yes.turn_id), Some(Outcome::Succeeded));
+    assert_eq!(outcome(no.turn_id), Some(Outcome::Denied));
+    let e = env.events(yes.turn_id).await;
+    assert!(e.iter().any(|e| matches!(&e.payload,
+        Payload::ApprovalGranted(a) if a.operator == "ops-bob" && a.reason.as_deref() == Some("verified"))));
+    assert_eq!(env.side_effects(), 1);
+    let (root, _) = env.close();
+
+    // A finished turn is not waiting any more: refused, with the reason.
+    let data = root.path().join("data");
+    let out = ballast(&[
+        "approve",
+        &yes.turn_id.to_string(),
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not waiting"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

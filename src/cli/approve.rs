@@ -1,8 +1,11 @@
+use std::sync::Arc;
+
 use clap::Args;
 
 use ballast::clock::{Clock, SystemClock};
 use ballast::embedded::Embedded;
 use ballast::ids::TurnId;
+use ballast::log::EventLog;
 use ballast::operator::answer_approval;
 use ballast::projection::turn_index::TurnIndex;
 
@@ -10,8 +13,8 @@ use ballast::projection::turn_index::TurnIndex;
 pub struct ApprovalArgs {
     /// The waiting turn's id (UUID).
     turn_id: TurnId,
-    #[arg(long)]
-    data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    log: super::LogArgs,
     /// Why, recorded in the ApprovalGranted / ApprovalDenied event.
     #[arg(long)]
     reason: Option<String>,
@@ -28,39 +31,64 @@ fn operator(a: &ApprovalArgs) -> String {
         .unwrap_or_else(|| "cli".into())
 }
 
-/// Answers a turn's pending approval on an embedded data dir. The answer is durable when this
-/// returns; the worker applies it when it next runs on the data dir (or at once if it is this
-/// process's embedded worker reading the same log).
+/// Answers a turn's pending approval. The answer is durable when this returns: on the embedded
+/// log the worker applies it when it next runs on the data dir; on Kafka the worker owning the
+/// turn's partition applies it at once.
 pub async fn run(a: ApprovalArgs, granted: bool) -> anyhow::Result<()> {
-    if !a.data_dir.join("sled").exists() {
+    let dir = &a.log.data_dir;
+    if a.log.bootstrap.is_none() && !dir.join("sled").exists() {
         anyhow::bail!(
             "{} is not a ballast data dir (no sled/ inside)",
-            a.data_dir.display()
+            dir.display()
         );
     }
-    let emb = Embedded::open(&a.data_dir, 0).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}\n(is a worker running on {}? stop it first; it applies the answer when it restarts)",
-            a.data_dir.display()
-        )
-    })?;
-    let index = TurnIndex::open(&emb.store)?;
-    index
-        .catch_up(emb.events.as_ref(), &emb.codecs.events)
-        .await?;
     let who = operator(&a);
-    let cmd = answer_approval(
-        emb.events.as_ref(),
-        emb.requests.as_ref(),
-        &emb.codecs,
-        &index,
-        a.turn_id,
-        granted,
-        &who,
-        a.reason.clone(),
-        SystemClock.now_ms(),
-    )
-    .await?;
+    let now = SystemClock.now_ms();
+    let cmd = match &a.log.bootstrap {
+        None => {
+            let emb = Embedded::open(dir, 0).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\n(is a worker running on {}? stop it first; it applies the answer when it restarts)",
+                    dir.display()
+                )
+            })?;
+            let index = TurnIndex::open(&emb.store)?;
+            index
+                .catch_up(emb.events.as_ref(), &emb.codecs.events)
+                .await?;
+            answer_approval(
+                emb.events.as_ref(),
+                emb.requests.as_ref(),
+                &emb.codecs,
+                &index,
+                a.turn_id,
+                granted,
+                &who,
+                a.reason.clone(),
+                now,
+            )
+            .await?
+        }
+        Some(bootstrap) => {
+            let opened = super::open_log(&a.log).await?;
+            let topics = ballast::kafka::Topics::new(&a.log.topic_prefix);
+            let cfg = ballast::log::kafka::KafkaConfig::new(bootstrap);
+            let requests: Arc<dyn EventLog> =
+                Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.requests).await?);
+            answer_approval(
+                opened.events.as_ref(),
+                requests.as_ref(),
+                &opened.codecs,
+                &opened.index,
+                a.turn_id,
+                granted,
+                &who,
+                a.reason.clone(),
+                now,
+            )
+            .await?
+        }
+    };
     super::emit(&format!(
         "{} turn {} ({}) as {who}; command {}\n",
         if granted { "approved" } else { "denied" },

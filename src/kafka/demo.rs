@@ -92,7 +92,7 @@ pub async fn run(
     })?;
     let codecs = load_codecs(&store)?;
     let events = Arc::new(KafkaLog::open(&opts.kafka, &opts.topics.events).await?);
-    let requests = KafkaLog::open(&opts.kafka, &opts.topics.requests).await?;
+    let requests = Arc::new(KafkaLog::open(&opts.kafka, &opts.topics.requests).await?);
     let index = TurnIndex::open(&store)?;
     index.catch_up(events.as_ref(), &codecs.events).await?;
     let events_before = log_end(events.as_ref()).await;
@@ -101,14 +101,22 @@ pub async fn run(
     for i in 0..opts.workers {
         workers.push(spawn_worker(&opts, i).map_err(DemoError::Spawn)?);
     }
-    let already = submitted_ids(&requests, &codecs.requests).await?;
+    let (stop_operator, operator_rx) = watch::channel(false);
+    let mut operator = crate::demo::operator::spawn(
+        events.clone(),
+        requests.clone(),
+        codecs.clone(),
+        &workload,
+        operator_rx,
+    );
+    let already = submitted_ids(requests.as_ref(), &codecs.requests).await?;
     let fresh: Vec<_> = workload
         .iter()
         .filter(|t| !already.contains(&t.turn_id))
         .cloned()
         .collect();
     let submitted_now = submit(
-        &requests,
+        requests.as_ref(),
         &codecs.requests,
         &requests_for(&fresh, SystemClock.now_ms()),
     )
@@ -148,6 +156,12 @@ pub async fn run(
         }
     }
     stop_workers(&mut workers);
+    stop_operator.send_replace(true);
+    while let Some(done) = operator.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "demo operator stopped with an error");
+        }
+    }
     if let Some(n) = stalled {
         return Err(DemoError::Stalled(stall, n));
     }
@@ -159,5 +173,6 @@ pub async fn run(
     summary.events_appended = log_end(events.as_ref()).await.saturating_sub(events_before);
     summary.elapsed = elapsed;
     summary.interrupted = interrupted;
+    summary.control = crate::demo::operator::tally(events.as_ref(), &codecs).await?;
     Ok(summary)
 }

@@ -11,6 +11,8 @@ mod input;
 mod state;
 
 #[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
 mod tests;
 
 pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};
