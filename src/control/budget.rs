@@ -87,6 +87,9 @@ impl BudgetLimits {
     }
 }
 
+/// Spend is kept in this many buckets per window.
+const BUCKETS_PER_WINDOW: i64 = 64;
+
 pub fn user_account(tenant: &str, user: &str) -> String {
     format!("user:{tenant}/{user}")
 }
@@ -102,22 +105,71 @@ pub struct Amount {
     pub cost_micros: i64,
 }
 
+/// Spend committed within one bucket of time: checks stay O(buckets), not O(commits).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Bucket {
+    start_ms: i64,
+    /// The latest commit in the bucket: the bucket leaves the window only when it does, so
+    /// bucketing can refuse a little early but never lets spend expire before its time.
+    latest_ms: i64,
+    amount: Amount,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Account {
     reserved: Amount,
-    /// Committed spend by time, oldest first; entries older than the window are dropped.
-    spent: VecDeque<(i64, Amount)>,
+    /// Committed spend by time, oldest first; buckets that left the window are dropped.
+    spent: VecDeque<Bucket>,
+    /// The sum of `spent`.
+    spent_total: Amount,
+}
+
+impl Amount {
+    fn add(&mut self, other: Amount) {
+        self.tokens += other.tokens;
+        self.cost_micros += other.cost_micros;
+    }
+
+    fn sub(&mut self, other: Amount) {
+        self.tokens -= other.tokens;
+        self.cost_micros -= other.cost_micros;
+    }
 }
 
 impl Account {
+    /// Spend still in the window that starts after `from_ms`: the total minus the (few) oldest
+    /// buckets that have aged out since the last event pruned them.
     fn spent_since(&self, from_ms: i64) -> Amount {
-        self.spent
-            .iter()
-            .filter(|(at, _)| *at > from_ms)
-            .fold(Amount::default(), |acc, (_, a)| Amount {
-                tokens: acc.tokens + a.tokens,
-                cost_micros: acc.cost_micros + a.cost_micros,
-            })
+        let mut total = self.spent_total;
+        for b in self.spent.iter().take_while(|b| b.latest_ms <= from_ms) {
+            total.sub(b.amount);
+        }
+        total
+    }
+
+    fn record(&mut self, at_ms: i64, used: Amount, bucket_ms: i64) {
+        match self.spent.back_mut() {
+            Some(b) if at_ms >= b.start_ms && at_ms - b.start_ms < bucket_ms => {
+                b.latest_ms = b.latest_ms.max(at_ms);
+                b.amount.add(used);
+            }
+            _ => self.spent.push_back(Bucket {
+                start_ms: at_ms,
+                latest_ms: at_ms,
+                amount: used,
+            }),
+        }
+        self.spent_total.add(used);
+    }
+
+    fn prune(&mut self, horizon_ms: i64) {
+        while let Some(b) = self.spent.front() {
+            if b.latest_ms > horizon_ms {
+                break;
+            }
+            self.spent_total.sub(b.amount);
+            self.spent.pop_front();
+        }
     }
 
     fn is_idle(&self) -> bool {
@@ -182,9 +234,11 @@ impl Ledger {
                     tenant_account(&event.tenant),
                 ];
                 for key in &accounts {
-                    let a = self.accounts.entry(key.clone()).or_default();
-                    a.reserved.tokens += amount.tokens;
-                    a.reserved.cost_micros += amount.cost_micros;
+                    self.accounts
+                        .entry(key.clone())
+                        .or_default()
+                        .reserved
+                        .add(amount);
                 }
                 self.open
                     .insert(r.reservation_id.clone(), Open { accounts, amount });
@@ -206,18 +260,16 @@ impl Ledger {
             return;
         };
         let horizon = at_ms - self.window_ms;
+        let bucket_ms = (self.window_ms / BUCKETS_PER_WINDOW).max(1);
         for key in &open.accounts {
             let Some(a) = self.accounts.get_mut(key) else {
                 continue;
             };
-            a.reserved.tokens -= open.amount.tokens;
-            a.reserved.cost_micros -= open.amount.cost_micros;
+            a.reserved.sub(open.amount);
             if let Some(used) = used {
-                a.spent.push_back((at_ms, used));
+                a.record(at_ms, used, bucket_ms);
             }
-            while a.spent.front().is_some_and(|(t, _)| *t <= horizon) {
-                a.spent.pop_front();
-            }
+            a.prune(horizon);
             if a.is_idle() {
                 self.accounts.remove(key);
             }
@@ -292,6 +344,7 @@ mod tests {
         assert_eq!(l.left(&user, &limit, 200).cost_micros, 75);
         assert_eq!(l.left(&tenant_account("acme"), &limit, 200).cost_micros, 75);
         // The committed 25 leaves the window 1000 ms after it was spent.
+        assert_eq!(l.left(&user, &limit, 1_099).cost_micros, 75);
         assert_eq!(l.left(&user, &limit, 1_101).cost_micros, 100);
         assert_eq!(l.open_reservations(), 0);
     }
@@ -308,5 +361,29 @@ mod tests {
         let per = limits.for_partitions(3);
         assert_eq!(per.tenant.cost_micros, 30);
         assert_eq!(per.user, limits.user);
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    #[test]
+    fn many_commits_share_buckets_and_never_expire_early() {
+        let mut a = Account::default();
+        let one = Amount {
+            tokens: 1,
+            cost_micros: 10,
+        };
+        for t in 0..10_000 {
+            a.record(t, one, 100);
+        }
+        assert_eq!(a.spent.len(), 100, "one bucket per 100 ms");
+        assert_eq!(a.spent_since(-1).cost_micros, 100_000);
+        // Bucket [0, 100) holds commits up to t = 99: it counts until 99 leaves the window.
+        assert_eq!(a.spent_since(98).cost_micros, 100_000);
+        assert_eq!(a.spent_since(99).cost_micros, 99_000);
+        a.prune(99);
+        assert_eq!((a.spent.len(), a.spent_total.cost_micros), (99, 99_000));
     }
 }

@@ -161,7 +161,9 @@ pub struct Policies {
     schema: Schema,
     arg_types: BTreeMap<String, ArgType>,
     tools: HashMap<String, Entity>,
+    names: Names,
     authorizer: Authorizer,
+    checked: bool,
 }
 
 /// Line and column (1-based) of a byte offset.
@@ -334,7 +336,9 @@ impl Policies {
             schema,
             arg_types: arg_types(catalog),
             tools,
+            names: Names::new().map_err(ControlError::Policy)?,
             authorizer: Authorizer::new(),
+            checked: false,
         })
     }
 
@@ -384,7 +388,7 @@ impl Policies {
         resource: Resource<'_>,
         context: Vec<(String, RestrictedExpression)>,
     ) -> Evaluation {
-        match self.try_evaluate(principal, action, resource, context) {
+        match self.try_evaluate(principal, action, resource, context, self.checked) {
             Ok(e) => e,
             Err(message) => Evaluation {
                 decision: PolicyDecision::Deny,
@@ -394,14 +398,35 @@ impl Policies {
         }
     }
 
-    fn try_evaluate(
+    /// Evaluates with the request checked against the schema, whatever the set's setting: an
+    /// error names what does not conform.
+    pub fn evaluate_checked(
         &self,
         principal: &PrincipalAttrs<'_>,
         action: &str,
         resource: Resource<'_>,
         context: Vec<(String, RestrictedExpression)>,
     ) -> Result<Evaluation, String> {
-        let user = user_entity(principal)?;
+        self.try_evaluate(principal, action, resource, context, true)
+    }
+
+    /// Checks every request against the schema (about a third of a review's cost). Off by
+    /// default: requests are built by `CedarControlPlane` alone, with types fixed by code and the
+    /// catalog, and the control-plane tests check that they conform.
+    pub fn check_requests(mut self, on: bool) -> Self {
+        self.checked = on;
+        self
+    }
+
+    fn try_evaluate(
+        &self,
+        principal: &PrincipalAttrs<'_>,
+        action: &str,
+        resource: Resource<'_>,
+        context: Vec<(String, RestrictedExpression)>,
+        checked: bool,
+    ) -> Result<Evaluation, String> {
+        let user = user_entity(&self.names, principal)?;
         let (resource_uid, resource_entity) = match resource {
             Resource::Tool(name) => {
                 let e = self
@@ -410,7 +435,7 @@ impl Policies {
                     .ok_or_else(|| format!("tool {name} is not in the catalog"))?;
                 (e.uid(), Some(e.clone()))
             }
-            Resource::Response => (uid("Response", "reply")?, None),
+            Resource::Response => (self.names.response.clone(), None),
         };
         let principal_uid = user.uid();
         let entities = Entities::from_entities(std::iter::once(user).chain(resource_entity), None)
@@ -418,10 +443,14 @@ impl Policies {
         let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
         let request = Request::new(
             principal_uid,
-            uid("Action", action)?,
+            match action {
+                ACTION_CALL_TOOL => self.names.call_tool.clone(),
+                ACTION_SEND_RESPONSE => self.names.send_response.clone(),
+                other => uid("Action", other)?,
+            },
             resource_uid,
             context,
-            Some(&self.schema),
+            checked.then_some(&self.schema),
         )
         .map_err(|e| e.to_string())?;
         let response = self
@@ -513,9 +542,43 @@ pub struct Evaluation {
     pub reason: String,
 }
 
+fn type_name(ty: &str) -> Result<EntityTypeName, String> {
+    EntityTypeName::from_str(&format!("Ballast::{ty}")).map_err(|e| e.to_string())
+}
+
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
-    let ty = EntityTypeName::from_str(&format!("Ballast::{ty}")).map_err(|e| e.to_string())?;
-    Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
+    Ok(EntityUid::from_type_name_and_id(
+        type_name(ty)?,
+        EntityId::new(id),
+    ))
+}
+
+/// Entity type names and fixed uids, parsed once per policy set: Cedar parses a type name
+/// from text, which would otherwise be a noticeable share of every review.
+struct Names {
+    user: EntityTypeName,
+    tenant: EntityTypeName,
+    role: EntityTypeName,
+    response: EntityUid,
+    call_tool: EntityUid,
+    send_response: EntityUid,
+}
+
+impl Names {
+    fn new() -> Result<Self, String> {
+        Ok(Names {
+            user: type_name("User")?,
+            tenant: type_name("Tenant")?,
+            role: type_name("Role")?,
+            response: uid("Response", "reply")?,
+            call_tool: uid("Action", ACTION_CALL_TOOL)?,
+            send_response: uid("Action", ACTION_SEND_RESPONSE)?,
+        })
+    }
+
+    fn of(ty: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+    }
 }
 
 fn strings(items: &[String]) -> RestrictedExpression {
@@ -526,10 +589,10 @@ fn strings(items: &[String]) -> RestrictedExpression {
     )
 }
 
-fn user_entity(p: &PrincipalAttrs<'_>) -> Result<Entity, String> {
-    let mut parents = HashSet::from([uid("Tenant", p.tenant)?]);
+fn user_entity(names: &Names, p: &PrincipalAttrs<'_>) -> Result<Entity, String> {
+    let mut parents = HashSet::from([Names::of(&names.tenant, p.tenant)]);
     for r in &p.roles {
-        parents.insert(uid("Role", r)?);
+        parents.insert(Names::of(&names.role, r));
     }
     let attrs = HashMap::from([
         (
@@ -544,7 +607,7 @@ fn user_entity(p: &PrincipalAttrs<'_>) -> Result<Entity, String> {
         ),
     ]);
     Entity::new(
-        uid("User", &format!("{}/{}", p.tenant, p.user_id))?,
+        Names::of(&names.user, &format!("{}/{}", p.tenant, p.user_id)),
         attrs,
         parents,
     )

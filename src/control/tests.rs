@@ -262,3 +262,47 @@ fn the_builtin_set_loads_and_escalates_low_confidence() {
         PolicyDecision::Escalate
     );
 }
+
+#[test]
+fn the_requests_the_plane_builds_conform_to_the_schema() {
+    // Production evaluation skips the per-request schema check for speed; this is the check.
+    let policies = Policies::from_sources(&[("t.cedar".into(), POLICIES.into())], &catalog())
+        .expect("loads")
+        .check_requests(true);
+    let p = CedarControlPlane::new(ControlConfig::default(), catalog(), policies, None);
+    for (tool, args) in [
+        ("lookup_order", r#"{"order_id":"A1"}"#),
+        ("issue_refund", r#"{"order_id":"A1","amount_cents":20000}"#),
+        (
+            "issue_refund",
+            r#"{"order_id":"A1","amount_cents":20000,"note":{"x":1}}"#,
+        ),
+    ] {
+        let v = call(&p, tool, args, 0.9);
+        assert!(
+            !v.policy_ids.iter().any(|id| id.starts_with("cedar.")),
+            "{tool}: {v:?}"
+        );
+    }
+    let a = attrs();
+    let signals = Signals {
+        confidence: 0.9,
+        anomalies: vec!["no_context".into()],
+        ..Signals::default()
+    };
+    let v = p.review_response(&ResponseReview {
+        principal: Principal {
+            tenant: "acme",
+            user_id: "u1",
+            channel: "chat",
+            attributes: &a,
+        },
+        citations: 2,
+        tool_calls: 1,
+        signals: &signals,
+    });
+    assert_eq!(
+        (v.decision, v.policy_ids),
+        (PolicyDecision::Allow, vec!["all".to_string()])
+    );
+}
