@@ -44,51 +44,55 @@ pub async fn run(a: ApprovalArgs, granted: bool) -> anyhow::Result<()> {
     }
     let who = operator(&a);
     let now = SystemClock.now_ms();
-    let cmd = match &a.log.bootstrap {
-        None => {
-            let emb = Embedded::open(dir, 0).map_err(|e| {
-                anyhow::anyhow!(
-                    "{e}\n(is a worker running on {}? stop it first; it applies the answer when it restarts)",
-                    dir.display()
+    // Where the turn is read from and where the answer goes, on either backend.
+    let (events, requests, codecs, index, _store): (Arc<dyn EventLog>, Arc<dyn EventLog>, _, _, _) =
+        match &a.log.bootstrap {
+            None => {
+                let emb = Embedded::open(dir, 0).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e}\n(is a worker running on {}? stop it first; it applies the answer when it restarts)",
+                        dir.display()
+                    )
+                })?;
+                let index = TurnIndex::open(&emb.store)?;
+                index
+                    .catch_up(emb.events.as_ref(), &emb.codecs.events)
+                    .await?;
+                (
+                    emb.events.clone(),
+                    emb.requests.clone(),
+                    emb.codecs.clone(),
+                    index,
+                    emb.store.clone(),
                 )
-            })?;
-            let index = TurnIndex::open(&emb.store)?;
-            index
-                .catch_up(emb.events.as_ref(), &emb.codecs.events)
-                .await?;
-            answer_approval(
-                emb.events.as_ref(),
-                emb.requests.as_ref(),
-                &emb.codecs,
-                &index,
-                a.turn_id,
-                granted,
-                &who,
-                a.reason.clone(),
-                now,
-            )
-            .await?
-        }
-        Some(bootstrap) => {
-            let opened = super::open_log(&a.log).await?;
-            let topics = ballast::kafka::Topics::new(&a.log.topic_prefix);
-            let cfg = ballast::log::kafka::KafkaConfig::new(bootstrap);
-            let requests: Arc<dyn EventLog> =
-                Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.requests).await?);
-            answer_approval(
-                opened.events.as_ref(),
-                requests.as_ref(),
-                &opened.codecs,
-                &opened.index,
-                a.turn_id,
-                granted,
-                &who,
-                a.reason.clone(),
-                now,
-            )
-            .await?
-        }
-    };
+            }
+            Some(bootstrap) => {
+                let opened = super::open_log(&a.log).await?;
+                let topics = ballast::kafka::Topics::new(&a.log.topic_prefix);
+                let cfg = ballast::log::kafka::KafkaConfig::new(bootstrap);
+                let requests =
+                    Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.requests).await?);
+                (
+                    opened.events,
+                    requests,
+                    opened.codecs,
+                    opened.index,
+                    opened._store,
+                )
+            }
+        };
+    let cmd = answer_approval(
+        events.as_ref(),
+        requests.as_ref(),
+        &codecs,
+        &index,
+        a.turn_id,
+        granted,
+        &who,
+        a.reason.clone(),
+        now,
+    )
+    .await?;
     super::emit(&format!(
         "{} turn {} ({}) as {who}; command {}\n",
         if granted { "approved" } else { "denied" },
