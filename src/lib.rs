@@ -25,6 +25,7 @@ pub mod demo;
 pub mod embedded;
 pub mod event;
 pub mod exec;
+pub mod guard;
 pub mod ids;
 pub mod kafka;
 pub mod log;

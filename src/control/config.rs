@@ -22,6 +22,7 @@ pub struct ControlConfig {
     pub budgets: BudgetLimits,
     pub profiles: BTreeMap<String, PlannerProfile>,
     pub routing: Routing,
+    pub guards: crate::guard::GuardConfig,
 }
 
 impl Default for ControlConfig {
@@ -33,6 +34,7 @@ impl Default for ControlConfig {
             budgets: BudgetLimits::default(),
             profiles: BTreeMap::from([("general".to_string(), PlannerProfile::default())]),
             routing: Routing::default(),
+            guards: crate::guard::GuardConfig::default(),
         }
     }
 }
@@ -131,6 +133,9 @@ impl ControlConfig {
                 "routing rule {:?} names unknown profile {:?}",
                 r.name, r.profile
             )));
+        }
+        if let Err(e) = crate::guard::Redactor::new(&self.guards.redact_patterns) {
+            return Err(bad(format!("guards.redact_patterns: {e}")));
         }
         if self.approval_ttl_ms <= 0 || self.budgets.window_ms <= 0 {
             return Err(bad(

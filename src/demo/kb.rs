@@ -9,57 +9,48 @@ use crate::exec::Retriever;
 use crate::ids::TurnId;
 use crate::turn::{ExecFailure, Retrieval};
 
-const DOCS: &[(&str, &str, &str)] = &[
-    (
-        "kb-refund-policy",
-        "Refund policy",
-        "Orders that arrive late or damaged can be refunded in full within 30 days. Refunds above 500 EUR need a supervisor.",
-    ),
-    (
-        "kb-refund-timing",
-        "How long refunds take",
-        "Refunds reach the original payment method within 5 to 7 business days after approval.",
-    ),
-    (
-        "kb-shipping-times",
-        "Shipping times",
-        "Standard shipping takes 2 to 4 days; express ships next day. Delayed orders are tracked automatically.",
-    ),
-    (
-        "kb-order-tracking",
-        "Tracking an order",
-        "Every order has an id like A10023. Order status shows shipped, delayed, delivered or cancelled.",
-    ),
-    (
-        "kb-returns",
-        "Returning an item",
-        "Items can be returned within 30 days in original packaging; a return label is emailed.",
-    ),
-    (
-        "kb-damaged",
-        "Damaged items",
-        "Report damaged items with a photo; we refund or replace them at no cost.",
-    ),
-    (
-        "kb-password",
-        "Resetting your password",
-        "Use the reset link on the sign-in page; links expire after one hour.",
-    ),
-    (
-        "kb-billing",
-        "Billing questions",
-        "Invoices are emailed monthly; card charges appear as BALLAST SHOP.",
-    ),
-    (
-        "kb-international",
-        "International shipping",
-        "We ship to 40 countries; customs fees are paid by the recipient.",
-    ),
-    (
-        "kb-account-deletion",
-        "Deleting an account",
-        "Account deletion is handled by the privacy team and cannot be done by the assistant.",
-    ),
+/// A knowledge-base document: id, title, body, age in days, the facts it states.
+struct Doc {
+    id: &'static str,
+    title: &'static str,
+    body: &'static str,
+    age_days: i64,
+    facts: &'static [(&'static str, &'static str)],
+}
+
+const fn doc(
+    id: &'static str,
+    title: &'static str,
+    body: &'static str,
+    age_days: i64,
+    facts: &'static [(&'static str, &'static str)],
+) -> Doc {
+    Doc {
+        id,
+        title,
+        body,
+        age_days,
+        facts,
+    }
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+const DOCS: &[Doc] = &[
+    doc("kb-refund-policy", "Refund policy", "Orders that arrive late or damaged can be refunded in full within 30 days. Refunds above 500 EUR need a supervisor.", 40, &[("refund_window_days", "30")]),
+    doc("kb-refund-timing", "How long refunds take", "Refunds reach the original payment method within 5 to 7 business days after approval.", 12, &[("refund_days", "5-7")]),
+    // Superseded years ago; the stale-context guard keeps it out of any plan.
+    doc("kb-refund-timing-2019", "How long refunds take (2019)", "Refunds reach the original payment method within 14 business days after approval.", 2_400, &[("refund_days", "14")]),
+    // Disagrees with kb-refund-timing: a question touching both is contradictory context.
+    doc("kb-express-lane", "Express-lane reimbursements", "Express-lane reimbursements credit the customer within 2 days.", 5, &[("refund_days", "2")]),
+    doc("kb-shipping-times", "Shipping times", "Standard shipping takes 2 to 4 days; express ships next day. Delayed orders are tracked automatically.", 30, &[("standard_shipping_days", "2-4")]),
+    doc("kb-order-tracking", "Tracking an order", "Every order has an id like A10023. Order status shows shipped, delayed, delivered or cancelled.", 60, &[]),
+    doc("kb-returns", "Returning an item", "Items can be returned within 30 days in original packaging; a return label is emailed.", 90, &[("return_window_days", "30")]),
+    doc("kb-damaged", "Damaged items", "Report damaged items with a photo; we refund or replace them at no cost.", 20, &[]),
+    doc("kb-password", "Resetting your password", "Use the reset link on the sign-in page; links expire after one hour.", 200, &[]),
+    doc("kb-billing", "Billing questions", "Invoices are emailed monthly; card charges appear as BALLAST SHOP.", 150, &[]),
+    doc("kb-international", "International shipping", "We ship to 40 countries; customs fees are paid by the recipient.", 120, &[]),
+    doc("kb-account-deletion", "Deleting an account", "Account deletion is handled by the privacy team and cannot be done by the assistant.", 80, &[]),
 ];
 
 /// Scores documents by the share of query words found in their title and body.
@@ -72,7 +63,8 @@ impl KbRetriever {
         KbRetriever { latency }
     }
 
-    pub fn search(query: &str, limit: usize) -> Vec<RetrievedDocument> {
+    /// Documents matching `query`, best first; their dates are relative to `now_ms`.
+    pub fn search(query: &str, limit: usize, now_ms: i64) -> Vec<RetrievedDocument> {
         let words: Vec<String> = query
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| w.len() > 3)
@@ -84,16 +76,21 @@ impl KbRetriever {
         let mut scored: Vec<RetrievedDocument> = DOCS
             .iter()
             .enumerate()
-            .filter_map(|(i, (id, title, body))| {
-                let hay = format!("{title} {body}").to_lowercase();
+            .filter_map(|(i, d)| {
+                let hay = format!("{} {}", d.title, d.body).to_lowercase();
                 let hits = words.iter().filter(|w| hay.contains(w.as_str())).count();
                 (hits > 0).then(|| RetrievedDocument {
-                    id: id.to_string(),
-                    title: title.to_string(),
+                    id: d.id.to_string(),
+                    title: d.title.to_string(),
                     score: hits as f64 / words.len() as f64,
                     version: 1 + (i as i64 % 3),
-                    updated_at_ms: 1_767_225_600_000 - (i as i64) * 86_400_000,
-                    snippet: body.chars().take(120).collect(),
+                    updated_at_ms: now_ms - d.age_days * DAY_MS,
+                    snippet: d.body.chars().take(120).collect(),
+                    facts: d
+                        .facts
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
                 })
             })
             .collect();
@@ -112,7 +109,7 @@ impl Retriever for KbRetriever {
         }
         Ok(Retrieval {
             query: query.to_string(),
-            documents: Self::search(query, 3),
+            documents: Self::search(query, 3, crate::clock::Clock::now_ms(&crate::clock::SystemClock)),
             latency_ms: started.elapsed().as_millis() as i64,
         })
     }
@@ -124,12 +121,12 @@ mod tests {
 
     #[test]
     fn finds_relevant_documents_first() {
-        let docs = KbRetriever::search("How long do refunds take?", 3);
+        let docs = KbRetriever::search("How long do refunds take?", 3, 1_767_225_600_000);
         assert_eq!(
             docs.first().map(|d| d.id.as_str()),
             Some("kb-refund-timing")
         );
         assert!(docs.windows(2).all(|w| w[0].score >= w[1].score));
-        assert!(KbRetriever::search("?!", 3).is_empty());
+        assert!(KbRetriever::search("?!", 3, 0).is_empty());
     }
 }

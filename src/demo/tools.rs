@@ -113,7 +113,7 @@ impl Tool for DemoTool {
         match self.spec.name.as_str() {
             "search_kb" => {
                 let query = str_arg(&a, "query")?;
-                let docs = KbRetriever::search(query, 3);
+                let docs = KbRetriever::search(query, 3, crate::clock::Clock::now_ms(&crate::clock::SystemClock));
                 Ok(json!({
                     "documents": docs.iter().map(|d| json!({"id": d.id, "title": d.title})).collect::<Vec<_>>(),
                     "summary": docs.first().map_or("Nothing relevant in the knowledge base".to_string(), |d| d.snippet.clone()),

@@ -76,7 +76,14 @@ impl Event {
                 if f.retryable { " (retryable)" } else { "" },
                 f.error
             ),
-            Payload::EscalationRaised(e) => format!("escalated to {:?}: {}", e.rung, e.reason),
+            Payload::EscalationRaised(e) => format!(
+                "escalated to {:?}{}: {}",
+                e.rung,
+                e.deadline_ms
+                    .map(|d| format!(" (deadline {d})"))
+                    .unwrap_or_default(),
+                e.reason
+            ),
             Payload::ResponseSynthesized(r) => {
                 format!("reply {:?} citing [{}]", r.text, r.citations.join(", "))
             }
@@ -134,6 +141,24 @@ impl Event {
             ),
             Payload::ApprovalExpired(a) => {
                 format!("approval {} EXPIRED at {}", a.approval_id, a.deadline_ms)
+            }
+            Payload::GuardrailTripped(g) => format!(
+                "guard {} at {}{}: {} by {}{}: {}",
+                g.guard,
+                g.checkpoint.as_str(),
+                g.tool.as_deref().map(|t| format!(" {t}")).unwrap_or_default(),
+                g.verdict.as_str().to_uppercase(),
+                g.rule,
+                if g.hallucination {
+                    " [hallucination with action]"
+                } else {
+                    ""
+                },
+                g.detail
+            ),
+            Payload::HandoffAccepted(h) => format!("handoff accepted by {}", h.operator),
+            Payload::HandoffResolved(h) => {
+                format!("handoff RESOLVED by {}: {}", h.operator, h.resolution)
             }
         }
     }

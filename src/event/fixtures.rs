@@ -24,6 +24,7 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
                 version: 3,
                 updated_at_ms: 1_690_000_000_000,
                 snippet: "Late orders can be refunded in full.".into(),
+                facts: BTreeMap::from([("refund_days".to_string(), "5".to_string())]),
             }],
             latency_ms: 4,
             error: None,
@@ -79,6 +80,7 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             rung: EscalationRung::HumanHandoff,
             reason: "confidence 0.31 below 0.5".into(),
             call_id: None,
+            deadline_ms: Some(1_700_001_800_000),
         }),
         Payload::ResponseSynthesized(ResponseSynthesized {
             text: "Your refund is on its way.".into(),
@@ -145,6 +147,26 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             approval_id: "c-3".into(),
             deadline_ms: 1_700_000_900_000,
         }),
+        Payload::GuardrailTripped(GuardrailTripped {
+            checkpoint: GuardCheckpoint::PreTool,
+            guard: "grounding".into(),
+            rule: "hallucination.amount_cents".into(),
+            verdict: GuardVerdict::Escalate,
+            step: Some(1),
+            tool: Some("issue_refund".into()),
+            call_id: Some("c-1".into()),
+            detail: "amount_cents = 990000 appears nowhere in the turn".into(),
+            hallucination: true,
+        }),
+        Payload::HandoffAccepted(HandoffAccepted {
+            operator: "ops-anna".into(),
+            command_id: "cmd-3".into(),
+        }),
+        Payload::HandoffResolved(HandoffResolved {
+            operator: "ops-anna".into(),
+            resolution: "refunded by hand after a call with the customer".into(),
+            command_id: "cmd-4".into(),
+        }),
     ];
     payloads
         .into_iter()
@@ -185,4 +207,24 @@ pub fn command(turn: TurnId, granted: bool) -> TurnCommand {
             reason: Some("checked".into()),
         }),
     }
+}
+
+pub fn handoff_commands(turn: TurnId) -> Vec<TurnCommand> {
+    let base = |id: &str, action| TurnCommand {
+        command_id: id.into(),
+        turn_id: turn,
+        tenant: "acme".into(),
+        operator: "ops-anna".into(),
+        issued_at_ms: 1_700_000_000_600,
+        action,
+    };
+    vec![
+        base("cmd-3", CommandAction::HandoffAccept(HandoffAcceptance { note: None })),
+        base(
+            "cmd-4",
+            CommandAction::HandoffResolve(HandoffResolution {
+                resolution: "refunded by hand".into(),
+            }),
+        ),
+    ]
 }

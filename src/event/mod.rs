@@ -51,6 +51,9 @@ pub enum Payload {
     ApprovalGranted(ApprovalResolved),
     ApprovalDenied(ApprovalResolved),
     ApprovalExpired(ApprovalExpired),
+    GuardrailTripped(GuardrailTripped),
+    HandoffAccepted(HandoffAccepted),
+    HandoffResolved(HandoffResolved),
 }
 
 impl Payload {
@@ -74,6 +77,9 @@ impl Payload {
             Payload::ApprovalGranted(_) => "ApprovalGranted",
             Payload::ApprovalDenied(_) => "ApprovalDenied",
             Payload::ApprovalExpired(_) => "ApprovalExpired",
+            Payload::GuardrailTripped(_) => "GuardrailTripped",
+            Payload::HandoffAccepted(_) => "HandoffAccepted",
+            Payload::HandoffResolved(_) => "HandoffResolved",
         }
     }
 }
@@ -104,6 +110,10 @@ pub struct RetrievedDocument {
     pub version: i64,
     pub updated_at_ms: i64,
     pub snippet: String,
+    /// Facts the document states, by name (e.g. `refund_days` → `5`): two documents that state
+    /// different values for one fact contradict each other.
+    #[serde(default)]
+    pub facts: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,6 +262,9 @@ pub struct EscalationRaised {
     pub rung: EscalationRung,
     pub reason: String,
     pub call_id: Option<String>,
+    /// For a human handoff: when it must be resolved, or the turn ends as escalation_failed.
+    #[serde(default)]
+    pub deadline_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -268,17 +281,21 @@ pub enum Outcome {
     Succeeded,
     Failed,
     Denied,
+    /// Handed to a person, who resolved it.
     Escalated,
     Reversed,
+    /// Handed to a person, who did not resolve it by the deadline.
+    EscalationFailed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Succeeded,
         Outcome::Failed,
         Outcome::Denied,
         Outcome::Escalated,
         Outcome::Reversed,
+        Outcome::EscalationFailed,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -288,6 +305,7 @@ impl Outcome {
             Outcome::Denied => "denied",
             Outcome::Escalated => "escalated",
             Outcome::Reversed => "reversed",
+            Outcome::EscalationFailed => "escalation_failed",
         }
     }
 }
@@ -377,6 +395,79 @@ pub struct ApprovalExpired {
     pub deadline_ms: i64,
 }
 
+/// Where a guard ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardCheckpoint {
+    /// What enters the turn: the request text is redacted before it is recorded.
+    Intake,
+    PreTool,
+    MidPlan,
+    PostTool,
+    PreResponse,
+}
+
+impl GuardCheckpoint {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GuardCheckpoint::Intake => "intake",
+            GuardCheckpoint::PreTool => "pre_tool",
+            GuardCheckpoint::MidPlan => "mid_plan",
+            GuardCheckpoint::PostTool => "post_tool",
+            GuardCheckpoint::PreResponse => "pre_response",
+        }
+    }
+}
+
+/// What a guard did: let it through changed (redacted), stop it, or hand it up the ladder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardVerdict {
+    Allow,
+    Modify,
+    Deny,
+    Escalate,
+}
+
+impl GuardVerdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GuardVerdict::Allow => "allow",
+            GuardVerdict::Modify => "modify",
+            GuardVerdict::Deny => "deny",
+            GuardVerdict::Escalate => "escalate",
+        }
+    }
+}
+
+/// A guard fired at a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailTripped {
+    pub checkpoint: GuardCheckpoint,
+    pub guard: String,
+    pub rule: String,
+    pub verdict: GuardVerdict,
+    pub step: Option<i32>,
+    pub tool: Option<String>,
+    pub call_id: Option<String>,
+    pub detail: String,
+    /// An action whose key arguments nothing in the turn supports (the SLO counts these).
+    pub hallucination: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandoffAccepted {
+    pub operator: String,
+    pub command_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandoffResolved {
+    pub operator: String,
+    pub resolution: String,
+    pub command_id: String,
+}
+
 /// What an operator sends to a running turn (`schemas/turn_command.avsc`). It travels on the
 /// request log, to the partition of the turn it is for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -392,6 +483,20 @@ pub struct TurnCommand {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CommandAction {
     ApprovalDecision(ApprovalDecision),
+    /// An operator takes a handed-off turn.
+    HandoffAccept(HandoffAcceptance),
+    /// An operator closes a handed-off turn, saying what was done.
+    HandoffResolve(HandoffResolution),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandoffAcceptance {
+    pub note: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandoffResolution {
+    pub resolution: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

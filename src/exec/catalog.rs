@@ -52,6 +52,26 @@ pub struct ArgThreshold {
     pub add: f64,
 }
 
+/// A numeric field of a result that must lie within bounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumericRange {
+    pub field: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// Post-tool anomaly checks a result must pass beyond its schema.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResultChecks {
+    pub max_bytes: Option<usize>,
+    pub required: Vec<String>,
+    pub ranges: Vec<NumericRange>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
@@ -79,6 +99,15 @@ pub struct ToolSpec {
     /// Free-form labels policies can match (`resource.tags.contains("payments")`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Arguments that must be grounded in the turn (request, context, earlier results): a value
+    /// found nowhere is a hallucination, and the call is blocked.
+    #[serde(default)]
+    pub key_args: Vec<String>,
+    /// Same arguments, same answer, no side effect: allowed on a constrained retry.
+    #[serde(default)]
+    pub deterministic: bool,
+    #[serde(default)]
+    pub result_checks: ResultChecks,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

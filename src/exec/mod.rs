@@ -27,6 +27,10 @@ pub struct PlanRequest {
     pub turn_id: TurnId,
     /// The planner profile routing chose (e.g. `general`, `specialist`).
     pub profile: String,
+    /// A constrained retry: plan with deterministic tools only.
+    pub constrained: bool,
+    /// Plans proposed before this one in the turn (0 for the first).
+    pub attempt: i32,
     pub tenant: String,
     pub user_id: String,
     pub text: String,

@@ -100,6 +100,8 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
         Effect::Plan {
             turn_id,
             profile,
+            constrained,
+            attempt,
             tenant,
             user_id,
             text,
@@ -110,6 +112,8 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
                 plane.planner.plan(&PlanRequest {
                     turn_id,
                     profile,
+                    constrained,
+                    attempt,
                     tenant,
                     user_id,
                     text,

@@ -124,6 +124,8 @@ pub struct Deps {
     pub codecs: Codecs,
     pub exec: ExecutionPlane,
     pub control: Arc<dyn ControlPlane>,
+    /// Compiled from the control plane's guard configuration and the catalog.
+    pub guards: Arc<crate::guard::Guards>,
     pub limits: Limits,
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn StateStore>,
@@ -143,6 +145,10 @@ impl Deps {
         store: Arc<dyn StateStore>,
     ) -> Self {
         let control = crate::control::builtin_or_fail_closed(exec.tools.catalog().clone());
+        let guards = Arc::new(crate::guard::Guards::or_default(
+            control.config().guards.clone(),
+            exec.tools.catalog(),
+        ));
         Deps {
             journals: Arc::new(journal::LogJournals {
                 events: Arc::clone(&events),
@@ -154,6 +160,7 @@ impl Deps {
             codecs,
             exec,
             control,
+            guards,
             limits: Limits::default(),
             clock: Arc::new(crate::clock::SystemClock),
             store,
@@ -173,6 +180,10 @@ impl Deps {
 
     /// Decides with `control` instead of the built-in policy set.
     pub fn with_control(mut self, control: Arc<dyn ControlPlane>) -> Self {
+        self.guards = Arc::new(crate::guard::Guards::or_default(
+            control.config().guards.clone(),
+            self.exec.tools.catalog(),
+        ));
         self.control = control;
         self
     }

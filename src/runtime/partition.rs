@@ -20,6 +20,7 @@ use super::journal::{Journal, Round};
 use super::state_store::DeadLetter;
 use super::{Deps, RuntimeError, TurnFinished, WorkerConfig};
 use crate::control::budget::{BudgetLimits, Ledger};
+use crate::guard::Breakers;
 use crate::event::codec::Inbound;
 use crate::event::{Event, Payload};
 use crate::ids::{Offset, Partition, TurnId};
@@ -43,6 +44,9 @@ pub struct PartitionSnapshot {
     /// The budget window accounts as of `events_end`.
     #[serde(default)]
     pub ledger: Ledger,
+    /// The per-tool circuit breakers as of `events_end`.
+    #[serde(default)]
+    pub breakers: Breakers,
 }
 
 pub(crate) struct PartitionActor {
@@ -65,6 +69,7 @@ pub(crate) struct PartitionActor {
     /// The user and tenant budget accounts of this partition (rebuilt from the log).
     ledger: Ledger,
     budgets: BudgetLimits,
+    breakers: Breakers,
 }
 
 pub(crate) async fn run_partition(
@@ -151,7 +156,8 @@ impl PartitionActor {
             .config()
             .budgets
             .for_partitions(deps.events.partitions());
-        let (mut turns, mut from, mut inbox_next, mut ledger) = match snapshot {
+        let breaker_config = deps.guards.config.breaker.clone();
+        let (mut turns, mut from, mut inbox_next, mut ledger, mut breakers) = match snapshot {
             Some(s) => (
                 s.turns
                     .into_iter()
@@ -160,8 +166,15 @@ impl PartitionActor {
                 s.events_end,
                 s.inbox_next,
                 s.ledger.with_window(budgets.window_ms),
+                s.breakers.with_config(breaker_config),
             ),
-            None => (HashMap::new(), 0, 0, Ledger::new(budgets.window_ms)),
+            None => (
+                HashMap::new(),
+                0,
+                0,
+                Ledger::new(budgets.window_ms),
+                Breakers::new(breaker_config),
+            ),
         };
         let start = from;
         let mut known = Vec::new();
@@ -181,6 +194,7 @@ impl PartitionActor {
                     }
                 };
                 ledger.apply(&event);
+                breakers.apply(&event);
                 let state = match turns.entry(event.turn_id) {
                     Entry::Occupied(o) => o.into_mut(),
                     // Later events of a turn that finished before the snapshot: nothing to resume.
@@ -227,6 +241,7 @@ impl PartitionActor {
             dead_letters: Vec::new(),
             ledger,
             budgets,
+            breakers,
         })
     }
 
@@ -346,6 +361,8 @@ impl PartitionActor {
                 limits: &deps.limits,
                 budgets: &self.budgets,
                 ledger: &self.ledger,
+                guards: &deps.guards,
+                breakers: &self.breakers,
                 draining,
             };
             let decision = step(state, input, &ctx);
@@ -353,6 +370,7 @@ impl PartitionActor {
             // one after another here, cannot overspend together.
             for e in &decision.events {
                 self.ledger.apply(e);
+                self.breakers.apply(e);
             }
             events.extend(decision.events);
             effects.extend(decision.effects);
@@ -490,6 +508,7 @@ impl PartitionActor {
             inbox_next: self.inbox_next,
             turns: self.turns.values().cloned().collect(),
             ledger: self.ledger.clone(),
+            breakers: self.breakers.clone(),
         };
         let bytes =
             serde_json::to_vec(&snapshot).map_err(|e| RuntimeError::Snapshot(e.to_string()))?;

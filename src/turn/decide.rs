@@ -7,14 +7,18 @@
 use crate::control::ControlPlane;
 use crate::control::budget::{BudgetLimits, Ledger};
 use crate::event::{
-    ContextRetrieved, EscalationRaised, EscalationRung, Event, Outcome, Payload, PlanProposed,
+    ContextRetrieved, EscalationRung, Event, GuardCheckpoint, GuardVerdict, Outcome, Payload,
+    PlanProposed,
     PolicyDecision, ResponseSynthesized, ToolCallCompleted, ToolCallFailed, ToolCallStarted,
     ToolFailureKind, TurnCompleted, TurnRequested,
 };
 use crate::exec::catalog::Catalog;
+use crate::guard::{Breakers, Guards, Trip};
 
 use super::effect::{Effect, ToolInvocation};
 use super::input::Input;
+use super::guarding::At;
+use super::ladder::HANDOFF_DEADLINE;
 use super::state::{ApprovalStatus, CallState, CallStatus, Phase, TurnState};
 
 /// Limits the state machine enforces itself (the control plane enforces the rest).
@@ -46,6 +50,10 @@ pub struct DecideCtx<'a> {
     pub budgets: &'a BudgetLimits,
     /// The partition's window accounts, as of every event decided before this step.
     pub ledger: &'a Ledger,
+    /// Compiled guards (schemas, redaction patterns, ladder).
+    pub guards: &'a Guards,
+    /// The partition's per-tool circuit breakers, as of every event decided before this step.
+    pub breakers: &'a Breakers,
     /// The worker is shutting down: record results, start nothing new. What was not started is
     /// derived again from the state by `Resume` after the restart.
     pub draining: bool,
@@ -76,6 +84,7 @@ pub fn step(state: &mut TurnState, input: Input, ctx: &DecideCtx<'_>) -> Decisio
         state,
         ctx,
         out: Decision::default(),
+        pending_trips: Vec::new(),
     };
     b.handle(input);
     b.out
@@ -99,6 +108,8 @@ pub(super) struct Builder<'s, 'c> {
     pub(super) state: &'s mut TurnState,
     pub(super) ctx: &'c DecideCtx<'c>,
     pub(super) out: Decision,
+    /// Modify trips found before the event they qualify, recorded right after it.
+    pub(super) pending_trips: Vec<Trip>,
 }
 
 impl Builder<'_, '_> {
@@ -138,25 +149,44 @@ impl Builder<'_, '_> {
                     return;
                 }
                 self.state.tenant = request.tenant.clone();
+                // PII never reaches the log: the request is recorded redacted.
+                let (text, found) = self.ctx.guards.redactor.redact(&request.text);
+                if !found.is_empty() {
+                    let mut kinds = found.clone();
+                    kinds.sort();
+                    kinds.dedup();
+                    self.pending_trips.push(Trip::new(
+                        "redaction",
+                        "redaction.pii",
+                        GuardVerdict::Modify,
+                        format!("{} redaction(s) in the request: {}", found.len(), kinds.join(", ")),
+                    ));
+                }
                 self.emit(Payload::TurnRequested(TurnRequested {
                     user_id: request.user_id,
-                    text: request.text.clone(),
+                    text,
                     channel: request.channel,
                     attributes: request.attributes,
                     submitted_at_ms: request.submitted_at_ms,
                     source_offset,
                 }));
+                self.flush_trips(At::new(GuardCheckpoint::Intake));
                 self.route();
             }
             (Input::Retrieved(result), Phase::Retrieving) => {
                 let query = self.state.text.clone();
+                let mut contradiction = None;
                 let payload = match result {
-                    Ok(r) => ContextRetrieved {
-                        query: r.query,
-                        documents: r.documents,
-                        latency_ms: r.latency_ms,
-                        error: None,
-                    },
+                    Ok(r) => {
+                        let (documents, c) = self.guard_context(r.documents);
+                        contradiction = c;
+                        ContextRetrieved {
+                            query: r.query,
+                            documents,
+                            latency_ms: r.latency_ms,
+                            error: None,
+                        }
+                    }
                     // Degrade, don't fail: the planner sees no context and can say so.
                     Err(f) => ContextRetrieved {
                         query,
@@ -166,7 +196,14 @@ impl Builder<'_, '_> {
                     },
                 };
                 self.emit(Payload::ContextRetrieved(payload));
-                self.plan();
+                self.flush_trips(At::new(GuardCheckpoint::PostTool));
+                match contradiction {
+                    // Acting on disagreeing sources is how small errors become actions.
+                    Some(t) => {
+                        self.trip(At::new(GuardCheckpoint::PostTool), t);
+                    }
+                    None => self.plan(),
+                }
             }
             (Input::Planned(Err(f)), Phase::Planning) => {
                 self.release_model("planner failed");
@@ -174,17 +211,37 @@ impl Builder<'_, '_> {
             }
             (Input::Planned(Ok(p)), Phase::Planning) => {
                 let plan_rev = self.state.plan.as_ref().map_or(0, |p| p.plan_rev + 1);
+                let mut found = 0;
+                let steps = p
+                    .steps
+                    .into_iter()
+                    .map(|mut step| {
+                        let (args, f) = self.ctx.guards.redactor.redact_json_text(&step.args_json);
+                        found += f.len();
+                        step.args_json = args;
+                        step
+                    })
+                    .collect();
+                if found > 0 {
+                    self.pending_trips.push(Trip::new(
+                        "redaction",
+                        "redaction.pii",
+                        GuardVerdict::Modify,
+                        format!("{found} redaction(s) in the plan's arguments"),
+                    ));
+                }
                 self.emit(Payload::PlanProposed(PlanProposed {
                     plan_rev,
                     model: p.model,
                     model_version: p.model_version,
                     prompt_template_hash: p.prompt_template_hash,
-                    steps: p.steps,
+                    steps,
                     confidence: p.confidence,
                     input_tokens: p.input_tokens,
                     output_tokens: p.output_tokens,
                     latency_ms: p.latency_ms,
                 }));
+                self.flush_trips(At::new(GuardCheckpoint::MidPlan));
                 self.commit_model();
                 self.review_plan();
             }
@@ -201,22 +258,39 @@ impl Builder<'_, '_> {
                 }
                 match result {
                     Ok(ok) => {
+                        let (result_json, stop) = self.guard_result(index, &call_id, ok.result_json);
                         self.emit(Payload::ToolCallCompleted(ToolCallCompleted {
                             call_id: call_id.clone(),
                             attempt,
-                            result_json: ok.result_json,
+                            result_json,
                             latency_ms: ok.latency_ms,
                         }));
+                        let tool = self.state.calls[index].tool.clone();
+                        self.flush_trips(At {
+                            checkpoint: GuardCheckpoint::PostTool,
+                            step: Some(index),
+                            tool: Some(tool),
+                            call_id: Some(call_id.clone()),
+                        });
                         self.commit_call(&call_id);
-                        self.next_step();
+                        match stop {
+                            Some((at, t)) => {
+                                // The call ran; its result cannot be trusted: nothing was
+                                // pending to confirm, so the ladder re-plans or hands off.
+                                let at = At { step: None, ..at };
+                                self.trip(at, t);
+                            }
+                            None => self.next_step(),
+                        }
                     }
                     Err(f) => {
                         let tool = self.state.calls[index].tool.clone();
+                        let (error, _) = self.ctx.guards.redactor.redact(&f.message);
                         self.emit(Payload::ToolCallFailed(ToolCallFailed {
                             call_id: call_id.clone(),
                             attempt,
                             kind: f.kind,
-                            error: f.message.clone(),
+                            error,
                             retryable: f.retryable,
                             latency_ms: f.latency_ms,
                         }));
@@ -230,9 +304,7 @@ impl Builder<'_, '_> {
                             self.schedule_retry(call_id, attempt + 1);
                         } else if f.kind == ToolFailureKind::OutcomeUnknown {
                             // Not a failure we can report: something may have happened.
-                            self.escalate(
-                                EscalationRung::HumanHandoff,
-                                format!("outcome unknown: {tool} attempt {attempt}: {}", f.message),
+                            self.handoff(format!("outcome unknown: {tool} attempt {attempt}: {}", f.message),
                                 Some(call_id),
                             );
                         } else {
@@ -259,17 +331,38 @@ impl Builder<'_, '_> {
                 let call = &self.state.calls[index];
                 if call.call_id == call_id && call.attempt + 1 == attempt {
                     let call = call.clone();
-                    self.start_call(call, attempt);
+                    if self.guard_call(index, &call_id, attempt) {
+                        self.start_call(call, attempt);
+                    }
                 }
             }
             (Input::Synthesized(Ok(s)), Phase::Synthesizing) => {
+                let (text, found) = self.ctx.guards.redactor.redact(&s.text);
+                let stop = crate::guard::checks::citations(&s.citations, &self.state.documents)
+                    .or_else(|| {
+                        crate::guard::checks::lint(&text, &self.ctx.guards.config.forbidden_phrases)
+                    });
                 self.emit(Payload::ResponseSynthesized(ResponseSynthesized {
-                    text: s.text,
+                    text,
                     citations: s.citations,
-                    redactions: 0,
+                    redactions: found.len() as i32,
                     latency_ms: s.latency_ms,
                 }));
-                self.review_response();
+                if !found.is_empty() {
+                    let t = Trip::new(
+                        "redaction",
+                        "redaction.pii",
+                        GuardVerdict::Modify,
+                        format!("{} redaction(s) in the reply", found.len()),
+                    );
+                    self.record_trip(&At::new(GuardCheckpoint::PreResponse), &t);
+                }
+                match stop {
+                    Some(t) => {
+                        self.trip(At::new(GuardCheckpoint::PreResponse), t);
+                    }
+                    None => self.review_response(),
+                }
             }
             (Input::Synthesized(Err(f)), Phase::Synthesizing) => {
                 self.complete(
@@ -279,6 +372,12 @@ impl Builder<'_, '_> {
             }
             (Input::Command(command), Phase::AwaitingApproval { index }) => {
                 self.on_command(command, index);
+            }
+            (Input::Command(command), Phase::AwaitingHandoff) => self.on_handoff_command(command),
+            (Input::ApprovalDeadline { approval_id }, Phase::AwaitingHandoff)
+                if approval_id == HANDOFF_DEADLINE =>
+            {
+                self.on_handoff_deadline();
             }
             (Input::ApprovalDeadline { approval_id }, Phase::AwaitingApproval { index }) => {
                 self.on_deadline(&approval_id, index);
@@ -295,6 +394,7 @@ impl Builder<'_, '_> {
             Phase::Routing => self.route(),
             Phase::Retrieving => self.retrieve(),
             Phase::AwaitingApproval { index } => self.schedule_deadline(index),
+            Phase::AwaitingHandoff => self.schedule_handoff(),
             Phase::Approved { index } => self.start_approved(index),
             Phase::Planning => self.plan(),
             Phase::NextStep => self.next_step(),
@@ -350,9 +450,7 @@ impl Builder<'_, '_> {
                         let attempt = call.attempt + 1;
                         self.start_call(call, attempt);
                     } else {
-                        self.escalate(
-                            EscalationRung::HumanHandoff,
-                            format!(
+                        self.handoff(format!(
                                 "{} interrupted on its last attempt; outcome unknown",
                                 call.tool
                             ),
@@ -369,9 +467,7 @@ impl Builder<'_, '_> {
                         latency_ms: 0,
                     }));
                     self.commit_call(&call.call_id);
-                    self.escalate(
-                        EscalationRung::HumanHandoff,
-                        format!(
+                    self.handoff(format!(
                             "outcome unknown: {} (not idempotent) may or may not have run",
                             call.tool
                         ),
@@ -390,11 +486,23 @@ impl Builder<'_, '_> {
             .approvals
             .last()
             .map(|a| (a.status, a.approval_id.clone()));
-        if !s.escalations.is_empty() {
-            self.complete(
-                Outcome::Escalated,
-                "escalated (completed after a restart)".into(),
+        if let Some(h) = s.handoff.as_ref().filter(|h| h.resolved_by.is_some()) {
+            let why = format!(
+                "resolved by {}: {}",
+                h.resolved_by.clone().unwrap_or_default(),
+                h.resolution.clone().unwrap_or_default()
             );
+            self.complete(Outcome::Escalated, why);
+        } else if let Some(t) = s.trip.clone() {
+            // A guard stopped the turn; what it decided was not recorded in full.
+            let why = format!("{} ({}): {}", t.rule, t.guard, t.detail);
+            match t.verdict {
+                GuardVerdict::Escalate => self.climb(why, None, None),
+                _ if matches!(t.guard.as_str(), "breaker" | "retries") => {
+                    self.complete(Outcome::Failed, why)
+                }
+                _ => self.complete(Outcome::Denied, why),
+            }
         } else if s.response.is_some() {
             match s.response_decision {
                 None => self.review_response(),
@@ -422,7 +530,7 @@ impl Builder<'_, '_> {
                     ..
                 } => {
                     let why = format!("outcome unknown: {tool}: {error}");
-                    self.escalate(EscalationRung::HumanHandoff, why, Some(call_id));
+                    self.handoff(why, Some(call_id));
                 }
                 CallStatus::Failed { error, .. } => {
                     let why = format!("{tool} failed: {error}");
@@ -442,7 +550,7 @@ impl Builder<'_, '_> {
             }
             Some((ApprovalStatus::Expired, id)) => {
                 let why = format!("approval {id} expired");
-                self.escalate(EscalationRung::HumanHandoff, why, Some(id));
+                self.handoff(why, Some(id));
             }
             _ => {}
         }
@@ -458,26 +566,40 @@ impl Builder<'_, '_> {
         });
     }
 
-    fn plan(&mut self) {
+    pub(super) fn plan(&mut self) {
         if self.ctx.draining {
             return;
         }
         if !self.reserve_model() {
             return;
         }
-        let profile = self
-            .state
-            .route
-            .as_ref()
-            .map(|r| r.profile.clone())
-            .unwrap_or_default();
+        let escalated = |rung| self.state.escalations.contains(&rung);
+        let constrained = escalated(EscalationRung::ConstrainedRetry);
+        let profile = if escalated(EscalationRung::Specialist) {
+            self.ctx.guards.config.specialist_profile.clone()
+        } else {
+            self.state
+                .route
+                .as_ref()
+                .map(|r| r.profile.clone())
+                .unwrap_or_default()
+        };
+        // A constrained retry sees fewer documents (the best ranked) and deterministic tools only.
+        let keep = if constrained {
+            self.ctx.guards.config.constrained_documents
+        } else {
+            usize::MAX
+        };
+        let attempt = self.state.plan.as_ref().map_or(0, |p| p.plan_rev + 1);
         self.effect(Effect::Plan {
             turn_id: self.state.turn_id,
             profile,
+            constrained,
+            attempt,
             tenant: self.state.tenant.clone(),
             user_id: self.state.user_id.clone(),
             text: self.state.text.clone(),
-            documents: self.state.documents.clone(),
+            documents: self.state.documents.iter().take(keep).cloned().collect(),
         });
     }
 
@@ -548,20 +670,6 @@ impl Builder<'_, '_> {
             call_id,
             attempt,
         });
-    }
-
-    pub(super) fn escalate(
-        &mut self,
-        rung: EscalationRung,
-        reason: String,
-        call_id: Option<String>,
-    ) {
-        self.emit(Payload::EscalationRaised(EscalationRaised {
-            rung,
-            reason: reason.clone(),
-            call_id,
-        }));
-        self.complete(Outcome::Escalated, reason);
     }
 
     pub(super) fn complete(&mut self, outcome: Outcome, reason: String) {

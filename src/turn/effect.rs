@@ -14,8 +14,12 @@ pub enum Effect {
     },
     Plan {
         turn_id: TurnId,
-        /// The planner profile routing chose.
+        /// The planner profile routing (or the ladder's specialist rung) chose.
         profile: String,
+        /// A constrained retry: fewer documents, deterministic tools only.
+        constrained: bool,
+        /// Plans proposed before this one in the turn.
+        attempt: i32,
         tenant: String,
         user_id: String,
         text: String,

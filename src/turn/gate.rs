@@ -4,7 +4,7 @@
 use crate::control::{CallReview, PlanReview, Principal, ResponseReview, Signals, Verdict};
 use crate::event::{
     ApprovalExpired, ApprovalRequested, ApprovalResolved, Checkpoint, CommandAction,
-    EscalationRung, Outcome, Payload, PolicyDecision, PolicyEvaluated, TurnCommand,
+    Outcome, Payload, PolicyDecision, PolicyEvaluated, TurnCommand,
 };
 use crate::ids::call_id;
 
@@ -103,9 +103,7 @@ impl Builder<'_, '_> {
             PolicyDecision::Deny => {
                 self.complete(Outcome::Denied, format!("denied by policy: {reason}"));
             }
-            PolicyDecision::Escalate => {
-                self.escalate(EscalationRung::HumanHandoff, reason, call_id)
-            }
+            PolicyDecision::Escalate => self.climb(reason, call_id, None),
             // Only reached when settling a plan-level decision; calls ask for approval instead.
             PolicyDecision::RequireConfirmation => self.next_step(),
         }
@@ -124,6 +122,10 @@ impl Builder<'_, '_> {
             return;
         };
         let plan_rev = plan.plan_rev;
+        let id = call_id(self.state.turn_id, plan_rev as u32, index as u32);
+        if !self.guard_call(index, &id, 1) {
+            return;
+        }
         let spec = self.ctx.catalog.get(&planned.tool);
         let signals = self.signals();
         let verdict = self.ctx.control.review_call(&CallReview {
@@ -134,7 +136,6 @@ impl Builder<'_, '_> {
             spec,
             signals: &signals,
         });
-        let id = call_id(self.state.turn_id, plan_rev as u32, index as u32);
         self.record(
             Checkpoint::PreTool,
             Some(index as i32),
@@ -157,6 +158,7 @@ impl Builder<'_, '_> {
                 }));
                 self.schedule_deadline(index);
             }
+            PolicyDecision::Escalate => self.climb(verdict.reason, Some(id), Some(index)),
             d => self.follow(d, verdict.reason, Some(id)),
         }
     }
@@ -227,8 +229,11 @@ impl Builder<'_, '_> {
                     );
                 }
             }
-            // A decision about another (older) approval changes nothing.
-            CommandAction::ApprovalDecision(_) => {}
+            // A decision about another (older) approval, or a handoff command while nothing is
+            // handed off, changes nothing.
+            CommandAction::ApprovalDecision(_)
+            | CommandAction::HandoffAccept(_)
+            | CommandAction::HandoffResolve(_) => {}
         }
     }
 
@@ -249,8 +254,7 @@ impl Builder<'_, '_> {
             approval_id: approval_id.to_string(),
             deadline_ms,
         }));
-        self.escalate(
-            EscalationRung::HumanHandoff,
+        self.handoff(
             format!("approval {approval_id} expired without an answer"),
             Some(approval_id.to_string()),
         );
@@ -278,7 +282,7 @@ impl Builder<'_, '_> {
                 );
             }
             PolicyDecision::Escalate | PolicyDecision::RequireConfirmation => {
-                self.escalate(EscalationRung::HumanHandoff, reason, None);
+                self.climb(reason, None, None);
             }
         }
     }

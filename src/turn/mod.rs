@@ -7,6 +7,8 @@ mod budgeting;
 mod decide;
 mod effect;
 mod gate;
+mod guarding;
+mod ladder;
 mod input;
 mod state;
 
@@ -19,6 +21,6 @@ pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};
 pub use effect::{Effect, ToolInvocation};
 pub use input::{ExecFailure, Input, Planned, Retrieval, Synthesis, ToolFailure, ToolSuccess};
 pub use state::{
-    Applied, ApplyError, ApprovalState, ApprovalStatus, CallState, CallStatus, OpenReservation,
-    Phase, TurnBudget, TurnState,
+    Applied, ApplyError, ApprovalState, ApprovalStatus, CallState, CallStatus, HandoffState,
+    OpenReservation, Phase, TripState, TurnBudget, TurnState,
 };

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::event::{
-    BudgetPurpose, Checkpoint, EscalationRung, Event, Outcome, Payload, PlanProposed,
-    PolicyDecision, RetrievedDocument, RouteSelected, ToolFailureKind,
+    BudgetPurpose, Checkpoint, EscalationRung, Event, GuardVerdict, Outcome, Payload,
+    PlanProposed, PolicyDecision, RetrievedDocument, RouteSelected, ToolFailureKind,
 };
 use crate::ids::TurnId;
 
@@ -77,6 +77,24 @@ pub struct ApprovalState {
     pub status: ApprovalStatus,
 }
 
+/// A human handoff: the turn waits for an operator until the deadline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandoffState {
+    pub deadline_ms: i64,
+    pub accepted_by: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolution: Option<String>,
+}
+
+/// The last guard that fired with a verdict that ends or redirects the turn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TripState {
+    pub guard: String,
+    pub rule: String,
+    pub verdict: GuardVerdict,
+    pub detail: String,
+}
+
 /// Where a turn is, derived from its facts rather than stored beside them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -109,6 +127,8 @@ pub enum Phase {
     /// An ending was decided (final failure, denial, escalation, reply) but TurnCompleted is
     /// missing: the decision was cut short; Resume completes it.
     Settle,
+    /// Handed to a person; waits for HandoffResolved or the deadline.
+    AwaitingHandoff,
     Synthesizing,
     Done(Outcome),
 }
@@ -149,6 +169,17 @@ pub struct TurnState {
     #[serde(default)]
     pub approvals: Vec<ApprovalState>,
     pub escalations: Vec<EscalationRung>,
+    /// Plans the turn has asked for: one, plus one per re-planning rung of the ladder.
+    #[serde(default)]
+    pub plans_wanted: i32,
+    #[serde(default)]
+    pub handoff: Option<HandoffState>,
+    /// The last guard that denied or escalated (None once a new plan starts).
+    #[serde(default)]
+    pub trip: Option<TripState>,
+    /// Calls blocked as hallucinations with action.
+    #[serde(default)]
+    pub hallucinations: u32,
     pub response: Option<String>,
     #[serde(default)]
     pub citations: Vec<String>,
@@ -205,6 +236,10 @@ impl TurnState {
             budget: TurnBudget::default(),
             approvals: Vec::new(),
             escalations: Vec::new(),
+            plans_wanted: 0,
+            handoff: None,
+            trip: None,
+            hallucinations: 0,
             response: None,
             citations: Vec::new(),
             outcome: None,
@@ -242,18 +277,39 @@ impl TurnState {
         if !self.retrieved {
             return Phase::Retrieving;
         }
-        let Some(plan) = &self.plan else {
-            return Phase::Planning;
-        };
-        // Every escalation ends a turn (for now), and a recorded reply is the last step.
-        if !self.escalations.is_empty() || self.response.is_some() {
+        if let Some(h) = &self.handoff {
+            return if h.resolved_by.is_some() {
+                Phase::Settle
+            } else {
+                Phase::AwaitingHandoff
+            };
+        }
+        if self.response.is_some() {
             return Phase::Settle;
         }
+        if self
+            .trip
+            .as_ref()
+            .is_some_and(|t| t.verdict == GuardVerdict::Deny)
+        {
+            return Phase::Settle;
+        }
+        let Some(plan) = self.plan.as_ref().filter(|p| p.plan_rev + 1 >= self.plans_wanted) else {
+            return Phase::Planning;
+        };
         match self.plan_decision {
             None => return Phase::ReviewPlan,
             // Confirmation is asked per call, at the pre-tool checkpoint, with the real arguments.
             Some(PolicyDecision::Allow | PolicyDecision::RequireConfirmation) => {}
             Some(_) => return Phase::Settle,
+        }
+        // A guard escalated and the ladder's next step is not recorded (a decision cut short).
+        if self
+            .trip
+            .as_ref()
+            .is_some_and(|t| t.verdict == GuardVerdict::Escalate)
+        {
+            return Phase::Settle;
         }
         if let Some((index, last)) = self.calls.iter().enumerate().next_back() {
             match last.status {
@@ -309,6 +365,7 @@ impl TurnState {
                 self.source_offset = r.source_offset;
             }
             Payload::ContextRetrieved(c) => {
+                self.plans_wanted = self.plans_wanted.max(1);
                 self.retrieved = true;
                 self.retrieval_failed = c.error.is_some();
                 self.documents = c.documents.clone();
@@ -318,6 +375,7 @@ impl TurnState {
                 self.plan_decision = None;
                 self.calls.clear();
                 self.approvals.clear();
+                self.trip = None;
             }
             Payload::PolicyEvaluated(p) => {
                 self.last_decision = Some(p.decision);
@@ -363,7 +421,49 @@ impl TurnState {
                 }
                 None => self.anomalies += 1,
             },
-            Payload::EscalationRaised(e) => self.escalations.push(e.rung),
+            Payload::EscalationRaised(e) => {
+                self.escalations.push(e.rung);
+                match e.rung {
+                    EscalationRung::ConstrainedRetry | EscalationRung::Specialist => {
+                        let plans = self.plan.as_ref().map_or(0, |p| p.plan_rev + 1);
+                        self.plans_wanted = self.plans_wanted.max(plans + 1).max(1);
+                        self.trip = None;
+                    }
+                    EscalationRung::UserConfirmation => self.trip = None,
+                    EscalationRung::HumanHandoff => {
+                        self.handoff = Some(HandoffState {
+                            deadline_ms: e.deadline_ms.unwrap_or(i64::MAX),
+                            accepted_by: None,
+                            resolved_by: None,
+                            resolution: None,
+                        });
+                    }
+                }
+            }
+            Payload::GuardrailTripped(g) => {
+                if g.hallucination {
+                    self.hallucinations += 1;
+                }
+                if matches!(g.verdict, GuardVerdict::Deny | GuardVerdict::Escalate) {
+                    self.trip = Some(TripState {
+                        guard: g.guard.clone(),
+                        rule: g.rule.clone(),
+                        verdict: g.verdict,
+                        detail: g.detail.clone(),
+                    });
+                }
+            }
+            Payload::HandoffAccepted(h) => match self.handoff.as_mut() {
+                Some(s) => s.accepted_by = Some(h.operator.clone()),
+                None => self.anomalies += 1,
+            },
+            Payload::HandoffResolved(h) => match self.handoff.as_mut() {
+                Some(s) => {
+                    s.resolved_by = Some(h.operator.clone());
+                    s.resolution = Some(h.resolution.clone());
+                }
+                None => self.anomalies += 1,
+            },
             Payload::ResponseSynthesized(r) => {
                 self.response = Some(r.text.clone());
                 self.citations = r.citations.clone();

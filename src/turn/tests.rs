@@ -38,6 +38,8 @@ pub(super) struct World {
     pub(super) limits: Limits,
     pub(super) budgets: BudgetLimits,
     pub(super) ledger: Ledger,
+    pub(super) guards: crate::guard::Guards,
+    pub(super) breakers: crate::guard::Breakers,
     pub(super) now: i64,
 }
 
@@ -49,6 +51,8 @@ impl World {
             limits: Limits::default(),
             budgets: BudgetLimits::default(),
             ledger: Ledger::default(),
+            guards: crate::guard::Guards::or_default(crate::guard::GuardConfig::default(), &catalog()),
+            breakers: crate::guard::Breakers::default(),
             now: 1_000,
         }
     }
@@ -88,6 +92,8 @@ when { context.checkpoint == "pre_tool" };"#
             limits: &self.limits,
             budgets: &self.budgets,
             ledger: &self.ledger,
+            guards: &self.guards,
+            breakers: &self.breakers,
             draining: false,
         }
     }

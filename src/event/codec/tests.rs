@@ -37,7 +37,7 @@ fn every_event_kind_round_trips() {
     let c = codecs();
     let events = fixtures::every_event(turn());
     let kinds: HashSet<_> = events.iter().map(|e| e.kind()).collect();
-    assert_eq!(kinds.len(), 18, "fixtures cover every payload kind");
+    assert_eq!(kinds.len(), 21, "fixtures cover every payload kind");
     for event in events {
         let bytes = c.events.encode(&event).expect("encodes");
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
@@ -207,6 +207,13 @@ fn commands_round_trip_and_are_told_from_requests() {
     let c = codecs();
     for granted in [true, false] {
         let cmd = fixtures::command(turn(), granted);
+        let bytes = c.commands.encode(&cmd).expect("encodes");
+        assert_eq!(
+            c.decode_inbound(&bytes).expect("decodes"),
+            Inbound::Command(cmd)
+        );
+    }
+    for cmd in fixtures::handoff_commands(turn()) {
         let bytes = c.commands.encode(&cmd).expect("encodes");
         assert_eq!(
             c.decode_inbound(&bytes).expect("decodes"),

@@ -1,0 +1,226 @@
+//! The guard checkpoints inside `decide`: each trip is recorded as GuardrailTripped, then acted
+//! on — modify goes on with the redacted content, deny ends the turn, escalate climbs the ladder.
+
+use crate::event::{
+    GuardCheckpoint, GuardVerdict, GuardrailTripped, Outcome, Payload, RetrievedDocument,
+};
+use crate::guard::{Trip, checks, grounding};
+
+use super::decide::Builder;
+
+/// Where a trip happened.
+pub(super) struct At {
+    pub checkpoint: GuardCheckpoint,
+    pub step: Option<usize>,
+    pub tool: Option<String>,
+    pub call_id: Option<String>,
+}
+
+impl At {
+    pub fn new(checkpoint: GuardCheckpoint) -> Self {
+        At {
+            checkpoint,
+            step: None,
+            tool: None,
+            call_id: None,
+        }
+    }
+}
+
+impl Builder<'_, '_> {
+    pub(super) fn record_trip(&mut self, at: &At, t: &Trip) {
+        self.emit(Payload::GuardrailTripped(GuardrailTripped {
+            checkpoint: at.checkpoint,
+            guard: t.guard.to_string(),
+            rule: t.rule.clone(),
+            verdict: t.verdict,
+            step: at.step.map(|s| s as i32),
+            tool: at.tool.clone(),
+            call_id: at.call_id.clone(),
+            detail: t.detail.clone(),
+            hallucination: t.hallucination,
+        }));
+    }
+
+    /// Records a trip and acts on it; returns whether the turn may go on as it was.
+    pub(super) fn trip(&mut self, at: At, t: Trip) -> bool {
+        self.record_trip(&at, &t);
+        match t.verdict {
+            GuardVerdict::Allow | GuardVerdict::Modify => true,
+            GuardVerdict::Deny => {
+                // A dependency that is down fails the turn; a refused action denies it.
+                let outcome = if matches!(t.guard, "breaker" | "retries") {
+                    Outcome::Failed
+                } else {
+                    Outcome::Denied
+                };
+                self.complete(outcome, format!("{} ({}): {}", t.rule, t.guard, t.detail));
+                false
+            }
+            GuardVerdict::Escalate => {
+                self.climb(format!("{}: {}", t.rule, t.detail), at.call_id, at.step);
+                false
+            }
+        }
+    }
+
+    /// Post-retrieval: redacts snippets and drops stale documents (modify); returns the
+    /// documents the turn may use and a contradiction, if any.
+    pub(super) fn guard_context(&mut self, docs: Vec<RetrievedDocument>) -> (Vec<RetrievedDocument>, Option<Trip>) {
+        let g = &self.ctx.guards.config;
+        let stale = checks::stale(&docs, self.ctx.now_ms, g.max_doc_age_ms);
+        let mut kept = Vec::with_capacity(docs.len());
+        let mut found = 0;
+        for mut d in docs {
+            if stale.contains(&d.id) {
+                continue;
+            }
+            let (snippet, f) = self.ctx.guards.redactor.redact(&d.snippet);
+            found += f.len();
+            d.snippet = snippet;
+            kept.push(d);
+        }
+        let contradiction = checks::contradictions(&kept);
+        let mut trips = Vec::new();
+        if !stale.is_empty() {
+            trips.push(Trip::new(
+                "context",
+                "context.stale",
+                GuardVerdict::Modify,
+                format!("dropped documents older than {} ms: {}", g.max_doc_age_ms, stale.join(", ")),
+            ));
+        }
+        if found > 0 {
+            trips.push(Trip::new(
+                "redaction",
+                "redaction.pii",
+                GuardVerdict::Modify,
+                format!("{found} redaction(s) in retrieved snippets"),
+            ));
+        }
+        self.pending_trips = trips;
+        (kept, contradiction)
+    }
+
+    /// Pre-tool and mid-plan guards for plan step `index`; `None` when the call may go on to
+    /// the control plane's review. Breaker and retry checks also run before every retry.
+    pub(super) fn guard_call(&mut self, index: usize, call_id: &str, attempt: i32) -> bool {
+        let Some(step) = self.state.plan.as_ref().and_then(|p| p.steps.get(index)).cloned() else {
+            return true;
+        };
+        let at = || At {
+            checkpoint: GuardCheckpoint::PreTool,
+            step: Some(index),
+            tool: Some(step.tool.clone()),
+            call_id: Some(call_id.to_string()),
+        };
+        let mid = || At {
+            checkpoint: GuardCheckpoint::MidPlan,
+            ..at()
+        };
+        let g = &self.ctx.guards;
+        let Some(spec) = self.ctx.catalog.get(&step.tool) else {
+            let t = Trip::new("tool", "tool.exists", GuardVerdict::Deny, format!("{} is not in the catalog", step.tool));
+            return self.trip(at(), t);
+        };
+        if let Some(t) = self.ctx.breakers.check(&step.tool, self.ctx.now_ms) {
+            return self.trip(mid(), t);
+        }
+        let attempts: i32 = self
+            .state
+            .calls
+            .iter()
+            .filter(|c| c.tool == step.tool)
+            .map(|c| c.attempt)
+            .sum::<i32>()
+            + i32::from(attempt > 1)
+            + i32::from(attempt == 1);
+        if let Some(t) = checks::retries(&step.tool, attempts, g.config.retries_per_tool) {
+            return self.trip(mid(), t);
+        }
+        if attempt > 1 {
+            return true;
+        }
+        let earlier = self.state.calls.iter().map(|c| (c.tool.as_str(), c.args_json.as_str()));
+        if let Some(t) = checks::repeated(earlier, &step.tool, &step.args_json, g.config.repeat_limit) {
+            return self.trip(mid(), t);
+        }
+        if let Some(t) = g.schemas.check_args(&step.tool, &step.args_json) {
+            return self.trip(at(), t);
+        }
+        let held = crate::control::list_attribute(&self.state.attributes, "scopes");
+        if !spec.auth_scopes.is_empty() && let Some(t) = checks::scopes(spec, &held) {
+            return self.trip(at(), t);
+        }
+        if g.config.grounding {
+            let texts: Vec<&str> = std::iter::once(self.state.text.as_str())
+                .chain(self.state.documents.iter().map(|d| d.snippet.as_str()))
+                .collect();
+            let results: Vec<&str> = self
+                .state
+                .calls
+                .iter()
+                .filter_map(|c| match &c.status {
+                    super::state::CallStatus::Completed { result_json } => Some(result_json.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let sources = grounding::Sources { texts, results };
+            if let Some(t) = grounding::check(spec, &step.args_json, &sources) {
+                // A person may vouch for it: the user-confirmation rung asks about this call.
+                return self.trip(at(), t);
+            }
+        }
+        if self.state.escalations.contains(&crate::event::EscalationRung::ConstrainedRetry) && !spec.deterministic {
+            let t = Trip::new(
+                "constrained",
+                "constrained.deterministic_only",
+                GuardVerdict::Escalate,
+                format!("a constrained retry runs deterministic tools only; {} is not", step.tool),
+            );
+            return self.trip(at(), t);
+        }
+        true
+    }
+
+    /// Post-tool: redacts the result (modify), then checks it against its schema and anomaly
+    /// rules. Returns the result to record and a trip that stops the turn, if any.
+    pub(super) fn guard_result(&mut self, index: usize, call_id: &str, result_json: String) -> (String, Option<(At, Trip)>) {
+        let tool = self.state.calls[index].tool.clone();
+        let at = || At {
+            checkpoint: GuardCheckpoint::PostTool,
+            step: Some(index),
+            tool: Some(tool.clone()),
+            call_id: Some(call_id.to_string()),
+        };
+        let (redacted, found) = self.ctx.guards.redactor.redact_json_text(&result_json);
+        if !found.is_empty() {
+            let mut kinds = found.clone();
+            kinds.sort();
+            kinds.dedup();
+            self.pending_trips.push(Trip::new(
+                "redaction",
+                "redaction.pii",
+                GuardVerdict::Modify,
+                format!("{} redaction(s) in the result: {}", found.len(), kinds.join(", ")),
+            ));
+        }
+        let value = serde_json::from_str::<serde_json::Value>(&result_json).unwrap_or(serde_json::Value::Null);
+        if let Some(t) = self.ctx.guards.schemas.check_result(&tool, &value) {
+            return (redacted, Some((at(), t)));
+        }
+        if let Some(spec) = self.ctx.catalog.get(&tool)
+            && let Some(t) = checks::anomalies(&tool, &spec.result_checks, &result_json)
+        {
+            return (redacted, Some((at(), t)));
+        }
+        (redacted, None)
+    }
+
+    /// Records the trips a guard collected before the event they qualify was emitted.
+    pub(super) fn flush_trips(&mut self, at: At) {
+        for t in std::mem::take(&mut self.pending_trips) {
+            self.record_trip(&at, &t);
+        }
+    }
+}

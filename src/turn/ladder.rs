@@ -1,0 +1,166 @@
+//! The escalation ladder: when a review or a guard escalates, the turn climbs to the next
+//! configured rung it has not tried: (1) re-plan with constrained context, (2) re-plan with a
+//! narrower specialist profile, (3) ask the user to confirm the high-impact call, (4) hand off to
+//! a human operator and wait, with a deadline.
+
+use crate::event::{
+    ApprovalRequested, CommandAction, EscalationRaised, EscalationRung, HandoffAccepted,
+    HandoffResolved, Outcome, Payload, TurnCommand,
+};
+use crate::exec::catalog::Impact;
+
+use super::decide::Builder;
+use super::effect::Effect;
+use super::state::CallStatus;
+
+/// The deadline id of a handoff (approvals use their own ids).
+pub const HANDOFF_DEADLINE: &str = "handoff";
+
+impl Builder<'_, '_> {
+    /// A re-plan is safe only if nothing this plan did has side effects.
+    fn replannable(&self) -> bool {
+        !self.state.calls.iter().any(|c| {
+            matches!(c.status, CallStatus::Completed { .. } | CallStatus::Failed { .. })
+                && !self
+                    .ctx
+                    .catalog
+                    .get(&c.tool)
+                    .is_some_and(|s| s.deterministic)
+        })
+    }
+
+    /// Climbs to the next applicable rung. `pending` is the plan step whose call was stopped
+    /// (the only thing a user could be asked to confirm).
+    pub(super) fn climb(&mut self, reason: String, call_id: Option<String>, pending: Option<usize>) {
+        let ladder = self.ctx.guards.config.ladder.clone();
+        for rung in ladder {
+            if self.state.escalations.contains(&rung) {
+                continue;
+            }
+            match rung {
+                EscalationRung::ConstrainedRetry | EscalationRung::Specialist => {
+                    if !self.replannable() || self.ctx.draining {
+                        continue;
+                    }
+                    self.emit(Payload::EscalationRaised(EscalationRaised {
+                        rung,
+                        reason,
+                        call_id,
+                        deadline_ms: None,
+                    }));
+                    self.plan();
+                    return;
+                }
+                EscalationRung::UserConfirmation => {
+                    let Some(index) = pending else { continue };
+                    let Some(step) = self.state.plan.as_ref().and_then(|p| p.steps.get(index)).cloned() else {
+                        continue;
+                    };
+                    let high = self
+                        .ctx
+                        .catalog
+                        .get(&step.tool)
+                        .is_some_and(|s| s.impact >= Impact::Medium);
+                    if !high {
+                        continue;
+                    }
+                    let call = call_id.clone().unwrap_or_default();
+                    self.emit(Payload::EscalationRaised(EscalationRaised {
+                        rung,
+                        reason: reason.clone(),
+                        call_id: call_id.clone(),
+                        deadline_ms: None,
+                    }));
+                    let deadline_ms = self.ctx.now_ms + self.ctx.control.config().approval_ttl_ms;
+                    self.emit(Payload::ApprovalRequested(ApprovalRequested {
+                        approval_id: format!("{call}/confirm"),
+                        call_id: call,
+                        step: index as i32,
+                        tool: step.tool,
+                        args_json: step.args_json,
+                        reason: format!("please confirm: {reason}"),
+                        risk_score: 0.0,
+                        deadline_ms,
+                    }));
+                    self.schedule_deadline(index);
+                    return;
+                }
+                EscalationRung::HumanHandoff => {
+                    self.handoff(reason, call_id);
+                    return;
+                }
+            }
+        }
+        // No rung left (or none configured): escalated without anyone waiting on it.
+        self.complete(Outcome::Escalated, reason);
+    }
+
+    /// Hands the turn to a person and waits, durably, until they resolve it or the deadline.
+    pub(super) fn handoff(&mut self, reason: String, call_id: Option<String>) {
+        if self.state.handoff.is_some() {
+            return;
+        }
+        let deadline_ms = self.ctx.now_ms + self.ctx.guards.config.handoff_ttl_ms;
+        self.emit(Payload::EscalationRaised(EscalationRaised {
+            rung: EscalationRung::HumanHandoff,
+            reason,
+            call_id,
+            deadline_ms: Some(deadline_ms),
+        }));
+        self.schedule_handoff();
+    }
+
+    pub(super) fn schedule_handoff(&mut self) {
+        if let Some(h) = &self.state.handoff {
+            let at_ms = h.deadline_ms;
+            self.effect(Effect::ScheduleDeadline {
+                turn_id: self.state.turn_id,
+                at_ms,
+                approval_id: HANDOFF_DEADLINE.into(),
+            });
+        }
+    }
+
+    pub(super) fn on_handoff_command(&mut self, command: TurnCommand) {
+        let Some(h) = &self.state.handoff else {
+            return;
+        };
+        match command.action {
+            CommandAction::HandoffAccept(_) if h.accepted_by.is_none() => {
+                self.emit(Payload::HandoffAccepted(HandoffAccepted {
+                    operator: command.operator,
+                    command_id: command.command_id,
+                }));
+            }
+            CommandAction::HandoffResolve(r) => {
+                let why = format!("resolved by {}: {}", command.operator, r.resolution);
+                self.emit(Payload::HandoffResolved(HandoffResolved {
+                    operator: command.operator,
+                    resolution: r.resolution,
+                    command_id: command.command_id,
+                }));
+                self.complete(Outcome::Escalated, why);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_handoff_deadline(&mut self) {
+        let Some(h) = &self.state.handoff else {
+            return;
+        };
+        if self.ctx.now_ms < h.deadline_ms {
+            self.schedule_handoff();
+            return;
+        }
+        let who = h
+            .accepted_by
+            .as_ref()
+            .map(|o| format!(" (accepted by {o})"))
+            .unwrap_or_default();
+        self.complete(
+            Outcome::EscalationFailed,
+            format!("handoff not resolved by its deadline{who}"),
+        );
+    }
+}
