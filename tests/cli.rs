@@ -36,8 +36,14 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
         assert_eq!(t["status"], "terminal");
         assert!(t["turn_id"].as_str().is_some_and(|s| s.len() == 36));
         assert!(
-            ["succeeded", "failed", "denied", "escalated"]
-                .contains(&t["outcome"].as_str().unwrap_or(""))
+            [
+                "succeeded",
+                "failed",
+                "denied",
+                "escalated",
+                "escalation_failed"
+            ]
+            .contains(&t["outcome"].as_str().unwrap_or(""))
         );
     }
 

@@ -12,7 +12,10 @@ use ballast::control::{CedarControlPlane, ControlPlane, PolicyWatcher};
 use ballast::demo::kb::KbRetriever;
 use ballast::demo::tools::{EffectsJournal, demo_tools};
 use ballast::embedded::Embedded;
-use ballast::event::{Event, Outcome, Payload, PlanStep, TurnRequest};
+use ballast::event::{
+    CommandAction, EscalationRung, Event, HandoffResolution, Outcome, Payload, PlanStep,
+    TurnCommand, TurnRequest,
+};
 use ballast::exec::scripted::{Script, ScriptedPlanner, WorkloadTurn};
 use ballast::exec::synth::TemplateSynthesizer;
 use ballast::exec::{ExecutionPlane, Toolbox};
@@ -57,6 +60,8 @@ micros_per_1k_tokens = 0
 name = "billing-to-specialist"
 class = "billing"
 profile = "specialist"
+[guards]
+handoff_ttl_ms = 60000
 "#,
     )
     .expect("write control.toml");
@@ -64,16 +69,34 @@ profile = "specialist"
 }
 
 fn turn(i: u64, user: &str, steps: Vec<PlanStep>, confidence: f64) -> WorkloadTurn {
+    // The request names the amount, so the refund's key arguments are grounded.
+    let amount = steps
+        .iter()
+        .find_map(|s| {
+            serde_json::from_str::<serde_json::Value>(&s.args_json)
+                .ok()?
+                .get("amount_cents")?
+                .as_i64()
+        })
+        .unwrap_or(0);
     WorkloadTurn {
         turn_id: TurnId::from_parts(T0 as u64 + i, [i as u8; 10]),
         tenant: "acme".into(),
         user_id: user.into(),
-        text: "Order A1001 arrived broken, refund it please".into(),
+        text: format!(
+            "Order A1001 arrived broken, refund {}.{:02} EUR please",
+            amount / 100,
+            amount % 100
+        ),
         scenario: "test".into(),
         script: Script { steps, confidence },
         attributes: BTreeMap::from([
             ("roles".to_string(), "customer".to_string()),
             ("class".to_string(), "billing".to_string()),
+            (
+                "scopes".to_string(),
+                ballast::demo::workload::SCOPES.to_string(),
+            ),
         ]),
     }
 }
@@ -256,6 +279,38 @@ impl Env {
         .expect("answer");
     }
 
+    /// Waits until the turn is handed off, then resolves the handoff as an operator.
+    async fn resolve_handoff(&self, t: &WorkloadTurn) {
+        for _ in 0..300 {
+            let handed = self.events(t.turn_id).await.iter().any(|e| {
+                matches!(&e.payload, Payload::EscalationRaised(r) if r.rung == EscalationRung::HumanHandoff)
+            });
+            if handed {
+                let command = TurnCommand {
+                    command_id: format!("resolve-{}", t.turn_id),
+                    turn_id: t.turn_id,
+                    tenant: t.tenant.clone(),
+                    operator: "ops-anna".into(),
+                    issued_at_ms: T0,
+                    action: CommandAction::HandoffResolve(HandoffResolution {
+                        resolution: "called the customer".into(),
+                    }),
+                };
+                ballast::operator::send(
+                    self.emb.requests.as_ref(),
+                    &self.emb.codecs,
+                    &t.user_id,
+                    &command,
+                )
+                .await
+                .expect("send");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("turn {} was never handed off", t.turn_id);
+    }
+
     fn side_effects(&self) -> usize {
         std::fs::read_to_string(self.journal())
             .unwrap_or_default()
@@ -330,6 +385,7 @@ async fn scenario_table_exact_events() {
     env.awaiting_approval(refused.turn_id).await;
     env.answer(granted.turn_id, true).await;
     env.answer(refused.turn_id, false).await;
+    env.resolve_handoff(&unsure).await;
     let done = run.finished(5).await;
     run.stop().await;
     let outcome = |t: TurnId| done.iter().find(|f| f.turn_id == t).map(|f| f.outcome);
@@ -395,14 +451,46 @@ async fn scenario_table_exact_events() {
     );
     assert_eq!(outcome(refused.turn_id), Some(Outcome::Denied));
 
-    // Low confidence escalates at the plan checkpoint.
+    // Low confidence climbs the ladder: a constrained re-plan, a specialist re-plan (each is
+    // still unsure), then a person, who resolves it.
     let e = env.events(unsure.turn_id).await;
+    let replan = [
+        "Policy(plan:escalate)",
+        "EscalationRaised",
+        "BudgetReserved",
+        "PlanProposed",
+        "BudgetCommitted",
+    ];
+    let mut want = replan.to_vec();
+    want.extend(replan);
+    want.extend([
+        "Policy(plan:escalate)",
+        "EscalationRaised",
+        "HandoffResolved",
+        "TurnCompleted",
+    ]);
+    assert_eq!(kinds(&e), expect(&want), "unsure");
+    let rungs: Vec<EscalationRung> = e
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::EscalationRaised(r) => Some(r.rung),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
-        kinds(&e),
-        expect(&["Policy(plan:escalate)", "EscalationRaised", "TurnCompleted"]),
-        "unsure"
+        rungs,
+        [
+            EscalationRung::ConstrainedRetry,
+            EscalationRung::Specialist,
+            EscalationRung::HumanHandoff
+        ]
     );
-    assert_eq!(policy_ids(&e), vec![vec!["confidence.too_low".to_string()]]);
+    assert!(
+        policy_ids(&e)
+            .iter()
+            .all(|ids| ids == &vec!["confidence.too_low".to_string()])
+    );
+    assert_eq!(outcome(unsure.turn_id), Some(Outcome::Escalated));
 
     // Exactly the two permitted refunds ran.
     assert_eq!(env.side_effects(), 2);
@@ -418,12 +506,28 @@ async fn an_approval_expires_across_a_restart() {
     env.awaiting_approval(waiting.turn_id).await;
     run.stop().await;
 
-    // Nobody answers; the worker is down past the deadline. The timer is rebuilt from the log.
+    // Nobody answers; the worker is down past the deadline. The timer is rebuilt from the log,
+    // the approval expires and the turn is handed to a person.
+    env.clock.advance(61_000);
+    let run = env.start(&w, env.control(&w));
+    for _ in 0..300 {
+        if env
+            .events(waiting.turn_id)
+            .await
+            .iter()
+            .any(|e| e.kind() == "EscalationRaised")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.stop().await;
+    // Nobody resolves the handoff either, across another restart: escalation_failed.
     env.clock.advance(61_000);
     let mut run = env.start(&w, env.control(&w));
     let done = run.finished(1).await;
     run.stop().await;
-    assert_eq!(done[0].outcome, Outcome::Escalated);
+    assert_eq!(done[0].outcome, Outcome::EscalationFailed);
     let e = env.events(waiting.turn_id).await;
     assert_eq!(
         kinds(&e),

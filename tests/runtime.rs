@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use ballast::demo::kb::KbRetriever;
 use ballast::embedded::Embedded;
 use ballast::event::codec::{Codecs, SchemaRegistry};
-use ballast::event::{Event, Outcome, Payload, PlanStep, ToolFailureKind, TurnRequest};
+use ballast::event::{
+    CommandAction, Event, HandoffResolution, Outcome, Payload, PlanStep, ToolFailureKind,
+    TurnCommand, TurnRequest,
+};
 use ballast::exec::catalog::{Impact, ToolSpec};
 use ballast::exec::scripted::{Script, ScriptedPlanner, WorkloadTurn};
 use ballast::exec::synth::TemplateSynthesizer;
@@ -401,6 +404,36 @@ async fn crash_during_call(idempotent: bool) -> (Vec<Event>, usize, Vec<TurnFini
         vec![probe("act", idempotent, false, &after)],
         WorkerConfig::default(),
     );
+    if !idempotent {
+        // Each turn is handed to a person; an operator resolves the three handoffs.
+        for _ in 0..500 {
+            let raised = rig
+                .all_events()
+                .await
+                .iter()
+                .filter(|e| e.kind() == "EscalationRaised")
+                .count();
+            if raised == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for t in &w {
+            let command = TurnCommand {
+                command_id: format!("resolve-{}", t.turn_id),
+                turn_id: t.turn_id,
+                tenant: t.tenant.clone(),
+                operator: "ops".into(),
+                issued_at_ms: 0,
+                action: CommandAction::HandoffResolve(HandoffResolution {
+                    resolution: "checked with the provider: it ran once".into(),
+                }),
+            };
+            ballast::operator::send(rig.requests.as_ref(), &rig.codecs, &t.user_id, &command)
+                .await
+                .expect("send");
+        }
+    }
     let done = collect(&mut rx, 3).await;
     stop.send_replace(true);
     task.await.expect("joins");
@@ -416,6 +449,13 @@ async fn after_a_crash_a_non_idempotent_call_is_escalated_never_rerun() {
     let (events, calls_after, done) = crash_during_call(false).await;
     assert_eq!(calls_after, 0, "not run again");
     assert!(done.iter().all(|f| f.outcome == Outcome::Escalated));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind() == "HandoffResolved")
+            .count(),
+        3
+    );
     let unknown = events
         .iter()
         .filter(|e| matches!(&e.payload, Payload::ToolCallFailed(f) if f.kind == ToolFailureKind::OutcomeUnknown))

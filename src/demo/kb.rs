@@ -37,20 +37,100 @@ const fn doc(
 const DAY_MS: i64 = 86_400_000;
 
 const DOCS: &[Doc] = &[
-    doc("kb-refund-policy", "Refund policy", "Orders that arrive late or damaged can be refunded in full within 30 days. Refunds above 500 EUR need a supervisor.", 40, &[("refund_window_days", "30")]),
-    doc("kb-refund-timing", "How long refunds take", "Refunds reach the original payment method within 5 to 7 business days after approval.", 12, &[("refund_days", "5-7")]),
+    doc(
+        "kb-refund-policy",
+        "Refund policy",
+        "Orders that arrive late or damaged can be refunded in full within 30 days. Refunds above 500 EUR need a supervisor.",
+        40,
+        &[("refund_window_days", "30")],
+    ),
+    doc(
+        "kb-refund-timing",
+        "How long refunds take",
+        "Refunds reach the original payment method within 5 to 7 business days after approval.",
+        12,
+        &[("refund_days", "5-7")],
+    ),
     // Superseded years ago; the stale-context guard keeps it out of any plan.
-    doc("kb-refund-timing-2019", "How long refunds take (2019)", "Refunds reach the original payment method within 14 business days after approval.", 2_400, &[("refund_days", "14")]),
+    doc(
+        "kb-refund-timing-2019",
+        "How long refunds take (2019)",
+        "Refunds reach the original payment method within 14 business days after approval.",
+        2_400,
+        &[("refund_days", "14")],
+    ),
     // Disagrees with kb-refund-timing: a question touching both is contradictory context.
-    doc("kb-express-lane", "Express-lane reimbursements", "Express-lane reimbursements credit the customer within 2 days.", 5, &[("refund_days", "2")]),
-    doc("kb-shipping-times", "Shipping times", "Standard shipping takes 2 to 4 days; express ships next day. Delayed orders are tracked automatically.", 30, &[("standard_shipping_days", "2-4")]),
-    doc("kb-order-tracking", "Tracking an order", "Every order has an id like A10023. Order status shows shipped, delayed, delivered or cancelled.", 60, &[]),
-    doc("kb-returns", "Returning an item", "Items can be returned within 30 days in original packaging; a return label is emailed.", 90, &[("return_window_days", "30")]),
-    doc("kb-damaged", "Damaged items", "Report damaged items with a photo; we refund or replace them at no cost.", 20, &[]),
-    doc("kb-password", "Resetting your password", "Use the reset link on the sign-in page; links expire after one hour.", 200, &[]),
-    doc("kb-billing", "Billing questions", "Invoices are emailed monthly; card charges appear as BALLAST SHOP.", 150, &[]),
-    doc("kb-international", "International shipping", "We ship to 40 countries; customs fees are paid by the recipient.", 120, &[]),
-    doc("kb-account-deletion", "Deleting an account", "Account deletion is handled by the privacy team and cannot be done by the assistant.", 80, &[]),
+    doc(
+        "kb-express-lane",
+        "Express-lane reimbursements",
+        "Express-lane reimbursements credit the customer within 2 days.",
+        5,
+        &[("refund_days", "2")],
+    ),
+    doc(
+        "kb-shipping-times",
+        "Shipping times",
+        "Standard shipping takes 2 to 4 days; express ships next day. Delayed orders are tracked automatically.",
+        30,
+        &[("standard_shipping_days", "2-4")],
+    ),
+    doc(
+        "kb-order-tracking",
+        "Tracking an order",
+        "Every order has an id like A10023. Order status shows shipped, delayed, delivered or cancelled.",
+        60,
+        &[],
+    ),
+    doc(
+        "kb-returns",
+        "Returning an item",
+        "Items can be returned within 30 days in original packaging; a return label is emailed.",
+        90,
+        &[("return_window_days", "30")],
+    ),
+    doc(
+        "kb-damaged",
+        "Damaged items",
+        "Report damaged items with a photo; we refund or replace them at no cost.",
+        20,
+        &[],
+    ),
+    doc(
+        "kb-password",
+        "Resetting your password",
+        "Use the reset link on the sign-in page; links expire after one hour.",
+        200,
+        &[],
+    ),
+    doc(
+        "kb-billing",
+        "Billing questions",
+        "Invoices are emailed monthly; card charges appear as BALLAST SHOP.",
+        150,
+        &[],
+    ),
+    doc(
+        "kb-international",
+        "International shipping",
+        "We ship to 40 countries; customs fees are paid by the recipient.",
+        120,
+        &[],
+    ),
+    // Promises more than the agent may: the reply lint stops a reply that repeats it.
+    doc(
+        "kb-holiday-delivery",
+        "Holiday delivery",
+        "Orders placed before December 20 arrive before the holidays, we guarantee it.",
+        15,
+        &[],
+    ),
+    doc(
+        "kb-account-deletion",
+        "Deleting an account",
+        "Account deletion is handled by the privacy team and cannot be done by the assistant.",
+        80,
+        &[],
+    ),
 ];
 
 /// Scores documents by the share of query words found in their title and body.
@@ -109,7 +189,11 @@ impl Retriever for KbRetriever {
         }
         Ok(Retrieval {
             query: query.to_string(),
-            documents: Self::search(query, 3, crate::clock::Clock::now_ms(&crate::clock::SystemClock)),
+            documents: Self::search(
+                query,
+                3,
+                crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+            ),
             latency_ms: started.elapsed().as_millis() as i64,
         })
     }

@@ -10,7 +10,9 @@ use tokio::task::JoinSet;
 
 use crate::control::{CedarControlPlane, ControlConfig, ControlError};
 use crate::event::codec::Codecs;
-use crate::event::{ApprovalDecision, CommandAction, Payload, TurnCommand};
+use crate::event::{
+    ApprovalDecision, CommandAction, HandoffAcceptance, HandoffResolution, Payload, TurnCommand,
+};
 use crate::exec::catalog::Catalog;
 use crate::exec::scripted::WorkloadTurn;
 use crate::ids::{Offset, Partition, TurnId};
@@ -43,8 +45,9 @@ pub fn demo_control(catalog: Catalog) -> Result<CedarControlPlane, ControlError>
     Ok(CedarControlPlane::new(config, catalog, policies, None))
 }
 
-/// Answers approval requests of `workload` turns until `stop`: approves `large_refund_approved`,
-/// denies `large_refund_denied`, leaves the rest to expire.
+/// Answers `workload` turns until `stop`: approves `large_refund_approved`, denies
+/// `large_refund_denied`, leaves other approvals to expire; accepts and resolves every human
+/// handoff except those of `large_refund_unanswered` (which end as escalation_failed).
 pub fn spawn(
     events: Arc<dyn EventLog>,
     requests: Arc<dyn EventLog>,
@@ -79,33 +82,59 @@ pub fn spawn(
                     let Ok(event) = codecs.events.decode(&stored.value) else {
                         continue;
                     };
-                    let Payload::ApprovalRequested(a) = &event.payload else {
-                        continue;
-                    };
                     let Some((user, scenario)) = users.get(&event.turn_id) else {
                         continue;
                     };
-                    let granted = match scenario.as_str() {
-                        "large_refund_approved" => true,
-                        "large_refund_denied" => false,
-                        _ => continue,
-                    };
-                    let command = TurnCommand {
-                        command_id: format!("demo-{}", a.approval_id),
+                    let command = |id: String, action| TurnCommand {
+                        command_id: id,
                         turn_id: event.turn_id,
                         tenant: event.tenant.clone(),
                         operator: "demo-operator".into(),
                         issued_at_ms: event.at_ms,
-                        action: CommandAction::ApprovalDecision(ApprovalDecision {
-                            approval_id: a.approval_id.clone(),
-                            granted,
-                            reason: Some(format!("demo scenario {scenario}")),
-                        }),
+                        action,
                     };
-                    crate::operator::send(requests.as_ref(), &codecs, user, &command)
-                        .await
-                        .map_err(|e| LogError::storage(e, false))?;
-                    answered += 1;
+                    let commands = match &event.payload {
+                        Payload::ApprovalRequested(a) => {
+                            let granted = match scenario.as_str() {
+                                "large_refund_approved" => true,
+                                "large_refund_denied" => false,
+                                // Everything else (a user asked to confirm, who never answers).
+                                _ => continue,
+                            };
+                            vec![command(
+                                format!("demo-{}", a.approval_id),
+                                CommandAction::ApprovalDecision(ApprovalDecision {
+                                    approval_id: a.approval_id.clone(),
+                                    granted,
+                                    reason: Some(format!("demo scenario {scenario}")),
+                                }),
+                            )]
+                        }
+                        Payload::EscalationRaised(e)
+                            if e.rung == crate::event::EscalationRung::HumanHandoff
+                                && scenario != "large_refund_unanswered" =>
+                        {
+                            vec![
+                                command(
+                                    format!("demo-accept-{}", event.turn_id),
+                                    CommandAction::HandoffAccept(HandoffAcceptance { note: None }),
+                                ),
+                                command(
+                                    format!("demo-resolve-{}", event.turn_id),
+                                    CommandAction::HandoffResolve(HandoffResolution {
+                                        resolution: format!("handled by hand ({scenario})"),
+                                    }),
+                                ),
+                            ]
+                        }
+                        _ => continue,
+                    };
+                    for command in commands {
+                        crate::operator::send(requests.as_ref(), &codecs, user, &command)
+                            .await
+                            .map_err(|e| LogError::storage(e, false))?;
+                        answered += 1;
+                    }
                 }
             }
         });
@@ -125,6 +154,13 @@ pub struct ControlTally {
     pub routes: BTreeMap<String, usize>,
     pub reserved: usize,
     pub committed_cost_micros: i64,
+    /// (checkpoint, guard/rule, verdict) → count.
+    pub trips: BTreeMap<(String, String, String), usize>,
+    pub hallucinations_blocked: usize,
+    /// Ladder rung → escalations to it.
+    pub rungs: BTreeMap<String, usize>,
+    /// Handoffs: raised, accepted, resolved, expired.
+    pub handoffs: BTreeMap<String, usize>,
 }
 
 pub async fn tally(log: &dyn EventLog, codecs: &Codecs) -> Result<ControlTally, LogError> {
@@ -165,6 +201,36 @@ pub async fn tally(log: &dyn EventLog, codecs: &Codecs) -> Result<ControlTally, 
                         *t.routes.entry(r.profile.clone()).or_default() += 1
                     }
                     Payload::BudgetReserved(_) => t.reserved += 1,
+                    Payload::GuardrailTripped(g) => {
+                        let key = (
+                            g.checkpoint.as_str().to_string(),
+                            format!("{}/{}", g.guard, g.rule),
+                            g.verdict.as_str().to_string(),
+                        );
+                        *t.trips.entry(key).or_default() += 1;
+                        t.hallucinations_blocked += usize::from(g.hallucination);
+                    }
+                    Payload::EscalationRaised(e) => {
+                        let rung = serde_json::to_value(e.rung)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        if e.rung == crate::event::EscalationRung::HumanHandoff {
+                            *t.handoffs.entry("raised".into()).or_default() += 1;
+                        }
+                        *t.rungs.entry(rung).or_default() += 1;
+                    }
+                    Payload::HandoffAccepted(_) => {
+                        *t.handoffs.entry("accepted".into()).or_default() += 1
+                    }
+                    Payload::HandoffResolved(_) => {
+                        *t.handoffs.entry("resolved".into()).or_default() += 1
+                    }
+                    Payload::TurnCompleted(c)
+                        if c.outcome == crate::event::Outcome::EscalationFailed =>
+                    {
+                        *t.handoffs.entry("expired".into()).or_default() += 1;
+                    }
                     Payload::BudgetCommitted(c) => t.committed_cost_micros += c.cost_micros,
                     _ => {}
                 }
@@ -200,6 +266,20 @@ impl ControlTally {
             "budgets      {} reservations, {} µ¤ committed\n",
             self.reserved, self.committed_cost_micros
         ));
+        if !self.trips.is_empty() {
+            s.push_str("guardrails   trips by checkpoint, guard/rule and verdict\n");
+            for ((checkpoint, rule, verdict), n) in &self.trips {
+                s.push_str(&format!("  {checkpoint:<12} {rule:<45} {verdict:<8} {n}\n"));
+            }
+            s.push_str(&format!(
+                "  hallucinations with action blocked: {}\n",
+                self.hallucinations_blocked
+            ));
+        }
+        if !self.rungs.is_empty() {
+            s.push_str(&format!("ladder       {}\n", join(&self.rungs)));
+            s.push_str(&format!("handoffs     {}\n", join(&self.handoffs)));
+        }
         s
     }
 }

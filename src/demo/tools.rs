@@ -113,7 +113,11 @@ impl Tool for DemoTool {
         match self.spec.name.as_str() {
             "search_kb" => {
                 let query = str_arg(&a, "query")?;
-                let docs = KbRetriever::search(query, 3, crate::clock::Clock::now_ms(&crate::clock::SystemClock));
+                let docs = KbRetriever::search(
+                    query,
+                    3,
+                    crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+                );
                 Ok(json!({
                     "documents": docs.iter().map(|d| json!({"id": d.id, "title": d.title})).collect::<Vec<_>>(),
                     "summary": docs.first().map_or("Nothing relevant in the knowledge base".to_string(), |d| d.snippet.clone()),
@@ -171,11 +175,33 @@ impl Tool for DemoTool {
                 )
             }
             "send_email" => {
-                let to = str_arg(&a, "to")?;
+                let customer = str_arg(&a, "customer_id")?;
                 let template = str_arg(&a, "template")?;
                 self.journal.record(call)?;
                 Ok(
-                    json!({"message_id": format!("msg-{}", call.idempotency_key), "summary": format!("Email '{template}' sent to {to}")}),
+                    json!({"message_id": format!("msg-{}", call.idempotency_key), "summary": format!("Email '{template}' sent to customer {customer}")}),
+                )
+            }
+            // `W` skus: the warehouse service is down (its breaker opens after a few failures).
+            "warehouse_stock" => {
+                let sku = str_arg(&a, "sku")?;
+                if sku.starts_with('W') {
+                    return Err(ToolError::retryable("warehouse service unavailable (503)"));
+                }
+                Ok(
+                    json!({"sku": sku, "in_stock": 3 + sku.len() as i64, "summary": format!("{sku}: in stock")}),
+                )
+            }
+            // `R` tracking ids: the carrier renamed a field (schema drift the post-tool guard catches).
+            "carrier_status" => {
+                let id = str_arg(&a, "tracking_id")?;
+                if id.starts_with('R') {
+                    return Ok(
+                        json!({"tracking_id": id, "state": "in_transit", "summary": format!("Parcel {id} is in transit")}),
+                    );
+                }
+                Ok(
+                    json!({"tracking_id": id, "status": "in_transit", "summary": format!("Parcel {id} is in transit")}),
                 )
             }
             other => Err(ToolError::terminal(format!("demo has no tool {other}"))),
@@ -206,7 +232,7 @@ mod tests {
     #[test]
     fn the_example_catalog_parses() {
         let c = Catalog::from_json(CATALOG_JSON).expect("examples/demo/catalog.json parses");
-        assert_eq!(c.len(), 5);
+        assert_eq!(c.len(), 7);
         let refund = c.get("issue_refund").expect("issue_refund");
         assert_eq!(refund.impact, Impact::High);
         assert_eq!(refund.compensation.as_deref(), Some("reverse_refund"));

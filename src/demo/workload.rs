@@ -15,28 +15,68 @@ const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 
 /// Scenario weights (per 100 turns) and what each should end as.
 pub const SCENARIOS: &[(&str, u32, &str)] = &[
-    ("order_status", 36, "succeeded"),
-    ("refund", 14, "succeeded"),
+    ("order_status", 30, "succeeded"),
+    ("refund", 12, "succeeded"),
     (
         "large_refund_approved",
-        4,
+        3,
         "succeeded after an operator approves",
     ),
     ("large_refund_denied", 2, "denied by an operator"),
     (
         "large_refund_unanswered",
         2,
-        "escalated when the approval expires",
+        "approval expires, handoff expires: escalation_failed",
     ),
-    ("kb_question", 10, "succeeded"),
-    ("flaky_lookup", 8, "succeeded after a retry"),
-    ("order_not_found", 5, "failed"),
-    ("refund_over_limit", 3, "denied by policy refund.over_limit"),
-    ("unknown_tool", 4, "denied"),
+    ("kb_question", 8, "succeeded (a stale document is dropped)"),
+    ("flaky_lookup", 6, "succeeded after a retry"),
+    ("order_not_found", 4, "failed"),
+    ("refund_over_limit", 2, "denied by policy refund.over_limit"),
+    ("unknown_tool", 3, "denied"),
     ("runaway_plan", 2, "denied"),
-    ("low_confidence", 8, "escalated"),
+    (
+        "low_confidence",
+        5,
+        "ladder: constrained retry, specialist, handoff resolved",
+    ),
     ("budget_hog", 2, "denied once the user's budget is spent"),
+    (
+        "pii_request",
+        4,
+        "succeeded; card and email redacted before the log",
+    ),
+    (
+        "hallucinated_refund",
+        2,
+        "blocked; ladder walks all four rungs",
+    ),
+    (
+        "contradictory_context",
+        2,
+        "constrained retry with the best document",
+    ),
+    (
+        "schema_drift",
+        2,
+        "post-tool schema guard; handoff resolved",
+    ),
+    ("warehouse_outage", 3, "failed; the warehouse breaker opens"),
+    ("looping_plan", 1, "loop guard; handoff resolved"),
+    (
+        "missing_scope",
+        2,
+        "denied: the caller lacks the refund scope",
+    ),
+    (
+        "overpromise",
+        2,
+        "reply lint stops a guarantee; handoff resolved",
+    ),
 ];
+
+/// Scopes a customer-support request carries (set by the backend that authenticated the user).
+pub const SCOPES: &str =
+    "support:search_kb,support:lookup_order,support:issue_refund,support:send_email";
 
 /// The user whose many refunds exhaust their rolling budget.
 pub const HOG_USER: &str = "u-hog";
@@ -73,22 +113,66 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
             let order = rng.random_range(10_000..99_999);
             let scenario = pick(&mut rng);
             let confident = rng.random_range(0.72..0.99);
-            let email = format!("user{user}@example.com");
+            let customer = format!("u-{user}");
+            let eur = |cents: i64| format!("{}.{:02}", cents / 100, cents % 100);
             let refund = |amount: i64| {
                 vec![
                     step("lookup_order", json!({"order_id": format!("A{order}")})),
                     step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": amount})),
                 ]
             };
+            let amount = rng.random_range(500..9_000);
+            let large = rng.random_range(12_000..25_000);
             let (text, steps, confidence) = match scenario {
                 "large_refund_approved" | "large_refund_denied" | "large_refund_unanswered" => (
-                    format!("Order A{order} was a bulk order and never came. Refund all of it."),
-                    refund(rng.random_range(12_000..25_000)),
+                    format!("Order A{order} was a bulk order and never came. Refund all {} EUR of it.", eur(large)),
+                    refund(large),
                     confident,
                 ),
                 "budget_hog" => (
-                    format!("Refund order A{order} too. And the next one. And the next."),
-                    refund(rng.random_range(3_000..9_000)),
+                    format!("Refund {} EUR on order A{order} too. And the next one. And the next.", eur(amount)),
+                    refund(amount),
+                    confident,
+                ),
+                "pii_request" => (
+                    format!("My card 4111 1111 1111 1111 was charged twice for order A{order}; write to jane.doe@example.com or call +44 20 7946 0958."),
+                    vec![step("lookup_order", json!({"order_id": format!("A{order}")}))],
+                    confident,
+                ),
+                "hallucinated_refund" => (
+                    format!("Order A{order} arrived damaged. What can you do?"),
+                    // The "model" makes up an amount nobody mentioned.
+                    refund(rng.random_range(20_000..40_000)),
+                    confident,
+                ),
+                "contradictory_context" => (
+                    "How fast are express-lane reimbursements compared to normal refunds?".to_string(),
+                    vec![step("search_kb", json!({"query": "refund timing"}))],
+                    confident,
+                ),
+                "schema_drift" => (
+                    format!("Where is parcel R{order} right now?"),
+                    vec![step("carrier_status", json!({"tracking_id": format!("R{order}")}))],
+                    confident,
+                ),
+                "warehouse_outage" => (
+                    format!("Is item W{order} in stock?"),
+                    vec![step("warehouse_stock", json!({"sku": format!("W{order}")}))],
+                    confident,
+                ),
+                "looping_plan" => (
+                    format!("Check order A{order}, check it again, and again."),
+                    vec![step("lookup_order", json!({"order_id": format!("A{order}")})); 3],
+                    confident,
+                ),
+                "missing_scope" => (
+                    format!("Order A{order} arrived damaged, I want a refund of {} EUR.", eur(amount)),
+                    refund(amount),
+                    confident,
+                ),
+                "overpromise" => (
+                    "Will my order arrive before the holidays if I order now?".to_string(),
+                    vec![step("search_kb", json!({"query": "holiday delivery"}))],
                     confident,
                 ),
                 "order_status" => (
@@ -97,11 +181,11 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                     confident,
                 ),
                 "refund" => (
-                    format!("Order A{order} arrived damaged, I want a refund."),
+                    format!("Order A{order} arrived damaged, I want a refund of {} EUR.", eur(amount)),
                     vec![
                         step("lookup_order", json!({"order_id": format!("A{order}")})),
-                        step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": rng.random_range(500..9_000)})),
-                        step("send_email", json!({"to": email, "template": "refund_confirmation"})),
+                        step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": amount})),
+                        step("send_email", json!({"customer_id": customer, "template": "refund_confirmation"})),
                     ],
                     confident,
                 ),
@@ -132,7 +216,7 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                     "Delete my account and all my data right now.".to_string(),
                     vec![
                         step("lookup_order", json!({"order_id": format!("A{order}")})),
-                        step("delete_account", json!({"user": email})),
+                        step("delete_account", json!({"user": customer})),
                     ],
                     confident,
                 ),
@@ -153,9 +237,15 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                 "budget_hog" => ("acme", HOG_USER.to_string()),
                 _ => (tenant, format!("u-{user}")),
             };
+            let scopes = if scenario == "missing_scope" {
+                "support:search_kb,support:lookup_order"
+            } else {
+                SCOPES
+            };
             let mut attributes = std::collections::BTreeMap::from([
                 ("scenario".to_string(), scenario.to_string()),
                 ("roles".to_string(), "customer".to_string()),
+                ("scopes".to_string(), scopes.to_string()),
             ]);
             if steps.iter().any(|s| s.tool.contains("refund")) {
                 attributes.insert("class".into(), "billing".into());

@@ -146,7 +146,10 @@ impl Event {
                 "guard {} at {}{}: {} by {}{}: {}",
                 g.guard,
                 g.checkpoint.as_str(),
-                g.tool.as_deref().map(|t| format!(" {t}")).unwrap_or_default(),
+                g.tool
+                    .as_deref()
+                    .map(|t| format!(" {t}"))
+                    .unwrap_or_default(),
                 g.verdict.as_str().to_uppercase(),
                 g.rule,
                 if g.hallucination {

@@ -219,7 +219,10 @@ pub fn handoff_commands(turn: TurnId) -> Vec<TurnCommand> {
         action,
     };
     vec![
-        base("cmd-3", CommandAction::HandoffAccept(HandoffAcceptance { note: None })),
+        base(
+            "cmd-3",
+            CommandAction::HandoffAccept(HandoffAcceptance { note: None }),
+        ),
         base(
             "cmd-4",
             CommandAction::HandoffResolve(HandoffResolution {

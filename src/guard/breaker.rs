@@ -41,7 +41,9 @@ struct Breaker {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BreakerState {
     Closed,
-    Open { until_ms: i64 },
+    Open {
+        until_ms: i64,
+    },
     /// Cooled down: the next call is the probe.
     HalfOpen,
     /// A probe is running; others wait for its answer.
@@ -122,14 +124,22 @@ impl Breakers {
                 let Some(tool) = self.running.remove(&f.call_id) else {
                     return;
                 };
-                // A worker crash is not the tool's fault.
-                if matches!(f.kind, ToolFailureKind::Interrupted | ToolFailureKind::OutcomeUnknown) {
+                // Only failures that say the tool is unhealthy count: timeouts and retryable
+                // errors. A terminal error (not found, bad input) is an answer, and a worker
+                // crash is not the tool's fault.
+                let unhealthy = f.kind == ToolFailureKind::Timeout
+                    || (f.kind == ToolFailureKind::Error && f.retryable);
+                if !unhealthy {
                     return;
                 }
                 let (window, threshold) = (self.config.window_ms, self.config.failures.max(1));
                 let b = self.tools.entry(tool).or_default();
                 b.failures.push_back(event.at_ms);
-                while b.failures.front().is_some_and(|t| *t <= event.at_ms - window) {
+                while b
+                    .failures
+                    .front()
+                    .is_some_and(|t| *t <= event.at_ms - window)
+                {
                     b.failures.pop_front();
                 }
                 if b.probe.as_deref() == Some(f.call_id.as_str()) {
@@ -161,43 +171,75 @@ mod tests {
 
     fn ev(at_ms: i64, payload: Payload) -> Event {
         let t = TurnId::from_parts(1, [1; 10]);
-        Event { event_id: t.event_id(0), turn_id: t, tenant: "a".into(), seq: 0, at_ms, payload }
+        Event {
+            event_id: t.event_id(0),
+            turn_id: t,
+            tenant: "a".into(),
+            seq: 0,
+            at_ms,
+            payload,
+        }
     }
     fn started(id: &str) -> Payload {
         Payload::ToolCallStarted(ToolCallStarted {
-            call_id: id.into(), step: 0, tool: "carrier".into(), args_json: "{}".into(),
-            idempotency_key: id.into(), attempt: 1, idempotent: true,
+            call_id: id.into(),
+            step: 0,
+            tool: "carrier".into(),
+            args_json: "{}".into(),
+            idempotency_key: id.into(),
+            attempt: 1,
+            idempotent: true,
         })
     }
     fn failed(id: &str) -> Payload {
         Payload::ToolCallFailed(ToolCallFailed {
-            call_id: id.into(), attempt: 1, kind: ToolFailureKind::Error, error: "503".into(),
-            retryable: false, latency_ms: 1,
+            call_id: id.into(),
+            attempt: 1,
+            kind: ToolFailureKind::Error,
+            error: "503".into(),
+            retryable: true,
+            latency_ms: 1,
         })
     }
     fn ok(id: &str) -> Payload {
         Payload::ToolCallCompleted(ToolCallCompleted {
-            call_id: id.into(), attempt: 1, result_json: "{}".into(), latency_ms: 1,
+            call_id: id.into(),
+            attempt: 1,
+            result_json: "{}".into(),
+            latency_ms: 1,
         })
     }
 
     #[test]
     fn opens_after_failures_probes_when_cooled_and_closes_on_success() {
-        let mut b = Breakers::new(BreakerConfig { failures: 3, window_ms: 1_000, open_ms: 500 });
+        let mut b = Breakers::new(BreakerConfig {
+            failures: 3,
+            window_ms: 1_000,
+            open_ms: 500,
+        });
         for (i, t) in [10, 20, 30].iter().enumerate() {
             let id = format!("c{i}");
             b.apply(&ev(*t, started(&id)));
             b.apply(&ev(*t, failed(&id)));
         }
-        assert_eq!(b.state("carrier", 100), BreakerState::Open { until_ms: 530 });
-        assert!(b.check("carrier", 100).is_some_and(|t| t.rule == "breaker.open"));
+        assert_eq!(
+            b.state("carrier", 100),
+            BreakerState::Open { until_ms: 530 }
+        );
+        assert!(
+            b.check("carrier", 100)
+                .is_some_and(|t| t.rule == "breaker.open")
+        );
         assert_eq!(b.state("carrier", 600), BreakerState::HalfOpen);
         assert!(b.check("carrier", 600).is_none(), "the probe may go");
         // The probe fails: open again, from now.
         b.apply(&ev(600, started("p1")));
         assert_eq!(b.state("carrier", 601), BreakerState::Probing);
         b.apply(&ev(610, failed("p1")));
-        assert_eq!(b.state("carrier", 700), BreakerState::Open { until_ms: 1_110 });
+        assert_eq!(
+            b.state("carrier", 700),
+            BreakerState::Open { until_ms: 1_110 }
+        );
         // The next probe succeeds: closed.
         b.apply(&ev(1_200, started("p2")));
         b.apply(&ev(1_210, ok("p2")));
@@ -206,8 +248,28 @@ mod tests {
     }
 
     #[test]
+    fn answers_that_are_errors_do_not_count() {
+        let mut b = Breakers::new(BreakerConfig {
+            failures: 1,
+            window_ms: 100,
+            open_ms: 500,
+        });
+        b.apply(&ev(0, started("a")));
+        let mut not_found = failed("a");
+        if let Payload::ToolCallFailed(f) = &mut not_found {
+            f.retryable = false;
+        }
+        b.apply(&ev(0, not_found));
+        assert_eq!(b.state("carrier", 1), BreakerState::Closed);
+    }
+
+    #[test]
     fn failures_outside_the_window_do_not_count() {
-        let mut b = Breakers::new(BreakerConfig { failures: 2, window_ms: 100, open_ms: 500 });
+        let mut b = Breakers::new(BreakerConfig {
+            failures: 2,
+            window_ms: 100,
+            open_ms: 500,
+        });
         b.apply(&ev(0, started("a")));
         b.apply(&ev(0, failed("a")));
         b.apply(&ev(500, started("b")));

@@ -12,7 +12,11 @@ use super::Trip;
 
 /// Pre-tool: the caller must hold every scope the tool requires.
 pub fn scopes(spec: &ToolSpec, held: &[String]) -> Option<Trip> {
-    let missing: Vec<&String> = spec.auth_scopes.iter().filter(|s| !held.contains(s)).collect();
+    let missing: Vec<&String> = spec
+        .auth_scopes
+        .iter()
+        .filter(|s| !held.contains(s))
+        .collect();
     (!missing.is_empty()).then(|| {
         Trip::new(
             "auth",
@@ -33,7 +37,10 @@ pub fn repeated<'a>(
     args_json: &str,
     limit: usize,
 ) -> Option<Trip> {
-    let same = earlier.filter(|(t, a)| *t == tool && *a == args_json).count() + 1;
+    let same = earlier
+        .filter(|(t, a)| *t == tool && *a == args_json)
+        .count()
+        + 1;
     (same >= limit.max(2)).then(|| {
         Trip::new(
             "loop",
@@ -59,7 +66,12 @@ pub fn retries(tool: &str, attempts: i32, limit: i32) -> Option<Trip> {
 /// Post-tool: the catalog's anomaly checks on a result (size, required fields, numeric ranges).
 pub fn anomalies(tool: &str, checks: &ResultChecks, result_json: &str) -> Option<Trip> {
     let trip = |rule: &str, detail: String| {
-        Some(Trip::new("anomaly", rule, GuardVerdict::Escalate, format!("{tool}: {detail}")))
+        Some(Trip::new(
+            "anomaly",
+            rule,
+            GuardVerdict::Escalate,
+            format!("{tool}: {detail}"),
+        ))
     };
     if let Some(max) = checks.max_bytes
         && result_json.len() > max
@@ -72,7 +84,11 @@ pub fn anomalies(tool: &str, checks: &ResultChecks, result_json: &str) -> Option
     let Ok(v) = serde_json::from_str::<Value>(result_json) else {
         return trip("anomaly.not_json", "result is not JSON".into());
     };
-    if let Some(f) = checks.required.iter().find(|f| v.get(f.as_str()).is_none_or(Value::is_null)) {
+    if let Some(f) = checks
+        .required
+        .iter()
+        .find(|f| v.get(f.as_str()).is_none_or(Value::is_null))
+    {
         return trip("anomaly.missing_field", format!("field {f} is missing"));
     }
     for r in &checks.ranges {
@@ -122,7 +138,10 @@ pub fn contradictions(docs: &[RetrievedDocument]) -> Option<Trip> {
 
 /// Pre-response: every citation names a document retrieved in this turn.
 pub fn citations(cited: &[String], docs: &[RetrievedDocument]) -> Option<Trip> {
-    let unknown: Vec<&String> = cited.iter().filter(|c| !docs.iter().any(|d| &d.id == *c)).collect();
+    let unknown: Vec<&String> = cited
+        .iter()
+        .filter(|c| !docs.iter().any(|d| &d.id == *c))
+        .collect();
     (!unknown.is_empty()).then(|| {
         Trip::new(
             "citations",
@@ -162,7 +181,10 @@ mod tests {
             version: 1,
             updated_at_ms: 1_000 * 86_400_000 - age_days * 86_400_000,
             snippet: String::new(),
-            facts: facts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            facts: facts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -174,8 +196,15 @@ mod tests {
             ..ToolSpec::default()
         };
         assert!(scopes(&spec, &["support:refund".into()]).is_none());
-        assert_eq!(scopes(&spec, &[]).map(|t| t.verdict), Some(GuardVerdict::Deny));
-        let earlier = [("lookup", "{\"id\":1}"), ("lookup", "{\"id\":1}"), ("lookup", "{\"id\":2}")];
+        assert_eq!(
+            scopes(&spec, &[]).map(|t| t.verdict),
+            Some(GuardVerdict::Deny)
+        );
+        let earlier = [
+            ("lookup", "{\"id\":1}"),
+            ("lookup", "{\"id\":1}"),
+            ("lookup", "{\"id\":2}"),
+        ];
         assert!(repeated(earlier.iter().copied().take(1), "lookup", "{\"id\":1}", 3).is_none());
         let t = repeated(earlier.iter().copied(), "lookup", "{\"id\":1}", 3).expect("loop");
         assert_eq!(t.rule, "loop.repeated_call");
@@ -187,13 +216,26 @@ mod tests {
         let checks = ResultChecks {
             max_bytes: Some(64),
             required: vec!["status".into()],
-            ranges: vec![NumericRange { field: "amount_cents".into(), min: Some(0.0), max: Some(100_000.0) }],
+            ranges: vec![NumericRange {
+                field: "amount_cents".into(),
+                min: Some(0.0),
+                max: Some(100_000.0),
+            }],
         };
         assert!(anomalies("t", &checks, r#"{"status":"ok","amount_cents":5}"#).is_none());
         let rule = |r: &str| anomalies("t", &checks, r).map(|t| t.rule);
-        assert_eq!(rule(r#"{"amount_cents":5}"#).as_deref(), Some("anomaly.missing_field"));
-        assert_eq!(rule(r#"{"status":"ok","amount_cents":-1}"#).as_deref(), Some("anomaly.out_of_range"));
-        assert_eq!(rule(&format!(r#"{{"status":"{}"}}"#, "x".repeat(80))).as_deref(), Some("anomaly.size"));
+        assert_eq!(
+            rule(r#"{"amount_cents":5}"#).as_deref(),
+            Some("anomaly.missing_field")
+        );
+        assert_eq!(
+            rule(r#"{"status":"ok","amount_cents":-1}"#).as_deref(),
+            Some("anomaly.out_of_range")
+        );
+        assert_eq!(
+            rule(&format!(r#"{{"status":"{}"}}"#, "x".repeat(80))).as_deref(),
+            Some("anomaly.size")
+        );
     }
 
     #[test]
@@ -204,9 +246,16 @@ mod tests {
             doc("kb-old", 900, &[("refund_days", "5")]),
             doc("kb-other", 20, &[("refund_days", "10")]),
         ];
-        assert_eq!(stale(&docs, now, 365 * 86_400_000), vec!["kb-old".to_string()]);
+        assert_eq!(
+            stale(&docs, now, 365 * 86_400_000),
+            vec!["kb-old".to_string()]
+        );
         let t = contradictions(&docs).expect("5 vs 10 days");
-        assert!(t.detail.contains("kb-new") && t.detail.contains("kb-other"), "{}", t.detail);
+        assert!(
+            t.detail.contains("kb-new") && t.detail.contains("kb-other"),
+            "{}",
+            t.detail
+        );
         assert!(contradictions(&docs[..2]).is_none());
     }
 

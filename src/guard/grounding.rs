@@ -128,13 +128,30 @@ mod tests {
             results: vec![r#"{"order_id":"A1001","amount_cents":9900}"#],
         };
         let ok = |args: &str| check(&refund(), args, &sources).is_none();
-        assert!(ok(r#"{"order_id":"A1001","amount_cents":4250}"#), "amount from the request text");
-        assert!(ok(r#"{"order_id":"a1001","amount_cents":9900}"#), "amount from a tool result");
-        let t = check(&refund(), r#"{"order_id":"A1001","amount_cents":425000}"#, &sources)
-            .expect("made-up amount");
-        assert!(t.hallucination && t.rule == "hallucination.amount_cents", "{t:?}");
-        let t = check(&refund(), r#"{"order_id":"A100","amount_cents":4250}"#, &sources)
-            .expect("a prefix of an id is not the id");
+        assert!(
+            ok(r#"{"order_id":"A1001","amount_cents":4250}"#),
+            "amount from the request text"
+        );
+        assert!(
+            ok(r#"{"order_id":"a1001","amount_cents":9900}"#),
+            "amount from a tool result"
+        );
+        let t = check(
+            &refund(),
+            r#"{"order_id":"A1001","amount_cents":425000}"#,
+            &sources,
+        )
+        .expect("made-up amount");
+        assert!(
+            t.hallucination && t.rule == "hallucination.amount_cents",
+            "{t:?}"
+        );
+        let t = check(
+            &refund(),
+            r#"{"order_id":"A100","amount_cents":4250}"#,
+            &sources,
+        )
+        .expect("a prefix of an id is not the id");
         assert_eq!(t.rule, "hallucination.order_id");
     }
 }

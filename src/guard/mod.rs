@@ -94,7 +94,12 @@ pub struct Trip {
 }
 
 impl Trip {
-    pub fn new(guard: &'static str, rule: impl Into<String>, verdict: GuardVerdict, detail: impl Into<String>) -> Self {
+    pub fn new(
+        guard: &'static str,
+        rule: impl Into<String>,
+        verdict: GuardVerdict,
+        detail: impl Into<String>,
+    ) -> Self {
         Trip {
             guard,
             rule: rule.into(),

@@ -6,10 +6,13 @@ use regex::Regex;
 
 use super::NamedPattern;
 
+/// A validity check on a match (a checksum, a digit count).
+type Check = fn(&str) -> bool;
+
 struct Rule {
     kind: String,
     re: Regex,
-    check: fn(&str) -> bool,
+    check: Check,
 }
 
 /// Compiled redaction rules.
@@ -19,6 +22,15 @@ pub struct Redactor {
 
 fn always(_: &str) -> bool {
     true
+}
+
+/// 7 to 15 digits (E.164), and not an ISO date.
+fn phone_like(candidate: &str) -> bool {
+    let digits = candidate.chars().filter(char::is_ascii_digit).count();
+    let date = candidate.len() == 10
+        && candidate.as_bytes().get(4) == Some(&b'-')
+        && candidate.as_bytes().get(7) == Some(&b'-');
+    (7..=15).contains(&digits) && !date
 }
 
 /// The Luhn checksum: catches most digit strings that merely look like card numbers.
@@ -58,7 +70,11 @@ pub fn iban_valid(candidate: &str) -> bool {
             'A'..='Z' => c as u32 - 'A' as u32 + 10,
             _ => return false,
         };
-        for d in if v >= 10 { vec![v / 10, v % 10] } else { vec![v] } {
+        for d in if v >= 10 {
+            vec![v / 10, v % 10]
+        } else {
+            vec![v]
+        } {
             rem = (rem * 10 + d) % 97;
         }
     }
@@ -69,13 +85,33 @@ impl Redactor {
     /// The built-in rules plus `extra` (name, regex). An invalid extra pattern is an error.
     pub fn new(extra: &[NamedPattern]) -> Result<Self, String> {
         // Order matters: secrets and structured numbers before the looser phone pattern.
-        let builtin: [(&str, &str, fn(&str) -> bool); 7] = [
-            ("bearer_token", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{16,}=*", always),
-            ("api_key", r"\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b|\bsk-[A-Za-z0-9_\-]{20,}\b|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bxox[abposr]-[A-Za-z0-9-]{10,}\b", always),
-            ("email", r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b", always),
-            ("iban", r"\b[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b", iban_valid),
+        let builtin: [(&str, &str, Check); 7] = [
+            (
+                "bearer_token",
+                r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{16,}=*",
+                always,
+            ),
+            (
+                "api_key",
+                r"\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b|\bsk-[A-Za-z0-9_\-]{20,}\b|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bxox[abposr]-[A-Za-z0-9-]{10,}\b",
+                always,
+            ),
+            (
+                "email",
+                r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
+                always,
+            ),
+            (
+                "iban",
+                r"\b[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b",
+                iban_valid,
+            ),
             ("card_number", r"\b(?:\d[ -]?){12,18}\d\b", luhn),
-            ("phone", r"(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}[ .\-]\d{2,4}[ .\-]\d{2,4}(?:[ .\-]\d{1,4})?\b", always),
+            (
+                "phone",
+                r"(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}(?:[ .\-]\d{2,4}){1,3}\b",
+                phone_like,
+            ),
             ("phone", r"\+\d{8,15}\b", always),
         ];
         let mut rules = Vec::new();
@@ -114,6 +150,17 @@ impl Redactor {
             let mut last = 0;
             for m in rule.re.find_iter(&out) {
                 if !(rule.check)(m.as_str()) {
+                    continue;
+                }
+                // Digits inside an identifier (a UUID, a call id, a path) are not a number.
+                let numeric = matches!(rule.kind.as_str(), "phone" | "card_number");
+                let glued = |c: Option<char>| {
+                    c.is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
+                };
+                if numeric
+                    && (glued(out[..m.start()].chars().next_back())
+                        || glued(out[m.end()..].chars().next()))
+                {
                     continue;
                 }
                 next.push_str(&out[last..m.start()]);
@@ -180,7 +227,10 @@ pub const CORPUS: &[(&str, &str)] = &[
     ("iban", "DE89370400440532013000"),
     ("api_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
     ("api_key", "AKIAIOSFODNN7EXAMPLE"),
-    ("bearer_token", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"),
+    (
+        "bearer_token",
+        "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+    ),
 ];
 
 #[cfg(test)]
@@ -194,7 +244,10 @@ mod tests {
             let text = format!("my details: {secret} thanks");
             let (out, found) = r.redact(&text);
             assert!(!out.contains(secret), "{kind} {secret} survived: {out}");
-            assert!(found.iter().any(|k| k == kind), "{secret}: found {found:?}, want {kind}");
+            assert!(
+                found.iter().any(|k| k == kind),
+                "{secret}: found {found:?}, want {kind}"
+            );
         }
     }
 
@@ -202,7 +255,10 @@ mod tests {
     fn checksums_keep_ordinary_numbers() {
         let r = Redactor::new(&[]).expect("compiles");
         // Not Luhn-valid, not an IBAN: an order number and an amount stay readable.
-        let (out, found) = r.redact("order A12345, refund 4200 cents, ref 4111 1111 1111 1112");
+        let (out, found) = r.redact(
+            "order A12345 of 2026-11-25, refund 4200 cents (42.00 EUR), ref 4111 1111 1111 1112, \
+             call 018bcfe5-6800-7212-9212-121212121212/r0/s0",
+        );
         assert!(found.is_empty(), "{found:?} in {out}");
         assert!(luhn("4111111111111111") && !luhn("4111111111111112"));
         assert!(iban_valid("GB82WEST12345698765432") && !iban_valid("GB82WEST12345698765433"));
@@ -215,9 +271,16 @@ mod tests {
             regex: r"\bEMP-\d{6}\b".into(),
         }])
         .expect("compiles");
-        let (out, found) = r.redact_json_text(r#"{"note":"call EMP-123456 at jane@example.com","n":4}"#);
+        let (out, found) =
+            r.redact_json_text(r#"{"note":"call EMP-123456 at jane@example.com","n":4}"#);
         assert_eq!(found.len(), 2, "{out}");
         assert!(out.contains("[REDACTED:employee_id]") && out.contains("[REDACTED:email]"));
-        assert!(Redactor::new(&[NamedPattern { name: "bad".into(), regex: "(".into() }]).is_err());
+        assert!(
+            Redactor::new(&[NamedPattern {
+                name: "bad".into(),
+                regex: "(".into()
+            }])
+            .is_err()
+        );
     }
 }

@@ -17,7 +17,11 @@ pub struct Schemas {
 fn first_error(v: &jsonschema::Validator, instance: &serde_json::Value) -> Option<String> {
     v.iter_errors(instance).next().map(|e| {
         let path = e.instance_path().to_string();
-        let path = if path.is_empty() { "/".to_string() } else { path };
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path
+        };
         format!("at {path}: {e}")
     })
 }
@@ -66,15 +70,32 @@ impl Schemas {
 
     pub fn check_args(&self, tool: &str, args_json: &str) -> Option<Trip> {
         if let Some(why) = self.broken.get(tool) {
-            return Some(Trip::new("schema", "schema.unusable", GuardVerdict::Deny, format!("{tool}: {why}")));
+            return Some(Trip::new(
+                "schema",
+                "schema.unusable",
+                GuardVerdict::Deny,
+                format!("{tool}: {why}"),
+            ));
         }
         let v = self.args.get(tool)?;
         let instance: serde_json::Value = match serde_json::from_str(args_json) {
             Ok(i) => i,
-            Err(e) => return Some(Trip::new("schema", "args.json", GuardVerdict::Deny, format!("{tool} arguments are not JSON: {e}"))),
+            Err(e) => {
+                return Some(Trip::new(
+                    "schema",
+                    "args.json",
+                    GuardVerdict::Deny,
+                    format!("{tool} arguments are not JSON: {e}"),
+                ));
+            }
         };
         first_error(v, &instance).map(|e| {
-            Trip::new("schema", "args.schema", GuardVerdict::Deny, format!("{tool} arguments {e}"))
+            Trip::new(
+                "schema",
+                "args.schema",
+                GuardVerdict::Deny,
+                format!("{tool} arguments {e}"),
+            )
         })
     }
 
@@ -82,7 +103,12 @@ impl Schemas {
     pub fn check_result(&self, tool: &str, result: &serde_json::Value) -> Option<Trip> {
         let v = self.results.get(tool)?;
         first_error(v, result).map(|e| {
-            Trip::new("schema", "result.schema", GuardVerdict::Escalate, format!("{tool} result {e}"))
+            Trip::new(
+                "schema",
+                "result.schema",
+                GuardVerdict::Escalate,
+                format!("{tool} result {e}"),
+            )
         })
     }
 }
@@ -104,10 +130,17 @@ mod tests {
         let s = Schemas::compile(&catalog);
         assert!(s.errors().is_empty());
         assert!(s.check_args("refund", r#"{"amount_cents": 5}"#).is_none());
-        let t = s.check_args("refund", r#"{"amount_cents": -5}"#).expect("trips");
+        let t = s
+            .check_args("refund", r#"{"amount_cents": -5}"#)
+            .expect("trips");
         assert!(t.detail.contains("/amount_cents"), "{}", t.detail);
-        assert_eq!((t.rule.as_str(), t.verdict), ("args.schema", GuardVerdict::Deny));
-        let t = s.check_result("refund", &json!({"refundId": "x"})).expect("renamed field trips");
+        assert_eq!(
+            (t.rule.as_str(), t.verdict),
+            ("args.schema", GuardVerdict::Deny)
+        );
+        let t = s
+            .check_result("refund", &json!({"refundId": "x"}))
+            .expect("renamed field trips");
         assert_eq!(t.verdict, GuardVerdict::Escalate);
         assert!(t.detail.contains("refund_id"), "{}", t.detail);
     }

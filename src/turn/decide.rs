@@ -8,16 +8,15 @@ use crate::control::ControlPlane;
 use crate::control::budget::{BudgetLimits, Ledger};
 use crate::event::{
     ContextRetrieved, EscalationRung, Event, GuardCheckpoint, GuardVerdict, Outcome, Payload,
-    PlanProposed,
-    PolicyDecision, ResponseSynthesized, ToolCallCompleted, ToolCallFailed, ToolCallStarted,
-    ToolFailureKind, TurnCompleted, TurnRequested,
+    PlanProposed, PolicyDecision, ResponseSynthesized, ToolCallCompleted, ToolCallFailed,
+    ToolCallStarted, ToolFailureKind, TurnCompleted, TurnRequested,
 };
 use crate::exec::catalog::Catalog;
 use crate::guard::{Breakers, Guards, Trip};
 
 use super::effect::{Effect, ToolInvocation};
-use super::input::Input;
 use super::guarding::At;
+use super::input::Input;
 use super::ladder::HANDOFF_DEADLINE;
 use super::state::{ApprovalStatus, CallState, CallStatus, Phase, TurnState};
 
@@ -159,7 +158,11 @@ impl Builder<'_, '_> {
                         "redaction",
                         "redaction.pii",
                         GuardVerdict::Modify,
-                        format!("{} redaction(s) in the request: {}", found.len(), kinds.join(", ")),
+                        format!(
+                            "{} redaction(s) in the request: {}",
+                            found.len(),
+                            kinds.join(", ")
+                        ),
                     ));
                 }
                 self.emit(Payload::TurnRequested(TurnRequested {
@@ -258,7 +261,8 @@ impl Builder<'_, '_> {
                 }
                 match result {
                     Ok(ok) => {
-                        let (result_json, stop) = self.guard_result(index, &call_id, ok.result_json);
+                        let (result_json, stop) =
+                            self.guard_result(index, &call_id, ok.result_json);
                         self.emit(Payload::ToolCallCompleted(ToolCallCompleted {
                             call_id: call_id.clone(),
                             attempt,
@@ -304,7 +308,8 @@ impl Builder<'_, '_> {
                             self.schedule_retry(call_id, attempt + 1);
                         } else if f.kind == ToolFailureKind::OutcomeUnknown {
                             // Not a failure we can report: something may have happened.
-                            self.handoff(format!("outcome unknown: {tool} attempt {attempt}: {}", f.message),
+                            self.handoff(
+                                format!("outcome unknown: {tool} attempt {attempt}: {}", f.message),
                                 Some(call_id),
                             );
                         } else {
@@ -450,7 +455,8 @@ impl Builder<'_, '_> {
                         let attempt = call.attempt + 1;
                         self.start_call(call, attempt);
                     } else {
-                        self.handoff(format!(
+                        self.handoff(
+                            format!(
                                 "{} interrupted on its last attempt; outcome unknown",
                                 call.tool
                             ),
@@ -467,7 +473,8 @@ impl Builder<'_, '_> {
                         latency_ms: 0,
                     }));
                     self.commit_call(&call.call_id);
-                    self.handoff(format!(
+                    self.handoff(
+                        format!(
                             "outcome unknown: {} (not idempotent) may or may not have run",
                             call.tool
                         ),

@@ -3,8 +3,8 @@
 
 use crate::control::{CallReview, PlanReview, Principal, ResponseReview, Signals, Verdict};
 use crate::event::{
-    ApprovalExpired, ApprovalRequested, ApprovalResolved, Checkpoint, CommandAction,
-    Outcome, Payload, PolicyDecision, PolicyEvaluated, TurnCommand,
+    ApprovalExpired, ApprovalRequested, ApprovalResolved, Checkpoint, CommandAction, Outcome,
+    Payload, PolicyDecision, PolicyEvaluated, TurnCommand,
 };
 use crate::ids::call_id;
 

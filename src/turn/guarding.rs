@@ -66,7 +66,10 @@ impl Builder<'_, '_> {
 
     /// Post-retrieval: redacts snippets and drops stale documents (modify); returns the
     /// documents the turn may use and a contradiction, if any.
-    pub(super) fn guard_context(&mut self, docs: Vec<RetrievedDocument>) -> (Vec<RetrievedDocument>, Option<Trip>) {
+    pub(super) fn guard_context(
+        &mut self,
+        docs: Vec<RetrievedDocument>,
+    ) -> (Vec<RetrievedDocument>, Option<Trip>) {
         let g = &self.ctx.guards.config;
         let stale = checks::stale(&docs, self.ctx.now_ms, g.max_doc_age_ms);
         let mut kept = Vec::with_capacity(docs.len());
@@ -87,7 +90,11 @@ impl Builder<'_, '_> {
                 "context",
                 "context.stale",
                 GuardVerdict::Modify,
-                format!("dropped documents older than {} ms: {}", g.max_doc_age_ms, stale.join(", ")),
+                format!(
+                    "dropped documents older than {} ms: {}",
+                    g.max_doc_age_ms,
+                    stale.join(", ")
+                ),
             ));
         }
         if found > 0 {
@@ -105,7 +112,13 @@ impl Builder<'_, '_> {
     /// Pre-tool and mid-plan guards for plan step `index`; `None` when the call may go on to
     /// the control plane's review. Breaker and retry checks also run before every retry.
     pub(super) fn guard_call(&mut self, index: usize, call_id: &str, attempt: i32) -> bool {
-        let Some(step) = self.state.plan.as_ref().and_then(|p| p.steps.get(index)).cloned() else {
+        let Some(step) = self
+            .state
+            .plan
+            .as_ref()
+            .and_then(|p| p.steps.get(index))
+            .cloned()
+        else {
             return true;
         };
         let at = || At {
@@ -120,7 +133,12 @@ impl Builder<'_, '_> {
         };
         let g = &self.ctx.guards;
         let Some(spec) = self.ctx.catalog.get(&step.tool) else {
-            let t = Trip::new("tool", "tool.exists", GuardVerdict::Deny, format!("{} is not in the catalog", step.tool));
+            let t = Trip::new(
+                "tool",
+                "tool.exists",
+                GuardVerdict::Deny,
+                format!("{} is not in the catalog", step.tool),
+            );
             return self.trip(at(), t);
         };
         if let Some(t) = self.ctx.breakers.check(&step.tool, self.ctx.now_ms) {
@@ -141,15 +159,23 @@ impl Builder<'_, '_> {
         if attempt > 1 {
             return true;
         }
-        let earlier = self.state.calls.iter().map(|c| (c.tool.as_str(), c.args_json.as_str()));
-        if let Some(t) = checks::repeated(earlier, &step.tool, &step.args_json, g.config.repeat_limit) {
+        let earlier = self
+            .state
+            .calls
+            .iter()
+            .map(|c| (c.tool.as_str(), c.args_json.as_str()));
+        if let Some(t) =
+            checks::repeated(earlier, &step.tool, &step.args_json, g.config.repeat_limit)
+        {
             return self.trip(mid(), t);
         }
         if let Some(t) = g.schemas.check_args(&step.tool, &step.args_json) {
             return self.trip(at(), t);
         }
         let held = crate::control::list_attribute(&self.state.attributes, "scopes");
-        if !spec.auth_scopes.is_empty() && let Some(t) = checks::scopes(spec, &held) {
+        if !spec.auth_scopes.is_empty()
+            && let Some(t) = checks::scopes(spec, &held)
+        {
             return self.trip(at(), t);
         }
         if g.config.grounding {
@@ -161,7 +187,9 @@ impl Builder<'_, '_> {
                 .calls
                 .iter()
                 .filter_map(|c| match &c.status {
-                    super::state::CallStatus::Completed { result_json } => Some(result_json.as_str()),
+                    super::state::CallStatus::Completed { result_json } => {
+                        Some(result_json.as_str())
+                    }
                     _ => None,
                 })
                 .collect();
@@ -171,12 +199,20 @@ impl Builder<'_, '_> {
                 return self.trip(at(), t);
             }
         }
-        if self.state.escalations.contains(&crate::event::EscalationRung::ConstrainedRetry) && !spec.deterministic {
+        if self
+            .state
+            .escalations
+            .contains(&crate::event::EscalationRung::ConstrainedRetry)
+            && !spec.deterministic
+        {
             let t = Trip::new(
                 "constrained",
                 "constrained.deterministic_only",
                 GuardVerdict::Escalate,
-                format!("a constrained retry runs deterministic tools only; {} is not", step.tool),
+                format!(
+                    "a constrained retry runs deterministic tools only; {} is not",
+                    step.tool
+                ),
             );
             return self.trip(at(), t);
         }
@@ -185,7 +221,12 @@ impl Builder<'_, '_> {
 
     /// Post-tool: redacts the result (modify), then checks it against its schema and anomaly
     /// rules. Returns the result to record and a trip that stops the turn, if any.
-    pub(super) fn guard_result(&mut self, index: usize, call_id: &str, result_json: String) -> (String, Option<(At, Trip)>) {
+    pub(super) fn guard_result(
+        &mut self,
+        index: usize,
+        call_id: &str,
+        result_json: String,
+    ) -> (String, Option<(At, Trip)>) {
         let tool = self.state.calls[index].tool.clone();
         let at = || At {
             checkpoint: GuardCheckpoint::PostTool,
@@ -202,10 +243,15 @@ impl Builder<'_, '_> {
                 "redaction",
                 "redaction.pii",
                 GuardVerdict::Modify,
-                format!("{} redaction(s) in the result: {}", found.len(), kinds.join(", ")),
+                format!(
+                    "{} redaction(s) in the result: {}",
+                    found.len(),
+                    kinds.join(", ")
+                ),
             ));
         }
-        let value = serde_json::from_str::<serde_json::Value>(&result_json).unwrap_or(serde_json::Value::Null);
+        let value = serde_json::from_str::<serde_json::Value>(&result_json)
+            .unwrap_or(serde_json::Value::Null);
         if let Some(t) = self.ctx.guards.schemas.check_result(&tool, &value) {
             return (redacted, Some((at(), t)));
         }

@@ -20,18 +20,25 @@ impl Builder<'_, '_> {
     /// A re-plan is safe only if nothing this plan did has side effects.
     fn replannable(&self) -> bool {
         !self.state.calls.iter().any(|c| {
-            matches!(c.status, CallStatus::Completed { .. } | CallStatus::Failed { .. })
-                && !self
-                    .ctx
-                    .catalog
-                    .get(&c.tool)
-                    .is_some_and(|s| s.deterministic)
+            matches!(
+                c.status,
+                CallStatus::Completed { .. } | CallStatus::Failed { .. }
+            ) && !self
+                .ctx
+                .catalog
+                .get(&c.tool)
+                .is_some_and(|s| s.deterministic)
         })
     }
 
     /// Climbs to the next applicable rung. `pending` is the plan step whose call was stopped
     /// (the only thing a user could be asked to confirm).
-    pub(super) fn climb(&mut self, reason: String, call_id: Option<String>, pending: Option<usize>) {
+    pub(super) fn climb(
+        &mut self,
+        reason: String,
+        call_id: Option<String>,
+        pending: Option<usize>,
+    ) {
         let ladder = self.ctx.guards.config.ladder.clone();
         for rung in ladder {
             if self.state.escalations.contains(&rung) {
@@ -53,7 +60,13 @@ impl Builder<'_, '_> {
                 }
                 EscalationRung::UserConfirmation => {
                     let Some(index) = pending else { continue };
-                    let Some(step) = self.state.plan.as_ref().and_then(|p| p.steps.get(index)).cloned() else {
+                    let Some(step) = self
+                        .state
+                        .plan
+                        .as_ref()
+                        .and_then(|p| p.steps.get(index))
+                        .cloned()
+                    else {
                         continue;
                     };
                     let high = self

@@ -8,8 +8,8 @@ mod decide;
 mod effect;
 mod gate;
 mod guarding;
-mod ladder;
 mod input;
+mod ladder;
 mod state;
 
 #[cfg(test)]

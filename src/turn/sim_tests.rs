@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::tests::{World, approval, planned, request, retrieved};
+use super::tests::{World, approval, handoff, planned, request, retrieved};
 use super::*;
 use crate::event::{Outcome, Payload, ToolFailureKind};
 use crate::ids::TurnId;
@@ -157,11 +157,23 @@ fn simulate(seed: u64) -> History {
                 Input::RetryDue { call_id, attempt }
             }
             Effect::ScheduleDeadline {
-                at_ms, approval_id, ..
+                turn_id,
+                at_ms,
+                approval_id,
             } => match rng.random_range(0..3) {
                 0 => {
                     w.now = w.now.max(at_ms);
                     Input::ApprovalDeadline { approval_id }
+                }
+                1 if approval_id == "handoff" => Input::Command(handoff(t, true)),
+                _ if approval_id == "handoff" => {
+                    // Accepted; the deadline still stands.
+                    pending.push(Effect::ScheduleDeadline {
+                        turn_id,
+                        at_ms,
+                        approval_id,
+                    });
+                    Input::Command(handoff(t, false))
                 }
                 k => Input::Command(approval(t, &approval_id, k == 1)),
             },
@@ -354,6 +366,7 @@ fn simulations_reach_every_outcome_and_crash_often() {
         Outcome::Failed,
         Outcome::Denied,
         Outcome::Escalated,
+        Outcome::EscalationFailed,
     ] {
         assert!(outcomes.contains(&o), "{o:?} reached");
     }

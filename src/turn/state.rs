@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::event::{
-    BudgetPurpose, Checkpoint, EscalationRung, Event, GuardVerdict, Outcome, Payload,
-    PlanProposed, PolicyDecision, RetrievedDocument, RouteSelected, ToolFailureKind,
+    BudgetPurpose, Checkpoint, EscalationRung, Event, GuardVerdict, Outcome, Payload, PlanProposed,
+    PolicyDecision, RetrievedDocument, RouteSelected, ToolFailureKind,
 };
 use crate::ids::TurnId;
 
@@ -294,7 +294,11 @@ impl TurnState {
         {
             return Phase::Settle;
         }
-        let Some(plan) = self.plan.as_ref().filter(|p| p.plan_rev + 1 >= self.plans_wanted) else {
+        let Some(plan) = self
+            .plan
+            .as_ref()
+            .filter(|p| p.plan_rev + 1 >= self.plans_wanted)
+        else {
             return Phase::Planning;
         };
         match self.plan_decision {
@@ -428,6 +432,10 @@ impl TurnState {
                         let plans = self.plan.as_ref().map_or(0, |p| p.plan_rev + 1);
                         self.plans_wanted = self.plans_wanted.max(plans + 1).max(1);
                         self.trip = None;
+                        // A re-plan starts over: a reply the guards stopped is not the answer.
+                        self.response = None;
+                        self.response_decision = None;
+                        self.citations.clear();
                     }
                     EscalationRung::UserConfirmation => self.trip = None,
                     EscalationRung::HumanHandoff => {

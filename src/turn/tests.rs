@@ -51,7 +51,10 @@ impl World {
             limits: Limits::default(),
             budgets: BudgetLimits::default(),
             ledger: Ledger::default(),
-            guards: crate::guard::Guards::or_default(crate::guard::GuardConfig::default(), &catalog()),
+            guards: crate::guard::Guards::or_default(
+                crate::guard::GuardConfig::default(),
+                &catalog(),
+            ),
             breakers: crate::guard::Breakers::default(),
             now: 1_000,
         }
@@ -111,6 +114,25 @@ pub(super) fn approval(t: TurnId, approval_id: &str, granted: bool) -> crate::ev
             granted,
             reason: None,
         }),
+    }
+}
+
+/// An operator's handoff command: resolve it, or only accept it.
+pub(super) fn handoff(t: TurnId, resolve: bool) -> crate::event::TurnCommand {
+    use crate::event::{CommandAction, HandoffAcceptance, HandoffResolution};
+    crate::event::TurnCommand {
+        command_id: "cmd-handoff".into(),
+        turn_id: t,
+        tenant: "acme".into(),
+        operator: "ops".into(),
+        issued_at_ms: 0,
+        action: if resolve {
+            CommandAction::HandoffResolve(HandoffResolution {
+                resolution: "handled by phone".into(),
+            })
+        } else {
+            CommandAction::HandoffAccept(HandoffAcceptance { note: None })
+        },
     }
 }
 
@@ -299,20 +321,78 @@ fn a_long_plan_is_denied_by_the_step_limit() {
 }
 
 #[test]
-fn low_confidence_escalates_to_a_human() {
-    let w = World::new();
+fn low_confidence_climbs_the_ladder_to_a_human_who_resolves_it() {
+    let mut w = World::new();
     let mut s = given(&w, vec![request(turn()), retrieved()]);
+    // Rung 1: re-plan with constrained context.
     let d = step(&mut s, planned(&["issue_refund"], 0.2), &w.ctx());
     assert_eq!(
         kinds(&d),
+        ["PlanProposed", "PolicyEvaluated", "EscalationRaised"]
+    );
+    assert!(matches!(
+        d.effects.as_slice(),
+        [Effect::Plan {
+            constrained: true,
+            attempt: 1,
+            ..
+        }]
+    ));
+    // Rung 2: a specialist.
+    let d = step(&mut s, planned(&["issue_refund"], 0.2), &w.ctx());
+    assert_eq!(
+        kinds(&d),
+        ["PlanProposed", "PolicyEvaluated", "EscalationRaised"]
+    );
+    assert!(
+        matches!(&d.effects[..], [Effect::Plan { profile, attempt: 2, .. }] if profile == "specialist")
+    );
+    // Nothing to confirm (no call was stopped): rung 4, a person, with a deadline.
+    let d = step(&mut s, planned(&["issue_refund"], 0.2), &w.ctx());
+    assert_eq!(
+        kinds(&d),
+        ["PlanProposed", "PolicyEvaluated", "EscalationRaised"]
+    );
+    assert!(
+        matches!(d.effects.as_slice(), [Effect::ScheduleDeadline { approval_id, .. }] if approval_id == "handoff")
+    );
+    assert_eq!(s.phase(), Phase::AwaitingHandoff);
+    assert_eq!(
+        s.escalations,
         [
-            "PlanProposed",
-            "PolicyEvaluated",
-            "EscalationRaised",
-            "TurnCompleted"
+            crate::event::EscalationRung::ConstrainedRetry,
+            crate::event::EscalationRung::Specialist,
+            crate::event::EscalationRung::HumanHandoff
         ]
     );
+    // A restart re-arms the deadline; accepting does not end the wait; resolving does.
+    let d = step(&mut s, Input::Resume, &w.ctx());
+    assert!(
+        d.events.is_empty() && matches!(d.effects.as_slice(), [Effect::ScheduleDeadline { .. }])
+    );
+    assert_eq!(
+        kinds(&step(
+            &mut s,
+            Input::Command(handoff(turn(), false)),
+            &w.ctx()
+        )),
+        ["HandoffAccepted"]
+    );
+    let mut late = s.clone();
+    let d = step(&mut s, Input::Command(handoff(turn(), true)), &w.ctx());
+    assert_eq!(kinds(&d), ["HandoffResolved", "TurnCompleted"]);
     assert_eq!(s.outcome, Some(Outcome::Escalated));
+    // Unresolved past the deadline instead: escalation_failed.
+    w.now += w.guards.config.handoff_ttl_ms + 1;
+    let d = step(
+        &mut late,
+        Input::ApprovalDeadline {
+            approval_id: "handoff".into(),
+        },
+        &w.ctx(),
+    );
+    assert_eq!(kinds(&d), ["TurnCompleted"]);
+    assert_eq!(late.outcome, Some(Outcome::EscalationFailed));
 }
 
 #[test]
@@ -451,10 +531,8 @@ fn resume_never_reruns_a_non_idempotent_call() {
     let mut s = given(&w, vec![request(turn()), retrieved()]);
     only_call(&step(&mut s, planned(&["send_email"], 0.9), &w.ctx()));
     let d = step(&mut s, Input::Resume, &w.ctx());
-    assert_eq!(
-        kinds(&d),
-        ["ToolCallFailed", "EscalationRaised", "TurnCompleted"]
-    );
+    // Straight to a person: re-planning cannot settle whether an email went out.
+    assert_eq!(kinds(&d), ["ToolCallFailed", "EscalationRaised"]);
     assert!(
         !d.effects
             .iter()
@@ -464,7 +542,7 @@ fn resume_never_reruns_a_non_idempotent_call() {
         &d.events[0].payload,
         Payload::ToolCallFailed(f) if f.kind == ToolFailureKind::OutcomeUnknown && !f.retryable
     ));
-    assert_eq!(s.outcome, Some(Outcome::Escalated));
+    assert_eq!(s.phase(), Phase::AwaitingHandoff);
 }
 
 #[test]
