@@ -11,6 +11,7 @@ use crate::runtime::state_store::{SledStateStore, StoreError};
 pub const DEFAULT_PARTITIONS: u32 = 8;
 pub const EVENTS_LOG: &str = "turn-events";
 pub const REQUESTS_LOG: &str = "requests";
+const ESCALATIONS_LOG: &str = "escalations";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -32,6 +33,8 @@ pub struct Embedded {
     pub store: SledStore,
     pub events: Arc<SledLog>,
     pub requests: Arc<SledLog>,
+    /// Handoffs to human operators (the embedded escalations topic).
+    pub escalations: Arc<SledLog>,
     pub codecs: Codecs,
     pub state: Arc<SledStateStore>,
 }
@@ -59,14 +62,27 @@ impl Embedded {
         };
         let events = Arc::new(store.log(EVENTS_LOG, n)?);
         let requests = Arc::new(store.log(REQUESTS_LOG, events.partitions())?);
+        let escalations = Arc::new(store.log(ESCALATIONS_LOG, 1)?);
         let state = Arc::new(SledStateStore::open(&store)?);
         Ok(Embedded {
             dir: dir.to_path_buf(),
             store,
             events,
             requests,
+            escalations,
             codecs,
             state,
+        })
+    }
+
+    /// The journals a worker on this data dir commits through: events to the turn log, handoffs
+    /// to the escalations log, dead letters to the state store.
+    pub fn journals(&self) -> Arc<crate::runtime::journal::LogJournals> {
+        Arc::new(crate::runtime::journal::LogJournals {
+            events: self.events.clone(),
+            outcomes: None,
+            escalations: Some(self.escalations.clone()),
+            store: self.state.clone(),
         })
     }
 

@@ -3,7 +3,10 @@
 //! the worker that owns the turn (now, or after a restart) applies them in order.
 
 use crate::event::codec::{CodecError, Codecs};
-use crate::event::{ApprovalDecision, CommandAction, Event, TurnCommand};
+use crate::event::{
+    ApprovalDecision, CommandAction, Event, Handoff, HandoffAcceptance, HandoffResolution,
+    TurnCommand,
+};
 use crate::ids::{Offset, Partition, TurnId, routing_key};
 use crate::log::{EventLog, LogError, Record, Scan};
 use crate::projection::turn_index::TurnIndex;
@@ -13,8 +16,12 @@ use crate::turn::{ApplyError, Phase, TurnState};
 pub enum OperatorError {
     #[error("turn {0} is not in the log")]
     UnknownTurn(TurnId),
-    #[error("turn {turn} is not waiting for an approval (it is {phase})")]
-    NotWaiting { turn: TurnId, phase: String },
+    #[error("turn {turn} is not waiting for {what} (it is {phase})")]
+    NotWaiting {
+        turn: TurnId,
+        what: &'static str,
+        phase: String,
+    },
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -72,14 +79,12 @@ pub async fn answer_approval(
     reason: Option<String>,
     now_ms: i64,
 ) -> Result<TurnCommand, OperatorError> {
-    let (_, recorded) = read_turn(events, codecs, index, turn)
-        .await?
-        .ok_or(OperatorError::UnknownTurn(turn))?;
-    let state = TurnState::replay(turn, recorded.iter().map(|(_, e)| e))?;
+    let state = current(events, codecs, index, turn).await?;
     let phase = state.phase();
     let Phase::AwaitingApproval { index: step } = phase else {
         return Err(OperatorError::NotWaiting {
             turn,
+            what: "an approval",
             phase: phase_name(&phase),
         });
     };
@@ -87,20 +92,109 @@ pub async fn answer_approval(
         .approval_for(step)
         .map(|a| a.approval_id.clone())
         .unwrap_or_default();
+    let action = CommandAction::ApprovalDecision(ApprovalDecision {
+        approval_id,
+        granted,
+        reason,
+    });
+    issue(requests, codecs, &state, operator, now_ms, action).await
+}
+
+/// The turn as recorded now.
+async fn current(
+    events: &dyn EventLog,
+    codecs: &Codecs,
+    index: &TurnIndex,
+    turn: TurnId,
+) -> Result<TurnState, OperatorError> {
+    let (_, recorded) = read_turn(events, codecs, index, turn)
+        .await?
+        .ok_or(OperatorError::UnknownTurn(turn))?;
+    Ok(TurnState::replay(turn, recorded.iter().map(|(_, e)| e))?)
+}
+
+async fn issue(
+    requests: &dyn EventLog,
+    codecs: &Codecs,
+    state: &TurnState,
+    operator: &str,
+    now_ms: i64,
+    action: CommandAction,
+) -> Result<TurnCommand, OperatorError> {
     let command = TurnCommand {
         command_id: uuid::Uuid::now_v7().to_string(),
-        turn_id: turn,
+        turn_id: state.turn_id,
         tenant: state.tenant.clone(),
         operator: operator.to_string(),
         issued_at_ms: now_ms,
-        action: CommandAction::ApprovalDecision(ApprovalDecision {
-            approval_id,
-            granted,
-            reason,
-        }),
+        action,
     };
     send(requests, codecs, &state.user_id, &command).await?;
     Ok(command)
+}
+
+/// Accepts (`resolution` None) or resolves a handed-off turn. Checks the turn is waiting for
+/// a person first.
+#[allow(clippy::too_many_arguments)]
+pub async fn answer_handoff(
+    events: &dyn EventLog,
+    requests: &dyn EventLog,
+    codecs: &Codecs,
+    index: &TurnIndex,
+    turn: TurnId,
+    resolution: Option<String>,
+    operator: &str,
+    now_ms: i64,
+) -> Result<TurnCommand, OperatorError> {
+    let state = current(events, codecs, index, turn).await?;
+    let phase = state.phase();
+    if phase != Phase::AwaitingHandoff {
+        return Err(OperatorError::NotWaiting {
+            turn,
+            what: "a human handoff",
+            phase: phase_name(&phase),
+        });
+    }
+    let action = match resolution {
+        Some(resolution) => CommandAction::HandoffResolve(HandoffResolution { resolution }),
+        None => CommandAction::HandoffAccept(HandoffAcceptance { note: None }),
+    };
+    issue(requests, codecs, &state, operator, now_ms, action).await
+}
+
+/// A published handoff and where its turn is now.
+#[derive(Clone, Debug)]
+pub struct HandoffView {
+    pub handoff: Handoff,
+    pub open: bool,
+    pub accepted_by: Option<String>,
+    pub outcome: Option<String>,
+}
+
+/// Every handoff on the escalations log, with its turn's current state.
+pub async fn handoffs(
+    escalations: &dyn EventLog,
+    events: &dyn EventLog,
+    codecs: &Codecs,
+    index: &TurnIndex,
+) -> Result<Vec<HandoffView>, OperatorError> {
+    let mut out = Vec::new();
+    for p in (0..escalations.partitions()).map(Partition) {
+        let mut scan = Scan::new(escalations, p, Offset::ZERO);
+        while let Some(batch) = scan.next_chunk(1024).await? {
+            for s in batch {
+                let handoff = codecs.handoffs.decode(&s.value)?;
+                let state = current(events, codecs, index, handoff.turn_id).await?;
+                out.push(HandoffView {
+                    open: state.phase() == Phase::AwaitingHandoff,
+                    accepted_by: state.handoff.as_ref().and_then(|h| h.accepted_by.clone()),
+                    outcome: state.outcome.map(|o| o.as_str().to_string()),
+                    handoff,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Appends a command to the request partition of its turn's user.

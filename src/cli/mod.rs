@@ -3,6 +3,7 @@
 mod approve;
 mod bench;
 mod demo;
+mod handoff;
 mod kafka;
 mod trace;
 mod turns;
@@ -43,6 +44,8 @@ pub enum Command {
     Approve(approve::ApprovalArgs),
     /// Deny the approval a turn is waiting for (the turn ends as denied).
     Deny(approve::ApprovalArgs),
+    /// Turns handed to a human operator: list, accept, resolve.
+    Handoff(handoff::HandoffArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -55,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(a) => worker::run(a).await,
         Command::Approve(a) => approve::run(a, true).await,
         Command::Deny(a) => approve::run(a, false).await,
+        Command::Handoff(a) => handoff::run(a).await,
     }
 }
 

@@ -205,6 +205,7 @@ pub async fn run(
         exec,
         emb.state.clone(),
     )
+    .with_journals(emb.journals())
     .with_control(control)
     .with_outcomes(out_tx)
     .with_effect_bound(opts.worker.max_concurrent_effects);

@@ -130,6 +130,13 @@ impl Tool for DemoTool {
                         "order service timed out (no answer in 2000 ms)",
                     )),
                     Some('E') => Err(ToolError::terminal(format!("order {id} not found"))),
+                    // `P` orders come back with the customer's contact details in the notes:
+                    // PII a tool result carries, which must not reach the log.
+                    Some('P') => Ok(json!({
+                        "order_id": id,
+                        "status": "shipped",
+                        "summary": format!("Order {id} shipped to Jane Doe, jane.doe@example.com, +44 20 7946 0958, paid with 4111 1111 1111 1111 (IBAN GB82 WEST 1234 5698 7654 32)"),
+                    })),
                     _ => {
                         let delayed = id.bytes().map(u32::from).sum::<u32>() % 3 == 0;
                         let status = if delayed { "delayed" } else { "shipped" };

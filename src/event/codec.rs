@@ -16,7 +16,7 @@ use apache_avro::{Schema, from_avro_datum, from_value, write_avro_datum_ref};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Event, TurnCommand, TurnOutcome, TurnRequest};
+use super::{Event, Handoff, TurnCommand, TurnOutcome, TurnRequest};
 
 /// The wire contract for turn events.
 pub const TURN_EVENT_SCHEMA: &str = include_str!("../../schemas/turn_event.avsc");
@@ -26,6 +26,8 @@ pub const TURN_REQUEST_SCHEMA: &str = include_str!("../../schemas/turn_request.a
 pub const TURN_OUTCOME_SCHEMA: &str = include_str!("../../schemas/turn_outcome.avsc");
 /// The wire contract for operators' commands to running turns (approvals, ...).
 pub const TURN_COMMAND_SCHEMA: &str = include_str!("../../schemas/turn_command.avsc");
+/// The wire contract for human handoffs (the escalations topic).
+pub const HANDOFF_SCHEMA: &str = include_str!("../../schemas/handoff.avsc");
 
 const MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
@@ -203,6 +205,7 @@ pub struct Codecs {
     pub requests: AvroCodec<TurnRequest>,
     pub outcomes: AvroCodec<TurnOutcome>,
     pub commands: AvroCodec<TurnCommand>,
+    pub handoffs: AvroCodec<Handoff>,
 }
 
 /// A record of the request log: a new turn, or a command to a running one.
@@ -218,7 +221,8 @@ impl Codecs {
             events: AvroCodec::new(TURN_EVENT_SCHEMA, Arc::clone(&registry))?,
             requests: AvroCodec::new(TURN_REQUEST_SCHEMA, Arc::clone(&registry))?,
             outcomes: AvroCodec::new(TURN_OUTCOME_SCHEMA, Arc::clone(&registry))?,
-            commands: AvroCodec::new(TURN_COMMAND_SCHEMA, registry)?,
+            commands: AvroCodec::new(TURN_COMMAND_SCHEMA, Arc::clone(&registry))?,
+            handoffs: AvroCodec::new(HANDOFF_SCHEMA, registry)?,
         })
     }
 

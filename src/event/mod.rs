@@ -506,6 +506,20 @@ pub struct ApprovalDecision {
     pub reason: Option<String>,
 }
 
+/// A turn handed to a person (`schemas/handoff.avsc`), published to the escalations topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub turn_id: TurnId,
+    pub tenant: String,
+    pub user_id: String,
+    pub reason: String,
+    pub call_id: Option<String>,
+    pub raised_at_ms: i64,
+    pub deadline_ms: i64,
+    pub rungs: Vec<String>,
+    pub trace_json: String,
+}
+
 /// What a producer submits to start a turn (`schemas/turn_request.avsc`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TurnRequest {

@@ -45,6 +45,7 @@ pub struct KafkaJournals {
     pub transactional: bool,
     pub outcome_partitions: u32,
     pub dead_letter_partitions: u32,
+    pub escalation_partitions: u32,
     pub membership: Option<Arc<dyn GroupMetadata>>,
 }
 
@@ -112,6 +113,7 @@ impl Journals for KafkaJournals {
             topics: self.topics.clone(),
             transactional: self.transactional,
             outcome_partitions: self.outcome_partitions,
+            escalation_partitions: self.escalation_partitions,
             dead_letter_partitions: self.dead_letter_partitions,
             membership: self.membership.clone(),
         }))
@@ -126,6 +128,7 @@ struct KafkaJournal {
     topics: Topics,
     transactional: bool,
     outcome_partitions: u32,
+    escalation_partitions: u32,
     dead_letter_partitions: u32,
     membership: Option<Arc<dyn GroupMetadata>>,
 }
@@ -172,6 +175,10 @@ impl KafkaJournal {
         for r in &round.outcomes {
             let p = partition_for(&r.key, self.outcome_partitions);
             deliveries.push(send(&self.topics.outcomes, p.0, &r.key, &r.value, None)?);
+        }
+        for r in &round.escalations {
+            let p = partition_for(&r.key, self.escalation_partitions);
+            deliveries.push(send(&self.topics.escalations, p.0, &r.key, &r.value, None)?);
         }
         for d in &round.dead_letters {
             let headers = OwnedHeaders::new()

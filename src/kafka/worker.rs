@@ -131,6 +131,9 @@ pub async fn run(
     let dead_letter_partitions = KafkaLog::open(&opts.kafka, &topics.dead_letters)
         .await?
         .partitions();
+    let escalation_partitions = KafkaLog::open(&opts.kafka, &topics.escalations)
+        .await?
+        .partitions();
     if requests.partitions() != events.partitions() {
         return Err(LogError::PartitionMismatch {
             name: topics.requests.clone(),
@@ -171,6 +174,7 @@ pub async fn run(
         transactional: opts.transactional,
         outcome_partitions,
         dead_letter_partitions,
+        escalation_partitions,
         membership: Some(Arc::clone(&consumer) as Arc<dyn super::journal::GroupMetadata>),
     };
     let mut deps = Deps::new(events.clone(), requests.clone(), codecs, exec, state)

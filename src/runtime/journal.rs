@@ -18,13 +18,18 @@ pub struct Round {
     /// Encoded `TurnOutcome`s, keyed by turn id.
     pub outcomes: Vec<Record>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Encoded `Handoff`s of turns handed to a person, keyed by turn id.
+    pub escalations: Vec<Record>,
     /// Every request before this offset has been turned into events or a dead letter.
     pub inbox_next: Offset,
 }
 
 impl Round {
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.outcomes.is_empty() && self.dead_letters.is_empty()
+        self.events.is_empty()
+            && self.outcomes.is_empty()
+            && self.dead_letters.is_empty()
+            && self.escalations.is_empty()
     }
 }
 
@@ -55,12 +60,15 @@ pub trait Journals: Send + Sync + 'static {
 pub struct LogJournals {
     pub events: Arc<dyn EventLog>,
     pub outcomes: Option<Arc<dyn EventLog>>,
+    /// Where handoffs are published (the sled `escalations` log when embedded).
+    pub escalations: Option<Arc<dyn EventLog>>,
     pub store: Arc<dyn StateStore>,
 }
 
 struct LogJournal {
     events: Arc<dyn EventLog>,
     outcomes: Option<Arc<dyn EventLog>>,
+    escalations: Option<Arc<dyn EventLog>>,
     store: Arc<dyn StateStore>,
 }
 
@@ -70,6 +78,7 @@ impl Journals for LogJournals {
         Ok(Box::new(LogJournal {
             events: Arc::clone(&self.events),
             outcomes: self.outcomes.clone(),
+            escalations: self.escalations.clone(),
             store: Arc::clone(&self.store),
         }))
     }
@@ -90,6 +99,12 @@ impl Journal for LogJournal {
         };
         if let Some(log) = &self.outcomes {
             for r in round.outcomes {
+                let p = log.partition_for(&r.key);
+                log.append(p, vec![r]).await?;
+            }
+        }
+        if let Some(log) = &self.escalations {
+            for r in round.escalations {
                 let p = log.partition_for(&r.key);
                 log.append(p, vec![r]).await?;
             }

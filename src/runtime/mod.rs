@@ -153,6 +153,7 @@ impl Deps {
             journals: Arc::new(journal::LogJournals {
                 events: Arc::clone(&events),
                 outcomes: None,
+                escalations: None,
                 store: Arc::clone(&store),
             }),
             events,

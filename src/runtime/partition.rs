@@ -392,6 +392,33 @@ impl PartitionActor {
                         self.inbox_next = self.inbox_next.max(o as u64 + 1);
                     }
                 }
+                Payload::EscalationRaised(r)
+                    if r.rung == crate::event::EscalationRung::HumanHandoff =>
+                {
+                    if let Some(state) = self.turns.get(&e.turn_id) {
+                        let handoff = crate::event::Handoff {
+                            turn_id: e.turn_id,
+                            tenant: e.tenant.clone(),
+                            user_id: state.user_id.clone(),
+                            reason: r.reason.clone(),
+                            call_id: r.call_id.clone(),
+                            raised_at_ms: e.at_ms,
+                            deadline_ms: r.deadline_ms.unwrap_or(i64::MAX),
+                            rungs: state
+                                .escalations
+                                .iter()
+                                .filter_map(|r| serde_json::to_value(r).ok())
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect(),
+                            trace_json: serde_json::to_string(state)
+                                .map_err(|e| RuntimeError::Snapshot(e.to_string()))?,
+                        };
+                        round.escalations.push(Record {
+                            key: e.turn_id.key(),
+                            value: deps.codecs.handoffs.encode(&handoff)?,
+                        });
+                    }
+                }
                 Payload::TurnCompleted(c) if self.journal.publishes_outcomes() => {
                     if let Some(outcome) = self
                         .turns

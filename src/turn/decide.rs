@@ -581,7 +581,7 @@ impl Builder<'_, '_> {
             return;
         }
         let escalated = |rung| self.state.escalations.contains(&rung);
-        let constrained = escalated(EscalationRung::ConstrainedRetry);
+        let constrained = self.state.constrained();
         let profile = if escalated(EscalationRung::Specialist) {
             self.ctx.guards.config.specialist_profile.clone()
         } else {

@@ -178,6 +178,18 @@ impl Builder<'_, '_> {
         {
             return self.trip(at(), t);
         }
+        if self.state.constrained() && !spec.deterministic {
+            let t = Trip::new(
+                "constrained",
+                "constrained.deterministic_only",
+                GuardVerdict::Escalate,
+                format!(
+                    "a constrained retry runs deterministic tools only; {} is not",
+                    step.tool
+                ),
+            );
+            return self.trip(at(), t);
+        }
         if g.config.grounding {
             let texts: Vec<&str> = std::iter::once(self.state.text.as_str())
                 .chain(self.state.documents.iter().map(|d| d.snippet.as_str()))
@@ -198,23 +210,6 @@ impl Builder<'_, '_> {
                 // A person may vouch for it: the user-confirmation rung asks about this call.
                 return self.trip(at(), t);
             }
-        }
-        if self
-            .state
-            .escalations
-            .contains(&crate::event::EscalationRung::ConstrainedRetry)
-            && !spec.deterministic
-        {
-            let t = Trip::new(
-                "constrained",
-                "constrained.deterministic_only",
-                GuardVerdict::Escalate,
-                format!(
-                    "a constrained retry runs deterministic tools only; {} is not",
-                    step.tool
-                ),
-            );
-            return self.trip(at(), t);
         }
         true
     }

@@ -548,6 +548,17 @@ impl TurnState {
         })
     }
 
+    /// Whether the current plan comes from a constrained retry (fewer documents,
+    /// deterministic tools only): the latest re-planning rung was that one.
+    pub fn constrained(&self) -> bool {
+        self.escalations.iter().rev().find(|r| {
+            matches!(
+                r,
+                EscalationRung::ConstrainedRetry | EscalationRung::Specialist
+            )
+        }) == Some(&EscalationRung::ConstrainedRetry)
+    }
+
     /// The approval asked for plan step `index` of the current plan, if any.
     pub fn approval_for(&self, index: usize) -> Option<&ApprovalState> {
         self.approvals.iter().rev().find(|a| a.step == index as i32)

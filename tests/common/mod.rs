@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod kafka;
+pub mod plane;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -1,0 +1,209 @@
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use ballast::clock::{Clock, SystemClock};
+use ballast::embedded::Embedded;
+use ballast::event::codec::Codecs;
+use ballast::ids::TurnId;
+use ballast::log::EventLog;
+use ballast::operator::{answer_handoff, handoffs};
+use ballast::projection::turn_index::TurnIndex;
+
+#[derive(Debug, Args)]
+pub struct HandoffArgs {
+    #[command(subcommand)]
+    command: HandoffCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum HandoffCommand {
+    /// Turns handed to a person and still waiting (with --all, every handoff).
+    List {
+        #[command(flatten)]
+        log: super::LogArgs,
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per handoff, with the turn's trace as recorded at the handoff.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a handed-off turn (recorded as HandoffAccepted).
+    Accept {
+        turn_id: TurnId,
+        #[command(flatten)]
+        log: super::LogArgs,
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// Close a handed-off turn, saying what was done; it ends as escalated (resolved).
+    Resolve {
+        turn_id: TurnId,
+        #[command(flatten)]
+        log: super::LogArgs,
+        #[arg(long)]
+        resolution: String,
+        #[arg(long)]
+        operator: Option<String>,
+    },
+}
+
+/// The logs an operator command needs, on either backend.
+struct Logs {
+    events: Arc<dyn EventLog>,
+    requests: Arc<dyn EventLog>,
+    escalations: Arc<dyn EventLog>,
+    codecs: Codecs,
+    index: TurnIndex,
+    _store: ballast::log::SledStore,
+}
+
+async fn open(log: &super::LogArgs) -> anyhow::Result<Logs> {
+    let dir = &log.data_dir;
+    match &log.bootstrap {
+        None => {
+            if !dir.join("sled").exists() {
+                anyhow::bail!(
+                    "{} is not a ballast data dir (no sled/ inside)",
+                    dir.display()
+                );
+            }
+            let emb = Embedded::open(dir, 0).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\n(is a worker running on {}? stop it first; it applies the answer when it restarts)",
+                    dir.display()
+                )
+            })?;
+            let index = TurnIndex::open(&emb.store)?;
+            index
+                .catch_up(emb.events.as_ref(), &emb.codecs.events)
+                .await?;
+            Ok(Logs {
+                events: emb.events.clone(),
+                requests: emb.requests.clone(),
+                escalations: emb.escalations.clone(),
+                codecs: emb.codecs.clone(),
+                index,
+                _store: emb.store.clone(),
+            })
+        }
+        Some(bootstrap) => {
+            let opened = super::open_log(log).await?;
+            let topics = ballast::kafka::Topics::new(&log.topic_prefix);
+            let cfg = ballast::log::kafka::KafkaConfig::new(bootstrap);
+            Ok(Logs {
+                requests: Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.requests).await?),
+                escalations: Arc::new(
+                    ballast::log::KafkaLog::open(&cfg, &topics.escalations).await?,
+                ),
+                events: opened.events,
+                codecs: opened.codecs,
+                index: opened.index,
+                _store: opened._store,
+            })
+        }
+    }
+}
+
+fn who(operator: &Option<String>) -> String {
+    operator
+        .clone()
+        .or_else(|| std::env::var("BALLAST_OPERATOR").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
+}
+
+pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
+    let now = SystemClock.now_ms();
+    match a.command {
+        HandoffCommand::List { log, all, json } => {
+            let l = open(&log).await?;
+            let views = handoffs(
+                l.escalations.as_ref(),
+                l.events.as_ref(),
+                &l.codecs,
+                &l.index,
+            )
+            .await?;
+            let mut out = String::new();
+            for v in views.iter().filter(|v| all || v.open) {
+                let h = &v.handoff;
+                if json {
+                    let trace: serde_json::Value =
+                        serde_json::from_str(&h.trace_json).unwrap_or(serde_json::Value::Null);
+                    let line = serde_json::json!({
+                        "turn_id": h.turn_id.to_string(), "tenant": h.tenant, "user_id": h.user_id,
+                        "reason": h.reason, "call_id": h.call_id, "raised_at_ms": h.raised_at_ms,
+                        "deadline_ms": h.deadline_ms, "rungs": h.rungs, "open": v.open,
+                        "accepted_by": v.accepted_by, "outcome": v.outcome, "trace": trace,
+                    });
+                    out.push_str(&format!("{line}\n"));
+                } else {
+                    let state = match (&v.outcome, &v.accepted_by) {
+                        (Some(o), _) => o.clone(),
+                        (None, Some(op)) => format!("accepted by {op}"),
+                        (None, None) => "waiting".into(),
+                    };
+                    let left = (h.deadline_ms - now) / 1000;
+                    out.push_str(&format!(
+                        "{}  {:<10} {:<20} {}s left  after [{}]  {}\n",
+                        h.turn_id,
+                        h.tenant,
+                        state,
+                        left.max(0),
+                        h.rungs.join(" → "),
+                        h.reason
+                    ));
+                }
+            }
+            super::emit(&out)
+        }
+        HandoffCommand::Accept {
+            turn_id,
+            log,
+            operator,
+        } => {
+            let l = open(&log).await?;
+            let op = who(&operator);
+            let c = answer_handoff(
+                l.events.as_ref(),
+                l.requests.as_ref(),
+                &l.codecs,
+                &l.index,
+                turn_id,
+                None,
+                &op,
+                now,
+            )
+            .await?;
+            super::emit(&format!(
+                "accepted turn {turn_id} as {op}; command {}\n",
+                c.command_id
+            ))
+        }
+        HandoffCommand::Resolve {
+            turn_id,
+            log,
+            resolution,
+            operator,
+        } => {
+            let l = open(&log).await?;
+            let op = who(&operator);
+            let c = answer_handoff(
+                l.events.as_ref(),
+                l.requests.as_ref(),
+                &l.codecs,
+                &l.index,
+                turn_id,
+                Some(resolution),
+                &op,
+                now,
+            )
+            .await?;
+            super::emit(&format!(
+                "resolved turn {turn_id} as {op}; command {}\n",
+                c.command_id
+            ))
+        }
+    }
+}
