@@ -245,13 +245,14 @@ impl Builder<'_, '_> {
                 ),
             ));
         }
-        let value = serde_json::from_str::<serde_json::Value>(&result_json)
-            .unwrap_or(serde_json::Value::Null);
+        // Checked redacted: a check's message may quote the result, and it is recorded.
+        let value =
+            serde_json::from_str::<serde_json::Value>(&redacted).unwrap_or(serde_json::Value::Null);
         if let Some(t) = self.ctx.guards.schemas.check_result(&tool, &value) {
             return (redacted, Some((at(), t)));
         }
         if let Some(spec) = self.ctx.catalog.get(&tool)
-            && let Some(t) = checks::anomalies(&tool, &spec.result_checks, &result_json)
+            && let Some(t) = checks::anomalies(&tool, &spec.result_checks, &redacted)
         {
             return (redacted, Some((at(), t)));
         }

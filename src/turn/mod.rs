@@ -10,6 +10,7 @@ mod gate;
 mod guarding;
 mod input;
 mod ladder;
+mod resume;
 mod state;
 
 #[cfg(test)]
