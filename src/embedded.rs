@@ -12,6 +12,7 @@ pub const DEFAULT_PARTITIONS: u32 = 8;
 pub const EVENTS_LOG: &str = "turn-events";
 pub const REQUESTS_LOG: &str = "requests";
 const ESCALATIONS_LOG: &str = "escalations";
+const OUTCOMES_LOG: &str = "outcomes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -35,6 +36,8 @@ pub struct Embedded {
     pub requests: Arc<SledLog>,
     /// Handoffs to human operators (the embedded escalations topic).
     pub escalations: Arc<SledLog>,
+    /// One TurnOutcome per finished turn (the embedded outcomes topic), in completion order.
+    pub outcomes: Arc<SledLog>,
     pub codecs: Codecs,
     pub state: Arc<SledStateStore>,
 }
@@ -63,6 +66,7 @@ impl Embedded {
         let events = Arc::new(store.log(EVENTS_LOG, n)?);
         let requests = Arc::new(store.log(REQUESTS_LOG, events.partitions())?);
         let escalations = Arc::new(store.log(ESCALATIONS_LOG, 1)?);
+        let outcomes = Arc::new(store.log(OUTCOMES_LOG, 1)?);
         let state = Arc::new(SledStateStore::open(&store)?);
         Ok(Embedded {
             dir: dir.to_path_buf(),
@@ -70,17 +74,19 @@ impl Embedded {
             events,
             requests,
             escalations,
+            outcomes,
             codecs,
             state,
         })
     }
 
-    /// The journals a worker on this data dir commits through: events to the turn log, handoffs
-    /// to the escalations log, dead letters to the state store.
+    /// The journals a worker on this data dir commits through: events to the turn log, outcome
+    /// records to the outcomes log, handoffs to the escalations log, dead letters to the state
+    /// store.
     pub fn journals(&self) -> Arc<crate::runtime::journal::LogJournals> {
         Arc::new(crate::runtime::journal::LogJournals {
             events: self.events.clone(),
-            outcomes: None,
+            outcomes: Some(self.outcomes.clone()),
             escalations: Some(self.escalations.clone()),
             store: self.state.clone(),
         })

@@ -30,6 +30,36 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
         );
     }
 
+    for needle in ["decisions", "guardrails", "ladder", "handoffs"] {
+        assert!(
+            summary.contains(needle),
+            "summary lacks {needle}:\n{summary}"
+        );
+    }
+    // One outcome record per finished turn, with what analytics consumers need.
+    let out = ballast(&["outcomes", "--data-dir", dir]);
+    assert!(out.status.success());
+    let outcomes: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an outcome is JSON"))
+        .collect();
+    assert_eq!(outcomes.len(), 300);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o["latency_ms"].is_i64() && o["cost_micros"].is_i64())
+    );
+    assert!(outcomes.iter().any(|o| {
+        o["policy_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("sha256:"))
+    }));
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o["escalation_rung"] == "human_handoff")
+    );
+
     let turns = turns_json(tmp.path());
     assert_eq!(turns.len(), 300);
     for t in &turns {

@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod handoff;
 mod kafka;
+mod outcomes;
 mod trace;
 mod turns;
 mod worker;
@@ -46,6 +47,8 @@ pub enum Command {
     Deny(approve::ApprovalArgs),
     /// Turns handed to a human operator: list, accept, resolve.
     Handoff(handoff::HandoffArgs),
+    /// Finished turns' outcome records (what analytics consumers read), as JSON lines.
+    Outcomes(outcomes::OutcomesArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve(a) => approve::run(a, true).await,
         Command::Deny(a) => approve::run(a, false).await,
         Command::Handoff(a) => handoff::run(a).await,
+        Command::Outcomes(a) => outcomes::run(a).await,
     }
 }
 

@@ -135,8 +135,9 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                     confident,
                 ),
                 "pii_request" => (
-                    format!("My card 4111 1111 1111 1111 was charged twice for order A{order}; write to jane.doe@example.com or call +44 20 7946 0958."),
-                    vec![step("lookup_order", json!({"order_id": format!("A{order}")}))],
+                    // `P` orders come back with contact details too: redacted after the tool.
+                    format!("My card 4111 1111 1111 1111 was charged twice for order P{order}; write to jane.doe@example.com or call +44 20 7946 0958."),
+                    vec![step("lookup_order", json!({"order_id": format!("P{order}")}))],
                     confident,
                 ),
                 "hallucinated_refund" => (

@@ -548,4 +548,24 @@ pub struct TurnOutcome {
     pub escalations: i32,
     pub model: Option<String>,
     pub events: i64,
+    /// Model tokens the turn used (all its plans).
+    #[serde(default)]
+    pub input_tokens: i64,
+    #[serde(default)]
+    pub output_tokens: i64,
+    /// What the turn spent, committed against its budgets, in micro-units of currency.
+    #[serde(default)]
+    pub cost_micros: i64,
+    /// The last rung of the escalation ladder the turn reached, if any.
+    #[serde(default)]
+    pub escalation_rung: Option<String>,
+    /// The policy set that made the turn's last decision.
+    #[serde(default)]
+    pub policy_version: Option<String>,
+    /// Calls blocked as hallucinations with action.
+    #[serde(default)]
+    pub hallucinations: i32,
+    /// Guard trips (modify, deny, escalate).
+    #[serde(default)]
+    pub guard_trips: i32,
 }

@@ -3,7 +3,7 @@
 //! Rule: all business logic is in [`decide`]; [`TurnState::apply`] only records facts. Effects
 //! are data; the runtime executes them after the events decided with them are durable.
 
-mod budgeting;
+pub(crate) mod budgeting;
 mod decide;
 mod effect;
 mod gate;

@@ -180,6 +180,14 @@ pub struct TurnState {
     /// Calls blocked as hallucinations with action.
     #[serde(default)]
     pub hallucinations: u32,
+    #[serde(default)]
+    pub guard_trips: u32,
+    /// Model tokens over all plans: (input, output).
+    #[serde(default)]
+    pub tokens: (i64, i64),
+    /// The policy set behind the last policy decision.
+    #[serde(default)]
+    pub policy_version: Option<String>,
     pub response: Option<String>,
     #[serde(default)]
     pub citations: Vec<String>,
@@ -240,6 +248,9 @@ impl TurnState {
             handoff: None,
             trip: None,
             hallucinations: 0,
+            guard_trips: 0,
+            tokens: (0, 0),
+            policy_version: None,
             response: None,
             citations: Vec::new(),
             outcome: None,
@@ -375,6 +386,8 @@ impl TurnState {
                 self.documents = c.documents.clone();
             }
             Payload::PlanProposed(p) => {
+                self.tokens.0 += p.input_tokens;
+                self.tokens.1 += p.output_tokens;
                 self.plan = Some(p.clone());
                 self.plan_decision = None;
                 self.calls.clear();
@@ -383,6 +396,9 @@ impl TurnState {
             }
             Payload::PolicyEvaluated(p) => {
                 self.last_decision = Some(p.decision);
+                if p.policy_version != crate::turn::budgeting::BUDGET_POLICY_VERSION {
+                    self.policy_version = Some(p.policy_version.clone());
+                }
                 match p.checkpoint {
                     Checkpoint::Plan => self.plan_decision = Some(p.decision),
                     Checkpoint::PreResponse => self.response_decision = Some(p.decision),
@@ -449,6 +465,7 @@ impl TurnState {
                 }
             }
             Payload::GuardrailTripped(g) => {
+                self.guard_trips += 1;
                 if g.hallucination {
                     self.hallucinations += 1;
                 }
@@ -545,6 +562,17 @@ impl TurnState {
                 .as_ref()
                 .map(|p| format!("{}/{}", p.model, p.model_version)),
             events: self.next_seq,
+            input_tokens: self.tokens.0,
+            output_tokens: self.tokens.1,
+            cost_micros: self.budget.cost_micros,
+            escalation_rung: self
+                .escalations
+                .last()
+                .and_then(|r| serde_json::to_value(r).ok())
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            policy_version: self.policy_version.clone(),
+            hallucinations: self.hallucinations as i32,
+            guard_trips: self.guard_trips as i32,
         })
     }
 
