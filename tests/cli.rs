@@ -60,6 +60,31 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
             .any(|o| o["escalation_rung"] == "human_handoff")
     );
 
+    // The SLO table, from the same outcome records.
+    let out = ballast(&["slo", "--data-dir", dir]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    for needle in [
+        "task_success",
+        "hallucination_with_action",
+        "latency",
+        "escalation_success",
+        "burn 5m",
+        "burn 3d",
+    ] {
+        assert!(table.contains(needle), "slo table lacks {needle}:\n{table}");
+    }
+    let out = ballast(&["slo", "--data-dir", dir, "--json"]);
+    let slo: serde_json::Value = serde_json::from_slice(&out.stdout).expect("slo json");
+    assert_eq!(slo["turns"], 300);
+    assert_eq!(slo["slis"].as_array().map(Vec::len), Some(4));
+    let task = &slo["slis"][0];
+    let expected = outcomes
+        .iter()
+        .filter(|o| o["outcome"] == "succeeded")
+        .count() as f64
+        / 300.0;
+    assert!((task["value"].as_f64().unwrap_or(-1.0) - expected).abs() < 1e-9);
+
     let turns = turns_json(tmp.path());
     assert_eq!(turns.len(), 300);
     for t in &turns {
@@ -100,6 +125,18 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
         events
             .iter()
             .all(|e| e["ballast.log.offset"].is_u64() && e["turn_id"] == id)
+    );
+    // Each event carries OpenTelemetry GenAI attributes (ballast.* where the spec has none).
+    assert!(events.iter().all(|e| e["otel"]["ballast.turn.id"] == id));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["otel"]["gen_ai.usage.input_tokens"].is_i64())
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["otel"]["gen_ai.security.decision.type"].is_string())
     );
 
     let effects_before = effects(tmp.path()).len();

@@ -6,6 +6,7 @@ mod demo;
 mod handoff;
 mod kafka;
 mod outcomes;
+mod slo;
 mod trace;
 mod turns;
 mod worker;
@@ -49,6 +50,8 @@ pub enum Command {
     Handoff(handoff::HandoffArgs),
     /// Finished turns' outcome records (what analytics consumers read), as JSON lines.
     Outcomes(outcomes::OutcomesArgs),
+    /// Each SLO: target, value, error budget left and burn rates over 5m, 30m, 1h, 6h and 3d.
+    Slo(slo::SloArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -63,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deny(a) => approve::run(a, false).await,
         Command::Handoff(a) => handoff::run(a).await,
         Command::Outcomes(a) => outcomes::run(a).await,
+        Command::Slo(a) => slo::run(a).await,
     }
 }
 

@@ -27,6 +27,11 @@ pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
                 let mut j = e.to_json();
                 j["ballast.log.partition"] = partition.0.into();
                 j["ballast.log.offset"] = o.0.into();
+                let mut attributes = e.otel_attributes();
+                attributes.insert("ballast.log.partition".into(), partition.0.into());
+                attributes.insert("ballast.log.offset".into(), o.0.into());
+                // Not "attributes": TurnRequested has a payload field of that name.
+                j["otel"] = serde_json::Value::Object(attributes);
                 j
             })
             .collect();

@@ -23,6 +23,7 @@ pub struct ControlConfig {
     pub profiles: BTreeMap<String, PlannerProfile>,
     pub routing: Routing,
     pub guards: crate::guard::GuardConfig,
+    pub slo: crate::projection::slo::SloConfig,
 }
 
 impl Default for ControlConfig {
@@ -35,6 +36,7 @@ impl Default for ControlConfig {
             profiles: BTreeMap::from([("general".to_string(), PlannerProfile::default())]),
             routing: Routing::default(),
             guards: crate::guard::GuardConfig::default(),
+            slo: crate::projection::slo::SloConfig::default(),
         }
     }
 }

@@ -192,7 +192,7 @@ impl Event {
     }
 }
 
-fn summarize(result_json: &str) -> String {
+pub(super) fn summarize(result_json: &str) -> String {
     serde_json::from_str::<Value>(result_json)
         .ok()
         .and_then(|v| v.get("summary").and_then(Value::as_str).map(str::to_owned))

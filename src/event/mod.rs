@@ -4,6 +4,7 @@
 pub mod codec;
 mod display;
 pub mod fixtures;
+mod otel;
 
 use std::collections::BTreeMap;
 
