@@ -32,5 +32,7 @@ pub mod log;
 pub mod operator;
 pub mod projection;
 pub mod runtime;
+pub mod serve;
 pub mod submit;
+pub mod telemetry;
 pub mod turn;

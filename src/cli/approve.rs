@@ -77,7 +77,7 @@ pub async fn run(a: ApprovalArgs, granted: bool) -> anyhow::Result<()> {
                     requests,
                     opened.codecs,
                     opened.index,
-                    opened._store,
+                    opened.store,
                 )
             }
         };

@@ -29,7 +29,8 @@ pub struct DemoArgs {
     /// Run through Kafka at this bootstrap address instead of the embedded sled log.
     #[arg(long)]
     bootstrap: Option<String>,
-    /// Worker processes to start (with --bootstrap); 0 when workers run elsewhere.
+    /// Worker processes to start (with --bootstrap); 0 when workers run elsewhere. Embedded, 0
+    /// only writes the workload and submits its requests, for `ballast serve` to run.
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Topic names are `<prefix>.requests`, `<prefix>.turn-events`, … (with --bootstrap).
@@ -71,6 +72,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     opts.partitions = a.partitions;
     opts.service_latency_ms = a.service_latency_ms;
     opts.policies = a.policies;
+    opts.submit_only = a.workers == 0;
     let summary = run_demo(opts, rx).await?;
     super::emit(&summary.render())?;
     if summary.interrupted {

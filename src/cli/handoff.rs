@@ -99,7 +99,7 @@ async fn open(log: &super::LogArgs) -> anyhow::Result<Logs> {
                 events: opened.events,
                 codecs: opened.codecs,
                 index: opened.index,
-                _store: opened._store,
+                _store: opened.store,
             })
         }
     }

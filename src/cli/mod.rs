@@ -6,6 +6,8 @@ mod demo;
 mod handoff;
 mod kafka;
 mod outcomes;
+mod replay;
+mod serve;
 mod slo;
 mod trace;
 mod turns;
@@ -50,8 +52,13 @@ pub enum Command {
     Handoff(handoff::HandoffArgs),
     /// Finished turns' outcome records (what analytics consumers read), as JSON lines.
     Outcomes(outcomes::OutcomesArgs),
-    /// Each SLO: target, value, error budget left and burn rates over 5m, 30m, 1h, 6h and 3d.
+    /// Each SLO: target, value, error budget left and burn rates over 5m, 30m, 1h, 6h and 3d;
+    /// `slo rules` writes the Prometheus alerting rules.
     Slo(slo::SloArgs),
+    /// Rebuild every projection from offset 0 and print its digest (equal to the live one).
+    Replay(replay::ReplayArgs),
+    /// Run the embedded deployment: worker, projections, `/metrics`, health checks.
+    Serve(serve::ServeArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -67,6 +74,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Handoff(a) => handoff::run(a).await,
         Command::Outcomes(a) => outcomes::run(a).await,
         Command::Slo(a) => slo::run(a).await,
+        Command::Replay(a) => replay::run(a).await,
+        Command::Serve(a) => serve::run(a).await,
     }
 }
 
@@ -76,7 +85,9 @@ struct Opened {
     events: std::sync::Arc<dyn ballast::log::EventLog>,
     codecs: ballast::event::codec::Codecs,
     index: TurnIndex,
-    _store: ballast::log::SledStore,
+    outcomes: ballast::projection::outcomes::OutcomeView,
+    projections: ballast::projection::Projections,
+    store: ballast::log::SledStore,
 }
 
 /// Where the read commands find the turn log.
@@ -91,11 +102,18 @@ pub struct LogArgs {
     topic_prefix: String,
 }
 
+/// The turn log with its projections caught up.
 async fn open_log(a: &LogArgs) -> anyhow::Result<Opened> {
-    open_indexed(&a.data_dir, a.bootstrap.as_deref(), &a.topic_prefix).await
+    let opened = open_raw(&a.data_dir, a.bootstrap.as_deref(), &a.topic_prefix).await?;
+    opened
+        .projections
+        .catch_up(opened.events.as_ref(), &opened.codecs.events, &|_| {})
+        .await?;
+    Ok(opened)
 }
 
-async fn open_indexed(
+/// The turn log and its projections as stored (not caught up).
+async fn open_raw(
     dir: &Path,
     bootstrap: Option<&str>,
     topic_prefix: &str,
@@ -106,37 +124,33 @@ async fn open_indexed(
             dir.display()
         );
     }
-    let opened = match bootstrap {
-        None => {
-            let emb = Embedded::open(dir, 0)?;
-            let index = TurnIndex::open(&emb.store)?;
-            Opened {
-                events: emb.events.clone(),
-                codecs: emb.codecs.clone(),
-                index,
-                _store: emb.store.clone(),
+    let (events, codecs, store): (std::sync::Arc<dyn ballast::log::EventLog>, _, _) =
+        match bootstrap {
+            None => {
+                let emb = Embedded::open(dir, 0)?;
+                (emb.events.clone(), emb.codecs.clone(), emb.store.clone())
             }
-        }
-        Some(b) => {
-            let store = ballast::log::SledStore::open(dir)?;
-            let codecs = ballast::embedded::load_codecs(&store)?;
-            let topics = ballast::kafka::Topics::new(topic_prefix);
-            let cfg = ballast::log::kafka::KafkaConfig::new(b);
-            let events =
-                std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.events).await?);
-            Opened {
-                events,
-                codecs,
-                index: TurnIndex::open(&store)?,
-                _store: store,
+            Some(b) => {
+                let store = ballast::log::SledStore::open(dir)?;
+                let codecs = ballast::embedded::load_codecs(&store)?;
+                let topics = ballast::kafka::Topics::new(topic_prefix);
+                let cfg = ballast::log::kafka::KafkaConfig::new(b);
+                let events =
+                    std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.events).await?);
+                (events, codecs, store)
             }
-        }
-    };
-    opened
-        .index
-        .catch_up(opened.events.as_ref(), &opened.codecs.events)
-        .await?;
-    Ok(opened)
+        };
+    let index = TurnIndex::open(&store)?;
+    let outcomes = ballast::projection::outcomes::OutcomeView::open(&store)?;
+    let projections = ballast::projection::Projections::standard(&store)?;
+    Ok(Opened {
+        events,
+        codecs,
+        index,
+        outcomes,
+        projections,
+        store,
+    })
 }
 
 /// Writes to stdout; a closed pipe (`ballast turns | head`) ends output quietly instead of panicking.

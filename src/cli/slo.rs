@@ -1,68 +1,82 @@
-use clap::Args;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
 
 use ballast::clock::{Clock, SystemClock};
-use ballast::ids::{Offset, Partition};
-use ballast::log::{EventLog, Scan};
 use ballast::projection::slo::{SloConfig, compute, render, tool_error_rate_and_cost};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SloArgs {
+    #[command(subcommand)]
+    command: Option<SloCommand>,
+    #[command(flatten)]
+    table: Option<TableArgs>,
+}
+
+#[derive(Debug, Args)]
+struct TableArgs {
     #[command(flatten)]
     log: super::LogArgs,
     /// Policy directory whose control.toml `[slo]` section sets the targets (defaults otherwise).
     #[arg(long)]
-    policies: Option<std::path::PathBuf>,
+    policies: Option<PathBuf>,
     /// The SLIs as JSON.
     #[arg(long)]
     json: bool,
 }
 
-/// Prints each SLI with its target, value, error budget left and burn rates, computed from
-/// the outcome records.
-pub async fn run(a: SloArgs) -> anyhow::Result<()> {
-    let config = match &a.policies {
+#[derive(Debug, Subcommand)]
+enum SloCommand {
+    /// Write Prometheus recording and multi-window burn-rate alerting rules for the SLOs.
+    Rules {
+        /// Policy directory whose control.toml `[slo]` section sets the targets.
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// The SLO targets of a policy directory (its control.toml `[slo]`), or the defaults.
+pub fn slo_config(policies: Option<&Path>) -> anyhow::Result<SloConfig> {
+    match policies {
         Some(dir) => {
             let path = dir.join("control.toml");
             if path.exists() {
-                ballast::control::ControlConfig::load(&path)?.slo
+                Ok(ballast::control::ControlConfig::load(&path)?.slo)
             } else {
-                SloConfig::default()
+                Ok(SloConfig::default())
             }
         }
-        None => SloConfig::default(),
-    };
-    let (log, codecs, _keep): (std::sync::Arc<dyn EventLog>, _, _) = match &a.log.bootstrap {
-        None => {
-            let dir = &a.log.data_dir;
-            if !dir.join("sled").exists() {
-                anyhow::bail!(
-                    "{} is not a ballast data dir (no sled/ inside)",
-                    dir.display()
-                );
-            }
-            let emb = ballast::embedded::Embedded::open(dir, 0)?;
-            (emb.outcomes.clone(), emb.codecs.clone(), Some(emb))
-        }
-        Some(bootstrap) => {
-            let store = ballast::log::SledStore::open(&a.log.data_dir)?;
-            let codecs = ballast::embedded::load_codecs(&store)?;
-            let topics = ballast::kafka::Topics::new(&a.log.topic_prefix);
-            let cfg = ballast::log::kafka::KafkaConfig::new(bootstrap);
-            let log =
-                std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.outcomes).await?);
-            (log, codecs, None)
-        }
-    };
-    let mut outcomes = Vec::new();
-    for p in (0..log.partitions()).map(Partition) {
-        let mut scan = Scan::new(log.as_ref(), p, Offset::ZERO);
-        while let Some(batch) = scan.next_chunk(4096).await? {
-            for s in batch {
-                outcomes.push(codecs.outcomes.decode(&s.value)?);
-            }
-        }
+        None => Ok(SloConfig::default()),
     }
+}
+
+pub async fn run(a: SloArgs) -> anyhow::Result<()> {
+    match (a.command, a.table) {
+        (Some(SloCommand::Rules { policies, out }), _) => {
+            let yaml = ballast::telemetry::rules::render(&slo_config(policies.as_deref())?);
+            match out {
+                Some(path) => Ok(std::fs::write(path, yaml)?),
+                None => super::emit(&yaml),
+            }
+        }
+        (None, Some(t)) => table(t).await,
+        (None, None) => anyhow::bail!("ballast slo needs --data-dir D (or the `rules` subcommand)"),
+    }
+}
+
+/// Prints each SLI with its target, value, error budget left and burn rates, computed from the
+/// outcome projection of the turn log (late labels included).
+async fn table(a: TableArgs) -> anyhow::Result<()> {
+    let config = slo_config(a.policies.as_deref())?;
+    let opened = super::open_log(&a.log).await?;
     let now = SystemClock.now_ms();
+    let outcomes = opened
+        .outcomes
+        .since(now.saturating_sub(config.period_ms))?;
     let slis = compute(&outcomes, now, &config);
     let (rate, cost) = tool_error_rate_and_cost(&outcomes, now, &config);
     if a.json {

@@ -41,6 +41,9 @@ pub struct WorkerArgs {
     /// Consumer-group session timeout.
     #[arg(long, default_value_t = 10_000)]
     session_timeout_ms: u32,
+    /// Where to serve Prometheus `/metrics` (port 0 picks a free one).
+    #[arg(long, default_value = ballast::telemetry::exporter::DEFAULT_METRICS_ADDR)]
+    metrics_addr: std::net::SocketAddr,
 }
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
@@ -78,6 +81,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         };
     let (tx, rx) = shutdown::channel();
     shutdown::on_signals(tx);
+    let (_, metrics) =
+        ballast::telemetry::exporter::serve_metrics(a.metrics_addr, rx.clone()).await?;
     let opts = WorkerOptions {
         kafka: KafkaConfig::new(a.bootstrap),
         topics: ballast::kafka::Topics::new(&a.topic_prefix),
@@ -88,5 +93,6 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         session_timeout_ms: a.session_timeout_ms,
     };
     run_worker(opts, exec, Some(control), None, rx).await?;
+    metrics.abort();
     Ok(())
 }

@@ -47,6 +47,8 @@ pub enum DemoError {
     Stalled(Duration, usize),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Projection(#[from] crate::projection::ProjectionError),
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +63,8 @@ pub struct DemoOptions {
     /// A policy directory (`*.cedar` + `control.toml`) to use instead of the built-in
     /// `examples/demo/policies`; reloaded when its files change.
     pub policies: Option<PathBuf>,
+    /// Write the workload and submit its requests, but run nothing (`ballast serve` will).
+    pub submit_only: bool,
 }
 
 impl DemoOptions {
@@ -73,6 +77,7 @@ impl DemoOptions {
             service_latency_ms: 4,
             worker: WorkerConfig::default(),
             policies: None,
+            submit_only: false,
         }
     }
 }
@@ -196,6 +201,25 @@ pub async fn run(
         }
     }
     let already = submitted_ids(emb.requests.as_ref(), &emb.codecs.requests).await?;
+    if opts.submit_only {
+        let fresh: Vec<WorkloadTurn> = workload
+            .iter()
+            .filter(|t| !already.contains(&t.turn_id))
+            .cloned()
+            .collect();
+        let now_ms = crate::clock::Clock::now_ms(&SystemClock);
+        let submitted_now = submit(
+            emb.requests.as_ref(),
+            &emb.codecs.requests,
+            &requests(&fresh, now_ms),
+        )
+        .await?;
+        let mut summary = summarize(&index, &workload)?;
+        summary.data_dir = opts.data_dir.clone();
+        summary.submitted_now = submitted_now;
+        summary.elapsed = started.elapsed();
+        return Ok(summary);
+    }
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let deps = Deps::new(
@@ -260,8 +284,8 @@ pub async fn run(
     }
     let elapsed = started.elapsed();
 
-    index
-        .catch_up(emb.events.as_ref(), &emb.codecs.events)
+    crate::projection::Projections::standard(&emb.store)?
+        .catch_up(emb.events.as_ref(), &emb.codecs.events, &|_| {})
         .await?;
     let mut summary = summarize(&index, &workload)?;
     summary.data_dir = opts.data_dir.clone();

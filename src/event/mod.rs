@@ -258,6 +258,17 @@ pub enum EscalationRung {
     HumanHandoff,
 }
 
+impl EscalationRung {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EscalationRung::ConstrainedRetry => "constrained_retry",
+            EscalationRung::Specialist => "specialist",
+            EscalationRung::UserConfirmation => "user_confirmation",
+            EscalationRung::HumanHandoff => "human_handoff",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EscalationRaised {
     pub rung: EscalationRung,

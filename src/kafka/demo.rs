@@ -52,6 +52,7 @@ fn spawn_worker(opts: &KafkaDemoOptions, i: usize) -> std::io::Result<Child> {
         .arg("--effects")
         .arg(opts.data_dir.join("effects.jsonl"))
         .args(["--service-latency-ms", &opts.service_latency_ms.to_string()])
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()

@@ -61,7 +61,7 @@ pub struct Sli {
 }
 
 /// Which SLI events an outcome counts in: `Some(good)` if it counts, `None` if not.
-type Classify = fn(&TurnOutcome, &SloConfig) -> Option<bool>;
+pub type Classify = fn(&TurnOutcome, &SloConfig) -> Option<bool>;
 
 fn task(o: &TurnOutcome, _: &SloConfig) -> Option<bool> {
     Some(o.outcome == Outcome::Succeeded)
@@ -88,9 +88,9 @@ fn count(outcomes: &[TurnOutcome], c: &SloConfig, f: Classify, from_ms: i64) -> 
         .fold((0, 0), |(g, t), good| (g + u64::from(good), t + 1))
 }
 
-/// The SLIs as of `now_ms`.
-pub fn compute(outcomes: &[TurnOutcome], now_ms: i64, c: &SloConfig) -> Vec<Sli> {
-    let slis: [(&'static str, f64, Classify); 4] = [
+/// Each SLI: its name, target share of good events, and which outcomes it counts.
+pub fn definitions(c: &SloConfig) -> [(&'static str, f64, Classify); 4] {
+    [
         ("task_success", c.task_success, task),
         (
             "hallucination_with_action",
@@ -99,7 +99,18 @@ pub fn compute(outcomes: &[TurnOutcome], now_ms: i64, c: &SloConfig) -> Vec<Sli>
         ),
         ("latency", c.latency_target, latency),
         ("escalation_success", c.escalation_success, escalation),
-    ];
+    ]
+}
+
+/// How one finished turn counts in each SLI: `(name, Some(good))`, or `None` where it does not
+/// count (the escalation SLI counts human handoffs only).
+pub fn classify(o: &TurnOutcome, c: &SloConfig) -> [(&'static str, Option<bool>); 4] {
+    definitions(c).map(|(name, _, f)| (name, f(o, c)))
+}
+
+/// The SLIs as of `now_ms`.
+pub fn compute(outcomes: &[TurnOutcome], now_ms: i64, c: &SloConfig) -> Vec<Sli> {
+    let slis = definitions(c);
     slis.iter()
         .map(|&(name, target, f)| {
             let budget = (1.0 - target).max(1e-9);

@@ -1,15 +1,14 @@
 //! The turn index: one entry per turn (status, outcome, latency, where its events start).
-//! Entries and the per-partition checkpoint are written in one sled batch, so a crash never
-//! applies an event twice or skips one.
+//! A [`Projection`]: entries and the per-partition checkpoint are written in one sled batch.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::{At, Projection, ProjectionError};
 use crate::event::codec::AvroCodec;
 use crate::event::{Event, Outcome, Payload};
 use crate::ids::{Offset, Partition, TurnId};
-use crate::log::Scan;
 use crate::log::{EventLog, LogError, SledStore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +29,7 @@ pub struct TurnEntry {
     pub status: TurnStatus,
     pub outcome: Option<Outcome>,
     pub latency_ms: Option<i64>,
+    /// Events applied; also the seq the next one carries (a lower seq is a duplicate).
     pub events: u64,
 }
 
@@ -37,8 +37,8 @@ pub struct TurnIndex {
     tree: sled::Tree,
 }
 
+const NAME: &str = "turn_index";
 const ENTRY: u8 = b't';
-const CHECKPOINT: u8 = b'c';
 
 fn entry_key(t: &TurnId) -> Vec<u8> {
     let mut k = vec![ENTRY];
@@ -46,67 +46,29 @@ fn entry_key(t: &TurnId) -> Vec<u8> {
     k
 }
 
-fn checkpoint_key(p: Partition) -> Vec<u8> {
-    let mut k = vec![CHECKPOINT];
-    k.extend_from_slice(&p.0.to_be_bytes());
-    k
-}
-
-fn storage(e: impl std::fmt::Display) -> LogError {
-    LogError::storage(e, false)
-}
-
 impl TurnIndex {
     pub fn open(store: &SledStore) -> Result<Self, LogError> {
         Ok(TurnIndex {
-            tree: store.tree("projection/turn_index")?,
+            tree: super::open_tree(store, NAME)?,
         })
     }
 
     pub fn checkpoint(&self, p: Partition) -> Result<Offset, LogError> {
-        Ok(self
-            .tree
-            .get(checkpoint_key(p))
-            .map_err(storage)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(|b| Offset(u64::from_be_bytes(b)))
-            .unwrap_or_default())
+        super::checkpoint(&self.tree, p)
     }
 
-    /// Applies every event after the stored checkpoints; returns how many it applied.
+    /// Applies every event after the stored checkpoints (this projection alone); returns how
+    /// many records it read.
     pub async fn catch_up(
         &self,
         log: &dyn EventLog,
         codec: &AvroCodec<Event>,
-    ) -> Result<u64, LogError> {
-        let mut applied = 0;
-        for p in (0..log.partitions()).map(Partition) {
-            let mut scan = Scan::new(log, p, self.checkpoint(p)?);
-            while let Some(batch) = scan.next_chunk(4096).await? {
-                let next = scan.position();
-                let mut touched: HashMap<TurnId, TurnEntry> = HashMap::new();
-                for stored in &batch {
-                    let Ok(event) = codec.decode(&stored.value) else {
-                        continue;
-                    };
-                    let entry = match touched.remove(&event.turn_id) {
-                        Some(e) => Some(e),
-                        None => self.get(event.turn_id)?,
-                    };
-                    if let Some(e) = apply(entry, &event, p, stored.offset) {
-                        touched.insert(event.turn_id, e);
-                    }
-                    applied += 1;
-                }
-                let mut write = sled::Batch::default();
-                for (id, e) in &touched {
-                    write.insert(entry_key(id), serde_json::to_vec(e).map_err(storage)?);
-                }
-                write.insert(checkpoint_key(p), &next.0.to_be_bytes());
-                self.tree.apply_batch(write).map_err(storage)?;
-            }
-        }
-        Ok(applied)
+    ) -> Result<u64, ProjectionError> {
+        let me = TurnIndex {
+            tree: self.tree.clone(),
+        };
+        let set = super::Projections::new(vec![std::sync::Arc::new(me)]);
+        Ok(set.catch_up(log, codec, &|_| {}).await?.read)
     }
 
     pub fn get(&self, turn: TurnId) -> Result<Option<TurnEntry>, LogError> {
@@ -126,6 +88,42 @@ impl TurnIndex {
                 serde_json::from_slice(&v).map_err(storage)
             })
             .collect()
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::storage(e, false)
+}
+
+impl Projection for TurnIndex {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    fn apply_chunk(
+        &self,
+        events: &[(At, Event)],
+        batch: &mut sled::Batch,
+    ) -> Result<(), ProjectionError> {
+        let mut touched: HashMap<TurnId, Option<TurnEntry>> = HashMap::new();
+        for (at, event) in events {
+            let entry = match touched.remove(&event.turn_id) {
+                Some(e) => e,
+                None => self.get(event.turn_id)?,
+            };
+            touched.insert(event.turn_id, apply(entry, event, at.partition, at.offset));
+        }
+        for (id, e) in touched {
+            if let Some(e) = e {
+                let row = serde_json::to_vec(&e).map_err(|e| super::storage_error(NAME, e))?;
+                batch.insert(entry_key(&id), row);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -152,7 +150,10 @@ fn apply(
         // A turn whose start this index never saw: nothing to attach the event to.
         (None, _) => return None,
     };
-    entry.events += 1;
+    if event.seq < entry.events as i64 {
+        return Some(entry);
+    }
+    entry.events = event.seq as u64 + 1;
     if let Payload::TurnCompleted(c) = &event.payload {
         entry.status = TurnStatus::Terminal;
         entry.outcome = Some(c.outcome);

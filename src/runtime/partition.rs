@@ -441,6 +441,13 @@ impl PartitionActor {
             if let Some(end) = self.journal.commit(self.partition, round).await? {
                 self.events_end = end.0;
             }
+            let turns = &self.turns;
+            crate::telemetry::record::round_committed(
+                &events,
+                dead,
+                |e| turns.get(&e.turn_id),
+                &deps.control.config().slo,
+            );
             self.since_snapshot += n;
             deps.stats.events_appended.fetch_add(n, Ordering::Relaxed);
             deps.stats.appends.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,169 @@
+//! `ballast serve`: the embedded deployment as one long-running process — a worker on every
+//! partition of the data dir, the projections kept caught up from the log, the SLO gauges they
+//! feed, and an HTTP server on 127.0.0.1 with `/metrics`, `/healthz` and `/readyz`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SystemClock};
+use crate::control::{CedarControlPlane, ControlPlane, PolicyWatcher};
+use crate::demo::tools::EffectsJournal;
+use crate::embedded::{Embedded, EmbeddedError};
+use crate::ids::Partition;
+use crate::projection::{ProjectionError, Projections, outcomes::OutcomeView, slo};
+use crate::runtime::{Deps, RuntimeError, Worker, WorkerConfig};
+use crate::telemetry::exporter::{self, ExporterError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    #[error(transparent)]
+    Log(#[from] crate::log::LogError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error(transparent)]
+    Exporter(#[from] ExporterError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Workload(#[from] crate::exec::scripted::WorkloadError),
+    #[error("effects journal: {0}")]
+    Journal(std::io::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub policies: Option<PathBuf>,
+    pub service_latency_ms: u64,
+    pub worker: WorkerConfig,
+    /// How often the projections look for new events.
+    pub refresh: Duration,
+}
+
+impl ServeOptions {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        ServeOptions {
+            data_dir,
+            listen,
+            policies: None,
+            service_latency_ms: 4,
+            worker: WorkerConfig::default(),
+            refresh: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Runs until `stop` turns true; `bound` is told the HTTP address once it listens.
+pub async fn run(
+    opts: ServeOptions,
+    stop: watch::Receiver<bool>,
+    bound: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let emb = Embedded::open(&opts.data_dir, 0)?;
+    // The demo domain's planner follows the data dir's workload file (written by `ballast
+    // demo`); with none, it has no scripted plans.
+    let workload_path = opts.data_dir.join("workload.jsonl");
+    let workload = if workload_path.exists() {
+        crate::exec::scripted::read_workload(&workload_path)?
+    } else {
+        Vec::new()
+    };
+    let journal =
+        EffectsJournal::open(&opts.data_dir.join("effects.jsonl")).map_err(ServeError::Journal)?;
+    let exec = crate::demo::plane(&workload, journal, opts.service_latency_ms);
+    let catalog = exec.tools.catalog().clone();
+    let (control, _watcher): (Arc<dyn ControlPlane>, _) = match &opts.policies {
+        Some(dir) => {
+            let plane = Arc::new(CedarControlPlane::load(dir, catalog)?);
+            let watcher = PolicyWatcher::spawn(Arc::clone(&plane), Duration::from_secs(1));
+            (plane, Some(watcher))
+        }
+        None => (
+            Arc::new(crate::demo::operator::demo_control(catalog)?),
+            None,
+        ),
+    };
+    let slo_config = control.config().slo.clone();
+
+    let handle = exporter::install()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let router = exporter::router(handle).merge(health(Arc::clone(&ready)));
+    let (addr, server) = exporter::serve(opts.listen, router, stop.clone()).await?;
+    bound(addr);
+
+    let deps = Deps::new(
+        emb.events.clone(),
+        emb.requests.clone(),
+        emb.codecs.clone(),
+        exec,
+        emb.state.clone(),
+    )
+    .with_journals(emb.journals())
+    .with_control(control)
+    .with_effect_bound(opts.worker.max_concurrent_effects);
+    let worker = Worker::new(deps, opts.worker.clone());
+    let partitions: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
+    let worker_stop = stop.clone();
+    let worker_task = tokio::spawn(async move { worker.run(partitions, worker_stop).await });
+
+    let projections = Projections::standard(&emb.store)?;
+    let outcomes = OutcomeView::open(&emb.store)?;
+    let mut stop_projections = stop.clone();
+    loop {
+        let done = projections
+            .catch_up(emb.events.as_ref(), &emb.codecs.events, &|_| {})
+            .await?;
+        let lag = projections.behind(emb.events.as_ref()).await?;
+        crate::telemetry::record::projections(done.read, lag);
+        let now = SystemClock.now_ms();
+        let recent = outcomes.since(now.saturating_sub(slo_config.period_ms))?;
+        crate::telemetry::record::slo(&slo::compute(&recent, now, &slo_config));
+        ready.store(true, Ordering::Release);
+        if *stop_projections.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(opts.refresh) => {}
+            _ = stop_projections.changed() => {}
+        }
+    }
+    ready.store(false, Ordering::Release);
+    worker_task
+        .await
+        .map_err(|e| RuntimeError::Task(e.to_string()))??;
+    let _ = server.await;
+    Ok(())
+}
+
+/// `/healthz`: the process answers. `/readyz`: the projections have caught up once, so reads
+/// reflect the log.
+fn health(ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::Acquire);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "catching up\n")
+                    }
+                }
+            }),
+        )
+}

@@ -1,0 +1,115 @@
+//! Turning durable facts into metric updates. Without an installed recorder every call here is
+//! a no-op, so tests and the benchmark pay almost nothing.
+
+use metrics::{counter, gauge, histogram};
+
+use super::*;
+use crate::event::{Event, Payload};
+use crate::projection::slo::{Sli, SloConfig, classify};
+use crate::turn::TurnState;
+
+/// A round's events just became durable. `state` finds a turn's state (tool names of calls,
+/// outcome records of finished turns).
+pub fn round_committed<'a>(
+    events: &[Event],
+    dead_letters: u64,
+    state: impl Fn(&Event) -> Option<&'a TurnState>,
+    slo: &SloConfig,
+) {
+    counter!(ROUNDS_COMMITTED).increment(1);
+    if dead_letters > 0 {
+        counter!(DEAD_LETTERS).increment(dead_letters);
+    }
+    for e in events {
+        counter!(EVENTS_APPENDED, "event" => e.payload.kind()).increment(1);
+        match &e.payload {
+            Payload::TurnRequested(_) => counter!(TURNS_STARTED).increment(1),
+            Payload::PlanProposed(p) => {
+                counter!(MODEL_TOKENS, "type" => "input").increment(p.input_tokens.max(0) as u64);
+                counter!(MODEL_TOKENS, "type" => "output").increment(p.output_tokens.max(0) as u64);
+            }
+            Payload::PolicyEvaluated(p) => counter!(
+                POLICY_DECISIONS,
+                "checkpoint" => p.checkpoint.as_str(),
+                "decision" => p.decision.as_str()
+            )
+            .increment(1),
+            Payload::GuardrailTripped(g) => {
+                counter!(
+                    GUARDRAIL_TRIPS,
+                    "checkpoint" => g.checkpoint.as_str(),
+                    "guard" => g.guard.clone(),
+                    "verdict" => g.verdict.as_str()
+                )
+                .increment(1);
+                if g.hallucination {
+                    counter!(HALLUCINATIONS_BLOCKED).increment(1);
+                }
+            }
+            Payload::EscalationRaised(r) => {
+                counter!(ESCALATIONS, "rung" => r.rung.as_str()).increment(1)
+            }
+            Payload::BudgetCommitted(b) => counter!(COST).increment(b.cost_micros.max(0) as u64),
+            Payload::ToolCallCompleted(c) => {
+                tool_call(tool_of(state(e), &c.call_id), "ok", c.latency_ms)
+            }
+            Payload::ToolCallFailed(f) => {
+                let result = match f.kind {
+                    crate::event::ToolFailureKind::Timeout => "timeout",
+                    crate::event::ToolFailureKind::OutcomeUnknown
+                    | crate::event::ToolFailureKind::Interrupted => "unknown",
+                    _ => "error",
+                };
+                tool_call(tool_of(state(e), &f.call_id), result, f.latency_ms)
+            }
+            Payload::TurnCompleted(c) => {
+                counter!(TURNS_COMPLETED, "outcome" => c.outcome.as_str()).increment(1);
+                histogram!(TURN_DURATION, "outcome" => c.outcome.as_str())
+                    .record(c.latency_ms.max(0) as f64 / 1000.0);
+                if let Some(o) = state(e).and_then(|s| s.outcome_record(&c.reason)) {
+                    for (sli, good) in classify(&o, slo) {
+                        if let Some(good) = good {
+                            counter!(SLI_EVENTS, "sli" => sli).increment(1);
+                            // Touched even when good, so the series exists from the start and
+                            // error ratios are 0 rather than absent.
+                            counter!(SLI_BAD_EVENTS, "sli" => sli).increment(u64::from(!good));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The catalog name of a call's tool ("unknown" if the state does not hold the call: the label
+/// must stay within the catalog).
+fn tool_of(state: Option<&TurnState>, call_id: &str) -> String {
+    state
+        .and_then(|s| s.calls.iter().rev().find(|c| c.call_id == call_id))
+        .map_or_else(|| "unknown".to_string(), |c| c.tool.clone())
+}
+
+fn tool_call(tool: String, result: &'static str, latency_ms: i64) {
+    histogram!(TOOL_CALL_DURATION, "tool" => tool.clone())
+        .record(latency_ms.max(0) as f64 / 1000.0);
+    counter!(TOOL_CALLS, "tool" => tool, "result" => result).increment(1);
+}
+
+/// The SLO table, as gauges.
+pub fn slo(slis: &[Sli]) {
+    for s in slis {
+        gauge!(SLO_OBJECTIVE, "sli" => s.name).set(s.target);
+        gauge!(SLI_RATIO, "sli" => s.name).set(s.value);
+        gauge!(SLO_BUDGET_REMAINING, "sli" => s.name).set(s.budget_left);
+        for (window, rate) in &s.burn {
+            gauge!(SLO_BURN_RATE, "sli" => s.name, "window" => *window).set(*rate);
+        }
+    }
+}
+
+/// A projection catch-up read `read` records and is `lag` records behind the log's end.
+pub fn projections(read: u64, lag: u64) {
+    counter!(PROJECTION_EVENTS).increment(read);
+    gauge!(PROJECTION_LAG).set(lag as f64);
+}
