@@ -3,9 +3,29 @@
 # integration and crash tests. Everything the tests need is installed or started from here:
 # Rust crates come from crates.io into ~/.cargo; Apache Kafka's jars come from Maven Central into
 # ~/.cache/ballast (scripts/kafka.sh), and a broker is started on 127.0.0.1 for the run and
-# stopped afterwards. Kafka tests fail (never skip) here: BALLAST_REQUIRE_KAFKA=1.
+# stopped afterwards; promtool comes from Debian's prometheus package (installed if missing);
+# the example analytics consumer's Python packages go into a venv under ~/.cache/ballast.
+# Kafka tests fail (never skip) here: BALLAST_REQUIRE_KAFKA=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# promtool, for the metrics and alert-rule tests.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "test.sh: installing promtool (Debian package prometheus)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+export BALLAST_PROMTOOL="$(command -v promtool)"
+
+# The example analytics consumer's dependencies (confluent-kafka, fastavro), in a cached venv.
+VENV="${BALLAST_VENV:-$HOME/.cache/ballast/venv}"
+if ! "$VENV/bin/python" -c 'import confluent_kafka, fastavro' >/dev/null 2>&1; then
+  echo "test.sh: installing confluent-kafka and fastavro into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -r examples/analytics/requirements.txt
+fi
+export BALLAST_PYTHON="$VENV/bin/python"
 
 # A port of its own, so a developer's broker on 9092 is neither used nor disturbed.
 export BALLAST_KAFKA_PORT="${BALLAST_KAFKA_PORT:-19092}"

@@ -85,6 +85,19 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
         / 300.0;
     assert!((task["value"].as_f64().unwrap_or(-1.0) - expected).abs() < 1e-9);
 
+    // Replay rebuilds every projection from offset 0: the same digest as the live ones, twice.
+    let replay = |extra: &[&str]| {
+        let out = ballast(&[&["replay", "--data-dir", dir, "--json"][..], extra].concat());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("replay json")
+    };
+    let (first, second) = (replay(&[]), replay(&[]));
+    assert_eq!(first["matches_live"], true);
+    assert_eq!(first["digest"], second["digest"]);
+    assert_eq!(first["projections"].as_array().map(Vec::len), Some(2));
+    assert!(first["events"].as_u64().is_some_and(|n| n > 300 * 10));
+    let text = String::from_utf8_lossy(&ballast(&["replay", "--data-dir", dir]).stdout).to_string();
+    assert!(text.contains("matches the live projections"), "{text}");
+
     let turns = turns_json(tmp.path());
     assert_eq!(turns.len(), 300);
     for t in &turns {

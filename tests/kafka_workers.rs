@@ -140,6 +140,55 @@ fn the_demo_runs_through_kafka_with_worker_processes_and_reruns_without_redoing_
             .map(|e| e["event"].clone()),
         Some("TurnCompleted".into())
     );
+    // The example analytics consumer (Python: confluent-kafka + fastavro, the schema file from
+    // schemas/) decodes every outcome record the workers published.
+    let python = std::env::var("BALLAST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let consumer = std::process::Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/analytics/outcomes_consumer.py"
+        ))
+        .args(["--bootstrap", &bootstrap])
+        .args(["--topic", &format!("{prefix}.outcomes")])
+        .args(["--idle-seconds", "3", "--json"])
+        .output()
+        .expect("python runs (scripts/test.sh sets BALLAST_PYTHON to a venv with the deps)");
+    let stdout = String::from_utf8_lossy(&consumer.stdout);
+    assert!(
+        consumer.status.success(),
+        "consumer failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&consumer.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let (summary, records) = lines.split_last().expect("summary line");
+    assert_eq!(summary["summary"]["decoded"], 300);
+    assert_eq!(summary["summary"]["skipped"], 0);
+    let consumed: std::collections::BTreeMap<String, String> = records
+        .iter()
+        .map(|r| {
+            (
+                r["turn_id"].as_str().expect("turn_id").to_string(),
+                r["outcome"].as_str().expect("outcome").to_string(),
+            )
+        })
+        .collect();
+    let listed: std::collections::BTreeMap<String, String> = turns
+        .iter()
+        .map(|t| {
+            (
+                t["turn_id"].as_str().expect("id").to_string(),
+                t["outcome"].as_str().expect("outcome").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        consumed, listed,
+        "one decoded outcome per turn, the same outcome"
+    );
+
     let effects_before = effects(tmp.path()).len();
     let again = ballast(&args);
     assert!(String::from_utf8_lossy(&again.stdout).contains("(0 submitted now"));

@@ -11,13 +11,18 @@ pub struct SloArgs {
     #[command(subcommand)]
     command: Option<SloCommand>,
     #[command(flatten)]
-    table: Option<TableArgs>,
+    table: TableArgs,
 }
 
 #[derive(Debug, Args)]
 struct TableArgs {
-    #[command(flatten)]
-    log: super::LogArgs,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Read the turn log from Kafka (the data dir then only caches the projections).
+    #[arg(long)]
+    bootstrap: Option<String>,
+    #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
+    topic_prefix: String,
     /// Policy directory whose control.toml `[slo]` section sets the targets (defaults otherwise).
     #[arg(long)]
     policies: Option<PathBuf>,
@@ -63,8 +68,7 @@ pub async fn run(a: SloArgs) -> anyhow::Result<()> {
                 None => super::emit(&yaml),
             }
         }
-        (None, Some(t)) => table(t).await,
-        (None, None) => anyhow::bail!("ballast slo needs --data-dir D (or the `rules` subcommand)"),
+        (None, t) => table(t).await,
     }
 }
 
@@ -72,7 +76,15 @@ pub async fn run(a: SloArgs) -> anyhow::Result<()> {
 /// outcome projection of the turn log (late labels included).
 async fn table(a: TableArgs) -> anyhow::Result<()> {
     let config = slo_config(a.policies.as_deref())?;
-    let opened = super::open_log(&a.log).await?;
+    let Some(data_dir) = a.data_dir else {
+        anyhow::bail!("ballast slo needs --data-dir D (or the `rules` subcommand)");
+    };
+    let log = super::LogArgs {
+        data_dir,
+        bootstrap: a.bootstrap,
+        topic_prefix: a.topic_prefix,
+    };
+    let opened = super::open_log(&log).await?;
     let now = SystemClock.now_ms();
     let outcomes = opened
         .outcomes
