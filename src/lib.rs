@@ -18,6 +18,7 @@
 //!
 //! `ARCHITECTURE.md` at the repository root has the module map and a glossary.
 
+pub mod audit;
 pub mod bench;
 pub mod clock;
 pub mod control;
@@ -33,6 +34,7 @@ pub mod operator;
 pub mod projection;
 pub mod runtime;
 pub mod serve;
+pub mod settle;
 pub mod submit;
 pub mod telemetry;
 pub mod turn;

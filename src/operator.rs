@@ -1,11 +1,12 @@
-//! What operators do to running turns: read a turn back from the log, and answer its approval.
+//! What operators do to turns: read a turn back from the log, answer its approval or handoff,
+//! reverse it or label it once it has finished.
 //! Commands travel on the request log to the turn's partition, so they are durable on return and
 //! the worker that owns the turn (now, or after a restart) applies them in order.
 
 use crate::event::codec::{CodecError, Codecs};
 use crate::event::{
     ApprovalDecision, CommandAction, Event, Handoff, HandoffAcceptance, HandoffResolution,
-    TurnCommand,
+    LabelTurn, ReverseTurn, TurnCommand,
 };
 use crate::ids::{Offset, Partition, TurnId, routing_key};
 use crate::log::{EventLog, LogError, Record, Scan};
@@ -97,7 +98,84 @@ pub async fn answer_approval(
         granted,
         reason,
     });
-    issue(requests, codecs, &state, operator, now_ms, action).await
+    issue(requests, codecs, &state, operator, now_ms, action, None).await
+}
+
+/// Where a reversal stands after `request_reversal`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reversal {
+    /// The command is on its way to the turn's worker.
+    Requested(TurnCommand),
+    /// A reversal began earlier and has not finished (a worker stopped mid-way): running the
+    /// turn's partition resumes it.
+    InProgress,
+    /// The turn is reversed already; nothing more happens.
+    Done,
+}
+
+/// Asks for a finished turn's completed calls to be compensated. A turn still running is
+/// refused; one reversed (or being reversed) already gets no second command.
+#[allow(clippy::too_many_arguments)]
+pub async fn request_reversal(
+    events: &dyn EventLog,
+    requests: &dyn EventLog,
+    codecs: &Codecs,
+    index: &TurnIndex,
+    turn: TurnId,
+    reason: Option<String>,
+    operator: &str,
+    now_ms: i64,
+) -> Result<Reversal, OperatorError> {
+    let state = current(events, codecs, index, turn).await?;
+    if state.outcome.is_none() {
+        return Err(OperatorError::NotWaiting {
+            turn,
+            what: "its end before it can be reversed",
+            phase: phase_name(&state.phase()),
+        });
+    }
+    match &state.reversal {
+        Some(r) if r.done => return Ok(Reversal::Done),
+        Some(_) => return Ok(Reversal::InProgress),
+        None => {}
+    }
+    let offset = first_offset(index, turn)?;
+    let action = CommandAction::Reverse(ReverseTurn { reason });
+    let command = issue(requests, codecs, &state, operator, now_ms, action, offset).await?;
+    Ok(Reversal::Requested(command))
+}
+
+/// Appends a late label to a finished turn (e.g. `hallucination_with_action` from a review).
+#[allow(clippy::too_many_arguments)]
+pub async fn label_turn(
+    events: &dyn EventLog,
+    requests: &dyn EventLog,
+    codecs: &Codecs,
+    index: &TurnIndex,
+    turn: TurnId,
+    label: &str,
+    note: Option<String>,
+    operator: &str,
+    now_ms: i64,
+) -> Result<TurnCommand, OperatorError> {
+    let state = current(events, codecs, index, turn).await?;
+    if state.outcome.is_none() {
+        return Err(OperatorError::NotWaiting {
+            turn,
+            what: "its end before it can be labeled",
+            phase: phase_name(&state.phase()),
+        });
+    }
+    let offset = first_offset(index, turn)?;
+    let action = CommandAction::Label(LabelTurn {
+        label: label.to_string(),
+        note,
+    });
+    issue(requests, codecs, &state, operator, now_ms, action, offset).await
+}
+
+fn first_offset(index: &TurnIndex, turn: TurnId) -> Result<Option<i64>, OperatorError> {
+    Ok(index.get(turn)?.map(|e| e.first_offset as i64))
 }
 
 /// The turn as recorded now.
@@ -120,8 +198,10 @@ async fn issue(
     operator: &str,
     now_ms: i64,
     action: CommandAction,
+    turn_offset: Option<i64>,
 ) -> Result<TurnCommand, OperatorError> {
     let command = TurnCommand {
+        turn_offset,
         command_id: uuid::Uuid::now_v7().to_string(),
         turn_id: state.turn_id,
         tenant: state.tenant.clone(),
@@ -159,7 +239,7 @@ pub async fn answer_handoff(
         Some(resolution) => CommandAction::HandoffResolve(HandoffResolution { resolution }),
         None => CommandAction::HandoffAccept(HandoffAcceptance { note: None }),
     };
-    issue(requests, codecs, &state, operator, now_ms, action).await
+    issue(requests, codecs, &state, operator, now_ms, action, None).await
 }
 
 /// A published handoff and where its turn is now.

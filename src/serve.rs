@@ -14,8 +14,6 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
-use crate::control::{CedarControlPlane, ControlPlane, PolicyWatcher};
-use crate::demo::tools::EffectsJournal;
 use crate::embedded::{Embedded, EmbeddedError};
 use crate::ids::Partition;
 use crate::projection::{ProjectionError, Projections, outcomes::OutcomeView, slo};
@@ -35,11 +33,7 @@ pub enum ServeError {
     #[error(transparent)]
     Exporter(#[from] ExporterError),
     #[error(transparent)]
-    Control(#[from] crate::control::ControlError),
-    #[error(transparent)]
-    Workload(#[from] crate::exec::scripted::WorkloadError),
-    #[error("effects journal: {0}")]
-    Journal(std::io::Error),
+    Planes(#[from] crate::settle::PlanesError),
 }
 
 #[derive(Clone, Debug)]
@@ -75,27 +69,12 @@ pub async fn run(
     let emb = Embedded::open(&opts.data_dir, 0)?;
     // The demo domain's planner follows the data dir's workload file (written by `ballast
     // demo`); with none, it has no scripted plans.
-    let workload_path = opts.data_dir.join("workload.jsonl");
-    let workload = if workload_path.exists() {
-        crate::exec::scripted::read_workload(&workload_path)?
-    } else {
-        Vec::new()
-    };
-    let journal =
-        EffectsJournal::open(&opts.data_dir.join("effects.jsonl")).map_err(ServeError::Journal)?;
-    let exec = crate::demo::plane(&workload, journal, opts.service_latency_ms);
-    let catalog = exec.tools.catalog().clone();
-    let (control, _watcher): (Arc<dyn ControlPlane>, _) = match &opts.policies {
-        Some(dir) => {
-            let plane = Arc::new(CedarControlPlane::load(dir, catalog)?);
-            let watcher = PolicyWatcher::spawn(Arc::clone(&plane), Duration::from_secs(1));
-            (plane, Some(watcher))
-        }
-        None => (
-            Arc::new(crate::demo::operator::demo_control(catalog)?),
-            None,
-        ),
-    };
+    let planes = crate::settle::demo_planes(
+        &opts.data_dir,
+        opts.policies.as_deref(),
+        opts.service_latency_ms,
+    )?;
+    let (exec, control, _watcher) = (planes.exec, planes.control, planes.watcher);
     let slo_config = control.config().slo.clone();
 
     let handle = exporter::install()?;

@@ -420,6 +420,7 @@ async fn crash_during_call(idempotent: bool) -> (Vec<Event>, usize, Vec<TurnFini
         }
         for t in &w {
             let command = TurnCommand {
+                turn_offset: None,
                 command_id: format!("resolve-{}", t.turn_id),
                 turn_id: t.turn_id,
                 tenant: t.tenant.clone(),

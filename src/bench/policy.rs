@@ -135,6 +135,7 @@ pub fn run(evals: usize) -> Result<PolicyBenchReport, PolicyBenchError> {
             reason: verdict.reason,
             risk_score: verdict.risk_score,
             policy_version: verdict.policy_version,
+            ..PolicyEvaluated::default()
         }),
     };
     let started = Instant::now();

@@ -1,10 +1,12 @@
 //! Command-line interface: one file per command. Names and flags are contracts other work builds on.
 
 mod approve;
+mod audit;
 mod bench;
 mod demo;
 mod handoff;
 mod kafka;
+mod late;
 mod outcomes;
 mod replay;
 mod serve;
@@ -57,6 +59,14 @@ pub enum Command {
     Slo(slo::SloArgs),
     /// Rebuild every projection from offset 0 and print its digest (equal to the live one).
     Replay(replay::ReplayArgs),
+    /// For each side effect of a turn, the chain of recorded facts that caused it.
+    Audit(audit::AuditArgs),
+    /// Re-evaluate every recorded policy decision under another policy set (no model, no tool).
+    Backtest(audit::BacktestArgs),
+    /// Undo a finished turn's completed calls by their compensations, newest first.
+    Reverse(late::ReverseArgs),
+    /// Attach a late outcome label to a finished turn (e.g. hallucination_with_action).
+    Label(late::LabelArgs),
     /// Run the embedded deployment: worker, projections, `/metrics`, health checks.
     Serve(serve::ServeArgs),
 }
@@ -75,6 +85,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Outcomes(a) => outcomes::run(a).await,
         Command::Slo(a) => slo::run(a).await,
         Command::Replay(a) => replay::run(a).await,
+        Command::Audit(a) => audit::audit(a).await,
+        Command::Backtest(a) => audit::backtest_cmd(a).await,
+        Command::Reverse(a) => late::reverse(a).await,
+        Command::Label(a) => late::label(a).await,
         Command::Serve(a) => serve::run(a).await,
     }
 }

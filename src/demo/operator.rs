@@ -86,6 +86,7 @@ pub fn spawn(
                         continue;
                     };
                     let command = |id: String, action| TurnCommand {
+                        turn_offset: None,
                         command_id: id,
                         turn_id: event.turn_id,
                         tenant: event.tenant.clone(),

@@ -163,6 +163,49 @@ impl Event {
             Payload::HandoffResolved(h) => {
                 format!("handoff RESOLVED by {}: {}", h.operator, h.resolution)
             }
+            Payload::ReversalRequested(r) => format!(
+                "REVERSAL requested by {}{}: compensate [{}], not reversible [{}]",
+                r.operator,
+                r.reason
+                    .as_deref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default(),
+                r.compensable.join(", "),
+                r.not_reversible.join(", ")
+            ),
+            Payload::CompensationStarted(c) => format!(
+                "compensate {} with {} attempt {} {} (key {})",
+                c.call_id, c.tool, c.attempt, c.args_json, c.idempotency_key
+            ),
+            Payload::CompensationCompleted(c) => format!(
+                "compensation of {} attempt {} ok in {} ms: {}",
+                c.call_id,
+                c.attempt,
+                c.latency_ms,
+                summarize(&c.result_json)
+            ),
+            Payload::CompensationFailed(c) => format!(
+                "compensation of {} attempt {} FAILED{}: {}",
+                c.call_id,
+                c.attempt,
+                if c.retryable { " (will retry)" } else { "" },
+                c.error
+            ),
+            Payload::TurnReversed(r) => format!(
+                "turn REVERSED: compensated [{}], failed [{}], not reversible [{}]",
+                r.compensated.join(", "),
+                r.failed.join(", "),
+                r.not_reversible.join(", ")
+            ),
+            Payload::OutcomeLabeled(l) => format!(
+                "labeled {} by {}{}",
+                l.label,
+                l.operator,
+                l.note
+                    .as_deref()
+                    .map(|n| format!(": {n}"))
+                    .unwrap_or_default()
+            ),
         }
     }
 

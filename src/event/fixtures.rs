@@ -52,6 +52,12 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             reason: "tool is in the catalog".into(),
             risk_score: 0.4,
             policy_version: "default-1".into(),
+            confidence: Some(0.9),
+            failures: Some(1),
+            anomalies: vec!["no_context".into()],
+            budget_cost_micros: Some(5_000),
+            budget_tokens: Some(2_000),
+            budget_tool_calls: Some(4),
         }),
         Payload::ToolCallStarted(ToolCallStarted {
             call_id: "c-1".into(),
@@ -167,6 +173,45 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             resolution: "refunded by hand after a call with the customer".into(),
             command_id: "cmd-4".into(),
         }),
+        Payload::ReversalRequested(ReversalRequested {
+            operator: "ops-anna".into(),
+            reason: Some("refund issued to the wrong order".into()),
+            command_id: "cmd-5".into(),
+            turn_first_offset: 12,
+            compensable: vec!["c1".into()],
+            not_reversible: vec!["c2".into()],
+        }),
+        Payload::CompensationStarted(CompensationStarted {
+            call_id: "c1".into(),
+            tool: "reverse_refund".into(),
+            args_json: r#"{"refund_id":"rf-1"}"#.into(),
+            idempotency_key: "c1/undo".into(),
+            attempt: 1,
+        }),
+        Payload::CompensationFailed(CompensationFailed {
+            call_id: "c1".into(),
+            attempt: 1,
+            error: "payments service unavailable".into(),
+            retryable: true,
+            latency_ms: 30,
+        }),
+        Payload::CompensationCompleted(CompensationCompleted {
+            call_id: "c1".into(),
+            attempt: 2,
+            result_json: r#"{"refund_id":"rf-1","reversed":true}"#.into(),
+            latency_ms: 12,
+        }),
+        Payload::TurnReversed(TurnReversed {
+            compensated: vec!["c1".into()],
+            failed: vec![],
+            not_reversible: vec!["c2".into()],
+        }),
+        Payload::OutcomeLabeled(OutcomeLabeled {
+            label: "hallucination_with_action".into(),
+            note: Some("refund amount was not in the request".into()),
+            operator: "reviewer-li".into(),
+            command_id: "cmd-6".into(),
+        }),
     ];
     payloads
         .into_iter()
@@ -196,6 +241,7 @@ pub fn request(turn: TurnId) -> TurnRequest {
 
 pub fn command(turn: TurnId, granted: bool) -> TurnCommand {
     TurnCommand {
+        turn_offset: None,
         command_id: "cmd-1".into(),
         turn_id: turn,
         tenant: "acme".into(),
@@ -211,6 +257,7 @@ pub fn command(turn: TurnId, granted: bool) -> TurnCommand {
 
 pub fn handoff_commands(turn: TurnId) -> Vec<TurnCommand> {
     let base = |id: &str, action| TurnCommand {
+        turn_offset: None,
         command_id: id.into(),
         turn_id: turn,
         tenant: "acme".into(),

@@ -4,6 +4,8 @@
 pub mod codec;
 mod display;
 pub mod fixtures;
+mod reversal;
+pub use reversal::*;
 mod otel;
 
 use std::collections::BTreeMap;
@@ -55,6 +57,12 @@ pub enum Payload {
     GuardrailTripped(GuardrailTripped),
     HandoffAccepted(HandoffAccepted),
     HandoffResolved(HandoffResolved),
+    ReversalRequested(ReversalRequested),
+    CompensationStarted(CompensationStarted),
+    CompensationCompleted(CompensationCompleted),
+    CompensationFailed(CompensationFailed),
+    TurnReversed(TurnReversed),
+    OutcomeLabeled(OutcomeLabeled),
 }
 
 impl Payload {
@@ -81,6 +89,12 @@ impl Payload {
             Payload::GuardrailTripped(_) => "GuardrailTripped",
             Payload::HandoffAccepted(_) => "HandoffAccepted",
             Payload::HandoffResolved(_) => "HandoffResolved",
+            Payload::ReversalRequested(_) => "ReversalRequested",
+            Payload::CompensationStarted(_) => "CompensationStarted",
+            Payload::CompensationCompleted(_) => "CompensationCompleted",
+            Payload::CompensationFailed(_) => "CompensationFailed",
+            Payload::TurnReversed(_) => "TurnReversed",
+            Payload::OutcomeLabeled(_) => "OutcomeLabeled",
         }
     }
 }
@@ -205,6 +219,41 @@ pub struct PolicyEvaluated {
     pub reason: String,
     pub risk_score: f64,
     pub policy_version: String,
+    /// The review's inputs, recorded so a backtest re-runs it from the log alone (absent on
+    /// budget refusals, which no policy decides).
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    #[serde(default)]
+    pub failures: Option<i32>,
+    #[serde(default)]
+    pub anomalies: Vec<String>,
+    #[serde(default)]
+    pub budget_cost_micros: Option<i64>,
+    #[serde(default)]
+    pub budget_tokens: Option<i64>,
+    #[serde(default)]
+    pub budget_tool_calls: Option<i64>,
+}
+
+impl Default for PolicyEvaluated {
+    fn default() -> Self {
+        PolicyEvaluated {
+            checkpoint: Checkpoint::Plan,
+            step: None,
+            tool: None,
+            decision: PolicyDecision::Deny,
+            policy_ids: Vec::new(),
+            reason: String::new(),
+            risk_score: 0.0,
+            policy_version: String::new(),
+            confidence: None,
+            failures: None,
+            anomalies: Vec::new(),
+            budget_cost_micros: None,
+            budget_tokens: None,
+            budget_tool_calls: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -490,6 +539,10 @@ pub struct TurnCommand {
     pub operator: String,
     pub issued_at_ms: i64,
     pub action: CommandAction,
+    /// Where the turn's first event is in its partition (Reverse and Label reload finished
+    /// turns from there).
+    #[serde(default)]
+    pub turn_offset: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -499,6 +552,10 @@ pub enum CommandAction {
     HandoffAccept(HandoffAcceptance),
     /// An operator closes a handed-off turn, saying what was done.
     HandoffResolve(HandoffResolution),
+    /// Undo a finished turn's completed calls by their compensations.
+    Reverse(ReverseTurn),
+    /// A late label on a finished turn.
+    Label(LabelTurn),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -580,4 +637,7 @@ pub struct TurnOutcome {
     /// Guard trips (modify, deny, escalate).
     #[serde(default)]
     pub guard_trips: i32,
+    /// Late labels from reviewers (`ballast label`), oldest first.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }

@@ -133,6 +133,25 @@ impl Event {
             }
             Payload::HandoffAccepted(h) => set("ballast.operator", json!(h.operator)),
             Payload::HandoffResolved(h) => set("ballast.operator", json!(h.operator)),
+            Payload::ReversalRequested(r) => set("ballast.operator", json!(r.operator)),
+            Payload::CompensationStarted(c) => {
+                set("gen_ai.tool.name", json!(c.tool));
+                set("gen_ai.tool.call.id", json!(c.call_id));
+                set("ballast.compensation.attempt", json!(c.attempt));
+            }
+            Payload::CompensationCompleted(c) => {
+                set("gen_ai.tool.call.id", json!(c.call_id));
+                set("ballast.latency_ms", json!(c.latency_ms));
+            }
+            Payload::CompensationFailed(c) => {
+                set("gen_ai.tool.call.id", json!(c.call_id));
+                set("error.type", json!(c.error));
+            }
+            Payload::TurnReversed(_) => set("ballast.outcome", json!("reversed")),
+            Payload::OutcomeLabeled(l) => {
+                set("ballast.outcome.label", json!(l.label));
+                set("ballast.operator", json!(l.operator));
+            }
             Payload::BudgetReleased(_) | Payload::ApprovalExpired(_) => {}
         }
         a

@@ -144,7 +144,29 @@ fn fold(slot: Slot, event: &Event) -> Slot {
             }
             Slot::Running(state)
         }
-        done @ Slot::Done { .. } => done,
+        Slot::Done {
+            key,
+            mut record,
+            fresh,
+        } => {
+            // Facts after the end: a reversal, a late label (duplicates change nothing).
+            if event.seq >= record.events {
+                record.events = event.seq + 1;
+                match &event.payload {
+                    Payload::TurnReversed(r) => {
+                        record.outcome = crate::event::Outcome::Reversed;
+                        record.reason = crate::turn::reversed_reason(
+                            r.compensated.len(),
+                            r.failed.len(),
+                            r.not_reversible.len(),
+                        );
+                    }
+                    Payload::OutcomeLabeled(l) => record.labels.push(l.label.clone()),
+                    _ => {}
+                }
+            }
+            Slot::Done { key, record, fresh }
+        }
     }
 }
 

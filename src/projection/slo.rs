@@ -63,12 +63,21 @@ pub struct Sli {
 /// Which SLI events an outcome counts in: `Some(good)` if it counts, `None` if not.
 pub type Classify = fn(&TurnOutcome, &SloConfig) -> Option<bool>;
 
+/// Late labels that say a turn went wrong although it looked fine when it ended.
+pub const BAD_LABELS: [&str; 2] = [HALLUCINATION_LABEL, "incorrect"];
+pub const HALLUCINATION_LABEL: &str = "hallucination_with_action";
+
 fn task(o: &TurnOutcome, _: &SloConfig) -> Option<bool> {
-    Some(o.outcome == Outcome::Succeeded)
+    Some(
+        o.outcome == Outcome::Succeeded
+            && !o.labels.iter().any(|l| BAD_LABELS.contains(&l.as_str())),
+    )
 }
 
+/// Bad if a call was blocked as a hallucination with action, or a reviewer labeled the turn so
+/// (one the guards missed).
 fn hallucination(o: &TurnOutcome, _: &SloConfig) -> Option<bool> {
-    Some(o.hallucinations == 0)
+    Some(o.hallucinations == 0 && !o.labels.iter().any(|l| l == HALLUCINATION_LABEL))
 }
 
 fn latency(o: &TurnOutcome, c: &SloConfig) -> Option<bool> {
@@ -231,6 +240,7 @@ mod tests {
             policy_version: None,
             hallucinations: 0,
             guard_trips: 0,
+            labels: Vec::new(),
         }
     }
 

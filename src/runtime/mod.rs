@@ -4,6 +4,7 @@
 mod executor;
 pub mod journal;
 mod partition;
+mod reload;
 pub mod shutdown;
 pub mod state_store;
 

@@ -70,6 +70,8 @@ pub(crate) struct PartitionActor {
     ledger: Ledger,
     budgets: BudgetLimits,
     breakers: Breakers,
+    /// Commands (reverse, label) for finished turns, waiting for their turn to be reloaded.
+    reopen: Vec<crate::event::TurnCommand>,
 }
 
 pub(crate) async fn run_partition(
@@ -110,6 +112,7 @@ pub(crate) async fn run_partition(
             Some(msg) = rx.recv() => actor.accept(msg, &mut inputs),
             batch = inbox.next_batch(room), if room > 0 && !draining => {
                 actor.intake(batch?, &mut inputs)?;
+                actor.reopen_turns(&mut inputs).await?;
             }
         }
         while inputs.len() < cfg.batch_max {
@@ -197,6 +200,25 @@ impl PartitionActor {
                 breakers.apply(&event);
                 let state = match turns.entry(event.turn_id) {
                     Entry::Occupied(o) => o.into_mut(),
+                    // A finished turn reopened for its reversal: reload it up to this event.
+                    Entry::Vacant(v) if matches!(&event.payload, Payload::ReversalRequested(_)) => {
+                        let Payload::ReversalRequested(r) = &event.payload else {
+                            continue;
+                        };
+                        let from = r.turn_first_offset.max(0) as u64;
+                        match super::reload::load_turn(
+                            &deps,
+                            partition,
+                            event.turn_id,
+                            from,
+                            stored.offset.0,
+                        )
+                        .await?
+                        {
+                            Some(state) => v.insert(state),
+                            None => continue,
+                        }
+                    }
                     // Later events of a turn that finished before the snapshot: nothing to resume.
                     Entry::Vacant(_) if event.seq != 0 => continue,
                     Entry::Vacant(v) => v.insert(TurnState::new(event.turn_id)),
@@ -242,7 +264,40 @@ impl PartitionActor {
             ledger,
             budgets,
             breakers,
+            reopen: Vec::new(),
         })
+    }
+
+    /// Reloads the finished turns that commands in `reopen` are for, and queues the commands.
+    async fn reopen_turns(
+        &mut self,
+        inputs: &mut Vec<(TurnId, Input)>,
+    ) -> Result<(), RuntimeError> {
+        for command in std::mem::take(&mut self.reopen) {
+            let turn = command.turn_id;
+            if !self.turns.contains_key(&turn) {
+                let from = command.turn_offset.unwrap_or(0).max(0) as u64;
+                match super::reload::load_turn(
+                    &self.deps,
+                    self.partition,
+                    turn,
+                    from,
+                    self.events_end,
+                )
+                .await?
+                {
+                    Some(state) => {
+                        self.turns.insert(turn, state);
+                    }
+                    None => {
+                        tracing::warn!(partition = %self.partition, %turn, "command for a turn this partition does not hold; dropped");
+                        continue;
+                    }
+                }
+            }
+            inputs.push((turn, Input::Command(command)));
+        }
+        Ok(())
     }
 
     fn accept(&mut self, msg: Msg, inputs: &mut Vec<(TurnId, Input)>) {
@@ -285,8 +340,15 @@ impl PartitionActor {
                     // Commands are for turns in flight here; the sender checked the turn was
                     // waiting, so anything else arrived late (the turn moved on) and is dropped.
                     let turn = command.turn_id;
+                    let late = matches!(
+                        command.action,
+                        crate::event::CommandAction::Reverse(_)
+                            | crate::event::CommandAction::Label(_)
+                    );
                     if self.turns.contains_key(&turn) {
                         inputs.push((turn, Input::Command(command)));
+                    } else if late {
+                        self.reopen.push(command);
                     } else {
                         self.deps
                             .stats
@@ -419,11 +481,16 @@ impl PartitionActor {
                         });
                     }
                 }
-                Payload::TurnCompleted(c) if self.journal.publishes_outcomes() => {
+                // A reversal or a late label publishes the turn's record again (same key).
+                Payload::TurnCompleted(_)
+                | Payload::TurnReversed(_)
+                | Payload::OutcomeLabeled(_)
+                    if self.journal.publishes_outcomes() =>
+                {
                     if let Some(outcome) = self
                         .turns
                         .get(&e.turn_id)
-                        .and_then(|s| s.outcome_record(&c.reason))
+                        .and_then(|s| s.outcome_record(&s.reason))
                     {
                         round.outcomes.push(Record {
                             key: e.turn_id.key(),

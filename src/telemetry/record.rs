@@ -77,6 +77,23 @@ pub fn round_committed<'a>(
                     }
                 }
             }
+            // A late label that says a turn went wrong moves its SLIs once.
+            Payload::OutcomeLabeled(l) => {
+                if let Some(s) = state(e) {
+                    let bad = |label: &str| crate::projection::slo::BAD_LABELS.contains(&label);
+                    let first_bad =
+                        bad(&l.label) && s.labels.iter().filter(|x| bad(x)).count() == 1;
+                    if first_bad && s.outcome == Some(crate::event::Outcome::Succeeded) {
+                        counter!(SLI_BAD_EVENTS, "sli" => "task_success").increment(1);
+                    }
+                    let first_hallucination = l.label
+                        == crate::projection::slo::HALLUCINATION_LABEL
+                        && s.labels.iter().filter(|x| *x == &l.label).count() == 1;
+                    if first_hallucination && s.hallucinations == 0 {
+                        counter!(SLI_BAD_EVENTS, "sli" => "hallucination_with_action").increment(1);
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -166,6 +166,7 @@ impl Builder<'_, '_> {
                 reason: reason.clone(),
                 risk_score: 0.0,
                 policy_version: BUDGET_POLICY_VERSION.into(),
+                ..PolicyEvaluated::default()
             }));
             self.complete(Outcome::Denied, format!("over budget: {reason}"));
             return false;

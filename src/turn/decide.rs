@@ -132,7 +132,8 @@ impl Builder<'_, '_> {
     }
 
     fn handle(&mut self, input: Input) {
-        if self.state.is_terminal() {
+        if self.state.outcome.is_some() {
+            self.after_end(input);
             return;
         }
         let phase = self.state.phase();

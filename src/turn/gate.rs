@@ -48,6 +48,7 @@ impl Builder<'_, '_> {
         step: Option<i32>,
         tool: Option<String>,
         v: &Verdict,
+        signals: &Signals,
     ) {
         self.emit(Payload::PolicyEvaluated(PolicyEvaluated {
             checkpoint,
@@ -58,6 +59,12 @@ impl Builder<'_, '_> {
             reason: v.reason.clone(),
             risk_score: v.risk_score,
             policy_version: v.policy_version.clone(),
+            confidence: Some(signals.confidence),
+            failures: Some(signals.failures as i32),
+            anomalies: signals.anomalies.clone(),
+            budget_cost_micros: Some(signals.budget.cost_micros),
+            budget_tokens: Some(signals.budget.tokens),
+            budget_tool_calls: Some(signals.budget.tool_calls),
         }));
     }
 
@@ -83,7 +90,7 @@ impl Builder<'_, '_> {
             catalog: self.ctx.catalog,
             signals: &signals,
         });
-        self.record(Checkpoint::Plan, None, None, &verdict);
+        self.record(Checkpoint::Plan, None, None, &verdict, &signals);
         match verdict.decision {
             // Confirmation is asked call by call, with the real arguments, before each runs.
             PolicyDecision::Allow | PolicyDecision::RequireConfirmation => self.next_step(),
@@ -141,6 +148,7 @@ impl Builder<'_, '_> {
             Some(index as i32),
             Some(planned.tool.clone()),
             &verdict,
+            &signals,
         );
         match verdict.decision {
             PolicyDecision::Allow => self.start_call(self.new_call(index), 1),
@@ -231,9 +239,12 @@ impl Builder<'_, '_> {
             }
             // A decision about another (older) approval, or a handoff command while nothing is
             // handed off, changes nothing.
+            // Reverse and label apply to finished turns only.
             CommandAction::ApprovalDecision(_)
             | CommandAction::HandoffAccept(_)
-            | CommandAction::HandoffResolve(_) => {}
+            | CommandAction::HandoffResolve(_)
+            | CommandAction::Reverse(_)
+            | CommandAction::Label(_) => {}
         }
     }
 
@@ -268,7 +279,7 @@ impl Builder<'_, '_> {
             tool_calls: self.state.calls.len(),
             signals: &signals,
         });
-        self.record(Checkpoint::PreResponse, None, None, &verdict);
+        self.record(Checkpoint::PreResponse, None, None, &verdict, &signals);
         self.follow_response(verdict.decision, verdict.reason);
     }
 

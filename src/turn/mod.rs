@@ -11,6 +11,7 @@ mod guarding;
 mod input;
 mod ladder;
 mod resume;
+mod reversal;
 mod state;
 
 #[cfg(test)]
@@ -21,6 +22,10 @@ mod tests;
 pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};
 pub use effect::{Effect, ToolInvocation};
 pub use input::{ExecFailure, Input, Planned, Retrieval, Synthesis, ToolFailure, ToolSuccess};
+pub use reversal::{
+    CompensationState, CompensationStatus, ReversalState, compensation_args, reversed_reason,
+    undo_id,
+};
 pub use state::{
     Applied, ApplyError, ApprovalState, ApprovalStatus, CallState, CallStatus, HandoffState,
     OpenReservation, Phase, TripState, TurnBudget, TurnState,

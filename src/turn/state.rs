@@ -196,6 +196,15 @@ pub struct TurnState {
     /// Events whose content did not fit the state (e.g. a result for an unknown call). They are
     /// counted rather than trusted, and never panic.
     pub anomalies: u32,
+    /// Why the turn ended (TurnCompleted's reason).
+    #[serde(default)]
+    pub reason: String,
+    /// The reversal of a finished turn, once an operator asked for it.
+    #[serde(default)]
+    pub reversal: Option<super::reversal::ReversalState>,
+    /// Late outcome labels, oldest first.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// What `apply` did with an event.
@@ -256,6 +265,9 @@ impl TurnState {
             outcome: None,
             completed_at_ms: None,
             anomalies: 0,
+            reason: String::new(),
+            reversal: None,
+            labels: Vec::new(),
         }
     }
 
@@ -271,8 +283,9 @@ impl TurnState {
         Ok(state)
     }
 
+    /// Finished, and not being reversed.
     pub fn is_terminal(&self) -> bool {
-        self.outcome.is_some()
+        self.outcome.is_some() && self.reversal.as_ref().is_none_or(|r| r.done)
     }
 
     pub fn phase(&self) -> Phase {
@@ -496,7 +509,14 @@ impl TurnState {
             Payload::TurnCompleted(c) => {
                 self.outcome = Some(c.outcome);
                 self.completed_at_ms = Some(event.at_ms);
+                self.reason = c.reason.clone();
             }
+            Payload::ReversalRequested(_)
+            | Payload::CompensationStarted(_)
+            | Payload::CompensationCompleted(_)
+            | Payload::CompensationFailed(_)
+            | Payload::TurnReversed(_)
+            | Payload::OutcomeLabeled(_) => self.apply_after_end(&event.payload),
             Payload::RouteSelected(r) => self.route = Some(r.clone()),
             Payload::BudgetReserved(r) => {
                 let b = &mut self.budget;
@@ -550,7 +570,7 @@ impl TurnState {
             tenant: self.tenant.clone(),
             user_id: self.user_id.clone(),
             outcome,
-            reason: reason.to_string(),
+            reason: self.reversal_reason().unwrap_or_else(|| reason.to_string()),
             requested_at_ms: self.requested_at_ms,
             completed_at_ms,
             latency_ms: (completed_at_ms - self.requested_at_ms).max(0),
@@ -573,6 +593,7 @@ impl TurnState {
             policy_version: self.policy_version.clone(),
             hallucinations: self.hallucinations as i32,
             guard_trips: self.guard_trips as i32,
+            labels: self.labels.clone(),
         })
     }
 

@@ -104,6 +104,7 @@ when { context.checkpoint == "pre_tool" };"#
 
 pub(super) fn approval(t: TurnId, approval_id: &str, granted: bool) -> crate::event::TurnCommand {
     crate::event::TurnCommand {
+        turn_offset: None,
         command_id: format!("cmd-{approval_id}"),
         turn_id: t,
         tenant: "acme".into(),
@@ -121,6 +122,7 @@ pub(super) fn approval(t: TurnId, approval_id: &str, granted: bool) -> crate::ev
 pub(super) fn handoff(t: TurnId, resolve: bool) -> crate::event::TurnCommand {
     use crate::event::{CommandAction, HandoffAcceptance, HandoffResolution};
     crate::event::TurnCommand {
+        turn_offset: None,
         command_id: "cmd-handoff".into(),
         turn_id: t,
         tenant: "acme".into(),

@@ -83,6 +83,7 @@ impl Deployment {
             .arg("--effects")
             .arg(self.dir.path().join("effects.jsonl"))
             .args(["--service-latency-ms", "10", "--session-timeout-ms", "6000"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .env(
                 "BALLAST_LOG",
                 std::env::var("BALLAST_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),

@@ -287,6 +287,7 @@ impl Env {
             });
             if handed {
                 let command = TurnCommand {
+                    turn_offset: None,
                     command_id: format!("resolve-{}", t.turn_id),
                     turn_id: t.turn_id,
                     tenant: t.tenant.clone(),

@@ -1,0 +1,165 @@
+//! What auditors ask of the record: why each action of a turn happened (`chain`), and what
+//! another policy set would have decided on every recorded turn (`backtest`). Both read recorded
+//! facts only; neither calls a model or a tool.
+
+pub mod backtest;
+pub mod chain;
+
+pub use chain::{Audit, audit};
+
+fn time(ms: i64) -> String {
+    // RFC 3339 without a date crate: days since the epoch by the civil-from-days algorithm.
+    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl Audit {
+    /// The chains as text, one block per side effect.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "turn {} ({}/{}) {}\nrequest  {:?} at {}\n",
+            self.turn_id,
+            self.tenant,
+            self.user_id,
+            match (&self.outcome, &self.reason) {
+                (Some(o), Some(r)) => format!("ended {o}: {r}"),
+                (Some(o), None) => format!("ended {o}"),
+                _ => "still running".into(),
+            },
+            self.request,
+            time(self.requested_at_ms)
+        );
+        for (k, v) in &self.attributes {
+            if ["roles", "scopes", "class"].contains(&k.as_str()) {
+                s.push_str(&format!("         {k} = {v}\n"));
+            }
+        }
+        if self.actions.is_empty() {
+            s.push_str("no side effects: no tool call started\n");
+        }
+        for (i, a) in self.actions.iter().enumerate() {
+            s.push_str(&format!(
+                "\naction {}: {} {} (call {})\n",
+                i + 1,
+                a.tool,
+                a.args_json,
+                a.call_id
+            ));
+            let docs: Vec<String> = a
+                .documents
+                .iter()
+                .map(|d| format!("{} ({:.2}, v{})", d.id, d.score, d.version))
+                .collect();
+            s.push_str(&format!(
+                "  ← documents  {}\n",
+                if docs.is_empty() {
+                    "none".to_string()
+                } else {
+                    docs.join(", ")
+                }
+            ));
+            s.push_str(&format!(
+                "  ← plan       rev {} step {} by {}/{} (template {}, confidence {:.2}) at {}\n",
+                a.plan.plan_rev,
+                a.step,
+                a.plan.model,
+                a.plan.model_version,
+                a.plan.prompt_template_hash,
+                a.plan.confidence,
+                time(a.plan.at_ms)
+            ));
+            for d in &a.decisions {
+                s.push_str(&format!(
+                    "  ← policy     {} {} by [{}] risk {:.2}: {} [{}]\n",
+                    d.checkpoint,
+                    d.decision,
+                    d.policy_ids.join(", "),
+                    d.risk_score,
+                    d.reason,
+                    d.policy_version
+                ));
+            }
+            if let Some(ap) = &a.approval {
+                s.push_str(&format!(
+                    "  ← approval   {} by {} at {}{}\n",
+                    ap.status,
+                    ap.operator.as_deref().unwrap_or("nobody"),
+                    ap.answered_at_ms.map_or("-".into(), time),
+                    ap.reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ));
+            }
+            for t in &a.attempts {
+                s.push_str(&format!(
+                    "  → call       attempt {} {} at {}{}: {} (key {})\n",
+                    t.attempt,
+                    t.result.as_deref().unwrap_or("running"),
+                    time(t.started_at_ms),
+                    t.latency_ms
+                        .map(|l| format!(" in {l} ms"))
+                        .unwrap_or_default(),
+                    t.detail.as_deref().unwrap_or(""),
+                    t.idempotency_key
+                ));
+            }
+            for g in &a.guards {
+                s.push_str(&format!(
+                    "  → guard      {} {} {} by {}: {}\n",
+                    g.checkpoint, g.guard, g.verdict, g.rule, g.detail
+                ));
+            }
+            if let Some(c) = &a.compensation {
+                s.push_str(&format!(
+                    "  ↩ undone     by {} ({} attempt(s)) for {}: {}\n",
+                    c.tool,
+                    c.attempts,
+                    c.requested_by,
+                    if c.completed {
+                        c.result.clone().unwrap_or_default()
+                    } else {
+                        format!("FAILED {}", c.result.clone().unwrap_or_default())
+                    }
+                ));
+            }
+        }
+        for l in &self.labels {
+            s.push_str(&format!(
+                "\nlabel {} by {} at {}{}\n",
+                l.label,
+                l.operator,
+                time(l.at_ms),
+                l.note
+                    .as_deref()
+                    .map(|n| format!(": {n}"))
+                    .unwrap_or_default()
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_print_as_rfc3339() {
+        assert_eq!(super::time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::time(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+    }
+}
