@@ -18,6 +18,7 @@
 //!
 //! `ARCHITECTURE.md` at the repository root has the module map and a glossary.
 
+pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod clock;

@@ -1,6 +1,7 @@
 //! `ballast serve`: the embedded deployment as one long-running process — a worker on every
 //! partition of the data dir, the projections kept caught up from the log, the SLO gauges they
-//! feed, and an HTTP server on 127.0.0.1 with `/metrics`, `/healthz` and `/readyz`.
+//! feed, and an HTTP server on 127.0.0.1 with the API and dashboard (`api`), `/metrics`,
+//! `/healthz` and `/readyz`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ pub enum ServeError {
     Exporter(#[from] ExporterError),
     #[error(transparent)]
     Planes(#[from] crate::settle::PlanesError),
+    #[error(transparent)]
+    Auth(#[from] crate::api::auth::AuthError),
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +45,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub policies: Option<PathBuf>,
     pub service_latency_ms: u64,
+    /// Bearer tokens (hashed), tenants, roles and the rate limit (default `DATA_DIR/auth.toml`).
+    pub auth: Option<PathBuf>,
     pub worker: WorkerConfig,
     /// How often the projections look for new events.
     pub refresh: Duration,
@@ -54,6 +59,7 @@ impl ServeOptions {
             listen,
             policies: None,
             service_latency_ms: 4,
+            auth: None,
             worker: WorkerConfig::default(),
             refresh: Duration::from_millis(250),
         }
@@ -68,7 +74,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let emb = Embedded::open(&opts.data_dir, 0)?;
     // The demo domain's planner follows the data dir's workload file (written by `ballast
-    // demo`); with none, it has no scripted plans.
+    // demo`); requests it does not script get the planner's fallback plan.
     let planes = crate::settle::demo_planes(
         &opts.data_dir,
         opts.policies.as_deref(),
@@ -79,7 +85,29 @@ pub async fn run(
 
     let handle = exporter::install()?;
     let ready = Arc::new(AtomicBool::new(false));
-    let router = exporter::router(handle).merge(health(Arc::clone(&ready)));
+    let projections = Projections::standard(&emb.store)?;
+    let auth_path = opts
+        .auth
+        .clone()
+        .unwrap_or_else(|| opts.data_dir.join("auth.toml"));
+    let auth = crate::api::auth::AuthConfig::load(&auth_path)?;
+    if auth.tokens.is_empty() {
+        tracing::warn!(path = %auth_path.display(), "no API tokens: every API call is refused (add one with `ballast token`)");
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let api = Arc::new(crate::api::AppState {
+        emb: emb.clone(),
+        projections: projections.clone(),
+        index: crate::projection::turn_index::TurnIndex::open(&emb.store)?,
+        outcomes: OutcomeView::open(&emb.store)?,
+        rate: crate::api::rate::RateLimiter::new(auth.rate.clone(), Arc::clone(&clock)),
+        auth,
+        slo: slo_config.clone(),
+        clock,
+    });
+    let router = exporter::router(handle)
+        .merge(health(Arc::clone(&ready)))
+        .merge(crate::api::router(api));
     let (addr, server) = exporter::serve(opts.listen, router, stop.clone()).await?;
     bound(addr);
 
@@ -98,7 +126,6 @@ pub async fn run(
     let worker_stop = stop.clone();
     let worker_task = tokio::spawn(async move { worker.run(partitions, worker_stop).await });
 
-    let projections = Projections::standard(&emb.store)?;
     let outcomes = OutcomeView::open(&emb.store)?;
     let mut stop_projections = stop.clone();
     loop {

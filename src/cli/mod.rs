@@ -11,6 +11,7 @@ mod outcomes;
 mod replay;
 mod serve;
 mod slo;
+mod token;
 mod trace;
 mod turns;
 mod worker;
@@ -67,8 +68,10 @@ pub enum Command {
     Reverse(late::ReverseArgs),
     /// Attach a late outcome label to a finished turn (e.g. hallucination_with_action).
     Label(late::LabelArgs),
-    /// Run the embedded deployment: worker, projections, `/metrics`, health checks.
+    /// Run the embedded deployment: worker, projections, HTTP API, dashboard, `/metrics`.
     Serve(serve::ServeArgs),
+    /// Issue an API token (tenant, roles) for `ballast serve`; only its hash is stored.
+    Token(token::TokenArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -90,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reverse(a) => late::reverse(a).await,
         Command::Label(a) => late::label(a).await,
         Command::Serve(a) => serve::run(a).await,
+        Command::Token(a) => token::run(a).await,
     }
 }
 

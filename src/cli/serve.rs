@@ -13,7 +13,8 @@ pub struct ServeArgs {
     /// Data directory (created if missing).
     #[arg(long)]
     data_dir: PathBuf,
-    /// HTTP address for `/metrics`, `/healthz` and `/readyz` (port 0 picks a free one).
+    /// HTTP address of the API, the dashboard, `/metrics`, `/healthz` and `/readyz` (port 0
+    /// picks a free one).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
     /// Policy directory (`*.cedar`, `control.toml`), reloaded on change. Defaults to the
@@ -23,6 +24,10 @@ pub struct ServeArgs {
     /// Upper bound of each simulated service call of the demo tools, in milliseconds.
     #[arg(long, default_value_t = 4)]
     service_latency_ms: u64,
+    /// API tokens (hashed), tenants, roles, rate limit. Default: DATA_DIR/auth.toml (add tokens
+    /// with `ballast token`).
+    #[arg(long)]
+    auth: Option<PathBuf>,
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -31,6 +36,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let mut opts = ServeOptions::new(a.data_dir, a.listen);
     opts.policies = a.policies;
     opts.service_latency_ms = a.service_latency_ms;
+    opts.auth = a.auth;
     run_serve(opts, rx, |addr| {
         // Tests and scripts read the address from this line.
         let _ = super::emit(&format!("listening on http://{addr}\n"));

@@ -23,17 +23,7 @@ pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
     if a.json {
         let arr: Vec<_> = events
             .iter()
-            .map(|(o, e)| {
-                let mut j = e.to_json();
-                j["ballast.log.partition"] = partition.0.into();
-                j["ballast.log.offset"] = o.0.into();
-                let mut attributes = e.otel_attributes();
-                attributes.insert("ballast.log.partition".into(), partition.0.into());
-                attributes.insert("ballast.log.offset".into(), o.0.into());
-                // Not "attributes": TurnRequested has a payload field of that name.
-                j["otel"] = serde_json::Value::Object(attributes);
-                j
-            })
+            .map(|(o, e)| e.trace_entry(partition.0, o.0))
             .collect();
         return super::emit(&(serde_json::to_string_pretty(&arr)? + "\n"));
     }

@@ -119,6 +119,31 @@ impl ScriptedPlanner {
     }
 }
 
+/// The plan for a request no workload scripted (one submitted over the API): look up the order
+/// it names (`A1001`-style ids), else search the knowledge base with its text.
+pub fn fallback_script(text: &str) -> Script {
+    let order = text.split(|c: char| !c.is_ascii_alphanumeric()).find(|w| {
+        w.len() == 5
+            && w.starts_with(|c: char| c.is_ascii_uppercase())
+            && w[1..].bytes().all(|b| b.is_ascii_digit())
+    });
+    let step = match order {
+        Some(id) => crate::event::PlanStep {
+            tool: "lookup_order".into(),
+            args_json: serde_json::json!({ "order_id": id }).to_string(),
+        },
+        None => crate::event::PlanStep {
+            tool: "search_kb".into(),
+            args_json: serde_json::json!({ "query": text.chars().take(200).collect::<String>() })
+                .to_string(),
+        },
+    };
+    Script {
+        steps: vec![step],
+        confidence: 0.9,
+    }
+}
+
 /// Rough token count: what a tokenizer would give for English text, within a factor of two.
 pub fn approx_tokens(text: &str) -> i64 {
     (text.len() as i64 / 4).max(1)
@@ -131,14 +156,14 @@ impl Planner for ScriptedPlanner {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        let script = self
-            .scripts
-            .get(&request.turn_id)
-            .ok_or_else(|| ExecFailure {
-                message: format!("no script for turn {}", request.turn_id),
-                retryable: false,
-                latency_ms: 0,
-            })?;
+        let fallback;
+        let script = match self.scripts.get(&request.turn_id) {
+            Some(s) => s,
+            None => {
+                fallback = fallback_script(&request.text);
+                &fallback
+            }
+        };
         let context: usize = request.documents.iter().map(|d| d.snippet.len()).sum();
         let output: usize = script
             .steps

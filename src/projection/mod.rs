@@ -109,11 +109,16 @@ pub struct CatchUp {
 #[derive(Clone)]
 pub struct Projections {
     items: Vec<Arc<dyn Projection>>,
+    /// One catch-up at a time per set (clones share it): two would fold the same chunk.
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Projections {
     pub fn new(items: Vec<Arc<dyn Projection>>) -> Self {
-        Projections { items }
+        Projections {
+            items,
+            running: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     /// Every projection Ballast keeps on a data dir: the turn index and the outcome records.
@@ -156,6 +161,7 @@ impl Projections {
         codec: &AvroCodec<Event>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<CatchUp, ProjectionError> {
+        let _one = self.running.lock().await;
         let mut done = CatchUp::default();
         for p in (0..log.partitions()).map(Partition) {
             let mut scan = Scan::new(log, p, self.low_water(p)?);

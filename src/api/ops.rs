@@ -1,0 +1,327 @@
+//! Operations routes: who am I, the escalation queue (approvals and handoffs waiting for a
+//! person), handoff answers, SLOs and their series, outcome records.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{Caller, Role};
+use super::problem::Problem;
+use super::turns::{CommandSent, own_turn};
+use super::{AppState, Body};
+use crate::projection::slo;
+use crate::projection::turn_index::TurnStatus;
+use crate::turn::{Phase, TurnState};
+
+#[utoipa::path(get, path = "/v1/me", tag = "operations",
+    responses((status = 200, body = Caller), (status = 401, body = Problem)), security(("bearer" = [])))]
+pub async fn me(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Caller>, Problem> {
+    let caller = state.caller(&headers, &[Role::Submitter, Role::Operator, Role::Auditor])?;
+    Ok(Json(caller))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Waiting {
+    pub turn_id: String,
+    pub user_id: String,
+    /// approval or handoff
+    pub kind: String,
+    pub reason: String,
+    pub tool: Option<String>,
+    pub args_json: Option<String>,
+    pub risk_score: Option<f64>,
+    pub deadline_ms: Option<i64>,
+    pub accepted_by: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/queue", tag = "operations",
+    responses((status = 200, body = Vec<Waiting>), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn queue(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Waiting>>, Problem> {
+    use crate::event::Payload;
+    let caller = state.caller(&headers, &[Role::Operator])?;
+    state.fresh().await?;
+    let mut out = Vec::new();
+    for e in state.index.all()? {
+        if e.tenant != caller.tenant || e.status != TurnStatus::Running {
+            continue;
+        }
+        let Some((_, events)) = crate::operator::read_turn(
+            state.emb.events.as_ref(),
+            &state.emb.codecs,
+            &state.index,
+            e.turn_id,
+        )
+        .await?
+        else {
+            continue;
+        };
+        let Ok(s) = TurnState::replay(e.turn_id, events.iter().map(|(_, e)| e)) else {
+            continue;
+        };
+        let waiting = match s.phase() {
+            Phase::AwaitingApproval { .. } => {
+                events.iter().rev().find_map(|(_, ev)| match &ev.payload {
+                    Payload::ApprovalRequested(a) => Some(Waiting {
+                        turn_id: e.turn_id.to_string(),
+                        user_id: e.user_id.clone(),
+                        kind: "approval".into(),
+                        reason: a.reason.clone(),
+                        tool: Some(a.tool.clone()),
+                        args_json: Some(a.args_json.clone()),
+                        risk_score: Some(a.risk_score),
+                        deadline_ms: Some(a.deadline_ms),
+                        accepted_by: None,
+                    }),
+                    _ => None,
+                })
+            }
+            Phase::AwaitingHandoff => events.iter().rev().find_map(|(_, ev)| match &ev.payload {
+                Payload::EscalationRaised(r) => Some(Waiting {
+                    turn_id: e.turn_id.to_string(),
+                    user_id: e.user_id.clone(),
+                    kind: "handoff".into(),
+                    reason: r.reason.clone(),
+                    tool: None,
+                    args_json: None,
+                    risk_score: None,
+                    deadline_ms: r.deadline_ms,
+                    accepted_by: s.handoff.as_ref().and_then(|h| h.accepted_by.clone()),
+                }),
+                _ => None,
+            }),
+            _ => None,
+        };
+        out.extend(waiting);
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(get, path = "/v1/handoffs", tag = "operations",
+    responses((status = 200, body = Vec<Waiting>), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn handoffs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Waiting>>, Problem> {
+    let Json(all) = queue(State(state), headers).await?;
+    Ok(Json(
+        all.into_iter().filter(|w| w.kind == "handoff").collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resolution {
+    /// What the operator did.
+    pub resolution: String,
+}
+
+async fn answer_handoff(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    id: String,
+    resolution: Option<String>,
+) -> Result<Json<CommandSent>, Problem> {
+    let caller = state.caller(&headers, &[Role::Operator])?;
+    let entry = own_turn(&state, &caller.tenant, &id).await?;
+    let cmd = crate::operator::answer_handoff(
+        state.emb.events.as_ref(),
+        state.emb.requests.as_ref(),
+        &state.emb.codecs,
+        &state.index,
+        entry.turn_id,
+        resolution,
+        &caller.name,
+        state.clock.now_ms(),
+    )
+    .await?;
+    Ok(Json(CommandSent {
+        turn_id: entry.turn_id.to_string(),
+        command_id: Some(cmd.command_id),
+        status: "sent".into(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/handoffs/{id}/accept", tag = "operations", params(("id" = String, Path, description = "turn id")),
+    responses((status = 200, body = CommandSent), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)), security(("bearer" = [])))]
+pub async fn accept(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CommandSent>, Problem> {
+    answer_handoff(state, headers, id, None).await
+}
+
+#[utoipa::path(post, path = "/v1/handoffs/{id}/resolve", tag = "operations", params(("id" = String, Path, description = "turn id")),
+    request_body = Resolution, responses((status = 200, body = CommandSent), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)), security(("bearer" = [])))]
+pub async fn resolve(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body<Resolution>,
+) -> Result<Json<CommandSent>, Problem> {
+    if body.resolution.trim().is_empty() {
+        return Err(Problem::bad_request("say what was done"));
+    }
+    answer_handoff(state, headers, id, Some(body.resolution)).await
+}
+
+/// The caller's tenant's outcome records over the SLO period.
+fn tenant_outcomes(
+    state: &AppState,
+    tenant: &str,
+    now: i64,
+) -> Result<Vec<crate::event::TurnOutcome>, Problem> {
+    Ok(state
+        .outcomes
+        .since(now.saturating_sub(state.slo.period_ms))?
+        .into_iter()
+        .filter(|o| o.tenant == tenant)
+        .collect())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SloTable {
+    pub tenant: String,
+    pub turns: usize,
+    #[schema(value_type = Vec<Object>)]
+    pub slis: Vec<slo::Sli>,
+    pub tool_error_rate: f64,
+    pub cost_per_turn_micros: f64,
+    pub now_ms: i64,
+}
+
+#[utoipa::path(get, path = "/v1/slo", tag = "operations",
+    responses((status = 200, body = SloTable), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn slo(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<SloTable>, Problem> {
+    let caller = state.caller(&headers, &[Role::Operator, Role::Auditor])?;
+    state.fresh().await?;
+    let now = state.clock.now_ms();
+    let outcomes = tenant_outcomes(&state, &caller.tenant, now)?;
+    let slis = slo::compute(&outcomes, now, &state.slo);
+    let (rate, cost) = slo::tool_error_rate_and_cost(&outcomes, now, &state.slo);
+    Ok(Json(SloTable {
+        tenant: caller.tenant,
+        turns: outcomes.len(),
+        slis,
+        tool_error_rate: rate,
+        cost_per_turn_micros: cost,
+        now_ms: now,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SeriesQuery {
+    /// Bucket width in ms (default 60000).
+    pub bucket_ms: Option<i64>,
+    /// How far back in ms (default 3600000, at most the SLO period).
+    pub window_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesPoint {
+    pub at_ms: i64,
+    /// SLI name → share of good events in the bucket (absent when it had none).
+    #[schema(value_type = Object)]
+    pub values: std::collections::BTreeMap<String, f64>,
+    pub turns: u64,
+}
+
+#[utoipa::path(get, path = "/v1/slo/series", tag = "operations", params(SeriesQuery),
+    responses((status = 200, body = Vec<SeriesPoint>), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn slo_series(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Json<Vec<SeriesPoint>>, Problem> {
+    let caller = state.caller(&headers, &[Role::Operator, Role::Auditor])?;
+    state.fresh().await?;
+    let now = state.clock.now_ms();
+    let bucket = q.bucket_ms.unwrap_or(60_000).max(1_000);
+    let window = q
+        .window_ms
+        .unwrap_or(3_600_000)
+        .clamp(bucket, state.slo.period_ms);
+    let from = now - window;
+    let n = (window / bucket) as usize + 1;
+    let mut counts: Vec<std::collections::BTreeMap<&'static str, (u64, u64)>> =
+        vec![Default::default(); n];
+    let mut turns = vec![0u64; n];
+    for o in tenant_outcomes(&state, &caller.tenant, now)? {
+        if o.completed_at_ms <= from {
+            continue;
+        }
+        let i = (((o.completed_at_ms - from) / bucket) as usize).min(n - 1);
+        turns[i] += 1;
+        for (name, good) in slo::classify(&o, &state.slo) {
+            if let Some(good) = good {
+                let c = counts[i].entry(name).or_default();
+                c.0 += u64::from(good);
+                c.1 += 1;
+            }
+        }
+    }
+    Ok(Json(
+        counts
+            .into_iter()
+            .zip(turns)
+            .enumerate()
+            .map(|(i, (c, t))| SeriesPoint {
+                at_ms: from + i as i64 * bucket,
+                values: c
+                    .into_iter()
+                    .map(|(k, (g, n))| (k.to_string(), g as f64 / n as f64))
+                    .collect(),
+                turns: t,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OutcomesQuery {
+    /// Completed after (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// At most this many, oldest first (default 1000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/outcomes", tag = "operations", params(OutcomesQuery),
+    responses((status = 200, description = "TurnOutcome records (schemas/turn_outcome.avsc) as JSON", body = Vec<Object>),
+        (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
+pub async fn outcomes(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<OutcomesQuery>,
+) -> Result<Json<Vec<serde_json::Value>>, Problem> {
+    let caller = state.caller(&headers, &[Role::Auditor])?;
+    state.fresh().await?;
+    Ok(Json(
+        state
+            .outcomes
+            .since(q.since_ms.unwrap_or(i64::MIN))?
+            .into_iter()
+            .filter(|o| o.tenant == caller.tenant)
+            .take(q.limit.unwrap_or(1000).min(10_000))
+            .filter_map(|o| serde_json::to_value(o).ok())
+            .collect(),
+    ))
+}
