@@ -24,6 +24,7 @@ pub mod bench;
 pub mod clock;
 pub mod control;
 pub mod demo;
+pub mod drill;
 pub mod embedded;
 pub mod event;
 pub mod exec;

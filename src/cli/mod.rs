@@ -4,6 +4,7 @@ mod approve;
 mod audit;
 mod bench;
 mod demo;
+mod drill;
 mod handoff;
 mod kafka;
 mod late;
@@ -70,6 +71,8 @@ pub enum Command {
     Label(late::LabelArgs),
     /// Run the embedded deployment: worker, projections, HTTP API, dashboard, `/metrics`.
     Serve(serve::ServeArgs),
+    /// Run a workload without and with injected faults; print the SLOs side by side.
+    Drill(drill::DrillArgs),
     /// Issue an API token (tenant, roles) for `ballast serve`; only its hash is stored.
     Token(token::TokenArgs),
 }
@@ -94,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Label(a) => late::label(a).await,
         Command::Serve(a) => serve::run(a).await,
         Command::Token(a) => token::run(a).await,
+        Command::Drill(a) => drill::run(a).await,
     }
 }
 

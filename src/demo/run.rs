@@ -65,6 +65,8 @@ pub struct DemoOptions {
     pub policies: Option<PathBuf>,
     /// Write the workload and submit its requests, but run nothing (`ballast serve` will).
     pub submit_only: bool,
+    /// A drill's fault layer around the execution plane.
+    pub faults: Option<crate::drill::Faults>,
 }
 
 impl DemoOptions {
@@ -78,6 +80,7 @@ impl DemoOptions {
             worker: WorkerConfig::default(),
             policies: None,
             submit_only: false,
+            faults: None,
         }
     }
 }
@@ -177,6 +180,10 @@ pub async fn run(
     let journal =
         EffectsJournal::open(&opts.data_dir.join("effects.jsonl")).map_err(DemoError::Journal)?;
     let exec = super::plane(&workload, journal, opts.service_latency_ms);
+    let exec = match &opts.faults {
+        Some(f) => f.wrap(exec),
+        None => exec,
+    };
     let catalog = exec.tools.catalog().clone();
     let (control, _watcher): (Arc<dyn ControlPlane>, _) = match &opts.policies {
         Some(dir) => {
