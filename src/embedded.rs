@@ -92,6 +92,24 @@ impl Embedded {
         })
     }
 
+    /// The runtime wired to this data dir: its logs, codecs, state store and journals (outcomes
+    /// and handoffs included), running `exec` under `control`.
+    pub fn deps(
+        &self,
+        exec: crate::exec::ExecutionPlane,
+        control: Arc<dyn crate::control::ControlPlane>,
+    ) -> crate::runtime::Deps {
+        crate::runtime::Deps::new(
+            self.events.clone(),
+            self.requests.clone(),
+            self.codecs.clone(),
+            exec,
+            self.state.clone(),
+        )
+        .with_journals(self.journals())
+        .with_control(control)
+    }
+
     pub fn partitions(&self) -> u32 {
         self.events.partitions()
     }

@@ -18,7 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::embedded::{Embedded, EmbeddedError};
 use crate::ids::Partition;
 use crate::projection::{ProjectionError, Projections, outcomes::OutcomeView, slo};
-use crate::runtime::{Deps, RuntimeError, Worker, WorkerConfig};
+use crate::runtime::{RuntimeError, Worker, WorkerConfig};
 use crate::telemetry::exporter::{self, ExporterError};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,16 +111,9 @@ pub async fn run(
     let (addr, server) = exporter::serve(opts.listen, router, stop.clone()).await?;
     bound(addr);
 
-    let deps = Deps::new(
-        emb.events.clone(),
-        emb.requests.clone(),
-        emb.codecs.clone(),
-        exec,
-        emb.state.clone(),
-    )
-    .with_journals(emb.journals())
-    .with_control(control)
-    .with_effect_bound(opts.worker.max_concurrent_effects);
+    let deps = emb
+        .deps(exec, control)
+        .with_effect_bound(opts.worker.max_concurrent_effects);
     let worker = Worker::new(deps, opts.worker.clone());
     let partitions: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
     let worker_stop = stop.clone();

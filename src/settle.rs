@@ -15,7 +15,7 @@ use crate::embedded::Embedded;
 use crate::exec::ExecutionPlane;
 use crate::exec::scripted::{WorkloadError, read_workload};
 use crate::ids::{Partition, TurnId};
-use crate::runtime::{Deps, RuntimeError, Worker, WorkerConfig};
+use crate::runtime::{RuntimeError, Worker, WorkerConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanesError {
@@ -78,16 +78,7 @@ pub async fn run_until_settled(
     timeout: Duration,
 ) -> Result<bool, RuntimeError> {
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let deps = Deps::new(
-        emb.events.clone(),
-        emb.requests.clone(),
-        emb.codecs.clone(),
-        planes.exec,
-        emb.state.clone(),
-    )
-    .with_journals(emb.journals())
-    .with_control(planes.control)
-    .with_outcomes(out_tx);
+    let deps = emb.deps(planes.exec, planes.control).with_outcomes(out_tx);
     let worker = Worker::new(deps, WorkerConfig::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move { worker.run(vec![partition], stop_rx).await });

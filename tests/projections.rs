@@ -16,7 +16,7 @@ use ballast::log::{EventLog, Scan};
 use ballast::projection::outcomes::OutcomeView;
 use ballast::projection::turn_index::{TurnIndex, TurnStatus};
 use ballast::projection::{Projections, slo};
-use ballast::runtime::{Deps, Worker, WorkerConfig};
+use ballast::runtime::{Worker, WorkerConfig};
 use tokio::sync::watch;
 
 async fn published_outcomes(emb: &Embedded) -> BTreeMap<TurnId, TurnOutcome> {
@@ -47,15 +47,7 @@ async fn live_projections_equal_a_rebuild_from_offset_zero() {
     let control = Arc::new(
         ballast::demo::operator::demo_control(exec.tools.catalog().clone()).expect("policies"),
     );
-    let deps = Deps::new(
-        emb.events.clone(),
-        emb.requests.clone(),
-        emb.codecs.clone(),
-        exec,
-        emb.state.clone(),
-    )
-    .with_journals(emb.journals())
-    .with_control(control);
+    let deps = emb.deps(exec, control);
     let worker = Worker::new(deps, WorkerConfig::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let partitions: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();

@@ -22,7 +22,7 @@ use crate::ids::{Offset, Partition, TurnId};
 use crate::log::Scan;
 use crate::log::{EventLog, LogError};
 use crate::projection::turn_index::{TurnIndex, TurnStatus};
-use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
+use crate::runtime::{RuntimeError, RuntimeStats, Worker, WorkerConfig};
 use crate::submit::{SubmitError, submit};
 
 #[derive(Debug, thiserror::Error)]
@@ -229,17 +229,10 @@ pub async fn run(
     }
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let deps = Deps::new(
-        emb.events.clone(),
-        emb.requests.clone(),
-        emb.codecs.clone(),
-        exec,
-        emb.state.clone(),
-    )
-    .with_journals(emb.journals())
-    .with_control(control)
-    .with_outcomes(out_tx)
-    .with_effect_bound(opts.worker.max_concurrent_effects);
+    let deps = emb
+        .deps(exec, control)
+        .with_outcomes(out_tx)
+        .with_effect_bound(opts.worker.max_concurrent_effects);
     let worker = Worker::new(deps, opts.worker.clone());
     let stats = worker.stats();
     let (stop_tx, stop_rx) = watch::channel(false);
