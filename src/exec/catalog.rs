@@ -108,6 +108,9 @@ pub struct ToolSpec {
     pub deterministic: bool,
     #[serde(default)]
     pub result_checks: ResultChecks,
+    /// Where an HTTP tool's endpoint is (see `exec::http_tool`); None for in-process tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<super::http_tool::HttpEndpoint>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

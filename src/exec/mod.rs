@@ -3,6 +3,9 @@
 //! demo domain make runs reproducible.
 
 pub mod catalog;
+pub mod http_tool;
+pub mod openai;
+pub mod profiles;
 pub mod scripted;
 pub mod synth;
 
@@ -49,6 +52,8 @@ pub struct ToolError {
     pub message: String,
     /// True when the call certainly did not take effect and may succeed if tried again.
     pub retryable: bool,
+    /// Error, Timeout, or OutcomeUnknown when the call may have acted and cannot be retried.
+    pub kind: crate::event::ToolFailureKind,
 }
 
 impl ToolError {
@@ -56,6 +61,7 @@ impl ToolError {
         ToolError {
             message: message.into(),
             retryable: true,
+            kind: crate::event::ToolFailureKind::Error,
         }
     }
 
@@ -63,6 +69,7 @@ impl ToolError {
         ToolError {
             message: message.into(),
             retryable: false,
+            kind: crate::event::ToolFailureKind::Error,
         }
     }
 }

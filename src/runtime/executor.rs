@@ -158,7 +158,7 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
                             latency_ms: started.elapsed().as_millis() as i64,
                         }),
                         Ok(Err(e)) => Err(ToolFailure {
-                            kind: ToolFailureKind::Error,
+                            kind: e.kind,
                             message: e.message,
                             retryable: e.retryable,
                             latency_ms: started.elapsed().as_millis() as i64,

@@ -1,0 +1,296 @@
+//! The chat-completions wire format, as pure functions: the request body a plan request becomes,
+//! and the plan a response body becomes. Parsing never trusts the server: every field is
+//! optional until checked, and whatever cannot become a plan is a `Malformed` error, not a panic.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::event::PlanStep;
+use crate::exec::PlanRequest;
+use crate::exec::catalog::{Catalog, ToolSpec};
+
+/// The system prompt. Its hash (with the tool definitions) is recorded in every plan.
+pub const SYSTEM_TEMPLATE: &str = "You are the planner of a customer-support agent. \
+Answer by calling the tools you need, in the order they should run, with arguments taken from \
+the user's request and the context documents only. Never invent identifiers, amounts or \
+addresses. If no tool is needed, answer in one short sentence without calling any tool.";
+
+const CONSTRAINED_NOTE: &str = "This is a constrained retry: an earlier plan was rejected. \
+Only read-only tools are offered; call the fewest that answer the request.";
+
+/// The most documents, and characters of each, put into the prompt.
+const MAX_DOCUMENTS: usize = 8;
+const MAX_SNIPPET_CHARS: usize = 2_000;
+/// A plan longer than this is cut here; the control plane's `max_plan_steps` still applies.
+pub const MAX_STEPS: usize = 32;
+
+/// The catalog tools offered for a request: all of them, or the deterministic ones on a
+/// constrained retry.
+pub fn offered<'a>(catalog: &'a Catalog, constrained: bool) -> Vec<&'a ToolSpec> {
+    catalog
+        .iter()
+        .filter(|t| !constrained || t.deterministic)
+        .collect()
+}
+
+/// The OpenAI `tools` array: one function per catalog tool, its parameters the args schema.
+pub fn tool_definitions(tools: &[&ToolSpec]) -> Value {
+    Value::Array(
+        tools
+            .iter()
+            .map(|t| {
+                json!({
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.args_schema,
+                    }
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `sha256:` of the system template, the constrained note and the catalog's tool definitions:
+/// what, besides the request, shapes the model's answer.
+pub fn template_hash(catalog: &Catalog) -> String {
+    let mut h = Sha256::new();
+    h.update(SYSTEM_TEMPLATE.as_bytes());
+    h.update([0]);
+    h.update(CONSTRAINED_NOTE.as_bytes());
+    h.update([0]);
+    let all: Vec<&ToolSpec> = catalog.iter().collect();
+    h.update(tool_definitions(&all).to_string().as_bytes());
+    let digest = h.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{}", &hex[..16])
+}
+
+/// The user message: the request, then the retrieved documents as numbered context.
+pub fn user_message(request: &PlanRequest) -> String {
+    let mut text = format!("Request from user {}:\n{}\n", request.user_id, request.text);
+    if !request.documents.is_empty() {
+        text.push_str("\nContext documents:\n");
+        for d in request.documents.iter().take(MAX_DOCUMENTS) {
+            let snippet: String = d.snippet.chars().take(MAX_SNIPPET_CHARS).collect();
+            text.push_str(&format!(
+                "[{} v{}] {}: {}\n",
+                d.id, d.version, d.title, snippet
+            ));
+        }
+    }
+    text
+}
+
+/// What the request body is built from besides the plan request.
+pub struct BodyOptions<'a> {
+    pub model: &'a str,
+    pub max_tokens: u32,
+    pub temperature: f64,
+    pub logprobs: bool,
+}
+
+pub fn request_body(request: &PlanRequest, catalog: &Catalog, opts: &BodyOptions<'_>) -> Value {
+    let mut system = SYSTEM_TEMPLATE.to_string();
+    if request.constrained {
+        system.push(' ');
+        system.push_str(CONSTRAINED_NOTE);
+    }
+    let tools = offered(catalog, request.constrained);
+    let mut body = json!({
+        "model": opts.model,
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user_message(request)},
+        ],
+        "temperature": opts.temperature,
+        "max_tokens": opts.max_tokens,
+    });
+    if !tools.is_empty() {
+        body["tools"] = tool_definitions(&tools);
+        body["tool_choice"] = json!("auto");
+    }
+    if opts.logprobs {
+        body["logprobs"] = json!(true);
+    }
+    body
+}
+
+/// A response turned into plan material.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// The model the server says answered (often more precise than the one asked for).
+    pub model: Option<String>,
+    /// `system_fingerprint`, when the server gives one: the backend configuration.
+    pub fingerprint: Option<String>,
+    pub steps: Vec<PlanStep>,
+    /// exp(mean token logprob) when the server returned logprobs.
+    pub confidence: Option<f64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+}
+
+/// Why a response body could not become a plan.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("malformed completion: {0}")]
+pub struct Malformed(pub String);
+
+fn bad(message: impl Into<String>) -> Malformed {
+    Malformed(message.into())
+}
+
+/// Parses a chat-completions response body.
+pub fn parse_completion(body: &[u8]) -> Result<Completion, Malformed> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
+    let root = value
+        .as_object()
+        .ok_or_else(|| bad("body is not a JSON object"))?;
+    if let Some(err) = root.get("error").filter(|e| !e.is_null()) {
+        let message = err
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("(no message)");
+        return Err(bad(format!("server error object: {message}")));
+    }
+    let choice = root
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .ok_or_else(|| bad("no choices"))?;
+    let message = choice
+        .get("message")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("choice has no message object"))?;
+    if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str)
+        && reason == "length"
+    {
+        return Err(bad("the answer was cut off at max_tokens"));
+    }
+    let steps = match message.get("tool_calls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(calls)) => {
+            if calls.len() > MAX_STEPS {
+                return Err(bad(format!("{} tool calls (at most {MAX_STEPS})", calls.len())));
+            }
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| parse_tool_call(i, c))
+                .collect::<Result<_, _>>()?
+        }
+        Some(_) => return Err(bad("tool_calls is not an array")),
+    };
+    if steps.is_empty() && !message.get("content").is_some_and(Value::is_string) {
+        return Err(bad("neither tool calls nor content"));
+    }
+    let usage = root.get("usage");
+    let tokens = |name: &str| {
+        usage
+            .and_then(|u| u.get(name))
+            .and_then(Value::as_i64)
+            .filter(|n| *n >= 0)
+    };
+    Ok(Completion {
+        model: root
+            .get("model")
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(200).collect()),
+        fingerprint: root
+            .get("system_fingerprint")
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(200).collect()),
+        steps,
+        confidence: confidence(choice),
+        input_tokens: tokens("prompt_tokens"),
+        output_tokens: tokens("completion_tokens"),
+    })
+}
+
+fn parse_tool_call(i: usize, call: &Value) -> Result<PlanStep, Malformed> {
+    let function = call
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad(format!("tool call {i} has no function")))?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty() && n.len() <= 128)
+        .ok_or_else(|| bad(format!("tool call {i} has no usable name")))?;
+    // Servers send arguments as a JSON string (OpenAI) or, some, as an object.
+    let args = match function.get("arguments") {
+        Some(Value::String(s)) if s.trim().is_empty() => json!({}),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .map_err(|e| bad(format!("tool call {i} ({name}): arguments are not JSON: {e}")))?,
+        Some(v @ Value::Object(_)) => v.clone(),
+        None | Some(Value::Null) => json!({}),
+        Some(_) => return Err(bad(format!("tool call {i} ({name}): arguments of a wrong type"))),
+    };
+    if !args.is_object() {
+        return Err(bad(format!(
+            "tool call {i} ({name}): arguments are not an object"
+        )));
+    }
+    Ok(PlanStep {
+        tool: name.to_string(),
+        args_json: args.to_string(),
+    })
+}
+
+/// exp(mean logprob) of the answer's tokens, in [0, 1]; None when there are none.
+fn confidence(choice: &Value) -> Option<f64> {
+    let tokens = choice.get("logprobs")?.get("content")?.as_array()?;
+    let logprobs: Vec<f64> = tokens
+        .iter()
+        .filter_map(|t| t.get("logprob").and_then(Value::as_f64))
+        .filter(|l| l.is_finite() && *l <= 0.0)
+        .collect();
+    if logprobs.is_empty() {
+        return None;
+    }
+    let mean = logprobs.iter().sum::<f64>() / logprobs.len() as f64;
+    Some(mean.exp().clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_calling_answer_becomes_steps_in_order() {
+        let body = br#"{"id":"c1","model":"qwen2.5-7b","system_fingerprint":"fp_1",
+          "choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant",
+          "content":null,"tool_calls":[
+            {"id":"a","type":"function","function":{"name":"lookup_order","arguments":"{\"order_id\":\"A1234\"}"}},
+            {"id":"b","type":"function","function":{"name":"send_email","arguments":{"to":"x"}}}]},
+          "logprobs":{"content":[{"token":"a","logprob":-0.1},{"token":"b","logprob":-0.3}]}}],
+          "usage":{"prompt_tokens":321,"completion_tokens":42}}"#;
+        let c = parse_completion(body).unwrap();
+        assert_eq!(c.steps.len(), 2);
+        assert_eq!(c.steps[0].tool, "lookup_order");
+        assert_eq!(c.steps[0].args_json, r#"{"order_id":"A1234"}"#);
+        assert_eq!(c.steps[1].args_json, r#"{"to":"x"}"#);
+        assert_eq!((c.input_tokens, c.output_tokens), (Some(321), Some(42)));
+        assert_eq!(c.model.as_deref(), Some("qwen2.5-7b"));
+        let conf = c.confidence.unwrap();
+        assert!((conf - (-0.2f64).exp()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_plain_answer_is_a_plan_without_steps() {
+        let c = parse_completion(br#"{"choices":[{"message":{"content":"Hello"}}]}"#).unwrap();
+        assert!(c.steps.is_empty());
+        assert_eq!(c.confidence, None);
+    }
+
+    #[test]
+    fn constrained_requests_offer_only_deterministic_tools() {
+        let catalog = crate::demo::tools::demo_catalog();
+        let all = offered(&catalog, false).len();
+        let some = offered(&catalog, true);
+        assert!(!some.is_empty() && some.len() < all);
+        assert!(some.iter().all(|t| t.deterministic));
+        assert!(template_hash(&catalog).starts_with("sha256:"));
+    }
+}
