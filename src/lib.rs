@@ -22,6 +22,7 @@ pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod clock;
+pub mod config;
 pub mod control;
 pub mod demo;
 pub mod drill;

@@ -37,6 +37,8 @@ pub enum ServeError {
     Planes(#[from] crate::settle::PlanesError),
     #[error(transparent)]
     Auth(#[from] crate::api::auth::AuthError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +52,9 @@ pub struct ServeOptions {
     pub worker: WorkerConfig,
     /// How often the projections look for new events.
     pub refresh: Duration,
+    /// A configuration file (`ballast.toml`): its planners, tools and policies replace the
+    /// demo's; its data dir and partitions are used.
+    pub config: Option<Arc<crate::config::Loaded>>,
 }
 
 impl ServeOptions {
@@ -62,6 +67,7 @@ impl ServeOptions {
             auth: None,
             worker: WorkerConfig::default(),
             refresh: Duration::from_millis(250),
+            config: None,
         }
     }
 }
@@ -72,14 +78,22 @@ pub async fn run(
     stop: watch::Receiver<bool>,
     bound: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let emb = Embedded::open(&opts.data_dir, 0)?;
-    // The demo domain's planner follows the data dir's workload file (written by `ballast
-    // demo`); requests it does not script get the planner's fallback plan.
-    let planes = crate::settle::demo_planes(
-        &opts.data_dir,
-        opts.policies.as_deref(),
-        opts.service_latency_ms,
-    )?;
+    let planes = match &opts.config {
+        Some(loaded) => loaded.planes()?,
+        // The demo domain's planner follows the data dir's workload file (written by `ballast
+        // demo`); requests it does not script get the planner's fallback plan.
+        None => crate::settle::demo_planes(
+            &opts.data_dir,
+            opts.policies.as_deref(),
+            opts.service_latency_ms,
+        )?,
+    };
+    let partitions = opts
+        .config
+        .as_ref()
+        .filter(|_| !opts.data_dir.join("sled").exists())
+        .map_or(0, |c| c.config.log.partitions);
+    let emb = Embedded::open(&opts.data_dir, partitions)?;
     let (exec, control, _watcher) = (planes.exec, planes.control, planes.watcher);
     let slo_config = control.config().slo.clone();
 

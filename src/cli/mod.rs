@@ -3,6 +3,7 @@
 mod approve;
 mod audit;
 mod bench;
+mod check_config;
 mod demo;
 mod drill;
 mod handoff;
@@ -73,6 +74,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run a workload without and with injected faults; print the SLOs side by side.
     Drill(drill::DrillArgs),
+    /// Validate a configuration file (ballast.toml); errors point at the line.
+    CheckConfig(check_config::CheckConfigArgs),
     /// Issue an API token (tenant, roles) for `ballast serve`; only its hash is stored.
     Token(token::TokenArgs),
 }
@@ -98,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a).await,
         Command::Token(a) => token::run(a).await,
         Command::Drill(a) => drill::run(a).await,
+        Command::CheckConfig(a) => check_config::run(a).await,
     }
 }
 

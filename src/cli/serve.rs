@@ -10,9 +10,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory (created if missing).
-    #[arg(long)]
-    data_dir: PathBuf,
+    /// Data directory (created if missing). Default with --config: its `log.data_dir`.
+    #[arg(long, required_unless_present = "config")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (see examples/ballast.toml): planners (OpenAI-compatible servers),
+    /// tools (HTTP endpoints), policies, budgets, guards, ladder, SLO targets, log backend.
+    #[arg(long, conflicts_with_all = ["policies", "service_latency_ms"])]
+    config: Option<PathBuf>,
     /// HTTP address of the API, the dashboard, `/metrics`, `/healthz` and `/readyz` (port 0
     /// picks a free one).
     #[arg(long, default_value = DEFAULT_LISTEN)]
@@ -33,7 +37,33 @@ pub struct ServeArgs {
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let (tx, rx) = shutdown::channel();
     shutdown::on_signals(tx);
-    let mut opts = ServeOptions::new(a.data_dir, a.listen);
+    let mut loaded = match &a.config {
+        Some(path) => {
+            let loaded = ballast::config::load(path)?;
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            if loaded.config.log.backend != ballast::config::Backend::Embedded {
+                anyhow::bail!(
+                    "{}: serve runs the embedded backend; run `ballast worker` for kafka",
+                    path.display()
+                );
+            }
+            Some(loaded)
+        }
+        None => None,
+    };
+    let data_dir = match (a.data_dir, &mut loaded) {
+        (Some(d), Some(l)) => {
+            l.config.log.data_dir = d.clone();
+            d
+        }
+        (Some(d), None) => d,
+        (None, Some(l)) => l.config.log.data_dir.clone(),
+        (None, None) => anyhow::bail!("--data-dir or --config is needed"),
+    };
+    let mut opts = ServeOptions::new(data_dir, a.listen);
+    opts.config = loaded.map(std::sync::Arc::new);
     opts.policies = a.policies;
     opts.service_latency_ms = a.service_latency_ms;
     opts.auth = a.auth;

@@ -22,7 +22,7 @@ use crate::event::{PlanStep, PolicyDecision, RouteSelected};
 use crate::exec::catalog::{Catalog, ToolSpec};
 
 pub use config::ControlConfig;
-pub use plane::{CedarControlPlane, PolicyWatcher};
+pub use plane::{CONFIG_FILE, CedarControlPlane, PolicyWatcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -187,11 +187,13 @@ impl HttpTool {
             .idempotency_header
             .as_deref()
             .unwrap_or(DEFAULT_IDEMPOTENCY_HEADER);
-        let idempotency_header = reqwest::header::HeaderName::from_bytes(idem.as_bytes())
-            .map_err(|e| HttpToolError::Header {
-                tool: tool.clone(),
-                header: idem.to_string(),
-                message: e.to_string(),
+        let idempotency_header =
+            reqwest::header::HeaderName::from_bytes(idem.as_bytes()).map_err(|e| {
+                HttpToolError::Header {
+                    tool: tool.clone(),
+                    header: idem.to_string(),
+                    message: e.to_string(),
+                }
             })?;
         Ok(HttpTool {
             url: endpoint.url,
@@ -312,13 +314,21 @@ impl Tool for HttpTool {
                 ));
             }
         };
-        let excerpt = || String::from_utf8_lossy(&body).chars().take(200).collect::<String>();
+        let excerpt = || {
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        };
         match status {
             200..=299 => {}
             // The server says it did not act: 408 and 429 ask to come back, 503 is down, 409 is
             // an in-flight request with the same idempotency key.
             408 | 409 | 429 | 503 => {
-                return Err(ToolError::retryable(format!("HTTP {status}: {}", excerpt())));
+                return Err(ToolError::retryable(format!(
+                    "HTTP {status}: {}",
+                    excerpt()
+                )));
             }
             500..=599 => {
                 return Err(self.maybe_acted(

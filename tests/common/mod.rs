@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod fake;
 pub mod kafka;
 pub mod plane;
 

@@ -86,7 +86,9 @@ impl ModelError {
             ModelError::Transport { .. } | ModelError::Timeout(_) | ModelError::Malformed(_) => {
                 true
             }
-            ModelError::Status { status, .. } => matches!(status, 408 | 409 | 429) || *status >= 500,
+            ModelError::Status { status, .. } => {
+                matches!(status, 408 | 409 | 429) || *status >= 500
+            }
             ModelError::Config(_) => false,
         }
     }

@@ -172,7 +172,10 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, Malformed> {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(calls)) => {
             if calls.len() > MAX_STEPS {
-                return Err(bad(format!("{} tool calls (at most {MAX_STEPS})", calls.len())));
+                return Err(bad(format!(
+                    "{} tool calls (at most {MAX_STEPS})",
+                    calls.len()
+                )));
             }
             calls
                 .iter()
@@ -221,11 +224,18 @@ fn parse_tool_call(i: usize, call: &Value) -> Result<PlanStep, Malformed> {
     // Servers send arguments as a JSON string (OpenAI) or, some, as an object.
     let args = match function.get("arguments") {
         Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
-            .map_err(|e| bad(format!("tool call {i} ({name}): arguments are not JSON: {e}")))?,
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).map_err(|e| {
+            bad(format!(
+                "tool call {i} ({name}): arguments are not JSON: {e}"
+            ))
+        })?,
         Some(v @ Value::Object(_)) => v.clone(),
         None | Some(Value::Null) => json!({}),
-        Some(_) => return Err(bad(format!("tool call {i} ({name}): arguments of a wrong type"))),
+        Some(_) => {
+            return Err(bad(format!(
+                "tool call {i} ({name}): arguments of a wrong type"
+            )));
+        }
     };
     if !args.is_object() {
         return Err(bad(format!(
@@ -256,6 +266,61 @@ fn confidence(choice: &Value) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// JSON built from the keys a completion has, so the parser's every branch is reached.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[a-z{}\\[\\]\":,]{0,12}".prop_map(Value::from),
+        ];
+        let keys = prop::sample::select(vec![
+            "choices",
+            "message",
+            "tool_calls",
+            "function",
+            "name",
+            "arguments",
+            "usage",
+            "prompt_tokens",
+            "logprobs",
+            "content",
+            "logprob",
+            "finish_reason",
+            "model",
+            "error",
+        ]);
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(keys.clone(), inner, 0..5).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_a_completion_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_completion(&bytes);
+        }
+
+        #[test]
+        fn any_completion_shaped_json_is_a_completion_or_an_error(v in arb_json()) {
+            if let Ok(c) = parse_completion(v.to_string().as_bytes()) {
+                prop_assert!(c.steps.len() <= MAX_STEPS);
+                prop_assert!(c.confidence.is_none_or(|x| (0.0..=1.0).contains(&x)));
+                for s in &c.steps {
+                    prop_assert!(serde_json::from_str::<Value>(&s.args_json).is_ok_and(|a| a.is_object()));
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_tool_calling_answer_becomes_steps_in_order() {

@@ -1,0 +1,451 @@
+//! `ballast check-config`: a configuration file checked as a whole — syntax and types, then
+//! what only the whole can tell (every routed profile has a planner, every catalog tool an
+//! implementation, the policies compile against the catalog) — with each problem at its line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::locate::{line_col, locate};
+use super::{Backend, BallastConfig, PlannerConfig};
+use crate::control::ControlConfig;
+use crate::event::EscalationRung;
+use crate::exec::catalog::Catalog;
+use crate::exec::http_tool::HttpTool;
+use crate::exec::openai::OpenAiPlanner;
+
+/// One finding, where it is.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Problem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The dotted key it concerns, when it concerns one.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        write!(f, ": ")?;
+        if let Some(k) = &self.key {
+            write!(f, "{k}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+pub fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    #[serde(skip)]
+    pub config: Option<BallastConfig>,
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+    /// What the file configures, a line each, when it is valid.
+    pub summary: Vec<String>,
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    origin: &'a str,
+    report: Report,
+}
+
+impl Ctx<'_> {
+    fn at(&self, key: &str, message: String) -> Problem {
+        let pos = locate(self.text, key);
+        Problem {
+            file: self.origin.to_string(),
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            key: Some(key.to_string()),
+            message,
+        }
+    }
+
+    fn error(&mut self, key: &str, message: impl Into<String>) {
+        let p = self.at(key, message.into());
+        self.report.errors.push(p);
+    }
+
+    fn warn(&mut self, key: &str, message: impl Into<String>) {
+        let p = self.at(key, message.into());
+        self.report.warnings.push(p);
+    }
+
+    fn elsewhere(&mut self, file: &Path, line: Option<usize>, message: String) {
+        self.report.errors.push(Problem {
+            file: file.display().to_string(),
+            line,
+            column: None,
+            key: None,
+            message,
+        });
+    }
+}
+
+/// Checks the text of a configuration file. `base` resolves its relative paths; `env` reads
+/// environment variables (API keys, header values).
+pub fn check(
+    text: &str,
+    origin: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Report {
+    let mut cx = Ctx {
+        text,
+        origin,
+        report: Report::default(),
+    };
+    let config: BallastConfig = match toml::from_str(text) {
+        Ok(c) => c,
+        Err(e) => {
+            let pos = e.span().map(|s| line_col(text, s.start));
+            cx.report.errors.push(Problem {
+                file: origin.to_string(),
+                line: pos.map(|p| p.0),
+                column: pos.map(|p| p.1),
+                key: None,
+                message: e.message().trim().to_string(),
+            });
+            return cx.report;
+        }
+    };
+    let mut resolved = config.clone();
+    super::resolve_paths(&mut resolved, base);
+
+    check_log(&mut cx, &resolved);
+    let control = control_config(&mut cx, &resolved);
+    if let Some(control) = &control {
+        check_control(&mut cx, control);
+    }
+    let catalog = check_catalog(&mut cx, &resolved, env);
+    if let (Some(control), Some(catalog)) = (&control, &catalog) {
+        check_planners(&mut cx, &resolved, control, catalog, env);
+    }
+    if let Some(catalog) = &catalog {
+        check_policies(&mut cx, &resolved, catalog);
+    }
+    if cx.report.errors.is_empty() {
+        cx.report.summary = summary(&resolved, control.as_ref(), catalog.as_ref());
+        cx.report.config = Some(config);
+    }
+    cx.report
+}
+
+fn check_log(cx: &mut Ctx<'_>, c: &BallastConfig) {
+    if c.log.backend == Backend::Kafka && c.log.bootstrap.as_deref().is_none_or(str::is_empty) {
+        cx.error("log.bootstrap", "the kafka backend needs bootstrap servers");
+    }
+    if !(1..=1024).contains(&c.log.partitions) {
+        cx.error("log.partitions", "partitions must be between 1 and 1024");
+    }
+}
+
+fn control_config(cx: &mut Ctx<'_>, c: &BallastConfig) -> Option<ControlConfig> {
+    let file = c
+        .policies
+        .as_ref()
+        .map(|d| d.join(crate::control::CONFIG_FILE));
+    match (&c.control, file.filter(|f| f.exists())) {
+        (Some(control), Some(file)) => {
+            cx.warn(
+                "control",
+                format!(
+                    "{} is ignored: [control] in this file is used",
+                    file.display()
+                ),
+            );
+            Some(control.clone())
+        }
+        (Some(control), None) => Some(control.clone()),
+        (None, Some(file)) => match ControlConfig::load(&file) {
+            Ok(control) => Some(control),
+            Err(e) => {
+                cx.elsewhere(&file, None, e.to_string());
+                None
+            }
+        },
+        (None, None) => Some(ControlConfig::default()),
+    }
+}
+
+fn check_control(cx: &mut Ctx<'_>, control: &ControlConfig) {
+    let known = |p: &str| control.profiles.contains_key(p);
+    if !known(&control.routing.default_profile) {
+        cx.error(
+            "control.routing.default_profile",
+            format!(
+                "{:?} is not a profile of [control.profiles]",
+                control.routing.default_profile
+            ),
+        );
+    }
+    for (i, rule) in control.routing.rules.iter().enumerate() {
+        if !known(&rule.profile) {
+            cx.error(
+                &format!("control.routing.rules.{i}.profile"),
+                format!(
+                    "rule {:?} names unknown profile {:?}",
+                    rule.name, rule.profile
+                ),
+            );
+        }
+    }
+    let guards = &control.guards;
+    if guards.ladder.contains(&EscalationRung::Specialist) && !known(&guards.specialist_profile) {
+        cx.error(
+            "control.guards.specialist_profile",
+            format!(
+                "the ladder has a specialist rung, but {:?} is not a profile",
+                guards.specialist_profile
+            ),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    if let Some(dup) = guards.ladder.iter().find(|r| !seen.insert(r.as_str())) {
+        cx.error(
+            "control.guards.ladder",
+            format!("rung {} appears twice", dup.as_str()),
+        );
+    }
+    for (i, p) in guards.redact_patterns.iter().enumerate() {
+        if let Err(e) = regex::Regex::new(&p.regex) {
+            cx.error(
+                &format!("control.guards.redact_patterns.{i}.regex"),
+                format!("pattern {:?}: {e}", p.name),
+            );
+        }
+    }
+    for (key, value) in [
+        ("control.approval_ttl_ms", control.approval_ttl_ms),
+        ("control.budgets.window_ms", control.budgets.window_ms),
+        ("control.guards.handoff_ttl_ms", guards.handoff_ttl_ms),
+        ("control.slo.period_ms", control.slo.period_ms),
+    ] {
+        if value <= 0 {
+            cx.error(key, "must be positive");
+        }
+    }
+    let slo = &control.slo;
+    for (key, value) in [
+        ("control.slo.task_success", slo.task_success),
+        ("control.slo.latency_target", slo.latency_target),
+        ("control.slo.escalation_success", slo.escalation_success),
+    ] {
+        if !(value > 0.0 && value < 1.0) {
+            cx.error(key, "a target is a share strictly between 0 and 1");
+        }
+    }
+    if !(0.0..1.0).contains(&slo.hallucination_with_action_max) {
+        cx.error(
+            "control.slo.hallucination_with_action_max",
+            "a share between 0 (inclusive) and 1",
+        );
+    }
+}
+
+fn check_catalog(
+    cx: &mut Ctx<'_>,
+    c: &BallastConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Catalog> {
+    let Some(path) = &c.catalog else {
+        return Some(crate::demo::tools::demo_catalog());
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.error("catalog", format!("{}: {e}", path.display()));
+            return None;
+        }
+    };
+    let catalog = match Catalog::from_json(&text) {
+        Ok(c) => c,
+        Err(message) => {
+            cx.elsewhere(path, None, message);
+            return None;
+        }
+    };
+    let builtin = crate::demo::tools::demo_catalog();
+    let client = reqwest::Client::new();
+    for tool in catalog.iter() {
+        // The tool's entry, for errors: the line where its name is given.
+        let line = text
+            .lines()
+            .position(|l| l.contains(&format!("\"{}\"", tool.name)) && l.contains("\"name\""))
+            .map(|i| i + 1);
+        if tool.http.is_some() {
+            if let Err(e) = HttpTool::new(tool.clone(), client.clone(), env) {
+                cx.elsewhere(path, line, e.to_string());
+            }
+        } else if builtin.get(&tool.name).is_none() {
+            cx.elsewhere(
+                path,
+                line,
+                format!(
+                    "tool {} has no \"http\" endpoint and no built-in implementation",
+                    tool.name
+                ),
+            );
+        }
+        if let Some(comp) = &tool.compensation
+            && catalog.get(comp).is_none()
+        {
+            cx.elsewhere(
+                path,
+                line,
+                format!(
+                    "tool {}: compensation {comp} is not in the catalog",
+                    tool.name
+                ),
+            );
+        }
+    }
+    Some(catalog)
+}
+
+fn check_planners(
+    cx: &mut Ctx<'_>,
+    c: &BallastConfig,
+    control: &ControlConfig,
+    catalog: &Catalog,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
+    for name in control.profiles.keys() {
+        if !c.planners.contains_key(name) && !c.planners.is_empty() {
+            cx.error(
+                "planners",
+                format!("profile {name:?} has no [planners.{name}] entry"),
+            );
+        }
+    }
+    for (name, planner) in &c.planners {
+        let key = format!("planners.{name}");
+        if !control.profiles.contains_key(name) {
+            cx.warn(&key, format!("{name:?} is not a profile of the control configuration, so nothing routes to it"));
+        }
+        let PlannerConfig::Openai(openai) = planner else {
+            continue;
+        };
+        if let Err(e) = OpenAiPlanner::new(openai.clone(), catalog.clone()) {
+            let field = if openai.model.trim().is_empty() {
+                "model"
+            } else {
+                "base_url"
+            };
+            cx.error(&format!("{key}.{field}"), e.to_string());
+        }
+        if openai.timeout_ms == 0 {
+            cx.error(&format!("{key}.timeout_ms"), "must be positive");
+        }
+        if let Some(conf) = openai.default_confidence
+            && !(0.0..=1.0).contains(&conf)
+        {
+            cx.error(
+                &format!("{key}.default_confidence"),
+                "a confidence is between 0 and 1",
+            );
+        }
+        if let Some(var) = &openai.api_key_env
+            && env(var).is_none_or(|v| v.trim().is_empty())
+        {
+            cx.warn(
+                &format!("{key}.api_key_env"),
+                format!("${var} is not set: requests go without an API key"),
+            );
+        }
+    }
+}
+
+fn check_policies(cx: &mut Ctx<'_>, c: &BallastConfig, catalog: &Catalog) {
+    let Some(dir) = &c.policies else { return };
+    if !dir.is_dir() {
+        cx.error("policies", format!("{} is not a directory", dir.display()));
+        return;
+    }
+    if let Err(e) = crate::control::cedar::Policies::load_dir(dir, catalog) {
+        // Policy errors name their own file and line.
+        let message = e.to_string();
+        cx.report.errors.push(Problem {
+            file: dir.display().to_string(),
+            line: None,
+            column: None,
+            key: None,
+            message,
+        });
+    }
+}
+
+fn summary(
+    c: &BallastConfig,
+    control: Option<&ControlConfig>,
+    catalog: Option<&Catalog>,
+) -> Vec<String> {
+    let mut lines = vec![match c.log.backend {
+        Backend::Embedded => format!("log: embedded sled in {}", c.log.data_dir.display()),
+        Backend::Kafka => format!(
+            "log: kafka at {} (state in {})",
+            c.log.bootstrap.as_deref().unwrap_or(""),
+            c.log.data_dir.display()
+        ),
+    }];
+    if let Some(catalog) = catalog {
+        let http = catalog.iter().filter(|t| t.http.is_some()).count();
+        lines.push(format!(
+            "tools: {} ({http} over HTTP, {} built in)",
+            catalog.len(),
+            catalog.len() - http
+        ));
+    }
+    for (name, p) in &c.planners {
+        lines.push(match p {
+            PlannerConfig::Openai(o) => {
+                format!("planner {name}: {} at {}", o.model, o.base_url)
+            }
+            PlannerConfig::Scripted {} => format!("planner {name}: scripted"),
+        });
+    }
+    if c.planners.is_empty() {
+        lines.push("planners: scripted for every profile".into());
+    }
+    lines.push(match &c.policies {
+        Some(d) => format!("policies: {}", d.display()),
+        None => "policies: built-in".into(),
+    });
+    if let Some(control) = control {
+        let ladder: Vec<&str> = control.guards.ladder.iter().map(|r| r.as_str()).collect();
+        lines.push(format!("ladder: {}", ladder.join(" → ")));
+        lines.push(format!(
+            "slo: task success ≥ {}, hallucination with action ≤ {}, latency ≤ {} ms for {}, escalation success ≥ {}",
+            control.slo.task_success,
+            control.slo.hallucination_with_action_max,
+            control.slo.latency_threshold_ms,
+            control.slo.latency_target,
+            control.slo.escalation_success
+        ));
+    }
+    lines
+}
+
+/// The file's directory, for resolving its relative paths.
+pub fn base_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}

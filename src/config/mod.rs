@@ -1,0 +1,188 @@
+//! The deployment configuration file (`ballast.toml`, documented in `examples/ballast.toml`):
+//! the log backend, the tool catalog (HTTP or built-in tools), one planner per profile (an
+//! OpenAI-compatible server or the scripted planner), the policy directory, and the control
+//! configuration — budgets, guards and the escalation ladder, routing, SLO targets — that
+//! otherwise lives in the policy directory's `control.toml`.
+//!
+//! `check.rs` validates a file with errors that name the line; `build.rs` turns a valid one
+//! into the planes a worker runs.
+
+pub mod build;
+pub mod check;
+mod locate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::ControlConfig;
+use crate::exec::openai::OpenAiConfig;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BallastConfig {
+    #[serde(default)]
+    pub log: LogConfig,
+    /// A directory of `*.cedar` policies, reloaded on change. Unset: the built-in policy set.
+    #[serde(default)]
+    pub policies: Option<PathBuf>,
+    /// The tool catalog (a JSON array of tool specs). Unset: the demo catalog.
+    #[serde(default)]
+    pub catalog: Option<PathBuf>,
+    #[serde(default)]
+    pub execution: ExecutionConfig,
+    /// How each planner profile of `[control.profiles]` is served, by profile name.
+    #[serde(default)]
+    pub planners: BTreeMap<String, PlannerConfig>,
+    /// The control configuration (the schema of `control.toml`). Unset: the policy
+    /// directory's `control.toml`, else the defaults.
+    #[serde(default)]
+    pub control: Option<ControlConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// One sled database in `data_dir`: one machine, no broker.
+    #[default]
+    Embedded,
+    /// Kafka topics on `bootstrap`; `data_dir` caches worker state and projections.
+    Kafka,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    /// Kafka bootstrap servers (`host:port,…`), for the kafka backend.
+    pub bootstrap: Option<String>,
+    /// Partitions of a new log (an existing one keeps its count).
+    pub partitions: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            backend: Backend::Embedded,
+            data_dir: PathBuf::from("ballast-data"),
+            bootstrap: None,
+            partitions: 8,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrieverKind {
+    /// The demo's knowledge base.
+    #[default]
+    DemoKb,
+    /// No retrieval: plans see the request only.
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutionConfig {
+    pub retriever: RetrieverKind,
+    /// Upper bound of each simulated call of the built-in demo tools, in milliseconds.
+    pub demo_latency_ms: u64,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            retriever: RetrieverKind::DemoKb,
+            demo_latency_ms: 4,
+        }
+    }
+}
+
+/// How one profile's plans are made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PlannerConfig {
+    /// An OpenAI-compatible chat-completions server.
+    Openai(OpenAiConfig),
+    /// The demo's scripted planner: the data dir's workload file, else a rule-based plan.
+    Scripted {},
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{}", check::render(.0))]
+    Invalid(Vec<check::Problem>),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
+}
+
+/// A configuration file read and checked, with relative paths resolved against its directory.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub config: BallastConfig,
+    /// What `check` found that does not stop a run (unset API keys, ignored files).
+    pub warnings: Vec<check::Problem>,
+}
+
+impl Loaded {
+    /// The control configuration in force: `[control]`, else the policy directory's
+    /// `control.toml`, else the defaults.
+    pub fn control(&self) -> Result<ControlConfig, ConfigError> {
+        if let Some(c) = &self.config.control {
+            return Ok(c.clone());
+        }
+        if let Some(dir) = &self.config.policies {
+            let file = dir.join(crate::control::CONFIG_FILE);
+            if file.exists() {
+                return Ok(ControlConfig::load(&file)?);
+            }
+        }
+        Ok(ControlConfig::default())
+    }
+}
+
+/// Reads `path`, checks it (`check::check`), and resolves its relative paths.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let origin = path.display().to_string();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let report = check::check(&text, &origin, base, &|v| std::env::var(v).ok());
+    if !report.errors.is_empty() {
+        return Err(ConfigError::Invalid(report.errors));
+    }
+    let mut config = report
+        .config
+        .ok_or_else(|| ConfigError::Invalid(Vec::new()))?;
+    resolve_paths(&mut config, base);
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        config,
+        warnings: report.warnings,
+    })
+}
+
+/// Paths in the file are relative to the file, not to where `ballast` was started.
+pub(crate) fn resolve_paths(config: &mut BallastConfig, base: &Path) {
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    resolve(&mut config.log.data_dir);
+    if let Some(p) = config.policies.as_mut() {
+        resolve(p);
+    }
+    if let Some(p) = config.catalog.as_mut() {
+        resolve(p);
+    }
+}
