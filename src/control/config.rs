@@ -33,7 +33,17 @@ impl Default for ControlConfig {
             approval_ttl_ms: 15 * 60 * 1000,
             risk: RiskConfig::default(),
             budgets: BudgetLimits::default(),
-            profiles: BTreeMap::from([("general".to_string(), PlannerProfile::default())]),
+            // The default ladder's specialist rung needs a profile to re-plan with.
+            profiles: BTreeMap::from([
+                ("general".to_string(), PlannerProfile::default()),
+                (
+                    "specialist".to_string(),
+                    PlannerProfile {
+                        model: "scripted-specialist".into(),
+                        ..PlannerProfile::default()
+                    },
+                ),
+            ]),
             routing: Routing::default(),
             guards: crate::guard::GuardConfig::default(),
             slo: crate::projection::slo::SloConfig::default(),
