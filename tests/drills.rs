@@ -4,6 +4,9 @@
 use ballast::drill::{DrillOptions, Fault, Faults, Report, run};
 
 async fn drill(faults: &[&str]) -> Report {
+    // Slowed calls add up when turns run one at a time; what is measured there does not need
+    // the lockstep schedule.
+    let lockstep = !faults.iter().any(|f| f.starts_with("slow_tools"));
     let opts = DrillOptions {
         workload: "demo".into(),
         turns: 120,
@@ -16,6 +19,7 @@ async fn drill(faults: &[&str]) -> Report {
         },
         policies: None,
         root: None,
+        lockstep,
     };
     run(opts, &|_| {}).await.expect("drill runs")
 }

@@ -28,6 +28,12 @@ pub struct DrillArgs {
     /// Keep the two data dirs here (default: a temporary directory, removed after).
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Run turns concurrently, as production would: faster with slow tools, but what turns
+    /// share (breakers, budgets) then depends on scheduling and the report can vary run to run.
+    /// By default turns run one at a time in workload order and the same seed gives the same
+    /// report.
+    #[arg(long)]
+    concurrent: bool,
     /// The report as JSON.
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
@@ -51,6 +57,7 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
         },
         policies: a.policies,
         root: a.keep,
+        lockstep: !a.concurrent,
     };
     let report = ballast::drill::run(opts, &|m| bar.set_message(m.to_string())).await?;
     bar.finish_and_clear();

@@ -36,7 +36,16 @@ const CONTROL_TOML: &str = include_str!("../../examples/demo/policies/control.to
 
 /// The control plane of `examples/demo/policies/`, built into the binary.
 pub fn demo_control(catalog: Catalog) -> Result<CedarControlPlane, ControlError> {
-    let config = ControlConfig::parse(CONTROL_TOML, "examples/demo/policies/control.toml")?;
+    demo_control_with(catalog, |_| {})
+}
+
+/// The demo's control plane with its configuration adjusted (a drill's shorter deadlines).
+pub fn demo_control_with(
+    catalog: Catalog,
+    adjust: impl FnOnce(&mut ControlConfig),
+) -> Result<CedarControlPlane, ControlError> {
+    let mut config = ControlConfig::parse(CONTROL_TOML, "examples/demo/policies/control.toml")?;
+    adjust(&mut config);
     let sources: Vec<(String, String)> = POLICIES
         .iter()
         .map(|(f, t)| (format!("examples/demo/policies/{f}"), t.to_string()))

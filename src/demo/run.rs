@@ -67,6 +67,11 @@ pub struct DemoOptions {
     pub submit_only: bool,
     /// A drill's fault layer around the execution plane.
     pub faults: Option<crate::drill::Faults>,
+    /// Submit one turn at a time, each when the one before has finished (drills: reproducible).
+    pub lockstep: bool,
+    /// Approval and handoff deadlines instead of the built-in demo policies' (2 s and 3 s): a
+    /// lockstep run stands still while a turn waits for a person who never answers.
+    pub person_ttl_ms: Option<i64>,
 }
 
 impl DemoOptions {
@@ -81,6 +86,8 @@ impl DemoOptions {
             policies: None,
             submit_only: false,
             faults: None,
+            lockstep: false,
+            person_ttl_ms: None,
         }
     }
 }
@@ -170,6 +177,39 @@ fn requests(turns: &[WorkloadTurn], now_ms: i64) -> Vec<TurnRequest> {
         .collect()
 }
 
+enum Stop {
+    Interrupted,
+    Stalled(Duration),
+}
+
+/// The turns a run waits for, and the channel their outcomes arrive on.
+struct Waiting<'a> {
+    turns: HashSet<TurnId>,
+    finished: mpsc::UnboundedReceiver<crate::runtime::TurnFinished>,
+    interrupt: &'a mut watch::Receiver<bool>,
+    /// No outcome for this long: the run is stuck.
+    stall: Duration,
+}
+
+impl Waiting<'_> {
+    async fn until(&mut self, done: impl Fn(&HashSet<TurnId>) -> bool) -> Result<(), Stop> {
+        while !done(&self.turns) {
+            if *self.interrupt.borrow() {
+                return Err(Stop::Interrupted);
+            }
+            tokio::select! {
+                finished = tokio::time::timeout(self.stall, self.finished.recv()) => match finished {
+                    Ok(Some(f)) => { self.turns.remove(&f.turn_id); }
+                    Ok(None) => return Ok(()),
+                    Err(_) => return Err(Stop::Stalled(self.stall)),
+                },
+                _ = self.interrupt.changed() => return Err(Stop::Interrupted),
+            }
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(
     opts: DemoOptions,
     mut interrupt: watch::Receiver<bool>,
@@ -191,7 +231,16 @@ pub async fn run(
             let watcher = PolicyWatcher::spawn(Arc::clone(&plane), Duration::from_secs(1));
             (plane, Some(watcher))
         }
-        None => (Arc::new(super::operator::demo_control(catalog)?), None),
+        None => {
+            let ttl = opts.person_ttl_ms;
+            let plane = super::operator::demo_control_with(catalog, |c| {
+                if let Some(ms) = ttl {
+                    c.approval_ttl_ms = ms;
+                    c.guards.handoff_ttl_ms = ms;
+                }
+            })?;
+            (Arc::new(plane), None)
+        }
     };
 
     let index = TurnIndex::open(&emb.store)?;
@@ -228,7 +277,7 @@ pub async fn run(
         return Ok(summary);
     }
 
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
     let deps = emb
         .deps(exec, control)
         .with_outcomes(out_tx)
@@ -251,27 +300,43 @@ pub async fn run(
         .filter(|t| !already.contains(&t.turn_id))
         .cloned()
         .collect();
-    let now_ms = crate::clock::Clock::now_ms(&SystemClock);
-    let submitted_now = submit(
-        emb.requests.as_ref(),
-        &emb.codecs.requests,
-        &requests(&fresh, now_ms),
-    )
-    .await?;
-
-    let stall = Duration::from_secs(60);
-    let mut interrupted = *interrupt.borrow();
-    let mut stalled = None;
-    while !waiting.is_empty() && !interrupted {
-        tokio::select! {
-            finished = tokio::time::timeout(stall, out_rx.recv()) => match finished {
-                Ok(Some(f)) => { waiting.remove(&f.turn_id); }
-                Ok(None) => break,
-                Err(_) => { stalled = Some(waiting.len()); break; }
-            },
-            _ = interrupt.changed() => interrupted = true,
+    // Lockstep: one turn at a time, each submitted when the one before has finished, so that
+    // what turns share (a partition's breakers and budgets) sees them in workload order.
+    let batches: Vec<&[WorkloadTurn]> = if opts.lockstep {
+        fresh.chunks(1).collect()
+    } else {
+        vec![&fresh[..]]
+    };
+    let mut wait = Waiting {
+        turns: waiting,
+        finished: out_rx,
+        interrupt: &mut interrupt,
+        stall: Duration::from_secs(60),
+    };
+    let mut submitted_now = 0;
+    let mut end = Ok(());
+    for batch in batches {
+        let now_ms = crate::clock::Clock::now_ms(&SystemClock);
+        submitted_now += submit(
+            emb.requests.as_ref(),
+            &emb.codecs.requests,
+            &requests(batch, now_ms),
+        )
+        .await?;
+        if opts.lockstep {
+            end = wait
+                .until(|w| batch.iter().all(|t| !w.contains(&t.turn_id)))
+                .await;
+            if end.is_err() {
+                break;
+            }
         }
     }
+    if end.is_ok() {
+        // Everything else, including turns resumed from an earlier run.
+        end = wait.until(HashSet::is_empty).await;
+    }
+    let remaining = wait.turns.len();
     stop_tx.send_replace(true);
     worker_task
         .await
@@ -279,9 +344,11 @@ pub async fn run(
     while let Some(done) = operator.join_next().await {
         done.map_err(|e| RuntimeError::Task(e.to_string()))??;
     }
-    if let Some(n) = stalled {
-        return Err(DemoError::Stalled(stall, n));
-    }
+    let interrupted = match end {
+        Ok(()) => false,
+        Err(Stop::Interrupted) => true,
+        Err(Stop::Stalled(stall)) => return Err(DemoError::Stalled(stall, remaining)),
+    };
     let elapsed = started.elapsed();
 
     crate::projection::Projections::standard(&emb.store)?

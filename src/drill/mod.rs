@@ -18,6 +18,11 @@ use crate::projection::outcomes::OutcomeView;
 use crate::projection::slo::{self, Sli, SloConfig};
 pub use faults::{Fault, Faults};
 
+/// Approval and handoff deadlines of a drill on the built-in demo policies. The demo operator
+/// answers within milliseconds of a request when turns run one at a time; this only bounds how
+/// long a drill stands still for the approvals the workload leaves unanswered.
+pub const PERSON_TTL_MS: i64 = 500;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
     #[error(transparent)]
@@ -43,6 +48,8 @@ pub struct DrillOptions {
     pub policies: Option<PathBuf>,
     /// Where the two data dirs go (a fresh temporary directory when None).
     pub root: Option<PathBuf>,
+    /// One turn at a time in workload order (reproducible), or all at once (`--concurrent`).
+    pub lockstep: bool,
 }
 
 /// One run's measurements.
@@ -159,6 +166,13 @@ pub async fn run(
         let mut demo = DemoOptions::new(dir.clone(), opts.turns);
         demo.seed = opts.faults.seed;
         demo.partitions = 4;
+        // One turn at a time, in workload order: what turns share (a partition's breakers and
+        // budgets) then sees the same sequence every run, and the same seed gives the same report.
+        demo.lockstep = opts.lockstep;
+        if opts.lockstep {
+            // The demo operator answers at once; the wait is for those it leaves to expire.
+            demo.person_ttl_ms = Some(PERSON_TTL_MS);
+        }
         demo.policies = opts.policies.clone();
         demo.faults = faults;
         let (_tx, rx) = tokio::sync::watch::channel(false);

@@ -26,7 +26,7 @@ pub const MAX_STEPS: usize = 32;
 
 /// The catalog tools offered for a request: all of them, or the deterministic ones on a
 /// constrained retry.
-pub fn offered<'a>(catalog: &'a Catalog, constrained: bool) -> Vec<&'a ToolSpec> {
+pub fn offered(catalog: &Catalog, constrained: bool) -> Vec<&ToolSpec> {
     catalog
         .iter()
         .filter(|t| !constrained || t.deterministic)
