@@ -362,3 +362,76 @@ async fn bad_requests_go_to_the_dead_letter_topic_and_the_rest_of_the_batch_runs
     );
     assert!(letters[3].0.contains("oversize"), "{letters:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_from_a_configuration_file_runs_every_turn() {
+    let Some(bootstrap) = broker::bootstrap() else {
+        return;
+    };
+    let d = Deployment::new(&bootstrap, "cfg", 2, 40, 17).await;
+    // The scripted planner of a configured worker reads the workload from its data dir.
+    let data = d.dir.path().join("configured");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::copy(
+        d.dir.path().join("workload.jsonl"),
+        data.join("workload.jsonl"),
+    )
+    .expect("workload");
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/policies");
+    let file = d.dir.path().join("ballast.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "policies = \"{}\"\n\n[log]\nbackend = \"kafka\"\nbootstrap = \"{bootstrap}\"\n\
+             data_dir = \"configured\"\n\n[planners.general]\nkind = \"scripted\"\n\n\
+             [planners.specialist]\nkind = \"scripted\"\n",
+            policies.display()
+        ),
+    )
+    .expect("config");
+    let ok = ballast(&["check-config", file.to_str().expect("utf8")]);
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok"));
+
+    let mut w = Command::new(bin())
+        .args(["worker", "--config"])
+        .arg(&file)
+        .args(["--topic-prefix", &d.prefix])
+        .args(["--group", &format!("{}-group", d.prefix)])
+        .args([
+            "--session-timeout-ms",
+            "6000",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("worker starts");
+    d.submit_all().await;
+    let outcomes = d.wait_for_outcomes(Duration::from_secs(90)).await;
+    signal("-TERM", &w);
+    let status = w.wait().expect("exits");
+    let outcomes = outcomes.unwrap_or_else(|missing| panic!("turns without outcome: {missing:?}"));
+    assert!(status.success());
+    assert_one_outcome_per_turn(&outcomes);
+    // The data dir named in the file is the one the worker used: the demo tools journal there.
+    assert!(data.join("effects.jsonl").exists());
+}
+
+#[test]
+fn a_worker_refuses_a_configuration_for_the_embedded_backend() {
+    let root = tempfile::tempdir().expect("tmp");
+    let file = root.path().join("ballast.toml");
+    std::fs::write(&file, "[log]\nbackend = \"embedded\"\ndata_dir = \"d\"\n").expect("write");
+    let out = Command::new(bin())
+        .args(["worker", "--config"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ballast serve --config"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -10,8 +10,14 @@ use ballast::runtime::{WorkerConfig, shutdown};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    #[arg(long)]
-    bootstrap: String,
+    /// Bootstrap servers. Default with --config: its `log.bootstrap`.
+    #[arg(long, required_unless_present = "config")]
+    bootstrap: Option<String>,
+    /// A configuration file (`ballast.toml`, kafka backend): its planners, tools, policies and
+    /// `[control]` replace the demo's, and its `log` section gives the bootstrap servers and data
+    /// dir unless the flags say otherwise.
+    #[arg(long, conflicts_with_all = ["workload", "effects", "policies"])]
+    config: Option<PathBuf>,
     /// Consumer group: workers in one group share the partitions.
     #[arg(long, default_value = "ballast-workers")]
     group: String,
@@ -22,11 +28,11 @@ pub struct WorkerArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Workload file driving the scripted planner (the demo domain).
-    #[arg(long)]
-    workload: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    workload: Option<PathBuf>,
     /// Where the demo tools journal real side effects.
-    #[arg(long)]
-    effects: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    effects: Option<PathBuf>,
     /// Upper bound of each simulated service call, in milliseconds.
     #[arg(long, default_value_t = 4)]
     service_latency_ms: u64,
@@ -47,44 +53,52 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
-    let (dir, _keep) = match a.data_dir {
-        Some(d) => (d, None),
-        None => {
+    let loaded = match &a.config {
+        Some(path) => {
+            let loaded = ballast::config::load(path)?;
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            if loaded.config.log.backend != ballast::config::Backend::Kafka {
+                anyhow::bail!(
+                    "{}: `ballast worker` runs the kafka backend; run `ballast serve --config` for embedded",
+                    path.display()
+                );
+            }
+            Some(loaded)
+        }
+        None => None,
+    };
+    let bootstrap = match (&a.bootstrap, &loaded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(l)) => l.config.log.bootstrap.clone().unwrap_or_default(),
+        (None, None) => anyhow::bail!("--bootstrap or --config is needed"),
+    };
+    let (dir, _keep) = match (a.data_dir.clone(), &loaded) {
+        (Some(d), _) => (d, None),
+        (None, Some(l)) => (l.config.log.data_dir.clone(), None),
+        (None, None) => {
             let t = tempfile::Builder::new()
                 .prefix("ballast-worker-")
                 .tempdir()?;
             (t.path().to_path_buf(), Some(t))
         }
     };
-    let workload = read_workload(&a.workload)?;
-    let exec = ballast::demo::plane(
-        &workload,
-        EffectsJournal::open(&a.effects)?,
-        a.service_latency_ms,
-    );
-    let catalog = exec.tools.catalog().clone();
-    let (control, _watcher): (std::sync::Arc<dyn ballast::control::ControlPlane>, _) =
-        match &a.policies {
-            Some(dir) => {
-                let plane =
-                    std::sync::Arc::new(ballast::control::CedarControlPlane::load(dir, catalog)?);
-                let w = ballast::control::PolicyWatcher::spawn(
-                    std::sync::Arc::clone(&plane),
-                    std::time::Duration::from_secs(1),
-                );
-                (plane, Some(w))
-            }
-            None => (
-                std::sync::Arc::new(ballast::demo::operator::demo_control(catalog)?),
-                None,
-            ),
-        };
+    let (exec, control, _watcher) = match loaded {
+        Some(mut l) => {
+            std::fs::create_dir_all(&dir)?;
+            l.config.log.data_dir = dir.clone();
+            let planes = l.planes()?;
+            (planes.exec, planes.control, planes.watcher)
+        }
+        None => demo_planes(&a)?,
+    };
     let (tx, rx) = shutdown::channel();
     shutdown::on_signals(tx);
     let (_, metrics) =
         ballast::telemetry::exporter::serve_metrics(a.metrics_addr, rx.clone()).await?;
     let opts = WorkerOptions {
-        kafka: KafkaConfig::new(a.bootstrap),
+        kafka: KafkaConfig::new(bootstrap),
         topics: ballast::kafka::Topics::new(&a.topic_prefix),
         group: a.group,
         data_dir: dir,
@@ -95,4 +109,41 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     run_worker(opts, exec, Some(control), None, rx).await?;
     metrics.abort();
     Ok(())
+}
+
+type Planes = (
+    ballast::exec::ExecutionPlane,
+    std::sync::Arc<dyn ballast::control::ControlPlane>,
+    Option<ballast::control::PolicyWatcher>,
+);
+
+/// The demo's planes: the scripted planner over a workload file, the demo tools, and the policy
+/// directory (or the built-in demo policies).
+fn demo_planes(a: &WorkerArgs) -> anyhow::Result<Planes> {
+    let (Some(workload), Some(effects)) = (&a.workload, &a.effects) else {
+        anyhow::bail!("--workload and --effects are needed without --config");
+    };
+    let workload = read_workload(workload)?;
+    let exec = ballast::demo::plane(
+        &workload,
+        EffectsJournal::open(effects)?,
+        a.service_latency_ms,
+    );
+    let catalog = exec.tools.catalog().clone();
+    Ok(match &a.policies {
+        Some(dir) => {
+            let plane =
+                std::sync::Arc::new(ballast::control::CedarControlPlane::load(dir, catalog)?);
+            let w = ballast::control::PolicyWatcher::spawn(
+                std::sync::Arc::clone(&plane),
+                std::time::Duration::from_secs(1),
+            );
+            (exec, plane, Some(w))
+        }
+        None => (
+            exec,
+            std::sync::Arc::new(ballast::demo::operator::demo_control(catalog)?),
+            None,
+        ),
+    })
 }
