@@ -13,7 +13,7 @@ use crate::control::{CedarControlPlane, ControlError, ControlPlane, PolicyWatche
 use crate::demo::tools::EffectsJournal;
 use crate::embedded::Embedded;
 use crate::exec::ExecutionPlane;
-use crate::exec::scripted::{WorkloadError, read_workload};
+use crate::exec::scripted::{WorkloadError, WorkloadTurn, read_workload};
 use crate::ids::{Partition, TurnId};
 use crate::runtime::{RuntimeError, Worker, WorkerConfig};
 
@@ -46,25 +46,52 @@ pub fn demo_planes(
     } else {
         Vec::new()
     };
-    let journal =
-        EffectsJournal::open(&data_dir.join("effects.jsonl")).map_err(PlanesError::Journal)?;
-    let exec = crate::demo::plane(&workload, journal, service_latency_ms);
+    demo_planes_from(
+        &workload,
+        &data_dir.join("effects.jsonl"),
+        policies,
+        service_latency_ms,
+    )
+}
+
+/// The demo domain over `workload`, journaling side effects to `effects`.
+pub fn demo_planes_from(
+    workload: &[WorkloadTurn],
+    effects: &Path,
+    policies: Option<&Path>,
+    service_latency_ms: u64,
+) -> Result<Planes, PlanesError> {
+    let journal = EffectsJournal::open(effects).map_err(PlanesError::Journal)?;
+    let exec = crate::demo::plane(workload, journal, service_latency_ms);
     let catalog = exec.tools.catalog().clone();
-    let (control, watcher): (Arc<dyn ControlPlane>, _) = match policies {
+    let (control, watcher) = control_plane(policies, catalog, |_| {})?;
+    Ok(Planes {
+        exec,
+        control,
+        watcher,
+    })
+}
+
+/// The policies of `policies` (reloaded on change), or the built-in demo policies with their
+/// configuration adjusted by `adjust_demo`.
+pub fn control_plane(
+    policies: Option<&Path>,
+    catalog: crate::exec::catalog::Catalog,
+    adjust_demo: impl FnOnce(&mut crate::control::ControlConfig),
+) -> Result<(Arc<dyn ControlPlane>, Option<PolicyWatcher>), ControlError> {
+    Ok(match policies {
         Some(dir) => {
             let plane = Arc::new(CedarControlPlane::load(dir, catalog)?);
             let watcher = PolicyWatcher::spawn(Arc::clone(&plane), Duration::from_secs(1));
             (plane, Some(watcher))
         }
         None => (
-            Arc::new(crate::demo::operator::demo_control(catalog)?),
+            Arc::new(crate::demo::operator::demo_control_with(
+                catalog,
+                adjust_demo,
+            )?),
             None,
         ),
-    };
-    Ok(Planes {
-        exec,
-        control,
-        watcher,
     })
 }
 

@@ -38,19 +38,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let (tx, rx) = shutdown::channel();
     shutdown::on_signals(tx);
     let mut loaded = match &a.config {
-        Some(path) => {
-            let loaded = ballast::config::load(path)?;
-            for w in &loaded.warnings {
-                tracing::warn!("{w}");
-            }
-            if loaded.config.log.backend != ballast::config::Backend::Embedded {
-                anyhow::bail!(
-                    "{}: serve runs the embedded backend; run `ballast worker` for kafka",
-                    path.display()
-                );
-            }
-            Some(loaded)
-        }
+        Some(path) => Some(ballast::config::load_for(
+            path,
+            ballast::config::Backend::Embedded,
+        )?),
         None => None,
     };
     let data_dir = match (a.data_dir, &mut loaded) {

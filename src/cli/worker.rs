@@ -2,7 +2,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use ballast::demo::tools::EffectsJournal;
 use ballast::exec::scripted::read_workload;
 use ballast::kafka::worker::{WorkerOptions, run as run_worker};
 use ballast::log::kafka::KafkaConfig;
@@ -54,19 +53,10 @@ pub struct WorkerArgs {
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let loaded = match &a.config {
-        Some(path) => {
-            let loaded = ballast::config::load(path)?;
-            for w in &loaded.warnings {
-                tracing::warn!("{w}");
-            }
-            if loaded.config.log.backend != ballast::config::Backend::Kafka {
-                anyhow::bail!(
-                    "{}: `ballast worker` runs the kafka backend; run `ballast serve --config` for embedded",
-                    path.display()
-                );
-            }
-            Some(loaded)
-        }
+        Some(path) => Some(ballast::config::load_for(
+            path,
+            ballast::config::Backend::Kafka,
+        )?),
         None => None,
     };
     let bootstrap = match (&a.bootstrap, &loaded) {
@@ -84,15 +74,15 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    let (exec, control, _watcher) = match loaded {
+    let planes = match loaded {
         Some(mut l) => {
             std::fs::create_dir_all(&dir)?;
             l.config.log.data_dir = dir.clone();
-            let planes = l.planes()?;
-            (planes.exec, planes.control, planes.watcher)
+            l.planes()?
         }
         None => demo_planes(&a)?,
     };
+    let (exec, control, _watcher) = (planes.exec, planes.control, planes.watcher);
     let (tx, rx) = shutdown::channel();
     shutdown::on_signals(tx);
     let (_, metrics) =
@@ -111,39 +101,16 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Planes = (
-    ballast::exec::ExecutionPlane,
-    std::sync::Arc<dyn ballast::control::ControlPlane>,
-    Option<ballast::control::PolicyWatcher>,
-);
-
 /// The demo's planes: the scripted planner over a workload file, the demo tools, and the policy
 /// directory (or the built-in demo policies).
-fn demo_planes(a: &WorkerArgs) -> anyhow::Result<Planes> {
+fn demo_planes(a: &WorkerArgs) -> anyhow::Result<ballast::settle::Planes> {
     let (Some(workload), Some(effects)) = (&a.workload, &a.effects) else {
         anyhow::bail!("--workload and --effects are needed without --config");
     };
-    let workload = read_workload(workload)?;
-    let exec = ballast::demo::plane(
-        &workload,
-        EffectsJournal::open(effects)?,
+    Ok(ballast::settle::demo_planes_from(
+        &read_workload(workload)?,
+        effects,
+        a.policies.as_deref(),
         a.service_latency_ms,
-    );
-    let catalog = exec.tools.catalog().clone();
-    Ok(match &a.policies {
-        Some(dir) => {
-            let plane =
-                std::sync::Arc::new(ballast::control::CedarControlPlane::load(dir, catalog)?);
-            let w = ballast::control::PolicyWatcher::spawn(
-                std::sync::Arc::clone(&plane),
-                std::time::Duration::from_secs(1),
-            );
-            (exec, plane, Some(w))
-        }
-        None => (
-            exec,
-            std::sync::Arc::new(ballast::demo::operator::demo_control(catalog)?),
-            None,
-        ),
-    })
+    )?)
 }

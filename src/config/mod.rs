@@ -120,6 +120,12 @@ pub enum ConfigError {
     Control(#[from] crate::control::ControlError),
     #[error(transparent)]
     Build(#[from] build::BuildError),
+    #[error("{path}: log.backend is {found:?}: {hint}")]
+    Backend {
+        path: String,
+        found: Backend,
+        hint: &'static str,
+    },
 }
 
 /// A configuration file read and checked, with relative paths resolved against its directory.
@@ -169,6 +175,30 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         config,
         warnings: report.warnings,
     })
+}
+
+/// `load`, for a command that runs `backend`: its warnings logged, another backend refused with
+/// the command that runs it.
+pub fn load_for(path: &Path, backend: Backend) -> Result<Loaded, ConfigError> {
+    let loaded = load(path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    if loaded.config.log.backend != backend {
+        return Err(ConfigError::Backend {
+            path: path.display().to_string(),
+            found: loaded.config.log.backend,
+            hint: match backend {
+                Backend::Embedded => {
+                    "`ballast serve` runs the embedded backend; run `ballast worker --config` for kafka"
+                }
+                Backend::Kafka => {
+                    "`ballast worker` runs the kafka backend; run `ballast serve --config` for embedded"
+                }
+            },
+        });
+    }
+    Ok(loaded)
 }
 
 /// Paths in the file are relative to the file, not to where `ballast` was started.

@@ -8,13 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use std::sync::Arc;
-
 use super::operator::ControlTally;
 use super::tools::EffectsJournal;
 use super::workload;
 use crate::clock::SystemClock;
-use crate::control::{CedarControlPlane, ControlPlane, PolicyWatcher};
 use crate::embedded::{Embedded, EmbeddedError};
 use crate::event::TurnRequest;
 use crate::exec::scripted::{WorkloadError, WorkloadTurn, read_workload, write_workload};
@@ -225,23 +222,14 @@ pub async fn run(
         None => exec,
     };
     let catalog = exec.tools.catalog().clone();
-    let (control, _watcher): (Arc<dyn ControlPlane>, _) = match &opts.policies {
-        Some(dir) => {
-            let plane = Arc::new(CedarControlPlane::load(dir, catalog)?);
-            let watcher = PolicyWatcher::spawn(Arc::clone(&plane), Duration::from_secs(1));
-            (plane, Some(watcher))
-        }
-        None => {
-            let ttl = opts.person_ttl_ms;
-            let plane = super::operator::demo_control_with(catalog, |c| {
-                if let Some(ms) = ttl {
-                    c.approval_ttl_ms = ms;
-                    c.guards.handoff_ttl_ms = ms;
-                }
-            })?;
-            (Arc::new(plane), None)
-        }
-    };
+    let ttl = opts.person_ttl_ms;
+    let (control, _watcher) =
+        crate::settle::control_plane(opts.policies.as_deref(), catalog, |c| {
+            if let Some(ms) = ttl {
+                c.approval_ttl_ms = ms;
+                c.guards.handoff_ttl_ms = ms;
+            }
+        })?;
 
     let index = TurnIndex::open(&emb.store)?;
     index
