@@ -42,10 +42,59 @@ pub struct Embedded {
     pub state: Arc<SledStateStore>,
 }
 
+/// Data dirs this process serves (`ballast serve`), with the projection set its loop keeps
+/// current: a command run in-process for a CLI client (`local_socket`) opens the same database
+/// and shares the same projections instead of finding the directory locked.
+static SERVED: std::sync::Mutex<Vec<(PathBuf, Embedded, crate::projection::Projections)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn served_key(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// While alive, the data dir counts as served by this process.
+pub struct Serving(PathBuf);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let mut served = SERVED.lock().unwrap_or_else(|p| p.into_inner());
+        served.retain(|(d, _, _)| *d != self.0);
+    }
+}
+
 impl Embedded {
+    /// Registers this data dir as served by this process, with its live projection set.
+    pub fn serving(&self, projections: crate::projection::Projections) -> Serving {
+        let key = served_key(&self.dir);
+        let mut served = SERVED.lock().unwrap_or_else(|p| p.into_inner());
+        served.retain(|(d, _, _)| *d != key);
+        served.push((key.clone(), self.clone(), projections));
+        Serving(key)
+    }
+
+    /// The data dir as this process serves it, if it does.
+    pub fn served(dir: &Path) -> Option<(Embedded, crate::projection::Projections)> {
+        let key = served_key(dir);
+        let served = SERVED.lock().unwrap_or_else(|p| p.into_inner());
+        served
+            .iter()
+            .find(|(d, _, _)| *d == key)
+            .map(|(_, e, p)| (e.clone(), p.clone()))
+    }
+
+    /// Whether a worker of this process owns the data dir's partitions (commands must then
+    /// leave the work to it rather than run partitions themselves).
+    pub fn is_served(&self) -> bool {
+        Self::served(&self.dir).is_some()
+    }
+
     /// Opens (creating if needed) the data directory. `partitions` applies only on creation;
-    /// 0 means "as created" (or the default for a new directory).
+    /// 0 means "as created" (or the default for a new directory). A directory this process
+    /// serves is not opened again: its open database is shared.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self, EmbeddedError> {
+        if let Some((emb, _)) = Self::served(dir) {
+            return Ok(emb);
+        }
         std::fs::create_dir_all(dir)?;
         let store = SledStore::open(dir).map_err(|source| EmbeddedError::Open {
             dir: dir.display().to_string(),
@@ -88,6 +137,7 @@ impl Embedded {
             events: self.events.clone(),
             outcomes: Some(self.outcomes.clone()),
             escalations: Some(self.escalations.clone()),
+            requests: Some(self.requests.clone()),
             store: self.state.clone(),
         })
     }

@@ -39,6 +39,8 @@ pub enum ServeError {
     Auth(#[from] crate::api::auth::AuthError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Socket(#[from] crate::local_socket::SocketError),
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +57,9 @@ pub struct ServeOptions {
     /// A configuration file (`ballast.toml`): its planners, tools and policies replace the
     /// demo's; its data dir and partitions are used.
     pub config: Option<Arc<crate::config::Loaded>>,
+    /// Runs CLI commands sent to the data dir's local socket (`local_socket`), so operators
+    /// and auditors use the CLI on the live system. `None`: no socket.
+    pub commands: Option<crate::local_socket::Handler>,
 }
 
 impl ServeOptions {
@@ -68,6 +73,7 @@ impl ServeOptions {
             worker: WorkerConfig::default(),
             refresh: Duration::from_millis(250),
             config: None,
+            commands: None,
         }
     }
 }
@@ -78,6 +84,8 @@ pub async fn run(
     stop: watch::Receiver<bool>,
     bound: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
+    // A new data dir is created (the help promises it), before anything looks inside it.
+    std::fs::create_dir_all(&opts.data_dir).map_err(EmbeddedError::Io)?;
     let planes = match &opts.config {
         Some(loaded) => loaded.planes()?,
         // The demo domain's planner follows the data dir's workload file (written by `ballast
@@ -100,25 +108,31 @@ pub async fn run(
     let handle = exporter::install()?;
     let ready = Arc::new(AtomicBool::new(false));
     let projections = Projections::standard(&emb.store)?;
+    // CLI commands run in this process share its database and projections while it serves.
+    let _serving = emb.serving(projections.clone());
+    let socket = match &opts.commands {
+        Some(handler) => {
+            Some(crate::local_socket::serve(&opts.data_dir, handler.clone(), stop.clone()).await?)
+        }
+        None => None,
+    };
     let auth_path = opts
         .auth
         .clone()
         .unwrap_or_else(|| opts.data_dir.join("auth.toml"));
-    let auth = crate::api::auth::AuthConfig::load(&auth_path)?;
-    if auth.tokens.is_empty() {
-        tracing::warn!(path = %auth_path.display(), "no API tokens: every API call is refused (add one with `ballast token`)");
+    let auth = Arc::new(crate::api::auth::AuthStore::open(&auth_path)?);
+    if auth.current().tokens.is_empty() {
+        tracing::warn!(path = %auth_path.display(), "no API tokens yet: every API call is refused until one is added (`ballast token`; the file is re-read every second)");
     }
+    tokio::spawn(Arc::clone(&auth).watch(Duration::from_secs(1), stop.clone()));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let api = Arc::new(crate::api::AppState {
-        emb: emb.clone(),
-        projections: projections.clone(),
-        index: crate::projection::turn_index::TurnIndex::open(&emb.store)?,
-        outcomes: OutcomeView::open(&emb.store)?,
-        rate: crate::api::rate::RateLimiter::new(auth.rate.clone(), Arc::clone(&clock)),
+    let api = Arc::new(crate::api::AppState::new(
+        emb.clone(),
+        projections.clone(),
         auth,
-        slo: slo_config.clone(),
+        slo_config.clone(),
         clock,
-    });
+    )?);
     let router = exporter::router(handle)
         .merge(health(Arc::clone(&ready)))
         .merge(crate::api::router(api));
@@ -158,6 +172,9 @@ pub async fn run(
         .await
         .map_err(|e| RuntimeError::Task(e.to_string()))??;
     let _ = server.await;
+    if let Some(socket) = socket {
+        let _ = socket.await;
+    }
     Ok(())
 }
 

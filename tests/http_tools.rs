@@ -30,6 +30,7 @@ fn spec(name: &str, method: &str, url: String, idempotent: bool) -> ToolSpec {
         )]
         .into(),
         idempotency_header: None,
+        max_response_bytes: None,
     });
     s
 }

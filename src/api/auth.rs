@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::problem::Problem;
+use crate::control::claims::Grants;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +49,19 @@ pub struct TokenEntry {
     pub roles: Vec<Role>,
     /// Hex SHA-256 of the token.
     pub sha256: String,
+    /// The end-user roles (`role:NAME`) and scopes a request sent with this token may assert
+    /// (`control::claims`). Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
+    /// What a request gets when it asserts no roles or no scopes (within `grants`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub defaults: Vec<String>,
+}
+
+impl TokenEntry {
+    pub fn grants(&self) -> Grants {
+        Grants::new(self.grants.clone(), self.defaults.clone())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,6 +71,20 @@ pub struct RateConfig {
     pub requests_per_second: f64,
     /// Requests a tenant may make at once.
     pub burst: f64,
+    /// Failed authentications a client address may make at once, before it must wait.
+    #[serde(default = "default_failed_auth_burst")]
+    pub failed_auth_burst: f64,
+    /// Failed authentications per second a client address earns back.
+    #[serde(default = "default_failed_auth_per_second")]
+    pub failed_auth_per_second: f64,
+}
+
+fn default_failed_auth_burst() -> f64 {
+    20.0
+}
+
+fn default_failed_auth_per_second() -> f64 {
+    0.5
 }
 
 impl Default for RateConfig {
@@ -64,6 +92,8 @@ impl Default for RateConfig {
         RateConfig {
             requests_per_second: 50.0,
             burst: 100.0,
+            failed_auth_burst: default_failed_auth_burst(),
+            failed_auth_per_second: default_failed_auth_per_second(),
         }
     }
 }
@@ -109,12 +139,65 @@ impl AuthConfig {
                     t.name
                 )));
             }
+            if let Err(e) = t.grants().validate() {
+                return Err(err(format!("token {:?}: {e}", t.name)));
+            }
+        }
+        for (key, v) in [
+            ("rate.requests_per_second", config.rate.requests_per_second),
+            ("rate.burst", config.rate.burst),
+            ("rate.failed_auth_burst", config.rate.failed_auth_burst),
+            (
+                "rate.failed_auth_per_second",
+                config.rate.failed_auth_per_second,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(err(format!("{key} must be a positive number")));
+            }
         }
         Ok(config)
     }
 
+    /// Removes every token named `name` from the file; how many were removed. The rest of the
+    /// file (comments, the rate section) is kept as written.
+    pub fn revoke(path: &Path, name: &str) -> Result<usize, AuthError> {
+        let err = |message: String| AuthError::Config {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| err(format!("{e}")))?;
+        let Some(tokens) = doc
+            .get_mut("tokens")
+            .and_then(|t| t.as_array_of_tables_mut())
+        else {
+            return Ok(0);
+        };
+        let before = tokens.len();
+        tokens.retain(|t| t.get("name").and_then(|n| n.as_str()) != Some(name));
+        let removed = before - tokens.len();
+        if removed > 0 {
+            // Write beside and rename, so a concurrent reader sees the old file or the new one.
+            let tmp = path.with_extension("toml.tmp");
+            std::fs::write(&tmp, doc.to_string()).map_err(|e| err(e.to_string()))?;
+            std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+        }
+        Ok(removed)
+    }
+
     /// A fresh random token for `name`, and its entry (add it to the file with `append`).
     pub fn issue(name: &str, tenant: &str, roles: Vec<Role>) -> (String, TokenEntry) {
+        Self::issue_with(name, tenant, roles, Grants::default())
+    }
+
+    /// A fresh token that may grant its end users `grants`.
+    pub fn issue_with(
+        name: &str,
+        tenant: &str,
+        roles: Vec<Role>,
+        grants: Grants,
+    ) -> (String, TokenEntry) {
         let bytes: [u8; 24] = rand::random();
         let token = format!(
             "blst_{}",
@@ -125,6 +208,8 @@ impl AuthConfig {
             tenant: tenant.to_string(),
             roles,
             sha256: hash(&token),
+            grants: grants.grants,
+            defaults: grants.defaults,
         };
         (token, entry)
     }
@@ -141,6 +226,12 @@ impl AuthConfig {
             .iter()
             .map(|r| format!("{:?}", r.as_str()))
             .collect();
+        let list = |v: &[String]| {
+            v.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         writeln!(
             f,
             "\n[[tokens]]\nname = {:?}\ntenant = {:?}\nroles = [{}]\nsha256 = {:?}",
@@ -148,7 +239,14 @@ impl AuthConfig {
             entry.tenant,
             roles.join(", "),
             entry.sha256
-        )
+        )?;
+        if !entry.grants.is_empty() {
+            writeln!(f, "grants = [{}]", list(&entry.grants))?;
+        }
+        if !entry.defaults.is_empty() {
+            writeln!(f, "defaults = [{}]", list(&entry.defaults))?;
+        }
+        Ok(())
     }
 
     fn find(&self, token: &str) -> Option<&TokenEntry> {
@@ -163,6 +261,10 @@ pub struct Caller {
     pub name: String,
     pub tenant: String,
     pub roles: Vec<Role>,
+    /// The end-user claims this caller may grant (`role:NAME` and scopes).
+    pub grants: Vec<String>,
+    /// What a request asserting no roles or scopes gets.
+    pub defaults: Vec<String>,
 }
 
 impl Caller {
@@ -180,15 +282,23 @@ impl Caller {
     }
 }
 
+impl Caller {
+    pub fn claims(&self) -> Grants {
+        Grants::new(self.grants.clone(), self.defaults.clone())
+    }
+}
+
+/// The token of an `Authorization: Bearer …` header. The scheme is case-insensitive (RFC 7235).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The caller behind an `Authorization: Bearer …` header.
 pub fn authenticate(config: &AuthConfig, header: Option<&str>) -> Result<Caller, Problem> {
     let token = header
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .and_then(bearer)
         .ok_or_else(|| Problem::unauthorized("a bearer token is required"))?;
     let entry = config
         .find(token)
@@ -197,7 +307,98 @@ pub fn authenticate(config: &AuthConfig, header: Option<&str>) -> Result<Caller,
         name: entry.name.clone(),
         tenant: entry.tenant.clone(),
         roles: entry.roles.clone(),
+        grants: entry.grants.clone(),
+        defaults: entry.defaults.clone(),
     })
+}
+
+/// The auth file as last read, re-read when it changes so that tokens added or revoked take
+/// effect without a restart. A file that no longer parses keeps the tokens last loaded (and
+/// says so): a typo must not lock every caller out, nor let a revoked token back in.
+pub struct AuthStore {
+    path: Option<std::path::PathBuf>,
+    current: std::sync::RwLock<(Option<[u8; 32]>, std::sync::Arc<AuthConfig>)>,
+}
+
+impl AuthStore {
+    /// A fixed configuration (tests).
+    pub fn fixed(config: AuthConfig) -> Self {
+        AuthStore {
+            path: None,
+            current: std::sync::RwLock::new((None, std::sync::Arc::new(config))),
+        }
+    }
+
+    /// Reads `path` (no file: no tokens).
+    pub fn open(path: &Path) -> Result<Self, AuthError> {
+        let store = AuthStore {
+            path: Some(path.to_path_buf()),
+            current: std::sync::RwLock::new((None, std::sync::Arc::new(AuthConfig::default()))),
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    pub fn current(&self) -> std::sync::Arc<AuthConfig> {
+        let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
+        std::sync::Arc::clone(&guard.1)
+    }
+
+    /// Re-reads the file if its bytes changed; true when the tokens were replaced.
+    pub fn reload(&self) -> Result<bool, AuthError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(AuthError::Config {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        if self.current.read().unwrap_or_else(|p| p.into_inner()).0 == Some(digest) {
+            return Ok(false);
+        }
+        let config = if bytes.is_empty() {
+            AuthConfig::default()
+        } else {
+            AuthConfig::load(path)?
+        };
+        let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *guard = (Some(digest), std::sync::Arc::new(config));
+        Ok(true)
+    }
+
+    /// Re-reads the file every `every` until `stop`.
+    pub async fn watch(
+        self: std::sync::Arc<Self>,
+        every: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            match self.reload() {
+                Ok(true) => tracing::info!(
+                    tokens = self.current().tokens.len(),
+                    "auth file changed: tokens reloaded"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "auth file does not load; the tokens last loaded stay in force")
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! The HTTP API of `ballast serve` (axum): submit turns; read turns, traces, audit chains,
-//! outcomes and SLOs; answer approvals and handoffs; reverse and label turns. Every route
-//! authenticates a bearer token (`auth`), applies the tenant's rate limit (`rate`), checks the
-//! caller's roles, and only ever shows the caller's tenant. Errors are problem details
-//! (`problem`); request bodies are limited in size; `/openapi.json` is generated from the
-//! handlers' annotations (utoipa), not written by hand.
+//! outcomes and SLOs; answer approvals and handoffs; reverse and label turns. Every `/v1` route
+//! authenticates a bearer token before anything else of the request is read (`authn`), applies
+//! the tenant's rate limit (`rate`), checks the caller's roles, and only ever shows the caller's
+//! tenant. Errors — also malformed queries and bodies, unknown routes and methods, and handler
+//! panics — are problem details (`problem`); bodies and responses are bounded;
+//! `/openapi.json` is generated from the handlers' annotations (utoipa), not written by hand.
 
 pub mod auth;
+pub mod authn;
 mod dashboard;
 mod ops;
 pub mod problem;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use utoipa::OpenApi;
 
@@ -27,7 +29,7 @@ use crate::projection::outcomes::OutcomeView;
 use crate::projection::slo::SloConfig;
 use crate::projection::turn_index::TurnIndex;
 
-use auth::{AuthConfig, Caller, Role};
+use auth::{AuthStore, Caller, Role};
 use problem::Problem;
 use rate::RateLimiter;
 
@@ -39,22 +41,39 @@ pub struct AppState {
     pub projections: Projections,
     pub index: TurnIndex,
     pub outcomes: OutcomeView,
-    pub auth: AuthConfig,
+    /// The tokens, re-read when the auth file changes.
+    pub auth: Arc<AuthStore>,
+    /// Requests per tenant.
     pub rate: RateLimiter,
+    /// Failed authentications per client address.
+    pub failures: RateLimiter,
     pub slo: SloConfig,
     pub clock: Arc<dyn Clock>,
+    /// Each turn id submitted here → a digest of its request, so a retried submission is
+    /// idempotent and a different request under the same id is a conflict.
+    pub submissions: turns::Submissions,
 }
 
 impl AppState {
-    /// Authenticates the caller, spends one request of its tenant's rate, checks its roles.
-    pub fn caller(&self, headers: &HeaderMap, roles: &[Role]) -> Result<Caller, Problem> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let caller = auth::authenticate(&self.auth, header)?;
-        self.rate.take(&caller.tenant).map_err(Problem::too_many)?;
-        caller.require(roles)?;
-        Ok(caller)
+    pub fn new(
+        emb: Embedded,
+        projections: Projections,
+        auth: Arc<AuthStore>,
+        slo: SloConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, crate::projection::ProjectionError> {
+        Ok(AppState {
+            index: TurnIndex::open(&emb.store)?,
+            outcomes: OutcomeView::open(&emb.store)?,
+            submissions: turns::Submissions::open(&emb.store)?,
+            rate: RateLimiter::new(Arc::clone(&clock)),
+            failures: RateLimiter::new(Arc::clone(&clock)),
+            emb,
+            projections,
+            auth,
+            slo,
+            clock,
+        })
     }
 
     /// Reads after this see every event appended before it.
@@ -114,7 +133,7 @@ impl utoipa::Modify for BearerAuth {
 /// The API routes, the dashboard and `/openapi.json`.
 pub fn router(state: Arc<AppState>) -> Router {
     let doc = ApiDoc::openapi();
-    Router::new()
+    let v1 = Router::new()
         .route("/v1/turns", post(turns::submit).get(turns::list))
         .route("/v1/turns/{id}", get(turns::get_turn))
         .route("/v1/turns/{id}/trace", get(turns::trace))
@@ -131,6 +150,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/slo", get(ops::slo))
         .route("/v1/slo/series", get(ops::slo_series))
         .route("/v1/outcomes", get(ops::outcomes))
+        // Unknown paths and methods under /v1 answer only after authentication, too.
+        .route("/v1/{*rest}", axum::routing::any(no_route))
+        .method_not_allowed_fallback(no_method)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authn::authenticate,
+        ));
+    Router::new()
+        .merge(v1)
         .route(
             "/openapi.json",
             get(move || {
@@ -139,9 +167,87 @@ pub fn router(state: Arc<AppState>) -> Router {
             }),
         )
         .merge(dashboard::router())
-        .fallback(|| async { Problem::not_found("no such route") })
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+async fn no_route() -> Problem {
+    Problem::not_found("no such route")
+}
+
+async fn no_method() -> Problem {
+    Problem::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this route does not take that method",
+    )
+}
+
+/// A handler panic is a bug: the caller gets a 500 problem (never a dropped connection), the
+/// panic is counted and logged, and the server goes on.
+fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = %what, "API handler panicked");
+    crate::telemetry::record::api_panic();
+    Problem::internal("the server failed to answer this request; it has been logged")
+        .into_response()
+}
+
+/// A query string whose rejections are problem details (400), like bodies'.
+pub struct Q<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Q<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Q(v)),
+            Err(rejection) => Err(Problem::new(
+                rejection.status(),
+                "invalid-query",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// A path parameter whose rejections are problem details.
+pub struct P<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for P<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(P(v)),
+            Err(rejection) => Err(Problem::new(
+                rejection.status(),
+                "invalid-path",
+                rejection.body_text(),
+            )),
+        }
+    }
 }
 
 /// A JSON body whose rejections (malformed, too large, wrong type) are problem details.

@@ -4,26 +4,22 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{Caller, Role};
+use super::auth::Caller;
+use super::authn::{Anyone, Auditors, Authed, Operators, Watchers};
 use super::problem::Problem;
 use super::turns::{CommandSent, own_turn};
-use super::{AppState, Body};
+use super::{AppState, Body, P, Q};
 use crate::projection::slo;
 use crate::projection::turn_index::TurnStatus;
 use crate::turn::{Phase, TurnState};
 
 #[utoipa::path(get, path = "/v1/me", tag = "operations",
     responses((status = 200, body = Caller), (status = 401, body = Problem)), security(("bearer" = [])))]
-pub async fn me(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Json<Caller>, Problem> {
-    let caller = state.caller(&headers, &[Role::Submitter, Role::Operator, Role::Auditor])?;
+pub async fn me(Authed(caller, _): Authed<Anyone>) -> Result<Json<Caller>, Problem> {
     Ok(Json(caller))
 }
 
@@ -45,11 +41,17 @@ pub struct Waiting {
     responses((status = 200, body = Vec<Waiting>), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn queue(
+    Authed(caller, _): Authed<Operators>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
 ) -> Result<Json<Vec<Waiting>>, Problem> {
+    waiting(&state, &caller).await.map(Json)
+}
+
+/// Most entries the queue answers with (oldest first).
+pub const MAX_QUEUE: usize = 1000;
+
+async fn waiting(state: &AppState, caller: &Caller) -> Result<Vec<Waiting>, Problem> {
     use crate::event::Payload;
-    let caller = state.caller(&headers, &[Role::Operator])?;
     state.fresh().await?;
     let mut out = Vec::new();
     for e in state.index.all()? {
@@ -103,18 +105,21 @@ pub async fn queue(
             _ => None,
         };
         out.extend(waiting);
+        if out.len() >= MAX_QUEUE {
+            break;
+        }
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 #[utoipa::path(get, path = "/v1/handoffs", tag = "operations",
     responses((status = 200, body = Vec<Waiting>), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn handoffs(
+    Authed(caller, _): Authed<Operators>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
 ) -> Result<Json<Vec<Waiting>>, Problem> {
-    let Json(all) = queue(State(state), headers).await?;
+    let all = waiting(&state, &caller).await?;
     Ok(Json(
         all.into_iter().filter(|w| w.kind == "handoff").collect(),
     ))
@@ -128,12 +133,11 @@ pub struct Resolution {
 }
 
 async fn answer_handoff(
+    caller: Caller,
     state: Arc<AppState>,
-    headers: HeaderMap,
     id: String,
     resolution: Option<String>,
 ) -> Result<Json<CommandSent>, Problem> {
-    let caller = state.caller(&headers, &[Role::Operator])?;
     let entry = own_turn(&state, &caller.tenant, &id).await?;
     let cmd = crate::operator::answer_handoff(
         state.emb.events.as_ref(),
@@ -157,26 +161,26 @@ async fn answer_handoff(
     responses((status = 200, body = CommandSent), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem)), security(("bearer" = [])))]
 pub async fn accept(
+    Authed(caller, _): Authed<Operators>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Json<CommandSent>, Problem> {
-    answer_handoff(state, headers, id, None).await
+    answer_handoff(caller, state, id, None).await
 }
 
 #[utoipa::path(post, path = "/v1/handoffs/{id}/resolve", tag = "operations", params(("id" = String, Path, description = "turn id")),
     request_body = Resolution, responses((status = 200, body = CommandSent), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem)), security(("bearer" = [])))]
 pub async fn resolve(
+    Authed(caller, _): Authed<Operators>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
     Body(body): Body<Resolution>,
 ) -> Result<Json<CommandSent>, Problem> {
     if body.resolution.trim().is_empty() {
         return Err(Problem::bad_request("say what was done"));
     }
-    answer_handoff(state, headers, id, Some(body.resolution)).await
+    answer_handoff(caller, state, id, Some(body.resolution)).await
 }
 
 /// The caller's tenant's outcome records over the SLO period.
@@ -208,10 +212,9 @@ pub struct SloTable {
     responses((status = 200, body = SloTable), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn slo(
+    Authed(caller, _): Authed<Watchers>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
 ) -> Result<Json<SloTable>, Problem> {
-    let caller = state.caller(&headers, &[Role::Operator, Role::Auditor])?;
     state.fresh().await?;
     let now = state.clock.now_ms();
     let outcomes = tenant_outcomes(&state, &caller.tenant, now)?;
@@ -229,11 +232,17 @@ pub async fn slo(
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SeriesQuery {
-    /// Bucket width in ms (default 60000).
+    /// Bucket width in ms (default 60000; at least 1000, at most the SLO period).
     pub bucket_ms: Option<i64>,
-    /// How far back in ms (default 3600000, at most the SLO period).
+    /// How far back in ms (default 3600000; at least one bucket, at most the SLO period, and at
+    /// most 1440 buckets).
     pub window_ms: Option<i64>,
 }
+
+/// Most points one series answers with (a day of minutes).
+pub const MAX_SERIES_POINTS: i64 = 1440;
+/// Narrowest bucket of a series.
+pub const MIN_BUCKET_MS: i64 = 1000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SeriesPoint {
@@ -244,22 +253,49 @@ pub struct SeriesPoint {
     pub turns: u64,
 }
 
+/// The series' bucket and window, checked: every answer is at most `MAX_SERIES_POINTS` points.
+fn series_shape(q: &SeriesQuery, period_ms: i64) -> Result<(i64, i64), Problem> {
+    let bucket = q.bucket_ms.unwrap_or(60_000);
+    let window = q.window_ms.unwrap_or(3_600_000.min(period_ms));
+    if !(MIN_BUCKET_MS..=period_ms).contains(&bucket) {
+        let mut p = Problem::bad_request(format!(
+            "bucket_ms must be between {MIN_BUCKET_MS} and the SLO period ({period_ms})"
+        ));
+        p.limit = Some(period_ms.max(0) as u64);
+        return Err(p);
+    }
+    if !(bucket..=period_ms).contains(&window) {
+        let mut p = Problem::bad_request(format!(
+            "window_ms must be between bucket_ms ({bucket}) and the SLO period ({period_ms})"
+        ));
+        p.limit = Some(period_ms.max(0) as u64);
+        return Err(p);
+    }
+    let points = window / bucket + 1;
+    if points > MAX_SERIES_POINTS {
+        return Err(Problem::over_limit(
+            format!(
+                "window_ms / bucket_ms asks for {points} points; widen bucket_ms to at least {}",
+                window / (MAX_SERIES_POINTS - 1) + 1
+            ),
+            MAX_SERIES_POINTS as u64,
+        ));
+    }
+    Ok((bucket, window))
+}
+
 #[utoipa::path(get, path = "/v1/slo/series", tag = "operations", params(SeriesQuery),
-    responses((status = 200, body = Vec<SeriesPoint>), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = Vec<SeriesPoint>), (status = 400, body = Problem, description = "a bucket or window out of bounds, or more than 1440 points"),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn slo_series(
+    Authed(caller, _): Authed<Watchers>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<SeriesQuery>,
+    Q(q): Q<SeriesQuery>,
 ) -> Result<Json<Vec<SeriesPoint>>, Problem> {
-    let caller = state.caller(&headers, &[Role::Operator, Role::Auditor])?;
+    let (bucket, window) = series_shape(&q, state.slo.period_ms)?;
     state.fresh().await?;
     let now = state.clock.now_ms();
-    let bucket = q.bucket_ms.unwrap_or(60_000).max(1_000);
-    let window = q
-        .window_ms
-        .unwrap_or(3_600_000)
-        .clamp(bucket, state.slo.period_ms);
     let from = now - window;
     let n = (window / bucket) as usize + 1;
     let mut counts: Vec<std::collections::BTreeMap<&'static str, (u64, u64)>> =
@@ -269,7 +305,7 @@ pub async fn slo_series(
         if o.completed_at_ms <= from {
             continue;
         }
-        let i = (((o.completed_at_ms - from) / bucket) as usize).min(n - 1);
+        let i = (((o.completed_at_ms - from) / bucket).max(0) as usize).min(n - 1);
         turns[i] += 1;
         for (name, good) in slo::classify(&o, &state.slo) {
             if let Some(good) = good {
@@ -300,19 +336,28 @@ pub async fn slo_series(
 pub struct OutcomesQuery {
     /// Completed after (ms since the epoch).
     pub since_ms: Option<i64>,
-    /// At most this many, oldest first (default 1000).
+    /// At most this many, oldest first (default 1000, at most 10000).
     pub limit: Option<usize>,
 }
+
+/// Most outcome records one answer holds.
+pub const MAX_OUTCOMES: usize = 10_000;
 
 #[utoipa::path(get, path = "/v1/outcomes", tag = "operations", params(OutcomesQuery),
     responses((status = 200, description = "TurnOutcome records (schemas/turn_outcome.avsc) as JSON", body = Vec<Object>),
         (status = 401, body = Problem), (status = 403, body = Problem)), security(("bearer" = [])))]
 pub async fn outcomes(
+    Authed(caller, _): Authed<Auditors>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<OutcomesQuery>,
+    Q(q): Q<OutcomesQuery>,
 ) -> Result<Json<Vec<serde_json::Value>>, Problem> {
-    let caller = state.caller(&headers, &[Role::Auditor])?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit > MAX_OUTCOMES {
+        return Err(Problem::over_limit(
+            format!("limit {limit}"),
+            MAX_OUTCOMES as u64,
+        ));
+    }
     state.fresh().await?;
     Ok(Json(
         state
@@ -320,7 +365,7 @@ pub async fn outcomes(
             .since(q.since_ms.unwrap_or(i64::MIN))?
             .into_iter()
             .filter(|o| o.tenant == caller.tenant)
-            .take(q.limit.unwrap_or(1000).min(10_000))
+            .take(limit)
             .filter_map(|o| serde_json::to_value(o).ok())
             .collect(),
     ))

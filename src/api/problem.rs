@@ -16,6 +16,15 @@ pub struct Problem {
     /// Seconds to wait before retrying (rate limits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// The claim a request may not assert (`role:NAME` or a scope), on a 403.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    /// The largest value accepted, when a request asked for more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The turn a conflicting request names (it exists with other content).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<String>,
 }
 
 impl Problem {
@@ -26,7 +35,16 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
+            claim: None,
+            limit: None,
+            turn_id: None,
         }
+    }
+    /// A request over a limit: 400 with the limit in the problem.
+    pub fn over_limit(detail: impl Into<String>, limit: u64) -> Self {
+        let mut p = Problem::new(StatusCode::BAD_REQUEST, "over-limit", detail);
+        p.limit = Some(limit);
+        p
     }
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)

@@ -1,5 +1,6 @@
-//! A request-rate limit per tenant: a token bucket refilled at `requests_per_second` up to
-//! `burst`. Time comes from the injected clock, so the limit is tested without sleeping.
+//! Token buckets: a request-rate limit per tenant (refilled at `requests_per_second` up to
+//! `burst`) and a limit on failed authentications per client address. Time comes from the
+//! injected clock, so the limits are tested without sleeping.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,34 +9,66 @@ use crate::clock::Clock;
 
 use super::auth::RateConfig;
 
+/// At most this many buckets are kept per limiter; beyond it the fullest (idle) ones are dropped,
+/// so a flood of client addresses cannot grow memory without bound.
+const MAX_BUCKETS: usize = 100_000;
+
 pub struct RateLimiter {
-    config: RateConfig,
     clock: Arc<dyn Clock>,
     buckets: Mutex<HashMap<String, (f64, i64)>>,
 }
 
 impl RateLimiter {
-    pub fn new(config: RateConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
         RateLimiter {
-            config,
             clock,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Takes one request from the tenant's bucket: `Err(seconds to wait)` if it is empty.
-    pub fn take(&self, tenant: &str) -> Result<(), u64> {
-        let now = self.clock.now_ms();
-        let (rate, burst) = (
-            self.config.requests_per_second.max(0.001),
-            self.config.burst.max(1.0),
+    pub fn take(&self, config: &RateConfig, tenant: &str) -> Result<(), u64> {
+        self.spend(tenant, config.requests_per_second, config.burst, 1.0)
+    }
+
+    /// Whether `addr` may try to authenticate: `Err(seconds to wait)` once its failures spent
+    /// the bucket.
+    pub fn check_failures(&self, config: &RateConfig, addr: &str) -> Result<(), u64> {
+        self.spend(
+            addr,
+            config.failed_auth_per_second,
+            config.failed_auth_burst,
+            0.0,
+        )
+    }
+
+    /// Records one failed authentication from `addr`.
+    pub fn failed(&self, config: &RateConfig, addr: &str) {
+        let _ = self.spend(
+            addr,
+            config.failed_auth_per_second,
+            config.failed_auth_burst,
+            1.0,
         );
+    }
+
+    /// Refills the bucket, then takes `cost` (0: only looks) if at least one token is there.
+    fn spend(&self, key: &str, rate: f64, burst: f64, cost: f64) -> Result<(), u64> {
+        let now = self.clock.now_ms();
+        let (rate, burst) = (rate.max(0.001), burst.max(1.0));
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, at) = buckets.entry(tenant.to_string()).or_insert((burst, now));
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+            // Buckets idle long enough to be full again hold nothing worth keeping.
+            buckets.retain(|_, (t, at)| *t + (now - *at).max(0) as f64 / 1000.0 * rate < burst);
+            if buckets.len() >= MAX_BUCKETS {
+                buckets.clear();
+            }
+        }
+        let (tokens, at) = buckets.entry(key.to_string()).or_insert((burst, now));
         *tokens = (*tokens + (now - *at).max(0) as f64 / 1000.0 * rate).min(burst);
         *at = now;
         if *tokens >= 1.0 {
-            *tokens -= 1.0;
+            *tokens -= cost;
             Ok(())
         } else {
             Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
@@ -51,23 +84,41 @@ mod tests {
     #[test]
     fn a_tenant_gets_its_burst_then_its_rate_and_others_are_unaffected() {
         let clock = Arc::new(ManualClock::new(0));
-        let limiter = RateLimiter::new(
-            RateConfig {
-                requests_per_second: 2.0,
-                burst: 3.0,
-            },
-            clock.clone(),
-        );
+        let limiter = RateLimiter::new(clock.clone());
+        let c = RateConfig {
+            requests_per_second: 2.0,
+            burst: 3.0,
+            ..RateConfig::default()
+        };
         for _ in 0..3 {
-            assert!(limiter.take("acme").is_ok());
+            assert!(limiter.take(&c, "acme").is_ok());
         }
-        assert_eq!(limiter.take("acme"), Err(1));
-        assert!(limiter.take("globex").is_ok(), "buckets are per tenant");
+        assert_eq!(limiter.take(&c, "acme"), Err(1));
+        assert!(limiter.take(&c, "globex").is_ok(), "buckets are per tenant");
         clock.advance(500);
         assert!(
-            limiter.take("acme").is_ok(),
+            limiter.take(&c, "acme").is_ok(),
             "one more after half a second at 2/s"
         );
-        assert!(limiter.take("acme").is_err());
+        assert!(limiter.take(&c, "acme").is_err());
+    }
+
+    #[test]
+    fn failed_authentications_lock_an_address_out_for_a_while() {
+        let clock = Arc::new(ManualClock::new(0));
+        let limiter = RateLimiter::new(clock.clone());
+        let c = RateConfig {
+            failed_auth_burst: 3.0,
+            failed_auth_per_second: 0.5,
+            ..RateConfig::default()
+        };
+        for _ in 0..3 {
+            assert!(limiter.check_failures(&c, "10.0.0.1").is_ok());
+            limiter.failed(&c, "10.0.0.1");
+        }
+        assert_eq!(limiter.check_failures(&c, "10.0.0.1"), Err(2));
+        assert!(limiter.check_failures(&c, "10.0.0.2").is_ok());
+        clock.advance(2_000);
+        assert!(limiter.check_failures(&c, "10.0.0.1").is_ok());
     }
 }

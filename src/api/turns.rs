@@ -4,19 +4,70 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::Role;
+use super::authn::{Anyone, Authed, Operators, Submitters, Watchers};
 use super::problem::Problem;
-use super::{AppState, Body};
+use super::{AppState, Body, P, Q};
 use crate::event::{Event, TurnRequest};
 use crate::ids::{Partition, TurnId};
 use crate::projection::turn_index::{TurnEntry, TurnStatus};
 
-const READERS: [Role; 3] = [Role::Submitter, Role::Operator, Role::Auditor];
+/// Largest `text` of a submitted turn, in bytes.
+pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+/// Most attributes a submitted turn may carry.
+pub const MAX_ATTRIBUTES: usize = 32;
+
+/// Turn ids submitted over the API, each with a digest of its request (a sled tree): a
+/// retried submission is answered as before, another request under the same id is refused.
+pub struct Submissions {
+    tree: sled::Tree,
+}
+
+/// What submitting a request under an id found.
+enum Claimed {
+    New,
+    Same,
+    Different,
+}
+
+impl Submissions {
+    pub fn open(store: &crate::log::SledStore) -> Result<Self, crate::projection::ProjectionError> {
+        let tree = store.tree("api_submissions").map_err(|e| {
+            crate::projection::ProjectionError::Storage {
+                projection: "api_submissions",
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Submissions { tree })
+    }
+
+    fn digest(r: &TurnRequest) -> [u8; 32] {
+        let canonical = serde_json::json!([r.tenant, r.user_id, r.text, r.channel, r.attributes]);
+        Sha256::digest(canonical.to_string().as_bytes()).into()
+    }
+
+    fn claim(&self, r: &TurnRequest) -> Result<Claimed, Problem> {
+        let digest = Self::digest(r);
+        let swapped = self
+            .tree
+            .compare_and_swap(r.turn_id.0.as_bytes(), None::<&[u8]>, Some(&digest[..]))
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        Ok(match swapped {
+            Ok(()) => Claimed::New,
+            Err(e) if e.current.as_deref() == Some(&digest[..]) => Claimed::Same,
+            Err(_) => Claimed::Different,
+        })
+    }
+
+    fn forget(&self, turn: TurnId) {
+        let _ = self.tree.remove(turn.0.as_bytes());
+    }
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +121,9 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
+/// Most turns one list answers.
+pub const MAX_LIST: usize = 1000;
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
@@ -100,7 +154,7 @@ fn parse_id(id: &str) -> Result<TurnId, Problem> {
 }
 
 /// The caller's tenant's turn, or 404 (also for another tenant's turn: nothing leaks).
-pub(super) async fn own_turn(
+pub(crate) async fn own_turn(
     state: &AppState,
     tenant: &str,
     id: &str,
@@ -141,17 +195,37 @@ fn view(state: &AppState, e: TurnEntry) -> TurnView {
 
 #[utoipa::path(post, path = "/v1/turns", tag = "turns", request_body = SubmitTurn,
     responses((status = 202, body = Submitted), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 413, body = Problem), (status = 429, body = Problem)),
+        (status = 403, body = Problem, description = "a role the token lacks, or a claim (`roles`, `scopes`) it may not grant"),
+        (status = 409, body = Problem, description = "the turn id exists with other content"),
+        (status = 413, body = Problem), (status = 429, body = Problem)),
     security(("bearer" = [])))]
 pub async fn submit(
+    Authed(caller, _): Authed<Submitters>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Body(body): Body<SubmitTurn>,
 ) -> Result<(StatusCode, Json<Submitted>), Problem> {
-    let caller = state.caller(&headers, &[Role::Submitter])?;
     if body.user_id.trim().is_empty() || body.text.trim().is_empty() {
         return Err(Problem::bad_request("user_id and text must not be empty"));
     }
+    if body.text.len() > MAX_TEXT_BYTES {
+        return Err(Problem::over_limit(
+            format!("text is {} bytes", body.text.len()),
+            MAX_TEXT_BYTES as u64,
+        ));
+    }
+    if body.attributes.len() > MAX_ATTRIBUTES {
+        return Err(Problem::over_limit(
+            format!("{} attributes", body.attributes.len()),
+            MAX_ATTRIBUTES as u64,
+        ));
+    }
+    // What the request asserts about its user is bounded by what this token may grant.
+    let attributes = caller.claims().apply(&body.attributes).map_err(|refused| {
+        crate::telemetry::record::api_rejected("claims");
+        let mut p = Problem::forbidden(format!("{refused} (token {:?})", caller.name));
+        p.claim = Some(refused.claim());
+        p
+    })?;
     let turn_id = match body.turn_id.as_deref() {
         Some(id) => parse_id(id)?,
         None => TurnId::new_v7(),
@@ -162,16 +236,54 @@ pub async fn submit(
         user_id: body.user_id,
         text: body.text,
         channel: body.channel.unwrap_or_else(|| "api".into()),
-        attributes: body.attributes,
+        attributes,
         submitted_at_ms: state.clock.now_ms(),
     };
-    crate::submit::submit(
+    let conflict = || {
+        crate::telemetry::record::api_rejected("conflict");
+        let mut p = Problem::conflict(format!(
+            "turn {turn_id} exists with other content; submit new content under a new turn id"
+        ));
+        p.turn_id = Some(turn_id.to_string());
+        p
+    };
+    match state.submissions.claim(&request)? {
+        // A retry of a submission already accepted: the same answer, nothing appended twice.
+        Claimed::Same => {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(Submitted {
+                    turn_id: turn_id.to_string(),
+                    tenant: caller.tenant,
+                }),
+            ));
+        }
+        Claimed::Different => return Err(conflict()),
+        Claimed::New => {}
+    }
+    // An id taken by a turn that did not come through this API (a producer, the demo).
+    let taken = state
+        .emb
+        .store
+        .tree(crate::runtime::state_store::KNOWN_TURNS_TREE)
+        .ok()
+        .and_then(|t| t.contains_key(turn_id.0.as_bytes()).ok())
+        .unwrap_or(false);
+    if taken {
+        state.submissions.forget(turn_id);
+        return Err(conflict());
+    }
+    if let Err(e) = crate::submit::submit(
         state.emb.requests.as_ref(),
         &state.emb.codecs.requests,
         &[request],
     )
     .await
-    .map_err(|e| Problem::unavailable(e.to_string()))?;
+    {
+        // Not accepted: a retry must be free to submit it again.
+        state.submissions.forget(turn_id);
+        return Err(Problem::unavailable(e.to_string()));
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(Submitted {
@@ -185,13 +297,18 @@ pub async fn submit(
     responses((status = 200, body = Vec<TurnView>), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn list(
+    Authed(caller, _): Authed<Anyone>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    Q(q): Q<ListQuery>,
 ) -> Result<Json<Vec<TurnView>>, Problem> {
-    let caller = state.caller(&headers, &READERS)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit > MAX_LIST {
+        return Err(Problem::over_limit(
+            format!("limit {limit}"),
+            MAX_LIST as u64,
+        ));
+    }
     state.fresh().await?;
-    let limit = q.limit.unwrap_or(100).min(1000);
     let mut out = Vec::new();
     for e in state.index.all()?.into_iter().rev() {
         if e.tenant != caller.tenant
@@ -220,11 +337,10 @@ pub async fn list(
     responses((status = 200, body = TurnView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_turn(
+    Authed(caller, _): Authed<Anyone>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Json<TurnView>, Problem> {
-    let caller = state.caller(&headers, &READERS)?;
     let entry = own_turn(&state, &caller.tenant, &id).await?;
     Ok(Json(view(&state, entry)))
 }
@@ -247,11 +363,10 @@ async fn events(state: &AppState, entry: &TurnEntry) -> Result<Vec<(u64, Event)>
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn trace(
+    Authed(caller, _): Authed<Watchers>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Json<Vec<serde_json::Value>>, Problem> {
-    let caller = state.caller(&headers, &[Role::Operator, Role::Auditor])?;
     let entry = own_turn(&state, &caller.tenant, &id).await?;
     let p = Partition(entry.partition);
     Ok(Json(
@@ -268,11 +383,10 @@ pub async fn trace(
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn audit(
+    Authed(caller, _): Authed<Watchers>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    let caller = state.caller(&headers, &[Role::Auditor, Role::Operator])?;
     let entry = own_turn(&state, &caller.tenant, &id).await?;
     let events: Vec<Event> = events(&state, &entry)
         .await?
@@ -286,13 +400,12 @@ pub async fn audit(
 }
 
 async fn answer(
+    caller: crate::api::auth::Caller,
     state: Arc<AppState>,
-    headers: HeaderMap,
     id: String,
     reason: Option<String>,
     granted: bool,
 ) -> Result<Json<CommandSent>, Problem> {
-    let caller = state.caller(&headers, &[Role::Operator])?;
     let entry = own_turn(&state, &caller.tenant, &id).await?;
     let cmd = crate::operator::answer_approval(
         state.emb.events.as_ref(),
@@ -318,12 +431,12 @@ async fn answer(
         (status = 404, body = Problem), (status = 409, body = Problem, description = "not waiting for an approval")),
     security(("bearer" = [])))]
 pub async fn approve(
+    Authed(caller, _): Authed<Operators>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
     Body(body): Body<Reason>,
 ) -> Result<Json<CommandSent>, Problem> {
-    answer(state, headers, id, body.reason, true).await
+    answer(caller, state, id, body.reason, true).await
 }
 
 #[utoipa::path(post, path = "/v1/turns/{id}/deny", tag = "turns", params(("id" = String, Path, description = "turn id")),
@@ -331,12 +444,12 @@ pub async fn approve(
         (status = 404, body = Problem), (status = 409, body = Problem, description = "not waiting for an approval")),
     security(("bearer" = [])))]
 pub async fn deny(
+    Authed(caller, _): Authed<Operators>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
     Body(body): Body<Reason>,
 ) -> Result<Json<CommandSent>, Problem> {
-    answer(state, headers, id, body.reason, false).await
+    answer(caller, state, id, body.reason, false).await
 }
 
 #[utoipa::path(post, path = "/v1/turns/{id}/reverse", tag = "turns", params(("id" = String, Path, description = "turn id")),
@@ -344,12 +457,11 @@ pub async fn deny(
         (status = 404, body = Problem), (status = 409, body = Problem, description = "the turn has not finished")),
     security(("bearer" = [])))]
 pub async fn reverse(
+    Authed(caller, _): Authed<Operators>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
     Body(body): Body<Reason>,
 ) -> Result<(StatusCode, Json<CommandSent>), Problem> {
-    let caller = state.caller(&headers, &[Role::Operator])?;
     let entry = own_turn(&state, &caller.tenant, &id).await?;
     let r = crate::operator::request_reversal(
         state.emb.events.as_ref(),
@@ -382,12 +494,11 @@ pub async fn reverse(
         (status = 404, body = Problem), (status = 409, body = Problem, description = "the turn has not finished")),
     security(("bearer" = [])))]
 pub async fn label(
+    Authed(caller, _): Authed<Watchers>,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    P(id): P<String>,
     Body(body): Body<LabelBody>,
 ) -> Result<(StatusCode, Json<CommandSent>), Problem> {
-    let caller = state.caller(&headers, &[Role::Auditor, Role::Operator])?;
     if body.label.trim().is_empty() || body.label.len() > 64 {
         return Err(Problem::bad_request("a label is 1 to 64 characters"));
     }

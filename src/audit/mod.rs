@@ -163,3 +163,59 @@ mod tests {
         assert_eq!(super::time(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
     }
 }
+
+/// Milliseconds since the epoch from `--since`/`--until` text: an integer (ms), an RFC 3339
+/// time with any offset (`2026-12-01T10:00:00Z`, `2026-12-01T11:00:00+01:00`, fractional
+/// seconds allowed), or a date (`2026-12-01`, UTC midnight). Parsed by `jiff`; anything else is
+/// an error saying what is accepted.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = |why: String| {
+        format!(
+            "{s:?} is not a time ({why}); use RFC 3339 like 2026-12-01T10:00:00Z, a date like 2026-12-01, or ms since the epoch"
+        )
+    };
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    // A bare date only: a time without an offset names no instant, and jiff would take the date
+    // out of it silently.
+    if s.len() != 10 {
+        return Err(bad("a time needs an offset such as Z or +01:00".into()));
+    }
+    match s.parse::<jiff::civil::Date>() {
+        Ok(d) => d
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp().as_millisecond())
+            .map_err(|e| bad(e.to_string())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_parse_and_garbage_is_an_error_never_a_panic() {
+        assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("1970-01-01T00:00:01Z"), Ok(1000));
+        assert_eq!(parse_time("1970-01-01T01:00:01.5+01:00"), Ok(1500));
+        assert_eq!(parse_time("1970-01-02"), Ok(86_400_000));
+        for bad in [
+            "",
+            "é",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T10:00:00",
+            "ü2026-01-01Z",
+            "T",
+            "--",
+            "2026-02-30",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad:?}");
+        }
+    }
+}

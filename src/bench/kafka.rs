@@ -45,6 +45,7 @@ pub async fn run(
             ..WorkerConfig::default()
         },
         session_timeout_ms: 10_000,
+        intake: crate::control::claims::IntakeTrust::trust_all(),
     };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);

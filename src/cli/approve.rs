@@ -14,7 +14,7 @@ pub struct ApprovalArgs {
     /// The waiting turn's id (UUID).
     turn_id: TurnId,
     #[command(flatten)]
-    log: super::LogArgs,
+    pub(super) log: super::LogArgs,
     /// Why, recorded in the ApprovalGranted / ApprovalDenied event.
     #[arg(long)]
     reason: Option<String>,
@@ -24,11 +24,7 @@ pub struct ApprovalArgs {
 }
 
 fn operator(a: &ApprovalArgs) -> String {
-    a.operator
-        .clone()
-        .or_else(|| std::env::var("BALLAST_OPERATOR").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into())
+    super::operator_name(&a.operator)
 }
 
 /// Answers a turn's pending approval. The answer is durable when this returns: on the embedded
@@ -55,9 +51,7 @@ pub async fn run(a: ApprovalArgs, granted: bool) -> anyhow::Result<()> {
                     )
                 })?;
                 let index = TurnIndex::open(&emb.store)?;
-                index
-                    .catch_up(emb.events.as_ref(), &emb.codecs.events)
-                    .await?;
+                super::catch_up_index(&emb, &index).await?;
                 (
                     emb.events.clone(),
                     emb.requests.clone(),

@@ -11,7 +11,7 @@ pub struct AuditArgs {
     /// The turn's id.
     turn_id: TurnId,
     #[command(flatten)]
-    log: super::LogArgs,
+    pub(super) log: super::LogArgs,
     /// The chains as JSON.
     #[arg(long)]
     json: bool,
@@ -45,7 +45,7 @@ pub struct BacktestArgs {
     #[arg(long)]
     policies: PathBuf,
     #[command(flatten)]
-    log: super::LogArgs,
+    pub(super) log: super::LogArgs,
     /// Tool catalog the policies are typed against (default: the demo catalog).
     #[arg(long)]
     catalog: Option<PathBuf>,
@@ -60,38 +60,9 @@ pub struct BacktestArgs {
     json: bool,
 }
 
-/// Milliseconds since the epoch from an integer or an RFC 3339 UTC time
-/// (`2026-12-01T10:00:00Z`, fractional seconds allowed).
+/// Milliseconds since the epoch from an integer, an RFC 3339 time or a date (UTC midnight).
 pub fn parse_time(s: &str) -> anyhow::Result<i64> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    let bad = || {
-        anyhow::anyhow!("{s:?} is not a time (use RFC 3339 UTC like 2026-12-01T10:00:00Z, or ms)")
-    };
-    let s2 = s.strip_suffix('Z').ok_or_else(bad)?;
-    let (date, clock) = s2.split_once('T').ok_or_else(bad)?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, "0"));
-    let t: Vec<i64> = hms
-        .split(':')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    if d.len() != 3 || t.len() != 3 {
-        return Err(bad());
-    }
-    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let millis: i64 = format!("{frac:0<3}")[..3].parse().map_err(|_| bad())?;
-    Ok(((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + millis)
+    ballast::audit::parse_time(s).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Re-evaluates every recorded policy decision under `--policies`, without calling any planner

@@ -48,6 +48,16 @@ enum HandoffCommand {
     },
 }
 
+impl HandoffArgs {
+    pub(super) fn embedded_dir(&self) -> Option<std::path::PathBuf> {
+        match &self.command {
+            HandoffCommand::List { log, .. }
+            | HandoffCommand::Accept { log, .. }
+            | HandoffCommand::Resolve { log, .. } => log.embedded_dir(),
+        }
+    }
+}
+
 /// The logs an operator command needs, on either backend.
 struct Logs {
     events: Arc<dyn EventLog>,
@@ -75,9 +85,7 @@ async fn open(log: &super::LogArgs) -> anyhow::Result<Logs> {
                 )
             })?;
             let index = TurnIndex::open(&emb.store)?;
-            index
-                .catch_up(emb.events.as_ref(), &emb.codecs.events)
-                .await?;
+            super::catch_up_index(&emb, &index).await?;
             Ok(Logs {
                 events: emb.events.clone(),
                 requests: emb.requests.clone(),
@@ -106,11 +114,7 @@ async fn open(log: &super::LogArgs) -> anyhow::Result<Logs> {
 }
 
 fn who(operator: &Option<String>) -> String {
-    operator
-        .clone()
-        .or_else(|| std::env::var("BALLAST_OPERATOR").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into())
+    super::operator_name(operator)
 }
 
 pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {

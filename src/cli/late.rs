@@ -21,7 +21,7 @@ pub struct ReverseArgs {
     /// The finished turn's id.
     turn_id: TurnId,
     #[command(flatten)]
-    log: super::LogArgs,
+    pub(super) log: super::LogArgs,
     /// Why, recorded in ReversalRequested.
     #[arg(long)]
     reason: Option<String>,
@@ -36,7 +36,7 @@ pub struct LabelArgs {
     /// The label, e.g. hallucination_with_action (counted by the SLOs), incorrect, correct.
     label: String,
     #[command(flatten)]
-    log: super::LogArgs,
+    pub(super) log: super::LogArgs,
     /// A note kept with the label.
     #[arg(long)]
     note: Option<String>,
@@ -64,11 +64,7 @@ struct LateArgs {
 }
 
 fn operator(a: &LateArgs) -> String {
-    a.operator
-        .clone()
-        .or_else(|| std::env::var("BALLAST_OPERATOR").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into())
+    super::operator_name(&a.operator)
 }
 
 /// The turn log, request log and index on either backend (embedded keeps the data dir open).
@@ -94,16 +90,15 @@ async fn open(log: &super::LogArgs) -> anyhow::Result<Target> {
                 anyhow::anyhow!("{e}\n(is `ballast serve` running on it? use its API instead)")
             })?;
             let index = TurnIndex::open(&emb.store)?;
-            index
-                .catch_up(emb.events.as_ref(), &emb.codecs.events)
-                .await?;
+            super::catch_up_index(&emb, &index).await?;
             Ok(Target {
                 events: emb.events.clone(),
                 requests: emb.requests.clone(),
                 codecs: emb.codecs.clone(),
                 index,
                 _store: emb.store.clone(),
-                embedded: Some(emb),
+                // A data dir `serve` runs: its worker applies the command; wait for it.
+                embedded: Some(emb).filter(|e| !e.is_served()),
             })
         }
         Some(bootstrap) => {
@@ -134,9 +129,7 @@ async fn settle(
 ) -> anyhow::Result<Vec<Event>> {
     let timeout = Duration::from_secs(a.timeout_s);
     let read = || async {
-        t.index
-            .catch_up(t.events.as_ref(), &t.codecs.events)
-            .await?;
+        super::catch_up_index_of(dir, t.events.as_ref(), &t.codecs, &t.index).await?;
         let (_, events) = read_turn(t.events.as_ref(), &t.codecs, &t.index, turn)
             .await?
             .ok_or_else(|| anyhow::anyhow!("turn {turn} not found"))?;

@@ -80,7 +80,115 @@ pub enum Command {
     Token(token::TokenArgs),
 }
 
+/// Runs the command; one that reads or answers on a data dir that `ballast serve` holds is sent
+/// to that process over its local socket and run there (same output), since the dir is locked.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if LOCAL.try_with(|_| ()).is_err() {
+        if let Some(dir) = forwardable(&cli.command) {
+            let request = ballast::local_socket::Request {
+                argv: std::env::args().skip(1).collect(),
+                env: ["BALLAST_OPERATOR", "USER"]
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                    .collect(),
+            };
+            if let Some(reply) = ballast::local_socket::forward(&dir, &request).await {
+                let reply = reply.map_err(|e| {
+                    anyhow::anyhow!("`ballast serve` on {} did not answer: {e}", dir.display())
+                })?;
+                eprint!("{}", reply.stderr);
+                emit(&reply.stdout)?;
+                return match reply.error {
+                    Some(e) => Err(anyhow::anyhow!(e)),
+                    None => Ok(()),
+                };
+            }
+        }
+    }
+    dispatch(cli).await
+}
+
+/// The data dir of a command that can run inside the process serving it: the embedded read
+/// and operator commands (not those that own a data dir, like `serve` or `demo`).
+fn forwardable(command: &Command) -> Option<std::path::PathBuf> {
+    match command {
+        Command::Turns(a) => a.log.embedded_dir(),
+        Command::Trace(a) => a.log.embedded_dir(),
+        Command::Approve(a) | Command::Deny(a) => a.log.embedded_dir(),
+        Command::Handoff(a) => a.embedded_dir(),
+        Command::Outcomes(a) => a.log.embedded_dir(),
+        Command::Slo(a) => a.embedded_dir(),
+        Command::Replay(a) => a.log.embedded_dir(),
+        Command::Audit(a) => a.log.embedded_dir(),
+        Command::Backtest(a) => a.log.embedded_dir(),
+        Command::Reverse(a) => a.log.embedded_dir(),
+        Command::Label(a) => a.log.embedded_dir(),
+        _ => None,
+    }
+}
+
+tokio::task_local! {
+    /// Set while a command runs for a CLI client inside `serve`: where its output goes and the
+    /// client's environment.
+    static LOCAL: Local;
+}
+
+#[derive(Clone)]
+struct Local {
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    env: std::collections::BTreeMap<String, String>,
+}
+
+/// An environment variable of whoever runs the command (the CLI client's, inside `serve`).
+fn env_var(name: &str) -> Option<String> {
+    match LOCAL.try_with(|l| l.env.get(name).cloned()) {
+        Ok(v) => v,
+        Err(_) => std::env::var(name).ok(),
+    }
+}
+
+/// Who answers, for the record: `--operator`, else `$BALLAST_OPERATOR`, else `$USER`.
+fn operator_name(flag: &Option<String>) -> String {
+    flag.clone()
+        .or_else(|| env_var("BALLAST_OPERATOR"))
+        .or_else(|| env_var("USER"))
+        .unwrap_or_else(|| "cli".into())
+}
+
+/// What `serve` runs for a CLI client on its local socket.
+pub fn local_handler() -> ballast::local_socket::Handler {
+    ballast::local_socket::Handler(std::sync::Arc::new(
+        |req: ballast::local_socket::Request| {
+            Box::pin(async move {
+                let mut reply = ballast::local_socket::Reply::default();
+                let cli = match Cli::try_parse_from(
+                    std::iter::once("ballast".to_string()).chain(req.argv.iter().cloned()),
+                ) {
+                    Ok(cli) => cli,
+                    Err(e) => {
+                        reply.error = Some(e.to_string());
+                        return reply;
+                    }
+                };
+                if forwardable(&cli.command).is_none() {
+                    reply.error = Some("this command does not run through `ballast serve`".into());
+                    return reply;
+                }
+                let local = Local {
+                    out: Default::default(),
+                    env: req.env,
+                };
+                let out = std::sync::Arc::clone(&local.out);
+                let result = LOCAL.scope(local, dispatch(cli)).await;
+                reply.stdout = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+                reply.error = result.err().map(|e| format!("{e:#}"));
+                reply
+            })
+        },
+    ))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a).await,
         Command::Turns(a) => turns::run(a).await,
@@ -117,7 +225,7 @@ struct Opened {
 }
 
 /// Where the read commands find the turn log.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
     #[arg(long)]
     data_dir: std::path::PathBuf,
@@ -126,6 +234,38 @@ pub struct LogArgs {
     bootstrap: Option<String>,
     #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
     topic_prefix: String,
+}
+
+impl LogArgs {
+    /// The data dir, when the turn log is the embedded one there (no `--bootstrap`).
+    fn embedded_dir(&self) -> Option<std::path::PathBuf> {
+        self.bootstrap.is_none().then(|| self.data_dir.clone())
+    }
+}
+
+/// Brings the turn index up to the log's end. Inside `serve`, through its projection set (one
+/// catch-up at a time: two would fold the same chunk twice).
+async fn catch_up_index(emb: &Embedded, index: &TurnIndex) -> anyhow::Result<()> {
+    catch_up_index_of(&emb.dir, emb.events.as_ref(), &emb.codecs, index).await
+}
+
+async fn catch_up_index_of(
+    dir: &Path,
+    events: &dyn ballast::log::EventLog,
+    codecs: &ballast::event::codec::Codecs,
+    index: &TurnIndex,
+) -> anyhow::Result<()> {
+    match Embedded::served(dir) {
+        Some((_, projections)) => {
+            projections
+                .catch_up(events, &codecs.events, &|_| {})
+                .await?;
+        }
+        None => {
+            index.catch_up(events, &codecs.events).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The turn log with its projections caught up.
@@ -149,6 +289,19 @@ async fn open_raw(
             "{} is not a ballast data dir (no sled/ inside)",
             dir.display()
         );
+    }
+    if bootstrap.is_none() {
+        if let Some((emb, projections)) = Embedded::served(dir) {
+            // Inside `serve`: its database and its projection set (one catch-up at a time).
+            return Ok(Opened {
+                index: TurnIndex::open(&emb.store)?,
+                outcomes: ballast::projection::outcomes::OutcomeView::open(&emb.store)?,
+                projections,
+                events: emb.events.clone(),
+                codecs: emb.codecs.clone(),
+                store: emb.store.clone(),
+            });
+        }
     }
     let (events, codecs, store): (std::sync::Arc<dyn ballast::log::EventLog>, _, _) =
         match bootstrap {
@@ -179,9 +332,18 @@ async fn open_raw(
     })
 }
 
-/// Writes to stdout; a closed pipe (`ballast turns | head`) ends output quietly instead of panicking.
+/// Writes to stdout (or to the CLI client a command runs for inside `serve`); a closed pipe
+/// (`ballast turns | head`) ends output quietly instead of panicking.
 fn emit(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
+    if let Ok(()) = LOCAL.try_with(|l| {
+        l.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_str(text)
+    }) {
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -6,7 +6,7 @@ use ballast::log::{EventLog, Scan};
 #[derive(Debug, Args)]
 pub struct OutcomesArgs {
     #[command(flatten)]
-    log: super::LogArgs,
+    pub(super) log: super::LogArgs,
     /// Keep streaming outcomes as turns finish (Kafka: `--bootstrap`). Embedded data dirs are
     /// read by one process at a time, so there this prints what is recorded and stops.
     #[arg(long)]

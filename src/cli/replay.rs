@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     #[command(flatten)]
-    log: super::LogArgs,
+    pub(super) log: super::LogArgs,
     /// The result as JSON.
     #[arg(long)]
     json: bool,
@@ -30,7 +30,28 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     set.catch_up(events, codec, &|_| {}).await?;
     let live = set.digest()?;
 
-    set.reset()?;
+    // Inside `serve` the live projections keep serving reads: rebuild beside them, in a scratch
+    // database, and compare. Offline, rebuild in place.
+    let scratch = match a.log.embedded_dir() {
+        Some(dir) if ballast::embedded::Embedded::served(&dir).is_some() => Some(
+            tempfile::Builder::new()
+                .prefix("ballast-replay-")
+                .tempdir()?,
+        ),
+        _ => None,
+    };
+    let scratch_set;
+    let set = match &scratch {
+        Some(tmp) => {
+            let store = ballast::log::SledStore::open(tmp.path())?;
+            scratch_set = ballast::projection::Projections::standard(&store)?;
+            &scratch_set
+        }
+        None => {
+            set.reset()?;
+            set
+        }
+    };
     let total = set.behind(events).await?;
     let bar = ProgressBar::new(total).with_style(ProgressStyle::with_template(
         "replay {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",

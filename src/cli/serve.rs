@@ -58,6 +58,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     opts.policies = a.policies;
     opts.service_latency_ms = a.service_latency_ms;
     opts.auth = a.auth;
+    opts.commands = Some(super::local_handler());
     run_serve(opts, rx, |addr| {
         // Tests and scripts read the address from this line.
         let _ = super::emit(&format!("listening on http://{addr}\n"));

@@ -44,6 +44,15 @@ enum SloCommand {
     },
 }
 
+impl SloArgs {
+    pub(super) fn embedded_dir(&self) -> Option<PathBuf> {
+        match (&self.command, &self.table.bootstrap) {
+            (None, None) => self.table.data_dir.clone(),
+            _ => None,
+        }
+    }
+}
+
 /// The SLO targets of a policy directory (its control.toml `[slo]`), or the defaults.
 pub fn slo_config(policies: Option<&Path>) -> anyhow::Result<SloConfig> {
     match policies {

@@ -7,7 +7,7 @@ pub struct TraceArgs {
     /// The turn's id (UUID).
     turn_id: TurnId,
     #[command(flatten)]
-    log: super::LogArgs,
+    pub(super) log: super::LogArgs,
     /// Print a JSON array of events (flat: envelope fields, kind, payload fields, offset).
     #[arg(long)]
     json: bool,

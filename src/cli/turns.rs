@@ -5,7 +5,7 @@ use ballast::projection::turn_index::TurnStatus;
 #[derive(Debug, Args)]
 pub struct TurnsArgs {
     #[command(flatten)]
-    log: super::LogArgs,
+    pub(super) log: super::LogArgs,
     /// One JSON object per line: turn_id, status (running|terminal), outcome, …
     #[arg(long)]
     json: bool,

@@ -74,13 +74,22 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    let planes = match loaded {
+    let (planes, intake) = match loaded {
         Some(mut l) => {
             std::fs::create_dir_all(&dir)?;
             l.config.log.data_dir = dir.clone();
-            l.planes()?
+            if l.config.intake.tenants.is_empty() {
+                tracing::warn!(
+                    "no [intake] in the configuration: requests asserting roles or scopes are dead-lettered"
+                );
+            }
+            (l.planes()?, l.config.intake.clone())
         }
-        None => demo_planes(&a)?,
+        // The demo's producer is the demo itself: its claims are trusted.
+        None => (
+            demo_planes(&a)?,
+            ballast::control::claims::IntakeTrust::trust_all(),
+        ),
     };
     let (exec, control, _watcher) = (planes.exec, planes.control, planes.watcher);
     let (tx, rx) = shutdown::channel();
@@ -95,6 +104,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         transactional: !a.no_transactions,
         worker: WorkerConfig::default(),
         session_timeout_ms: a.session_timeout_ms,
+        intake,
     };
     run_worker(opts, exec, Some(control), None, rx).await?;
     metrics.abort();

@@ -2,18 +2,16 @@
 //! what only the whole can tell (every routed profile has a planner, every catalog tool an
 //! implementation, the policies compile against the catalog) — with each problem at its line.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::locate::{line_col, locate};
 use super::{Backend, BallastConfig, PlannerConfig};
 use crate::control::ControlConfig;
-use crate::event::EscalationRung;
 use crate::exec::catalog::Catalog;
 use crate::exec::http_tool::HttpTool;
 use crate::exec::openai::OpenAiPlanner;
+use crate::toml_lines::{line_col, locate};
 
 /// One finding, where it is.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -113,6 +111,20 @@ pub fn check(
         origin,
         report: Report::default(),
     };
+    // TOML allows nan and infinities; no setting means anything by them.
+    let non_finite = crate::toml_lines::non_finite(text);
+    for (key, line, column) in &non_finite {
+        cx.report.errors.push(Problem {
+            file: origin.to_string(),
+            line: Some(*line),
+            column: Some(*column),
+            key: Some(key.clone()),
+            message: "nan and infinities are not settings".into(),
+        });
+    }
+    if !non_finite.is_empty() {
+        return cx.report;
+    }
     let config: BallastConfig = match toml::from_str(text) {
         Ok(c) => c,
         Err(e) => {
@@ -122,7 +134,12 @@ pub fn check(
                 line: pos.map(|p| p.0),
                 column: pos.map(|p| p.1),
                 key: None,
-                message: e.message().trim().to_string(),
+                // The parser can leave the message empty (a stray control character): say what
+                // it is rather than print nothing.
+                message: match e.message().trim() {
+                    "" => "not valid TOML here".to_string(),
+                    m => m.to_string(),
+                },
             });
             return cx.report;
         }
@@ -156,6 +173,11 @@ fn check_log(cx: &mut Ctx<'_>, c: &BallastConfig) {
     if !(1..=1024).contains(&c.log.partitions) {
         cx.error("log.partitions", "partitions must be between 1 and 1024");
     }
+    for (tenant, grants) in &c.intake.tenants {
+        if let Err(e) = grants.validate() {
+            cx.error(&format!("intake.tenants.{tenant}"), e);
+        }
+    }
 }
 
 fn control_config(cx: &mut Ctx<'_>, c: &BallastConfig) -> Option<ControlConfig> {
@@ -187,77 +209,8 @@ fn control_config(cx: &mut Ctx<'_>, c: &BallastConfig) -> Option<ControlConfig> 
 }
 
 fn check_control(cx: &mut Ctx<'_>, control: &ControlConfig) {
-    let known = |p: &str| control.profiles.contains_key(p);
-    if !known(&control.routing.default_profile) {
-        cx.error(
-            "control.routing.default_profile",
-            format!(
-                "{:?} is not a profile of [control.profiles]",
-                control.routing.default_profile
-            ),
-        );
-    }
-    for (i, rule) in control.routing.rules.iter().enumerate() {
-        if !known(&rule.profile) {
-            cx.error(
-                &format!("control.routing.rules.{i}.profile"),
-                format!(
-                    "rule {:?} names unknown profile {:?}",
-                    rule.name, rule.profile
-                ),
-            );
-        }
-    }
-    let guards = &control.guards;
-    if guards.ladder.contains(&EscalationRung::Specialist) && !known(&guards.specialist_profile) {
-        cx.error(
-            "control.guards.specialist_profile",
-            format!(
-                "the ladder has a specialist rung, but {:?} is not a profile",
-                guards.specialist_profile
-            ),
-        );
-    }
-    let mut seen = BTreeSet::new();
-    if let Some(dup) = guards.ladder.iter().find(|r| !seen.insert(r.as_str())) {
-        cx.error(
-            "control.guards.ladder",
-            format!("rung {} appears twice", dup.as_str()),
-        );
-    }
-    for (i, p) in guards.redact_patterns.iter().enumerate() {
-        if let Err(e) = regex::Regex::new(&p.regex) {
-            cx.error(
-                &format!("control.guards.redact_patterns.{i}.regex"),
-                format!("pattern {:?}: {e}", p.name),
-            );
-        }
-    }
-    for (key, value) in [
-        ("control.approval_ttl_ms", control.approval_ttl_ms),
-        ("control.budgets.window_ms", control.budgets.window_ms),
-        ("control.guards.handoff_ttl_ms", guards.handoff_ttl_ms),
-        ("control.slo.period_ms", control.slo.period_ms),
-    ] {
-        if value <= 0 {
-            cx.error(key, "must be positive");
-        }
-    }
-    let slo = &control.slo;
-    for (key, value) in [
-        ("control.slo.task_success", slo.task_success),
-        ("control.slo.latency_target", slo.latency_target),
-        ("control.slo.escalation_success", slo.escalation_success),
-    ] {
-        if !(value > 0.0 && value < 1.0) {
-            cx.error(key, "a target is a share strictly between 0 and 1");
-        }
-    }
-    if !(0.0..1.0).contains(&slo.hallucination_with_action_max) {
-        cx.error(
-            "control.slo.hallucination_with_action_max",
-            "a share between 0 (inclusive) and 1",
-        );
+    for (key, message) in control.problems() {
+        cx.error(&format!("control.{key}"), message);
     }
 }
 

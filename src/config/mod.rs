@@ -9,7 +9,6 @@
 
 pub mod build;
 pub mod check;
-mod locate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +38,11 @@ pub struct BallastConfig {
     /// directory's `control.toml`, else the defaults.
     #[serde(default)]
     pub control: Option<ControlConfig>,
+    /// Which end-user claims (`roles`, `scopes` attributes) each tenant's Kafka producers may
+    /// make: `[intake.tenants.NAME] grants = [...]` (`"*"` for any other tenant). Requests
+    /// asserting more are dead-lettered. API requests are bounded by their token instead.
+    #[serde(default)]
+    pub intake: crate::control::claims::IntakeTrust,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

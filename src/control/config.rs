@@ -113,6 +113,13 @@ impl ControlConfig {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ControlError> {
+        if let Some((key, line, _)) = crate::toml_lines::non_finite(text).into_iter().next() {
+            return Err(ControlError::Config {
+                path: origin.to_string(),
+                line: Some(line),
+                message: format!("{key}: nan and infinities are not settings"),
+            });
+        }
         let config: ControlConfig = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
@@ -123,38 +130,139 @@ impl ControlConfig {
                 message: e.message().to_string(),
             }
         })?;
-        config.check(origin)?;
+        if let Some((key, message)) = config.problems().into_iter().next() {
+            return Err(ControlError::Config {
+                path: origin.to_string(),
+                line: crate::toml_lines::locate(text, &key).map(|(l, _)| l),
+                message: format!("{key}: {message}"),
+            });
+        }
         Ok(config)
     }
 
-    fn check(&self, origin: &str) -> Result<(), ControlError> {
-        let bad = |message: String| ControlError::Config {
-            path: origin.to_string(),
-            line: None,
-            message,
-        };
+    /// Everything wrong with the configuration, as (dotted key, message): what `control.toml`
+    /// loading refuses and `check-config` reports at the key's line.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut bad = |key: &str, message: String| out.push((key.to_string(), message));
         let known = |p: &str| self.profiles.contains_key(p);
         if !known(&self.routing.default_profile) {
-            return Err(bad(format!(
-                "routing.default_profile {:?} is not a configured profile",
-                self.routing.default_profile
-            )));
+            bad(
+                "routing.default_profile",
+                format!(
+                    "{:?} is not a profile of [profiles]",
+                    self.routing.default_profile
+                ),
+            );
         }
-        if let Some(r) = self.routing.rules.iter().find(|r| !known(&r.profile)) {
-            return Err(bad(format!(
-                "routing rule {:?} names unknown profile {:?}",
-                r.name, r.profile
-            )));
+        for (i, rule) in self.routing.rules.iter().enumerate() {
+            if !known(&rule.profile) {
+                bad(
+                    &format!("routing.rules.{i}.profile"),
+                    format!(
+                        "rule {:?} names unknown profile {:?}",
+                        rule.name, rule.profile
+                    ),
+                );
+            }
         }
-        if let Err(e) = crate::guard::Redactor::new(&self.guards.redact_patterns) {
-            return Err(bad(format!("guards.redact_patterns: {e}")));
+        let guards = &self.guards;
+        if guards
+            .ladder
+            .contains(&crate::event::EscalationRung::Specialist)
+            && !known(&guards.specialist_profile)
+        {
+            bad(
+                "guards.specialist_profile",
+                format!(
+                    "the ladder has a specialist rung, but {:?} is not a profile",
+                    guards.specialist_profile
+                ),
+            );
         }
-        if self.approval_ttl_ms <= 0 || self.budgets.window_ms <= 0 {
-            return Err(bad(
-                "approval_ttl_ms and budgets.window_ms must be positive".into(),
-            ));
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = guards.ladder.iter().find(|r| !seen.insert(r.as_str())) {
+            bad(
+                "guards.ladder",
+                format!("rung {} appears twice", dup.as_str()),
+            );
         }
-        Ok(())
+        for (i, p) in guards.redact_patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&p.regex) {
+                bad(
+                    &format!("guards.redact_patterns.{i}.regex"),
+                    format!("pattern {:?}: {e}", p.name),
+                );
+            }
+        }
+        for (key, value) in [
+            ("approval_ttl_ms", self.approval_ttl_ms),
+            ("budgets.window_ms", self.budgets.window_ms),
+            ("guards.handoff_ttl_ms", guards.handoff_ttl_ms),
+            ("slo.period_ms", self.slo.period_ms),
+        ] {
+            if value <= 0 {
+                bad(key, "must be positive".into());
+            }
+        }
+        let risk = &self.risk;
+        for (key, v) in [
+            ("risk.confidence_weight", risk.confidence_weight),
+            ("risk.failure_weight", risk.failure_weight),
+            ("risk.anomaly_weight", risk.anomaly_weight),
+            ("risk.confirm_at", risk.confirm_at),
+            ("risk.escalate_at", risk.escalate_at),
+            ("risk.deny_at", risk.deny_at),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                bad(key, format!("{v} is not a number of zero or more"));
+            }
+        }
+        // A stricter decision must not start below a milder one: escalate_at below confirm_at
+        // would escalate what was meant to be confirmed.
+        if risk.escalate_at < risk.confirm_at {
+            bad(
+                "risk.escalate_at",
+                format!(
+                    "escalate_at ({}) is below confirm_at ({}): thresholds go confirm ≤ escalate ≤ deny",
+                    risk.escalate_at, risk.confirm_at
+                ),
+            );
+        }
+        if risk.deny_at < risk.escalate_at {
+            bad(
+                "risk.deny_at",
+                format!(
+                    "deny_at ({}) is below escalate_at ({}): thresholds go confirm ≤ escalate ≤ deny",
+                    risk.deny_at, risk.escalate_at
+                ),
+            );
+        }
+        for (name, p) in &self.profiles {
+            if p.reserve_tokens < 0 || p.micros_per_1k_tokens < 0 {
+                bad(
+                    &format!("profiles.{name}"),
+                    "reserve_tokens and micros_per_1k_tokens must not be negative".into(),
+                );
+            }
+        }
+        let slo = &self.slo;
+        for (key, value) in [
+            ("slo.task_success", slo.task_success),
+            ("slo.latency_target", slo.latency_target),
+            ("slo.escalation_success", slo.escalation_success),
+        ] {
+            if !(value > 0.0 && value < 1.0) {
+                bad(key, "a target is a share strictly between 0 and 1".into());
+            }
+        }
+        if !(0.0..1.0).contains(&slo.hallucination_with_action_max) {
+            bad(
+                "slo.hallucination_with_action_max",
+                "a share between 0 (inclusive) and 1".into(),
+            );
+        }
+        out
     }
 
     /// Picks the planner profile for a request: the first matching rule, else the default.

@@ -10,6 +10,7 @@
 
 pub mod budget;
 pub mod cedar;
+pub mod claims;
 pub mod config;
 mod plane;
 pub mod risk;
@@ -117,8 +118,9 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn review_plan(&self, plan: &PlanReview<'_>) -> Verdict;
     fn review_call(&self, call: &CallReview<'_>) -> Verdict;
     fn review_response(&self, response: &ResponseReview<'_>) -> Verdict;
-    /// The configuration the state machine enforces itself (budgets, approval deadline).
-    fn config(&self) -> &ControlConfig;
+    /// The configuration the state machine enforces itself (budgets, approval deadline). A
+    /// reload swaps it: callers hold the `Arc` for one decision, never across rounds.
+    fn config(&self) -> std::sync::Arc<ControlConfig>;
 }
 
 /// Splits a comma-separated attribute into trimmed, non-empty items.
@@ -144,7 +146,7 @@ pub fn builtin_or_fail_closed(catalog: Catalog) -> std::sync::Arc<dyn ControlPla
             tracing::error!(error = %e, "built-in policy set does not load; denying every action");
             std::sync::Arc::new(plane::FailClosed {
                 reason: e.to_string(),
-                config: ControlConfig::default(),
+                config: std::sync::Arc::new(ControlConfig::default()),
             })
         }
     }

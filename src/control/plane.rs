@@ -27,10 +27,70 @@ pub const RULE_ARGS: &str = "control.args";
 pub const CONFIG_FILE: &str = "control.toml";
 
 pub struct CedarControlPlane {
-    config: ControlConfig,
     catalog: Catalog,
     dir: Option<PathBuf>,
-    policies: RwLock<Arc<Policies>>,
+    /// Whether the configuration came from the directory's `control.toml` (re-read on reload)
+    /// rather than from the deployment file or the defaults (fixed).
+    config_from_dir: bool,
+    active: RwLock<Arc<Active>>,
+}
+
+/// The policy set and control configuration in force, and the version naming both.
+struct Active {
+    policies: Arc<Policies>,
+    config: Arc<ControlConfig>,
+    version: String,
+    /// A digest of the directory's files as read, so an unchanged directory is not compiled
+    /// again on every poll.
+    sources: Option<[u8; 32]>,
+}
+
+/// A digest of the names and bytes of a policy directory's `*.cedar` files and `control.toml`.
+fn dir_digest(dir: &Path) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "cedar")
+                || p.file_name().is_some_and(|n| n == CONFIG_FILE)
+        })
+        .collect();
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.to_string_lossy().as_bytes());
+        h.update(b"\0");
+        h.update(std::fs::read(&f).ok()?);
+        h.update(b"\0");
+    }
+    Some(h.finalize().into())
+}
+
+impl Active {
+    /// The version covers the Cedar files and the control configuration (risk thresholds,
+    /// budgets, routing, ladder): a backtest can tell when either changed.
+    fn new(policies: Policies, config: ControlConfig) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(policies.version.as_bytes());
+        h.update(b"\0");
+        h.update(serde_json::to_vec(&config).unwrap_or_default());
+        let version = format!(
+            "sha256:{}",
+            h.finalize()
+                .iter()
+                .take(6)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        Active {
+            policies: Arc::new(policies),
+            config: Arc::new(config),
+            version,
+            sources: None,
+        }
+    }
 }
 
 impl CedarControlPlane {
@@ -43,6 +103,8 @@ impl CedarControlPlane {
         Ok(Self::new(ControlConfig::default(), catalog, policies, None))
     }
 
+    /// A plane over a policy set and a fixed configuration; with `dir`, the Cedar files there
+    /// are reloaded on change.
     pub fn new(
         config: ControlConfig,
         catalog: Catalog,
@@ -50,55 +112,94 @@ impl CedarControlPlane {
         dir: Option<PathBuf>,
     ) -> Self {
         CedarControlPlane {
-            config,
             catalog,
             dir,
-            policies: RwLock::new(Arc::new(policies)),
+            config_from_dir: false,
+            active: RwLock::new(Arc::new(Active::new(policies, config))),
         }
     }
 
     /// Loads `dir/*.cedar` and `dir/control.toml` (defaults when absent). Any error refuses the
-    /// whole directory.
+    /// whole directory. Both are reloaded on change.
     pub fn load(dir: &Path, catalog: Catalog) -> Result<Self, ControlError> {
+        let sources = dir_digest(dir);
+        let (policies, config) = Self::read_dir(dir, &catalog)?;
+        let mut active = Active::new(policies, config);
+        active.sources = sources;
+        Ok(CedarControlPlane {
+            catalog,
+            dir: Some(dir.to_path_buf()),
+            config_from_dir: true,
+            active: RwLock::new(Arc::new(active)),
+        })
+    }
+
+    fn read_dir(dir: &Path, catalog: &Catalog) -> Result<(Policies, ControlConfig), ControlError> {
         let config_path = dir.join(CONFIG_FILE);
         let config = if config_path.exists() {
             ControlConfig::load(&config_path)?
         } else {
             ControlConfig::default()
         };
-        let policies = Policies::load_dir(dir, &catalog)?;
-        Ok(Self::new(
-            config,
-            catalog,
-            policies,
-            Some(dir.to_path_buf()),
-        ))
+        Ok((Policies::load_dir(dir, catalog)?, config))
     }
 
-    pub fn policies(&self) -> Arc<Policies> {
-        match self.policies.read() {
-            Ok(p) => Arc::clone(&p),
+    fn active(&self) -> Arc<Active> {
+        match self.active.read() {
+            Ok(a) => Arc::clone(&a),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
-    pub fn version(&self) -> String {
-        self.policies().version.clone()
+    pub fn policies(&self) -> Arc<Policies> {
+        Arc::clone(&self.active().policies)
     }
 
-    /// Re-reads the policy directory. Returns the new version when the policies changed; an
-    /// invalid set is refused and the running one kept.
+    /// The version of the policy set and configuration in force (recorded in every decision).
+    pub fn version(&self) -> String {
+        self.active().version.clone()
+    }
+
+    /// Re-reads the policy directory (and its `control.toml`, when the configuration came from
+    /// it). Returns the new version when something changed; an invalid change is refused and
+    /// the running set kept.
     pub fn reload(&self) -> Result<Option<String>, ControlError> {
         let Some(dir) = &self.dir else {
             return Ok(None);
         };
-        let fresh = Policies::load_dir(dir, &self.catalog)?;
-        if fresh.version == self.version() {
+        let current = self.active();
+        let sources = dir_digest(dir);
+        if sources.is_some() && sources == current.sources {
+            return Ok(None);
+        }
+        let mut fresh = if self.config_from_dir {
+            let (policies, config) = Self::read_dir(dir, &self.catalog)?;
+            Active::new(policies, config)
+        } else {
+            Active::new(
+                Policies::load_dir(dir, &self.catalog)?,
+                (*current.config).clone(),
+            )
+        };
+        fresh.sources = sources;
+        if fresh.version == current.version {
+            // Same meaning (a comment or whitespace changed): keep the running set, remember
+            // the files so they are not compiled again.
+            let same = Active {
+                policies: Arc::clone(&current.policies),
+                config: Arc::clone(&current.config),
+                version: current.version.clone(),
+                sources,
+            };
+            match self.active.write() {
+                Ok(mut a) => *a = Arc::new(same),
+                Err(poisoned) => *poisoned.into_inner() = Arc::new(same),
+            }
             return Ok(None);
         }
         let version = fresh.version.clone();
-        match self.policies.write() {
-            Ok(mut p) => *p = Arc::new(fresh),
+        match self.active.write() {
+            Ok(mut a) => *a = Arc::new(fresh),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(fresh),
         }
         tracing::info!(%version, dir = %dir.display(), "policy set reloaded");
@@ -127,7 +228,7 @@ impl CedarControlPlane {
     #[allow(clippy::too_many_arguments)]
     fn assess_call(
         &self,
-        policies: &Policies,
+        active: &Active,
         principal: &Principal<'_>,
         checkpoint: &str,
         step: u32,
@@ -149,8 +250,9 @@ impl CedarControlPlane {
                 1.0,
             );
         };
+        let (policies, config) = (&active.policies, &active.config);
         let args: Option<serde_json::Value> = serde_json::from_str(args_json).ok();
-        let risk = self.config.risk.score(
+        let risk = config.risk.score(
             Some(spec),
             args.as_ref(),
             signals.confidence,
@@ -196,7 +298,7 @@ impl CedarControlPlane {
             Resource::Tool(tool),
             context,
         );
-        if let Some((decision, rule, at)) = self.config.risk.decision(risk.score) {
+        if let Some((decision, rule, at)) = config.risk.decision(risk.score) {
             let why = format!("risk {:.2} is at or above {rule} {at:.2}", risk.score);
             if decision.severity() > eval.decision.severity() {
                 eval = Evaluation {
@@ -225,21 +327,18 @@ impl CedarControlPlane {
 
 impl ControlPlane for CedarControlPlane {
     fn route(&self, tenant: &str, attributes: &BTreeMap<String, String>) -> RouteSelected {
-        self.config.route(tenant, attributes)
+        self.active().config.route(tenant, attributes)
     }
 
     fn review_plan(&self, plan: &PlanReview<'_>) -> Verdict {
-        let policies = self.policies();
-        let version = policies.version.as_str();
-        if plan.steps.len() > self.config.max_plan_steps {
+        let active = self.active();
+        let version = active.version.as_str();
+        let max_steps = active.config.max_plan_steps;
+        if plan.steps.len() > max_steps {
             let e = Evaluation {
                 decision: PolicyDecision::Deny,
                 policy_ids: vec![RULE_STEP_LIMIT.into()],
-                reason: format!(
-                    "plan has {} steps, limit is {}",
-                    plan.steps.len(),
-                    self.config.max_plan_steps
-                ),
+                reason: format!("plan has {} steps, limit is {max_steps}", plan.steps.len(),),
             };
             return self.verdict(e, 1.0, version);
         }
@@ -249,7 +348,7 @@ impl ControlPlane for CedarControlPlane {
         let mut max_risk: f64 = 0.0;
         for (i, step) in plan.steps.iter().enumerate() {
             let (e, risk) = self.assess_call(
-                &policies,
+                &active,
                 &plan.principal,
                 "plan",
                 i as u32,
@@ -289,9 +388,9 @@ impl ControlPlane for CedarControlPlane {
     }
 
     fn review_call(&self, call: &CallReview<'_>) -> Verdict {
-        let policies = self.policies();
+        let active = self.active();
         let (e, risk) = self.assess_call(
-            &policies,
+            &active,
             &call.principal,
             "pre_tool",
             call.step,
@@ -299,12 +398,13 @@ impl ControlPlane for CedarControlPlane {
             call.args_json,
             call.signals,
         );
-        self.verdict(e, risk, &policies.version)
+        self.verdict(e, risk, &active.version)
     }
 
     fn review_response(&self, response: &ResponseReview<'_>) -> Verdict {
-        let policies = self.policies();
-        let risk = self.config.risk.score(
+        let active = self.active();
+        let policies = &active.policies;
+        let risk = active.config.risk.score(
             None,
             None,
             response.signals.confidence,
@@ -337,11 +437,11 @@ impl ControlPlane for CedarControlPlane {
             Resource::Response,
             context,
         );
-        self.verdict(e, risk.score, &policies.version)
+        self.verdict(e, risk.score, &active.version)
     }
 
-    fn config(&self) -> &ControlConfig {
-        &self.config
+    fn config(&self) -> Arc<ControlConfig> {
+        Arc::clone(&self.active().config)
     }
 }
 
@@ -390,7 +490,7 @@ impl Drop for PolicyWatcher {
 /// Denies everything, saying why: what runs when no policy set could be loaded.
 pub struct FailClosed {
     pub reason: String,
-    pub config: ControlConfig,
+    pub config: Arc<ControlConfig>,
 }
 
 impl FailClosed {
@@ -418,7 +518,7 @@ impl ControlPlane for FailClosed {
     fn review_response(&self, _: &ResponseReview<'_>) -> Verdict {
         self.deny()
     }
-    fn config(&self) -> &ControlConfig {
-        &self.config
+    fn config(&self) -> Arc<ControlConfig> {
+        Arc::clone(&self.config)
     }
 }

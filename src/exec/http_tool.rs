@@ -36,6 +36,9 @@ pub struct HttpEndpoint {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub idempotency_header: Option<String>,
+    /// A larger response body fails the call (default 1 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
 }
 
 pub const DEFAULT_IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -74,6 +77,7 @@ pub struct HttpTool {
     headers: reqwest::header::HeaderMap,
     idempotency_header: reqwest::header::HeaderName,
     client: reqwest::Client,
+    max_response_bytes: usize,
 }
 
 /// `${VAR}` references in `value`, resolved by `env`.
@@ -196,6 +200,9 @@ impl HttpTool {
                 }
             })?;
         Ok(HttpTool {
+            max_response_bytes: endpoint
+                .max_response_bytes
+                .unwrap_or(crate::exec::body::DEFAULT_MAX_RESPONSE_BYTES),
             url: endpoint.url,
             method,
             headers,
@@ -305,13 +312,10 @@ impl Tool for HttpTool {
             Err(e) => return Err(self.maybe_acted(e.to_string(), ToolFailureKind::Error)),
         };
         let status = resp.status().as_u16();
-        let body = match resp.bytes().await {
+        let body = match crate::exec::body::read_capped(resp, self.max_response_bytes).await {
             Ok(b) => b,
             Err(e) => {
-                return Err(self.maybe_acted(
-                    format!("HTTP {status}: body cut off: {e}"),
-                    ToolFailureKind::Error,
-                ));
+                return Err(self.maybe_acted(format!("HTTP {status}: {e}"), ToolFailureKind::Error));
             }
         };
         let excerpt = || {
@@ -370,6 +374,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 idempotency_header: None,
+                max_response_bytes: None,
             }),
             ..ToolSpec::default()
         }

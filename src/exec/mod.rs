@@ -2,6 +2,7 @@
 //! Each is a trait so a deployment plugs in real models and tools; the scripted planner and the
 //! demo domain make runs reproducible.
 
+pub mod body;
 pub mod catalog;
 pub mod http_tool;
 pub mod openai;

@@ -180,6 +180,19 @@ impl KafkaJournal {
             let p = partition_for(&r.key, self.escalation_partitions);
             deliveries.push(send(&self.topics.escalations, p.0, &r.key, &r.value, None)?);
         }
+        for (p, r) in &round.forwards {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "ballast.forwarded.from",
+                value: Some(&partition.0.to_string()),
+            });
+            deliveries.push(send(
+                &self.topics.requests,
+                p.0,
+                &r.key,
+                &r.value,
+                Some(headers),
+            )?);
+        }
         for d in &round.dead_letters {
             let headers = OwnedHeaders::new()
                 .insert(Header {

@@ -49,6 +49,9 @@ pub struct WorkerOptions {
     pub transactional: bool,
     pub worker: WorkerConfig,
     pub session_timeout_ms: u32,
+    /// Which end-user claims each tenant's producers may make (`[intake]`); requests asserting
+    /// more are dead-lettered.
+    pub intake: crate::control::claims::IntakeTrust,
 }
 
 /// A running partition actor: its stop switch and its task.
@@ -179,7 +182,8 @@ pub async fn run(
     };
     let mut deps = Deps::new(events.clone(), requests.clone(), codecs, exec, state)
         .with_journals(Arc::new(journals))
-        .with_effect_bound(opts.worker.max_concurrent_effects);
+        .with_effect_bound(opts.worker.max_concurrent_effects)
+        .with_intake(opts.intake.clone());
     if let Some(control) = control {
         deps = deps.with_control(control);
     }

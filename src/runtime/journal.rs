@@ -20,6 +20,8 @@ pub struct Round {
     pub dead_letters: Vec<DeadLetter>,
     /// Encoded `Handoff`s of turns handed to a person, keyed by turn id.
     pub escalations: Vec<Record>,
+    /// Request records that arrived on the wrong request-log partition, to append to theirs.
+    pub forwards: Vec<(Partition, Record)>,
     /// Every request before this offset has been turned into events or a dead letter.
     pub inbox_next: Offset,
 }
@@ -30,6 +32,7 @@ impl Round {
             && self.outcomes.is_empty()
             && self.dead_letters.is_empty()
             && self.escalations.is_empty()
+            && self.forwards.is_empty()
     }
 }
 
@@ -62,6 +65,8 @@ pub struct LogJournals {
     pub outcomes: Option<Arc<dyn EventLog>>,
     /// Where handoffs are published (the sled `escalations` log when embedded).
     pub escalations: Option<Arc<dyn EventLog>>,
+    /// The request log, where misrouted requests are passed on to their partition.
+    pub requests: Option<Arc<dyn EventLog>>,
     pub store: Arc<dyn StateStore>,
 }
 
@@ -69,6 +74,7 @@ struct LogJournal {
     events: Arc<dyn EventLog>,
     outcomes: Option<Arc<dyn EventLog>>,
     escalations: Option<Arc<dyn EventLog>>,
+    requests: Option<Arc<dyn EventLog>>,
     store: Arc<dyn StateStore>,
 }
 
@@ -79,6 +85,7 @@ impl Journals for LogJournals {
             events: Arc::clone(&self.events),
             outcomes: self.outcomes.clone(),
             escalations: self.escalations.clone(),
+            requests: self.requests.clone(),
             store: Arc::clone(&self.store),
         }))
     }
@@ -91,6 +98,13 @@ impl Journal for LogJournal {
         partition: Partition,
         round: Round,
     ) -> Result<Option<Offset>, RuntimeError> {
+        // Forwards first: a crash after them and before the events re-forwards on recovery, and
+        // the home partition drops the second copy by turn id.
+        if let Some(log) = &self.requests {
+            for (p, r) in round.forwards {
+                log.append(p, vec![r]).await?;
+            }
+        }
         let n = round.events.len() as u64;
         let end = if n > 0 {
             Some(self.events.append(partition, round.events).await?.plus(n))

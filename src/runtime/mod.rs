@@ -103,6 +103,8 @@ pub struct RuntimeStats {
     /// Operator commands for turns no longer in flight (they arrived after the turn moved on).
     pub stale_commands: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Requests that arrived on another partition than their routing key's, passed on.
+    pub forwarded_requests: AtomicU64,
     pub corrupt_events: AtomicU64,
     pub replayed_events: AtomicU64,
     pub resumed_turns: AtomicU64,
@@ -133,6 +135,10 @@ pub struct Deps {
     pub outcomes: Option<mpsc::UnboundedSender<TurnFinished>>,
     pub effect_slots: Arc<Semaphore>,
     pub stats: Arc<RuntimeStats>,
+    /// Which end-user claims (`roles`, `scopes`) each tenant's producers may make. `None`: the
+    /// request log is written only by Ballast itself (the embedded API checked the token), so
+    /// its records are trusted as they are.
+    pub intake: Option<Arc<crate::control::claims::IntakeTrust>>,
 }
 
 impl Deps {
@@ -155,6 +161,7 @@ impl Deps {
                 events: Arc::clone(&events),
                 outcomes: None,
                 escalations: None,
+                requests: Some(Arc::clone(&requests)),
                 store: Arc::clone(&store),
             }),
             events,
@@ -171,7 +178,14 @@ impl Deps {
                 WorkerConfig::default().max_concurrent_effects,
             )),
             stats: Arc::new(RuntimeStats::default()),
+            intake: None,
         }
+    }
+
+    /// Checks every request's claims against `trust` (dead-lettering the rest).
+    pub fn with_intake(mut self, trust: crate::control::claims::IntakeTrust) -> Self {
+        self.intake = Some(Arc::new(trust));
+        self
     }
 
     /// Commits rounds through `journals` instead of appending to the turn log directly.

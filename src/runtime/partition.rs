@@ -59,6 +59,8 @@ pub(crate) struct PartitionActor {
     inbox_next: u64,
     since_snapshot: u64,
     in_flight: usize,
+    /// Turns with effects running, and how many: what admission counts.
+    busy: HashMap<TurnId, u32>,
     tx: mpsc::UnboundedSender<Msg>,
     timers: JoinSet<()>,
     /// Effects in flight. Owned here so that when this actor ends — drained, or failed and about
@@ -66,10 +68,16 @@ pub(crate) struct PartitionActor {
     effects: JoinSet<()>,
     journal: Box<dyn Journal>,
     dead_letters: Vec<DeadLetter>,
+    /// Misrouted requests to pass on to their routing partition with the next round.
+    forwards: Vec<(Partition, Record)>,
     /// The user and tenant budget accounts of this partition (rebuilt from the log).
     ledger: Ledger,
     budgets: BudgetLimits,
     breakers: Breakers,
+    /// The control configuration the budgets and guards were built from; a reload of the
+    /// policy directory swaps it, and the next round rebuilds them.
+    control_config: Arc<crate::control::ControlConfig>,
+    guards: Arc<crate::guard::Guards>,
     /// Commands (reverse, label) for finished turns, waiting for their turn to be reloaded.
     reopen: Vec<crate::event::TurnCommand>,
 }
@@ -97,9 +105,11 @@ pub(crate) async fn run_partition(
         if draining && actor.in_flight == 0 {
             break;
         }
+        // Admission counts turns with work in flight only: a turn waiting for a person, a
+        // timer or a retry holds no slot, so unanswered approvals cannot freeze a partition.
         let room = cfg
             .max_turns_per_partition
-            .saturating_sub(actor.turns.len())
+            .saturating_sub(actor.busy.len())
             .min(cfg.batch_max);
         let mut inputs = Vec::new();
         tokio::select! {
@@ -154,9 +164,8 @@ impl PartitionActor {
                 }
             },
         };
-        let budgets = deps
-            .control
-            .config()
+        let control_config = deps.control.config();
+        let budgets = control_config
             .budgets
             .for_partitions(deps.events.partitions());
         let breaker_config = deps.guards.config.breaker.clone();
@@ -238,6 +247,7 @@ impl PartitionActor {
             }
         }
         deps.store.mark_known(&known)?;
+        let guards = Arc::clone(&deps.guards);
 
         deps.stats
             .replayed_events
@@ -256,14 +266,18 @@ impl PartitionActor {
             inbox_next,
             since_snapshot: from - start,
             in_flight: 0,
+            busy: HashMap::new(),
             tx,
             timers: JoinSet::new(),
             effects: JoinSet::new(),
             journal,
             dead_letters: Vec::new(),
+            forwards: Vec::new(),
             ledger,
             budgets,
             breakers,
+            guards,
+            control_config,
             reopen: Vec::new(),
         })
     }
@@ -304,6 +318,12 @@ impl PartitionActor {
         match msg {
             Msg::Effect(turn, input) => {
                 self.in_flight = self.in_flight.saturating_sub(1);
+                if let Entry::Occupied(mut o) = self.busy.entry(turn) {
+                    *o.get_mut() -= 1;
+                    if *o.get() == 0 {
+                        o.remove();
+                    }
+                }
                 inputs.push((turn, input));
             }
             Msg::Timer(turn, input) => inputs.push((turn, input)),
@@ -365,16 +385,44 @@ impl PartitionActor {
                     continue;
                 }
             };
-            let home = self
-                .deps
-                .events
-                .partition_for(&crate::ids::routing_key(&request.tenant, &request.user_id));
+            let key = crate::ids::routing_key(&request.tenant, &request.user_id);
+            let home = self.deps.events.partition_for(&key);
             if home != self.partition {
-                self.dead_letters.push(dead(format!(
-                    "turn {} of {}/{} belongs to partition {home}, request arrived on {}",
-                    request.turn_id, request.tenant, request.user_id, self.partition
-                )));
+                // A producer on another partitioner (librdkafka's consistent_random, the
+                // default of confluent-kafka) put it here: pass it on to the partition that
+                // decides this user's turns, in the same round as consuming it here.
+                if home.0 < self.deps.requests.partitions() {
+                    self.deps
+                        .stats
+                        .forwarded_requests
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.forwards.push((
+                        home,
+                        Record {
+                            key,
+                            value: stored.value.clone(),
+                        },
+                    ));
+                } else {
+                    self.dead_letters.push(dead(format!(
+                        "turn {} of {}/{} belongs to partition {home}, which the request log does not have",
+                        request.turn_id, request.tenant, request.user_id
+                    )));
+                }
                 continue;
+            }
+            let mut request = request;
+            if let Some(trust) = &self.deps.intake {
+                match trust.apply(&request.tenant, &request.attributes) {
+                    Ok(attributes) => request.attributes = attributes,
+                    Err(refused) => {
+                        self.dead_letters.push(dead(format!(
+                            "claims: producers of tenant {:?} may not grant {} {:?} ([intake] in the configuration)",
+                            request.tenant, refused.kind, refused.value
+                        )));
+                        continue;
+                    }
+                }
             }
             if self.turns.contains_key(&request.turn_id)
                 || self.deps.store.is_known(request.turn_id)?
@@ -404,10 +452,11 @@ impl PartitionActor {
         inputs: Vec<(TurnId, Input)>,
         draining: bool,
     ) -> Result<(), RuntimeError> {
-        if inputs.is_empty() && self.dead_letters.is_empty() {
+        if inputs.is_empty() && self.dead_letters.is_empty() && self.forwards.is_empty() {
             return Ok(());
         }
         let deps = Arc::clone(&self.deps);
+        self.follow_control_config();
         let now_ms = deps.clock.now_ms();
         let mut events: Vec<Event> = Vec::new();
         let mut effects: Vec<Effect> = Vec::new();
@@ -423,7 +472,7 @@ impl PartitionActor {
                 limits: &deps.limits,
                 budgets: &self.budgets,
                 ledger: &self.ledger,
-                guards: &deps.guards,
+                guards: &self.guards,
                 breakers: &self.breakers,
                 draining,
             };
@@ -439,6 +488,7 @@ impl PartitionActor {
         }
         let mut round = Round {
             dead_letters: std::mem::take(&mut self.dead_letters),
+            forwards: std::mem::take(&mut self.forwards),
             ..Round::default()
         };
         let mut started = Vec::new();
@@ -534,6 +584,27 @@ impl PartitionActor {
         Ok(())
     }
 
+    /// Picks up a reloaded control configuration: budgets, breaker settings and guards follow
+    /// it from this round on (risk thresholds, routing and deadlines are read at each review).
+    fn follow_control_config(&mut self) {
+        let current = self.deps.control.config();
+        if Arc::ptr_eq(&current, &self.control_config) {
+            return;
+        }
+        self.budgets = current
+            .budgets
+            .for_partitions(self.deps.events.partitions());
+        self.ledger = std::mem::take(&mut self.ledger).with_window(self.budgets.window_ms);
+        self.breakers =
+            std::mem::take(&mut self.breakers).with_config(current.guards.breaker.clone());
+        self.guards = Arc::new(crate::guard::Guards::or_default(
+            current.guards.clone(),
+            self.deps.exec.tools.catalog(),
+        ));
+        tracing::info!(partition = %self.partition, "control configuration reloaded: budgets and guards follow it");
+        self.control_config = current;
+    }
+
     fn dispatch(&mut self, effect: Effect) {
         match effect {
             Effect::Finished {
@@ -588,6 +659,7 @@ impl PartitionActor {
             }
             effect => {
                 self.in_flight += 1;
+                *self.busy.entry(effect.turn_id()).or_default() += 1;
                 let completion = Completion::new(self.tx.clone(), &effect);
                 let deps = Arc::clone(&self.deps);
                 self.effects.spawn(async move {

@@ -94,6 +94,9 @@ impl StateStore for MemoryStateStore {
     }
 }
 
+/// The sled tree of turn ids a worker has started (their `TurnRequested` is in the log).
+pub const KNOWN_TURNS_TREE: &str = "state/known_turns";
+
 /// The embedded store: three sled trees in the data directory's database.
 pub struct SledStateStore {
     store: SledStore,
@@ -108,7 +111,7 @@ impl SledStateStore {
         Ok(SledStateStore {
             store: store.clone(),
             snapshots: tree("state/snapshots")?,
-            known: tree("state/known_turns")?,
+            known: tree(KNOWN_TURNS_TREE)?,
             dead: tree("state/dead_letters")?,
         })
     }

@@ -95,7 +95,9 @@ pub async fn serve(
                 }
             }
         };
-        if let Err(e) = axum::serve(listener, router)
+        // The peer address feeds the API's failed-authentication limit.
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await
         {

@@ -34,6 +34,9 @@ pub const SLO_BUDGET_REMAINING: &str = "ballast_slo_error_budget_remaining_ratio
 pub const SLO_BURN_RATE: &str = "ballast_slo_burn_rate";
 pub const PROJECTION_EVENTS: &str = "ballast_projection_events_applied_total";
 pub const PROJECTION_LAG: &str = "ballast_projection_lag_events";
+pub const API_AUTH_REFUSED: &str = "ballast_api_auth_refused_total";
+pub const API_PANICS: &str = "ballast_api_handler_panics_total";
+pub const API_REJECTED: &str = "ballast_api_requests_rejected_total";
 
 /// Turn and tool-call latency buckets, in seconds; 4.5 s (the latency SLO) is a boundary.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -122,5 +125,17 @@ pub fn describe() {
     describe_gauge!(
         PROJECTION_LAG,
         "Turn-log records the projections have not applied yet."
+    );
+    describe_counter!(
+        API_AUTH_REFUSED,
+        "API requests refused before authentication succeeded, by reason (unauthenticated, locked_out)."
+    );
+    describe_counter!(
+        API_PANICS,
+        "API handler panics caught and answered with a 500 problem."
+    );
+    describe_counter!(
+        API_REJECTED,
+        "API requests refused after authentication, by reason (claims, limits, conflict)."
     );
 }

@@ -130,3 +130,18 @@ pub fn projections(read: u64, lag: u64) {
     counter!(PROJECTION_EVENTS).increment(read);
     gauge!(PROJECTION_LAG).set(lag as f64);
 }
+
+/// An API request refused before its caller was known.
+pub fn api_auth_refused(reason: &'static str) {
+    counter!(API_AUTH_REFUSED, "reason" => reason).increment(1);
+}
+
+/// An API handler panicked; the caller got a 500 problem.
+pub fn api_panic() {
+    counter!(API_PANICS).increment(1);
+}
+
+/// An authenticated API request refused, by reason.
+pub fn api_rejected(reason: &'static str) {
+    counter!(API_REJECTED, "reason" => reason).increment(1);
+}

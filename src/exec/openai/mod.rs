@@ -41,6 +41,8 @@ pub struct OpenAiConfig {
     /// The confidence recorded when the server returns no logprobs. Unset, the plan records
     /// NaN — a dropped confidence signal — and the escalation ladder decides.
     pub default_confidence: Option<f64>,
+    /// A larger response body fails the exchange (retryable, like any unusable answer).
+    pub max_response_bytes: usize,
 }
 
 impl Default for OpenAiConfig {
@@ -57,6 +59,7 @@ impl Default for OpenAiConfig {
             temperature: 0.0,
             logprobs: true,
             default_confidence: None,
+            max_response_bytes: super::body::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -155,7 +158,16 @@ impl OpenAiPlanner {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        let bytes = match super::body::read_capped(resp, self.config.max_response_bytes).await {
+            Ok(b) => b,
+            Err(super::body::BodyError::Transport(e)) => return Err(self.transport(e)),
+            Err(e @ super::body::BodyError::TooLarge { .. }) => {
+                return Err(ModelError::Transport {
+                    url: self.url.clone(),
+                    message: e.to_string(),
+                });
+            }
+        };
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes);
             return Err(ModelError::Status {
@@ -164,7 +176,7 @@ impl OpenAiPlanner {
                 retry_after,
             });
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     fn transport(&self, e: reqwest::Error) -> ModelError {
