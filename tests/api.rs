@@ -28,6 +28,8 @@ fn token(dir: &str, name: &str, tenant: &str, roles: &str) -> String {
         tenant,
         "--roles",
         roles,
+        "--grants",
+        "role:customer,support:*",
     ]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -44,6 +46,11 @@ fn seeded(turns: &str) -> (tempfile::TempDir, Tokens) {
         "--workers",
         "0",
     ]);
+    // The route sweep below makes dozens of failed authentications from one address on purpose.
+    let auth = root.path().join("auth.toml");
+    let mut text = std::fs::read_to_string(&auth).unwrap_or_default();
+    text.push_str("\n[rate]\nfailed_auth_burst = 10000.0\n");
+    std::fs::write(&auth, text).expect("auth.toml");
     let tokens = Tokens {
         submitter: token(&dir, "backend", "acme", "submitter"),
         operator: token(&dir, "ops-anna", "acme", "operator"),

@@ -142,6 +142,8 @@ fn token(dir: &Path) -> String {
         "acme",
         "--roles",
         "submitter,auditor",
+        "--grants",
+        "role:customer,support:*",
     ]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

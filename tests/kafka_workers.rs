@@ -384,7 +384,8 @@ async fn a_worker_started_from_a_configuration_file_runs_every_turn() {
         format!(
             "policies = \"{}\"\n\n[log]\nbackend = \"kafka\"\nbootstrap = \"{bootstrap}\"\n\
              data_dir = \"configured\"\n\n[planners.general]\nkind = \"scripted\"\n\n\
-             [planners.specialist]\nkind = \"scripted\"\n",
+             [planners.specialist]\nkind = \"scripted\"\n\n\
+             [intake.tenants.\"*\"]\ngrants = [\"role:customer\", \"support:*\"]\n",
             policies.display()
         ),
     )

@@ -65,26 +65,16 @@ impl TokenEntry {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateConfig {
     /// Sustained requests per second per tenant.
     pub requests_per_second: f64,
     /// Requests a tenant may make at once.
     pub burst: f64,
     /// Failed authentications a client address may make at once, before it must wait.
-    #[serde(default = "default_failed_auth_burst")]
     pub failed_auth_burst: f64,
     /// Failed authentications per second a client address earns back.
-    #[serde(default = "default_failed_auth_per_second")]
     pub failed_auth_per_second: f64,
-}
-
-fn default_failed_auth_burst() -> f64 {
-    20.0
-}
-
-fn default_failed_auth_per_second() -> f64 {
-    0.5
 }
 
 impl Default for RateConfig {
@@ -92,8 +82,8 @@ impl Default for RateConfig {
         RateConfig {
             requests_per_second: 50.0,
             burst: 100.0,
-            failed_auth_burst: default_failed_auth_burst(),
-            failed_auth_per_second: default_failed_auth_per_second(),
+            failed_auth_burst: 20.0,
+            failed_auth_per_second: 0.5,
         }
     }
 }

@@ -231,6 +231,7 @@ pub async fn slo(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
     /// Bucket width in ms (default 60000; at least 1000, at most the SLO period).
     pub bucket_ms: Option<i64>,
@@ -258,18 +259,16 @@ fn series_shape(q: &SeriesQuery, period_ms: i64) -> Result<(i64, i64), Problem> 
     let bucket = q.bucket_ms.unwrap_or(60_000);
     let window = q.window_ms.unwrap_or(3_600_000.min(period_ms));
     if !(MIN_BUCKET_MS..=period_ms).contains(&bucket) {
-        let mut p = Problem::bad_request(format!(
+        return Err(Problem::bad_request(format!(
             "bucket_ms must be between {MIN_BUCKET_MS} and the SLO period ({period_ms})"
-        ));
-        p.limit = Some(period_ms.max(0) as u64);
-        return Err(p);
+        ))
+        .with_limit(period_ms.max(0) as u64));
     }
     if !(bucket..=period_ms).contains(&window) {
-        let mut p = Problem::bad_request(format!(
+        return Err(Problem::bad_request(format!(
             "window_ms must be between bucket_ms ({bucket}) and the SLO period ({period_ms})"
-        ));
-        p.limit = Some(period_ms.max(0) as u64);
-        return Err(p);
+        ))
+        .with_limit(period_ms.max(0) as u64));
     }
     let points = window / bucket + 1;
     if points > MAX_SERIES_POINTS {
@@ -333,6 +332,7 @@ pub async fn slo_series(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OutcomesQuery {
     /// Completed after (ms since the epoch).
     pub since_ms: Option<i64>,

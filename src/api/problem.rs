@@ -16,6 +16,15 @@ pub struct Problem {
     /// Seconds to wait before retrying (rate limits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// Extension members (RFC 9457 §3.2), boxed: most problems have none.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(inline)]
+    pub extra: Option<Box<Extra>>,
+}
+
+/// A problem's extension members.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Extra {
     /// The claim a request may not assert (`role:NAME` or a scope), on a 403.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
@@ -35,16 +44,27 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
-            claim: None,
-            limit: None,
-            turn_id: None,
+            extra: None,
         }
+    }
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+    pub fn with_claim(mut self, claim: String) -> Self {
+        self.extra().claim = Some(claim);
+        self
+    }
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.extra().limit = Some(limit);
+        self
+    }
+    pub fn with_turn(mut self, turn_id: String) -> Self {
+        self.extra().turn_id = Some(turn_id);
+        self
     }
     /// A request over a limit: 400 with the limit in the problem.
     pub fn over_limit(detail: impl Into<String>, limit: u64) -> Self {
-        let mut p = Problem::new(StatusCode::BAD_REQUEST, "over-limit", detail);
-        p.limit = Some(limit);
-        p
+        Problem::new(StatusCode::BAD_REQUEST, "over-limit", detail).with_limit(limit)
     }
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)

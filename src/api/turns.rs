@@ -108,6 +108,7 @@ pub struct TurnView {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only turns with this outcome.
     pub outcome: Option<String>,
@@ -222,9 +223,8 @@ pub async fn submit(
     // What the request asserts about its user is bounded by what this token may grant.
     let attributes = caller.claims().apply(&body.attributes).map_err(|refused| {
         crate::telemetry::record::api_rejected("claims");
-        let mut p = Problem::forbidden(format!("{refused} (token {:?})", caller.name));
-        p.claim = Some(refused.claim());
-        p
+        Problem::forbidden(format!("{refused} (token {:?})", caller.name))
+            .with_claim(refused.claim())
     })?;
     let turn_id = match body.turn_id.as_deref() {
         Some(id) => parse_id(id)?,
@@ -241,11 +241,10 @@ pub async fn submit(
     };
     let conflict = || {
         crate::telemetry::record::api_rejected("conflict");
-        let mut p = Problem::conflict(format!(
+        Problem::conflict(format!(
             "turn {turn_id} exists with other content; submit new content under a new turn id"
-        ));
-        p.turn_id = Some(turn_id.to_string());
-        p
+        ))
+        .with_turn(turn_id.to_string())
     };
     match state.submissions.claim(&request)? {
         // A retry of a submission already accepted: the same answer, nothing appended twice.
