@@ -10,7 +10,7 @@
 //! - [`log`]: the [`log::EventLog`] contract, memory and sled backends, the conformance suite.
 //! - [`turn`]: the pure state machine: `decide`/`step` and `TurnState::apply`.
 //! - [`control`]: the control plane (decides, never acts).
-//! - [`exec`]: the execution plane (acts, never decides): retriever, planner, tools, synthesizer.
+//! - [`exec`]: the execution plane (acts, never decides): retriever, model steps, tools.
 //! - [`runtime`]: workers: partition actors, effect execution, snapshots, graceful shutdown.
 //! - [`embedded`]: the single-node deployment on sled; [`submit`]: producing requests.
 //! - [`projection`]: read models rebuilt from the log.

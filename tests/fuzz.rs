@@ -249,6 +249,7 @@ fn sample_request() -> ballast::event::TurnRequest {
             ("scopes".to_string(), "support:lookup_order".to_string()),
         ]),
         submitted_at_ms: 1,
+        session_id: Some("s-1".into()),
     }
 }
 

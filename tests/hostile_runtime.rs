@@ -300,8 +300,11 @@ async fn oversized_bodies_from_model_and_tool_servers_fail_the_call() {
         attempt: 0,
         tenant: "acme".into(),
         user_id: "u-1".into(),
-        text: "Where is my order A1001?".into(),
-        documents: Vec::new(),
+        step: 0,
+        conversation: ballast::exec::Conversation {
+            request: "Where is my order A1001?".into(),
+            ..Default::default()
+        },
     };
     let err = planner.complete(&request).await.expect_err("over the cap");
     assert!(err.to_string().contains("over 1048576 bytes"), "{err}");

@@ -38,8 +38,11 @@ fn request(constrained: bool) -> PlanRequest {
         attempt: 0,
         tenant: "acme".into(),
         user_id: "u-1".into(),
-        text: "Where is my order A1001?".into(),
-        documents: Vec::new(),
+        step: 0,
+        conversation: ballast::exec::Conversation {
+            request: "Where is my order A1001?".into(),
+            ..Default::default()
+        },
     }
 }
 

@@ -16,7 +16,6 @@ use ballast::event::{
 };
 use ballast::exec::catalog::{Impact, ToolSpec};
 use ballast::exec::scripted::{Script, ScriptedPlanner, WorkloadTurn};
-use ballast::exec::synth::TemplateSynthesizer;
 use ballast::exec::{ExecutionPlane, Tool, ToolError, Toolbox};
 use ballast::ids::{Offset, Partition, TurnId};
 use ballast::log::{EventLog, MemoryLog, Record};
@@ -98,8 +97,10 @@ fn workload(n: usize, tool: &str, steps: usize, confidence: f64) -> Vec<Workload
                     })
                     .collect(),
                 confidence,
+                batch: Vec::new(),
             },
             attributes: BTreeMap::new(),
+            session_id: None,
         })
         .collect()
 }
@@ -114,6 +115,7 @@ fn requests(w: &[WorkloadTurn]) -> Vec<TurnRequest> {
             channel: "test".into(),
             attributes: BTreeMap::new(),
             submitted_at_ms: 0,
+            session_id: None,
         })
         .collect()
 }
@@ -161,7 +163,6 @@ impl Rig {
             retriever: Arc::new(KbRetriever::new(Duration::ZERO)),
             planner: ScriptedPlanner::new(w, Duration::ZERO),
             tools: Toolbox::new(tools),
-            synthesizer: Arc::new(TemplateSynthesizer),
         };
         let deps = Deps::new(
             Arc::clone(&self.events),

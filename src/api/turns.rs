@@ -83,6 +83,10 @@ pub struct SubmitTurn {
     /// A UUID v7 chosen by the caller, to make a retried submission idempotent.
     #[serde(default)]
     pub turn_id: Option<String>,
+    /// The conversation this turn continues: the model sees its earlier turns (requests,
+    /// replies, tool calls and results). Up to 128 characters; one user's.
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -214,6 +218,13 @@ pub async fn submit(
             MAX_TEXT_BYTES as u64,
         ));
     }
+    if body
+        .session_id
+        .as_deref()
+        .is_some_and(|s| s.trim().is_empty() || s.len() > 128)
+    {
+        return Err(Problem::bad_request("session_id is 1 to 128 characters"));
+    }
     if body.attributes.len() > MAX_ATTRIBUTES {
         return Err(Problem::over_limit(
             format!("{} attributes", body.attributes.len()),
@@ -238,6 +249,7 @@ pub async fn submit(
         channel: body.channel.unwrap_or_else(|| "api".into()),
         attributes,
         submitted_at_ms: state.clock.now_ms(),
+        session_id: body.session_id,
     };
     let conflict = || {
         crate::telemetry::record::api_rejected("conflict");

@@ -195,7 +195,7 @@ fn rerun(
         Checkpoint::PreResponse => Some(control.review_response(&ResponseReview {
             principal,
             citations: state.citations.len(),
-            tool_calls: state.calls.len(),
+            tool_calls: state.all_calls().count(),
             signals: &signals,
         })),
         Checkpoint::PreModel => None,
@@ -213,6 +213,8 @@ fn recorded_signals(state: &TurnState, p: &PolicyEvaluated, report: &mut Report)
                 tokens: p.budget_tokens.unwrap_or(i64::MAX),
                 tool_calls: p.budget_tool_calls.unwrap_or(i64::MAX),
             },
+            model_step: state.plan.as_ref().map_or(0, |pl| pl.step.max(0) as u32),
+            prior_tools: crate::turn::prior_tools(state),
         },
         _ => {
             report.approximate += 1;
@@ -225,6 +227,8 @@ fn recorded_signals(state: &TurnState, p: &PolicyEvaluated, report: &mut Report)
                     tokens: i64::MAX,
                     tool_calls: i64::MAX,
                 },
+                model_step: state.plan.as_ref().map_or(0, |pl| pl.step.max(0) as u32),
+                prior_tools: crate::turn::prior_tools(state),
             }
         }
     }

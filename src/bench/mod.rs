@@ -13,7 +13,6 @@ use crate::demo::run::{DemoError, percentile};
 use crate::embedded::Embedded;
 use crate::event::{PlanStep, TurnRequest};
 use crate::exec::catalog::{Impact, ToolSpec};
-use crate::exec::synth::TemplateSynthesizer;
 use crate::exec::{ExecutionPlane, PlanRequest, Planner, Retriever, Tool, ToolError, Toolbox};
 use crate::ids::{Offset, Partition, TurnId};
 use crate::log::LogError;
@@ -87,25 +86,32 @@ impl Tool for InstantTool {
     }
 }
 
+/// Asks for the five calls at once, then answers once it has their results.
 struct FixedPlanner;
 
 #[async_trait]
 impl Planner for FixedPlanner {
-    async fn plan(&self, _r: &PlanRequest) -> Result<Planned, ExecFailure> {
+    async fn plan(&self, r: &PlanRequest) -> Result<Planned, ExecFailure> {
+        let answered = r.conversation.steps.is_empty();
         Ok(Planned {
-            model: "bench".into(),
             model_version: "1".into(),
             prompt_template_hash: "0".into(),
-            steps: (0..STEPS)
-                .map(|i| PlanStep {
-                    tool: format!("step{i}"),
-                    args_json: json!({"n": i}).to_string(),
-                })
-                .collect(),
+            steps: if answered {
+                (0..STEPS)
+                    .map(|i| PlanStep {
+                        tool: format!("step{i}"),
+                        args_json: json!({"n": i}).to_string(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             confidence: 0.9,
             input_tokens: 100,
             output_tokens: 20,
-            latency_ms: 0,
+            content: (!answered).then(|| "done".to_string()),
+            finish_reason: Some(if answered { "tool_calls" } else { "stop" }.into()),
+            ..Planned::empty("bench")
         })
     }
 }
@@ -157,6 +163,7 @@ pub(crate) fn bench_requests(turns: usize) -> Vec<TurnRequest> {
             channel: "bench".into(),
             attributes: BTreeMap::new(),
             submitted_at_ms: 0,
+            session_id: None,
         })
         .collect()
 }
@@ -167,7 +174,6 @@ pub(crate) fn instant_plane() -> ExecutionPlane {
         retriever: Arc::new(NoContext),
         planner: Arc::new(FixedPlanner),
         tools: Toolbox::new(instant_tools()),
-        synthesizer: Arc::new(TemplateSynthesizer),
     }
 }
 

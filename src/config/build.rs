@@ -13,7 +13,6 @@ use crate::exec::http_tool::{HttpTool, HttpToolError};
 use crate::exec::openai::{ModelError, OpenAiPlanner};
 use crate::exec::profiles::ProfilePlanner;
 use crate::exec::scripted::{ScriptedPlanner, read_workload};
-use crate::exec::synth::TemplateSynthesizer;
 use crate::exec::{ExecutionPlane, Planner, Retriever, Tool, Toolbox};
 use crate::ids::TurnId;
 use crate::settle::Planes;
@@ -120,7 +119,6 @@ impl Loaded {
             retriever,
             planner: Arc::new(ProfilePlanner::new(planners)),
             tools: Toolbox::new(tools),
-            synthesizer: Arc::new(TemplateSynthesizer),
         };
 
         let catalog = exec.tools.catalog().clone();

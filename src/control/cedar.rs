@@ -68,6 +68,8 @@ const SCHEMA_TEMPLATE: &str = r#"namespace Ballast {
       "failures": Long,
       "anomalies": Set<String>,
       "budget": Budget,
+      "model_step": Long,
+      "prior_tools": Set<String>,
     }
   };
   action "send_response" appliesTo {

@@ -14,8 +14,10 @@ use crate::event::RouteSelected;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
-    /// Plans with more steps are denied before their first side effect.
+    /// A model step asking for more tool calls at once is denied before its first side effect.
     pub max_plan_steps: usize,
+    /// Model steps a turn's loop may take; the one after escalates (`loop.max_steps`).
+    pub max_steps: usize,
     /// How long a turn waits for a person to confirm a call before it escalates.
     pub approval_ttl_ms: i64,
     pub risk: RiskConfig,
@@ -30,6 +32,7 @@ impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
             max_plan_steps: 8,
+            max_steps: 10,
             approval_ttl_ms: 15 * 60 * 1000,
             risk: RiskConfig::default(),
             budgets: BudgetLimits::default(),
@@ -59,6 +62,8 @@ pub struct PlannerProfile {
     /// Tokens reserved before each call of this model (its output ceiling plus a typical prompt).
     pub reserve_tokens: i64,
     pub micros_per_1k_tokens: i64,
+    /// Tokens of a session's earlier turns shown to the model (oldest dropped first).
+    pub session_tokens: i64,
 }
 
 impl Default for PlannerProfile {
@@ -67,6 +72,7 @@ impl Default for PlannerProfile {
             model: "scripted".into(),
             reserve_tokens: 2_000,
             micros_per_1k_tokens: 500,
+            session_tokens: 4_000,
         }
     }
 }
@@ -239,12 +245,22 @@ impl ControlConfig {
             );
         }
         for (name, p) in &self.profiles {
-            if p.reserve_tokens < 0 || p.micros_per_1k_tokens < 0 {
+            if p.reserve_tokens < 0 || p.micros_per_1k_tokens < 0 || p.session_tokens < 0 {
                 bad(
                     &format!("profiles.{name}"),
-                    "reserve_tokens and micros_per_1k_tokens must not be negative".into(),
+                    "reserve_tokens, micros_per_1k_tokens and session_tokens must not be negative"
+                        .into(),
                 );
             }
+        }
+        if self.max_steps == 0 {
+            bad("max_steps", "a turn needs at least one model step".into());
+        }
+        if guards.step_cost_micros < 0 {
+            bad(
+                "guards.step_cost_micros",
+                "must not be negative (0 is off)".into(),
+            );
         }
         let slo = &self.slo;
         for (key, value) in [

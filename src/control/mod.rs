@@ -74,6 +74,10 @@ pub struct Signals {
     /// Anomaly flags (e.g. `retrieval_failed`, `no_context`, `confidence_missing`).
     pub anomalies: Vec<String>,
     pub budget: BudgetLeft,
+    /// The step of the turn's model loop the review is for (0 for the first answer).
+    pub model_step: u32,
+    /// Tools the turn has called in earlier steps (each once).
+    pub prior_tools: Vec<String>,
 }
 
 /// What the control plane sees of a proposed plan.

@@ -291,6 +291,14 @@ impl CedarControlPlane {
                 cedar::string_set(&signals.anomalies),
             ),
             ("budget".to_string(), Self::budget(signals)),
+            (
+                "model_step".to_string(),
+                cedar::long(i64::from(signals.model_step)),
+            ),
+            (
+                "prior_tools".to_string(),
+                cedar::string_set(&signals.prior_tools),
+            ),
         ];
         let mut eval = policies.evaluate(
             &Self::principal(principal),

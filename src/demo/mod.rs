@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::exec::scripted::{ScriptedPlanner, WorkloadTurn};
-use crate::exec::synth::TemplateSynthesizer;
 use crate::exec::{ExecutionPlane, Toolbox};
 
 /// The demo's execution plane: the knowledge-base retriever, the scripted planner for
-/// `workload`, the demo tools journaling into `journal`, the template synthesizer.
+/// `workload` (it writes its answers from the tool results), the demo tools journaling into `journal`.
 /// `latency_ms` bounds each simulated service call.
 pub fn plane(
     workload: &[WorkloadTurn],
@@ -27,6 +26,5 @@ pub fn plane(
         ))),
         planner: ScriptedPlanner::new(workload, Duration::from_millis(latency_ms / 2)),
         tools: Toolbox::new(tools::demo_tools(journal, latency_ms)),
-        synthesizer: Arc::new(TemplateSynthesizer),
     }
 }

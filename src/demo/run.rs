@@ -170,6 +170,7 @@ fn requests(turns: &[WorkloadTurn], now_ms: i64) -> Vec<TurnRequest> {
                 t.attributes.clone()
             },
             submitted_at_ms: now_ms,
+            session_id: t.session_id.clone(),
         })
         .collect()
 }

@@ -257,8 +257,13 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                 user_id,
                 text,
                 scenario: scenario.into(),
-                script: Script { steps, confidence },
+                script: Script {
+                    steps,
+                    confidence,
+                    batch: Vec::new(),
+                },
                 attributes,
+                session_id: None,
             }
         })
         .collect()

@@ -197,7 +197,6 @@ impl Faults {
                 faults: me,
             }),
             tools: Toolbox::new(tools),
-            synthesizer: plane.synthesizer,
         }
     }
 }

@@ -167,7 +167,11 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        let (fp, mut body) = split_header(bytes)?;
+        let (fp, body) = split_header(bytes)?;
+        let mut body = EofWatch {
+            rest: body,
+            hit_eof: false,
+        };
         let value = if fp == self.fp {
             from_avro_datum(&self.schema, &mut body, None)
         } else {
@@ -178,10 +182,34 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
             from_avro_datum(&writer, &mut body, Some(&self.schema))
         }
         .map_err(|e| CodecError::Decode(e.to_string()))?;
-        if !body.is_empty() {
-            return Err(CodecError::TrailingBytes(body.len()));
+        // The Avro reader takes a record cut short inside a string or a nullable union as null
+        // and goes on: a read that ran out of bytes means the record is truncated.
+        if body.hit_eof {
+            return Err(CodecError::Decode("record cut short".into()));
+        }
+        if !body.rest.is_empty() {
+            return Err(CodecError::TrailingBytes(body.rest.len()));
         }
         from_value::<T>(&value).map_err(|e| CodecError::Decode(e.to_string()))
+    }
+}
+
+/// A reader over a record's body that remembers whether any read wanted bytes it did not have.
+struct EofWatch<'a> {
+    rest: &'a [u8],
+    hit_eof: bool,
+}
+
+impl std::io::Read for EofWatch<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() && self.rest.is_empty() {
+            self.hit_eof = true;
+        }
+        let n = self.rest.read(buf)?;
+        if n < buf.len() && self.rest.is_empty() && n == 0 {
+            self.hit_eof = true;
+        }
+        Ok(n)
     }
 }
 
@@ -215,8 +243,20 @@ pub enum Inbound {
     Command(TurnCommand),
 }
 
+/// Earlier versions of the schemas (`schemas/history/`): registered as writer schemas, so
+/// records written before a schema changed are read (resolved to the current one) by every
+/// process, also one whose data dir never saw them.
+pub const HISTORY: [&str; 3] = [
+    include_str!("../../schemas/history/turn_event.v1.avsc"),
+    include_str!("../../schemas/history/turn_request.v1.avsc"),
+    include_str!("../../schemas/history/turn_outcome.v1.avsc"),
+];
+
 impl Codecs {
     pub fn new(registry: Arc<SchemaRegistry>) -> Result<Self, CodecError> {
+        for old in HISTORY {
+            registry.register(old)?;
+        }
         Ok(Codecs {
             events: AvroCodec::new(TURN_EVENT_SCHEMA, Arc::clone(&registry))?,
             requests: AvroCodec::new(TURN_REQUEST_SCHEMA, Arc::clone(&registry))?,

@@ -24,18 +24,51 @@ impl Event {
                 }
             }
             Payload::PlanProposed(p) => {
-                let steps: Vec<&str> = p.steps.iter().map(|s| s.tool.as_str()).collect();
+                let what = if p.is_answer() {
+                    let text = p.content.as_deref().unwrap_or_default();
+                    let short: String = text.chars().take(80).collect();
+                    format!(
+                        "answers {short:?}{}",
+                        if text.chars().count() > 80 { "…" } else { "" }
+                    )
+                } else {
+                    let calls: Vec<&str> = p.steps.iter().map(|s| s.tool.as_str()).collect();
+                    format!("calls [{}]", calls.join(", "))
+                };
                 format!(
-                    "{} v{} proposes [{}] (confidence {:.2}, {}+{} tokens, template {})",
+                    "step {}: {} v{} {what} (confidence {:.2}, {}+{} tokens, template {})",
+                    p.step,
                     p.model,
                     p.model_version,
-                    steps.join(" → "),
                     p.confidence,
                     p.input_tokens,
                     p.output_tokens,
                     p.prompt_template_hash
                 )
             }
+            Payload::SessionLoaded(s) => {
+                let dropped = if s.dropped.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} older turn(s) left out for the token budget: {}",
+                        s.dropped.len(),
+                        s.dropped.join(", ")
+                    )
+                };
+                format!(
+                    "session {}: {} earlier turn(s), ~{} tokens{dropped}",
+                    s.session_id,
+                    s.turns.len(),
+                    s.tokens
+                )
+            }
+            Payload::ModelCallFailed(f) => format!(
+                "model step {} failed{}: {}",
+                f.step,
+                if f.retryable { " (retryable)" } else { "" },
+                f.error
+            ),
             Payload::PolicyEvaluated(p) => {
                 let at = match (&p.tool, p.step) {
                     (Some(t), Some(s)) => format!("{} step {s} {t}", p.checkpoint.as_str()),

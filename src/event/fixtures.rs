@@ -14,6 +14,7 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             attributes: BTreeMap::from([("locale".to_string(), "en-GB".to_string())]),
             submitted_at_ms: 1_700_000_000_000,
             source_offset: Some(17),
+            session_id: Some("s-7".into()),
         }),
         Payload::ContextRetrieved(ContextRetrieved {
             query: "order late refund".into(),
@@ -42,6 +43,11 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             input_tokens: 812,
             output_tokens: 64,
             latency_ms: 12,
+            step: 1,
+            content: Some("Let me refund that.".into()),
+            finish_reason: Some("tool_calls".into()),
+            system_fingerprint: Some("fp_44709d6fcb".into()),
+            messages_digest: Some("sha256:ab12".into()),
         }),
         Payload::PolicyEvaluated(PolicyEvaluated {
             checkpoint: Checkpoint::PreTool,
@@ -212,6 +218,28 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             operator: "reviewer-li".into(),
             command_id: "cmd-6".into(),
         }),
+        Payload::SessionLoaded(SessionLoaded {
+            session_id: "s-7".into(),
+            turns: vec![SessionTurn {
+                turn_id: "019a0000-0000-7000-8000-000000000001".into(),
+                request: "Where is my order A1001?".into(),
+                reply: Some("It shipped yesterday.".into()),
+                calls: vec![SessionCall {
+                    tool: "lookup_order".into(),
+                    args_json: r#"{"order_id":"A1001"}"#.into(),
+                    result_json: r#"{"status":"shipped"}"#.into(),
+                }],
+            }],
+            dropped: vec!["019a0000-0000-7000-8000-000000000000".into()],
+            tokens: 42,
+        }),
+        Payload::ModelCallFailed(ModelCallFailed {
+            step: 2,
+            plan_rev: 3,
+            error: "HTTP 503: overloaded".into(),
+            retryable: true,
+            latency_ms: 30_000,
+        }),
     ];
     payloads
         .into_iter()
@@ -236,6 +264,7 @@ pub fn request(turn: TurnId) -> TurnRequest {
         channel: "api".into(),
         attributes: BTreeMap::new(),
         submitted_at_ms: 1_700_000_000_000,
+        session_id: None,
     }
 }
 

@@ -63,6 +63,8 @@ pub enum Payload {
     CompensationFailed(CompensationFailed),
     TurnReversed(TurnReversed),
     OutcomeLabeled(OutcomeLabeled),
+    SessionLoaded(SessionLoaded),
+    ModelCallFailed(ModelCallFailed),
 }
 
 impl Payload {
@@ -95,6 +97,8 @@ impl Payload {
             Payload::CompensationFailed(_) => "CompensationFailed",
             Payload::TurnReversed(_) => "TurnReversed",
             Payload::OutcomeLabeled(_) => "OutcomeLabeled",
+            Payload::SessionLoaded(_) => "SessionLoaded",
+            Payload::ModelCallFailed(_) => "ModelCallFailed",
         }
     }
 }
@@ -107,6 +111,9 @@ pub struct TurnRequested {
     pub attributes: BTreeMap<String, String>,
     pub submitted_at_ms: i64,
     pub source_offset: Option<i64>,
+    /// The conversation this turn continues (its earlier turns: `SessionLoaded`).
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -141,6 +148,67 @@ pub struct PlanProposed {
     pub confidence: f64,
     pub input_tokens: i64,
     pub output_tokens: i64,
+    pub latency_ms: i64,
+    /// The model step of the turn's loop this answers; a re-ask by the ladder keeps the step.
+    #[serde(default)]
+    pub step: i32,
+    /// The model's text: with no tool calls (`steps` empty), the final answer.
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub system_fingerprint: Option<String>,
+    /// sha256 of the messages sent for this step.
+    #[serde(default)]
+    pub messages_digest: Option<String>,
+}
+
+impl PlanProposed {
+    /// A final answer: the model asked for no tool call.
+    pub fn is_answer(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// The earlier turns of a session, as recorded at the start of a turn that continues it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionLoaded {
+    pub session_id: String,
+    pub turns: Vec<SessionTurn>,
+    /// Turn ids left out to stay within the token budget, oldest first.
+    #[serde(default)]
+    pub dropped: Vec<String>,
+    #[serde(default)]
+    pub tokens: i64,
+}
+
+/// One earlier turn of a session: what the user asked, what they were answered, and the tool
+/// calls in between with their results.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionTurn {
+    pub turn_id: String,
+    pub request: String,
+    #[serde(default)]
+    pub reply: Option<String>,
+    #[serde(default)]
+    pub calls: Vec<SessionCall>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionCall {
+    pub tool: String,
+    pub args_json: String,
+    pub result_json: String,
+}
+
+/// The model could not answer a step (after the planner's own retries).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCallFailed {
+    pub step: i32,
+    pub plan_rev: i32,
+    pub error: String,
+    pub retryable: bool,
     pub latency_ms: i64,
 }
 
@@ -599,6 +667,9 @@ pub struct TurnRequest {
     pub channel: String,
     pub attributes: BTreeMap<String, String>,
     pub submitted_at_ms: i64,
+    /// The conversation this turn continues; one user's, so its turns share a partition.
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 /// What analytics consumers receive per finished turn (`schemas/turn_outcome.avsc`).
@@ -640,4 +711,12 @@ pub struct TurnOutcome {
     /// Late labels from reviewers (`ballast label`), oldest first.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The reply the user got (the model's final answer), redacted.
+    #[serde(default)]
+    pub reply: Option<String>,
+    /// Model steps the turn took.
+    #[serde(default)]
+    pub steps: i32,
+    #[serde(default)]
+    pub session_id: Option<String>,
 }

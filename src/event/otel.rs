@@ -21,6 +21,21 @@ impl Event {
             Payload::TurnRequested(r) => {
                 set("ballast.user.id", json!(r.user_id));
                 set("ballast.channel", json!(r.channel));
+                if let Some(s) = &r.session_id {
+                    set("gen_ai.conversation.id", json!(s));
+                }
+            }
+            Payload::SessionLoaded(s) => {
+                set("gen_ai.conversation.id", json!(s.session_id));
+                set("ballast.session.turns", json!(s.turns.len()));
+                set("ballast.session.dropped", json!(s.dropped));
+                set("ballast.session.tokens", json!(s.tokens));
+            }
+            Payload::ModelCallFailed(f) => {
+                set("gen_ai.operation.name", json!("chat"));
+                set("error.type", json!("model_call_failed"));
+                set("ballast.step", json!(f.step));
+                set("ballast.latency_ms", json!(f.latency_ms));
             }
             Payload::RouteSelected(r) => {
                 set("gen_ai.request.model", json!(r.model));
@@ -41,11 +56,21 @@ impl Event {
                 }
             }
             Payload::PlanProposed(p) => {
+                // One model exchange: a GenAI `chat` operation.
+                set("gen_ai.operation.name", json!("chat"));
                 set("gen_ai.request.model", json!(p.model));
-                set(
-                    "gen_ai.response.model",
-                    json!(format!("{}/{}", p.model, p.model_version)),
-                );
+                set("gen_ai.response.model", json!(p.model_version));
+                let reason = p.finish_reason.clone().unwrap_or_else(|| {
+                    if p.is_answer() { "stop" } else { "tool_calls" }.to_string()
+                });
+                set("gen_ai.response.finish_reasons", json!([reason]));
+                if let Some(f) = &p.system_fingerprint {
+                    set("gen_ai.openai.response.system_fingerprint", json!(f));
+                }
+                if let Some(d) = &p.messages_digest {
+                    set("ballast.messages.digest", json!(d));
+                }
+                set("ballast.step", json!(p.step));
                 set("gen_ai.usage.input_tokens", json!(p.input_tokens));
                 set("gen_ai.usage.output_tokens", json!(p.output_tokens));
                 set(
@@ -71,6 +96,7 @@ impl Event {
                 }
             }
             Payload::ToolCallStarted(s) => {
+                set("gen_ai.operation.name", json!("execute_tool"));
                 set("gen_ai.tool.name", json!(s.tool));
                 set("gen_ai.tool.call.id", json!(s.call_id));
                 set("gen_ai.tool.call.arguments", json!(s.args_json));
@@ -78,6 +104,7 @@ impl Event {
                 set("ballast.tool.idempotency_key", json!(s.idempotency_key));
             }
             Payload::ToolCallCompleted(c) => {
+                set("gen_ai.operation.name", json!("execute_tool"));
                 set("gen_ai.tool.call.id", json!(c.call_id));
                 set(
                     "gen_ai.tool.call.result",
@@ -86,6 +113,7 @@ impl Event {
                 set("ballast.latency_ms", json!(c.latency_ms));
             }
             Payload::ToolCallFailed(f) => {
+                set("gen_ai.operation.name", json!("execute_tool"));
                 set("gen_ai.tool.call.id", json!(f.call_id));
                 set("error.type", json!(format!("{:?}", f.kind).to_lowercase()));
                 set("ballast.tool.retryable", json!(f.retryable));

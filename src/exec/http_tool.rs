@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::catalog::ToolSpec;
 use super::{Tool, ToolError};
 use crate::event::ToolFailureKind;
-use crate::turn::ToolInvocation;
+use crate::exec::types::ToolInvocation;
 
 /// How a catalog tool reaches its endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
-//! The execution plane acts and never decides: retrieval, planning, tools, response synthesis.
-//! Each is a trait so a deployment plugs in real models and tools; the scripted planner and the
-//! demo domain make runs reproducible.
+//! The execution plane acts and never decides: retrieval, model steps, tools. Each is a trait
+//! so a deployment plugs in real models and tools; the scripted planner and the demo domain
+//! make runs reproducible. The types crossing the boundary are in [`types`].
 
 pub mod body;
 pub mod catalog;
@@ -9,38 +9,44 @@ pub mod openai;
 pub mod profiles;
 pub mod scripted;
 pub mod synth;
+pub mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::event::RetrievedDocument;
 use crate::ids::TurnId;
-use crate::turn::{ExecFailure, Planned, Retrieval, Synthesis, ToolInvocation};
 use catalog::{Catalog, ToolSpec};
+pub use types::{
+    CallExchange, Conversation, ExecFailure, Planned, Retrieval, StepExchange, ToolFailure,
+    ToolInvocation, ToolSuccess,
+};
 
 #[async_trait]
 pub trait Retriever: Send + Sync + 'static {
     async fn retrieve(&self, turn: TurnId, query: &str) -> Result<Retrieval, ExecFailure>;
 }
 
-/// What a planner is asked.
+/// What a model step is asked: the conversation so far, and how.
 #[derive(Clone, Debug)]
 pub struct PlanRequest {
     pub turn_id: TurnId,
     /// The planner profile routing chose (e.g. `general`, `specialist`).
     pub profile: String,
-    /// A constrained retry: plan with deterministic tools only.
+    /// A constrained retry: fewer documents, deterministic tools only.
     pub constrained: bool,
-    /// Plans proposed before this one in the turn (0 for the first).
+    /// Proposals recorded before this one in the turn (0 for the first): the `plan_rev` the
+    /// answer will get.
     pub attempt: i32,
+    /// The step of the turn's loop (0, 1, …).
+    pub step: i32,
     pub tenant: String,
     pub user_id: String,
-    pub text: String,
-    pub documents: Vec<RetrievedDocument>,
+    pub conversation: Conversation,
 }
 
+/// A model (or a stand-in for one) answering one step of a turn's loop.
 #[async_trait]
 pub trait Planner: Send + Sync + 'static {
     async fn plan(&self, request: &PlanRequest) -> Result<Planned, ExecFailure>;
@@ -82,20 +88,6 @@ pub trait Tool: Send + Sync + 'static {
     async fn call(&self, call: &ToolInvocation) -> Result<serde_json::Value, ToolError>;
 }
 
-/// What the synthesizer is given to write the reply.
-#[derive(Clone, Debug)]
-pub struct SynthRequest {
-    pub turn_id: TurnId,
-    pub text: String,
-    pub documents: Vec<RetrievedDocument>,
-    pub results: Vec<(String, String)>,
-}
-
-#[async_trait]
-pub trait Synthesizer: Send + Sync + 'static {
-    async fn synthesize(&self, request: &SynthRequest) -> Result<Synthesis, ExecFailure>;
-}
-
 /// The tools a worker can run, and their catalog.
 #[derive(Clone, Default)]
 pub struct Toolbox {
@@ -130,5 +122,4 @@ pub struct ExecutionPlane {
     pub retriever: Arc<dyn Retriever>,
     pub planner: Arc<dyn Planner>,
     pub tools: Toolbox,
-    pub synthesizer: Arc<dyn Synthesizer>,
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{PlanRequest, Planner};
-use crate::turn::{ExecFailure, Planned};
+use crate::exec::types::{ExecFailure, Planned};
 
 pub struct ProfilePlanner {
     planners: BTreeMap<String, Arc<dyn Planner>>,

@@ -1,7 +1,10 @@
-//! A deterministic planner driven by a workload file, so demo and test runs are reproducible.
+//! A deterministic model driven by a workload file, so demo and test runs are reproducible.
 //!
 //! The workload file is JSON lines, one [`WorkloadTurn`] per line: the request a producer sends
-//! and the plan the "model" will propose for it.
+//! and the tool calls the "model" will make for it. It plays the turn's loop as a model would:
+//! each step it looks at the conversation it is sent, asks for the next calls of its script —
+//! filling `{{tool.field}}` placeholders from the results it has seen (this turn's first, then
+//! the session's) — and once every call has a result, writes the answer from those results.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,14 +16,19 @@ use serde::{Deserialize, Serialize};
 
 use super::{PlanRequest, Planner};
 use crate::event::PlanStep;
+use crate::exec::types::{Conversation, ExecFailure, Planned};
 use crate::ids::TurnId;
-use crate::turn::{ExecFailure, Planned};
 
-/// The plan the scripted model proposes for one turn.
+/// The calls the scripted model makes in one turn, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Script {
+    /// Tool calls; a string argument `{{tool.field}}` is replaced by that field of the latest
+    /// result of `tool` the model has seen.
     pub steps: Vec<PlanStep>,
     pub confidence: f64,
+    /// How many calls each model step asks for at once (default: one per step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<usize>,
 }
 
 /// One turn of a workload: the request and its script.
@@ -35,6 +43,9 @@ pub struct WorkloadTurn {
     /// Request attributes (e.g. `class` for routing, `roles`, `scopes`).
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// The session the turn continues (its follow-ups see it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,12 +152,112 @@ pub fn fallback_script(text: &str) -> Script {
     Script {
         steps: vec![step],
         confidence: 0.9,
+        batch: Vec::new(),
     }
+}
+
+/// The calls of the script that the step after `done` calls asks for.
+fn next_batch(script: &Script, done: usize) -> &[PlanStep] {
+    let mut start = 0;
+    let mut k = 0;
+    while start < script.steps.len() {
+        let size = script.batch.get(k).copied().unwrap_or(1).max(1);
+        if done < start + size {
+            let end = (start + size).min(script.steps.len());
+            return script.steps.get(done..end).unwrap_or(&[]);
+        }
+        start += size;
+        k += 1;
+    }
+    &[]
+}
+
+/// The latest result of `tool` in the conversation: this turn's calls first, then the
+/// session's, newest first.
+fn latest_result(conv: &Conversation, tool: &str) -> Option<serde_json::Value> {
+    let here = conv
+        .calls()
+        .filter(|c| c.tool == tool)
+        .filter_map(|c| c.result.as_ref().ok())
+        .last()
+        .cloned();
+    let earlier = || {
+        conv.session
+            .iter()
+            .rev()
+            .flat_map(|t| t.calls.iter().rev())
+            .find(|c| c.tool == tool)
+            .map(|c| c.result_json.clone())
+    };
+    here.or_else(earlier)
+        .and_then(|r| serde_json::from_str(&r).ok())
+}
+
+/// Arguments with every `{{tool.field.sub}}` string replaced by the value it names (kept as
+/// written when nothing the model has seen holds it).
+pub fn fill_templates(args_json: &str, conv: &Conversation) -> String {
+    let Ok(mut args) = serde_json::from_str::<serde_json::Value>(args_json) else {
+        return args_json.to_string();
+    };
+    if let Some(obj) = args.as_object_mut() {
+        for v in obj.values_mut() {
+            let Some(reference) = v
+                .as_str()
+                .and_then(|s| s.strip_prefix("{{"))
+                .and_then(|s| s.strip_suffix("}}"))
+            else {
+                continue;
+            };
+            let mut parts = reference.split('.');
+            let Some(tool) = parts.next() else { continue };
+            let found = latest_result(conv, tool).and_then(|mut value| {
+                for p in parts {
+                    value = value.get(p)?.clone();
+                }
+                Some(value)
+            });
+            if let Some(found) = found {
+                *v = found;
+            }
+        }
+    }
+    args.to_string()
 }
 
 /// Rough token count: what a tokenizer would give for English text, within a factor of two.
 pub fn approx_tokens(text: &str) -> i64 {
     (text.len() as i64 / 4).max(1)
+}
+
+/// Approximate tokens of everything the conversation holds.
+fn conversation_tokens(conv: &Conversation) -> i64 {
+    let docs: i64 = conv
+        .documents
+        .iter()
+        .map(|d| approx_tokens(&d.snippet))
+        .sum();
+    let session: i64 = conv
+        .session
+        .iter()
+        .map(|t| {
+            approx_tokens(&t.request)
+                + t.reply.as_deref().map_or(0, approx_tokens)
+                + t.calls
+                    .iter()
+                    .map(|c| approx_tokens(&c.args_json) + approx_tokens(&c.result_json))
+                    .sum::<i64>()
+        })
+        .sum();
+    let steps: i64 = conv
+        .calls()
+        .map(|c| {
+            approx_tokens(&c.args_json)
+                + match &c.result {
+                    Ok(r) | Err(r) => approx_tokens(r),
+                }
+        })
+        .sum();
+    approx_tokens(TEMPLATE) + approx_tokens(&conv.request) + docs + session + steps
 }
 
 #[async_trait]
@@ -156,21 +267,42 @@ impl Planner for ScriptedPlanner {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
+        let conv = &request.conversation;
         let fallback;
         let script = match self.scripts.get(&request.turn_id) {
             Some(s) => s,
             None => {
-                fallback = fallback_script(&request.text);
+                fallback = fallback_script(&conv.request);
                 &fallback
             }
         };
-        let context: usize = request.documents.iter().map(|d| d.snippet.len()).sum();
-        let output: usize = script
-            .steps
+        // The model reads what came back: calls already answered are not asked again, and
+        // placeholders take the values the results hold.
+        let done = conv.calls().count();
+        let calls: Vec<PlanStep> = next_batch(script, done)
             .iter()
-            .map(|s| s.args_json.len() + s.tool.len())
-            .sum();
-        // The profile names the "model" so that routing shows in every recorded plan.
+            .map(|s| PlanStep {
+                tool: s.tool.clone(),
+                args_json: fill_templates(&s.args_json, conv),
+            })
+            .collect();
+        let (content, finish_reason) = if calls.is_empty() {
+            let results: Vec<(String, String)> = conv
+                .calls()
+                .filter_map(|c| c.result.as_ref().ok().map(|r| (c.tool.clone(), r.clone())))
+                .collect();
+            let (text, cited) = super::synth::template_reply(&conv.documents, &results);
+            let marks: String = cited.iter().map(|id| format!(" [doc:{id}]")).collect();
+            (Some(format!("{text}{marks}")), "stop")
+        } else {
+            (None, "tool_calls")
+        };
+        let output: i64 = calls
+            .iter()
+            .map(|s| approx_tokens(&s.args_json) + approx_tokens(&s.tool))
+            .sum::<i64>()
+            + content.as_deref().map_or(0, approx_tokens);
+        // The profile names the "model" so that routing shows in every recorded step.
         let model = match request.profile.as_str() {
             "" | "general" => SCRIPTED_MODEL.to_string(),
             profile => format!("{SCRIPTED_MODEL}-{profile}"),
@@ -179,13 +311,15 @@ impl Planner for ScriptedPlanner {
             model,
             model_version: "1".into(),
             prompt_template_hash: self.template_hash.clone(),
-            steps: script.steps.clone(),
+            steps: calls,
             confidence: script.confidence,
-            input_tokens: approx_tokens(TEMPLATE)
-                + approx_tokens(&request.text)
-                + (context as i64 / 4),
-            output_tokens: (output as i64 / 4).max(1),
+            input_tokens: conversation_tokens(conv),
+            output_tokens: output.max(1),
             latency_ms: started.elapsed().as_millis() as i64,
+            content,
+            finish_reason: Some(finish_reason.into()),
+            system_fingerprint: None,
+            messages_digest: None,
         })
     }
 }

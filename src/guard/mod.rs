@@ -58,6 +58,10 @@ pub struct GuardConfig {
     pub handoff_ttl_ms: i64,
     /// Documents a constrained retry keeps.
     pub constrained_documents: usize,
+    /// A turn's model spend may grow by this much per loop step before the mid-plan guard
+    /// stops it (`loop.cost_growth`): step k may be asked while the spend is at most k × this.
+    /// 0: off.
+    pub step_cost_micros: i64,
 }
 
 impl Default for GuardConfig {
@@ -79,6 +83,7 @@ impl Default for GuardConfig {
             specialist_profile: "specialist".into(),
             handoff_ttl_ms: 30 * 60 * 1000,
             constrained_documents: 1,
+            step_cost_micros: 0,
         }
     }
 }

@@ -241,6 +241,9 @@ mod tests {
             hallucinations: 0,
             guard_trips: 0,
             labels: Vec::new(),
+            reply: None,
+            steps: 1,
+            session_id: None,
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::event::ToolFailureKind;
-use crate::exec::{ExecutionPlane, PlanRequest, SynthRequest};
+use crate::exec::{ExecutionPlane, PlanRequest};
 use crate::ids::TurnId;
 use crate::turn::{Effect, ExecFailure, Input, ToolFailure, ToolSuccess};
 
@@ -59,7 +59,6 @@ fn fallback_for(effect: &Effect) -> Option<Input> {
     Some(match effect {
         Effect::Retrieve { .. } => Input::Retrieved(Err(lost("retriever"))),
         Effect::Plan { .. } => Input::Planned(Err(lost("planner"))),
-        Effect::Synthesize { .. } => Input::Synthesized(Err(lost("synthesizer"))),
         // The tool may have acted before it panicked: its outcome is unknown.
         Effect::CallTool { call, .. } => Input::ToolDone {
             call_id: call.call_id.clone(),
@@ -88,7 +87,7 @@ fn timed_out(what: &str) -> ExecFailure {
     }
 }
 
-/// Executes a Retrieve, Plan, CallTool or Synthesize effect. Other effects are the actor's own.
+/// Executes a Retrieve, Plan or CallTool effect. Other effects are the actor's own.
 /// Every call is bounded in time, so a drain never waits on a hung dependency.
 pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<Input> {
     Some(match effect {
@@ -102,10 +101,10 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
             profile,
             constrained,
             attempt,
+            step,
             tenant,
             user_id,
-            text,
-            documents,
+            conversation,
         } => Input::Planned(
             tokio::time::timeout(
                 PLANE_TIMEOUT,
@@ -114,32 +113,14 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
                     profile,
                     constrained,
                     attempt,
+                    step,
                     tenant,
                     user_id,
-                    text,
-                    documents,
+                    conversation: *conversation,
                 }),
             )
             .await
             .unwrap_or_else(|_| Err(timed_out("planner"))),
-        ),
-        Effect::Synthesize {
-            turn_id,
-            text,
-            documents,
-            results,
-        } => Input::Synthesized(
-            tokio::time::timeout(
-                PLANE_TIMEOUT,
-                plane.synthesizer.synthesize(&SynthRequest {
-                    turn_id,
-                    text,
-                    documents,
-                    results,
-                }),
-            )
-            .await
-            .unwrap_or_else(|_| Err(timed_out("synthesizer"))),
         ),
         Effect::CallTool { call, .. } => {
             let started = Instant::now();

@@ -66,6 +66,9 @@ pub struct WorkerConfig {
     pub snapshot_every: u64,
     /// Larger request records are dead-lettered unread.
     pub max_request_bytes: usize,
+    /// A session with no finished turn for this long is forgotten by the worker (its turns
+    /// stay in the log; a later turn in it starts without history).
+    pub session_ttl_ms: i64,
 }
 
 impl Default for WorkerConfig {
@@ -76,6 +79,7 @@ impl Default for WorkerConfig {
             max_concurrent_effects: 256,
             snapshot_every: 20_000,
             max_request_bytes: 256 * 1024,
+            session_ttl_ms: 24 * 3_600_000,
         }
     }
 }

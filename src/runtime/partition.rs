@@ -28,7 +28,23 @@ use crate::log::Scan;
 use crate::log::{Record, Stored};
 use crate::turn::{DecideCtx, Effect, Input, TurnState, step};
 
-const SNAPSHOT_VERSION: u32 = 2;
+const SNAPSHOT_VERSION: u32 = 3;
+
+/// Earlier turns kept per session (the profile's token budget trims further).
+const SESSION_TURNS: usize = 50;
+
+/// The finished turns of one session, oldest first: what a follow-up turn is shown.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SessionHistory {
+    pub turns: std::collections::VecDeque<crate::event::SessionTurn>,
+    /// When a turn of the session last finished (idle sessions are forgotten).
+    pub last_ms: i64,
+}
+
+/// Sessions belong to one user: the key keeps another user's turns out of them.
+fn session_key(tenant: &str, user_id: &str, session_id: &str) -> String {
+    format!("{tenant}\u{1f}{user_id}\u{1f}{session_id}")
+}
 
 /// What a partition snapshot holds: everything needed to resume without reading the log before
 /// `events_end`.
@@ -47,6 +63,9 @@ pub struct PartitionSnapshot {
     /// The per-tool circuit breakers as of `events_end`.
     #[serde(default)]
     pub breakers: Breakers,
+    /// Sessions' finished turns as of `events_end`.
+    #[serde(default)]
+    pub sessions: HashMap<String, SessionHistory>,
 }
 
 pub(crate) struct PartitionActor {
@@ -80,6 +99,8 @@ pub(crate) struct PartitionActor {
     guards: Arc<crate::guard::Guards>,
     /// Commands (reverse, label) for finished turns, waiting for their turn to be reloaded.
     reopen: Vec<crate::event::TurnCommand>,
+    /// Each session's finished turns, for the turns that continue it.
+    sessions: HashMap<String, SessionHistory>,
 }
 
 pub(crate) async fn run_partition(
@@ -169,25 +190,28 @@ impl PartitionActor {
             .budgets
             .for_partitions(deps.events.partitions());
         let breaker_config = deps.guards.config.breaker.clone();
-        let (mut turns, mut from, mut inbox_next, mut ledger, mut breakers) = match snapshot {
-            Some(s) => (
-                s.turns
-                    .into_iter()
-                    .map(|t| (t.turn_id, t))
-                    .collect::<HashMap<_, _>>(),
-                s.events_end,
-                s.inbox_next,
-                s.ledger.with_window(budgets.window_ms),
-                s.breakers.with_config(breaker_config),
-            ),
-            None => (
-                HashMap::new(),
-                0,
-                0,
-                Ledger::new(budgets.window_ms),
-                Breakers::new(breaker_config),
-            ),
-        };
+        let (mut turns, mut from, mut inbox_next, mut ledger, mut breakers, mut sessions) =
+            match snapshot {
+                Some(s) => (
+                    s.turns
+                        .into_iter()
+                        .map(|t| (t.turn_id, t))
+                        .collect::<HashMap<_, _>>(),
+                    s.events_end,
+                    s.inbox_next,
+                    s.ledger.with_window(budgets.window_ms),
+                    s.breakers.with_config(breaker_config),
+                    s.sessions,
+                ),
+                None => (
+                    HashMap::new(),
+                    0,
+                    0,
+                    Ledger::new(budgets.window_ms),
+                    Breakers::new(breaker_config),
+                    HashMap::new(),
+                ),
+            };
         let start = from;
         let mut known = Vec::new();
         let mut scan = Scan::new(deps.events.as_ref(), partition, Offset(from));
@@ -242,6 +266,9 @@ impl PartitionActor {
                     }
                 }
                 if state.is_terminal() {
+                    if matches!(event.payload, Payload::TurnCompleted(_)) {
+                        remember_session(&mut sessions, state, event.at_ms);
+                    }
                     turns.remove(&event.turn_id);
                 }
             }
@@ -279,6 +306,7 @@ impl PartitionActor {
             guards,
             control_config,
             reopen: Vec::new(),
+            sessions,
         })
     }
 
@@ -436,11 +464,21 @@ impl PartitionActor {
             let turn = request.turn_id;
             self.turns.insert(turn, TurnState::new(turn));
             self.accepted_at.insert(turn, Instant::now());
+            let session = request
+                .session_id
+                .as_deref()
+                .and_then(|s| {
+                    self.sessions
+                        .get(&session_key(&request.tenant, &request.user_id, s))
+                })
+                .map(|h| h.turns.iter().cloned().collect())
+                .unwrap_or_default();
             inputs.push((
                 turn,
                 Input::Request {
                     request,
                     source_offset: Some(stored.offset.0 as i64),
+                    session,
                 },
             ));
         }
@@ -613,7 +651,10 @@ impl PartitionActor {
                 outcome,
                 latency_ms,
             } => {
-                self.turns.remove(&turn_id);
+                if let Some(state) = self.turns.remove(&turn_id) {
+                    let now = self.deps.clock.now_ms();
+                    remember_session(&mut self.sessions, &state, now);
+                }
                 let wall_latency_us = self
                     .accepted_at
                     .remove(&turn_id)
@@ -675,6 +716,9 @@ impl PartitionActor {
     }
 
     async fn snapshot(&mut self) -> Result<(), RuntimeError> {
+        // Sessions nobody continued for a day are forgotten: their turns stay in the log.
+        let idle_before = self.deps.clock.now_ms() - self.cfg.session_ttl_ms;
+        self.sessions.retain(|_, h| h.last_ms >= idle_before);
         let snapshot = PartitionSnapshot {
             version: SNAPSHOT_VERSION,
             events_end: self.events_end,
@@ -682,6 +726,7 @@ impl PartitionActor {
             turns: self.turns.values().cloned().collect(),
             ledger: self.ledger.clone(),
             breakers: self.breakers.clone(),
+            sessions: self.sessions.clone(),
         };
         let bytes =
             serde_json::to_vec(&snapshot).map_err(|e| RuntimeError::Snapshot(e.to_string()))?;
@@ -690,4 +735,26 @@ impl PartitionActor {
         self.deps.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Adds a finished turn of a session to that session's history.
+fn remember_session(sessions: &mut HashMap<String, SessionHistory>, state: &TurnState, now: i64) {
+    let Some(session_id) = &state.session_id else {
+        return;
+    };
+    let history = sessions
+        .entry(session_key(&state.tenant, &state.user_id, session_id))
+        .or_default();
+    // A finished turn reloaded for a reversal or a label finishes again: once is enough.
+    let id = state.turn_id.to_string();
+    if history.turns.iter().any(|t| t.turn_id == id) {
+        return;
+    }
+    history
+        .turns
+        .push_back(crate::turn::conversation::as_session_turn(state));
+    while history.turns.len() > SESSION_TURNS {
+        history.turns.pop_front();
+    }
+    history.last_ms = now;
 }

@@ -210,6 +210,12 @@ impl Builder<'_, '_> {
         self.reserve(ask, Checkpoint::PreModel, None, None)
     }
 
+    /// What the turn's model calls have cost so far (all steps, at the profile's price).
+    pub(super) fn model_spend(&self) -> i64 {
+        let (input, output) = self.state.tokens;
+        self.model_cost(input + output)
+    }
+
     /// Commits the model reservation with the tokens the recorded plan used.
     pub(super) fn commit_model(&mut self) {
         let Some(open) = self.state.open_reservation(None) else {

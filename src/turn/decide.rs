@@ -7,9 +7,9 @@
 use crate::control::ControlPlane;
 use crate::control::budget::{BudgetLimits, Ledger};
 use crate::event::{
-    ContextRetrieved, EscalationRung, Event, GuardCheckpoint, GuardVerdict, Outcome, Payload,
-    PlanProposed, ResponseSynthesized, ToolCallCompleted, ToolCallFailed, ToolCallStarted,
-    ToolFailureKind, TurnCompleted, TurnRequested,
+    ContextRetrieved, EscalationRung, Event, GuardCheckpoint, GuardVerdict, ModelCallFailed,
+    Outcome, Payload, PlanProposed, ResponseSynthesized, SessionTurn, ToolCallCompleted,
+    ToolCallFailed, ToolCallStarted, ToolFailureKind, TurnCompleted, TurnRequested,
 };
 use crate::exec::catalog::Catalog;
 use crate::guard::{Breakers, Guards, Trip};
@@ -18,7 +18,7 @@ use super::effect::{Effect, ToolInvocation};
 use super::guarding::At;
 use super::input::Input;
 use super::ladder::HANDOFF_DEADLINE;
-use super::state::{CallState, CallStatus, Phase, TurnState};
+use super::state::{CallState, Phase, TurnState};
 
 /// Limits the state machine enforces itself (the control plane enforces the rest).
 #[derive(Clone, Debug)]
@@ -84,6 +84,7 @@ pub fn step(state: &mut TurnState, input: Input, ctx: &DecideCtx<'_>) -> Decisio
         ctx,
         out: Decision::default(),
         pending_trips: Vec::new(),
+        session: Vec::new(),
     };
     b.handle(input);
     b.out
@@ -109,6 +110,8 @@ pub(super) struct Builder<'s, 'c> {
     pub(super) out: Decision,
     /// Modify trips found before the event they qualify, recorded right after it.
     pub(super) pending_trips: Vec<Trip>,
+    /// The session turns a new request arrived with, until routing picks the budget for them.
+    pub(super) session: Vec<SessionTurn>,
 }
 
 impl Builder<'_, '_> {
@@ -142,12 +145,14 @@ impl Builder<'_, '_> {
                 Input::Request {
                     request,
                     source_offset,
+                    session,
                 },
                 Phase::New,
             ) => {
                 if request.turn_id != self.state.turn_id {
                     return;
                 }
+                self.session = session;
                 self.state.tenant = request.tenant.clone();
                 // PII never reaches the log: the request is recorded redacted.
                 let (text, found) = self.ctx.guards.redactor.redact(&request.text);
@@ -173,6 +178,7 @@ impl Builder<'_, '_> {
                     attributes: request.attributes,
                     submitted_at_ms: request.submitted_at_ms,
                     source_offset,
+                    session_id: request.session_id,
                 }));
                 self.flush_trips(At::new(GuardCheckpoint::Intake));
                 self.route();
@@ -210,45 +216,22 @@ impl Builder<'_, '_> {
                 }
             }
             (Input::Planned(Err(f)), Phase::Planning) => {
-                self.release_model("planner failed");
-                self.complete(Outcome::Failed, format!("planner failed: {}", f.message));
-            }
-            (Input::Planned(Ok(p)), Phase::Planning) => {
+                self.release_model("model call failed");
+                let step = self.state.next_model_step();
                 let plan_rev = self.state.plan.as_ref().map_or(0, |p| p.plan_rev + 1);
-                let mut found = 0;
-                let steps = p
-                    .steps
-                    .into_iter()
-                    .map(|mut step| {
-                        let (args, f) = self.ctx.guards.redactor.redact_json_text(&step.args_json);
-                        found += f.len();
-                        step.args_json = args;
-                        step
-                    })
-                    .collect();
-                if found > 0 {
-                    self.pending_trips.push(Trip::new(
-                        "redaction",
-                        "redaction.pii",
-                        GuardVerdict::Modify,
-                        format!("{found} redaction(s) in the plan's arguments"),
-                    ));
-                }
-                self.emit(Payload::PlanProposed(PlanProposed {
+                let (error, _) = self.ctx.guards.redactor.redact(&f.message);
+                self.emit(Payload::ModelCallFailed(ModelCallFailed {
+                    step,
                     plan_rev,
-                    model: p.model,
-                    model_version: p.model_version,
-                    prompt_template_hash: p.prompt_template_hash,
-                    steps,
-                    confidence: p.confidence,
-                    input_tokens: p.input_tokens,
-                    output_tokens: p.output_tokens,
-                    latency_ms: p.latency_ms,
+                    error: error.clone(),
+                    retryable: f.retryable,
+                    latency_ms: f.latency_ms,
                 }));
-                self.flush_trips(At::new(GuardCheckpoint::MidPlan));
-                self.commit_model();
-                self.review_plan();
+                // The planner already retried what it could: the ladder decides what is next
+                // (a re-ask with constraints, the specialist, a person).
+                self.climb(format!("model step {step} failed: {error}"), None, None);
             }
+            (Input::Planned(Ok(p)), Phase::Planning) => self.proposed(p),
             (
                 Input::ToolDone {
                     call_id,
@@ -342,40 +325,6 @@ impl Builder<'_, '_> {
                     }
                 }
             }
-            (Input::Synthesized(Ok(s)), Phase::Synthesizing) => {
-                let (text, found) = self.ctx.guards.redactor.redact(&s.text);
-                let stop = crate::guard::checks::citations(&s.citations, &self.state.documents)
-                    .or_else(|| {
-                        crate::guard::checks::lint(&text, &self.ctx.guards.config.forbidden_phrases)
-                    });
-                self.emit(Payload::ResponseSynthesized(ResponseSynthesized {
-                    text,
-                    citations: s.citations,
-                    redactions: found.len() as i32,
-                    latency_ms: s.latency_ms,
-                }));
-                if !found.is_empty() {
-                    let t = Trip::new(
-                        "redaction",
-                        "redaction.pii",
-                        GuardVerdict::Modify,
-                        format!("{} redaction(s) in the reply", found.len()),
-                    );
-                    self.record_trip(&At::new(GuardCheckpoint::PreResponse), &t);
-                }
-                match stop {
-                    Some(t) => {
-                        self.trip(At::new(GuardCheckpoint::PreResponse), t);
-                    }
-                    None => self.review_response(),
-                }
-            }
-            (Input::Synthesized(Err(f)), Phase::Synthesizing) => {
-                self.complete(
-                    Outcome::Failed,
-                    format!("synthesizer failed: {}", f.message),
-                );
-            }
             (Input::Command(command), Phase::AwaitingApproval { index }) => {
                 self.on_command(command, index);
             }
@@ -404,8 +353,19 @@ impl Builder<'_, '_> {
         });
     }
 
+    /// Asks the model for the loop's next step (or a re-ask of this one), sending it the
+    /// conversation so far — unless the loop is at its step limit or spending faster than
+    /// allowed, which the mid-plan guard stops.
     pub(super) fn plan(&mut self) {
         if self.ctx.draining {
+            return;
+        }
+        let step = self.state.next_model_step();
+        if let Some(t) = self.loop_limits(step) {
+            // Asking the model again cannot help a loop at its limits: a person decides.
+            let at = At::new(GuardCheckpoint::MidPlan);
+            self.record_trip(&at, &t);
+            self.climb_from(format!("{}: {}", t.rule, t.detail), None, None, false);
             return;
         }
         if !self.reserve_model() {
@@ -429,39 +389,120 @@ impl Builder<'_, '_> {
             usize::MAX
         };
         let attempt = self.state.plan.as_ref().map_or(0, |p| p.plan_rev + 1);
+        let conversation = super::conversation::conversation(self.state, keep);
         self.effect(Effect::Plan {
             turn_id: self.state.turn_id,
             profile,
             constrained,
             attempt,
+            step,
             tenant: self.state.tenant.clone(),
             user_id: self.state.user_id.clone(),
-            text: self.state.text.clone(),
-            documents: self.state.documents.iter().take(keep).cloned().collect(),
+            conversation: Box::new(conversation),
         });
     }
 
-    pub(super) fn synthesize(&mut self) {
-        if self.ctx.draining {
-            return;
-        }
-        let results = self
-            .state
-            .calls
-            .iter()
-            .filter_map(|c| match &c.status {
-                CallStatus::Completed { result_json } => {
-                    Some((c.tool.clone(), result_json.clone()))
-                }
-                _ => None,
+    /// Records the model's answer to a step: its tool calls go to review, or — with none — its
+    /// text is the reply.
+    fn proposed(&mut self, p: crate::exec::types::Planned) {
+        let plan_rev = self.state.plan.as_ref().map_or(0, |p| p.plan_rev + 1);
+        let step = self.state.next_model_step();
+        let mut found = 0;
+        let steps = p
+            .steps
+            .into_iter()
+            .map(|mut step| {
+                let (args, f) = self.ctx.guards.redactor.redact_json_text(&step.args_json);
+                found += f.len();
+                step.args_json = args;
+                step
             })
             .collect();
-        self.effect(Effect::Synthesize {
-            turn_id: self.state.turn_id,
-            text: self.state.text.clone(),
-            documents: self.state.documents.clone(),
-            results,
-        });
+        if found > 0 {
+            self.pending_trips.push(Trip::new(
+                "redaction",
+                "redaction.pii",
+                GuardVerdict::Modify,
+                format!("{found} redaction(s) in the step's arguments"),
+            ));
+        }
+        let (content, in_reply) = match p.content {
+            Some(c) => {
+                let (text, f) = self.ctx.guards.redactor.redact(&c);
+                (Some(text), f.len())
+            }
+            None => (None, 0),
+        };
+        self.emit(Payload::PlanProposed(PlanProposed {
+            plan_rev,
+            model: p.model,
+            model_version: p.model_version,
+            prompt_template_hash: p.prompt_template_hash,
+            steps,
+            confidence: p.confidence,
+            input_tokens: p.input_tokens,
+            output_tokens: p.output_tokens,
+            latency_ms: p.latency_ms,
+            step,
+            content,
+            finish_reason: p.finish_reason,
+            system_fingerprint: p.system_fingerprint,
+            messages_digest: p.messages_digest,
+        }));
+        self.flush_trips(At::new(GuardCheckpoint::MidPlan));
+        self.commit_model();
+        if self.state.plan.as_ref().is_some_and(|p| p.is_answer()) {
+            self.answer(in_reply);
+        } else {
+            self.review_plan();
+        }
+    }
+
+    /// The model answered without tool calls: its text (citation marks taken out) is the
+    /// reply, checked at the pre-response checkpoint before it is sent.
+    pub(super) fn answer(&mut self, redactions: usize) {
+        let content = self
+            .state
+            .plan
+            .as_ref()
+            .and_then(|p| p.content.clone())
+            .unwrap_or_default();
+        if content.trim().is_empty() {
+            let t = Trip::new(
+                "model",
+                "model.empty_answer",
+                GuardVerdict::Escalate,
+                "the model asked for no tool and wrote no answer".to_string(),
+            );
+            self.trip(At::new(GuardCheckpoint::PreResponse), t);
+            return;
+        }
+        let (text, citations) = super::conversation::split_citations(&content);
+        let stop =
+            crate::guard::checks::citations(&citations, &self.state.documents).or_else(|| {
+                crate::guard::checks::lint(&text, &self.ctx.guards.config.forbidden_phrases)
+            });
+        self.emit(Payload::ResponseSynthesized(ResponseSynthesized {
+            text,
+            citations,
+            redactions: redactions as i32,
+            latency_ms: 0,
+        }));
+        if redactions > 0 {
+            let t = Trip::new(
+                "redaction",
+                "redaction.pii",
+                GuardVerdict::Modify,
+                format!("{redactions} redaction(s) in the reply"),
+            );
+            self.record_trip(&At::new(GuardCheckpoint::PreResponse), &t);
+        }
+        match stop {
+            Some(t) => {
+                self.trip(At::new(GuardCheckpoint::PreResponse), t);
+            }
+            None => self.review_response(),
+        }
     }
 
     pub(super) fn is_current(&self, index: usize, call_id: &str, attempt: i32) -> bool {

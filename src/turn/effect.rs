@@ -3,7 +3,9 @@
 //!
 //! [`Input`]: super::Input
 
-use crate::event::{Outcome, RetrievedDocument};
+use crate::event::Outcome;
+use crate::exec::types::Conversation;
+pub use crate::exec::types::ToolInvocation;
 use crate::ids::TurnId;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -12,29 +14,24 @@ pub enum Effect {
         turn_id: TurnId,
         query: String,
     },
+    /// Ask the model for the next step of the loop, sending it the conversation so far.
     Plan {
         turn_id: TurnId,
         /// The planner profile routing (or the ladder's specialist rung) chose.
         profile: String,
         /// A constrained retry: fewer documents, deterministic tools only.
         constrained: bool,
-        /// Plans proposed before this one in the turn.
+        /// Proposals recorded before this one in the turn (the answer's `plan_rev`).
         attempt: i32,
+        /// The loop step asked for.
+        step: i32,
         tenant: String,
         user_id: String,
-        text: String,
-        documents: Vec<RetrievedDocument>,
+        conversation: Box<Conversation>,
     },
     CallTool {
         turn_id: TurnId,
         call: ToolInvocation,
-    },
-    Synthesize {
-        turn_id: TurnId,
-        text: String,
-        documents: Vec<RetrievedDocument>,
-        /// (tool, result JSON) of each completed step, in order.
-        results: Vec<(String, String)>,
     },
     /// Wake the turn with `RetryDue` at `at_ms`.
     Schedule {
@@ -64,22 +61,9 @@ impl Effect {
             Effect::Retrieve { turn_id, .. }
             | Effect::Plan { turn_id, .. }
             | Effect::CallTool { turn_id, .. }
-            | Effect::Synthesize { turn_id, .. }
             | Effect::Schedule { turn_id, .. }
             | Effect::ScheduleDeadline { turn_id, .. }
             | Effect::Finished { turn_id, .. } => *turn_id,
         }
     }
-}
-
-/// One attempt of one tool call, as the tool receives it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ToolInvocation {
-    pub call_id: String,
-    pub tool: String,
-    pub args_json: String,
-    pub idempotency_key: String,
-    pub attempt: i32,
-    pub tenant: String,
-    pub user_id: String,
 }

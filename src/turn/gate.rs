@@ -12,6 +12,17 @@ use super::decide::Builder;
 use super::effect::Effect;
 use super::state::{CallState, CallStatus};
 
+/// Tools the turn called in earlier model steps, each once, in first-call order.
+pub fn prior_tools(state: &super::state::TurnState) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in state.history.iter().flat_map(|s| s.calls.iter()) {
+        if !out.contains(&c.tool) {
+            out.push(c.tool.clone());
+        }
+    }
+    out
+}
+
 impl Builder<'_, '_> {
     fn principal(&self) -> Principal<'_> {
         Principal {
@@ -39,6 +50,8 @@ impl Builder<'_, '_> {
             failures: self.state.failures,
             anomalies,
             budget: self.budget_left(),
+            model_step: self.state.plan.as_ref().map_or(0, |p| p.step.max(0) as u32),
+            prior_tools: prior_tools(self.state),
         }
     }
 
@@ -73,7 +86,26 @@ impl Builder<'_, '_> {
             .ctx
             .control
             .route(&self.state.tenant, &self.state.attributes);
+        let budget = self
+            .ctx
+            .control
+            .config()
+            .profiles
+            .get(&route.profile)
+            .map_or(0, |p| p.session_tokens);
         self.emit(Payload::RouteSelected(route));
+        // The session's earlier turns are recorded with the turn, within the profile's token
+        // budget, so every step (and a replay) sees the same history.
+        if let Some(session_id) = self.state.session_id.clone() {
+            let turns = std::mem::take(&mut self.session);
+            let (turns, dropped, tokens) = super::conversation::within_budget(turns, budget);
+            self.emit(Payload::SessionLoaded(crate::event::SessionLoaded {
+                session_id,
+                turns,
+                dropped,
+                tokens,
+            }));
+        }
         self.retrieve();
     }
 
@@ -125,7 +157,8 @@ impl Builder<'_, '_> {
         };
         let index = self.state.calls.len();
         let Some(planned) = plan.steps.get(index).cloned() else {
-            self.synthesize();
+            // Every call of this step has its result: the model sees them and goes on.
+            self.plan();
             return;
         };
         let plan_rev = plan.plan_rev;
@@ -276,7 +309,7 @@ impl Builder<'_, '_> {
         let verdict = self.ctx.control.review_response(&ResponseReview {
             principal: self.principal(),
             citations: self.state.citations.len(),
-            tool_calls: self.state.calls.len(),
+            tool_calls: self.state.all_calls().count(),
             signals: &signals,
         });
         self.record(Checkpoint::PreResponse, None, None, &verdict, &signals);

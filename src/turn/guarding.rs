@@ -159,10 +159,10 @@ impl Builder<'_, '_> {
         if attempt > 1 {
             return true;
         }
+        // Across the whole loop: the model asking again for what it already got is a loop.
         let earlier = self
             .state
-            .calls
-            .iter()
+            .all_calls()
             .map(|c| (c.tool.as_str(), c.args_json.as_str()));
         if let Some(t) =
             checks::repeated(earlier, &step.tool, &step.args_json, g.config.repeat_limit)
@@ -191,19 +191,31 @@ impl Builder<'_, '_> {
             return self.trip(at(), t);
         }
         if g.config.grounding {
-            let texts: Vec<&str> = std::iter::once(self.state.text.as_str())
-                .chain(self.state.documents.iter().map(|d| d.snippet.as_str()))
-                .collect();
+            // What the turn knows: the request, the documents, the session's earlier turns, and
+            // every result so far.
+            let session = self.state.session.as_ref().map(|s| s.turns.as_slice());
+            let texts: Vec<&str> =
+                std::iter::once(self.state.text.as_str())
+                    .chain(self.state.documents.iter().map(|d| d.snippet.as_str()))
+                    .chain(session.into_iter().flatten().flat_map(|t| {
+                        std::iter::once(t.request.as_str()).chain(t.reply.as_deref())
+                    }))
+                    .collect();
             let results: Vec<&str> = self
                 .state
-                .calls
-                .iter()
+                .all_calls()
                 .filter_map(|c| match &c.status {
                     super::state::CallStatus::Completed { result_json } => {
                         Some(result_json.as_str())
                     }
                     _ => None,
                 })
+                .chain(
+                    session
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|t| t.calls.iter().map(|c| c.result_json.as_str())),
+                )
                 .collect();
             let sources = grounding::Sources { texts, results };
             if let Some(t) = grounding::check(spec, &step.args_json, &sources) {
@@ -256,7 +268,60 @@ impl Builder<'_, '_> {
         {
             return (redacted, Some((at(), t)));
         }
+        // The same result fed back again and again: the model is going round in circles.
+        let seen = self
+            .state
+            .all_calls()
+            .filter(|c| c.tool == tool && c.call_id != call_id)
+            .filter(|c| {
+                matches!(&c.status, super::state::CallStatus::Completed { result_json } if *result_json == redacted)
+            })
+            .count();
+        let limit = self.ctx.guards.config.repeat_limit;
+        if limit > 0 && seen + 1 >= limit {
+            let t = Trip::new(
+                "loop",
+                "loop.same_result",
+                GuardVerdict::Escalate,
+                format!(
+                    "{tool} returned the same result {} times in this turn",
+                    seen + 1
+                ),
+            );
+            let at = At {
+                checkpoint: GuardCheckpoint::MidPlan,
+                ..at()
+            };
+            return (redacted, Some((at, t)));
+        }
         (redacted, None)
+    }
+
+    /// The loop's own limits before asking the model for `step`: at most `max_steps` steps, and
+    /// model spend growing no faster than `step_cost_micros` per step.
+    pub(super) fn loop_limits(&self, step: i32) -> Option<Trip> {
+        let max = self.ctx.control.config().max_steps;
+        if step as usize >= max {
+            return Some(Trip::new(
+                "loop",
+                "loop.max_steps",
+                GuardVerdict::Escalate,
+                format!("the loop has taken {step} model steps, limit {max}"),
+            ));
+        }
+        let allowance = self.ctx.guards.config.step_cost_micros;
+        let spent = self.model_spend();
+        if allowance > 0 && step > 0 && spent > allowance * i64::from(step) {
+            return Some(Trip::new(
+                "loop",
+                "loop.cost_growth",
+                GuardVerdict::Escalate,
+                format!(
+                    "{spent} µ¤ of model spend after {step} steps is more than {allowance} per step"
+                ),
+            ));
+        }
+        None
     }
 
     /// Records the trips a guard collected before the event they qualify was emitted.

@@ -1,22 +1,27 @@
-//! Inputs to `decide`: a request, the result of an effect, a timer, or a restart.
+//! Inputs to `decide`: a request, the result of an effect, a timer, or a restart. The result
+//! types belong to the execution plane (`exec::types`) and are re-exported here.
 
-use crate::event::{PlanStep, RetrievedDocument, ToolFailureKind, TurnCommand, TurnRequest};
+use crate::event::{SessionTurn, TurnCommand, TurnRequest};
+pub use crate::exec::types::{ExecFailure, Planned, Retrieval, ToolFailure, ToolSuccess};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
-    /// Start the turn. `source_offset` is the request's position in the request log.
+    /// Start the turn. `source_offset` is the request's position in the request log; `session`
+    /// the earlier turns of its session the worker holds (oldest first), which the turn trims
+    /// to its profile's budget and records.
     Request {
         request: TurnRequest,
         source_offset: Option<i64>,
+        session: Vec<SessionTurn>,
     },
     Retrieved(Result<Retrieval, ExecFailure>),
+    /// The model's answer to the step the turn asked for.
     Planned(Result<Planned, ExecFailure>),
     ToolDone {
         call_id: String,
         attempt: i32,
         result: Result<ToolSuccess, ToolFailure>,
     },
-    Synthesized(Result<Synthesis, ExecFailure>),
     /// The backoff before `attempt` of `call_id` has elapsed.
     RetryDue {
         call_id: String,
@@ -31,52 +36,4 @@ pub enum Input {
     /// The worker rebuilt this turn after a (re)start: re-issue what it was waiting for, and settle
     /// calls whose outcome the crash made unknown.
     Resume,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Retrieval {
-    pub query: String,
-    pub documents: Vec<RetrievedDocument>,
-    pub latency_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Planned {
-    pub model: String,
-    pub model_version: String,
-    pub prompt_template_hash: String,
-    pub steps: Vec<PlanStep>,
-    pub confidence: f64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub latency_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ToolSuccess {
-    pub result_json: String,
-    pub latency_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ToolFailure {
-    pub kind: ToolFailureKind,
-    pub message: String,
-    /// Decided where the error was made: may the same call succeed if tried again?
-    pub retryable: bool,
-    pub latency_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Synthesis {
-    pub text: String,
-    pub citations: Vec<String>,
-    pub latency_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ExecFailure {
-    pub message: String,
-    pub retryable: bool,
-    pub latency_ms: i64,
 }

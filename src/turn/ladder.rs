@@ -17,8 +17,12 @@ use super::state::CallStatus;
 pub const HANDOFF_DEADLINE: &str = "handoff";
 
 impl Builder<'_, '_> {
-    /// A re-plan is safe only if nothing this plan did has side effects.
+    /// A re-ask of a step is safe only if nothing that step did has side effects. After a
+    /// failed model call the step asked for has done nothing yet.
     fn replannable(&self) -> bool {
+        if self.state.failed_step.is_some() {
+            return true;
+        }
         !self.state.calls.iter().any(|c| {
             matches!(
                 c.status,
@@ -39,6 +43,18 @@ impl Builder<'_, '_> {
         call_id: Option<String>,
         pending: Option<usize>,
     ) {
+        self.climb_from(reason, call_id, pending, true);
+    }
+
+    /// Climbs, skipping the re-plan rungs when `replan` is false (a loop at its limits: asking
+    /// the model again cannot help).
+    pub(super) fn climb_from(
+        &mut self,
+        reason: String,
+        call_id: Option<String>,
+        pending: Option<usize>,
+        replan: bool,
+    ) {
         let ladder = self.ctx.guards.config.ladder.clone();
         for rung in ladder {
             if self.state.escalations.contains(&rung) {
@@ -46,7 +62,7 @@ impl Builder<'_, '_> {
             }
             match rung {
                 EscalationRung::ConstrainedRetry | EscalationRung::Specialist => {
-                    if !self.replannable() || self.ctx.draining {
+                    if !replan || !self.replannable() || self.ctx.draining {
                         continue;
                     }
                     self.emit(Payload::EscalationRaised(EscalationRaised {

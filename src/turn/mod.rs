@@ -4,9 +4,10 @@
 //! are data; the runtime executes them after the events decided with them are durable.
 
 pub(crate) mod budgeting;
+pub mod conversation;
 mod decide;
 mod effect;
-mod gate;
+pub(crate) mod gate;
 mod guarding;
 mod input;
 mod ladder;
@@ -21,12 +22,13 @@ mod tests;
 
 pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};
 pub use effect::{Effect, ToolInvocation};
-pub use input::{ExecFailure, Input, Planned, Retrieval, Synthesis, ToolFailure, ToolSuccess};
+pub use gate::prior_tools;
+pub use input::{ExecFailure, Input, Planned, Retrieval, ToolFailure, ToolSuccess};
 pub use reversal::{
     CompensationState, CompensationStatus, ReversalState, compensation_args, reversed_reason,
     undo_id,
 };
 pub use state::{
     Applied, ApplyError, ApprovalState, ApprovalStatus, CallState, CallStatus, HandoffState,
-    OpenReservation, Phase, TripState, TurnBudget, TurnState,
+    OpenReservation, Phase, StepRecord, TripState, TurnBudget, TurnState,
 };

@@ -20,7 +20,7 @@ impl Builder<'_, '_> {
             Phase::Approved { index } => self.start_approved(index),
             Phase::Planning => self.plan(),
             Phase::NextStep => self.next_step(),
-            Phase::Synthesizing => self.synthesize(),
+            Phase::Answering => self.answer(0),
             Phase::ReviewPlan => self.review_plan(),
             Phase::Settle => self.settle(),
             Phase::AwaitingRetry { index }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::tests::{World, approval, handoff, planned, request, retrieved};
+use super::tests::{World, answered, approval, handoff, planned, request, retrieved};
 use super::*;
 use crate::event::{Outcome, Payload, ToolFailureKind};
 use crate::ids::TurnId;
@@ -86,15 +86,23 @@ fn simulate(seed: u64) -> History {
                     retrieved()
                 }
             }
-            Effect::Plan { .. } => {
+            Effect::Plan { step, .. } => {
                 if rng.random_bool(0.05) {
                     Input::Planned(Err(ExecFailure {
                         message: "bad json".into(),
                         retryable: false,
                         latency_ms: 1,
                     }))
+                } else if step >= 3 || rng.random_bool(0.3) {
+                    // Sometimes the model keeps calling tools for a while; the loop's limit
+                    // stops it (max_steps is 10).
+                    if step < 12 && rng.random_bool(0.05) {
+                        planned(&["lookup_order"], 0.9)
+                    } else {
+                        answered("done")
+                    }
                 } else {
-                    let n = rng.random_range(0..5);
+                    let n = rng.random_range(1..5);
                     let steps: Vec<&str> = (0..n)
                         .map(|_| {
                             let upto = if rng.random_bool(0.1) { 4 } else { 3 };
@@ -130,21 +138,6 @@ fn simulate(seed: u64) -> History {
                     call_id: call.call_id,
                     attempt: call.attempt,
                     result,
-                }
-            }
-            Effect::Synthesize { .. } => {
-                if rng.random_bool(0.05) {
-                    Input::Synthesized(Err(ExecFailure {
-                        message: "x".into(),
-                        retryable: false,
-                        latency_ms: 1,
-                    }))
-                } else {
-                    Input::Synthesized(Ok(Synthesis {
-                        text: "ok".into(),
-                        citations: vec![],
-                        latency_ms: 1,
-                    }))
                 }
             }
             Effect::Schedule {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::event::{
     BudgetPurpose, Checkpoint, EscalationRung, Event, GuardVerdict, Outcome, Payload, PlanProposed,
-    PolicyDecision, RetrievedDocument, RouteSelected, ToolFailureKind,
+    PolicyDecision, RetrievedDocument, RouteSelected, SessionLoaded, ToolFailureKind,
 };
 use crate::ids::TurnId;
 
@@ -36,6 +36,13 @@ pub struct CallState {
     pub idempotent: bool,
     pub attempt: i32,
     pub status: CallStatus,
+}
+
+/// An earlier model step of the loop: the model's answer and the calls it made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub plan: PlanProposed,
+    pub calls: Vec<CallState>,
 }
 
 /// A reservation not yet committed or released.
@@ -112,8 +119,11 @@ pub enum Phase {
     AwaitingRetry {
         index: usize,
     },
-    /// The plan is recorded but its review is not (a decision cut short).
+    /// The step's tool calls are recorded but their review is not (a decision cut short).
     ReviewPlan,
+    /// The model answered without tool calls and the reply is not recorded yet (a decision cut
+    /// short).
+    Answering,
     /// Step `index` waits for a person to approve its call.
     AwaitingApproval {
         index: usize,
@@ -122,14 +132,13 @@ pub enum Phase {
     Approved {
         index: usize,
     },
-    /// The previous step finished and the next has not started.
+    /// The previous call of this model step finished and the next has not started.
     NextStep,
     /// An ending was decided (final failure, denial, escalation, reply) but TurnCompleted is
     /// missing: the decision was cut short; Resume completes it.
     Settle,
     /// Handed to a person; waits for HandoffResolved or the deadline.
     AwaitingHandoff,
-    Synthesizing,
     Done(Outcome),
 }
 
@@ -154,8 +163,25 @@ pub struct TurnState {
     #[serde(default)]
     pub retrieval_failed: bool,
     pub documents: Vec<RetrievedDocument>,
+    /// The current model step's answer (its tool calls are `calls`).
     pub plan: Option<PlanProposed>,
+    /// The calls of the current model step.
     pub calls: Vec<CallState>,
+    /// Earlier model steps of this turn's loop, oldest first.
+    #[serde(default)]
+    pub history: Vec<StepRecord>,
+    /// The session this turn continues.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The session's earlier turns as this turn recorded them.
+    #[serde(default)]
+    pub session: Option<SessionLoaded>,
+    /// Model steps that failed after the planner's own retries.
+    #[serde(default)]
+    pub model_failures: u32,
+    /// The step whose model call failed last, until a proposal answers it.
+    #[serde(default)]
+    pub failed_step: Option<i32>,
     pub failures: u32,
     pub last_decision: Option<PolicyDecision>,
     /// The current plan's plan-checkpoint decision (None until reviewed).
@@ -246,6 +272,11 @@ impl TurnState {
             documents: Vec::new(),
             plan: None,
             calls: Vec::new(),
+            history: Vec::new(),
+            session_id: None,
+            session: None,
+            model_failures: 0,
+            failed_step: None,
             failures: 0,
             last_decision: None,
             plan_decision: None,
@@ -325,6 +356,10 @@ impl TurnState {
         else {
             return Phase::Planning;
         };
+        // The model answered: the reply is recorded with the answer (then Settle, above).
+        if plan.is_answer() {
+            return Phase::Answering;
+        }
         match self.plan_decision {
             None => return Phase::ReviewPlan,
             // Confirmation is asked per call, at the pre-tool checkpoint, with the real arguments.
@@ -358,8 +393,35 @@ impl TurnState {
                 None => Phase::NextStep,
             }
         } else {
-            Phase::Synthesizing
+            // Every call of this step has its result: the model sees them in the next step.
+            Phase::Planning
         }
+    }
+
+    /// The loop step the next model call answers: the current one again when the ladder asked
+    /// for a re-plan, else the one after the last recorded.
+    pub fn next_model_step(&self) -> i32 {
+        if let Some(step) = self.failed_step {
+            return step;
+        }
+        match &self.plan {
+            None => 0,
+            Some(p) if p.plan_rev + 1 < self.plans_wanted => p.step,
+            Some(p) => p.step + 1,
+        }
+    }
+
+    /// Model steps the loop has taken (re-asks of a step count once).
+    pub fn steps_taken(&self) -> i32 {
+        self.plan.as_ref().map_or(0, |p| p.step + 1)
+    }
+
+    /// Every tool call of the turn, earlier steps first.
+    pub fn all_calls(&self) -> impl Iterator<Item = &CallState> {
+        self.history
+            .iter()
+            .flat_map(|s| s.calls.iter())
+            .chain(self.calls.iter())
     }
 
     /// Applies one event. Pure: no I/O, no clock, no randomness.
@@ -391,6 +453,12 @@ impl TurnState {
                 self.attributes = r.attributes.clone();
                 self.requested_at_ms = event.at_ms;
                 self.source_offset = r.source_offset;
+                self.session_id = r.session_id.clone();
+            }
+            Payload::SessionLoaded(s) => self.session = Some(s.clone()),
+            Payload::ModelCallFailed(f) => {
+                self.model_failures += 1;
+                self.failed_step = Some(f.step);
             }
             Payload::ContextRetrieved(c) => {
                 self.plans_wanted = self.plans_wanted.max(1);
@@ -401,7 +469,16 @@ impl TurnState {
             Payload::PlanProposed(p) => {
                 self.tokens.0 += p.input_tokens;
                 self.tokens.1 += p.output_tokens;
+                // The loop moved on: the previous step (its answer, its calls) becomes history.
+                // A re-ask of the same step replaces it instead.
+                if let Some(prev) = self.plan.take_if(|prev| p.step > prev.step) {
+                    self.history.push(StepRecord {
+                        plan: prev,
+                        calls: std::mem::take(&mut self.calls),
+                    });
+                }
                 self.plan = Some(p.clone());
+                self.failed_step = None;
                 self.plan_decision = None;
                 self.calls.clear();
                 self.approvals.clear();
@@ -574,7 +651,7 @@ impl TurnState {
             requested_at_ms: self.requested_at_ms,
             completed_at_ms,
             latency_ms: (completed_at_ms - self.requested_at_ms).max(0),
-            tool_calls: self.calls.len() as i32,
+            tool_calls: self.all_calls().count() as i32,
             tool_failures: self.failures as i32,
             escalations: self.escalations.len() as i32,
             model: self
@@ -594,6 +671,12 @@ impl TurnState {
             hallucinations: self.hallucinations as i32,
             guard_trips: self.guard_trips as i32,
             labels: self.labels.clone(),
+            reply: self
+                .response
+                .clone()
+                .filter(|_| self.response_decision == Some(PolicyDecision::Allow)),
+            steps: self.steps_taken(),
+            session_id: self.session_id.clone(),
         })
     }
 

@@ -152,8 +152,10 @@ pub(super) fn request(t: TurnId) -> Input {
             channel: "api".into(),
             attributes: BTreeMap::new(),
             submitted_at_ms: 900,
+            session_id: None,
         },
         source_offset: Some(4),
+        session: Vec::new(),
     }
 }
 
@@ -173,6 +175,22 @@ pub(super) fn planned(steps: &[&str], confidence: f64) -> Input {
         input_tokens: 10,
         output_tokens: 5,
         latency_ms: 1,
+        ..Planned::empty("scripted")
+    }))
+}
+
+/// The model's final answer: no tool calls, `text` as the reply.
+pub(super) fn answered(text: &str) -> Input {
+    Input::Planned(Ok(Planned {
+        model_version: "1".into(),
+        prompt_template_hash: "h".into(),
+        confidence: 0.9,
+        input_tokens: 30,
+        output_tokens: 5,
+        latency_ms: 1,
+        content: Some(text.into()),
+        finish_reason: Some("stop".into()),
+        ..Planned::empty("scripted")
     }))
 }
 
@@ -262,20 +280,32 @@ fn happy_path_records_intent_before_each_call_and_completes() {
     assert_ne!(second.idempotency_key, first.idempotency_key);
     let d = step(&mut s, ok(&second), &w.ctx());
     assert_eq!(kinds(&d), ["ToolCallCompleted"]);
-    assert!(matches!(&d.effects[..], [Effect::Synthesize { results, .. }] if results.len() == 2));
-    let d = step(
-        &mut s,
-        Input::Synthesized(Ok(Synthesis {
-            text: "done".into(),
-            citations: vec![],
-            latency_ms: 1,
-        })),
-        &w.ctx(),
-    );
+    // The model sees both results in its next step.
+    match &d.effects[..] {
+        [
+            Effect::Plan {
+                step, conversation, ..
+            },
+        ] => {
+            assert_eq!(*step, 1);
+            assert_eq!(conversation.steps.len(), 1);
+            assert_eq!(conversation.steps[0].calls.len(), 2);
+            assert!(conversation.steps[0].calls.iter().all(|c| c.result.is_ok()));
+        }
+        other => panic!("expected the next model step, got {other:?}"),
+    }
+    let d = step(&mut s, answered("Refunded order A1."), &w.ctx());
     assert_eq!(
         kinds(&d),
-        ["ResponseSynthesized", "PolicyEvaluated", "TurnCompleted"]
+        [
+            "PlanProposed",
+            "ResponseSynthesized",
+            "PolicyEvaluated",
+            "TurnCompleted"
+        ]
     );
+    assert_eq!(s.response.as_deref(), Some("Refunded order A1."));
+    assert_eq!(s.history.len(), 1, "the first step is history");
     assert!(matches!(
         d.effects.as_slice(),
         [Effect::Finished {
@@ -284,8 +314,9 @@ fn happy_path_records_intent_before_each_call_and_completes() {
         }]
     ));
     assert_eq!(s.phase(), Phase::Done(Outcome::Succeeded));
-    // 12 core events, the route, the reply review, and a reservation and commit per call.
-    assert_eq!(s.next_seq, 20);
+    // 13 core events, the route, the reply review, and a reservation and commit per call and
+    // per model step.
+    assert_eq!(s.next_seq, 23);
     assert!(
         step(&mut s, Input::Resume, &w.ctx()).is_empty(),
         "terminal turns stay put"

@@ -16,7 +16,6 @@ use ballast::event::{
     TurnRequest,
 };
 use ballast::exec::scripted::{Script, ScriptedPlanner, WorkloadTurn};
-use ballast::exec::synth::TemplateSynthesizer;
 use ballast::exec::{ExecutionPlane, Toolbox};
 use ballast::ids::{Offset, Partition, TurnId};
 use ballast::log::EventLog;
@@ -88,7 +87,11 @@ pub fn turn(i: u64, user: &str, steps: Vec<PlanStep>, confidence: f64) -> Worklo
             amount % 100
         ),
         scenario: "test".into(),
-        script: Script { steps, confidence },
+        script: Script {
+            steps,
+            confidence,
+            batch: Vec::new(),
+        },
         attributes: BTreeMap::from([
             ("roles".to_string(), "customer".to_string()),
             ("class".to_string(), "billing".to_string()),
@@ -97,6 +100,7 @@ pub fn turn(i: u64, user: &str, steps: Vec<PlanStep>, confidence: f64) -> Worklo
                 ballast::demo::workload::SCOPES.to_string(),
             ),
         ]),
+        session_id: None,
     }
 }
 
@@ -117,6 +121,7 @@ pub fn requests(w: &[WorkloadTurn]) -> Vec<TurnRequest> {
             channel: "chat".into(),
             attributes: t.attributes.clone(),
             submitted_at_ms: T0,
+            session_id: t.session_id.clone(),
         })
         .collect()
 }
@@ -183,7 +188,6 @@ impl Env {
             retriever: Arc::new(KbRetriever::new(Duration::ZERO)),
             planner: ScriptedPlanner::new(w, Duration::ZERO),
             tools: Toolbox::new(demo_tools(journal, 0)),
-            synthesizer: Arc::new(TemplateSynthesizer),
         }
     }
 

@@ -37,7 +37,7 @@ fn every_event_kind_round_trips() {
     let c = codecs();
     let events = fixtures::every_event(turn());
     let kinds: HashSet<_> = events.iter().map(|e| e.kind()).collect();
-    assert_eq!(kinds.len(), 27, "fixtures cover every payload kind");
+    assert_eq!(kinds.len(), 29, "fixtures cover every payload kind");
     for event in events {
         let bytes = c.events.encode(&event).expect("encodes");
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
@@ -226,4 +226,19 @@ fn commands_round_trip_and_are_told_from_requests() {
         c.decode_inbound(&bytes).expect("decodes"),
         Inbound::Request(req)
     );
+}
+
+#[test]
+fn a_record_cut_anywhere_is_an_error() {
+    let c = codecs();
+    for event in fixtures::every_event(turn()) {
+        let bytes = c.events.encode(&event).expect("encodes");
+        for cut in 1..bytes.len() - HEADER_LEN {
+            assert!(
+                c.events.decode(&bytes[..bytes.len() - cut]).is_err(),
+                "{} cut by {cut} bytes decoded",
+                event.kind()
+            );
+        }
+    }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::Catalog;
 use super::{PlanRequest, Planner};
-use crate::turn::{ExecFailure, Planned};
+use crate::exec::types::{ExecFailure, Planned};
 
 /// How to reach one model. Lives in the configuration file under `[planners.<profile>]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +43,9 @@ pub struct OpenAiConfig {
     pub default_confidence: Option<f64>,
     /// A larger response body fails the exchange (retryable, like any unusable answer).
     pub max_response_bytes: usize,
+    /// The system prompt of this profile (default: a tool-using support agent that cites the
+    /// context documents as `[doc:ID]`).
+    pub system_prompt: Option<String>,
 }
 
 impl Default for OpenAiConfig {
@@ -60,6 +63,7 @@ impl Default for OpenAiConfig {
             logprobs: true,
             default_confidence: None,
             max_response_bytes: super::body::DEFAULT_MAX_RESPONSE_BYTES,
+            system_prompt: None,
         }
     }
 }
@@ -110,6 +114,7 @@ pub struct OpenAiPlanner {
     url: String,
     catalog: Catalog,
     template_hash: String,
+    system: String,
 }
 
 impl OpenAiPlanner {
@@ -130,9 +135,14 @@ impl OpenAiPlanner {
             .connect_timeout(Duration::from_millis(config.timeout_ms.clamp(1, 10_000)))
             .build()
             .map_err(|e| ModelError::Config(e.to_string()))?;
+        let system = config
+            .system_prompt
+            .clone()
+            .unwrap_or_else(|| wire::SYSTEM_TEMPLATE.to_string());
         Ok(OpenAiPlanner {
             url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
-            template_hash: wire::template_hash(&catalog),
+            template_hash: wire::template_hash(&system, &catalog),
+            system,
             config,
             client,
             catalog,
@@ -201,13 +211,18 @@ impl OpenAiPlanner {
         error.retry_after().map_or(wait, |ra| ra.min(cap).max(wait))
     }
 
-    /// Asks until an answer parses, a terminal error, or the retries are spent.
-    pub async fn complete(&self, request: &PlanRequest) -> Result<wire::Completion, ModelError> {
-        let body = wire::request_body(
+    /// Asks until an answer parses, a terminal error, or the retries are spent; the answer
+    /// and the digest of the messages sent.
+    pub async fn complete(
+        &self,
+        request: &PlanRequest,
+    ) -> Result<(wire::Completion, String), ModelError> {
+        let (body, digest) = wire::request_body(
             request,
             &self.catalog,
             &wire::BodyOptions {
                 model: &self.config.model,
+                system: &self.system,
                 max_tokens: self.config.max_tokens,
                 temperature: self.config.temperature,
                 logprobs: self.config.logprobs,
@@ -220,7 +235,7 @@ impl OpenAiPlanner {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, digest)),
                 Err(e) if e.retryable() && retry < self.config.max_retries => {
                     let wait = self.backoff(retry, &e);
                     tracing::warn!(error = %e, retry, wait_ms = wait.as_millis() as u64, model = %self.config.model, "model call failed; retrying");
@@ -237,27 +252,29 @@ impl OpenAiPlanner {
 impl Planner for OpenAiPlanner {
     async fn plan(&self, request: &PlanRequest) -> Result<Planned, ExecFailure> {
         let started = Instant::now();
-        let completion = self.complete(request).await.map_err(|e| ExecFailure {
+        let (completion, digest) = self.complete(request).await.map_err(|e| ExecFailure {
             retryable: e.retryable(),
             message: format!("{}: {e}", self.config.model),
             latency_ms: started.elapsed().as_millis() as i64,
         })?;
-        let approx_in = super::scripted::approx_tokens(&wire::user_message(request))
-            + super::scripted::approx_tokens(wire::SYSTEM_TEMPLATE);
+        // Estimates for servers that report no usage.
+        let approx_in: i64 = wire::messages(&self.system, request)
+            .iter()
+            .map(|m| super::scripted::approx_tokens(&m.to_string()))
+            .sum();
         let approx_out: i64 = completion
             .steps
             .iter()
             .map(|s| super::scripted::approx_tokens(&s.args_json))
-            .sum();
+            .sum::<i64>()
+            + completion
+                .content
+                .as_deref()
+                .map_or(0, super::scripted::approx_tokens);
         Ok(Planned {
             model: self.config.model.clone(),
-            // What the server says answered, and its backend fingerprint when it gives one.
-            model_version: match (&completion.model, &completion.fingerprint) {
-                (Some(m), Some(f)) => format!("{m}+{f}"),
-                (Some(m), None) => m.clone(),
-                (None, Some(f)) => f.clone(),
-                (None, None) => "unknown".into(),
-            },
+            // What the server says answered; its backend fingerprint is recorded beside it.
+            model_version: completion.model.clone().unwrap_or_else(|| "unknown".into()),
             prompt_template_hash: self.template_hash.clone(),
             steps: completion.steps,
             confidence: completion
@@ -267,6 +284,10 @@ impl Planner for OpenAiPlanner {
             input_tokens: completion.input_tokens.unwrap_or(approx_in),
             output_tokens: completion.output_tokens.unwrap_or(approx_out.max(1)),
             latency_ms: started.elapsed().as_millis() as i64,
+            content: completion.content,
+            finish_reason: completion.finish_reason,
+            system_fingerprint: completion.fingerprint,
+            messages_digest: Some(digest),
         })
     }
 }

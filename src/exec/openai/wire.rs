@@ -1,6 +1,7 @@
-//! The chat-completions wire format, as pure functions: the request body a plan request becomes,
-//! and the plan a response body becomes. Parsing never trusts the server: every field is
-//! optional until checked, and whatever cannot become a plan is a `Malformed` error, not a panic.
+//! The chat-completions wire format, as pure functions: the request body a model step
+//! becomes — the conversation so far rendered as messages — and what a response body becomes.
+//! Parsing never trusts the server: every field is optional until checked, and whatever cannot
+//! become an answer is a `Malformed` error, not a panic.
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -8,20 +9,20 @@ use sha2::{Digest, Sha256};
 use crate::event::PlanStep;
 use crate::exec::PlanRequest;
 use crate::exec::catalog::{Catalog, ToolSpec};
+use crate::exec::types::CallExchange;
 
-/// The system prompt. Its hash (with the tool definitions) is recorded in every plan.
-pub const SYSTEM_TEMPLATE: &str = "You are the planner of a customer-support agent. \
-Answer by calling the tools you need, in the order they should run, with arguments taken from \
-the user's request and the context documents only. Never invent identifiers, amounts or \
-addresses. If no tool is needed, answer in one short sentence without calling any tool.";
+/// The default system prompt (a planner's `system_prompt` replaces it). Its hash, with the tool
+/// definitions, is recorded with every model step.
+pub const SYSTEM_TEMPLATE: &str = "You are a customer-support agent acting for the user through tools. Call the tools you need; you will see each result before you decide what to do next. Take identifiers, amounts and addresses from the user's request, the context documents or earlier tool results only; never invent them. When you have what you need, answer the user in a few sentences without calling a tool, and cite the context documents you relied on as [doc:ID].";
 
-const CONSTRAINED_NOTE: &str = "This is a constrained retry: an earlier plan was rejected. \
-Only read-only tools are offered; call the fewest that answer the request.";
+const CONSTRAINED_NOTE: &str = "This is a constrained retry: an earlier answer to this step was rejected. Only read-only tools are offered; call the fewest that answer the request.";
 
 /// The most documents, and characters of each, put into the prompt.
 const MAX_DOCUMENTS: usize = 8;
 const MAX_SNIPPET_CHARS: usize = 2_000;
-/// A plan longer than this is cut here; the control plane's `max_plan_steps` still applies.
+/// Characters of one tool result fed back to the model; the rest is cut with a note.
+const MAX_RESULT_CHARS: usize = 8_000;
+/// More tool calls in one answer are refused as malformed.
 pub const MAX_STEPS: usize = 32;
 
 /// The catalog tools offered for a request: all of them, or the deterministic ones on a
@@ -52,11 +53,11 @@ pub fn tool_definitions(tools: &[&ToolSpec]) -> Value {
     )
 }
 
-/// `sha256:` of the system template, the constrained note and the catalog's tool definitions:
-/// what, besides the request, shapes the model's answer.
-pub fn template_hash(catalog: &Catalog) -> String {
+/// `sha256:` of the system prompt, the constrained note and the catalog's tool definitions:
+/// what, besides the conversation, shapes the model's answer.
+pub fn template_hash(system: &str, catalog: &Catalog) -> String {
     let mut h = Sha256::new();
-    h.update(SYSTEM_TEMPLATE.as_bytes());
+    h.update(system.as_bytes());
     h.update([0]);
     h.update(CONSTRAINED_NOTE.as_bytes());
     h.update([0]);
@@ -67,15 +68,20 @@ pub fn template_hash(catalog: &Catalog) -> String {
     format!("sha256:{}", &hex[..16])
 }
 
-/// The user message: the request, then the retrieved documents as numbered context.
-pub fn user_message(request: &PlanRequest) -> String {
-    let mut text = format!("Request from user {}:\n{}\n", request.user_id, request.text);
-    if !request.documents.is_empty() {
-        text.push_str("\nContext documents:\n");
-        for d in request.documents.iter().take(MAX_DOCUMENTS) {
+/// The system message: the prompt, the constrained note on a retry, the context documents.
+pub fn system_message(system: &str, request: &PlanRequest) -> String {
+    let mut text = system.to_string();
+    if request.constrained {
+        text.push(' ');
+        text.push_str(CONSTRAINED_NOTE);
+    }
+    let docs = &request.conversation.documents;
+    if !docs.is_empty() {
+        text.push_str("\n\nContext documents:\n");
+        for d in docs.iter().take(MAX_DOCUMENTS) {
             let snippet: String = d.snippet.chars().take(MAX_SNIPPET_CHARS).collect();
             text.push_str(&format!(
-                "[{} v{}] {}: {}\n",
+                "[doc:{}] (v{}) {}: {}\n",
                 d.id, d.version, d.title, snippet
             ));
         }
@@ -83,27 +89,106 @@ pub fn user_message(request: &PlanRequest) -> String {
     text
 }
 
+fn cut(text: &str) -> String {
+    if text.chars().count() <= MAX_RESULT_CHARS {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(MAX_RESULT_CHARS).collect();
+    format!("{kept}… [cut at {MAX_RESULT_CHARS} characters]")
+}
+
+/// An assistant message asking for `calls`, and the tool messages answering them, in order.
+fn exchange(content: Option<&str>, calls: &[CallExchange], out: &mut Vec<Value>) {
+    if calls.is_empty() {
+        if let Some(c) = content {
+            out.push(json!({"role": "assistant", "content": c}));
+        }
+        return;
+    }
+    let tool_calls: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.call_id,
+                "type": "function",
+                "function": {"name": c.tool, "arguments": c.args_json},
+            })
+        })
+        .collect();
+    out.push(json!({"role": "assistant", "content": content, "tool_calls": tool_calls}));
+    for c in calls {
+        let text = match &c.result {
+            Ok(result) => cut(result),
+            Err(error) => format!("error: {}", cut(error)),
+        };
+        out.push(json!({"role": "tool", "tool_call_id": c.call_id, "content": text}));
+    }
+}
+
+/// The conversation as chat messages: system; each earlier turn of the session (the user's
+/// request, its tool calls and results, the reply); this turn's request; then each earlier
+/// step of this turn as an assistant message with its tool calls and one tool message per
+/// result, in the model's order.
+pub fn messages(system: &str, request: &PlanRequest) -> Vec<Value> {
+    let conv = &request.conversation;
+    let mut out = vec![json!({"role": "system", "content": system_message(system, request)})];
+    for (t, turn) in conv.session.iter().enumerate() {
+        out.push(json!({"role": "user", "content": turn.request}));
+        let calls: Vec<CallExchange> = turn
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CallExchange {
+                call_id: format!("s{t}c{i}"),
+                tool: c.tool.clone(),
+                args_json: c.args_json.clone(),
+                result: Ok(c.result_json.clone()),
+            })
+            .collect();
+        exchange(None, &calls, &mut out);
+        if let Some(reply) = &turn.reply {
+            out.push(json!({"role": "assistant", "content": reply}));
+        }
+    }
+    out.push(json!({"role": "user", "content": conv.request}));
+    for step in &conv.steps {
+        exchange(step.content.as_deref(), &step.calls, &mut out);
+    }
+    out
+}
+
+/// `sha256:` of the messages as sent: recorded with the step, so an auditor can tell two
+/// steps were asked the same thing.
+pub fn messages_digest(messages: &[Value]) -> String {
+    let bytes = serde_json::to_vec(messages).unwrap_or_default();
+    let hex: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
 /// What the request body is built from besides the plan request.
 pub struct BodyOptions<'a> {
     pub model: &'a str,
+    pub system: &'a str,
     pub max_tokens: u32,
     pub temperature: f64,
     pub logprobs: bool,
 }
 
-pub fn request_body(request: &PlanRequest, catalog: &Catalog, opts: &BodyOptions<'_>) -> Value {
-    let mut system = SYSTEM_TEMPLATE.to_string();
-    if request.constrained {
-        system.push(' ');
-        system.push_str(CONSTRAINED_NOTE);
-    }
+/// The request body, and the digest of its messages.
+pub fn request_body(
+    request: &PlanRequest,
+    catalog: &Catalog,
+    opts: &BodyOptions<'_>,
+) -> (Value, String) {
+    let messages = messages(opts.system, request);
+    let digest = messages_digest(&messages);
     let tools = offered(catalog, request.constrained);
     let mut body = json!({
         "model": opts.model,
-        "messages": [
-            {"role": "system", "content": system},
-            {"role": "user", "content": user_message(request)},
-        ],
+        "messages": messages,
         "temperature": opts.temperature,
         "max_tokens": opts.max_tokens,
     });
@@ -114,7 +199,7 @@ pub fn request_body(request: &PlanRequest, catalog: &Catalog, opts: &BodyOptions
     if opts.logprobs {
         body["logprobs"] = json!(true);
     }
-    body
+    (body, digest)
 }
 
 /// A response turned into plan material.
@@ -125,6 +210,9 @@ pub struct Completion {
     /// `system_fingerprint`, when the server gives one: the backend configuration.
     pub fingerprint: Option<String>,
     pub steps: Vec<PlanStep>,
+    /// The assistant's text (the answer, when there are no tool calls).
+    pub content: Option<String>,
+    pub finish_reason: Option<String>,
     /// exp(mean token logprob) when the server returned logprobs.
     pub confidence: Option<f64>,
     pub input_tokens: Option<i64>,
@@ -163,9 +251,11 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, Malformed> {
         .get("message")
         .and_then(Value::as_object)
         .ok_or_else(|| bad("choice has no message object"))?;
-    if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str)
-        && reason == "length"
-    {
+    let finish_reason = choice
+        .get("finish_reason")
+        .and_then(Value::as_str)
+        .map(|s| s.chars().take(64).collect::<String>());
+    if finish_reason.as_deref() == Some("length") {
         return Err(bad("the answer was cut off at max_tokens"));
     }
     let steps = match message.get("tool_calls") {
@@ -185,7 +275,11 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, Malformed> {
         }
         Some(_) => return Err(bad("tool_calls is not an array")),
     };
-    if steps.is_empty() && !message.get("content").is_some_and(Value::is_string) {
+    let content = message
+        .get("content")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if steps.is_empty() && content.as_deref().is_none_or(|c| c.trim().is_empty()) {
         return Err(bad("neither tool calls nor content"));
     }
     let usage = root.get("usage");
@@ -205,6 +299,8 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, Malformed> {
             .and_then(Value::as_str)
             .map(|s| s.chars().take(200).collect()),
         steps,
+        content,
+        finish_reason,
         confidence: confidence(choice),
         input_tokens: tokens("prompt_tokens"),
         output_tokens: tokens("completion_tokens"),
@@ -343,19 +439,104 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_answer_is_a_plan_without_steps() {
-        let c = parse_completion(br#"{"choices":[{"message":{"content":"Hello"}}]}"#).unwrap();
+    fn a_plain_answer_is_a_step_without_calls() {
+        let c = parse_completion(
+            br#"{"choices":[{"finish_reason":"stop","message":{"content":"Hello"}}]}"#,
+        )
+        .unwrap();
         assert!(c.steps.is_empty());
+        assert_eq!(c.content.as_deref(), Some("Hello"));
+        assert_eq!(c.finish_reason.as_deref(), Some("stop"));
         assert_eq!(c.confidence, None);
+        assert!(parse_completion(br#"{"choices":[{"message":{"content":"  "}}]}"#).is_err());
     }
 
     #[test]
     fn constrained_requests_offer_only_deterministic_tools() {
-        let catalog = crate::demo::tools::demo_catalog();
+        let catalog = crate::exec::catalog::Catalog::new(vec![
+            ToolSpec {
+                name: "read".into(),
+                deterministic: true,
+                ..ToolSpec::default()
+            },
+            ToolSpec {
+                name: "write".into(),
+                ..ToolSpec::default()
+            },
+        ]);
         let all = offered(&catalog, false).len();
         let some = offered(&catalog, true);
         assert!(!some.is_empty() && some.len() < all);
         assert!(some.iter().all(|t| t.deterministic));
-        assert!(template_hash(&catalog).starts_with("sha256:"));
+        assert!(template_hash(SYSTEM_TEMPLATE, &catalog).starts_with("sha256:"));
+    }
+
+    #[test]
+    fn the_conversation_becomes_messages_with_tool_results_in_order() {
+        use crate::event::{SessionCall, SessionTurn};
+        use crate::exec::types::{Conversation, StepExchange};
+        let request = PlanRequest {
+            turn_id: crate::ids::TurnId::new_v7(),
+            profile: "general".into(),
+            constrained: false,
+            attempt: 1,
+            step: 1,
+            tenant: "acme".into(),
+            user_id: "u-1".into(),
+            conversation: Conversation {
+                session: vec![SessionTurn {
+                    turn_id: "t0".into(),
+                    request: "Where is A1001?".into(),
+                    reply: Some("Shipped.".into()),
+                    calls: vec![SessionCall {
+                        tool: "lookup_order".into(),
+                        args_json: r#"{"order_id":"A1001"}"#.into(),
+                        result_json: r#"{"status":"shipped"}"#.into(),
+                    }],
+                }],
+                documents: Vec::new(),
+                request: "Refund it".into(),
+                steps: vec![StepExchange {
+                    content: None,
+                    calls: vec![
+                        CallExchange {
+                            call_id: "c1".into(),
+                            tool: "lookup_order".into(),
+                            args_json: r#"{"order_id":"A1001"}"#.into(),
+                            result: Ok(r#"{"amount_cents":4685}"#.into()),
+                        },
+                        CallExchange {
+                            call_id: "c2".into(),
+                            tool: "search_kb".into(),
+                            args_json: r#"{"query":"refund"}"#.into(),
+                            result: Err("HTTP 503".into()),
+                        },
+                    ],
+                }],
+            },
+        };
+        let m = messages(SYSTEM_TEMPLATE, &request);
+        let roles: Vec<&str> = m.iter().filter_map(|x| x["role"].as_str()).collect();
+        assert_eq!(
+            roles,
+            [
+                "system",
+                "user",
+                "assistant",
+                "tool",
+                "assistant",
+                "user",
+                "assistant",
+                "tool",
+                "tool"
+            ]
+        );
+        assert_eq!(m[7]["tool_call_id"], "c1");
+        assert_eq!(m[7]["content"], r#"{"amount_cents":4685}"#);
+        assert_eq!(m[8]["content"], "error: HTTP 503");
+        assert_eq!(m[6]["tool_calls"][1]["function"]["name"], "search_kb");
+        let d1 = messages_digest(&m);
+        assert!(d1.starts_with("sha256:"));
+        assert_eq!(d1, messages_digest(&messages(SYSTEM_TEMPLATE, &request)));
     }
 }
