@@ -403,7 +403,7 @@ fn a_reversal_killed_mid_way_resumes_and_repeats_nothing() {
     // be killed in the middle of.
     let (root, clock, target, calls) = rt.block_on(async {
         let env = Env::new();
-        let w: Vec<_> = (0..4)
+        let w: Vec<_> = (0..16)
             .map(|i| {
                 let mut steps = refund(2_000);
                 steps.push(second_refund(3_000));
@@ -429,7 +429,11 @@ fn a_reversal_killed_mid_way_resumes_and_repeats_nothing() {
                     _ => None,
                 })
                 .collect();
-            if delay_ms(&format!("{}/undo", calls[0]), max_ms) > 1_200 && pick.is_none() {
+            // The first compensation (of the newest call) quick, the second slow enough.
+            if delay_ms(&format!("{}/undo", calls[0]), max_ms) > 1_200
+                && delay_ms(&format!("{}/undo", calls[1]), max_ms) < 1_000
+                && pick.is_none()
+            {
                 pick = Some((t.turn_id, calls));
             }
         }

@@ -24,9 +24,11 @@ fn bench_prints_every_figure_as_key_value() {
         assert!(v.is_finite() && v >= 0.0);
     }
     assert!(text.contains("turns=300\n"));
-    // 300 turns × 35 events: request, route, context, model reservation, plan, its commit, plan
-    // policy, 5 × (policy, reservation, start, result, commit), reply, reply policy, completion.
-    assert!(text.contains("events=10500\n"), "{text}");
+    // 300 turns × 38 events: request, route, context, model reservation, the step asking for
+    // five calls, its commit, the step's policy, 5 × (policy, reservation, start, result,
+    // commit), model reservation, the answering step, its commit, reply, reply policy,
+    // completion.
+    assert!(text.contains("events=11400\n"), "{text}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ballast::event::Payload;
-use common::fake::{FakeServer, Reply, tool_call_completion};
+use common::fake::{FakeServer, Reply, answer_completion, tool_call_completion};
 use common::{Served, ballast, http};
 use serde_json::{Value, json};
 
@@ -161,10 +161,13 @@ fn serve(config: &Path) -> Served {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_a_config_plans_with_the_model_and_retries_the_http_tool_with_one_key() {
     let root = tempfile::tempdir().expect("tempdir");
-    let model = FakeServer::start(vec![Reply::json(
-        200,
-        tool_call_completion("lookup_order", &json!({"order_id": "A1001"})),
-    )]);
+    let model = FakeServer::start(vec![
+        Reply::json(
+            200,
+            tool_call_completion("lookup_order", &json!({"order_id": "A1001"})),
+        ),
+        Reply::json(200, answer_completion("Order A1001 has shipped.")),
+    ]);
     // The orders service is down once, then answers.
     let orders = FakeServer::start(vec![
         Reply::json(503, r#"{"error":"warming up"}"#),
@@ -210,11 +213,24 @@ async fn serve_with_a_config_plans_with_the_model_and_retries_the_http_tool_with
     assert!(s.stop().success());
     assert_eq!(turn["outcome"], "succeeded", "{turn}");
 
-    // The model was asked once, with the key and the catalog's tools.
+    // The model was asked twice, with the key and the catalog's tools: for the call, then —
+    // with the order service's answer as a tool message — for the reply.
     let asked = model.requests();
-    assert_eq!(asked.len(), 1);
+    assert_eq!(asked.len(), 2);
     assert_eq!(asked[0].header("authorization"), Some("Bearer sk-local"));
     assert!(asked[0].body.contains("lookup_order"));
+    let second: Value = serde_json::from_str(&asked[1].body).expect("json");
+    let tool_message = second["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|x| x["role"] == "tool"))
+        .expect("the result went back to the model");
+    assert!(
+        tool_message["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("shipped")
+    );
+    assert_eq!(turn["reply"], "Order A1001 has shipped.", "{turn}");
 
     // The orders service saw the same call twice, with one idempotency key and the token.
     let calls = orders.requests();
@@ -247,6 +263,12 @@ async fn serve_with_a_config_plans_with_the_model_and_retries_the_http_tool_with
             _ => None,
         })
         .expect("a plan");
-    assert_eq!(plan.model_version, "fake-model-2026-01+fp_test");
+    assert_eq!(plan.model_version, "fake-model-2026-01");
+    assert_eq!(plan.system_fingerprint.as_deref(), Some("fp_test"));
+    assert!(
+        plan.messages_digest
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
     assert_eq!((plan.input_tokens, plan.output_tokens), (123, 17));
 }

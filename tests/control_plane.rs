@@ -46,7 +46,11 @@ async fn scenario_table_exact_events() {
     let e = env.events(allowed.turn_id).await;
     let mut want = vec!["Policy(plan:allow)", "Policy(pre_tool:allow)"];
     want.extend(CALL_RAN);
+    // The model sees the result and answers in a second step.
     want.extend([
+        "BudgetReserved",
+        "PlanProposed",
+        "BudgetCommitted",
         "ResponseSynthesized",
         "Policy(pre_response:allow)",
         "TurnCompleted",
@@ -78,7 +82,11 @@ async fn scenario_table_exact_events() {
         "ApprovalGranted",
     ];
     want.extend(CALL_RAN);
+    // The model sees the result and answers in a second step.
     want.extend([
+        "BudgetReserved",
+        "PlanProposed",
+        "BudgetCommitted",
         "ResponseSynthesized",
         "Policy(pre_response:allow)",
         "TurnCompleted",

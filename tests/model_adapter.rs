@@ -57,7 +57,15 @@ async fn a_recorded_answer_becomes_the_plan_with_what_an_audit_needs() {
     let p = planner(config(&server));
     let planned = p.plan(&request(false)).await.expect("plan");
     assert_eq!(planned.model, "fake-model");
-    assert_eq!(planned.model_version, "fake-model-2026-01+fp_test");
+    assert_eq!(planned.model_version, "fake-model-2026-01");
+    assert_eq!(planned.system_fingerprint.as_deref(), Some("fp_test"));
+    assert_eq!(planned.finish_reason.as_deref(), Some("tool_calls"));
+    assert!(
+        planned
+            .messages_digest
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
     assert!(planned.prompt_template_hash.starts_with("sha256:"));
     assert_eq!(planned.steps.len(), 1);
     assert_eq!(planned.steps[0].tool, "lookup_order");

@@ -110,6 +110,7 @@ impl AppState {
         ops::slo,
         ops::slo_series,
         ops::outcomes,
+        ops::session,
     ),
     components(schemas(Problem, Caller, Role)),
     modifiers(&BearerAuth),
@@ -150,6 +151,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/slo", get(ops::slo))
         .route("/v1/slo/series", get(ops::slo_series))
         .route("/v1/outcomes", get(ops::outcomes))
+        .route("/v1/sessions/{id}", get(ops::session))
         // Unknown paths and methods under /v1 answer only after authentication, too.
         .route("/v1/{*rest}", axum::routing::any(no_route))
         .method_not_allowed_fallback(no_method)

@@ -370,3 +370,46 @@ pub async fn outcomes(
             .collect(),
     ))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub session_id: String,
+    /// The session's turns, oldest first (the caller's tenant only), with their replies.
+    pub turns: Vec<super::turns::TurnView>,
+}
+
+/// Most turns a session answer lists.
+pub const MAX_SESSION_TURNS: usize = 1000;
+
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "turns", params(("id" = String, Path, description = "session id")),
+    responses((status = 200, body = SessionView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem, description = "no turn of this tenant is in the session")),
+    security(("bearer" = [])))]
+pub async fn session(
+    Authed(caller, _): Authed<Anyone>,
+    State(state): State<Arc<AppState>>,
+    P(id): P<String>,
+) -> Result<Json<SessionView>, Problem> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(Problem::bad_request("a session id is 1 to 128 characters"));
+    }
+    state.fresh().await?;
+    let mut turns: Vec<_> = state
+        .index
+        .all()?
+        .into_iter()
+        .filter(|e| e.tenant == caller.tenant && e.session_id.as_deref() == Some(id.as_str()))
+        .collect();
+    if turns.is_empty() {
+        return Err(Problem::not_found(format!("no session {id:?}")));
+    }
+    turns.sort_by_key(|e| (e.requested_at_ms, e.turn_id));
+    turns.truncate(MAX_SESSION_TURNS);
+    Ok(Json(SessionView {
+        session_id: id,
+        turns: turns
+            .into_iter()
+            .map(|e| super::turns::view(&state, e))
+            .collect(),
+    }))
+}

@@ -106,6 +106,13 @@ pub struct TurnView {
     pub latency_ms: Option<i64>,
     pub requested_at_ms: i64,
     pub events: u64,
+    /// The reply the user got — the model's final answer — once the turn is terminal (absent
+    /// when it ended without one: denied, failed, handed to a person).
+    pub reply: Option<String>,
+    /// The session the turn continues.
+    pub session_id: Option<String>,
+    /// Model steps the turn's loop took.
+    pub steps: Option<i64>,
     /// The outcome record (tokens, cost, rung, policy version, labels) once finished.
     #[schema(value_type = Option<Object>)]
     pub record: Option<serde_json::Value>,
@@ -172,7 +179,7 @@ pub(crate) async fn own_turn(
     }
 }
 
-fn view(state: &AppState, e: TurnEntry) -> TurnView {
+pub(crate) fn view(state: &AppState, e: TurnEntry) -> TurnView {
     let record = state
         .outcomes
         .get(e.turn_id)
@@ -194,6 +201,11 @@ fn view(state: &AppState, e: TurnEntry) -> TurnView {
         latency_ms: e.latency_ms,
         requested_at_ms: e.requested_at_ms,
         events: e.events,
+        reply: record
+            .as_ref()
+            .and_then(|r| r["reply"].as_str().map(str::to_owned)),
+        steps: record.as_ref().and_then(|r| r["steps"].as_i64()),
+        session_id: e.session_id,
         record,
     }
 }

@@ -252,8 +252,17 @@ pub const HISTORY: [&str; 3] = [
     include_str!("../../schemas/history/turn_outcome.v1.avsc"),
 ];
 
+/// The largest single allocation the Avro reader may make for a length it reads (a string, a
+/// byte array, an array's items). A record claiming more is refused instead of taking the
+/// worker's memory: the Avro crate's default, 512 MiB, lets one hostile 20-byte record on the
+/// request topic allocate half a gigabyte. Bodies of tool results are capped at 1 MiB, requests
+/// at 256 KiB, so 16 MiB is far above anything Ballast writes.
+pub const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
+
 impl Codecs {
     pub fn new(registry: Arc<SchemaRegistry>) -> Result<Self, CodecError> {
+        // Set once per process, before the first record is read.
+        apache_avro::max_allocation_bytes(MAX_AVRO_ALLOCATION);
         for old in HISTORY {
             registry.register(old)?;
         }

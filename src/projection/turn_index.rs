@@ -31,6 +31,9 @@ pub struct TurnEntry {
     pub latency_ms: Option<i64>,
     /// Events applied; also the seq the next one carries (a lower seq is a duplicate).
     pub events: u64,
+    /// The session the turn continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 pub struct TurnIndex {
@@ -146,6 +149,7 @@ fn apply(
             outcome: None,
             latency_ms: None,
             events: 0,
+            session_id: r.session_id.clone(),
         },
         // A turn whose start this index never saw: nothing to attach the event to.
         (None, _) => return None,

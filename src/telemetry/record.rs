@@ -103,7 +103,7 @@ pub fn round_committed<'a>(
 /// must stay within the catalog).
 fn tool_of(state: Option<&TurnState>, call_id: &str) -> String {
     state
-        .and_then(|s| s.calls.iter().rev().find(|c| c.call_id == call_id))
+        .and_then(|s| s.all_calls().find(|c| c.call_id == call_id))
         .map_or_else(|| "unknown".to_string(), |c| c.tool.clone())
 }
 

@@ -187,7 +187,9 @@ impl Builder<'_, '_> {
                     return; // reversing twice does nothing more
                 }
                 let (mut compensable, mut not_reversible) = (Vec::new(), Vec::new());
-                for call in self.state.calls.iter().rev() {
+                // Every step of the loop, newest call first.
+                let calls: Vec<_> = self.state.all_calls().cloned().collect();
+                for call in calls.iter().rev() {
                     if !matches!(call.status, CallStatus::Completed { .. }) {
                         continue;
                     }
@@ -255,7 +257,7 @@ impl Builder<'_, '_> {
         if self.ctx.draining {
             return;
         }
-        let Some(call) = self.state.calls.iter().find(|c| c.call_id == call_id) else {
+        let Some(call) = self.state.all_calls().find(|c| c.call_id == call_id) else {
             return;
         };
         let result = match &call.status {

@@ -216,3 +216,21 @@ pub fn tool_call_completion(tool: &str, args: &serde_json::Value) -> String {
     })
     .to_string()
 }
+
+/// A chat-completions final answer (no tool calls), as OpenAI sends it.
+pub fn answer_completion(text: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-2",
+        "object": "chat.completion",
+        "created": 1_790_000_001,
+        "model": "fake-model-2026-01",
+        "system_fingerprint": "fp_test",
+        "choices": [{
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": text},
+        }],
+        "usage": {"prompt_tokens": 200, "completion_tokens": 12, "total_tokens": 212}
+    })
+    .to_string()
+}

@@ -242,3 +242,20 @@ fn a_record_cut_anywhere_is_an_error() {
         }
     }
 }
+
+#[test]
+fn a_record_claiming_a_huge_string_is_refused_without_allocating_it() {
+    let c = codecs();
+    let mut bytes = c
+        .requests
+        .encode(&fixtures::request(turn()))
+        .expect("encodes");
+    // The turn id's length prefix (zigzag varint) claims 1 GiB.
+    bytes.truncate(HEADER_LEN);
+    bytes.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x08]);
+    bytes.extend_from_slice(b"0123456789");
+    let started = std::time::Instant::now();
+    assert!(c.requests.decode(&bytes).is_err());
+    assert!(c.events.decode(&bytes).is_err());
+    let _ = started;
+}
