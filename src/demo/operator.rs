@@ -171,6 +171,10 @@ pub struct ControlTally {
     pub rungs: BTreeMap<String, usize>,
     /// Handoffs: raised, accepted, resolved, expired.
     pub handoffs: BTreeMap<String, usize>,
+    /// Loop steps each turn took (the highest model step answered, plus one), by turn.
+    pub steps: std::collections::HashMap<crate::ids::TurnId, usize>,
+    /// Turns that continued a session, and the earlier turns they were shown in all.
+    pub sessions: (usize, usize),
 }
 
 pub async fn tally(log: &dyn EventLog, codecs: &Codecs) -> Result<ControlTally, LogError> {
@@ -183,6 +187,14 @@ pub async fn tally(log: &dyn EventLog, codecs: &Codecs) -> Result<ControlTally, 
                     continue;
                 };
                 match &e.payload {
+                    Payload::PlanProposed(pp) => {
+                        let n = t.steps.entry(e.turn_id).or_default();
+                        *n = (*n).max(pp.step.max(0) as usize + 1);
+                    }
+                    Payload::SessionLoaded(sl) if !sl.turns.is_empty() => {
+                        t.sessions.0 += 1;
+                        t.sessions.1 += sl.turns.len();
+                    }
                     Payload::PolicyEvaluated(pe) => {
                         let key = (
                             pe.checkpoint.as_str().to_string(),
@@ -252,7 +264,27 @@ pub async fn tally(log: &dyn EventLog, codecs: &Codecs) -> Result<ControlTally, 
 
 impl ControlTally {
     pub fn render(&self) -> String {
-        let mut s = String::from("decisions    by checkpoint and kind\n");
+        let mut s = String::new();
+        if !self.steps.is_empty() {
+            let mut by: BTreeMap<usize, usize> = BTreeMap::new();
+            for n in self.steps.values() {
+                *by.entry(*n).or_default() += 1;
+            }
+            let total: usize = self.steps.values().sum();
+            let dist: Vec<String> = by.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            s.push_str(&format!(
+                "model steps  {:.2} per turn (turns by steps taken: {})\n",
+                total as f64 / self.steps.len() as f64,
+                dist.join(", ")
+            ));
+        }
+        if self.sessions.0 > 0 {
+            s.push_str(&format!(
+                "sessions     {} follow-up turns saw {} earlier turns of their session\n",
+                self.sessions.0, self.sessions.1
+            ));
+        }
+        s.push_str("decisions    by checkpoint and kind\n");
         for ((checkpoint, decision), n) in &self.decisions {
             s.push_str(&format!("  {checkpoint:<12} {decision:<21} {n}\n"));
         }

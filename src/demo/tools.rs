@@ -137,14 +137,24 @@ impl Tool for DemoTool {
                         "status": "shipped",
                         "summary": format!("Order {id} shipped to Jane Doe, jane.doe@example.com, +44 20 7946 0958, paid with 4111 1111 1111 1111 (IBAN GB82 WEST 1234 5698 7654 32)"),
                     })),
-                    _ => {
+                    first => {
                         let delayed = id.bytes().map(u32::from).sum::<u32>() % 3 == 0;
                         let status = if delayed { "delayed" } else { "shipped" };
+                        // What the order cost follows from its number: `B` (bulk) orders are
+                        // large, the rest between 5 and 90 EUR.
+                        let n: i64 = id
+                            .chars()
+                            .filter_map(|c| c.to_digit(10))
+                            .fold(0, |n, d| n * 10 + i64::from(d));
+                        let amount_cents = match first {
+                            Some('B') => 12_000 + n % 13_000,
+                            _ => 500 + n % 8_500,
+                        };
                         Ok(json!({
                             "order_id": id,
                             "status": status,
-                            "amount_cents": 1_000 + (id.len() as i64 * 737) % 9_000,
-                            "summary": format!("Order {id} is {status}"),
+                            "amount_cents": amount_cents,
+                            "summary": format!("Order {id} is {status}, {:.2} EUR", amount_cents as f64 / 100.0),
                         }))
                     }
                 }

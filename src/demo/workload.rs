@@ -72,6 +72,11 @@ pub const SCENARIOS: &[(&str, u32, &str)] = &[
         2,
         "reply lint stops a guarantee; handoff resolved",
     ),
+    (
+        "follow_up",
+        5,
+        "a session of two turns: an order looked up, then a follow-up that refunds what it cost",
+    ),
 ];
 
 /// Scopes a customer-support request carries (set by the backend that authenticated the user).
@@ -104,7 +109,7 @@ fn pick(rng: &mut StdRng) -> &'static str {
 pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
-        .map(|i| {
+        .flat_map(|i| {
             let mut random = [0u8; 10];
             rng.fill(&mut random);
             let turn_id = TurnId::from_parts(EPOCH_MS + i as u64, random);
@@ -121,17 +126,26 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                     step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": amount})),
                 ]
             };
+            // The model looks the order up, then refunds the amount the lookup returned.
+            let refund_looked_up = |prefix: char| {
+                vec![
+                    step("lookup_order", json!({"order_id": format!("{prefix}{order}")})),
+                    step(
+                        "issue_refund",
+                        json!({"order_id": format!("{prefix}{order}"), "amount_cents": "{{lookup_order.amount_cents}}"}),
+                    ),
+                ]
+            };
             let amount = rng.random_range(500..9_000);
-            let large = rng.random_range(12_000..25_000);
             let (text, steps, confidence) = match scenario {
                 "large_refund_approved" | "large_refund_denied" | "large_refund_unanswered" => (
-                    format!("Order A{order} was a bulk order and never came. Refund all {} EUR of it.", eur(large)),
-                    refund(large),
+                    format!("Order B{order} was a bulk order and never came. Refund all of it."),
+                    refund_looked_up('B'),
                     confident,
                 ),
                 "budget_hog" => (
-                    format!("Refund {} EUR on order A{order} too. And the next one. And the next.", eur(amount)),
-                    refund(amount),
+                    format!("Refund order A{order} too. And the next one. And the next."),
+                    refund_looked_up('A'),
                     confident,
                 ),
                 "pii_request" => (
@@ -182,12 +196,17 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                     confident,
                 ),
                 "refund" => (
-                    format!("Order A{order} arrived damaged, I want a refund of {} EUR.", eur(amount)),
-                    vec![
-                        step("lookup_order", json!({"order_id": format!("A{order}")})),
-                        step("issue_refund", json!({"order_id": format!("A{order}"), "amount_cents": amount})),
-                        step("send_email", json!({"customer_id": customer, "template": "refund_confirmation"})),
-                    ],
+                    format!("Order A{order} arrived damaged, please refund it and confirm by email."),
+                    {
+                        let mut s = refund_looked_up('A');
+                        s.push(step("send_email", json!({"customer_id": customer, "template": "refund_confirmation"})));
+                        s
+                    },
+                    confident,
+                ),
+                "follow_up" => (
+                    format!("Where is my order A{order}?"),
+                    vec![step("lookup_order", json!({"order_id": format!("A{order}")}))],
                     confident,
                 ),
                 "kb_question" => (
@@ -215,10 +234,7 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                 ),
                 "unknown_tool" => (
                     "Delete my account and all my data right now.".to_string(),
-                    vec![
-                        step("lookup_order", json!({"order_id": format!("A{order}")})),
-                        step("delete_account", json!({"user": customer})),
-                    ],
+                    vec![step("delete_account", json!({"user": customer}))],
                     confident,
                 ),
                 "runaway_plan" => (
@@ -251,21 +267,60 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
             if steps.iter().any(|s| s.tool.contains("refund")) {
                 attributes.insert("class".into(), "billing".into());
             }
-            WorkloadTurn {
+            let session_id = (scenario == "follow_up").then(|| format!("s-{user}-{order}"));
+            let first = WorkloadTurn {
                 turn_id,
                 tenant: tenant.into(),
-                user_id,
+                user_id: user_id.clone(),
                 text,
                 scenario: scenario.into(),
                 script: Script {
+                    // A runaway plan asks for everything at once.
+                    batch: if scenario == "runaway_plan" {
+                        vec![steps.len()]
+                    } else {
+                        Vec::new()
+                    },
                     steps,
                     confidence,
-                    batch: Vec::new(),
                 },
-                attributes,
-                session_id: None,
+                attributes: attributes.clone(),
+                session_id: session_id.clone(),
+            };
+            let mut out = vec![first];
+            if let Some(session_id) = session_id {
+                // The follow-up names nothing: the order and the amount come from the answer
+                // the session's first turn got.
+                let mut attributes = attributes;
+                attributes.insert("class".into(), "billing".into());
+                out.push(WorkloadTurn {
+                    turn_id: TurnId::from_parts(EPOCH_MS + i as u64, {
+                        let mut r = random;
+                        r[0] ^= 0xff;
+                        r
+                    }),
+                    tenant: tenant.into(),
+                    user_id,
+                    text: "It arrived broken. Please refund it.".into(),
+                    scenario: "follow_up".into(),
+                    script: Script {
+                        steps: vec![step(
+                            "issue_refund",
+                            json!({
+                                "order_id": "{{lookup_order.order_id}}",
+                                "amount_cents": "{{lookup_order.amount_cents}}",
+                            }),
+                        )],
+                        confidence,
+                        batch: Vec::new(),
+                    },
+                    attributes,
+                    session_id: Some(session_id),
+                });
             }
+            out
         })
+        .take(n)
         .collect()
 }
 

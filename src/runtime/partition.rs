@@ -101,6 +101,10 @@ pub(crate) struct PartitionActor {
     reopen: Vec<crate::event::TurnCommand>,
     /// Each session's finished turns, for the turns that continue it.
     sessions: HashMap<String, SessionHistory>,
+    /// The turn each session is running now, and those waiting their turn (arrival order):
+    /// turns of one session run one after the other.
+    session_running: HashMap<String, TurnId>,
+    session_waiting: HashMap<String, std::collections::VecDeque<TurnId>>,
 }
 
 pub(crate) async fn run_partition(
@@ -111,6 +115,7 @@ pub(crate) async fn run_partition(
 ) -> Result<(), RuntimeError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut actor = PartitionActor::recover(deps, partition, cfg.clone(), tx).await?;
+    actor.rebuild_sessions();
     let mut draining = *shutdown.borrow();
     let resumes: Vec<_> = actor.turns.keys().map(|t| (*t, Input::Resume)).collect();
     actor.process(resumes, draining).await?;
@@ -307,6 +312,8 @@ impl PartitionActor {
             control_config,
             reopen: Vec::new(),
             sessions,
+            session_running: HashMap::new(),
+            session_waiting: HashMap::new(),
         })
     }
 
@@ -464,15 +471,13 @@ impl PartitionActor {
             let turn = request.turn_id;
             self.turns.insert(turn, TurnState::new(turn));
             self.accepted_at.insert(turn, Instant::now());
-            let session = request
-                .session_id
-                .as_deref()
-                .and_then(|s| {
-                    self.sessions
-                        .get(&session_key(&request.tenant, &request.user_id, s))
-                })
-                .map(|h| h.turns.iter().cloned().collect())
-                .unwrap_or_default();
+            let session = match request.session_id.as_deref() {
+                None => Some(Vec::new()),
+                Some(s) => {
+                    let key = session_key(&request.tenant, &request.user_id, s);
+                    self.claim_session(key, turn)
+                }
+            };
             inputs.push((
                 turn,
                 Input::Request {
@@ -622,6 +627,100 @@ impl PartitionActor {
         Ok(())
     }
 
+    /// Makes `turn` the running turn of session `key` and returns its history, or queues it
+    /// behind the turn already running (`None`: it waits).
+    fn claim_session(
+        &mut self,
+        key: String,
+        turn: TurnId,
+    ) -> Option<Vec<crate::event::SessionTurn>> {
+        let busy = self
+            .session_running
+            .get(&key)
+            .is_some_and(|t| *t != turn && self.turns.contains_key(t));
+        if busy {
+            self.session_waiting.entry(key).or_default().push_back(turn);
+            return None;
+        }
+        let history = self
+            .sessions
+            .get(&key)
+            .map(|h| h.turns.iter().cloned().collect())
+            .unwrap_or_default();
+        self.session_running.insert(key, turn);
+        Some(history)
+    }
+
+    /// A turn finished: the next turn waiting in its session (if any) goes on.
+    fn release_session(&mut self, state: &TurnState) {
+        let Some(s) = &state.session_id else { return };
+        let key = session_key(&state.tenant, &state.user_id, s);
+        if self.session_running.get(&key) != Some(&state.turn_id) {
+            return;
+        }
+        self.session_running.remove(&key);
+        let next = loop {
+            match self
+                .session_waiting
+                .get_mut(&key)
+                .and_then(|q| q.pop_front())
+            {
+                Some(t) if self.turns.contains_key(&t) => break Some(t),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        if self.session_waiting.get(&key).is_some_and(|q| q.is_empty()) {
+            self.session_waiting.remove(&key);
+        }
+        if let Some(next) = next
+            && let Some(history) = self.claim_session(key, next)
+        {
+            let _ = self.tx.send(Msg::Timer(next, Input::SessionReady(history)));
+        }
+    }
+
+    /// After recovery: which turn runs each session (one already routed, else the oldest
+    /// waiting), which wait, and a wake-up for a session's turn that may now go on.
+    fn rebuild_sessions(&mut self) {
+        let mut in_flight: Vec<&TurnState> = self
+            .turns
+            .values()
+            .filter(|t| t.session_id.is_some())
+            .collect();
+        in_flight.sort_by_key(|t| (t.requested_at_ms, t.turn_id));
+        let mut waiting: Vec<(String, TurnId)> = Vec::new();
+        for t in in_flight {
+            let Some(s) = &t.session_id else { continue };
+            let key = session_key(&t.tenant, &t.user_id, s);
+            if t.route.is_some() {
+                self.session_running.insert(key, t.turn_id);
+            } else {
+                waiting.push((key, t.turn_id));
+            }
+        }
+        for (key, turn) in waiting {
+            self.session_waiting.entry(key).or_default().push_back(turn);
+        }
+        let free: Vec<String> = self
+            .session_waiting
+            .keys()
+            .filter(|k| !self.session_running.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in free {
+            let next = self
+                .session_waiting
+                .get_mut(&key)
+                .and_then(|q| q.pop_front());
+            if let Some(next) = next
+                && let Some(history) = self.claim_session(key, next)
+            {
+                let _ = self.tx.send(Msg::Timer(next, Input::SessionReady(history)));
+            }
+        }
+    }
+
     /// Picks up a reloaded control configuration: budgets, breaker settings and guards follow
     /// it from this round on (risk thresholds, routing and deadlines are read at each review).
     fn follow_control_config(&mut self) {
@@ -654,6 +753,7 @@ impl PartitionActor {
                 if let Some(state) = self.turns.remove(&turn_id) {
                     let now = self.deps.clock.now_ms();
                     remember_session(&mut self.sessions, &state, now);
+                    self.release_session(&state);
                 }
                 let wall_latency_us = self
                     .accepted_at

@@ -152,7 +152,8 @@ impl Builder<'_, '_> {
                 if request.turn_id != self.state.turn_id {
                     return;
                 }
-                self.session = session;
+                let waiting = request.session_id.is_some() && session.is_none();
+                self.session = session.unwrap_or_default();
                 self.state.tenant = request.tenant.clone();
                 // PII never reaches the log: the request is recorded redacted.
                 let (text, found) = self.ctx.guards.redactor.redact(&request.text);
@@ -181,6 +182,14 @@ impl Builder<'_, '_> {
                     session_id: request.session_id,
                 }));
                 self.flush_trips(At::new(GuardCheckpoint::Intake));
+                // Turns of one session run one after the other: a follow-up waits for the
+                // answer it follows up on.
+                if !waiting {
+                    self.route();
+                }
+            }
+            (Input::SessionReady(turns), Phase::Routing) => {
+                self.session = turns;
                 self.route();
             }
             (Input::Retrieved(result), Phase::Retrieving) => {

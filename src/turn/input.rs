@@ -8,12 +8,15 @@ pub use crate::exec::types::{ExecFailure, Planned, Retrieval, ToolFailure, ToolS
 pub enum Input {
     /// Start the turn. `source_offset` is the request's position in the request log; `session`
     /// the earlier turns of its session the worker holds (oldest first), which the turn trims
-    /// to its profile's budget and records.
+    /// to its profile's budget and records — or `None` while another turn of the session still
+    /// runs: the turn is recorded and waits for [`Input::SessionReady`].
     Request {
         request: TurnRequest,
         source_offset: Option<i64>,
-        session: Vec<SessionTurn>,
+        session: Option<Vec<SessionTurn>>,
     },
+    /// The turn before this one in its session has finished: its history, this turn may go on.
+    SessionReady(Vec<SessionTurn>),
     Retrieved(Result<Retrieval, ExecFailure>),
     /// The model's answer to the step the turn asked for.
     Planned(Result<Planned, ExecFailure>),

@@ -13,6 +13,8 @@ impl Builder<'_, '_> {
     pub(super) fn resume(&mut self, phase: Phase) {
         match phase {
             Phase::New | Phase::Done(_) => {}
+            // A turn of a session waits for the worker to say the session is free.
+            Phase::Routing if self.state.session_id.is_some() => {}
             Phase::Routing => self.route(),
             Phase::Retrieving => self.retrieve(),
             Phase::AwaitingApproval { index } => self.schedule_deadline(index),

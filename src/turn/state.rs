@@ -107,7 +107,8 @@ pub struct TripState {
 pub enum Phase {
     /// No TurnRequested yet.
     New,
-    /// Requested, but the routing choice is not recorded (a decision cut short).
+    /// Requested, but the routing choice is not recorded: a turn of a session waiting for the
+    /// one before it to finish, or a decision cut short.
     Routing,
     Retrieving,
     Planning,

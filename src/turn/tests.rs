@@ -155,7 +155,7 @@ pub(super) fn request(t: TurnId) -> Input {
             session_id: None,
         },
         source_offset: Some(4),
-        session: Vec::new(),
+        session: Some(Vec::new()),
     }
 }
 

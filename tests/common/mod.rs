@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests that drive the real `ballast` binary.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod broker;
 pub mod fake;
 pub mod kafka;
