@@ -55,7 +55,14 @@ async fn kill_9_mid_loop_never_reasks_a_recorded_step_nor_repeats_a_refund() {
     let data = root.path().join("data");
     let d = data.to_str().expect("utf8");
     let out = ballast(&[
-        "token", "--data-dir", d, "--name", "shop", "--tenant", "acme", "--roles",
+        "token",
+        "--data-dir",
+        d,
+        "--name",
+        "shop",
+        "--tenant",
+        "acme",
+        "--roles",
         "submitter,auditor",
     ]);
     let bearer = format!("Bearer {}", String::from_utf8_lossy(&out.stdout).trim());
@@ -71,7 +78,10 @@ async fn kill_9_mid_loop_never_reasks_a_recorded_step_nor_repeats_a_refund() {
                 &s.addr,
                 "POST",
                 "/v1/turns",
-                &[("Content-Type", "application/json"), ("Authorization", &bearer)],
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Authorization", &bearer),
+                ],
                 &body.to_string(),
             );
             assert_eq!(code, 202, "{text}");
@@ -166,6 +176,9 @@ async fn kill_9_mid_loop_never_reasks_a_recorded_step_nor_repeats_a_refund() {
         })
         .collect();
     for key in keys {
-        assert!(intents.contains(&key), "refund {key} ran without a recorded intent");
+        assert!(
+            intents.contains(&key),
+            "refund {key} ran without a recorded intent"
+        );
     }
 }

@@ -300,6 +300,12 @@ async fn the_model_sees_tool_results_and_writes_the_reply() {
     let out = ballast(&["audit", &refund, "--data-dir", d, "--json"]);
     let audit: Value = serde_json::from_slice(&out.stdout).expect("audit json");
     assert!(audit.to_string().contains("issue_refund"), "{audit}");
+    if std::env::var("BALLAST_PRINT_TRACES").is_ok() {
+        for id in [&first, &second] {
+            let out = ballast(&["trace", id, "--data-dir", d]);
+            println!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
     let out = ballast(&["trace", &refund, "--data-dir", d]);
     let trace = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -22,6 +22,7 @@ use crate::submit::submit;
 use crate::turn::{ExecFailure, Planned, Retrieval, ToolInvocation};
 
 pub mod kafka;
+pub mod model;
 pub mod policy;
 
 pub const STEPS: usize = 5;
@@ -116,7 +117,7 @@ impl Planner for FixedPlanner {
     }
 }
 
-struct NoContext;
+pub(crate) struct NoContext;
 
 #[async_trait]
 impl Retriever for NoContext {
@@ -129,7 +130,7 @@ impl Retriever for NoContext {
     }
 }
 
-fn instant_tools() -> Vec<Arc<dyn Tool>> {
+pub(crate) fn instant_tools() -> Vec<Arc<dyn Tool>> {
     (0..STEPS)
         .map(|i| {
             Arc::new(InstantTool(ToolSpec {

@@ -22,11 +22,20 @@ pub struct BenchArgs {
     /// Reviews to time with --policy.
     #[arg(long, default_value_t = 20_000)]
     evals: usize,
+    /// Measure the engine's overhead per model step instead: agent turns (five tool-calling
+    /// steps and an answer) one at a time against an instant OpenAI-compatible server on
+    /// 127.0.0.1, against asking that server directly.
+    #[arg(long)]
+    model_steps: bool,
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.policy {
         return super::emit(&ballast::bench::policy::run(a.evals)?.render());
+    }
+    if a.model_steps {
+        let turns = a.turns.min(2_000);
+        return super::emit(&ballast::bench::model::run(turns).await?.render());
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
     let partitions = a.partitions.unwrap_or(cores);

@@ -27,20 +27,10 @@ pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
             .collect();
         return super::emit(&(serde_json::to_string_pretty(&arr)? + "\n"));
     }
-    let t0 = events[0].1.at_ms;
     let mut out = format!(
         "turn {}  tenant {}  partition {partition}\n",
         a.turn_id, events[0].1.tenant
     );
-    for (offset, e) in &events {
-        out.push_str(&format!(
-            "{:>+7} ms  #{:<3} @{:<7} {:<20} {}\n",
-            e.at_ms - t0,
-            e.seq,
-            offset.0,
-            e.kind(),
-            e.describe()
-        ));
-    }
+    out.push_str(&ballast::event::timeline(&events));
     super::emit(&out)
 }

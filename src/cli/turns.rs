@@ -17,6 +17,8 @@ pub async fn run(a: TurnsArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     for e in index.all()? {
         if a.json {
+            // The reply and the steps come from the turn's outcome record (redacted like it).
+            let record = opened.outcomes.get(e.turn_id)?;
             let line = serde_json::json!({
                 "turn_id": e.turn_id.to_string(),
                 "status": e.status,
@@ -25,6 +27,9 @@ pub async fn run(a: TurnsArgs) -> anyhow::Result<()> {
                 "user_id": e.user_id,
                 "latency_ms": e.latency_ms,
                 "events": e.events,
+                "session_id": e.session_id,
+                "steps": record.as_ref().map(|r| r.steps),
+                "reply": record.and_then(|r| r.reply),
             });
             out.push_str(&line.to_string());
         } else {

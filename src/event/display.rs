@@ -275,6 +275,57 @@ pub(super) fn summarize(result_json: &str) -> String {
         .unwrap_or_else(|| result_json.chars().take(80).collect())
 }
 
+/// A turn's events as a timeline of its loop: what happened before the first model step, then
+/// each model step with what followed from it (reviews, calls, results, guard trips,
+/// approvals), then the reply. Each line: time since the request, seq, log offset, kind, what.
+pub fn timeline(events: &[(crate::ids::Offset, Event)]) -> String {
+    let Some((_, first)) = events.first() else {
+        return String::new();
+    };
+    let t0 = first.at_ms;
+    let mut out = String::new();
+    let mut current: Option<(i32, i32)> = None;
+    let mut indent = "";
+    for (offset, e) in events {
+        match &e.payload {
+            Payload::PlanProposed(p) => {
+                let header = match current {
+                    Some((step, _)) if step == p.step => format!("step {} (asked again)", p.step),
+                    _ if p.is_answer() => format!("step {}: the answer", p.step),
+                    _ => format!(
+                        "step {}: {} tool call{}",
+                        p.step,
+                        p.steps.len(),
+                        if p.steps.len() == 1 { "" } else { "s" }
+                    ),
+                };
+                out.push_str(&format!("  ── {header} ──\n"));
+                current = Some((p.step, p.plan_rev));
+                indent = "  ";
+            }
+            Payload::TurnCompleted(_)
+            | Payload::ReversalRequested(_)
+            | Payload::OutcomeLabeled(_)
+                if current.is_some() =>
+            {
+                out.push_str("  ── end ──\n");
+                current = None;
+                indent = "";
+            }
+            _ => {}
+        }
+        out.push_str(&format!(
+            "{:>+7} ms  #{:<3} @{:<7} {indent}{:<20} {}\n",
+            e.at_ms - t0,
+            e.seq,
+            offset.0,
+            e.kind(),
+            e.describe()
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use crate::event::fixtures;

@@ -3,6 +3,7 @@
 
 pub mod codec;
 mod display;
+pub use display::timeline;
 pub mod fixtures;
 mod reversal;
 pub use reversal::*;

@@ -2,6 +2,32 @@
 //!
 //! Rule: all business logic is in [`decide`]; [`TurnState::apply`] only records facts. Effects
 //! are data; the runtime executes them after the events decided with them are durable.
+//!
+//! # The loop, phase by phase
+//!
+//! A turn is a loop of model steps. Its [`Phase`] is derived from its facts
+//! ([`TurnState::phase`]); what can happen next in each (the match in `decide.rs`'s `handle`,
+//! and `resume.rs` for a restart):
+//!
+//! | phase | waiting for | on it | next |
+//! |---|---|---|---|
+//! | `New` | the request | TurnRequested (redacted); a session's follow-up waits for its predecessor | `Routing` |
+//! | `Routing` | `SessionReady` (a session's turn) | RouteSelected, SessionLoaded (history within the profile's budget), ask retrieval | `Retrieving` |
+//! | `Retrieving` | the documents | ContextRetrieved (stale dropped, contradictions escalate); loop guards; ask the model for step 0 | `Planning` |
+//! | `Planning` | the model's answer to step k | PlanProposed (step k: tool calls or the answer); model failure → ModelCallFailed and the ladder | `ReviewPlan` / `Answering` |
+//! | `ReviewPlan` | (derived) | the step's calls reviewed as a plan, with the turn's history | `NextStep` or an ending |
+//! | `NextStep` | (derived) | pre-tool guards and review of the next call of step k | `AwaitingTool` / `AwaitingApproval` / the ladder |
+//! | `AwaitingApproval` | an operator or the deadline | granted → the call; denied → denied; expired → handoff | `Approved` / an ending |
+//! | `AwaitingTool` | the call's result | post-tool guards; ok → next call, or (all done) ask step k+1 with the results; failure → retry, fail or handoff | `NextStep` / `Planning` / `AwaitingRetry` |
+//! | `AwaitingRetry` | the backoff timer | the next attempt (same idempotency key) | `AwaitingTool` |
+//! | `Answering` | (derived) | ResponseSynthesized from the model's text; citations, lint; pre-response review | `Settle` → `Done` |
+//! | `AwaitingHandoff` | an operator or the deadline | resolved → escalated; deadline → escalation_failed | `Done` |
+//! | `Settle` | (derived) | an ending decided but not fully recorded is completed | `Done` |
+//!
+//! The ladder (`ladder.rs`) applies per step: a constrained retry or the specialist re-asks the
+//! model for the step that was stopped (only if that step did nothing irreversible); user
+//! confirmation asks about the stopped call; a handoff waits for a person. A loop at its limits
+//! (`max_steps`, spend growing faster than allowed) skips the re-asks.
 
 pub(crate) mod budgeting;
 pub mod conversation;
