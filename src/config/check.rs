@@ -300,6 +300,8 @@ fn check_planners(
         if let Err(e) = OpenAiPlanner::new(openai.clone(), catalog.clone()) {
             let field = if openai.model.trim().is_empty() {
                 "model"
+            } else if e.to_string().contains("max_response_bytes") {
+                "max_response_bytes"
             } else {
                 "base_url"
             };

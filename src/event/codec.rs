@@ -252,12 +252,15 @@ pub const HISTORY: [&str; 3] = [
     include_str!("../../schemas/history/turn_outcome.v1.avsc"),
 ];
 
-/// The largest single allocation the Avro reader may make for a length it reads (a string, a
-/// byte array, an array's items). A record claiming more is refused instead of taking the
-/// worker's memory: the Avro crate's default, 512 MiB, lets one hostile 20-byte record on the
-/// request topic allocate half a gigabyte. Bodies of tool results are capped at 1 MiB, requests
-/// at 256 KiB, so 16 MiB is far above anything Ballast writes.
-pub const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
+/// The largest length the Avro reader accepts for one string, byte array or array (items). A
+/// record claiming more is refused before anything is allocated for it. The Avro crate's
+/// default, 512 Mi, let a 20-byte hostile record on the request topic claim an array of 512 Mi
+/// items: the reader reserves `items × size_of::<Value>()` — 24 GiB — and the process aborts,
+/// then again after every restart (found by `scripts/fuzz.sh`). Tool-result bodies are capped
+/// at 1 MiB (at most 4 MiB by configuration), requests at 256 KiB: 4 Mi is above anything
+/// Ballast writes, and bounds a hostile claim to a few hundred MiB of reservation, never
+/// touched.
+pub const MAX_AVRO_ALLOCATION: usize = 4 * 1024 * 1024;
 
 impl Codecs {
     pub fn new(registry: Arc<SchemaRegistry>) -> Result<Self, CodecError> {

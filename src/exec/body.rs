@@ -3,6 +3,9 @@
 
 /// The default cap on a response body from a model or tool server.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// The most a cap may be configured to: what is read becomes an event field, and the event
+/// decoder refuses fields over 4 MiB (`event::codec::MAX_AVRO_ALLOCATION`).
+pub const MAX_RESPONSE_CAP: usize = 4 * 1024 * 1024;
 
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]

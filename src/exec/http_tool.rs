@@ -121,6 +121,19 @@ impl HttpTool {
             .http
             .clone()
             .ok_or_else(|| HttpToolError::NoEndpoint { tool: tool.clone() })?;
+        if endpoint
+            .max_response_bytes
+            .is_some_and(|n| !(1..=crate::exec::body::MAX_RESPONSE_CAP).contains(&n))
+        {
+            return Err(HttpToolError::Url {
+                tool,
+                url: endpoint.url.clone(),
+                message: format!(
+                    "max_response_bytes must be between 1 and {}",
+                    crate::exec::body::MAX_RESPONSE_CAP
+                ),
+            });
+        }
         let method_name = endpoint
             .method
             .as_deref()

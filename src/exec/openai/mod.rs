@@ -122,6 +122,12 @@ impl OpenAiPlanner {
         if config.model.trim().is_empty() {
             return Err(ModelError::Config("model is empty".into()));
         }
+        if !(1..=super::body::MAX_RESPONSE_CAP).contains(&config.max_response_bytes) {
+            return Err(ModelError::Config(format!(
+                "max_response_bytes must be between 1 and {}",
+                super::body::MAX_RESPONSE_CAP
+            )));
+        }
         let base = reqwest::Url::parse(&config.base_url)
             .map_err(|e| ModelError::Config(format!("base_url {:?}: {e}", config.base_url)))?;
         if !matches!(base.scheme(), "http" | "https") {
