@@ -53,8 +53,8 @@ fn the_kafka_bench_prints_the_same_figures() {
             .expect("number");
         assert!(value.is_finite() && value > 0.0, "{key}={value}");
     }
-    // The first turn is outside the steady-state window: 299 turns × 35 events.
-    assert!(text.contains("turns=299\nevents=10465\n"), "{text}");
+    // The first turn is outside the steady-state window: 299 turns × 38 events.
+    assert!(text.contains("turns=299\nevents=11362\n"), "{text}");
 }
 
 #[test]
