@@ -43,3 +43,4 @@ pub mod submit;
 pub mod telemetry;
 pub mod toml_lines;
 pub mod turn;
+pub mod vault;

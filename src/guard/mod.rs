@@ -15,6 +15,8 @@
 
 pub mod breaker;
 pub mod checks;
+pub mod corpus;
+mod detect;
 pub mod grounding;
 pub mod redact;
 pub mod schema;
@@ -25,7 +27,7 @@ use crate::event::{EscalationRung, GuardVerdict};
 use crate::exec::catalog::Catalog;
 
 pub use breaker::{BreakerConfig, Breakers};
-pub use redact::Redactor;
+pub use redact::{Found, Redactor, iban_valid, luhn};
 
 /// A redaction pattern from configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
