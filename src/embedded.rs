@@ -40,6 +40,10 @@ pub struct Embedded {
     pub outcomes: Arc<SledLog>,
     pub codecs: Codecs,
     pub state: Arc<SledStateStore>,
+    /// Sealed personal values and wrapped keys (`vault`); reading them needs the master key.
+    pub vault_store: Arc<crate::vault::SledVaultStore>,
+    /// Who saw cleartext, of which turn, when and why (`vault::reveal`).
+    pub reveals: Arc<SledLog>,
 }
 
 /// Data dirs this process serves (`ballast serve`), with the projection set its loop keeps
@@ -116,7 +120,12 @@ impl Embedded {
         let requests = Arc::new(store.log(REQUESTS_LOG, events.partitions())?);
         let escalations = Arc::new(store.log(ESCALATIONS_LOG, 1)?);
         let outcomes = Arc::new(store.log(OUTCOMES_LOG, 1)?);
+        let reveals = Arc::new(store.log(crate::vault::reveal::REVEALS_LOG, 1)?);
         let state = Arc::new(SledStateStore::open(&store)?);
+        let vault_store = Arc::new(
+            crate::vault::SledVaultStore::open(&store)
+                .map_err(|e| EmbeddedError::Store(StoreError::from_display(e)))?,
+        );
         Ok(Embedded {
             dir: dir.to_path_buf(),
             store,
@@ -126,6 +135,8 @@ impl Embedded {
             outcomes,
             codecs,
             state,
+            vault_store,
+            reveals,
         })
     }
 
@@ -139,7 +150,21 @@ impl Embedded {
             escalations: Some(self.escalations.clone()),
             requests: Some(self.requests.clone()),
             store: self.state.clone(),
+            vault: Some(self.vault_store.clone()),
         })
+    }
+
+    /// The vault of this data dir, opened with `master`.
+    pub fn vault(
+        &self,
+        master: crate::vault::crypto::Key,
+        detector: crate::guard::Redactor,
+    ) -> Arc<crate::vault::Vault> {
+        Arc::new(crate::vault::Vault::new(
+            master,
+            self.vault_store.clone(),
+            detector,
+        ))
     }
 
     /// The runtime wired to this data dir: its logs, codecs, state store and journals (outcomes

@@ -80,7 +80,7 @@ pub async fn answer_approval(
     reason: Option<String>,
     now_ms: i64,
 ) -> Result<TurnCommand, OperatorError> {
-    let state = current(events, codecs, index, turn).await?;
+    let (partition, state) = current(events, codecs, index, turn).await?;
     let phase = state.phase();
     let Phase::AwaitingApproval { index: step } = phase else {
         return Err(OperatorError::NotWaiting {
@@ -98,7 +98,16 @@ pub async fn answer_approval(
         granted,
         reason,
     });
-    issue(requests, codecs, &state, operator, now_ms, action, None).await
+    issue(
+        requests,
+        codecs,
+        (partition, &state),
+        operator,
+        now_ms,
+        action,
+        None,
+    )
+    .await
 }
 
 /// Where a reversal stands after `request_reversal`.
@@ -126,7 +135,7 @@ pub async fn request_reversal(
     operator: &str,
     now_ms: i64,
 ) -> Result<Reversal, OperatorError> {
-    let state = current(events, codecs, index, turn).await?;
+    let (partition, state) = current(events, codecs, index, turn).await?;
     if state.outcome.is_none() {
         return Err(OperatorError::NotWaiting {
             turn,
@@ -141,7 +150,16 @@ pub async fn request_reversal(
     }
     let offset = first_offset(index, turn)?;
     let action = CommandAction::Reverse(ReverseTurn { reason });
-    let command = issue(requests, codecs, &state, operator, now_ms, action, offset).await?;
+    let command = issue(
+        requests,
+        codecs,
+        (partition, &state),
+        operator,
+        now_ms,
+        action,
+        offset,
+    )
+    .await?;
     Ok(Reversal::Requested(command))
 }
 
@@ -158,7 +176,7 @@ pub async fn label_turn(
     operator: &str,
     now_ms: i64,
 ) -> Result<TurnCommand, OperatorError> {
-    let state = current(events, codecs, index, turn).await?;
+    let (partition, state) = current(events, codecs, index, turn).await?;
     if state.outcome.is_none() {
         return Err(OperatorError::NotWaiting {
             turn,
@@ -171,7 +189,16 @@ pub async fn label_turn(
         label: label.to_string(),
         note,
     });
-    issue(requests, codecs, &state, operator, now_ms, action, offset).await
+    issue(
+        requests,
+        codecs,
+        (partition, &state),
+        operator,
+        now_ms,
+        action,
+        offset,
+    )
+    .await
 }
 
 fn first_offset(index: &TurnIndex, turn: TurnId) -> Result<Option<i64>, OperatorError> {
@@ -184,17 +211,20 @@ async fn current(
     codecs: &Codecs,
     index: &TurnIndex,
     turn: TurnId,
-) -> Result<TurnState, OperatorError> {
-    let (_, recorded) = read_turn(events, codecs, index, turn)
+) -> Result<(Partition, TurnState), OperatorError> {
+    let (partition, recorded) = read_turn(events, codecs, index, turn)
         .await?
         .ok_or(OperatorError::UnknownTurn(turn))?;
-    Ok(TurnState::replay(turn, recorded.iter().map(|(_, e)| e))?)
+    Ok((
+        partition,
+        TurnState::replay(turn, recorded.iter().map(|(_, e)| e))?,
+    ))
 }
 
 async fn issue(
     requests: &dyn EventLog,
     codecs: &Codecs,
-    state: &TurnState,
+    (partition, state): (Partition, &TurnState),
     operator: &str,
     now_ms: i64,
     action: CommandAction,
@@ -209,7 +239,8 @@ async fn issue(
         issued_at_ms: now_ms,
         action,
     };
-    send(requests, codecs, &state.user_id, &command).await?;
+    // To the partition the turn lives in: its user id may be a token, routed by the raw id.
+    send_to(requests, codecs, partition, &command).await?;
     Ok(command)
 }
 
@@ -226,7 +257,7 @@ pub async fn answer_handoff(
     operator: &str,
     now_ms: i64,
 ) -> Result<TurnCommand, OperatorError> {
-    let state = current(events, codecs, index, turn).await?;
+    let (partition, state) = current(events, codecs, index, turn).await?;
     let phase = state.phase();
     if phase != Phase::AwaitingHandoff {
         return Err(OperatorError::NotWaiting {
@@ -239,7 +270,16 @@ pub async fn answer_handoff(
         Some(resolution) => CommandAction::HandoffResolve(HandoffResolution { resolution }),
         None => CommandAction::HandoffAccept(HandoffAcceptance { note: None }),
     };
-    issue(requests, codecs, &state, operator, now_ms, action, None).await
+    issue(
+        requests,
+        codecs,
+        (partition, &state),
+        operator,
+        now_ms,
+        action,
+        None,
+    )
+    .await
 }
 
 /// A published handoff and where its turn is now.
@@ -264,7 +304,7 @@ pub async fn handoffs(
         while let Some(batch) = scan.next_chunk(1024).await? {
             for s in batch {
                 let handoff = codecs.handoffs.decode(&s.value)?;
-                let state = current(events, codecs, index, handoff.turn_id).await?;
+                let (_, state) = current(events, codecs, index, handoff.turn_id).await?;
                 out.push(HandoffView {
                     open: state.phase() == Phase::AwaitingHandoff,
                     accepted_by: state.handoff.as_ref().and_then(|h| h.accepted_by.clone()),
@@ -286,6 +326,17 @@ pub async fn send(
 ) -> Result<(), OperatorError> {
     let key = routing_key(&command.tenant, user_id);
     let partition = requests.partition_for(&key);
+    send_to(requests, codecs, partition, command).await
+}
+
+/// Appends a command to request partition `partition` (the partition of the turn's events).
+pub async fn send_to(
+    requests: &dyn EventLog,
+    codecs: &Codecs,
+    partition: Partition,
+    command: &TurnCommand,
+) -> Result<(), OperatorError> {
+    let key = command.turn_id.key();
     let value = codecs.commands.encode(command)?;
     requests
         .append(partition, vec![Record { key, value }])

@@ -41,6 +41,8 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Socket(#[from] crate::local_socket::SocketError),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
 }
 
 #[derive(Clone, Debug)]
@@ -60,6 +62,8 @@ pub struct ServeOptions {
     /// Runs CLI commands sent to the data dir's local socket (`local_socket`), so operators
     /// and auditors use the CLI on the live system. `None`: no socket.
     pub commands: Option<crate::local_socket::Handler>,
+    /// Use (or make) the data dir's development master key when no master key is configured.
+    pub dev_key: bool,
 }
 
 impl ServeOptions {
@@ -74,6 +78,7 @@ impl ServeOptions {
             refresh: Duration::from_millis(250),
             config: None,
             commands: None,
+            dev_key: false,
         }
     }
 }
@@ -104,6 +109,22 @@ pub async fn run(
     let emb = Embedded::open(&opts.data_dir, partitions)?;
     let (exec, control, _watcher) = (planes.exec, planes.control, planes.watcher);
     let slo_config = control.config().slo.clone();
+    // Personal values rest sealed: no master key, no serving (unless told to use a
+    // development key).
+    let configured = opts
+        .config
+        .as_ref()
+        .and_then(|c| c.config.vault.master_key_file.clone());
+    let (master, source) = crate::vault::Vault::resolve_master(
+        configured.as_deref(),
+        opts.dev_key.then_some(opts.data_dir.as_path()),
+    )?;
+    source.announce();
+    let guards = control.config().guards.clone();
+    let detector =
+        crate::guard::Redactor::with_options(&guards.redact_patterns, guards.redact_ip_addresses)
+            .unwrap_or_else(|_| crate::guard::Redactor::builtin());
+    let vault = emb.vault(master, detector);
 
     let handle = exporter::install()?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -126,13 +147,16 @@ pub async fn run(
     }
     tokio::spawn(Arc::clone(&auth).watch(Duration::from_secs(1), stop.clone()));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let api = Arc::new(crate::api::AppState::new(
-        emb.clone(),
-        projections.clone(),
-        auth,
-        slo_config.clone(),
-        clock,
-    )?);
+    let api = Arc::new(
+        crate::api::AppState::new(
+            emb.clone(),
+            projections.clone(),
+            auth,
+            slo_config.clone(),
+            clock,
+        )?
+        .with_vault(Arc::clone(&vault)),
+    );
     let router = exporter::router(handle)
         .merge(health(Arc::clone(&ready)))
         .merge(crate::api::router(api));
@@ -141,7 +165,8 @@ pub async fn run(
 
     let deps = emb
         .deps(exec, control)
-        .with_effect_bound(opts.worker.max_concurrent_effects);
+        .with_effect_bound(opts.worker.max_concurrent_effects)
+        .with_vault(vault);
     let worker = Worker::new(deps, opts.worker.clone());
     let partitions: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
     let worker_stop = stop.clone();

@@ -105,7 +105,15 @@ pub async fn run_until_settled(
     timeout: Duration,
 ) -> Result<bool, RuntimeError> {
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let deps = emb.deps(planes.exec, planes.control).with_outcomes(out_tx);
+    let mut deps = emb.deps(planes.exec, planes.control).with_outcomes(out_tx);
+    // Compensations get real values back: the master key from the environment, else the data
+    // dir's development key when it has one.
+    let dev = emb.dir.join(crate::vault::DEV_KEY_FILE);
+    if let Ok((master, _)) =
+        crate::vault::Vault::resolve_master(None, dev.exists().then_some(emb.dir.as_path()))
+    {
+        deps = deps.with_vault(emb.vault(master, crate::guard::Redactor::builtin()));
+    }
     let worker = Worker::new(deps, WorkerConfig::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move { worker.run(vec![partition], stop_rx).await });

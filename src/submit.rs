@@ -22,9 +22,23 @@ pub async fn submit(
     codec: &AvroCodec<TurnRequest>,
     requests: &[TurnRequest],
 ) -> Result<usize, SubmitError> {
+    let routed: Vec<(Vec<u8>, TurnRequest)> = requests
+        .iter()
+        .map(|r| (crate::ids::routing_key(&r.tenant, &r.user_id), r.clone()))
+        .collect();
+    submit_routed(log, codec, &routed).await
+}
+
+/// As [`submit`], each request with the routing key it goes by: a request whose user id the
+/// vault tokenized is still routed by the raw id, as every other request of that user is.
+pub async fn submit_routed(
+    log: &dyn EventLog,
+    codec: &AvroCodec<TurnRequest>,
+    requests: &[(Vec<u8>, TurnRequest)],
+) -> Result<usize, SubmitError> {
     let mut by_partition: BTreeMap<Partition, Vec<Record>> = BTreeMap::new();
-    for r in requests {
-        let key = crate::ids::routing_key(&r.tenant, &r.user_id);
+    for (key, r) in requests {
+        let key = key.clone();
         let p = log.partition_for(&key);
         by_partition.entry(p).or_default().push(Record {
             key,

@@ -396,6 +396,7 @@ async fn a_worker_started_from_a_configuration_file_runs_every_turn() {
     let mut w = Command::new(bin())
         .args(["worker", "--config"])
         .arg(&file)
+        .env(ballast::vault::MASTER_KEY_ENV, d.master_key())
         .args(["--topic-prefix", &d.prefix])
         .args(["--group", &format!("{}-group", d.prefix)])
         .args([

@@ -93,4 +93,5 @@ roles! {
     Operators = [Operator];
     Auditors = [Auditor];
     Watchers = [Operator, Auditor];
+    Admins = [Admin];
 }

@@ -12,6 +12,7 @@ mod dashboard;
 mod ops;
 pub mod problem;
 pub mod rate;
+mod reveal;
 mod turns;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// Each turn id submitted here → a digest of its request, so a retried submission is
     /// idempotent and a different request under the same id is a conflict.
     pub submissions: turns::Submissions,
+    /// Requests are tokenized before they are written; views are masked; reveals read it.
+    pub vault: Option<Arc<crate::vault::Vault>>,
 }
 
 impl AppState {
@@ -73,7 +76,13 @@ impl AppState {
             auth,
             slo,
             clock,
+            vault: None,
         })
+    }
+
+    pub fn with_vault(mut self, vault: Arc<crate::vault::Vault>) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// Reads after this see every event appended before it.
@@ -89,7 +98,7 @@ impl AppState {
 #[openapi(
     info(
         title = "Ballast",
-        description = "Submit agent turns, read their traces, audit chains, outcomes and SLOs, and answer approvals and handoffs. Every call needs a bearer token carrying a tenant and roles.",
+        description = "Submit agent turns, read their traces, audit chains, outcomes and SLOs, and answer approvals and handoffs. Every call needs a bearer token carrying a tenant and roles. Personal values show as [REDACTED:kind] (or [FORGOTTEN:kind]); auditors, and operators for turns waiting for them, may ask for cleartext with ?reveal=true&reason=..., which is recorded (GET /v1/reveals).",
         version = "1"
     ),
     paths(
@@ -111,6 +120,8 @@ impl AppState {
         ops::slo_series,
         ops::outcomes,
         ops::session,
+        reveal::reveals,
+        reveal::forget,
     ),
     components(schemas(Problem, Caller, Role)),
     modifiers(&BearerAuth),
@@ -152,6 +163,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/slo/series", get(ops::slo_series))
         .route("/v1/outcomes", get(ops::outcomes))
         .route("/v1/sessions/{id}", get(ops::session))
+        .route("/v1/reveals", get(reveal::reveals))
+        .route("/v1/admin/forget", post(reveal::forget))
         // Unknown paths and methods under /v1 answer only after authentication, too.
         .route("/v1/{*rest}", axum::routing::any(no_route))
         .method_not_allowed_fallback(no_method)

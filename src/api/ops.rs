@@ -11,8 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::authn::{Anyone, Auditors, Authed, Operators, Watchers};
 use super::problem::Problem;
+use super::reveal::{RevealQuery, Shown, shown};
 use super::turns::{CommandSent, own_turn};
 use super::{AppState, Body, P, Q};
+use crate::ids::TurnId;
 use crate::projection::slo;
 use crate::projection::turn_index::TurnStatus;
 use crate::turn::{Phase, TurnState};
@@ -37,20 +39,45 @@ pub struct Waiting {
     pub accepted_by: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/queue", tag = "operations",
+#[utoipa::path(get, path = "/v1/queue", tag = "operations", params(RevealQuery),
     responses((status = 200, body = Vec<Waiting>), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn queue(
     Authed(caller, _): Authed<Operators>,
     State(state): State<Arc<AppState>>,
+    Q(q): Q<RevealQuery>,
 ) -> Result<Json<Vec<Waiting>>, Problem> {
-    waiting(&state, &caller).await.map(Json)
+    let found = waiting(&state, &caller).await?;
+    let turns: Vec<(TurnId, bool)> = found.iter().map(|w| (w.turn, true)).collect();
+    let mut shown = shown(&state, &caller, &q, &turns, "queue").await?;
+    Ok(Json(
+        found.into_iter().map(|w| w.show(&mut shown)).collect(),
+    ))
+}
+
+/// A waiting turn before it is shown (its values still tokens).
+struct Found {
+    turn: TurnId,
+    tenant: String,
+    user: String,
+    waiting: Waiting,
+}
+
+impl Found {
+    fn show(self, shown: &mut Shown<'_>) -> Waiting {
+        let mut w = self.waiting;
+        let mut f = |s: &str| shown.text(&self.tenant, &self.user, s);
+        w.user_id = f(&self.user);
+        w.reason = f(&w.reason);
+        w.args_json = w.args_json.as_deref().map(&mut f);
+        w
+    }
 }
 
 /// Most entries the queue answers with (oldest first).
 pub const MAX_QUEUE: usize = 1000;
 
-async fn waiting(state: &AppState, caller: &Caller) -> Result<Vec<Waiting>, Problem> {
+async fn waiting(state: &AppState, caller: &Caller) -> Result<Vec<Found>, Problem> {
     use crate::event::Payload;
     state.fresh().await?;
     let mut out = Vec::new();
@@ -104,7 +131,12 @@ async fn waiting(state: &AppState, caller: &Caller) -> Result<Vec<Waiting>, Prob
             }),
             _ => None,
         };
-        out.extend(waiting);
+        out.extend(waiting.map(|waiting| Found {
+            turn: e.turn_id,
+            tenant: e.tenant.clone(),
+            user: e.user_id.clone(),
+            waiting,
+        }));
         if out.len() >= MAX_QUEUE {
             break;
         }
@@ -120,8 +152,12 @@ pub async fn handoffs(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Vec<Waiting>>, Problem> {
     let all = waiting(&state, &caller).await?;
+    let mut masked = Shown::Masked(super::reveal::masked(&state));
     Ok(Json(
-        all.into_iter().filter(|w| w.kind == "handoff").collect(),
+        all.into_iter()
+            .filter(|w| w.waiting.kind == "handoff")
+            .map(|w| w.show(&mut masked))
+            .collect(),
     ))
 }
 
@@ -359,6 +395,7 @@ pub async fn outcomes(
         ));
     }
     state.fresh().await?;
+    let mut masker = super::reveal::masked(&state);
     Ok(Json(
         state
             .outcomes
@@ -366,7 +403,10 @@ pub async fn outcomes(
             .into_iter()
             .filter(|o| o.tenant == caller.tenant)
             .take(limit)
-            .filter_map(|o| serde_json::to_value(o).ok())
+            .filter_map(|mut o| {
+                masker.outcome(&mut o);
+                serde_json::to_value(o).ok()
+            })
             .collect(),
     ))
 }

@@ -12,10 +12,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::authn::{Anyone, Authed, Operators, Submitters, Watchers};
 use super::problem::Problem;
+use super::reveal::{RevealQuery, shown};
 use super::{AppState, Body, P, Q};
 use crate::event::{Event, TurnRequest};
 use crate::ids::{Partition, TurnId};
 use crate::projection::turn_index::{TurnEntry, TurnStatus};
+use crate::turn::{Phase, TurnState};
 
 /// Largest `text` of a submitted turn, in bytes.
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
@@ -180,16 +182,20 @@ pub(crate) async fn own_turn(
 }
 
 pub(crate) fn view(state: &AppState, e: TurnEntry) -> TurnView {
+    let mut masker = super::reveal::masked(state);
     let record = state
         .outcomes
         .get(e.turn_id)
         .ok()
         .flatten()
-        .and_then(|o| serde_json::to_value(o).ok());
+        .and_then(|mut o| {
+            masker.outcome(&mut o);
+            serde_json::to_value(o).ok()
+        });
     TurnView {
         turn_id: e.turn_id.to_string(),
+        user_id: masker.user(&e.tenant, &e.user_id),
         tenant: e.tenant,
-        user_id: e.user_id,
         status: match e.status {
             TurnStatus::Running => "running".into(),
             TurnStatus::Terminal => "terminal".into(),
@@ -253,7 +259,8 @@ pub async fn submit(
         Some(id) => parse_id(id)?,
         None => TurnId::new_v7(),
     };
-    let request = TurnRequest {
+    let routing = crate::ids::routing_key(&caller.tenant, &body.user_id);
+    let mut request = TurnRequest {
         turn_id,
         tenant: caller.tenant.clone(),
         user_id: body.user_id,
@@ -262,6 +269,14 @@ pub async fn submit(
         attributes,
         submitted_at_ms: state.clock.now_ms(),
         session_id: body.session_id,
+    };
+    // Personal values never reach the request log: tokenized here, their values sealed in the
+    // vault (durably, before the request that names them is written).
+    let records = match &state.vault {
+        Some(v) => v
+            .tokenize_request(&mut request)
+            .map_err(|e| Problem::unavailable(e.to_string()))?,
+        None => Vec::new(),
     };
     let conflict = || {
         crate::telemetry::record::api_rejected("conflict");
@@ -296,10 +311,16 @@ pub async fn submit(
         state.submissions.forget(turn_id);
         return Err(conflict());
     }
-    if let Err(e) = crate::submit::submit(
+    if let Some(v) = &state.vault
+        && let Err(e) = v.persist(&records)
+    {
+        state.submissions.forget(turn_id);
+        return Err(Problem::unavailable(e.to_string()));
+    }
+    if let Err(e) = crate::submit::submit_routed(
         state.emb.requests.as_ref(),
         &state.emb.codecs.requests,
-        &[request],
+        &[(routing, request)],
     )
     .await
     {
@@ -381,7 +402,7 @@ async fn events(state: &AppState, entry: &TurnEntry) -> Result<Vec<(u64, Event)>
         .unwrap_or_default())
 }
 
-#[utoipa::path(get, path = "/v1/turns/{id}/trace", tag = "turns", params(("id" = String, Path, description = "turn id")),
+#[utoipa::path(get, path = "/v1/turns/{id}/trace", tag = "turns", params(("id" = String, Path, description = "turn id"), RevealQuery),
     responses((status = 200, description = "the turn's events with OpenTelemetry GenAI attributes", body = Vec<Object>),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
@@ -389,19 +410,44 @@ pub async fn trace(
     Authed(caller, _): Authed<Watchers>,
     State(state): State<Arc<AppState>>,
     P(id): P<String>,
+    Q(q): Q<RevealQuery>,
 ) -> Result<Json<Vec<serde_json::Value>>, Problem> {
     let entry = own_turn(&state, &caller.tenant, &id).await?;
     let p = Partition(entry.partition);
+    let (offsets, mut events): (Vec<u64>, Vec<Event>) =
+        events(&state, &entry).await?.into_iter().unzip();
+    shown(
+        &state,
+        &caller,
+        &q,
+        &[(entry.turn_id, waits(&events))],
+        "trace",
+    )
+    .await?
+    .events(&mut events);
     Ok(Json(
-        events(&state, &entry)
-            .await?
+        offsets
             .iter()
+            .zip(&events)
             .map(|(o, e)| e.trace_entry(p.0, *o))
             .collect(),
     ))
 }
 
-#[utoipa::path(get, path = "/v1/turns/{id}/audit", tag = "turns", params(("id" = String, Path, description = "turn id")),
+/// Whether a turn (its events) waits for a person: an approval or a handoff.
+pub(crate) fn waits(events: &[Event]) -> bool {
+    let Some(first) = events.first() else {
+        return false;
+    };
+    TurnState::replay(first.turn_id, events.iter()).is_ok_and(|s| {
+        matches!(
+            s.phase(),
+            Phase::AwaitingApproval { .. } | Phase::AwaitingHandoff
+        )
+    })
+}
+
+#[utoipa::path(get, path = "/v1/turns/{id}/audit", tag = "turns", params(("id" = String, Path, description = "turn id"), RevealQuery),
     responses((status = 200, description = "for each side effect, the chain of facts that caused it", body = Object),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
@@ -409,13 +455,23 @@ pub async fn audit(
     Authed(caller, _): Authed<Watchers>,
     State(state): State<Arc<AppState>>,
     P(id): P<String>,
+    Q(q): Q<RevealQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     let entry = own_turn(&state, &caller.tenant, &id).await?;
-    let events: Vec<Event> = events(&state, &entry)
+    let mut events: Vec<Event> = events(&state, &entry)
         .await?
         .into_iter()
         .map(|(_, e)| e)
         .collect();
+    shown(
+        &state,
+        &caller,
+        &q,
+        &[(entry.turn_id, waits(&events))],
+        "audit",
+    )
+    .await?
+    .events(&mut events);
     let audit = crate::audit::audit(&events).ok_or_else(|| Problem::not_found("no events"))?;
     serde_json::to_value(audit)
         .map(Json)

@@ -46,6 +46,11 @@ pub async fn run(
         },
         session_timeout_ms: 10_000,
         intake: crate::control::claims::IntakeTrust::trust_all(),
+        // As deployed: the vault on (tokenizing the bench's requests, sealing in the topic).
+        vault: Some(crate::kafka::worker::VaultOptions {
+            master: crate::vault::crypto::random_key(),
+            detector: crate::guard::Redactor::builtin(),
+        }),
     };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);

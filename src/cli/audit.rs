@@ -15,6 +15,8 @@ pub struct AuditArgs {
     /// The chains as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    reveal: super::RevealArgs,
 }
 
 /// For each side effect of the turn, the chain of facts that caused it.
@@ -27,9 +29,18 @@ pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
         a.turn_id,
     )
     .await?;
-    let events: Vec<_> = found
+    let mut events: Vec<_> = found
         .map(|(_, e)| e.into_iter().map(|(_, e)| e).collect())
         .unwrap_or_default();
+    a.reveal
+        .show(
+            &opened,
+            &a.log.data_dir,
+            a.turn_id,
+            "cli-audit",
+            &mut events,
+        )
+        .await?;
     let Some(report) = ballast::audit::audit(&events) else {
         anyhow::bail!("turn {} is not in {}", a.turn_id, a.log.data_dir.display());
     };

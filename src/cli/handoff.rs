@@ -117,6 +117,8 @@ fn who(operator: &Option<String>) -> String {
     super::operator_name(operator)
 }
 
+use ballast::vault::view::{redact_all, redact_all_json};
+
 pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
     let now = SystemClock.now_ms();
     match a.command {
@@ -133,11 +135,13 @@ pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
             for v in views.iter().filter(|v| all || v.open) {
                 let h = &v.handoff;
                 if json {
-                    let trace: serde_json::Value =
+                    // Published masked; masked again in case a record predates that.
+                    let mut trace: serde_json::Value =
                         serde_json::from_str(&h.trace_json).unwrap_or(serde_json::Value::Null);
+                    redact_all_json(&mut trace);
                     let line = serde_json::json!({
-                        "turn_id": h.turn_id.to_string(), "tenant": h.tenant, "user_id": h.user_id,
-                        "reason": h.reason, "call_id": h.call_id, "raised_at_ms": h.raised_at_ms,
+                        "turn_id": h.turn_id.to_string(), "tenant": h.tenant,
+                        "user_id": redact_all(&h.user_id), "reason": redact_all(&h.reason), "call_id": h.call_id, "raised_at_ms": h.raised_at_ms,
                         "deadline_ms": h.deadline_ms, "rungs": h.rungs, "open": v.open,
                         "accepted_by": v.accepted_by, "outcome": v.outcome, "trace": trace,
                     });
@@ -156,7 +160,7 @@ pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
                         state,
                         left.max(0),
                         h.rungs.join(" → "),
-                        h.reason
+                        redact_all(&h.reason)
                     ));
                 }
             }

@@ -247,7 +247,19 @@ async fn settle_read_only(t: &Target, turn: TurnId) -> anyhow::Result<Vec<Event>
 
 /// The events `pick` selects, as timeline lines or JSON.
 fn report(events: &[Event], json: bool, pick: impl Fn(&Payload) -> bool) -> anyhow::Result<()> {
-    let picked: Vec<&Event> = events.iter().filter(|e| pick(&e.payload)).collect();
+    // Masked like every view (the user is the one the turn's request names).
+    let user = ballast::vault::view::turn_user(events);
+    let mut masker = ballast::vault::view::Masker::new(None);
+    let picked: Vec<Event> = events
+        .iter()
+        .filter(|e| pick(&e.payload))
+        .map(|e| {
+            let mut e = e.clone();
+            let tenant = e.tenant.clone();
+            masker.event(&tenant, &user, &mut e);
+            e
+        })
+        .collect();
     if json {
         let out: Vec<serde_json::Value> = picked.iter().map(|e| e.to_json()).collect();
         return super::emit(&(serde_json::to_string_pretty(&out)? + "\n"));

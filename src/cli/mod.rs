@@ -6,6 +6,7 @@ mod bench;
 mod check_config;
 mod demo;
 mod drill;
+mod forget;
 mod handoff;
 mod kafka;
 mod late;
@@ -78,6 +79,9 @@ pub enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Issue an API token (tenant, roles) for `ballast serve`; only its hash is stored.
     Token(token::TokenArgs),
+    /// Destroy the vault keys of a tenant or one of its users: their personal values can never
+    /// be read again (views show [FORGOTTEN:kind]; replay and SLOs still work).
+    Forget(forget::ForgetArgs),
 }
 
 /// Runs the command; one that reads or answers on a data dir that `ballast serve` holds is sent
@@ -87,9 +91,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(dir) = forwardable(&cli.command) {
             let request = ballast::local_socket::Request {
                 argv: std::env::args().skip(1).collect(),
-                env: ["BALLAST_OPERATOR", "USER"]
+                env: ["BALLAST_OPERATOR", "USER", ballast::vault::MASTER_KEY_ENV]
                     .iter()
                     .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                    // A key file named relative to the client's directory, not the server's.
+                    .map(|(k, v)| match std::path::absolute(&v) {
+                        Ok(abs) if k == ballast::vault::MASTER_KEY_ENV => {
+                            (k, abs.display().to_string())
+                        }
+                        _ => (k, v),
+                    })
                     .collect(),
             };
             if let Some(reply) = ballast::local_socket::forward(&dir, &request).await {
@@ -123,6 +134,7 @@ fn forwardable(command: &Command) -> Option<std::path::PathBuf> {
         Command::Backtest(a) => a.log.embedded_dir(),
         Command::Reverse(a) => a.log.embedded_dir(),
         Command::Label(a) => a.log.embedded_dir(),
+        Command::Forget(a) => a.log.embedded_dir(),
         _ => None,
     }
 }
@@ -210,6 +222,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(a) => token::run(a).await,
         Command::Drill(a) => drill::run(a).await,
         Command::CheckConfig(a) => check_config::run(a).await,
+        Command::Forget(a) => forget::run(a).await,
     }
 }
 
@@ -222,6 +235,97 @@ struct Opened {
     outcomes: ballast::projection::outcomes::OutcomeView,
     projections: ballast::projection::Projections,
     store: ballast::log::SledStore,
+    /// The vault's records (views ask it only whether a user's keys still exist).
+    vault: std::sync::Arc<ballast::vault::SledVaultStore>,
+    /// Where reveals are recorded.
+    reveals: std::sync::Arc<dyn ballast::log::EventLog>,
+}
+
+impl Opened {
+    /// Masks views: `[REDACTED:kind]`, `[FORGOTTEN:kind]`.
+    fn masker(&self) -> ballast::vault::view::Masker<'_> {
+        ballast::vault::view::Masker::new(Some(self.vault.as_ref()))
+    }
+
+    /// Records a reveal of `turn` by this CLI's operator, then opens the vault with the master
+    /// key ($BALLAST_MASTER_KEY_FILE, else the data dir's development key — never a new one).
+    async fn reveal(
+        &self,
+        dir: &Path,
+        turn: ballast::ids::TurnId,
+        tenant: &str,
+        surface: &str,
+        reason: Option<&str>,
+        operator: &Option<String>,
+    ) -> anyhow::Result<ballast::vault::Vault> {
+        use ballast::vault::{DEV_KEY_FILE, MASTER_KEY_ENV, Vault};
+        let master = match env_var(MASTER_KEY_ENV) {
+            Some(path) => Vault::read_master(Path::new(&path))?,
+            None if dir.join(DEV_KEY_FILE).exists() => Vault::read_master(&dir.join(DEV_KEY_FILE))?,
+            None => anyhow::bail!(
+                "revealing needs the master key: set ${MASTER_KEY_ENV} to the file `serve` or `worker` uses"
+            ),
+        };
+        let who = operator_name(operator);
+        let r = ballast::vault::reveal::Reveal::new(
+            turn,
+            tenant,
+            &who,
+            vec!["local".into()],
+            surface,
+            reason,
+            ballast::clock::Clock::now_ms(&ballast::clock::SystemClock),
+        )?;
+        ballast::vault::reveal::record(self.reveals.as_ref(), &[r]).await?;
+        let detector = ballast::guard::Redactor::builtin();
+        Ok(Vault::new(master, self.vault.clone(), detector))
+    }
+}
+
+/// `--reveal`: cleartext instead of `[REDACTED:kind]`, recorded in the reveals log first.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RevealArgs {
+    /// Show personal values in clear (needs the master key: $BALLAST_MASTER_KEY_FILE, or the
+    /// data dir's development key). Recorded — who, when, which turn, why — before anything
+    /// is shown.
+    #[arg(long, requires = "reason")]
+    reveal: bool,
+    /// Why the values are revealed (kept with the reveal).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who reveals (default $BALLAST_OPERATOR, else $USER).
+    #[arg(long)]
+    operator: Option<String>,
+}
+
+impl RevealArgs {
+    /// Masks `events` (one turn's), or reveals them after recording the reveal.
+    async fn show(
+        &self,
+        opened: &Opened,
+        dir: &Path,
+        turn: ballast::ids::TurnId,
+        surface: &str,
+        events: &mut [ballast::event::Event],
+    ) -> anyhow::Result<()> {
+        if !self.reveal {
+            opened.masker().events(events);
+            return Ok(());
+        }
+        let tenant = events.first().map(|e| e.tenant.clone()).unwrap_or_default();
+        let vault = opened
+            .reveal(
+                dir,
+                turn,
+                &tenant,
+                surface,
+                self.reason.as_deref(),
+                &self.operator,
+            )
+            .await?;
+        ballast::vault::view::reveal_events(&vault, events);
+        Ok(())
+    }
 }
 
 /// Where the read commands find the turn log.
@@ -300,25 +404,37 @@ async fn open_raw(
                 events: emb.events.clone(),
                 codecs: emb.codecs.clone(),
                 store: emb.store.clone(),
+                vault: emb.vault_store.clone(),
+                reveals: emb.reveals.clone(),
             });
         }
     }
-    let (events, codecs, store): (std::sync::Arc<dyn ballast::log::EventLog>, _, _) =
-        match bootstrap {
-            None => {
-                let emb = Embedded::open(dir, 0)?;
-                (emb.events.clone(), emb.codecs.clone(), emb.store.clone())
-            }
-            Some(b) => {
-                let store = ballast::log::SledStore::open(dir)?;
-                let codecs = ballast::embedded::load_codecs(&store)?;
-                let topics = ballast::kafka::Topics::new(topic_prefix);
-                let cfg = ballast::log::kafka::KafkaConfig::new(b);
-                let events =
-                    std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.events).await?);
-                (events, codecs, store)
-            }
-        };
+    type Log = std::sync::Arc<dyn ballast::log::EventLog>;
+    let (events, codecs, store, reveals): (Log, _, _, Log) = match bootstrap {
+        None => {
+            let emb = Embedded::open(dir, 0)?;
+            (
+                emb.events.clone(),
+                emb.codecs.clone(),
+                emb.store.clone(),
+                emb.reveals.clone(),
+            )
+        }
+        Some(b) => {
+            let store = ballast::log::SledStore::open(dir)?;
+            let codecs = ballast::embedded::load_codecs(&store)?;
+            let topics = ballast::kafka::Topics::new(topic_prefix);
+            let cfg = ballast::log::kafka::KafkaConfig::new(b);
+            let events =
+                std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.events).await?);
+            let reveals =
+                std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.reveals).await?);
+            (events, codecs, store, reveals)
+        }
+    };
+    let vault = std::sync::Arc::new(
+        ballast::vault::SledVaultStore::open(&store).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     let index = TurnIndex::open(&store)?;
     let outcomes = ballast::projection::outcomes::OutcomeView::open(&store)?;
     let projections = ballast::projection::Projections::standard(&store)?;
@@ -329,6 +445,8 @@ async fn open_raw(
         outcomes,
         projections,
         store,
+        vault,
+        reveals,
     })
 }
 

@@ -32,6 +32,11 @@ pub struct ServeArgs {
     /// with `ballast token`).
     #[arg(long)]
     auth: Option<PathBuf>,
+    /// Without a master key ([vault] master_key_file, $BALLAST_MASTER_KEY_FILE), seal personal
+    /// values with a development key kept in the data dir (made on first use) instead of
+    /// refusing to start. For demos and tests only.
+    #[arg(long)]
+    dev_key: bool,
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -59,6 +64,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     opts.service_latency_ms = a.service_latency_ms;
     opts.auth = a.auth;
     opts.commands = Some(super::local_handler());
+    opts.dev_key = a.dev_key;
     run_serve(opts, rx, |addr| {
         // Tests and scripts read the address from this line.
         let _ = super::emit(&format!("listening on http://{addr}\n"));

@@ -11,15 +11,24 @@ pub struct TraceArgs {
     /// Print a JSON array of events (flat: envelope fields, kind, payload fields, offset).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    reveal: super::RevealArgs,
 }
 
 pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
     let opened = super::open_log(&a.log).await?;
     let (log, codecs, index) = (&opened.events, &opened.codecs, &opened.index);
     let found = ballast::operator::read_turn(log.as_ref(), codecs, index, a.turn_id).await?;
-    let Some((partition, events)) = found.filter(|(_, e)| !e.is_empty()) else {
+    let Some((partition, mut events)) = found.filter(|(_, e)| !e.is_empty()) else {
         anyhow::bail!("turn {} is not in {}", a.turn_id, a.log.data_dir.display());
     };
+    let mut bare: Vec<_> = events.iter().map(|(_, e)| e.clone()).collect();
+    a.reveal
+        .show(&opened, &a.log.data_dir, a.turn_id, "cli-trace", &mut bare)
+        .await?;
+    for ((_, e), shown) in events.iter_mut().zip(bare) {
+        *e = shown;
+    }
     if a.json {
         let arr: Vec<_> = events
             .iter()

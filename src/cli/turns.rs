@@ -14,17 +14,21 @@ pub struct TurnsArgs {
 pub async fn run(a: TurnsArgs) -> anyhow::Result<()> {
     let opened = super::open_log(&a.log).await?;
     let index = &opened.index;
+    let mut masker = opened.masker();
     let mut out = String::new();
     for e in index.all()? {
         if a.json {
             // The reply and the steps come from the turn's outcome record (redacted like it).
-            let record = opened.outcomes.get(e.turn_id)?;
+            let record = opened.outcomes.get(e.turn_id)?.map(|mut r| {
+                masker.outcome(&mut r);
+                r
+            });
             let line = serde_json::json!({
                 "turn_id": e.turn_id.to_string(),
                 "status": e.status,
                 "outcome": e.outcome,
                 "tenant": e.tenant,
-                "user_id": e.user_id,
+                "user_id": masker.user(&e.tenant, &e.user_id),
                 "latency_ms": e.latency_ms,
                 "events": e.events,
                 "session_id": e.session_id,

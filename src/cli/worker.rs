@@ -49,6 +49,22 @@ pub struct WorkerArgs {
     /// Where to serve Prometheus `/metrics` (port 0 picks a free one).
     #[arg(long, default_value = ballast::telemetry::exporter::DEFAULT_METRICS_ADDR)]
     metrics_addr: std::net::SocketAddr,
+    /// Without a master key ([vault] master_key_file, $BALLAST_MASTER_KEY_FILE), seal personal
+    /// values with this machine's development key (~/.cache/ballast/dev-master.key, made on
+    /// first use and shared by its workers) instead of refusing to start. Demos and tests only:
+    /// workers on other machines cannot read what it seals.
+    #[arg(long)]
+    dev_key: bool,
+}
+
+/// Where `worker --dev-key` keeps the machine's development key: one for all its workers,
+/// whose data dirs differ (and default to temporary ones).
+fn dev_key_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("ballast")
 }
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
@@ -74,6 +90,14 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
             (t.path().to_path_buf(), Some(t))
         }
     };
+    let configured = loaded
+        .as_ref()
+        .and_then(|l| l.config.vault.master_key_file.clone());
+    let (master, source) = ballast::vault::Vault::resolve_master(
+        configured.as_deref(),
+        a.dev_key.then(dev_key_dir).as_deref(),
+    )?;
+    source.announce();
     let (planes, intake) = match loaded {
         Some(mut l) => {
             std::fs::create_dir_all(&dir)?;
@@ -92,6 +116,10 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         ),
     };
     let (exec, control, _watcher) = (planes.exec, planes.control, planes.watcher);
+    let guards = control.config().guards.clone();
+    let detector =
+        ballast::guard::Redactor::with_options(&guards.redact_patterns, guards.redact_ip_addresses)
+            .map_err(|e| anyhow::anyhow!("[guards] redact_patterns: {e}"))?;
     let (tx, rx) = shutdown::channel();
     shutdown::on_signals(tx);
     let (_, metrics) =
@@ -105,6 +133,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         worker: WorkerConfig::default(),
         session_timeout_ms: a.session_timeout_ms,
         intake,
+        vault: Some(ballast::kafka::worker::VaultOptions { master, detector }),
     };
     run_worker(opts, exec, Some(control), None, rx).await?;
     metrics.abort();

@@ -43,6 +43,17 @@ pub struct BallastConfig {
     /// asserting more are dead-lettered. API requests are bounded by their token instead.
     #[serde(default)]
     pub intake: crate::control::claims::IntakeTrust,
+    #[serde(default)]
+    pub vault: VaultConfig,
+}
+
+/// `[vault]`: where the master key is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultConfig {
+    /// A file holding 32 random bytes, hex-encoded (`openssl rand -hex 32`); relative to this
+    /// file. Unset: `$BALLAST_MASTER_KEY_FILE`.
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +228,9 @@ pub(crate) fn resolve_paths(config: &mut BallastConfig, base: &Path) {
         resolve(p);
     }
     if let Some(p) = config.catalog.as_mut() {
+        resolve(p);
+    }
+    if let Some(p) = config.vault.master_key_file.as_mut() {
         resolve(p);
     }
 }

@@ -267,10 +267,18 @@ pub async fn run(
     }
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
+    // The demo seals its personal values with a development key in its data dir.
+    let guards = control.config().guards.clone();
+    let detector =
+        crate::guard::Redactor::with_options(&guards.redact_patterns, guards.redact_ip_addresses)
+            .unwrap_or_else(|_| crate::guard::Redactor::builtin());
+    let master = crate::vault::Vault::dev_master(&opts.data_dir)
+        .map_err(|e| DemoError::Runtime(RuntimeError::Vault(e)))?;
     let deps = emb
         .deps(exec, control)
         .with_outcomes(out_tx)
-        .with_effect_bound(opts.worker.max_concurrent_effects);
+        .with_effect_bound(opts.worker.max_concurrent_effects)
+        .with_vault(emb.vault(master, detector));
     let worker = Worker::new(deps, opts.worker.clone());
     let stats = worker.stats();
     let (stop_tx, stop_rx) = watch::channel(false);

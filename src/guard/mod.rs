@@ -64,6 +64,8 @@ pub struct GuardConfig {
     /// stops it (`loop.cost_growth`): step k may be asked while the spend is at most k × this.
     /// 0: off.
     pub step_cost_micros: i64,
+    /// Treat IPv4 and IPv6 addresses as personal data (off: they are usually infrastructure).
+    pub redact_ip_addresses: bool,
 }
 
 impl Default for GuardConfig {
@@ -86,6 +88,7 @@ impl Default for GuardConfig {
             handoff_ttl_ms: 30 * 60 * 1000,
             constrained_documents: 1,
             step_cost_micros: 0,
+            redact_ip_addresses: false,
         }
     }
 }
@@ -130,7 +133,7 @@ impl Guards {
     pub fn new(config: GuardConfig, catalog: &Catalog) -> Result<Self, String> {
         Ok(Guards {
             schemas: schema::Schemas::compile(catalog),
-            redactor: Redactor::new(&config.redact_patterns)?,
+            redactor: Redactor::with_options(&config.redact_patterns, config.redact_ip_addresses)?,
             config,
         })
     }

@@ -16,6 +16,7 @@ use super::detect::{self, Check};
 
 pub use super::detect::{iban_valid, luhn};
 
+#[derive(Clone)]
 struct Rule {
     kind: String,
     re: Regex,
@@ -34,6 +35,7 @@ pub struct Found {
 }
 
 /// Compiled detection rules.
+#[derive(Clone)]
 pub struct Redactor {
     rules: Vec<Rule>,
 }

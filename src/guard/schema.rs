@@ -79,7 +79,21 @@ impl Schemas {
         }
         let v = self.args.get(tool)?;
         let instance: serde_json::Value = match serde_json::from_str(args_json) {
-            Ok(i) => i,
+            // A value the vault tokenized is checked as a value of its kind would be: the tool
+            // will get the real one.
+            Ok(mut i) => {
+                crate::vault::token::map_json(&mut i, &mut |s| {
+                    if crate::vault::token::is_token(s) {
+                        crate::vault::token::find(s).first().map_or_else(
+                            || s.to_string(),
+                            |t| crate::vault::token::sample(&t.kind).to_string(),
+                        )
+                    } else {
+                        s.to_string()
+                    }
+                });
+                i
+            }
             Err(e) => {
                 return Some(Trip::new(
                     "schema",

@@ -37,8 +37,15 @@ pub struct KafkaDemoOptions {
 }
 
 fn spawn_worker(opts: &KafkaDemoOptions, i: usize) -> std::io::Result<Child> {
-    Command::new(&opts.exe)
-        .arg("worker")
+    let mut cmd = Command::new(&opts.exe);
+    // The workers share one master key: the user's, else the demo's development key.
+    if std::env::var_os(crate::vault::MASTER_KEY_ENV).is_none() {
+        cmd.env(
+            crate::vault::MASTER_KEY_ENV,
+            opts.data_dir.join(crate::vault::DEV_KEY_FILE),
+        );
+    }
+    cmd.arg("worker")
         .args(["--bootstrap", &opts.kafka.bootstrap])
         .args(["--group", &format!("{}-demo", opts.topics.events)])
         .args([
@@ -98,6 +105,12 @@ pub async fn run(
     index.catch_up(events.as_ref(), &codecs.events).await?;
     let events_before = log_end(events.as_ref()).await;
 
+    if std::env::var_os(crate::vault::MASTER_KEY_ENV).is_none() {
+        crate::vault::Vault::dev_master(&opts.data_dir)
+            .map_err(|e| DemoError::Runtime(crate::runtime::RuntimeError::Vault(e)))?;
+        crate::vault::MasterKeySource::Dev(opts.data_dir.join(crate::vault::DEV_KEY_FILE))
+            .announce();
+    }
     let mut workers = Vec::with_capacity(opts.workers);
     for i in 0..opts.workers {
         workers.push(spawn_worker(&opts, i).map_err(DemoError::Spawn)?);

@@ -46,6 +46,7 @@ pub struct KafkaJournals {
     pub outcome_partitions: u32,
     pub dead_letter_partitions: u32,
     pub escalation_partitions: u32,
+    pub vault_partitions: u32,
     pub membership: Option<Arc<dyn GroupMetadata>>,
 }
 
@@ -114,6 +115,7 @@ impl Journals for KafkaJournals {
             transactional: self.transactional,
             outcome_partitions: self.outcome_partitions,
             escalation_partitions: self.escalation_partitions,
+            vault_partitions: self.vault_partitions,
             dead_letter_partitions: self.dead_letter_partitions,
             membership: self.membership.clone(),
         }))
@@ -129,6 +131,7 @@ struct KafkaJournal {
     transactional: bool,
     outcome_partitions: u32,
     escalation_partitions: u32,
+    vault_partitions: u32,
     dead_letter_partitions: u32,
     membership: Option<Arc<dyn GroupMetadata>>,
 }
@@ -163,6 +166,22 @@ impl KafkaJournal {
                     .send_result(record)
                     .map_err(|(e, _)| txn_error("produce", e))
             };
+        // The vault records the events below use, in the same transaction: both or neither.
+        for (id, value) in &round.vault {
+            let p = super::vault::partition_of(id, self.vault_partitions);
+            let mut record = FutureRecord::to(&self.topics.vault)
+                .partition(p.0 as i32)
+                .key(&id[..]);
+            if let Some(v) = value {
+                record = record.payload(&v[..]);
+            }
+            deliveries.push(
+                self.producer
+                    .send_result(record)
+                    .map_err(|(e, _)| txn_error("produce", e))?,
+            );
+        }
+        let events_at = deliveries.len();
         for r in &round.events {
             deliveries.push(send(
                 &self.topics.events,
@@ -219,7 +238,9 @@ impl KafkaJournal {
         let mut last_event = None;
         for (i, d) in deliveries.into_iter().enumerate() {
             match d.await {
-                Ok(Ok(delivery)) if i < events => last_event = Some(delivery.offset),
+                Ok(Ok(delivery)) if (events_at..events_at + events).contains(&i) => {
+                    last_event = Some(delivery.offset)
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(txn_error("delivery", e)),
                 Err(_) => return Err(RuntimeError::Log(LogError::Closed)),

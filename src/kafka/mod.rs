@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod journal;
+pub mod vault;
 pub mod worker;
 
 use crate::log::LogError;
@@ -22,6 +23,11 @@ pub struct Topics {
     pub escalations: String,
     /// Request records a worker could not accept, with the reason in the `ballast.reason` header.
     pub dead_letters: String,
+    /// Sealed personal values and wrapped keys (compacted), written in the transaction of the
+    /// events that use them; tombstones when a user or tenant is forgotten.
+    pub vault: String,
+    /// Who saw cleartext of which turn, when and why.
+    pub reveals: String,
 }
 
 pub const DEFAULT_PREFIX: &str = "ballast";
@@ -34,16 +40,20 @@ impl Topics {
             outcomes: format!("{prefix}.outcomes"),
             escalations: format!("{prefix}.escalations"),
             dead_letters: format!("{prefix}.dead-letters"),
+            vault: format!("{prefix}.vault"),
+            reveals: format!("{prefix}.reveals"),
         }
     }
 
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 7] {
         [
             &self.requests,
             &self.events,
             &self.outcomes,
             &self.escalations,
             &self.dead_letters,
+            &self.vault,
+            &self.reveals,
         ]
     }
 }
@@ -65,8 +75,17 @@ pub async fn init(
 ) -> Result<Vec<String>, LogError> {
     for topic in topics.all() {
         // The turn log is the source of truth: never delete by age or size.
-        let configs: &[(&str, &str)] = if topic == topics.events {
+        let configs: &[(&str, &str)] = if topic == topics.events || topic == topics.reveals {
             &[("retention.ms", "-1"), ("retention.bytes", "-1")]
+        } else if topic == topics.vault {
+            // Compacted: the latest record per key forever, and a forgotten key's records
+            // physically gone once the cleaner passes (short segments so it passes soon).
+            &[
+                ("cleanup.policy", "compact"),
+                ("segment.ms", "3600000"),
+                ("min.cleanable.dirty.ratio", "0.01"),
+                ("delete.retention.ms", "3600000"),
+            ]
         } else {
             &[]
         };

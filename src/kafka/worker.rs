@@ -37,6 +37,8 @@ pub enum KafkaWorkerError {
     Runtime(#[from] RuntimeError),
     #[error("state store: {0}")]
     Store(#[from] crate::runtime::state_store::StoreError),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +54,22 @@ pub struct WorkerOptions {
     /// Which end-user claims each tenant's producers may make (`[intake]`); requests asserting
     /// more are dead-lettered.
     pub intake: crate::control::claims::IntakeTrust,
+    /// The vault's master key and detector: personal values are tokenized at intake and at
+    /// the execution plane's edge, sealed in `PREFIX.vault`. `None`: no vault (values stay as
+    /// the guards leave them) — for benches of the bare engine only.
+    pub vault: Option<VaultOptions>,
+}
+
+#[derive(Clone)]
+pub struct VaultOptions {
+    pub master: crate::vault::crypto::Key,
+    pub detector: crate::guard::Redactor,
+}
+
+impl std::fmt::Debug for VaultOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VaultOptions { master: <secret>, .. }")
+    }
 }
 
 /// A running partition actor: its stop switch and its task.
@@ -137,6 +155,19 @@ pub async fn run(
     let escalation_partitions = KafkaLog::open(&opts.kafka, &topics.escalations)
         .await?
         .partitions();
+    let vault = match &opts.vault {
+        Some(v) => {
+            let replica =
+                Arc::new(super::vault::KafkaVault::open(&opts.kafka, topics, &store).await?);
+            replica.sync().await?;
+            let tail =
+                Arc::clone(&replica).spawn_tail(Duration::from_millis(500), shutdown.clone());
+            let vault = crate::vault::Vault::new(v.master, replica.local(), v.detector.clone())
+                .with_replica(replica.clone());
+            Some((Arc::new(vault), replica, tail))
+        }
+        None => None,
+    };
     if requests.partitions() != events.partitions() {
         return Err(LogError::PartitionMismatch {
             name: topics.requests.clone(),
@@ -178,6 +209,7 @@ pub async fn run(
         outcome_partitions,
         dead_letter_partitions,
         escalation_partitions,
+        vault_partitions: vault.as_ref().map_or(1, |(_, r, _)| r.partitions()),
         membership: Some(Arc::clone(&consumer) as Arc<dyn super::journal::GroupMetadata>),
     };
     let mut deps = Deps::new(events.clone(), requests.clone(), codecs, exec, state)
@@ -189,6 +221,9 @@ pub async fn run(
     }
     if let Some(tx) = outcomes {
         deps = deps.with_outcomes(tx);
+    }
+    if let Some((v, _, _)) = &vault {
+        deps = deps.with_vault(Arc::clone(v));
     }
     let worker = Worker::new(deps, opts.worker.clone());
 
@@ -288,6 +323,9 @@ pub async fn run(
     drop(member_rx);
     stop_polling.store(true, Ordering::SeqCst);
     let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    if let Some((_, _, tail)) = vault {
+        tail.abort();
+    }
     Ok(())
 }
 

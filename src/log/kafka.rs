@@ -221,6 +221,53 @@ impl KafkaLog {
         })
     }
 
+    /// Appends records, `None` values as tombstones (null payloads, which compaction removes
+    /// with the key); returns the first record's offset once durable.
+    pub async fn produce(
+        &self,
+        partition: Partition,
+        records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<Offset> {
+        check_partition(partition, self.inner.partitions)?;
+        if records.is_empty() {
+            return self.end(partition).await;
+        }
+        let _serial = self.inner.append_locks[partition.0 as usize].lock().await;
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (key, value) in &records {
+            let mut record = FutureRecord::to(&self.inner.topic)
+                .partition(partition.0 as i32)
+                .key(&key[..]);
+            if let Some(v) = value {
+                record = record.payload(&v[..]);
+            }
+            loop {
+                match self.inner.producer.send_result(record) {
+                    Ok(d) => {
+                        deliveries.push(d);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(kafka_error(e)),
+                }
+            }
+        }
+        let mut base = None;
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(delivery)) => {
+                    base.get_or_insert(delivery.offset);
+                }
+                Ok(Err((e, _))) => return Err(kafka_error(e)),
+                Err(_) => return Err(LogError::Closed),
+            }
+        }
+        Ok(Offset(base.unwrap_or(0).max(0) as u64))
+    }
+
     pub fn topic(&self) -> &str {
         &self.inner.topic
     }
@@ -281,42 +328,11 @@ impl EventLog for KafkaLog {
     }
 
     async fn append(&self, partition: Partition, records: Vec<Record>) -> Result<Offset> {
-        check_partition(partition, self.inner.partitions)?;
-        if records.is_empty() {
-            return self.end(partition).await;
-        }
-        let _serial = self.inner.append_locks[partition.0 as usize].lock().await;
-        let mut deliveries = Vec::with_capacity(records.len());
-        for r in &records {
-            let mut record = FutureRecord::to(&self.inner.topic)
-                .partition(partition.0 as i32)
-                .key(&r.key[..])
-                .payload(&r.value[..]);
-            loop {
-                match self.inner.producer.send_result(record) {
-                    Ok(d) => {
-                        deliveries.push(d);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => return Err(kafka_error(e)),
-                }
-            }
-        }
-        let mut base = None;
-        for d in deliveries {
-            match d.await {
-                Ok(Ok(delivery)) => {
-                    base.get_or_insert(delivery.offset);
-                }
-                Ok(Err((e, _))) => return Err(kafka_error(e)),
-                Err(_) => return Err(LogError::Closed),
-            }
-        }
-        Ok(Offset(base.unwrap_or(0).max(0) as u64))
+        let records = records
+            .into_iter()
+            .map(|r| (r.key, Some(r.value)))
+            .collect();
+        self.produce(partition, records).await
     }
 
     async fn read(&self, partition: Partition, from: Offset, max: usize) -> Result<Vec<Stored>> {

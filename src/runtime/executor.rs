@@ -8,10 +8,12 @@ use crate::event::ToolFailureKind;
 use crate::exec::{ExecutionPlane, PlanRequest};
 use crate::ids::TurnId;
 use crate::turn::{Effect, ExecFailure, Input, ToolFailure, ToolSuccess};
+use crate::vault::{Vault, VaultRecord};
 
 pub(crate) enum Msg {
-    /// An effect finished (one per dispatched effect, panics included).
-    Effect(TurnId, Input),
+    /// An effect finished (one per dispatched effect, panics included), with the vault records
+    /// its tokens need (committed in the round that records the input).
+    Effect(TurnId, Input, Vec<VaultRecord>),
     /// A retry timer fired.
     Timer(TurnId, Input),
 }
@@ -33,16 +35,16 @@ impl Completion {
         }
     }
 
-    pub(crate) fn send(mut self, input: Input) {
+    pub(crate) fn send(mut self, input: Input, records: Vec<VaultRecord>) {
         self.fallback = None;
-        let _ = self.tx.send(Msg::Effect(self.turn, input));
+        let _ = self.tx.send(Msg::Effect(self.turn, input, records));
     }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
         if let Some(input) = self.fallback.take() {
-            let _ = self.tx.send(Msg::Effect(self.turn, input));
+            let _ = self.tx.send(Msg::Effect(self.turn, input, Vec::new()));
         }
     }
 }
@@ -87,11 +89,33 @@ fn timed_out(what: &str) -> ExecFailure {
     }
 }
 
+/// Executes an effect at the edge of the execution plane: with a vault, the plane is given
+/// cleartext (tokens back to values) and what it answers is tokenized before the state machine
+/// sees it; the vault records those tokens need come back with the input.
+pub(crate) async fn execute_at_edge(
+    plane: &ExecutionPlane,
+    vault: Option<&Vault>,
+    effect: Effect,
+) -> Option<(Input, Vec<VaultRecord>)> {
+    let Some(vault) = vault else {
+        return execute(plane, effect).await.map(|i| (i, Vec::new()));
+    };
+    match super::edge::reveal(vault, effect) {
+        Ok((effect, who)) => {
+            let input = execute(plane, effect).await?;
+            Some(super::edge::conceal(vault, &who, input))
+        }
+        // The vault cannot be read: the effect does not run on tokens. Retryable, like any
+        // outage of a dependency.
+        Err((effect, e)) => Some((super::edge::unavailable(&effect, &e), Vec::new())),
+    }
+}
+
 /// Executes a Retrieve, Plan or CallTool effect. Other effects are the actor's own.
 /// Every call is bounded in time, so a drain never waits on a hung dependency.
 pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<Input> {
     Some(match effect {
-        Effect::Retrieve { turn_id, query } => Input::Retrieved(
+        Effect::Retrieve { turn_id, query, .. } => Input::Retrieved(
             tokio::time::timeout(PLANE_TIMEOUT, plane.retriever.retrieve(turn_id, &query))
                 .await
                 .unwrap_or_else(|_| Err(timed_out("retriever"))),

@@ -22,6 +22,9 @@ pub struct Round {
     pub escalations: Vec<Record>,
     /// Request records that arrived on the wrong request-log partition, to append to theirs.
     pub forwards: Vec<(Partition, Record)>,
+    /// Sealed values and wrapped keys the round's tokens need: durable before (embedded) or
+    /// with (Kafka) the events that reference them.
+    pub vault: Vec<crate::vault::VaultRecord>,
     /// Every request before this offset has been turned into events or a dead letter.
     pub inbox_next: Offset,
 }
@@ -33,6 +36,7 @@ impl Round {
             && self.dead_letters.is_empty()
             && self.escalations.is_empty()
             && self.forwards.is_empty()
+            && self.vault.is_empty()
     }
 }
 
@@ -68,6 +72,8 @@ pub struct LogJournals {
     /// The request log, where misrouted requests are passed on to their partition.
     pub requests: Option<Arc<dyn EventLog>>,
     pub store: Arc<dyn StateStore>,
+    /// Where vault records go (the data dir's vault tree).
+    pub vault: Option<Arc<dyn crate::vault::VaultStore>>,
 }
 
 struct LogJournal {
@@ -76,6 +82,7 @@ struct LogJournal {
     escalations: Option<Arc<dyn EventLog>>,
     requests: Option<Arc<dyn EventLog>>,
     store: Arc<dyn StateStore>,
+    vault: Option<Arc<dyn crate::vault::VaultStore>>,
 }
 
 #[async_trait]
@@ -87,6 +94,7 @@ impl Journals for LogJournals {
             escalations: self.escalations.clone(),
             requests: self.requests.clone(),
             store: Arc::clone(&self.store),
+            vault: self.vault.clone(),
         }))
     }
 }
@@ -98,6 +106,20 @@ impl Journal for LogJournal {
         partition: Partition,
         round: Round,
     ) -> Result<Option<Offset>, RuntimeError> {
+        // The vault first: a token in a durable event always has its value (a crash between
+        // leaves values no event names yet, which the next round writes again, identically).
+        if !round.vault.is_empty() {
+            match &self.vault {
+                Some(v) => v.apply(&round.vault).map_err(|e| {
+                    RuntimeError::Store(super::state_store::StoreError::from_display(e))
+                })?,
+                None => {
+                    return Err(RuntimeError::Snapshot(
+                        "vault records but no vault store to keep them".into(),
+                    ));
+                }
+            }
+        }
         // Forwards first: a crash after them and before the events re-forwards on recovery, and
         // the home partition drops the second copy by turn id.
         if let Some(log) = &self.requests {

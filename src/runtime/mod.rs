@@ -1,6 +1,7 @@
 //! The runtime executes what the state machine decides: one actor per owned partition, effects
 //! run concurrently under a global bound, results fed back as inputs.
 
+mod edge;
 mod executor;
 pub mod journal;
 mod partition;
@@ -41,6 +42,8 @@ pub enum RuntimeError {
     /// Another worker owns the partition now (Kafka producer fencing): stop, do not retry.
     #[error("fenced: {0}")]
     Fenced(String),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
 }
 
 impl RuntimeError {
@@ -50,6 +53,7 @@ impl RuntimeError {
             RuntimeError::Log(e) => e.is_retryable(),
             RuntimeError::Store(_) | RuntimeError::Task(_) => true,
             RuntimeError::Codec(_) | RuntimeError::Snapshot(_) | RuntimeError::Fenced(_) => false,
+            RuntimeError::Vault(e) => e.is_retryable(),
         }
     }
 }
@@ -143,6 +147,10 @@ pub struct Deps {
     /// request log is written only by Ballast itself (the embedded API checked the token), so
     /// its records are trusted as they are.
     pub intake: Option<Arc<crate::control::claims::IntakeTrust>>,
+    /// Where personal values go: tokenized at intake and at the edge of the execution plane,
+    /// cleartext given to the model and tools only. `None`: no vault (values are redacted,
+    /// irreversibly, by the guards).
+    pub vault: Option<Arc<crate::vault::Vault>>,
 }
 
 impl Deps {
@@ -167,6 +175,7 @@ impl Deps {
                 escalations: None,
                 requests: Some(Arc::clone(&requests)),
                 store: Arc::clone(&store),
+                vault: None,
             }),
             events,
             requests,
@@ -183,7 +192,14 @@ impl Deps {
             )),
             stats: Arc::new(RuntimeStats::default()),
             intake: None,
+            vault: None,
         }
+    }
+
+    /// Tokenizes personal values through `vault` (see [`Deps::vault`]).
+    pub fn with_vault(mut self, vault: Arc<crate::vault::Vault>) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// Checks every request's claims against `trust` (dead-lettering the rest).

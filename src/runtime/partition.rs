@@ -89,6 +89,8 @@ pub(crate) struct PartitionActor {
     dead_letters: Vec<DeadLetter>,
     /// Misrouted requests to pass on to their routing partition with the next round.
     forwards: Vec<(Partition, Record)>,
+    /// Vault records the tokens of the next round's events need (committed with them).
+    vault_records: Vec<crate::vault::VaultRecord>,
     /// The user and tenant budget accounts of this partition (rebuilt from the log).
     ledger: Ledger,
     budgets: BudgetLimits,
@@ -147,7 +149,10 @@ pub(crate) async fn run_partition(
             }
             Some(msg) = rx.recv() => actor.accept(msg, &mut inputs),
             batch = inbox.next_batch(room), if room > 0 && !draining => {
-                actor.intake(batch?, &mut inputs)?;
+                let batch = batch?;
+                let deps = Arc::clone(&actor.deps);
+                PartitionActor::settle_tenants(&deps, cfg.max_request_bytes, &batch).await?;
+                actor.intake(batch, &mut inputs)?;
                 actor.reopen_turns(&mut inputs).await?;
             }
         }
@@ -174,6 +179,11 @@ impl PartitionActor {
         // Fence any previous owner first (Kafka: its open transaction is aborted), so the log
         // read below is stable and nobody else can still append to it.
         let journal = deps.journals.open(partition).await?;
+        // A shared vault's replica holds every record the previous owner committed before the
+        // turns it wrote them for are resumed here.
+        if let Some(v) = &deps.vault {
+            v.catch_up().await?;
+        }
         let end = deps.events.end(partition).await?.0;
         let snapshot = match deps.store.load_snapshot(partition)? {
             None => None,
@@ -305,6 +315,7 @@ impl PartitionActor {
             journal,
             dead_letters: Vec::new(),
             forwards: Vec::new(),
+            vault_records: Vec::new(),
             ledger,
             budgets,
             breakers,
@@ -351,8 +362,9 @@ impl PartitionActor {
 
     fn accept(&mut self, msg: Msg, inputs: &mut Vec<(TurnId, Input)>) {
         match msg {
-            Msg::Effect(turn, input) => {
+            Msg::Effect(turn, input, records) => {
                 self.in_flight = self.in_flight.saturating_sub(1);
+                self.vault_records.extend(records);
                 if let Entry::Occupied(mut o) = self.busy.entry(turn) {
                     *o.get_mut() -= 1;
                     if *o.get() == 0 {
@@ -365,6 +377,30 @@ impl PartitionActor {
         }
     }
 
+    /// A shared vault agrees on a tenant's key before the tenant's first request is tokenized
+    /// (an async round trip through the log, once per tenant).
+    async fn settle_tenants(
+        deps: &Deps,
+        max_request_bytes: usize,
+        batch: &[Stored],
+    ) -> Result<(), RuntimeError> {
+        let Some(vault) = deps.vault.as_ref().filter(|v| v.shared()) else {
+            return Ok(());
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for stored in batch {
+            if stored.value.len() > max_request_bytes {
+                continue;
+            }
+            if let Ok(Inbound::Request(r)) = deps.codecs.decode_inbound(&stored.value) {
+                if seen.insert(r.tenant.clone()) {
+                    vault.ensure_tenant(&r.tenant).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Turns request records into inputs; bad or misrouted records become dead letters.
     fn intake(
         &mut self,
@@ -373,11 +409,18 @@ impl PartitionActor {
     ) -> Result<(), RuntimeError> {
         for stored in batch {
             self.inbox_next = self.inbox_next.max(stored.offset.0 + 1);
+            // With a vault, a raw request is never copied elsewhere: the dead letter points at
+            // it in the request log (whose retention its producers set).
+            let keep_payload = self.deps.vault.is_none();
             let dead = |reason: String| DeadLetter {
                 partition: self.partition,
                 offset: stored.offset,
                 reason,
-                payload: stored.value.clone(),
+                payload: if keep_payload {
+                    stored.value.clone()
+                } else {
+                    Vec::new()
+                },
             };
             if stored.value.len() > self.cfg.max_request_bytes {
                 self.dead_letters.push(dead(format!(
@@ -422,7 +465,10 @@ impl PartitionActor {
             };
             let key = crate::ids::routing_key(&request.tenant, &request.user_id);
             let home = self.deps.events.partition_for(&key);
-            if home != self.partition {
+            // A request whose user id is already a token was routed by the raw id when it was
+            // submitted (the API tokenizes before writing); only raw requests can be checked.
+            let tokenized = crate::vault::token::is_token(&request.user_id);
+            if home != self.partition && !tokenized {
                 // A producer on another partitioner (librdkafka's consistent_random, the
                 // default of confluent-kafka) put it here: pass it on to the partition that
                 // decides this user's turns, in the same round as consuming it here.
@@ -440,13 +486,24 @@ impl PartitionActor {
                     ));
                 } else {
                     self.dead_letters.push(dead(format!(
-                        "turn {} of {}/{} belongs to partition {home}, which the request log does not have",
-                        request.turn_id, request.tenant, request.user_id
+                        "turn {} of tenant {} belongs to partition {home}, which the request log does not have",
+                        request.turn_id, request.tenant
                     )));
                 }
                 continue;
             }
             let mut request = request;
+            if let Some(vault) = &self.deps.vault {
+                match vault.tokenize_request(&mut request) {
+                    Ok(records) => self.vault_records.extend(records),
+                    // Not kept in clear, not lost: the partition restarts and reads it again.
+                    Err(e) => {
+                        return Err(RuntimeError::Store(
+                            super::state_store::StoreError::from_display(e),
+                        ));
+                    }
+                }
+            }
             if let Some(trust) = &self.deps.intake {
                 match trust.apply(&request.tenant, &request.attributes) {
                     Ok(attributes) => request.attributes = attributes,
@@ -495,7 +552,11 @@ impl PartitionActor {
         inputs: Vec<(TurnId, Input)>,
         draining: bool,
     ) -> Result<(), RuntimeError> {
-        if inputs.is_empty() && self.dead_letters.is_empty() && self.forwards.is_empty() {
+        if inputs.is_empty()
+            && self.dead_letters.is_empty()
+            && self.forwards.is_empty()
+            && self.vault_records.is_empty()
+        {
             return Ok(());
         }
         let deps = Arc::clone(&self.deps);
@@ -532,6 +593,7 @@ impl PartitionActor {
         let mut round = Round {
             dead_letters: std::mem::take(&mut self.dead_letters),
             forwards: std::mem::take(&mut self.forwards),
+            vault: std::mem::take(&mut self.vault_records),
             ..Round::default()
         };
         let mut started = Vec::new();
@@ -551,11 +613,14 @@ impl PartitionActor {
                     if r.rung == crate::event::EscalationRung::HumanHandoff =>
                 {
                     if let Some(state) = self.turns.get(&e.turn_id) {
+                        // Published records are views: tokens leave as `[REDACTED:kind]`
+                        // (an operator reveals a turn through the API, and that is recorded).
+                        use crate::vault::view::redact_all;
                         let handoff = crate::event::Handoff {
                             turn_id: e.turn_id,
                             tenant: e.tenant.clone(),
-                            user_id: state.user_id.clone(),
-                            reason: r.reason.clone(),
+                            user_id: redact_all(&state.user_id),
+                            reason: redact_all(&r.reason),
                             call_id: r.call_id.clone(),
                             raised_at_ms: e.at_ms,
                             deadline_ms: r.deadline_ms.unwrap_or(i64::MAX),
@@ -565,8 +630,10 @@ impl PartitionActor {
                                 .filter_map(|r| serde_json::to_value(r).ok())
                                 .filter_map(|v| v.as_str().map(str::to_owned))
                                 .collect(),
-                            trace_json: serde_json::to_string(state)
-                                .map_err(|e| RuntimeError::Snapshot(e.to_string()))?,
+                            trace_json: redact_all(
+                                &serde_json::to_string(state)
+                                    .map_err(|e| RuntimeError::Snapshot(e.to_string()))?,
+                            ),
                         };
                         round.escalations.push(Record {
                             key: e.turn_id.key(),
@@ -585,6 +652,8 @@ impl PartitionActor {
                         .get(&e.turn_id)
                         .and_then(|s| s.outcome_record(&s.reason))
                     {
+                        let mut outcome = outcome;
+                        crate::vault::view::Masker::new(None).outcome(&mut outcome);
                         round.outcomes.push(Record {
                             key: e.turn_id.key(),
                             value: deps.codecs.outcomes.encode(&outcome)?,
@@ -598,8 +667,12 @@ impl PartitionActor {
         if !round.is_empty() {
             let n = round.events.len() as u64;
             let dead = round.dead_letters.len() as u64;
+            let vault = (!round.vault.is_empty()).then(|| round.vault.clone());
             if let Some(end) = self.journal.commit(self.partition, round).await? {
                 self.events_end = end.0;
+            }
+            if let (Some(v), Some(records)) = (&deps.vault, vault) {
+                v.committed(&records)?;
             }
             let turns = &self.turns;
             crate::telemetry::record::round_committed(
@@ -807,8 +880,10 @@ impl PartitionActor {
                     let Ok(_permit) = deps.effect_slots.acquire().await else {
                         return;
                     };
-                    if let Some(input) = executor::execute(&deps.exec, effect).await {
-                        completion.send(input);
+                    if let Some((input, records)) =
+                        executor::execute_at_edge(&deps.exec, deps.vault.as_deref(), effect).await
+                    {
+                        completion.send(input, records);
                     }
                 });
             }

@@ -15,7 +15,7 @@ use crate::log::SledStore;
 pub struct StoreError(pub String);
 
 impl StoreError {
-    fn from_display(e: impl std::fmt::Display) -> Self {
+    pub fn from_display(e: impl std::fmt::Display) -> Self {
         StoreError(e.to_string())
     }
 }

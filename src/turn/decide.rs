@@ -157,6 +157,7 @@ impl Builder<'_, '_> {
                 self.state.tenant = request.tenant.clone();
                 // PII never reaches the log: the request is recorded redacted.
                 let (text, found) = self.ctx.guards.redactor.redact(&request.text);
+                let found = super::guarding::pii_kinds(found, &text);
                 if !found.is_empty() {
                     let mut kinds = found.clone();
                     kinds.sort();
@@ -359,6 +360,8 @@ impl Builder<'_, '_> {
         self.effect(Effect::Retrieve {
             turn_id: self.state.turn_id,
             query: self.state.text.clone(),
+            tenant: self.state.tenant.clone(),
+            user_id: self.state.user_id.clone(),
         });
     }
 
@@ -422,7 +425,7 @@ impl Builder<'_, '_> {
             .into_iter()
             .map(|mut step| {
                 let (args, f) = self.ctx.guards.redactor.redact_json_text(&step.args_json);
-                found += f.len();
+                found += super::guarding::pii_kinds(f, &args).len();
                 step.args_json = args;
                 step
             })
@@ -438,7 +441,8 @@ impl Builder<'_, '_> {
         let (content, in_reply) = match p.content {
             Some(c) => {
                 let (text, f) = self.ctx.guards.redactor.redact(&c);
-                (Some(text), f.len())
+                let n = super::guarding::pii_kinds(f, &text).len();
+                (Some(text), n)
             }
             None => (None, 0),
         };

@@ -13,6 +13,9 @@ pub enum Effect {
     Retrieve {
         turn_id: TurnId,
         query: String,
+        /// Whose turn: the vault tokenizes what comes back under this user.
+        tenant: String,
+        user_id: String,
     },
     /// Ask the model for the next step of the loop, sending it the conversation so far.
     Plan {

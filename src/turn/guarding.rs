@@ -27,6 +27,13 @@ impl At {
     }
 }
 
+/// The kinds of personal data in `text` after the edge and the guards handled it: the values
+/// redacted here (`found`) and those the vault tokenized on the way in.
+pub(super) fn pii_kinds(mut found: Vec<String>, text: &str) -> Vec<String> {
+    found.extend(crate::vault::token::find(text).into_iter().map(|t| t.kind));
+    found
+}
+
 impl Builder<'_, '_> {
     pub(super) fn record_trip(&mut self, at: &At, t: &Trip) {
         self.emit(Payload::GuardrailTripped(GuardrailTripped {
@@ -79,7 +86,7 @@ impl Builder<'_, '_> {
                 continue;
             }
             let (snippet, f) = self.ctx.guards.redactor.redact(&d.snippet);
-            found += f.len();
+            found += pii_kinds(f, &snippet).len();
             d.snippet = snippet;
             kept.push(d);
         }
@@ -242,6 +249,7 @@ impl Builder<'_, '_> {
             call_id: Some(call_id.to_string()),
         };
         let (redacted, found) = self.ctx.guards.redactor.redact_json_text(&result_json);
+        let found = pii_kinds(found, &redacted);
         if !found.is_empty() {
             let mut kinds = found.clone();
             kinds.sort();

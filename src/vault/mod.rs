@@ -13,22 +13,20 @@
 //!   sealing is deterministic, so re-sealing a value writes the same bytes).
 
 pub mod crypto;
+mod master;
+pub mod reveal;
 pub mod store;
 pub mod token;
+pub mod view;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crypto::Key;
+pub use master::{DEV_KEY_FILE, MASTER_KEY_ENV, MasterKeySource};
 pub use store::{MemoryVaultStore, SledVaultStore, StoreError, VaultRecord, VaultStore};
 
 use crate::guard::Redactor;
-
-/// The environment variable naming the master key file (else `[vault] master_key_file`).
-pub const MASTER_KEY_ENV: &str = "BALLAST_MASTER_KEY_FILE";
-/// Where `demo`, `drill` and `--dev-key` keep a generated development key, in the data dir.
-pub const DEV_KEY_FILE: &str = "dev-master.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -40,12 +38,19 @@ pub enum VaultError {
     WrongKey(String),
     #[error("sealing failed")]
     Seal,
+    #[error("tenant {0:?} has no agreed key yet (the replica settles it first)")]
+    Unsettled(String),
+    #[error("the shared vault log: {0}")]
+    Replica(String),
 }
 
 impl VaultError {
     /// A store outage may pass; a wrong master key or a failed seal will not.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, VaultError::Store(_))
+        matches!(
+            self,
+            VaultError::Store(_) | VaultError::Unsettled(_) | VaultError::Replica(_)
+        )
     }
 }
 
@@ -65,8 +70,20 @@ impl Tokenized {
     }
 }
 
+/// A vault shared by several processes through a log (Kafka's compacted vault topic): the
+/// local store is a replica of it, and each tenant's key is agreed on before first use.
+#[async_trait::async_trait]
+pub trait VaultReplica: Send + Sync + 'static {
+    /// Applies to the local store every record the log holds now.
+    async fn catch_up(&self) -> Result<(), VaultError>;
+    /// Proposes `wrapped` as `tenant`'s key; returns once the agreed key (the first proposed)
+    /// is in the local store.
+    async fn settle_tenant(&self, tenant: &str, wrapped: Vec<u8>) -> Result<(), VaultError>;
+}
+
 pub struct Vault {
     master: Key,
+    replica: Option<Arc<dyn VaultReplica>>,
     store: Arc<dyn VaultStore>,
     detector: Redactor,
     /// Records made but not yet durable (they travel with their round), so reads see them.
@@ -75,11 +92,11 @@ pub struct Vault {
     keys: Mutex<HashMap<Vec<u8>, Key>>,
 }
 
-fn tenant_key_id(tenant: &str) -> Vec<u8> {
+pub(crate) fn tenant_key_id(tenant: &str) -> Vec<u8> {
     [b"k\0".as_slice(), tenant.as_bytes()].concat()
 }
 
-fn user_key_id(tenant: &str, user: &str) -> Vec<u8> {
+pub(crate) fn user_key_id(tenant: &str, user: &str) -> Vec<u8> {
     [b"u\0", tenant.as_bytes(), b"\0", user.as_bytes()].concat()
 }
 
@@ -126,6 +143,7 @@ impl Vault {
     pub fn new(master: Key, store: Arc<dyn VaultStore>, detector: Redactor) -> Self {
         Vault {
             master,
+            replica: None,
             store,
             detector,
             pending: Mutex::new(HashMap::new()),
@@ -142,33 +160,52 @@ impl Vault {
         )
     }
 
-    /// The master key from `path` (32 bytes, hex).
-    pub fn read_master(path: &Path) -> Result<Key, VaultError> {
-        let err = |message: String| VaultError::MasterKey {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        crypto::parse_master(&text).map_err(err)
+    /// Shares this vault with other processes through `replica` (its store is the replica's).
+    pub fn with_replica(mut self, replica: Arc<dyn VaultReplica>) -> Self {
+        self.replica = Some(replica);
+        self
     }
 
-    /// The development key of a data dir, generated (mode 0600) on first use.
-    pub fn dev_master(dir: &Path) -> Result<Key, VaultError> {
-        let path = dir.join(DEV_KEY_FILE);
-        if !path.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| VaultError::MasterKey {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            let key = crypto::random_key();
-            write_private(&path, &format!("{}\n", hex::encode(key))).map_err(|e| {
-                VaultError::MasterKey {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                }
-            })?;
+    /// Whether tenant keys must be agreed on (a shared vault) before use.
+    pub fn shared(&self) -> bool {
+        self.replica.is_some()
+    }
+
+    /// Brings the local store up to the shared log (nothing to do when not shared).
+    pub async fn catch_up(&self) -> Result<(), VaultError> {
+        match &self.replica {
+            Some(r) => r.catch_up().await,
+            None => Ok(()),
         }
-        Self::read_master(&path)
+    }
+
+    /// Makes sure `tenant` has a key every process agrees on. A local vault creates keys as it
+    /// goes; a shared one proposes a key and takes the first proposed.
+    pub async fn ensure_tenant(&self, tenant: &str) -> Result<(), VaultError> {
+        let Some(replica) = &self.replica else {
+            return Ok(());
+        };
+        let id = tenant_key_id(tenant);
+        if self.get(&id)?.is_some() {
+            return Ok(());
+        }
+        let wrapped =
+            crypto::wrap(&self.master, &crypto::random_key(), &id).ok_or(VaultError::Seal)?;
+        replica.settle_tenant(tenant, wrapped).await?;
+        match self.get(&id)? {
+            Some(_) => Ok(()),
+            None => Err(VaultError::Unsettled(tenant.to_string())),
+        }
+    }
+
+    /// A round's records are durable in the shared log: apply them to the local replica (the
+    /// tail would, later) so reads see them now. A local vault's journal applied them already.
+    pub fn committed(&self, records: &[VaultRecord]) -> Result<(), VaultError> {
+        if self.replica.is_some() {
+            self.store.apply(records)?;
+        }
+        self.settled(records);
+        Ok(())
     }
 
     pub fn store(&self) -> &Arc<dyn VaultStore> {
@@ -223,8 +260,22 @@ impl Vault {
         create: bool,
         out: &mut Vec<VaultRecord>,
     ) -> Result<Option<Key>, VaultError> {
-        if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
-            return Ok(Some(*k));
+        let cached = self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied();
+        if let Some(k) = cached {
+            // A key forgotten by another handle on the store (the CLI, a Kafka tombstone)
+            // must stop working here too: the cache only spares the unwrapping.
+            if self.get(&id)?.is_some() {
+                return Ok(Some(k));
+            }
+            self.keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
         let key = match self.get(&id)? {
             Some(sealed) => crypto::unwrap(wrapping, &sealed, &id).ok_or_else(|| {
@@ -253,8 +304,16 @@ impl Vault {
         create: bool,
         out: &mut Vec<VaultRecord>,
     ) -> Result<Option<Key>, VaultError> {
+        let create_wanted = create;
         let master = self.master;
-        self.key(tenant_key_id(tenant), &master, create, out)
+        // A shared vault never makes a tenant key on the spot: `ensure_tenant` agrees on one.
+        let create = create && self.replica.is_none();
+        match self.key(tenant_key_id(tenant), &master, create, out)? {
+            None if self.replica.is_some() && create_wanted => {
+                Err(VaultError::Unsettled(tenant.to_string()))
+            }
+            k => Ok(k),
+        }
     }
 
     /// The token of a user id: the same for the same user of a tenant.
@@ -424,6 +483,29 @@ impl Vault {
         Ok(())
     }
 
+    /// Tokenizes a request's user id, text, channel and attribute values (what intake and the
+    /// API do before anything records it); the records its tokens need.
+    pub fn tokenize_request(
+        &self,
+        request: &mut crate::event::TurnRequest,
+    ) -> Result<Vec<VaultRecord>, VaultError> {
+        let tenant = request.tenant.clone();
+        let (user, mut acc) = self.tokenize_user(&tenant, &request.user_id)?;
+        request.user_id = user.clone();
+        let (text, t) = self.tokenize_text(&tenant, &user, &request.text)?;
+        request.text = text;
+        acc.absorb(t);
+        let (channel, t) = self.tokenize_text(&tenant, &user, &request.channel)?;
+        request.channel = channel;
+        acc.absorb(t);
+        for v in request.attributes.values_mut() {
+            let (value, t) = self.tokenize_text(&tenant, &user, v)?;
+            *v = value;
+            acc.absorb(t);
+        }
+        Ok(acc.records)
+    }
+
     /// The cleartext of one token of `user_token`'s, if its keys still exist.
     pub fn reveal_token(
         &self,
@@ -457,6 +539,33 @@ impl Vault {
         })
     }
 
+    /// As [`Vault::detokenize_text`], but a store that cannot be read is an error rather than
+    /// "forgotten": the execution plane must never act on a placeholder by accident.
+    pub fn detokenize_checked(
+        &self,
+        tenant: &str,
+        user_token: &str,
+        text: &str,
+    ) -> Result<String, VaultError> {
+        let mut failure = None;
+        let out = token::replace(text, |t| {
+            let tok = format!("[pii:{}:{}]", t.kind, t.code);
+            match self.reveal_token(tenant, user_token, &tok) {
+                Ok(Some(v)) => v,
+                Ok(None) => format!("[FORGOTTEN:{}]", t.kind),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    tok
+                }
+            }
+        });
+        match failure {
+            Some(VaultError::WrongKey(k)) => Err(VaultError::WrongKey(k)),
+            Some(e @ VaultError::Store(_)) => Err(e),
+            Some(_) | None => Ok(out),
+        }
+    }
+
     /// Detokenizes every string of a JSON value.
     pub fn detokenize_json(&self, tenant: &str, user_token: &str, value: &mut serde_json::Value) {
         token::map_json(value, &mut |s| self.detokenize_text(tenant, user_token, s));
@@ -475,197 +584,95 @@ impl Vault {
         )
     }
 
-    /// A view of `text` for `user_token`'s turn: each token `[REDACTED:kind]`, or
-    /// `[FORGOTTEN:kind]` once the user (or the tenant) was forgotten.
-    pub fn mask_text(&self, tenant: &str, user_token: &str, text: &str) -> String {
-        if !text.contains("[pii:") {
-            return text.to_string();
+    /// The code of a user's token (a token given as is; a user id hashed with the tenant key).
+    /// `None` when the tenant has no key (nothing of it is kept).
+    pub fn user_code_of(&self, tenant: &str, user_id: &str) -> Result<Option<String>, VaultError> {
+        if token::is_token(user_id) {
+            return Ok(Some(Self::user_code(user_id)));
         }
-        let word = if self.remembers(tenant, user_token) {
-            "REDACTED"
-        } else {
-            "FORGOTTEN"
+        let mut none = Vec::new();
+        let Some(tk) = self.tenant_key(tenant, false, &mut none)? else {
+            return Ok(None);
         };
-        token::replace(text, |t| format!("[{word}:{}]", t.kind))
-    }
-
-    /// Masks every string of a JSON value.
-    pub fn mask_json(&self, tenant: &str, user_token: &str, value: &mut serde_json::Value) {
-        let word = if self.remembers(tenant, user_token) {
-            "REDACTED"
-        } else {
-            "FORGOTTEN"
-        };
-        token::map_json(value, &mut |s| {
-            token::replace(s, |t| format!("[{word}:{}]", t.kind))
-        });
+        let t = token::format(
+            "user",
+            &crypto::hmac(&tk, &[b"token", b"user", user_id.as_bytes()]),
+        );
+        Ok(Some(Self::user_code(&t)))
     }
 
     /// Destroys the keys of a tenant, or of one of its users: their values can never be read
-    /// again. Returns the records removed (keys and values), to apply to the store — or, on
-    /// Kafka, to publish as tombstones.
+    /// again. Returns the records removed (keys and values) — on Kafka, to publish as
+    /// tombstones.
     pub fn forget(
         &self,
         tenant: &str,
         user_id: Option<&str>,
     ) -> Result<Vec<VaultRecord>, VaultError> {
-        let prefixes: Vec<Vec<u8>> = match user_id {
-            Some(u) => {
-                let mut none = Vec::new();
-                let Some(tk) = self.tenant_key(tenant, false, &mut none)? else {
-                    return Ok(Vec::new());
-                };
-                let user_token = if token::is_token(u) {
-                    u.to_string()
-                } else {
-                    token::format(
-                        "user",
-                        &crypto::hmac(&tk, &[b"token", b"user", u.as_bytes()]),
-                    )
-                };
-                let user = Self::user_code(&user_token);
-                vec![
-                    user_key_id(tenant, &user),
-                    [b"v\0", tenant.as_bytes(), b"\0", user.as_bytes(), b"\0"].concat(),
-                ]
-            }
-            None => vec![
-                tenant_key_id(tenant),
-                [b"u\0", tenant.as_bytes(), b"\0"].concat(),
-                [b"v\0", tenant.as_bytes(), b"\0"].concat(),
-            ],
+        let user = match user_id {
+            Some(u) => match self.user_code_of(tenant, u)? {
+                Some(code) => Some(code),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
         };
-        let mut records: Vec<VaultRecord> = Vec::new();
-        for p in &prefixes {
-            for k in self.store.keys(p)? {
-                // A tenant's key id is a prefix of another tenant's ("acme" of "acme-eu").
-                if user_id.is_none() && p.starts_with(b"k\0") && k != *p {
-                    continue;
-                }
-                records.push((k, None));
-            }
-        }
+        let records = forget_records(self.store.as_ref(), tenant, user.as_deref())?;
         self.store.apply(&records)?;
+        let gone: std::collections::HashSet<&Vec<u8>> = records.iter().map(|(k, _)| k).collect();
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.retain(|id, _| !prefixes.iter().any(|p| id.starts_with(p)));
+        keys.retain(|id, _| !gone.contains(id));
+        drop(keys);
+        let prefixes = forget_prefixes(tenant, user.as_deref());
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.retain(|id, _| !prefixes.iter().any(|p| id.starts_with(p)));
+        pending.retain(|id, _| !prefixes.iter().any(|p| owned_by(id, p)));
         Ok(records)
     }
 }
 
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+/// The ids a forget covers: one ending in `\0` is a prefix, any other an exact id (a tenant's
+/// key id is a prefix of another tenant's: "acme" of "acme-eu").
+fn forget_prefixes(tenant: &str, user_code: Option<&str>) -> Vec<Vec<u8>> {
+    let t = tenant.as_bytes();
+    match user_code {
+        Some(user) => vec![
+            user_key_id(tenant, user),
+            [b"v\0", t, b"\0", user.as_bytes(), b"\0"].concat(),
+        ],
+        None => vec![
+            tenant_key_id(tenant),
+            // Keys proposed for the tenant on a shared vault (`k\0TENANT\0CANDIDATE`).
+            [b"k\0", t, b"\0"].concat(),
+            [b"u\0", t, b"\0"].concat(),
+            [b"v\0", t, b"\0"].concat(),
+        ],
+    }
+}
+
+fn owned_by(id: &[u8], p: &[u8]) -> bool {
+    if p.ends_with(b"\0") {
+        id.starts_with(p)
+    } else {
+        id == p
+    }
+}
+
+/// The deletions that forget a tenant (`user_code` None) or one of its users, from what
+/// `store` holds. Needs no master key.
+pub fn forget_records(
+    store: &dyn VaultStore,
+    tenant: &str,
+    user_code: Option<&str>,
+) -> Result<Vec<VaultRecord>, StoreError> {
+    let mut records: Vec<VaultRecord> = Vec::new();
+    for p in forget_prefixes(tenant, user_code) {
+        for k in store.keys(&p)? {
+            if owned_by(&k, &p) {
+                records.push((k, None));
+            }
+        }
+    }
+    Ok(records)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_become_stable_tokens_come_back_and_are_forgotten() {
-        let v = Vault::ephemeral();
-        let (user, mut t) = v.tokenize_user("acme", "jane@example.com").expect("user");
-        assert!(token::is_token(&user));
-        let (text, found) = v
-            .tokenize_text(
-                "acme",
-                &user,
-                "mail JANE@example.com or call +44 20 7946 0958",
-            )
-            .expect("text");
-        t.absorb(found);
-        assert!(
-            !text.contains("example.com") && !text.contains("7946"),
-            "{text}"
-        );
-        assert_eq!(t.kinds, ["user", "email", "phone"]);
-        // Equal values (up to spelling), equal tokens; the same value again writes nothing new.
-        let (again, _) = v
-            .tokenize_text("acme", &user, "jane@example.com")
-            .expect("again");
-        assert!(text.contains(&again), "{again} in {text}");
-        let (_, more) = v
-            .tokenize_text("acme", &user, "jane@example.com")
-            .expect("again");
-        assert!(more.records.is_empty());
-        let (_, t2) = v
-            .tokenize_text("acme", &user, "JANE@example.com")
-            .expect("back");
-        t.absorb(t2);
-        // Another tenant: other tokens.
-        let (other_user, _) = v.tokenize_user("globex", "jane@example.com").expect("user");
-        assert_ne!(user, other_user);
-        v.persist(&t.records).expect("persist");
-        assert_eq!(
-            v.detokenize_text("acme", &user, &text),
-            "mail JANE@example.com or call +44 20 7946 0958"
-        );
-        assert_eq!(
-            v.mask_text("acme", &user, &text),
-            "mail [REDACTED:email] or call [REDACTED:phone]"
-        );
-        // Forget the user: nothing comes back, views say so, other users are untouched.
-        let (bob, b) = v.tokenize_user("acme", "bob").expect("bob");
-        let (bob_text, bt) = v
-            .tokenize_text("acme", &bob, "bob@example.com")
-            .expect("bob");
-        v.persist(&b.records)
-            .and_then(|_| v.persist(&bt.records))
-            .expect("persist");
-        let removed = v.forget("acme", Some("jane@example.com")).expect("forget");
-        assert!(removed.len() >= 3);
-        assert_eq!(
-            v.detokenize_text("acme", &user, &text),
-            "mail [FORGOTTEN:email] or call [FORGOTTEN:phone]"
-        );
-        assert_eq!(
-            v.mask_text("acme", &user, &text),
-            "mail [FORGOTTEN:email] or call [FORGOTTEN:phone]"
-        );
-        assert_eq!(
-            v.detokenize_text("acme", &bob, &bob_text),
-            "bob@example.com"
-        );
-        // Forget the tenant.
-        v.forget("acme", None).expect("forget");
-        assert_eq!(
-            v.detokenize_text("acme", &bob, &bob_text),
-            "[FORGOTTEN:email]"
-        );
-        assert!(
-            v.store()
-                .keys(b"")
-                .expect("keys")
-                .iter()
-                .all(|k| !k.windows(4).any(|w| w == b"acme"))
-        );
-    }
-
-    #[test]
-    fn json_strings_are_tokenized_and_numbers_kept() {
-        let v = Vault::ephemeral();
-        let (user, _) = v.tokenize_user("acme", "u1").expect("user");
-        let (json, found) = v
-            .tokenize_json_text(
-                "acme",
-                &user,
-                r#"{"to":"a@b.io","iban":"DE89370400440532013000","amount_cents":4200}"#,
-            )
-            .expect("json");
-        assert_eq!(found.kinds, ["email", "iban"]);
-        assert!(json.contains("4200") && !json.contains("a@b.io"), "{json}");
-        let mut value: serde_json::Value = serde_json::from_str(&json).expect("json");
-        v.detokenize_json("acme", &user, &mut value);
-        assert_eq!(value["to"], "a@b.io");
-        assert_eq!(value["iban"], "DE89370400440532013000");
-    }
-}
+mod tests;

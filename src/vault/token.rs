@@ -94,6 +94,19 @@ pub fn map_json(value: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> String
     }
 }
 
+/// A well-formed stand-in for a value of `kind`, for checks (a schema) that look at the shape of
+/// a value the engine only holds as a token.
+pub fn sample(kind: &str) -> &'static str {
+    match kind {
+        "email" => "user@example.com",
+        "phone" => "+441234567890",
+        "card_number" => "4111111111111111",
+        "iban" => "GB82WEST12345698765432",
+        "ip_address" => "192.0.2.1",
+        _ => "redacted",
+    }
+}
+
 /// The view of a text: each token as `[REDACTED:kind]`.
 pub fn mask(text: &str) -> String {
     replace(text, |t| format!("[REDACTED:{}]", t.kind))

@@ -52,6 +52,12 @@ impl Deployment {
             .await
             .expect("topics");
         let dir = tempfile::tempdir().expect("tmp");
+        // The group's workers share one master key (a real deployment's file, not --dev-key).
+        std::fs::write(
+            dir.path().join("master.key"),
+            format!("{}\n", hex::encode(ballast::vault::crypto::random_key())),
+        )
+        .expect("master key");
         let turns = workload::generate(n, seed);
         write_workload(&dir.path().join("workload.jsonl"), &turns).expect("workload");
         Deployment {
@@ -63,6 +69,11 @@ impl Deployment {
             turns,
             codecs: Codecs::new(SchemaRegistry::new()).expect("codecs"),
         }
+    }
+
+    /// The master key file this deployment's workers use.
+    pub fn master_key(&self) -> std::path::PathBuf {
+        self.dir.path().join("master.key")
     }
 
     /// Starts `ballast worker` number `i` of this deployment's group.
@@ -84,6 +95,7 @@ impl Deployment {
             .arg(self.dir.path().join("effects.jsonl"))
             .args(["--service-latency-ms", "10", "--session-timeout-ms", "6000"])
             .args(["--metrics-addr", "127.0.0.1:0"])
+            .env(ballast::vault::MASTER_KEY_ENV, self.master_key())
             .env(
                 "BALLAST_LOG",
                 std::env::var("BALLAST_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),

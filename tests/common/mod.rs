@@ -200,6 +200,8 @@ impl Served {
         let mut child = Command::new(bin())
             .arg("serve")
             .args(args)
+            // Tests seal with the data dir's development key unless a config names a file.
+            .arg("--dev-key")
             .args(["--listen", "127.0.0.1:0"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

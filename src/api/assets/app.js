@@ -103,9 +103,12 @@ async function loadQueue() {
          el("button", { "data-testid": "deny", onclick: () => act(`/v1/turns/${w.turn_id}/deny`, { reason: "denied on the dashboard" }) }, "Deny")]
       : [el("button", { onclick: () => act(`/v1/handoffs/${w.turn_id}/accept`) }, "Accept"),
          el("button", { "data-testid": "resolve", onclick: () => { const r = prompt("What was done?"); if (r) act(`/v1/handoffs/${w.turn_id}/resolve`, { resolution: r }); } }, "Resolve")];
+    // Values show as [REDACTED:kind]; the approver may reveal the real arguments (recorded).
+    const args = el("td", { "data-testid": "queue-args" }, w.tool ? `${w.tool} ${w.args_json}` : "");
+    if (w.kind === "approval") buttons.unshift(el("button", { "data-testid": "reveal", onclick: () => revealArgs(w.turn_id, w.tool, args) }, "Reveal"));
     return el("tr", { "data-testid": "queue-row", "data-turn": w.turn_id },
       el("td", {}, el("code", {}, w.turn_id.slice(-12))), el("td", {}, w.kind), el("td", {}, w.reason),
-      el("td", {}, w.tool ? `${w.tool} ${w.args_json}` : ""), el("td", {}, w.deadline_ms ? time(w.deadline_ms) : ""),
+      args, el("td", {}, w.deadline_ms ? time(w.deadline_ms) : ""),
       el("td", {}, ...buttons));
   }));
 }
@@ -122,8 +125,26 @@ async function loadTurns() {
       el("td", {}, t.outcome || "—"), el("td", {}, t.latency_ms == null ? "" : t.latency_ms + " ms"), el("td", {}, time(t.requested_at_ms)))));
 }
 
-async function showTrace(id) {
-  const events = await api(`/v1/turns/${id}/trace`);
+function revealQuery() {
+  const reason = prompt("Why do you need the real values? (the reveal is recorded)");
+  return reason ? "?" + new URLSearchParams({ reveal: "true", reason }) : null;
+}
+
+async function revealArgs(id, tool, cell) {
+  const q = revealQuery(); if (!q) return;
+  try {
+    const events = await api(`/v1/turns/${id}/trace${q}`);
+    const asked = events.filter((e) => e.event === "ApprovalRequested").pop();
+    if (asked) cell.textContent = `${tool} ${asked.args_json}`;
+  } catch (e) { alert(e.message); }
+}
+
+async function showTrace(id, reveal) {
+  const q = reveal ? revealQuery() : "";
+  if (q === null) return;
+  let events;
+  try { events = await api(`/v1/turns/${id}/trace${q}`); } catch (e) { alert(e.message); return; }
+  $("trace-reveal").onclick = () => showTrace(id, true);
   $("trace-id").textContent = id;
   const t0 = events.length ? events[0].at_ms : 0;
   $("trace-events").replaceChildren(...events.map((e) =>
