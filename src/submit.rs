@@ -30,7 +30,8 @@ pub async fn submit(
 }
 
 /// As [`submit`], each request with the routing key it goes by: a request whose user id the
-/// vault tokenized is still routed by the raw id, as every other request of that user is.
+/// vault tokenized is still routed by the raw id, as every other request of that user is (the
+/// record is keyed by the tokenized id: the raw one is used, not kept).
 pub async fn submit_routed(
     log: &dyn EventLog,
     codec: &AvroCodec<TurnRequest>,
@@ -38,10 +39,11 @@ pub async fn submit_routed(
 ) -> Result<usize, SubmitError> {
     let mut by_partition: BTreeMap<Partition, Vec<Record>> = BTreeMap::new();
     for (key, r) in requests {
-        let key = key.clone();
-        let p = log.partition_for(&key);
+        let p = log.partition_for(key);
+        // The record's key is what the log keeps: the (tokenized) user id the request holds,
+        // never the raw id it was routed by.
         by_partition.entry(p).or_default().push(Record {
-            key,
+            key: crate::ids::routing_key(&r.tenant, &r.user_id),
             value: codec.encode(r)?,
         });
     }

@@ -4,6 +4,10 @@
 
 /// A check on a candidate `text[start..end]`, with the whole text for context: the span to
 /// take (the candidate, or a part of it), or `None`.
+/// A vault token (`vault::token`): `[pii:KIND:CODE]`, CODE 16 letters `a`–`p`. Detection
+/// leaves tokens alone.
+pub const TOKEN_PATTERN: &str = r"\[pii:([a-z_]{1,32}):([a-p]{16})\]";
+
 pub type Check = fn(&str, usize, usize) -> Option<(usize, usize)>;
 
 pub struct BuiltinRule {

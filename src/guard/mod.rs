@@ -16,7 +16,7 @@
 pub mod breaker;
 pub mod checks;
 pub mod corpus;
-mod detect;
+pub(crate) mod detect;
 pub mod grounding;
 pub mod redact;
 pub mod schema;

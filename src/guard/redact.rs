@@ -34,6 +34,9 @@ pub struct Found {
     pub end: usize,
 }
 
+static TOKENS: std::sync::LazyLock<Option<Regex>> =
+    std::sync::LazyLock::new(|| Regex::new(detect::TOKEN_PATTERN).ok());
+
 /// Compiled detection rules.
 #[derive(Clone)]
 pub struct Redactor {
@@ -78,6 +81,12 @@ impl Redactor {
     /// structured numbers before the looser phone rule).
     pub fn find(&self, text: &str) -> Vec<Found> {
         let mut found: Vec<Found> = Vec::new();
+        // A vault token stands for a value already taken care of: nothing inside one is found
+        // again (a labelled rule would otherwise take `password=[pii:secret:…]`'s token).
+        let tokens: Vec<(usize, usize)> = match (text.contains("[pii:"), TOKENS.as_ref()) {
+            (true, Some(re)) => re.find_iter(text).map(|m| (m.start(), m.end())).collect(),
+            _ => Vec::new(),
+        };
         for rule in &self.rules {
             if !rule.re.is_match(text) {
                 continue;
@@ -96,7 +105,9 @@ impl Redactor {
                 let Some((start, end)) = (rule.check)(text, m.start(), m.end()) else {
                     continue;
                 };
-                if found.iter().any(|f| f.start < end && start < f.end) {
+                if found.iter().any(|f| f.start < end && start < f.end)
+                    || tokens.iter().any(|(s, e)| *s < end && start < *e)
+                {
                     continue;
                 }
                 found.push(Found {

@@ -145,12 +145,15 @@ pub(crate) fn conceal(vault: &Vault, w: &Who, input: Input) -> (Input, Vec<Vault
     let mut acc = Tokenized::default();
     let mut out = input.clone();
     let result = match &mut out {
-        Input::Retrieved(Ok(r)) => r.documents.iter_mut().try_for_each(|d| {
-            hide(vault, w, &mut d.title, &mut acc)?;
-            hide(vault, w, &mut d.snippet, &mut acc)?;
-            d.facts
-                .values_mut()
-                .try_for_each(|v| hide(vault, w, v, &mut acc))
+        // The query comes back as it was sent: in clear.
+        Input::Retrieved(Ok(r)) => hide(vault, w, &mut r.query, &mut acc).and_then(|_| {
+            r.documents.iter_mut().try_for_each(|d| {
+                hide(vault, w, &mut d.title, &mut acc)?;
+                hide(vault, w, &mut d.snippet, &mut acc)?;
+                d.facts
+                    .values_mut()
+                    .try_for_each(|v| hide(vault, w, v, &mut acc))
+            })
         }),
         Input::Retrieved(Err(f)) | Input::Planned(Err(f)) => {
             hide(vault, w, &mut f.message, &mut acc)

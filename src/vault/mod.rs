@@ -112,6 +112,17 @@ fn value_id(tenant: &str, user: &str, token: &str) -> Vec<u8> {
     .concat()
 }
 
+/// `text` as a JSON object or array holding tokens, if it is one.
+fn json_document(text: &str) -> Option<serde_json::Value> {
+    let t = text.trim_start();
+    if !(t.starts_with('{') || t.starts_with('[')) || !text.contains("[pii:") {
+        return None;
+    }
+    serde_json::from_str(text)
+        .ok()
+        .filter(|v: &serde_json::Value| v.is_object() || v.is_array())
+}
+
 /// The form of a value two spellings of share: what its token is computed from.
 fn normalize(kind: &str, value: &str) -> String {
     match kind {
@@ -373,13 +384,15 @@ impl Vault {
             return Err(VaultError::Seal);
         };
         let id = value_id(tenant, &user, tok);
+        // Spellings of one value share its token ("+44 20…" and "0044 20…"); the first one
+        // kept is what the token reads back as, ever after.
+        if self.get(&id)?.is_some() {
+            return Ok(());
+        }
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&crypto::hmac(&uk, &[b"nonce", tok.as_bytes()])[..12]);
         let sealed =
             crypto::seal(&uk, nonce, value.as_bytes(), tok.as_bytes()).ok_or(VaultError::Seal)?;
-        if self.get(&id)?.as_deref() == Some(&sealed[..]) {
-            return Ok(());
-        }
         let record = (id, Some(sealed));
         self.remember(std::slice::from_ref(&record));
         out.push(record);
@@ -530,6 +543,12 @@ impl Vault {
     /// `text` with its tokens back to their values: what the execution plane is given.
     /// A value that can no longer be recovered reads `[FORGOTTEN:kind]`.
     pub fn detokenize_text(&self, tenant: &str, user_token: &str, text: &str) -> String {
+        if let Some(mut doc) = json_document(text) {
+            token::map_json(&mut doc, &mut |s| {
+                self.detokenize_text(tenant, user_token, s)
+            });
+            return doc.to_string();
+        }
         token::replace(text, |t| {
             let tok = format!("[pii:{}:{}]", t.kind, t.code);
             match self.reveal_token(tenant, user_token, &tok) {
@@ -547,6 +566,22 @@ impl Vault {
         user_token: &str,
         text: &str,
     ) -> Result<String, VaultError> {
+        // A JSON document (tool arguments, a tool's result) stays JSON: values go back into its
+        // strings escaped, so a value with a line break or a quote cannot break it.
+        if let Some(mut doc) = json_document(text) {
+            let mut failure = None;
+            token::map_json(&mut doc, &mut |s| {
+                self.detokenize_checked(tenant, user_token, s)
+                    .unwrap_or_else(|e| {
+                        failure.get_or_insert(e);
+                        s.to_string()
+                    })
+            });
+            return match failure {
+                Some(e) => Err(e),
+                None => Ok(doc.to_string()),
+            };
+        }
         let mut failure = None;
         let out = token::replace(text, |t| {
             let tok = format!("[pii:{}:{}]", t.kind, t.code);

@@ -100,3 +100,23 @@ fn json_strings_are_tokenized_and_numbers_kept() {
     assert_eq!(value["to"], "a@b.io");
     assert_eq!(value["iban"], "DE89370400440532013000");
 }
+
+#[test]
+fn a_value_goes_back_into_json_escaped() {
+    let v = Vault::ephemeral();
+    let (user, mut t) = v.tokenize_user("acme", "u-1").expect("user");
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7Vx\n-----END RSA PRIVATE KEY-----";
+    let args = serde_json::json!({"note": format!("key \"{key}\"")}).to_string();
+    let (tokenized, found) = v
+        .tokenize_json_text("acme", &user, &args)
+        .expect("tokenize");
+    t.absorb(found);
+    v.persist(&t.records).expect("persist");
+    assert!(!tokenized.contains("BEGIN"), "{tokenized}");
+    let back = v
+        .detokenize_checked("acme", &user, &tokenized)
+        .expect("back");
+    let parsed: serde_json::Value = serde_json::from_str(&back).expect("still JSON");
+    assert_eq!(parsed["note"], format!("key \"{key}\""));
+    assert_eq!(v.detokenize_text("acme", &user, &tokenized), back);
+}

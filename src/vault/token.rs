@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 static TOKEN: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"\[pii:([a-z_]{1,32}):([a-p]{16})\]").ok());
+    LazyLock::new(|| Regex::new(crate::guard::detect::TOKEN_PATTERN).ok());
 
 /// A token in a text: its kind and its code, and where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,5 +133,8 @@ mod tests {
         assert!(!is_token("[pii:email:abc]"));
         let (_, found) = crate::guard::Redactor::builtin().redact(&text);
         assert!(found.is_empty(), "a token is never taken for personal data");
+        let labelled = format!("password={t} and secret: {t}");
+        let (_, found) = crate::guard::Redactor::builtin().redact(&labelled);
+        assert!(found.is_empty(), "nor is a labelled one: {found:?}");
     }
 }

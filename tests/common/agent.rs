@@ -37,14 +37,14 @@ struct ModelState {
     asked: Vec<Asked>,
 }
 
-struct Running {
-    url: String,
+pub struct Running {
+    pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
-    fn start(app: axum::Router) -> Running {
+    pub fn start(app: axum::Router) -> Running {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {

@@ -196,6 +196,11 @@ pub struct Served {
 
 impl Served {
     pub fn start(args: &[&str]) -> Served {
+        Self::start_with(args, std::process::Stdio::inherit(), &[])
+    }
+
+    /// As `start`, its log (stderr) going to `stderr`, with `env` set.
+    pub fn start_with(args: &[&str], stderr: std::process::Stdio, env: &[(&str, &str)]) -> Served {
         use std::io::BufRead;
         let mut child = Command::new(bin())
             .arg("serve")
@@ -203,8 +208,9 @@ impl Served {
             // Tests seal with the data dir's development key unless a config names a file.
             .arg("--dev-key")
             .args(["--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn serve");
         let stdout = child.stdout.take().expect("stdout");

@@ -88,6 +88,17 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// What went wrong, without the server's words (for logs).
+    pub fn kind(&self) -> String {
+        match self {
+            ModelError::Transport { .. } => "transport".into(),
+            ModelError::Timeout(ms) => format!("timeout after {ms} ms"),
+            ModelError::Status { status, .. } => format!("HTTP {status}"),
+            ModelError::Malformed(_) => "malformed completion".into(),
+            ModelError::Config(_) => "configuration".into(),
+        }
+    }
+
     pub fn retryable(&self) -> bool {
         match self {
             ModelError::Transport { .. } | ModelError::Timeout(_) | ModelError::Malformed(_) => {
@@ -244,7 +255,9 @@ impl OpenAiPlanner {
                 Ok(c) => return Ok((c, digest)),
                 Err(e) if e.retryable() && retry < self.config.max_retries => {
                     let wait = self.backoff(retry, &e);
-                    tracing::warn!(error = %e, retry, wait_ms = wait.as_millis() as u64, model = %self.config.model, "model call failed; retrying");
+                    // The error's text may echo the request (cleartext personal values): logs get
+                    // its kind only; the text reaches the record tokenized, at the plane's edge.
+                    tracing::warn!(error = e.kind(), retry, wait_ms = wait.as_millis() as u64, model = %self.config.model, "model call failed; retrying");
                     tokio::time::sleep(wait).await;
                     retry += 1;
                 }
