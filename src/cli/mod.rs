@@ -429,6 +429,13 @@ async fn open_raw(
                 std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.events).await?);
             let reveals =
                 std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.reveals).await?);
+            // This data dir's replica of the vault topic, brought up to date: views tell kept
+            // values from forgotten ones, and reveals read them.
+            if let Err(e) = ballast::kafka::vault::open_synced(&cfg, &topics, &store).await {
+                eprintln!(
+                    "warning: the vault topic could not be read ({e}); views show what this data dir last saw"
+                );
+            }
             (events, codecs, store, reveals)
         }
     };

@@ -184,7 +184,9 @@ mod tests {
                 format!("(reach me at {value}.)"),
             ] {
                 let (out, found) = r.redact(&text);
-                if out.contains(value) || !found.iter().any(|k| k == kind) {
+                // The whole value, and only it: no part of it left in clear.
+                let whole = text.replace(value, &format!("[REDACTED:{kind}]"));
+                if out != whole || !found.iter().any(|k| k == kind) {
                     misses.push(format!("{kind} {text:?} → {out:?} ({found:?})"));
                 }
             }

@@ -21,6 +21,13 @@ pub fn always(_: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     Some((start, end))
 }
 
+/// A sentence's full stop after a value is not part of it.
+fn no_trailing_dot(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let value = text.get(start..end)?;
+    let kept = value.trim_end_matches('.').len();
+    (kept > 0).then_some((start, start + kept))
+}
+
 fn keep(ok: bool, start: usize, end: usize) -> Option<(usize, usize)> {
     ok.then_some((start, end))
 }
@@ -334,7 +341,7 @@ pub fn builtin(ip_addresses: bool) -> Vec<BuiltinRule> {
         BuiltinRule {
             kind: "bearer_token",
             pattern: r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{16,}=*",
-            check: always,
+            check: no_trailing_dot,
             group: 0,
         },
         BuiltinRule {
@@ -366,7 +373,9 @@ pub fn builtin(ip_addresses: bool) -> Vec<BuiltinRule> {
         },
         BuiltinRule {
             kind: "email",
-            pattern: r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
+            // The local part may hold an apostrophe (o'neil@…); a quote before it is not
+            // taken (a match starts at a word boundary).
+            pattern: r"\b[A-Za-z0-9._%+\-']+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
             check: always,
             group: 0,
         },

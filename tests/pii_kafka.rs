@@ -1,0 +1,243 @@
+//! Personal data on Kafka: requests carrying the seeded corpus (text, user ids, attributes) go
+//! to `PREFIX.requests` as a backend team's producer would send them; two workers in one
+//! group tokenize them at intake. Then every other topic — turn events, outcomes, escalations,
+//! dead letters, the vault, reveals — holds none of the values; the vault topic holds sealed
+//! records; `ballast forget --bootstrap` publishes tombstones, after which a fresh replica
+//! (a new data dir) can no longer read the forgotten user's values but still reads the others.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ballast::guard::corpus::CORPUS;
+use ballast::ids::{Offset, Partition};
+use ballast::log::kafka::KafkaLog;
+use ballast::log::{EventLog, Scan};
+use common::broker;
+use common::kafka::Deployment;
+
+/// Every record (key and value) of every partition of `topic`.
+async fn topic_bytes(d: &Deployment, topic: &str) -> (usize, Vec<u8>) {
+    let log = KafkaLog::open(&d.cfg, topic).await.expect("topic");
+    let (mut n, mut out) = (0, Vec::new());
+    for p in (0..log.partitions()).map(Partition) {
+        let mut scan = Scan::new(&log, p, Offset::ZERO);
+        while let Some(batch) = scan.next_chunk(1024).await.expect("read") {
+            for s in batch {
+                n += 1;
+                out.extend_from_slice(&s.key);
+                out.push(b'\n');
+                out.extend_from_slice(&s.value);
+                out.push(b'\n');
+            }
+        }
+    }
+    (n, out)
+}
+
+fn hits(hay: &[u8], values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .filter(|v| {
+            let escaped = serde_json::to_string(v).expect("json");
+            [v.as_str(), &escaped[1..escaped.len() - 1]]
+                .iter()
+                .any(|f| hay.windows(f.len()).any(|w| w == f.as_bytes()))
+        })
+        .cloned()
+        .collect()
+}
+
+fn run(args: &[&str], key: &std::path::Path) -> String {
+    let out = std::process::Command::new(common::bin())
+        .args(args)
+        .env(ballast::vault::MASTER_KEY_ENV, key)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_topics_hold_no_personal_value_and_forget_reaches_every_replica() {
+    let Some(bootstrap) = broker::bootstrap() else {
+        return;
+    };
+    let d = Deployment::new(&bootstrap, "pii", 2, 40, 11).await;
+    // The workload's requests, each carrying corpus values as a producer would send them.
+    let emails: Vec<&str> = CORPUS
+        .iter()
+        .filter(|(k, _)| *k == "email")
+        .map(|(_, v)| *v)
+        .collect();
+    let mut requests = ballast::demo::run::requests_for(&d.turns, 0);
+    let mut values: Vec<String> = Vec::new();
+    let mut by_user: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (i, r) in requests.iter_mut().enumerate() {
+        let (_, a) = CORPUS[(2 * i) % CORPUS.len()];
+        let (_, b) = CORPUS[(2 * i + 1) % CORPUS.len()];
+        r.user_id = emails[i % 4].to_string();
+        r.text = format!("{} Details: {a} ; and {b} ; thanks.", r.text);
+        r.attributes
+            .insert("contact".into(), CORPUS[(i * 5) % CORPUS.len()].1.into());
+        let mine = [r.user_id.clone(), a.to_string(), b.to_string()];
+        values.extend(mine.iter().cloned());
+        values.push(CORPUS[(i * 5) % CORPUS.len()].1.into());
+        by_user.entry(r.user_id.clone()).or_default().extend(mine);
+    }
+    values.sort();
+    values.dedup();
+    let log = d.requests_log().await;
+    ballast::submit::submit(&log, &d.codecs.requests, &requests)
+        .await
+        .expect("submit");
+    let mut workers = [d.worker(0), d.worker(1)];
+    let outcomes = d.wait_for_outcomes(Duration::from_secs(120)).await;
+    for w in &mut workers {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &w.id().to_string()])
+            .status();
+        let _ = w.wait();
+    }
+    let outcomes = outcomes.unwrap_or_else(|missing| panic!("turns without outcome: {missing:?}"));
+    assert_eq!(outcomes.len(), d.turns.len());
+
+    // Every topic but the producers' request topic: no value, in keys or values.
+    let t = &d.topics;
+    for topic in [
+        &t.events,
+        &t.outcomes,
+        &t.escalations,
+        &t.dead_letters,
+        &t.vault,
+        &t.reveals,
+    ] {
+        let (_, bytes) = topic_bytes(&d, topic).await;
+        assert_eq!(hits(&bytes, &values), Vec::<String>::new(), "topic {topic}");
+    }
+    let (sealed, _) = topic_bytes(&d, &t.vault).await;
+    assert!(
+        sealed > 2 * by_user.len(),
+        "the vault topic holds the sealed values: {sealed}"
+    );
+    // The workers' own data dirs (snapshots, replicas) hold none either.
+    for i in 0..2 {
+        let mut files = Vec::new();
+        let dir = d.dir.path().join(format!("worker-{i}"));
+        walk(&dir, &mut files);
+        for f in files {
+            let bytes = std::fs::read(&f).expect("read");
+            assert_eq!(
+                hits(&bytes, &values),
+                Vec::<String>::new(),
+                "{}",
+                f.display()
+            );
+        }
+    }
+
+    // Forget one user from the command line; a fresh replica then cannot read their values.
+    let key = d.master_key();
+    let cli_dir = d.dir.path().join("cli");
+    drop(ballast::log::SledStore::open(&cli_dir).expect("cli data dir"));
+    let c = cli_dir.to_str().expect("utf8");
+    let kafka = ["--bootstrap", &bootstrap, "--topic-prefix", &d.prefix];
+    let forgotten = emails[0];
+    let tenant = requests[0].tenant.clone();
+    let said = run(
+        &[
+            &[
+                "forget",
+                "--tenant",
+                &tenant,
+                "--user",
+                forgotten,
+                "--data-dir",
+                c,
+            ][..],
+            &kafka[..],
+        ]
+        .concat(),
+        &key,
+    );
+    assert!(said.contains("forgot user"), "{said}");
+    let fresh = d.dir.path().join("fresh");
+    drop(ballast::log::SledStore::open(&fresh).expect("fresh data dir"));
+    let f = fresh.to_str().expect("utf8");
+    let turn_of = |user: &str| {
+        requests
+            .iter()
+            .find(|r| r.user_id == user)
+            .map(|r| r.turn_id.to_string())
+            .expect("a turn")
+    };
+    let gone = run(
+        &[
+            &[
+                "trace",
+                &turn_of(forgotten),
+                "--reveal",
+                "--reason",
+                "after forget",
+                "--data-dir",
+                f,
+            ][..],
+            &kafka[..],
+        ]
+        .concat(),
+        &key,
+    );
+    assert!(gone.contains("[FORGOTTEN:"), "{gone}");
+    assert_eq!(
+        hits(gone.as_bytes(), &by_user[forgotten]),
+        Vec::<String>::new()
+    );
+    let kept = run(
+        &[
+            &[
+                "trace",
+                &turn_of(emails[1]),
+                "--reveal",
+                "--reason",
+                "still there",
+                "--data-dir",
+                f,
+            ][..],
+            &kafka[..],
+        ]
+        .concat(),
+        &key,
+    );
+    assert!(kept.contains(emails[1]), "{kept}");
+    // Masked without --reveal; and both reveals are on the reveals topic.
+    let masked = run(
+        &[
+            &["trace", &turn_of(emails[1]), "--data-dir", f][..],
+            &kafka[..],
+        ]
+        .concat(),
+        &key,
+    );
+    assert!(
+        masked.contains("[REDACTED:") && !masked.contains(emails[1]),
+        "{masked}"
+    );
+    let (reveals, bytes) = topic_bytes(&d, &t.reveals).await;
+    assert_eq!(reveals, 2, "{}", String::from_utf8_lossy(&bytes));
+}
+
+fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
