@@ -184,6 +184,7 @@ async fn misrouted_requests_are_forwarded_and_untrusted_claims_dead_lettered() {
     let mut w = Command::new(common::bin())
         .args(["worker", "--config"])
         .arg(&file)
+        .env(ballast::vault::MASTER_KEY_ENV, d.master_key())
         .args(["--topic-prefix", &d.prefix])
         .args(["--group", &format!("{}-group", d.prefix)])
         .args([
