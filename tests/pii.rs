@@ -678,9 +678,21 @@ fn serve_and_worker_refuse_to_start_without_a_master_key() {
     let root = tempfile::tempdir().expect("tmp");
     let data = root.path().join("data");
     for args in [
-        vec!["serve", "--data-dir", data.to_str().expect("utf8"), "--listen", "127.0.0.1:0"],
         vec![
-            "worker", "--bootstrap", "127.0.0.1:1", "--workload", "w.jsonl", "--effects", "e.jsonl",
+            "serve",
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        vec![
+            "worker",
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--workload",
+            "w.jsonl",
+            "--effects",
+            "e.jsonl",
         ],
     ] {
         let out = std::process::Command::new(common::bin())
@@ -690,13 +702,22 @@ fn serve_and_worker_refuse_to_start_without_a_master_key() {
             .expect("runs");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} started");
-        assert!(err.contains("no master key") && err.contains("--dev-key"), "{args:?}: {err}");
+        assert!(
+            err.contains("no master key") && err.contains("--dev-key"),
+            "{args:?}: {err}"
+        );
     }
     // A key file that is not 32 bytes of hex is refused too.
     let bad = root.path().join("bad.key");
     std::fs::write(&bad, "not a key\n").expect("write");
     let out = std::process::Command::new(common::bin())
-        .args(["serve", "--data-dir", data.to_str().expect("utf8"), "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env(ballast::vault::MASTER_KEY_ENV, &bad)
         .output()
         .expect("runs");

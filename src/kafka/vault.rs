@@ -25,6 +25,9 @@ use crate::vault::{
 
 use super::Topics;
 
+/// A record for the vault topic: key and value, or key and tombstone.
+type Keyed = (Vec<u8>, Option<Vec<u8>>);
+
 /// The tenant a vault record id belongs to (`X\0TENANT…`).
 fn tenant_of(id: &[u8]) -> &[u8] {
     let rest = id.get(2..).unwrap_or_default();
@@ -173,8 +176,7 @@ impl KafkaVault {
         self.sync().await?;
         let records = forget_records(self.local.as_ref(), tenant, user_code)?;
         let n = self.log.partitions();
-        let mut by_partition: std::collections::BTreeMap<u32, Vec<(Vec<u8>, Option<Vec<u8>>)>> =
-            Default::default();
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<Keyed>> = Default::default();
         for (k, _) in &records {
             // `k\0TENANT` is the replica's copy of the agreed proposal: not in the topic.
             if k.starts_with(b"k\0") && proposal_of(k).is_none() {

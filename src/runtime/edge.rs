@@ -72,11 +72,11 @@ fn clear_session_turn(vault: &Vault, w: &Who, t: &mut SessionTurn) -> Result<(),
     Ok(())
 }
 
-/// The effect with its tokens turned back into values, and whose they are; or the effect
-/// untouched and why the vault could not be read.
-pub(crate) fn reveal(vault: &Vault, effect: Effect) -> Result<(Effect, Who), (Effect, VaultError)> {
-    let Some(w) = who(&effect) else {
-        return Err((effect, VaultError::Seal));
+/// A copy of the effect with its tokens turned back into values, and whose they are; or why
+/// the vault could not be read (the caller still holds the effect).
+pub(crate) fn reveal(vault: &Vault, effect: &Effect) -> Result<(Effect, Who), VaultError> {
+    let Some(w) = who(effect) else {
+        return Err(VaultError::Seal);
     };
     let mut out = effect.clone();
     let result = match &mut out {
@@ -85,10 +85,7 @@ pub(crate) fn reveal(vault: &Vault, effect: Effect) -> Result<(Effect, Who), (Ef
         Effect::CallTool { call, .. } => clear(vault, &w, &mut call.args_json),
         _ => Ok(()),
     };
-    match result {
-        Ok(()) => Ok((out, w)),
-        Err(e) => Err((effect, e)),
-    }
+    result.map(|()| (out, w))
 }
 
 /// What the state machine is told when a value could not be read back: the effect did not run.

@@ -100,14 +100,14 @@ pub(crate) async fn execute_at_edge(
     let Some(vault) = vault else {
         return execute(plane, effect).await.map(|i| (i, Vec::new()));
     };
-    match super::edge::reveal(vault, effect) {
+    match super::edge::reveal(vault, &effect) {
         Ok((effect, who)) => {
             let input = execute(plane, effect).await?;
             Some(super::edge::conceal(vault, &who, input))
         }
         // The vault cannot be read: the effect does not run on tokens. Retryable, like any
         // outage of a dependency.
-        Err((effect, e)) => Some((super::edge::unavailable(&effect, &e), Vec::new())),
+        Err(e) => Some((super::edge::unavailable(&effect, &e), Vec::new())),
     }
 }
 

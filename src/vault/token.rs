@@ -75,11 +75,7 @@ pub fn replace(text: &str, mut with: impl FnMut(&TokenAt) -> String) -> String {
 /// Applies `f` to every string inside a JSON value (keys kept).
 pub fn map_json(value: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> String) {
     match value {
-        serde_json::Value::String(s) => {
-            if s.contains("[pii:") {
-                *s = f(s);
-            }
-        }
+        serde_json::Value::String(s) if s.contains("[pii:") => *s = f(s),
         serde_json::Value::Array(items) => {
             for v in items {
                 map_json(v, f);
