@@ -724,3 +724,103 @@ fn serve_and_worker_refuse_to_start_without_a_master_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("master key"));
 }
+
+/// `rotate-master-key` re-wraps the tenant keys: a reveal shows the same cleartext under the new
+/// key, the retired key opens nothing, and a rotation from a key that is not the current one is
+/// refused without touching the vault.
+#[test]
+fn rotating_the_master_key_keeps_every_value_under_the_new_key_only() {
+    let root = tempfile::tempdir().expect("tmp");
+    let data = root.path().join("data");
+    let d = data.to_str().expect("utf8");
+    // The demo seals its users with a development key in the data dir.
+    cli(&["demo", "--data-dir", d, "--turns", "12"]);
+    let turns = cli(&["turns", "--data-dir", d, "--json"]);
+    let first: Value = serde_json::from_str(turns.lines().next().expect("a turn")).expect("json");
+    let turn = first["turn_id"].as_str().expect("turn id").to_string();
+    assert!(
+        first["user_id"]
+            .as_str()
+            .expect("user")
+            .starts_with("[REDACTED"),
+        "{first}"
+    );
+    let reveal = |key: Option<&Path>| {
+        let mut cmd = std::process::Command::new(common::bin());
+        cmd.args([
+            "trace",
+            &turn,
+            "--data-dir",
+            d,
+            "--reveal",
+            "--reason",
+            "rotation check",
+        ]);
+        match key {
+            Some(k) => cmd.env(ballast::vault::MASTER_KEY_ENV, k),
+            None => cmd.env_remove(ballast::vault::MASTER_KEY_ENV),
+        };
+        cmd.output().expect("runs")
+    };
+    let before = reveal(None);
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    let before = String::from_utf8_lossy(&before.stdout).to_string();
+    assert!(!before.contains("[REDACTED:user]"), "{before}");
+
+    let new = root.path().join("new.key");
+    std::fs::write(&new, format!("{}\n", hex::encode([7u8; 32]))).expect("write");
+    let wrong = root.path().join("wrong.key");
+    std::fs::write(&wrong, format!("{}\n", hex::encode([9u8; 32]))).expect("write");
+    let refused = std::process::Command::new(common::bin())
+        .args([
+            "rotate-master-key",
+            "--data-dir",
+            d,
+            "--new-key",
+            new.to_str().expect("utf8"),
+            "--old-key",
+            wrong.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not open with this master key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Nothing moved: the development key still opens the vault.
+    assert!(reveal(None).status.success());
+
+    let out = cli(&[
+        "rotate-master-key",
+        "--data-dir",
+        d,
+        "--new-key",
+        new.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.starts_with("re-wrapped ") && !out.starts_with("re-wrapped 0 "),
+        "{out}"
+    );
+    let after = reveal(Some(&new));
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&after.stdout), before);
+    let stale = reveal(None);
+    assert!(
+        !stale.status.success() && String::from_utf8_lossy(&stale.stdout) != before,
+        "the retired key still opens the vault: {}\n{}",
+        String::from_utf8_lossy(&stale.stdout),
+        String::from_utf8_lossy(&stale.stderr)
+    );
+    // Views need no key, and are the same.
+    assert_eq!(cli(&["turns", "--data-dir", d, "--json"]), turns);
+}

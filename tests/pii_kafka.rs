@@ -229,6 +229,74 @@ async fn kafka_topics_hold_no_personal_value_and_forget_reaches_every_replica() 
     );
     let (reveals, bytes) = topic_bytes(&d, &t.reveals).await;
     assert_eq!(reveals, 2, "{}", String::from_utf8_lossy(&bytes));
+
+    // Rotate the master key (workers stopped): the tenant keys are republished re-wrapped. A
+    // replica that held the old wrapping (`fresh`) and one made now both read with the new key;
+    // the old key opens nothing.
+    let new = d.dir.path().join("new.key");
+    std::fs::write(&new, format!("{}\n", hex::encode([5u8; 32]))).expect("write");
+    let said = run(
+        &[
+            &[
+                "rotate-master-key",
+                "--data-dir",
+                c,
+                "--new-key",
+                new.to_str().expect("utf8"),
+            ][..],
+            &kafka[..],
+        ]
+        .concat(),
+        &key,
+    );
+    assert!(
+        said.starts_with("re-wrapped ") && !said.starts_with("re-wrapped 0 "),
+        "{said}"
+    );
+    let newer = d.dir.path().join("newer");
+    drop(ballast::log::SledStore::open(&newer).expect("newer data dir"));
+    for dir in [f, newer.to_str().expect("utf8")] {
+        let shown = run(
+            &[
+                &[
+                    "trace",
+                    &turn_of(emails[1]),
+                    "--reveal",
+                    "--reason",
+                    "after rotation",
+                    "--data-dir",
+                    dir,
+                ][..],
+                &kafka[..],
+            ]
+            .concat(),
+            &new,
+        );
+        assert!(shown.contains(emails[1]), "{dir}: {shown}");
+    }
+    let stale = std::process::Command::new(common::bin())
+        .args(
+            [
+                &[
+                    "trace",
+                    &turn_of(emails[1]),
+                    "--reveal",
+                    "--reason",
+                    "old key",
+                    "--data-dir",
+                    f,
+                ][..],
+                &kafka[..],
+            ]
+            .concat(),
+        )
+        .env(ballast::vault::MASTER_KEY_ENV, &key)
+        .output()
+        .expect("runs");
+    assert!(
+        !stale.status.success() || !String::from_utf8_lossy(&stale.stdout).contains(emails[1]),
+        "the retired key still opens the vault"
+    );
 }
 
 fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

@@ -23,6 +23,7 @@ use crate::turn::{ExecFailure, Planned, Retrieval, ToolInvocation};
 
 pub mod kafka;
 pub mod model;
+pub mod personal;
 pub mod policy;
 
 pub const STEPS: usize = 5;
@@ -37,6 +38,9 @@ pub struct BenchReport {
     pub p99_ms: f64,
     pub avg_record_bytes: usize,
     pub raw_appends_per_sec: f64,
+    /// With the vault: the cost of tokenizing one request (and sealing its values durably)
+    /// before it is written, which the API and intake pay outside the engine's clock.
+    pub tokenize_us_per_request: Option<f64>,
 }
 
 impl BenchReport {
@@ -199,22 +203,48 @@ pub async fn run(
     partitions: u32,
     in_flight: usize,
 ) -> Result<BenchReport, DemoError> {
+    run_on(
+        bench_requests(turns),
+        instant_plane(),
+        partitions,
+        in_flight,
+        None,
+    )
+    .await
+}
+
+/// Runs `requests` through a worker over a fresh sled data dir; with `master`, through the
+/// vault as `serve` does: each request tokenized before it is written (timed apart, see
+/// [`BenchReport::tokenize_us_per_request`]), values revealed at the execution plane's edge and
+/// sealed again in what comes back.
+pub(crate) async fn run_on(
+    mut requests: Vec<TurnRequest>,
+    exec: ExecutionPlane,
+    partitions: u32,
+    in_flight: usize,
+    master: Option<crate::vault::crypto::Key>,
+) -> Result<BenchReport, DemoError> {
+    let turns = requests.len();
     let dir = tempfile::tempdir().map_err(DemoError::Journal)?;
     let emb = Embedded::open(dir.path(), partitions)?;
-    submit(
-        emb.requests.as_ref(),
-        &emb.codecs.requests,
-        &bench_requests(turns),
-    )
-    .await?;
+    let vault = master.map(|m| emb.vault(m, crate::guard::Redactor::builtin()));
+    let mut tokenize_us_per_request = None;
+    if let Some(v) = &vault {
+        let started = Instant::now();
+        for r in &mut requests {
+            let records = v.tokenize_request(r).map_err(RuntimeError::from)?;
+            v.persist(&records).map_err(RuntimeError::from)?;
+        }
+        tokenize_us_per_request = Some(started.elapsed().as_secs_f64() * 1e6 / turns.max(1) as f64);
+    }
+    submit(emb.requests.as_ref(), &emb.codecs.requests, &requests).await?;
 
     let cfg = WorkerConfig {
         max_turns_per_partition: in_flight.div_ceil(emb.partitions() as usize).max(1),
         ..WorkerConfig::default()
     };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let exec = instant_plane();
-    let deps = Deps::new(
+    let mut deps = Deps::new(
         emb.events.clone(),
         emb.requests.clone(),
         emb.codecs.clone(),
@@ -223,6 +253,9 @@ pub async fn run(
     )
     .with_outcomes(out_tx)
     .with_effect_bound(cfg.max_concurrent_effects);
+    if let Some(v) = vault {
+        deps = deps.with_vault(v);
+    }
     let worker = Worker::new(deps, cfg);
     let stats = worker.stats();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -256,6 +289,7 @@ pub async fn run(
         p99_ms: percentile(&latencies_us, 0.99) as f64 / 1000.0,
         avg_record_bytes: avg,
         raw_appends_per_sec: raw,
+        tokenize_us_per_request,
     })
 }
 

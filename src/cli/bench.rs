@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// 127.0.0.1, against asking that server directly.
     #[arg(long)]
     model_steps: bool,
+    /// Measure what the vault costs a turn instead: the same turns carrying personal values,
+    /// without a vault and then with one, in the same run.
+    #[arg(long)]
+    vault: bool,
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -39,6 +43,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
     let partitions = a.partitions.unwrap_or(cores);
+    if a.vault {
+        let report = ballast::bench::personal::run(a.turns, partitions, a.in_flight).await?;
+        return super::emit(&report.render());
+    }
     let report = match a.bootstrap {
         Some(b) => ballast::bench::kafka::run(&b, a.turns, partitions, a.in_flight).await?,
         None => ballast::bench::run(a.turns, partitions, a.in_flight).await?,

@@ -12,6 +12,7 @@ mod kafka;
 mod late;
 mod outcomes;
 mod replay;
+mod rotate;
 mod serve;
 mod slo;
 mod token;
@@ -82,6 +83,9 @@ pub enum Command {
     /// Destroy the vault keys of a tenant or one of its users: their personal values can never
     /// be read again (views show [FORGOTTEN:kind]; replay and SLOs still work).
     Forget(forget::ForgetArgs),
+    /// Re-wrap every tenant key of the vault under a new master key (stop `serve` or the
+    /// workers first; nothing else is re-encrypted and no token changes).
+    RotateMasterKey(rotate::RotateArgs),
 }
 
 /// Runs the command; one that reads or answers on a data dir that `ballast serve` holds is sent
@@ -223,6 +227,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Drill(a) => drill::run(a).await,
         Command::CheckConfig(a) => check_config::run(a).await,
         Command::Forget(a) => forget::run(a).await,
+        Command::RotateMasterKey(a) => rotate::run(a).await,
     }
 }
 
@@ -266,6 +271,10 @@ impl Opened {
                 "revealing needs the master key: set ${MASTER_KEY_ENV} to the file `serve` or `worker` uses"
             ),
         };
+        let detector = ballast::guard::Redactor::builtin();
+        let vault = Vault::new(master, self.vault.clone(), detector);
+        // A key that does not open the tenant would show every value as forgotten.
+        vault.opens(tenant)?;
         let who = operator_name(operator);
         let r = ballast::vault::reveal::Reveal::new(
             turn,
@@ -277,8 +286,7 @@ impl Opened {
             ballast::clock::Clock::now_ms(&ballast::clock::SystemClock),
         )?;
         ballast::vault::reveal::record(self.reveals.as_ref(), &[r]).await?;
-        let detector = ballast::guard::Redactor::builtin();
-        Ok(Vault::new(master, self.vault.clone(), detector))
+        Ok(vault)
     }
 }
 

@@ -105,9 +105,14 @@ impl KafkaVault {
         };
         let mut records: Vec<VaultRecord> = vec![(key.to_vec(), value.clone())];
         match value {
-            // The first proposal applied (in partition order) is the tenant's key.
-            Some(v) if self.local.get(&tenant_id)?.is_none() => records.push((tenant_id, Some(v))),
-            Some(_) => {}
+            // The first proposal applied (in partition order) is the tenant's key; the agreed
+            // proposal published again (re-wrapped by a master key rotation) replaces it.
+            Some(v) => {
+                let agreed = self.local.get(&tenant_id)?;
+                if agreed.is_none() || agreed == self.local.get(key)? {
+                    records.push((tenant_id, Some(v)));
+                }
+            }
             // Withdrawing the agreed key (forgetting the tenant) removes it.
             None => {
                 let current = self.local.get(key)?;
@@ -198,6 +203,38 @@ impl KafkaVault {
         // after the tombstones were read) is removed here too.
         self.local.apply(&records)?;
         Ok(records)
+    }
+}
+
+impl KafkaVault {
+    /// Re-wraps every tenant key proposal in the topic from `old` to `new` (see
+    /// [`crate::vault::rotate`]) and publishes them; every replica, this one first, replaces
+    /// its agreed copy as it applies them. Workers must be stopped: a running one holds `old`.
+    pub async fn rotate(&self, old: &crypto::Key, new: &crypto::Key) -> Result<usize, VaultError> {
+        self.sync().await?;
+        let records = crate::vault::rotate::rewrap_records(self.local.as_ref(), old, new)?;
+        let n = self.log.partitions();
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<Keyed>> = Default::default();
+        let mut published = 0;
+        for (k, v) in records {
+            // The agreed copy `k\0TENANT` is the replica's own, not in the topic.
+            if proposal_of(&k).is_none() {
+                continue;
+            }
+            published += 1;
+            by_partition
+                .entry(partition_of(&k, n).0)
+                .or_default()
+                .push((k, v));
+        }
+        for (p, records) in by_partition {
+            self.log
+                .produce(Partition(p), records)
+                .await
+                .map_err(log_err)?;
+        }
+        self.sync().await?;
+        Ok(published)
     }
 }
 
