@@ -226,7 +226,15 @@ pub(crate) async fn run_on(
 ) -> Result<BenchReport, DemoError> {
     let turns = requests.len();
     let dir = tempfile::tempdir().map_err(DemoError::Journal)?;
-    let emb = Embedded::open(dir.path(), partitions)?;
+    // BALLAST_BENCH_KEEP=1: keep the data dir to look inside (`turns`, `trace`).
+    let path = if std::env::var_os("BALLAST_BENCH_KEEP").is_some() {
+        let kept = dir.keep();
+        eprintln!("bench data dir kept: {}", kept.display());
+        kept
+    } else {
+        dir.path().to_path_buf()
+    };
+    let emb = Embedded::open(&path, partitions)?;
     let vault = master.map(|m| emb.vault(m, crate::guard::Redactor::builtin()));
     let mut tokenize_us_per_request = None;
     if let Some(v) = &vault {

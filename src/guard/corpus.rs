@@ -170,6 +170,12 @@ mod tests {
 
     #[test]
     fn the_corpus_holds_at_least_a_hundred_cases() {
+        eprintln!(
+            "detection corpus: {} positives, {} labelled secrets, {} negatives",
+            CORPUS.len(),
+            LABELLED.len(),
+            NEGATIVES.len()
+        );
         assert!(CORPUS.len() + LABELLED.len() + NEGATIVES.len() >= 100);
     }
 
