@@ -78,3 +78,35 @@ fn the_policy_bench_prints_its_figures() {
     }
     assert!(text.contains("policy_evals=300\n"), "{text}");
 }
+
+#[test]
+fn the_vault_bench_runs_both_sides_and_prints_the_cost() {
+    let out = common::ballast(&["bench", "--vault", "--turns", "200"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let figure = |key: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number:\n{text}"))
+    };
+    for key in [
+        "plain.turns_per_sec",
+        "vault.turns_per_sec",
+        "tokenize_us_per_request",
+        "vault_added_us_per_turn",
+        "vault_ratio",
+    ] {
+        assert!(figure(key).is_finite(), "{key}");
+    }
+    // Both sides ran every turn; with the vault, the model's and tools' real values are sealed
+    // where they enter (a redaction record at the plan, each of the 5 results and the reply).
+    assert_eq!(figure("plain.turns"), 200.0);
+    assert_eq!(figure("vault.turns"), 200.0);
+    assert_eq!(
+        figure("vault.events") - figure("plain.events"),
+        200.0 * 7.0,
+        "{text}"
+    );
+    assert!(figure("tokenize_us_per_request") > 0.0);
+}
