@@ -36,6 +36,7 @@ pub mod local_socket;
 pub mod log;
 pub mod operator;
 pub mod projection;
+pub mod provenance;
 pub mod runtime;
 pub mod serve;
 pub mod settle;

@@ -111,6 +111,36 @@ pub struct ToolSpec {
     /// Where an HTTP tool's endpoint is (see `exec::http_tool`); None for in-process tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<super::http_tool::HttpEndpoint>,
+    /// Whether values in this tool's output may be acted on as if the user had given them.
+    /// Unset: untrusted for HTTP (and other external) tools, trusted for in-process ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<Trust>,
+    /// Arguments that send money, data or invitations somewhere (recipient, IBAN, URL, …):
+    /// their values must come from the user or a trusted tool (`provenance.untrusted_sink`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<String>,
+    /// The tool reads private data (an inbox, a statement, files): its values must not leave
+    /// through a sink the user did not choose (`provenance.exfiltration`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive_output: bool,
+}
+
+/// Whether a tool's output is trusted (see [`ToolSpec::trust`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    Trusted,
+    Untrusted,
+}
+
+impl ToolSpec {
+    /// Whether values from this tool's output are vouched for.
+    pub fn trusted(&self) -> bool {
+        match self.trust {
+            Some(t) => t == Trust::Trusted,
+            None => self.http.is_none(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

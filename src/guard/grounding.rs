@@ -16,7 +16,7 @@ pub struct Sources<'a> {
 }
 
 /// `needle` occurs in `hay` without a letter or digit glued to either side.
-fn contains_token(hay: &str, needle: &str) -> bool {
+pub(crate) fn contains_token(hay: &str, needle: &str) -> bool {
     if needle.is_empty() {
         return false;
     }
@@ -39,7 +39,7 @@ fn contains_token(hay: &str, needle: &str) -> bool {
 }
 
 /// The ways a number may be written: as is, and for `*_cents` arguments as currency units.
-fn spellings(arg: &str, n: i64) -> Vec<String> {
+pub(crate) fn spellings(arg: &str, n: i64) -> Vec<String> {
     let mut out = vec![n.to_string()];
     if arg.ends_with("_cents") {
         let (units, cents) = (n / 100, (n % 100).abs());
@@ -52,7 +52,7 @@ fn spellings(arg: &str, n: i64) -> Vec<String> {
     out
 }
 
-fn json_has_number(v: &Value, n: i64) -> bool {
+pub(crate) fn json_has_number(v: &Value, n: i64) -> bool {
     match v {
         Value::Number(x) => x.as_i64() == Some(n),
         Value::Array(a) => a.iter().any(|v| json_has_number(v, n)),

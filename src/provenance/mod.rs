@@ -1,0 +1,244 @@
+//! Provenance: where each value of a proposed tool call came from. Prompt injection makes a
+//! model put an attacker's values (an IBAN, an address, a link) into a call; those values can
+//! only have come from content the attacker controls — a tool's output, a retrieved document.
+//! So each argument's values are traced through the turn's record to their origins: the user's
+//! request, the session's earlier user messages, a trusted tool's result, an untrusted tool's
+//! result (named), a retrieved document — or nowhere. Pure: the facts come from the turn's state.
+
+pub mod atoms;
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::guard::grounding::{contains_token, json_has_number, spellings};
+
+pub use atoms::{Atom, Piece};
+
+/// Where a value was seen before the model proposed it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum Origin {
+    /// This turn's request.
+    User,
+    /// An earlier user message of the session.
+    Session,
+    /// A tool's result (this turn or the session's earlier turns); `trusted` from the catalog.
+    Tool { name: String, trusted: bool },
+    /// A retrieved document.
+    Document { id: String },
+}
+
+impl Origin {
+    /// Whether the value could have come from the user or from a source the deployment trusts.
+    pub fn vouched(&self) -> bool {
+        match self {
+            Origin::User | Origin::Session => true,
+            Origin::Tool { trusted, .. } => *trusted,
+            Origin::Document { .. } => false,
+        }
+    }
+
+    /// The origin as Cedar sees it: `user`, `session`, `tool:trusted:NAME`,
+    /// `tool:untrusted:NAME`, `document:ID`.
+    pub fn label(&self) -> String {
+        match self {
+            Origin::User => "user".into(),
+            Origin::Session => "session".into(),
+            Origin::Tool { name, trusted } => {
+                format!(
+                    "tool:{}:{name}",
+                    if *trusted { "trusted" } else { "untrusted" }
+                )
+            }
+            Origin::Document { id } => format!("document:{id}"),
+        }
+    }
+
+    /// Said to a person: "the user", "read_inbox output (untrusted)".
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::User => "the user's request".into(),
+            Origin::Session => "the user's earlier message".into(),
+            Origin::Tool {
+                name,
+                trusted: true,
+            } => format!("{name} output (trusted)"),
+            Origin::Tool {
+                name,
+                trusted: false,
+            } => format!("{name} output (untrusted)"),
+            Origin::Document { id } => format!("retrieved document {id}"),
+        }
+    }
+}
+
+/// One tool result the turn has seen.
+#[derive(Clone, Debug)]
+pub struct ResultFact<'a> {
+    pub tool: &'a str,
+    pub result_json: &'a str,
+}
+
+/// What a turn had seen when the model proposed a call.
+#[derive(Clone, Debug, Default)]
+pub struct Facts<'a> {
+    pub request: &'a str,
+    /// The session's earlier user messages.
+    pub session: Vec<&'a str>,
+    /// Tool results: this turn's, then the session's earlier turns'.
+    pub results: Vec<ResultFact<'a>>,
+    /// Retrieved documents: id and the text the model was shown.
+    pub documents: Vec<(&'a str, &'a str)>,
+}
+
+/// One traced value of an argument.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Traced {
+    pub value: String,
+    /// Part of a larger value (an address inside a body, a code inside a link).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub part: bool,
+    /// Empty: found nowhere in the turn (made up, or mistyped).
+    pub origins: BTreeSet<Origin>,
+}
+
+impl Traced {
+    /// Found somewhere, and every place it was found is untrusted content.
+    pub fn only_untrusted(&self) -> bool {
+        !self.origins.is_empty() && !self.origins.iter().any(Origin::vouched)
+    }
+
+    pub fn nowhere(&self) -> bool {
+        self.origins.is_empty()
+    }
+}
+
+/// The provenance of one proposed call: each argument's values and their origins.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallProvenance {
+    pub args: BTreeMap<String, Vec<Traced>>,
+}
+
+impl CallProvenance {
+    /// Every origin of an argument's values (`nowhere` when one of them was found nowhere).
+    pub fn labels(&self, arg: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for t in self.args.get(arg).into_iter().flatten() {
+            if t.nowhere() {
+                out.insert("nowhere".to_string());
+            }
+            out.extend(t.origins.iter().map(Origin::label));
+        }
+        out
+    }
+
+    /// "recipient: eve@evil.test from read_inbox output (untrusted), not from the user" — one
+    /// line per argument, for approvers and refusals.
+    pub fn explain(&self) -> String {
+        let mut lines = Vec::new();
+        for (arg, values) in &self.args {
+            for t in values {
+                let from = if t.nowhere() {
+                    "found nowhere in the turn".to_string()
+                } else {
+                    let list: Vec<String> = t.origins.iter().map(Origin::describe).collect();
+                    let mut s = format!("from {}", list.join(", "));
+                    if !t
+                        .origins
+                        .iter()
+                        .any(|o| matches!(o, Origin::User | Origin::Session))
+                    {
+                        s.push_str(", not from the user");
+                    }
+                    s
+                };
+                lines.push(format!("{arg}: {} {from}", t.value));
+            }
+        }
+        lines.join("; ")
+    }
+}
+
+fn text_has(hay: &str, atom: &Atom, arg: &str) -> bool {
+    match atom {
+        Atom::Text(s) => contains_token(hay, s),
+        Atom::Number(n) => spellings(arg, *n).iter().any(|f| contains_token(hay, f)),
+    }
+}
+
+fn result_has(result_json: &str, atom: &Atom, arg: &str) -> bool {
+    if text_has(result_json, atom, arg) {
+        return true;
+    }
+    // Results are JSON: a string value with escapes, or a number in another spelling.
+    match (atom, serde_json::from_str::<Value>(result_json)) {
+        (Atom::Number(n), Ok(v)) => json_has_number(&v, *n),
+        (Atom::Text(s), Ok(v)) if s.contains(['"', '\\', '/']) => json_has_text(&v, s),
+        _ => false,
+    }
+}
+
+fn json_has_text(v: &Value, needle: &str) -> bool {
+    match v {
+        Value::String(s) => contains_token(s, needle),
+        Value::Array(a) => a.iter().any(|v| json_has_text(v, needle)),
+        Value::Object(o) => o.values().any(|v| json_has_text(v, needle)),
+        _ => false,
+    }
+}
+
+/// Where `atom` (a value of argument `arg`) was seen.
+pub fn origins(
+    atom: &Atom,
+    arg: &str,
+    facts: &Facts<'_>,
+    trusted: &dyn Fn(&str) -> bool,
+) -> BTreeSet<Origin> {
+    let mut out = BTreeSet::new();
+    if text_has(facts.request, atom, arg) {
+        out.insert(Origin::User);
+    }
+    if facts.session.iter().any(|t| text_has(t, atom, arg)) {
+        out.insert(Origin::Session);
+    }
+    for r in &facts.results {
+        if result_has(r.result_json, atom, arg) {
+            out.insert(Origin::Tool {
+                name: r.tool.to_string(),
+                trusted: trusted(r.tool),
+            });
+        }
+    }
+    for (id, text) in &facts.documents {
+        if text_has(text, atom, arg) {
+            out.insert(Origin::Document { id: id.to_string() });
+        }
+    }
+    out
+}
+
+/// The provenance of a call's arguments (`args_json` as proposed; not an object → none).
+pub fn trace(args_json: &str, facts: &Facts<'_>, trusted: &dyn Fn(&str) -> bool) -> CallProvenance {
+    let Ok(args) = serde_json::from_str::<Value>(args_json) else {
+        return CallProvenance::default();
+    };
+    let mut out = CallProvenance::default();
+    for (arg, atoms) in atoms::of_args(&args) {
+        let traced = atoms
+            .into_iter()
+            .map(|p| Traced {
+                origins: origins(&p.atom, &arg, facts, trusted),
+                value: p.atom.to_string(),
+                part: p.part,
+            })
+            .collect();
+        out.args.insert(arg, traced);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
