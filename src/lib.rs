@@ -36,7 +36,6 @@ pub mod local_socket;
 pub mod log;
 pub mod operator;
 pub mod projection;
-pub mod provenance;
 pub mod runtime;
 pub mod serve;
 pub mod settle;

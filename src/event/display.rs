@@ -63,6 +63,13 @@ impl Event {
                     s.tokens
                 )
             }
+            Payload::CallRefused(r) => format!(
+                "call {} step {} refused by [{}], reported to the model: {}",
+                r.tool,
+                r.step,
+                r.rules.join(", "),
+                r.reason
+            ),
             Payload::ModelCallFailed(f) => format!(
                 "model step {} failed{}: {}",
                 f.step,

@@ -64,6 +64,9 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             budget_cost_micros: Some(5_000),
             budget_tokens: Some(2_000),
             budget_tool_calls: Some(4),
+            provenance_json: Some(
+                r#"{"args":{"order_id":[{"value":"A1001","origins":[{"from":"user"}]}]}}"#.into(),
+            ),
         }),
         Payload::ToolCallStarted(ToolCallStarted {
             call_id: "c-1".into(),
@@ -239,6 +242,13 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             error: "HTTP 503: overloaded".into(),
             retryable: true,
             latency_ms: 30_000,
+        }),
+        Payload::CallRefused(CallRefused {
+            call_id: "c-9".into(),
+            step: 1,
+            tool: "send_money".into(),
+            rules: vec!["provenance.untrusted_sink".into()],
+            reason: "recipient: comes only from read_inbox output (untrusted)".into(),
         }),
     ];
     payloads

@@ -66,6 +66,7 @@ pub enum Payload {
     OutcomeLabeled(OutcomeLabeled),
     SessionLoaded(SessionLoaded),
     ModelCallFailed(ModelCallFailed),
+    CallRefused(CallRefused),
 }
 
 impl Payload {
@@ -100,6 +101,7 @@ impl Payload {
             Payload::OutcomeLabeled(_) => "OutcomeLabeled",
             Payload::SessionLoaded(_) => "SessionLoaded",
             Payload::ModelCallFailed(_) => "ModelCallFailed",
+            Payload::CallRefused(_) => "CallRefused",
         }
     }
 }
@@ -302,6 +304,19 @@ pub struct PolicyEvaluated {
     pub budget_tokens: Option<i64>,
     #[serde(default)]
     pub budget_tool_calls: Option<i64>,
+    /// Pre-tool: where each argument value came from (`provenance::CallProvenance` as JSON).
+    #[serde(default)]
+    pub provenance_json: Option<String>,
+}
+
+/// A proposed call refused and reported back to the model as its error: the loop goes on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallRefused {
+    pub call_id: String,
+    pub step: i32,
+    pub tool: String,
+    pub rules: Vec<String>,
+    pub reason: String,
 }
 
 impl Default for PolicyEvaluated {
@@ -321,6 +336,7 @@ impl Default for PolicyEvaluated {
             budget_cost_micros: None,
             budget_tokens: None,
             budget_tool_calls: None,
+            provenance_json: None,
         }
     }
 }

@@ -31,6 +31,12 @@ impl Event {
                 set("ballast.session.dropped", json!(s.dropped));
                 set("ballast.session.tokens", json!(s.tokens));
             }
+            Payload::CallRefused(r) => {
+                set("gen_ai.operation.name", json!("execute_tool"));
+                set("gen_ai.tool.name", json!(r.tool));
+                set("error.type", json!("refused"));
+                set("ballast.rules", json!(r.rules));
+            }
             Payload::ModelCallFailed(f) => {
                 set("gen_ai.operation.name", json!("chat"));
                 set("error.type", json!("model_call_failed"));

@@ -18,6 +18,7 @@ pub mod checks;
 pub mod corpus;
 pub(crate) mod detect;
 pub mod grounding;
+pub mod provenance;
 pub mod redact;
 pub mod schema;
 
@@ -66,6 +67,9 @@ pub struct GuardConfig {
     pub step_cost_micros: i64,
     /// Treat IPv4 and IPv6 addresses as personal data (off: they are usually infrastructure).
     pub redact_ip_addresses: bool,
+    /// Where argument values came from: the untrusted-sink, exfiltration and
+    /// untrusted-instruction rules (`[control.guards.provenance]`).
+    pub provenance: provenance::rules::ProvenanceConfig,
 }
 
 impl Default for GuardConfig {
@@ -89,6 +93,7 @@ impl Default for GuardConfig {
             constrained_documents: 1,
             step_cost_micros: 0,
             redact_ip_addresses: false,
+            provenance: provenance::rules::ProvenanceConfig::default(),
         }
     }
 }

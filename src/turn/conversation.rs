@@ -16,6 +16,7 @@ fn exchange(call: &CallState) -> CallExchange {
         result: match &call.status {
             CallStatus::Completed { result_json } => Ok(result_json.clone()),
             CallStatus::Failed { error, .. } => Err(error.clone()),
+            CallStatus::Refused { reason } => Err(reason.clone()),
             CallStatus::Running => Err("no result".into()),
         },
     }

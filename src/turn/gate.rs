@@ -62,6 +62,7 @@ impl Builder<'_, '_> {
         tool: Option<String>,
         v: &Verdict,
         signals: &Signals,
+        provenance_json: Option<String>,
     ) {
         self.emit(Payload::PolicyEvaluated(PolicyEvaluated {
             checkpoint,
@@ -78,6 +79,7 @@ impl Builder<'_, '_> {
             budget_cost_micros: Some(signals.budget.cost_micros),
             budget_tokens: Some(signals.budget.tokens),
             budget_tool_calls: Some(signals.budget.tool_calls),
+            provenance_json,
         }));
     }
 
@@ -122,7 +124,7 @@ impl Builder<'_, '_> {
             catalog: self.ctx.catalog,
             signals: &signals,
         });
-        self.record(Checkpoint::Plan, None, None, &verdict, &signals);
+        self.record(Checkpoint::Plan, None, None, &verdict, &signals, None);
         match verdict.decision {
             // Confirmation is asked call by call, with the real arguments, before each runs.
             PolicyDecision::Allow | PolicyDecision::RequireConfirmation => self.next_step(),
@@ -168,7 +170,8 @@ impl Builder<'_, '_> {
         }
         let spec = self.ctx.catalog.get(&planned.tool);
         let signals = self.signals();
-        let verdict = self.ctx.control.review_call(&CallReview {
+        let (provenance, findings) = self.provenance_of(&planned.tool, &planned.args_json);
+        let mut verdict = self.ctx.control.review_call(&CallReview {
             principal: self.principal(),
             step: index as u32,
             tool: &planned.tool,
@@ -176,13 +179,29 @@ impl Builder<'_, '_> {
             spec,
             signals: &signals,
         });
+        super::origins::fold(&mut verdict, &findings);
+        let provenance = (!provenance.args.is_empty())
+            .then(|| serde_json::to_string(&provenance).ok())
+            .flatten();
         self.record(
             Checkpoint::PreTool,
             Some(index as i32),
             Some(planned.tool.clone()),
             &verdict,
             &signals,
+            provenance,
         );
+        // A call a provenance rule refused goes back to the model: the user's task goes on.
+        let decided_by_provenance = findings
+            .first()
+            .is_some_and(|f| f.decision == verdict.decision);
+        if verdict.decision == PolicyDecision::Deny
+            && decided_by_provenance
+            && self.refusal_is_feedback(&verdict.policy_ids)
+        {
+            self.refuse(index, id, planned.tool, verdict.policy_ids, &verdict.reason);
+            return;
+        }
         match verdict.decision {
             PolicyDecision::Allow => self.start_call(self.new_call(index), 1),
             PolicyDecision::RequireConfirmation => {
@@ -264,6 +283,12 @@ impl Builder<'_, '_> {
                 } else {
                     self.emit(Payload::ApprovalDenied(resolved));
                     let why = d.reason.map(|r| format!(": {r}")).unwrap_or_default();
+                    if let Some((call_id, tool, rules)) = self.feedback_for(index) {
+                        let reason =
+                            format!("the operator {} did not confirm it{why}", command.operator);
+                        self.refuse(index, call_id, tool, rules, &reason);
+                        return;
+                    }
                     self.complete(
                         Outcome::Denied,
                         format!("approval {pending_id} denied by {}{why}", command.operator),
@@ -298,10 +323,30 @@ impl Builder<'_, '_> {
             approval_id: approval_id.to_string(),
             deadline_ms,
         }));
+        if let Some((call_id, tool, rules)) = self.feedback_for(index) {
+            self.refuse(index, call_id, tool, rules, "nobody confirmed it in time");
+            return;
+        }
         self.handoff(
             format!("approval {approval_id} expired without an answer"),
             Some(approval_id.to_string()),
         );
+    }
+
+    /// For an approval a provenance rule asked for, refused with `on_refusal = feedback`: the
+    /// call, its tool and the rules, to report the refusal to the model.
+    fn feedback_for(&self, index: usize) -> Option<(String, String, Vec<String>)> {
+        let a = self.state.approval_for(index)?;
+        if !self.refusal_is_feedback(&a.rules) {
+            return None;
+        }
+        let tool = self
+            .state
+            .plan
+            .as_ref()
+            .and_then(|p| p.steps.get(index))
+            .map(|s| s.tool.clone())?;
+        Some((a.call_id.clone(), tool, a.rules.clone()))
     }
 
     pub(super) fn review_response(&mut self) {
@@ -312,7 +357,14 @@ impl Builder<'_, '_> {
             tool_calls: self.state.all_calls().count(),
             signals: &signals,
         });
-        self.record(Checkpoint::PreResponse, None, None, &verdict, &signals);
+        self.record(
+            Checkpoint::PreResponse,
+            None,
+            None,
+            &verdict,
+            &signals,
+            None,
+        );
         self.follow_response(verdict.decision, verdict.reason);
     }
 

@@ -91,6 +91,16 @@ impl Builder<'_, '_> {
             kept.push(d);
         }
         let contradiction = checks::contradictions(&kept);
+        let instructed: Vec<&str> = if self.ctx.guards.config.provenance.untrusted_instruction
+            && !self.ctx.guards.config.provenance.trust_documents
+        {
+            kept.iter()
+                .filter(|d| crate::guard::provenance::rules::instruction(&d.snippet).is_some())
+                .map(|d| d.id.as_str())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut trips = Vec::new();
         if !stale.is_empty() {
             trips.push(Trip::new(
@@ -110,6 +120,17 @@ impl Builder<'_, '_> {
                 "redaction.pii",
                 GuardVerdict::Modify,
                 format!("{found} redaction(s) in retrieved snippets"),
+            ));
+        }
+        if !instructed.is_empty() {
+            trips.push(Trip::new(
+                "provenance",
+                crate::guard::provenance::rules::UNTRUSTED_INSTRUCTION,
+                GuardVerdict::Allow,
+                format!(
+                    "retrieved documents address the model: {}",
+                    instructed.join(", ")
+                ),
             ));
         }
         self.pending_trips = trips;
@@ -263,6 +284,19 @@ impl Builder<'_, '_> {
                     found.len(),
                     kinds.join(", ")
                 ),
+            ));
+        }
+        // Untrusted output talking to the model: recorded (measured), never decisive alone.
+        let untrusted = !self.ctx.catalog.get(&tool).is_some_and(|s| s.trusted());
+        if untrusted
+            && self.ctx.guards.config.provenance.untrusted_instruction
+            && let Some(passage) = crate::guard::provenance::rules::instruction(&redacted)
+        {
+            self.pending_trips.push(Trip::new(
+                "provenance",
+                crate::guard::provenance::rules::UNTRUSTED_INSTRUCTION,
+                GuardVerdict::Allow,
+                format!("{tool} output addresses the model: \"{passage}\""),
             ));
         }
         // Checked redacted: a check's message may quote the result, and it is recorded.

@@ -37,6 +37,7 @@ pub(crate) mod gate;
 mod guarding;
 mod input;
 mod ladder;
+mod origins;
 mod resume;
 mod reversal;
 mod state;

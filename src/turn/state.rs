@@ -23,6 +23,10 @@ pub enum CallStatus {
         retryable: bool,
         at_ms: i64,
     },
+    /// Never run: refused, and the refusal reported to the model as this call's error.
+    Refused {
+        reason: String,
+    },
 }
 
 /// The current attempt of one plan step's tool call.
@@ -82,6 +86,9 @@ pub struct ApprovalState {
     pub step: i32,
     pub deadline_ms: i64,
     pub status: ApprovalStatus,
+    /// The rules behind the decision that asked for it (the call's pre-tool policy ids).
+    #[serde(default)]
+    pub rules: Vec<String>,
 }
 
 /// A human handoff: the turn waits for an operator until the deadline.
@@ -195,6 +202,9 @@ pub struct TurnState {
     pub budget: TurnBudget,
     #[serde(default)]
     pub approvals: Vec<ApprovalState>,
+    /// The policy ids of the last pre-tool decision (an approval it asks for keeps them).
+    #[serde(default)]
+    pub last_call_rules: Vec<String>,
     pub escalations: Vec<EscalationRung>,
     /// Plans the turn has asked for: one, plus one per re-planning rung of the ladder.
     #[serde(default)]
@@ -284,6 +294,7 @@ impl TurnState {
             response_decision: None,
             budget: TurnBudget::default(),
             approvals: Vec::new(),
+            last_call_rules: Vec::new(),
             escalations: Vec::new(),
             plans_wanted: 0,
             handoff: None,
@@ -382,7 +393,7 @@ impl TurnState {
                     retryable: true, ..
                 } => return Phase::AwaitingRetry { index },
                 CallStatus::Failed { .. } => return Phase::Settle,
-                CallStatus::Completed { .. } => {}
+                CallStatus::Completed { .. } | CallStatus::Refused { .. } => {}
             }
         }
         if self.calls.len() < plan.steps.len() {
@@ -493,7 +504,32 @@ impl TurnState {
                 match p.checkpoint {
                     Checkpoint::Plan => self.plan_decision = Some(p.decision),
                     Checkpoint::PreResponse => self.response_decision = Some(p.decision),
-                    Checkpoint::PreTool | Checkpoint::PreModel => {}
+                    Checkpoint::PreTool => self.last_call_rules = p.policy_ids.clone(),
+                    Checkpoint::PreModel => {}
+                }
+            }
+            Payload::CallRefused(r) => {
+                let args_json = self
+                    .plan
+                    .as_ref()
+                    .and_then(|p| p.steps.get(r.step.max(0) as usize))
+                    .map(|s| s.args_json.clone())
+                    .unwrap_or_default();
+                let call = CallState {
+                    call_id: r.call_id.clone(),
+                    step: r.step,
+                    tool: r.tool.clone(),
+                    args_json,
+                    idempotency_key: r.call_id.clone(),
+                    idempotent: false,
+                    attempt: 0,
+                    status: CallStatus::Refused {
+                        reason: r.reason.clone(),
+                    },
+                };
+                match self.calls.last_mut() {
+                    Some(last) if last.call_id == r.call_id => *last = call,
+                    _ => self.calls.push(call),
                 }
             }
             Payload::ToolCallStarted(s) => {
@@ -631,6 +667,7 @@ impl TurnState {
                 step: a.step,
                 deadline_ms: a.deadline_ms,
                 status: ApprovalStatus::Pending,
+                rules: self.last_call_rules.clone(),
             }),
             Payload::ApprovalGranted(a) => self.resolve(&a.approval_id, ApprovalStatus::Granted),
             Payload::ApprovalDenied(a) => self.resolve(&a.approval_id, ApprovalStatus::Denied),

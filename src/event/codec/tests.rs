@@ -37,7 +37,7 @@ fn every_event_kind_round_trips() {
     let c = codecs();
     let events = fixtures::every_event(turn());
     let kinds: HashSet<_> = events.iter().map(|e| e.kind()).collect();
-    assert_eq!(kinds.len(), 29, "fixtures cover every payload kind");
+    assert_eq!(kinds.len(), 30, "fixtures cover every payload kind");
     for event in events {
         let bytes = c.events.encode(&event).expect("encodes");
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
