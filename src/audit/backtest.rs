@@ -183,6 +183,9 @@ fn rerun(
                 .as_ref()?
                 .steps
                 .get(usize::try_from(index).ok()?)?;
+            // Provenance recomputed from the recorded facts: a new provenance policy is tried
+            // on past turns as it would have seen them.
+            let provenance = crate::turn::call_provenance(state, catalog, &planned.args_json);
             Some(control.review_call(&CallReview {
                 principal,
                 step: index as u32,
@@ -190,6 +193,7 @@ fn rerun(
                 args_json: &planned.args_json,
                 spec: catalog.get(&planned.tool),
                 signals: &signals,
+                provenance: Some(&provenance),
             }))
         }
         Checkpoint::PreResponse => Some(control.review_response(&ResponseReview {

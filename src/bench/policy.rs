@@ -79,6 +79,7 @@ pub fn run(evals: usize) -> Result<PolicyBenchReport, PolicyBenchError> {
             args_json: args,
             spec: catalog.get("issue_refund"),
             signals: &signals,
+            provenance: None,
         })
     };
     // Warm up caches and the allocator before timing.

@@ -55,6 +55,7 @@ const SCHEMA_TEMPLATE: &str = r#"namespace Ballast {
     "tool_calls_left": Long,
   };
   type Args = {ARGS};
+  type Provenance = {PROVENANCE};
   action "call_tool" appliesTo {
     principal: [User],
     resource: [Tool],
@@ -70,6 +71,8 @@ const SCHEMA_TEMPLATE: &str = r#"namespace Ballast {
       "budget": Budget,
       "model_step": Long,
       "prior_tools": Set<String>,
+      "provenance": Provenance,
+      "unvouched_args": Set<String>,
     }
   };
   action "send_response" appliesTo {
@@ -95,6 +98,10 @@ enum ArgType {
     Long,
     String,
     Bool,
+    /// A list of strings (recipients, participants): a set.
+    StringSet,
+    /// A non-integer number (an amount): Cedar's `decimal`, four places.
+    Decimal,
 }
 
 /// The Cedar type of each tool argument policies may read, from the catalog's JSON schemas.
@@ -115,6 +122,12 @@ fn arg_types(catalog: &Catalog) -> BTreeMap<String, ArgType> {
                 Some("integer") => Some(ArgType::Long),
                 Some("string") => Some(ArgType::String),
                 Some("boolean") => Some(ArgType::Bool),
+                Some("number") => Some(ArgType::Decimal),
+                Some("array")
+                    if schema.pointer("/items/type").and_then(|t| t.as_str()) == Some("string") =>
+                {
+                    Some(ArgType::StringSet)
+                }
                 _ => None,
             };
             out.entry(name.clone())
@@ -132,6 +145,17 @@ fn arg_types(catalog: &Catalog) -> BTreeMap<String, ArgType> {
         .collect()
 }
 
+/// Every argument name of the catalog Cedar can name (provenance covers all of them, whatever
+/// their type).
+fn arg_names(catalog: &Catalog) -> std::collections::BTreeSet<String> {
+    catalog
+        .iter()
+        .filter_map(|t| t.args_schema.get("properties").and_then(|p| p.as_object()))
+        .flat_map(|p| p.keys().cloned())
+        .filter(|k| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect()
+}
+
 pub fn schema_text(catalog: &Catalog) -> String {
     let fields: Vec<String> = arg_types(catalog)
         .iter()
@@ -140,11 +164,19 @@ pub fn schema_text(catalog: &Catalog) -> String {
                 ArgType::Long => "Long",
                 ArgType::String => "String",
                 ArgType::Bool => "Bool",
+                ArgType::StringSet => "Set<String>",
+                ArgType::Decimal => "decimal",
             };
             format!("\"{name}\"?: {ty}")
         })
         .collect();
-    SCHEMA_TEMPLATE.replace("{ARGS}", &format!("{{{}}}", fields.join(", ")))
+    let provenance: Vec<String> = arg_names(catalog)
+        .iter()
+        .map(|name| format!("\"{name}\"?: Set<String>"))
+        .collect();
+    SCHEMA_TEMPLATE
+        .replace("{ARGS}", &format!("{{{}}}", fields.join(", ")))
+        .replace("{PROVENANCE}", &format!("{{{}}}", provenance.join(", ")))
 }
 
 /// What a policy says when it is satisfied.
@@ -162,6 +194,7 @@ pub struct Policies {
     meta: HashMap<PolicyId, PolicyMeta>,
     schema: Schema,
     arg_types: BTreeMap<String, ArgType>,
+    arg_names: std::collections::BTreeSet<String>,
     tools: HashMap<String, Entity>,
     names: Names,
     authorizer: Authorizer,
@@ -337,6 +370,7 @@ impl Policies {
             meta,
             schema,
             arg_types: arg_types(catalog),
+            arg_names: arg_names(catalog),
             tools,
             names: Names::new().map_err(ControlError::Policy)?,
             authorizer: Authorizer::new(),
@@ -374,12 +408,53 @@ impl Policies {
                     (ArgType::Bool, serde_json::Value::Bool(b)) => {
                         RestrictedExpression::new_bool(*b)
                     }
+                    (ArgType::StringSet, serde_json::Value::Array(items))
+                        if items.iter().all(|i| i.is_string()) =>
+                    {
+                        RestrictedExpression::new_set(
+                            items
+                                .iter()
+                                .filter_map(|i| i.as_str())
+                                .map(|i| RestrictedExpression::new_string(i.to_string())),
+                        )
+                    }
+                    (ArgType::Decimal, serde_json::Value::Number(n)) => match n.as_f64() {
+                        // Cedar's decimal: four places, within ±922,337,203,685,477.
+                        Some(x) if x.is_finite() && x.abs() < 9.2e14 => {
+                            RestrictedExpression::new_decimal(format!("{x:.4}"))
+                        }
+                        _ => return Err(format!("argument {name} = {n} is out of decimal range")),
+                    },
                     (ty, v) => return Err(format!("argument {name} = {v} is not a {ty:?}")),
                 };
                 fields.push((name.clone(), expr));
             }
         }
         RestrictedExpression::new_record(fields).map_err(|e| e.to_string())
+    }
+
+    /// Cedar's `provenance` record and `unvouched_args` set for a call: for each argument, the
+    /// origins of its values (see `guard::provenance`).
+    pub fn provenance_context(
+        &self,
+        provenance: Option<&crate::guard::provenance::CallProvenance>,
+    ) -> Result<Vec<(String, RestrictedExpression)>, String> {
+        let mut fields = Vec::new();
+        let mut unvouched = Vec::new();
+        if let Some(p) = provenance {
+            for arg in p.args.keys().filter(|a| self.arg_names.contains(*a)) {
+                let labels: Vec<String> = p.labels(arg).into_iter().collect();
+                fields.push((arg.clone(), string_set(&labels)));
+            }
+            unvouched = p.unvouched_args();
+        }
+        Ok(vec![
+            (
+                "provenance".to_string(),
+                RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?,
+            ),
+            ("unvouched_args".to_string(), string_set(&unvouched)),
+        ])
     }
 
     /// Evaluates one request. `context` pairs must match the action's context type.

@@ -96,6 +96,8 @@ pub struct CallReview<'a> {
     pub args_json: &'a str,
     pub spec: Option<&'a ToolSpec>,
     pub signals: &'a Signals,
+    /// Where each argument value came from (pre-tool; none at the plan checkpoint).
+    pub provenance: Option<&'a crate::guard::provenance::CallProvenance>,
 }
 
 /// What the control plane sees of a reply about to be sent.

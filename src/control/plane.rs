@@ -235,6 +235,7 @@ impl CedarControlPlane {
         tool: &str,
         args_json: &str,
         signals: &Signals,
+        provenance: Option<&crate::guard::provenance::CallProvenance>,
     ) -> (Evaluation, f64) {
         let deny = |id: &str, reason: String| Evaluation {
             decision: PolicyDecision::Deny,
@@ -272,7 +273,11 @@ impl CedarControlPlane {
             Ok(r) => r,
             Err(e) => return (deny(RULE_ARGS, e), risk.score),
         };
-        let context = vec![
+        let provenance = match policies.provenance_context(provenance) {
+            Ok(p) => p,
+            Err(e) => return (deny(RULE_ARGS, e), risk.score),
+        };
+        let mut context = vec![
             ("checkpoint".to_string(), cedar::string(checkpoint)),
             ("step".to_string(), cedar::long(i64::from(step))),
             ("args".to_string(), args_record),
@@ -300,6 +305,7 @@ impl CedarControlPlane {
                 cedar::string_set(&signals.prior_tools),
             ),
         ];
+        context.extend(provenance);
         let mut eval = policies.evaluate(
             &Self::principal(principal),
             ACTION_CALL_TOOL,
@@ -363,6 +369,7 @@ impl ControlPlane for CedarControlPlane {
                 &step.tool,
                 &step.args_json,
                 plan.signals,
+                None,
             );
             max_risk = max_risk.max(risk);
             if e.decision == PolicyDecision::Allow {
@@ -405,6 +412,7 @@ impl ControlPlane for CedarControlPlane {
             call.tool,
             call.args_json,
             call.signals,
+            call.provenance,
         );
         self.verdict(e, risk, &active.version)
     }

@@ -76,6 +76,7 @@ fn call(plane: &CedarControlPlane, tool: &str, args: &str, confidence: f64) -> V
         args_json: args,
         spec: None,
         signals: &signals,
+        provenance: None,
     })
 }
 
@@ -136,6 +137,7 @@ fn principals_need_the_tools_scopes() {
         args_json: r#"{"order_id":"A1"}"#,
         spec: None,
         signals: &signals,
+        provenance: None,
     });
     assert_eq!(
         (v.decision, v.policy_ids),

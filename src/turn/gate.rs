@@ -178,6 +178,7 @@ impl Builder<'_, '_> {
             args_json: &planned.args_json,
             spec,
             signals: &signals,
+            provenance: Some(&provenance),
         });
         super::origins::fold(&mut verdict, &findings);
         let provenance = (!provenance.args.is_empty())

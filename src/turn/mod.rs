@@ -51,6 +51,7 @@ pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};
 pub use effect::{Effect, ToolInvocation};
 pub use gate::prior_tools;
 pub use input::{ExecFailure, Input, Planned, Retrieval, ToolFailure, ToolSuccess};
+pub use origins::{call_provenance, facts as provenance_facts};
 pub use reversal::{
     CompensationState, CompensationStatus, ReversalState, compensation_args, reversed_reason,
     undo_id,

@@ -5,47 +5,53 @@ use crate::event::{CallRefused, Payload, PolicyDecision};
 use crate::guard::provenance::rules::{self, Finding, OnRefusal};
 use crate::guard::provenance::{self, CallProvenance, Facts, ResultFact};
 
+use crate::exec::catalog::Catalog;
+
 use super::decide::Builder;
-use super::state::CallStatus;
+use super::state::{CallStatus, TurnState};
+
+/// What a turn had seen when the model proposed a call: the facts provenance traces values to.
+pub fn facts(state: &TurnState) -> Facts<'_> {
+    let session = state.session.as_ref().map(|s| s.turns.as_slice());
+    let results = state
+        .all_calls()
+        .filter_map(|c| match &c.status {
+            CallStatus::Completed { result_json } => Some(ResultFact {
+                tool: &c.tool,
+                result_json,
+            }),
+            _ => None,
+        })
+        .chain(session.into_iter().flatten().flat_map(|t| {
+            t.calls.iter().map(|c| ResultFact {
+                tool: &c.tool,
+                result_json: &c.result_json,
+            })
+        }))
+        .collect();
+    Facts {
+        request: &state.text,
+        session: session
+            .into_iter()
+            .flatten()
+            .map(|t| t.request.as_str())
+            .collect(),
+        results,
+        documents: state
+            .documents
+            .iter()
+            .map(|d| (d.id.as_str(), d.snippet.as_str()))
+            .collect(),
+    }
+}
+
+/// Where each value of a call proposed in `state` came from, trust as `catalog` says.
+pub fn call_provenance(state: &TurnState, catalog: &Catalog, args_json: &str) -> CallProvenance {
+    let trusted = |t: &str| catalog.get(t).is_some_and(|s| s.trusted());
+    provenance::trace(args_json, &facts(state), &trusted)
+}
 
 impl Builder<'_, '_> {
-    /// What the turn had seen when the model proposed a call.
-    fn facts(&self) -> Facts<'_> {
-        let session = self.state.session.as_ref().map(|s| s.turns.as_slice());
-        let results = self
-            .state
-            .all_calls()
-            .filter_map(|c| match &c.status {
-                CallStatus::Completed { result_json } => Some(ResultFact {
-                    tool: &c.tool,
-                    result_json,
-                }),
-                _ => None,
-            })
-            .chain(session.into_iter().flatten().flat_map(|t| {
-                t.calls.iter().map(|c| ResultFact {
-                    tool: &c.tool,
-                    result_json: &c.result_json,
-                })
-            }))
-            .collect();
-        Facts {
-            request: &self.state.text,
-            session: session
-                .into_iter()
-                .flatten()
-                .map(|t| t.request.as_str())
-                .collect(),
-            results,
-            documents: self
-                .state
-                .documents
-                .iter()
-                .map(|d| (d.id.as_str(), d.snippet.as_str()))
-                .collect(),
-        }
-    }
-
     /// Where each value of a proposed call came from, and the rules that trip on it.
     pub(super) fn provenance_of(
         &self,
@@ -53,8 +59,7 @@ impl Builder<'_, '_> {
         args_json: &str,
     ) -> (CallProvenance, Vec<Finding>) {
         let catalog = self.ctx.catalog;
-        let trusted = |t: &str| catalog.get(t).is_some_and(|s| s.trusted());
-        let prov = provenance::trace(args_json, &self.facts(), &trusted);
+        let prov = call_provenance(self.state, catalog, args_json);
         let findings = match catalog.get(tool) {
             Some(spec) => {
                 let sensitive = |t: &str| catalog.get(t).is_some_and(|s| s.sensitive_output);

@@ -41,19 +41,23 @@ impl Origin {
         }
     }
 
-    /// The origin as Cedar sees it: `user`, `session`, `tool:trusted:NAME`,
-    /// `tool:untrusted:NAME`, `document:ID`.
-    pub fn label(&self) -> String {
+    /// The origin as Cedar sees it: its class (`user`, `session`, `trusted_tool`,
+    /// `untrusted_tool`, `document`) and, for tools and documents, which one (`tool:NAME`,
+    /// `document:ID`).
+    pub fn labels(&self) -> Vec<String> {
         match self {
-            Origin::User => "user".into(),
-            Origin::Session => "session".into(),
-            Origin::Tool { name, trusted } => {
-                format!(
-                    "tool:{}:{name}",
-                    if *trusted { "trusted" } else { "untrusted" }
-                )
-            }
-            Origin::Document { id } => format!("document:{id}"),
+            Origin::User => vec!["user".into()],
+            Origin::Session => vec!["session".into()],
+            Origin::Tool { name, trusted } => vec![
+                if *trusted {
+                    "trusted_tool"
+                } else {
+                    "untrusted_tool"
+                }
+                .into(),
+                format!("tool:{name}"),
+            ],
+            Origin::Document { id } => vec!["document".into(), format!("document:{id}")],
         }
     }
 
@@ -130,9 +134,18 @@ impl CallProvenance {
             if t.nowhere() {
                 out.insert("nowhere".to_string());
             }
-            out.extend(t.origins.iter().map(Origin::label));
+            out.extend(t.origins.iter().flat_map(Origin::labels));
         }
         out
+    }
+
+    /// Arguments with a value nothing vouches for: found only in untrusted content, or nowhere.
+    pub fn unvouched_args(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .filter(|(_, vs)| vs.iter().any(|t| t.nowhere() || t.only_untrusted()))
+            .map(|(a, _)| a.clone())
+            .collect()
     }
 
     /// "recipient: eve@evil.test from read_inbox output (untrusted), not from the user" — one

@@ -193,7 +193,7 @@ fn a_link_inside_a_message_body_sent_to_the_user_is_not_a_sink_value() {
     );
     assert_eq!(
         p.labels("body"),
-        ["tool:untrusted:fetch_page".to_string()]
+        ["tool:fetch_page".to_string(), "untrusted_tool".to_string()]
             .into_iter()
             .collect()
     );
@@ -216,9 +216,13 @@ fn labels_and_explanations_name_every_origin() {
     );
     assert_eq!(
         p.labels("recipient"),
-        ["tool:untrusted:read_inbox".to_string(), "user".to_string()]
-            .into_iter()
-            .collect()
+        [
+            "tool:read_inbox".to_string(),
+            "untrusted_tool".to_string(),
+            "user".to_string()
+        ]
+        .into_iter()
+        .collect()
     );
     assert_eq!(
         p.labels("amount_cents"),
