@@ -31,6 +31,7 @@ pub mod event;
 pub mod exec;
 pub mod guard;
 pub mod ids;
+pub mod injection;
 pub mod kafka;
 pub mod local_socket;
 pub mod log;

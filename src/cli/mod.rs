@@ -8,6 +8,7 @@ mod demo;
 mod drill;
 mod forget;
 mod handoff;
+mod injection;
 mod kafka;
 mod late;
 mod outcomes;
@@ -86,6 +87,9 @@ pub enum Command {
     /// Re-wrap every tenant key of the vault under a new master key (stop `serve` or the
     /// workers first; nothing else is re-encrypted and no token changes).
     RotateMasterKey(rotate::RotateArgs),
+    /// Run the prompt-injection suite: attacks in tool output, documents and session history
+    /// against a hijackable scripted model; per scenario, what ran and what was stopped.
+    Injection(injection::InjectionArgs),
 }
 
 /// Runs the command; one that reads or answers on a data dir that `ballast serve` holds is sent
@@ -228,6 +232,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig(a) => check_config::run(a).await,
         Command::Forget(a) => forget::run(a).await,
         Command::RotateMasterKey(a) => rotate::run(a).await,
+        Command::Injection(a) => injection::run(a).await,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The runtime executes what the state machine decides: one actor per owned partition, effects
 //! run concurrently under a global bound, results fed back as inputs.
 
-mod edge;
+pub(crate) mod edge;
 mod executor;
 pub mod journal;
 mod partition;

@@ -81,9 +81,13 @@ fn collect(value: &Value, out: &mut Vec<Piece>) {
     }
     match value {
         Value::String(s) => of_text(s, out),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => out.push(whole(Atom::Number(i))),
-            None => out.push(whole(Atom::Text(n.to_string()))),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => out.push(whole(Atom::Number(i))),
+            // 850.0 is 850 (written "850", "850.00" or "850,00" elsewhere).
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9e15 => {
+                out.push(whole(Atom::Number(f as i64)))
+            }
+            _ => out.push(whole(Atom::Text(n.to_string()))),
         },
         Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
         Value::Object(fields) => fields.values().for_each(|v| collect(v, out)),

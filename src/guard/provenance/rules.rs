@@ -139,6 +139,22 @@ pub fn check(
                 }
             }
         }
+        // A link in anything a sink tool sends is a destination too: where its reader goes.
+        for (arg, values) in prov.args.iter().filter(|(a, _)| !spec.sinks.contains(a)) {
+            if spec.sinks.is_empty() {
+                break;
+            }
+            for t in values.iter().filter(|t| is_link(&t.value)) {
+                if !t.nowhere() && !vouched(&t.origins, cfg) {
+                    let from: Vec<String> = t.origins.iter().map(Origin::describe).collect();
+                    why.push(format!(
+                        "{arg}: the link {} comes only from {}, not from the user",
+                        t.value,
+                        from.join(", ")
+                    ));
+                }
+            }
+        }
         if !why.is_empty() {
             out.push(Finding {
                 rule: UNTRUSTED_SINK,
@@ -199,6 +215,10 @@ pub fn check(
     }
     out.sort_by_key(|f| std::cmp::Reverse(severity(f.decision)));
     out
+}
+
+fn is_link(v: &str) -> bool {
+    v.starts_with("http://") || v.starts_with("https://") || v.starts_with("www.")
 }
 
 /// Deny > escalate > confirmation > allow.
