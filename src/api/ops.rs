@@ -37,6 +37,9 @@ pub struct Waiting {
     pub risk_score: Option<f64>,
     pub deadline_ms: Option<i64>,
     pub accepted_by: Option<String>,
+    /// An approval: where each argument value came from ("recipient: … from read_inbox output
+    /// (untrusted), not from the user; amount: 850 from the user's request").
+    pub provenance: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/queue", tag = "operations", params(RevealQuery),
@@ -70,8 +73,31 @@ impl Found {
         w.user_id = f(&self.user);
         w.reason = f(&w.reason);
         w.args_json = w.args_json.as_deref().map(&mut f);
+        w.provenance = w.provenance.as_deref().map(&mut f);
         w
     }
+}
+
+/// The provenance recorded with the pre-tool decision that asked for approval `call_id`,
+/// explained for a person.
+fn provenance_before(
+    events: &[(crate::ids::Offset, crate::event::Event)],
+    call_id: &str,
+) -> Option<String> {
+    use crate::event::{Checkpoint, Payload};
+    let mut after = false;
+    for (_, e) in events.iter().rev() {
+        match &e.payload {
+            Payload::ApprovalRequested(a) if a.call_id == call_id => after = true,
+            Payload::PolicyEvaluated(p) if after && p.checkpoint == Checkpoint::PreTool => {
+                let prov: crate::guard::provenance::CallProvenance =
+                    serde_json::from_str(p.provenance_json.as_deref()?).ok()?;
+                return Some(prov.explain());
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Most entries the queue answers with (oldest first).
@@ -111,6 +137,7 @@ async fn waiting(state: &AppState, caller: &Caller) -> Result<Vec<Found>, Proble
                         risk_score: Some(a.risk_score),
                         deadline_ms: Some(a.deadline_ms),
                         accepted_by: None,
+                        provenance: provenance_before(&events, &a.call_id),
                     }),
                     _ => None,
                 })
@@ -126,6 +153,7 @@ async fn waiting(state: &AppState, caller: &Caller) -> Result<Vec<Found>, Proble
                     risk_score: None,
                     deadline_ms: r.deadline_ms,
                     accepted_by: s.handoff.as_ref().and_then(|h| h.accepted_by.clone()),
+                    provenance: None,
                 }),
                 _ => None,
             }),

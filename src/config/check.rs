@@ -258,6 +258,22 @@ fn check_catalog(
                 ),
             );
         }
+        let props = tool
+            .args_schema
+            .get("properties")
+            .and_then(|p| p.as_object());
+        for sink in &tool.sinks {
+            if !props.is_some_and(|p| p.contains_key(sink)) {
+                cx.elsewhere(
+                    path,
+                    line,
+                    format!(
+                        "tool {}: sink {sink:?} is not one of its arguments",
+                        tool.name
+                    ),
+                );
+            }
+        }
         if let Some(comp) = &tool.compensation
             && catalog.get(comp).is_none()
         {

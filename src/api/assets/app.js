@@ -105,6 +105,8 @@ async function loadQueue() {
          el("button", { "data-testid": "resolve", onclick: () => { const r = prompt("What was done?"); if (r) act(`/v1/handoffs/${w.turn_id}/resolve`, { resolution: r }); } }, "Resolve")];
     // Values show as [REDACTED:kind]; the approver may reveal the real arguments (recorded).
     const args = el("td", { "data-testid": "queue-args" }, w.tool ? `${w.tool} ${w.args_json}` : "");
+    // Where each value came from: "recipient: … from read_inbox output (untrusted), not from the user".
+    if (w.provenance) args.append(el("div", { "data-testid": "queue-provenance", class: "provenance" }, w.provenance));
     if (w.kind === "approval") buttons.unshift(el("button", { "data-testid": "reveal", onclick: () => revealArgs(w.turn_id, w.tool, args) }, "Reveal"));
     return el("tr", { "data-testid": "queue-row", "data-turn": w.turn_id },
       el("td", {}, el("code", {}, w.turn_id.slice(-12))), el("td", {}, w.kind), el("td", {}, w.reason),
