@@ -13,12 +13,19 @@ use super::state::{CallStatus, TurnState};
 /// What a turn had seen when the model proposed a call: the facts provenance traces values to.
 pub fn facts(state: &TurnState) -> Facts<'_> {
     let session = state.session.as_ref().map(|s| s.turns.as_slice());
+    let mut user: Vec<&str> = vec![state.text.as_str()];
+    user.extend(session.into_iter().flatten().map(|t| t.request.as_str()));
+    // A result the user pointed at, which does not talk to the model, is vouched for.
+    let designated = |args_json: &str, result_json: &str| {
+        provenance::designated_by(args_json, &user) && rules::instruction(result_json).is_none()
+    };
     let results = state
         .all_calls()
         .filter_map(|c| match &c.status {
             CallStatus::Completed { result_json } => Some(ResultFact {
                 tool: &c.tool,
                 result_json,
+                designated: designated(&c.args_json, result_json),
             }),
             _ => None,
         })
@@ -26,6 +33,7 @@ pub fn facts(state: &TurnState) -> Facts<'_> {
             t.calls.iter().map(|c| ResultFact {
                 tool: &c.tool,
                 result_json: &c.result_json,
+                designated: designated(&c.args_json, &c.result_json),
             })
         }))
         .collect();

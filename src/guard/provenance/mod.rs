@@ -80,10 +80,41 @@ impl Origin {
 }
 
 /// One tool result the turn has seen.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ResultFact<'a> {
     pub tool: &'a str,
     pub result_json: &'a str,
+    /// The user pointed at this result (every argument of the call that read it came from the
+    /// user: "pay the bill in bills/december.txt") and it does not address the model: its
+    /// values are vouched for even if the tool's output is untrusted in general.
+    pub designated: bool,
+}
+
+/// Whether a call reading `args_json` was pointed at by the user: it has arguments, and each
+/// of their values is found in `user_texts` (the request, the session's user messages).
+pub fn designated_by(args_json: &str, user_texts: &[&str]) -> bool {
+    let Ok(args) = serde_json::from_str::<Value>(args_json) else {
+        return false;
+    };
+    let pieces: Vec<(String, Piece)> = atoms::of_args(&args)
+        .into_iter()
+        .flat_map(|(arg, ps)| ps.into_iter().map(move |p| (arg.clone(), p)))
+        .collect();
+    // A pointer names one object (a path, a document or invoice id, a link); a date or a
+    // search term selects whatever matches, which an attacker can add to.
+    let pointer = |p: &Piece| match &p.atom {
+        Atom::Text(v) => {
+            v.chars().any(char::is_alphabetic)
+                && v.chars()
+                    .any(|c| matches!(c, '/' | '.' | '-' | '_') || c.is_ascii_digit())
+                && !v.contains(char::is_whitespace)
+        }
+        Atom::Number(_) => false,
+    };
+    pieces.iter().any(|(_, p)| pointer(p))
+        && pieces
+            .iter()
+            .all(|(arg, p)| user_texts.iter().any(|t| text_has(t, &p.atom, arg)))
 }
 
 /// What a turn had seen when the model proposed a call.
@@ -203,6 +234,46 @@ fn json_has_text(v: &Value, needle: &str) -> bool {
     }
 }
 
+/// The shape of a value, for ambiguity: e-mail, link, IBAN, phone, or a vault token's kind.
+fn shape(v: &str) -> Option<String> {
+    if let Some(t) = crate::vault::token::find(v).first() {
+        return Some(t.kind.clone());
+    }
+    let compact: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+    if v.contains('@') {
+        Some("email".into())
+    } else if v.starts_with("http") || v.starts_with("www.") {
+        Some("url".into())
+    } else if compact.len() >= 15
+        && compact.chars().take(2).all(|c| c.is_ascii_uppercase())
+        && compact.chars().skip(2).take(2).all(|c| c.is_ascii_digit())
+    {
+        Some("iban".into())
+    } else if v.starts_with('+') {
+        Some("phone".into())
+    } else {
+        None
+    }
+}
+
+/// Whether `result_json` holds another value shaped like `atom`.
+fn ambiguous(result_json: &str, atom: &Atom) -> bool {
+    let Atom::Text(a) = atom else {
+        return false;
+    };
+    let Some(kind) = shape(a) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<Value>(result_json) else {
+        return false;
+    };
+    let norm = |s: &str| s.split_whitespace().collect::<String>().to_lowercase();
+    atoms::of_value(&v).iter().any(|p| match &p.atom {
+        Atom::Text(other) => shape(other).as_deref() == Some(&kind) && norm(other) != norm(a),
+        Atom::Number(_) => false,
+    })
+}
+
 /// Where `atom` (a value of argument `arg`) was seen.
 pub fn origins(
     atom: &Atom,
@@ -219,9 +290,13 @@ pub fn origins(
     }
     for r in &facts.results {
         if result_has(r.result_json, atom, arg) {
+            // A source the user pointed at vouches for a value only when it offers no other
+            // value of the same shape: a bill with two IBANs is ambiguous, and the second one is
+            // how an attacker who can write into the bill would show.
+            let designated = r.designated && !ambiguous(r.result_json, atom);
             out.insert(Origin::Tool {
                 name: r.tool.to_string(),
-                trusted: trusted(r.tool),
+                trusted: trusted(r.tool) || designated,
             });
         }
     }
