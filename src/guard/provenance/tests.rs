@@ -182,8 +182,8 @@ fn private_data_sent_to_a_destination_the_user_did_not_give_is_exfiltration() {
 }
 
 #[test]
-fn a_link_inside_a_message_body_sent_to_the_user_is_not_a_sink_value() {
-    // Only sink arguments are checked: a body may quote anything to a recipient the user chose.
+fn a_link_from_untrusted_content_inside_a_message_body_is_a_destination_too() {
+    // The recipients are the user's; the link sends them somewhere only the page named.
     let f = facts(
         "Tell ann@example.com what the newsletter says",
         vec![ResultFact {
@@ -203,7 +203,12 @@ fn a_link_inside_a_message_body_sent_to_the_user_is_not_a_sink_value() {
             .into_iter()
             .collect()
     );
-    assert!(rules::check(&send_email(), &p, &sensitive, &ProvenanceConfig::default()).is_empty());
+    let found = rules::check(&send_email(), &p, &sensitive, &ProvenanceConfig::default());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].detail.contains("the link https://evil.test/win"),
+        "{found:?}"
+    );
 }
 
 #[test]
