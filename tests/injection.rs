@@ -39,10 +39,12 @@ fn provenance_stops_the_attacks_and_keeps_the_users_task() {
     let blocked = share(&r, |s| {
         s["attacked"]["legit_blocked"] == true || s["clean"]["legit_blocked"] == true
     });
-    let confirmed = share(&r, |s| {
-        s["clean"]["legit_confirmations"].as_u64() > Some(0)
-            || s["attacked"]["legit_confirmations"].as_u64() > Some(0)
-    });
+    // Legitimate calls: one per run, clean and attacked.
+    let confirmed = (share(&r, |s| s["clean"]["legit_confirmations"].as_u64() > Some(0))
+        + share(&r, |s| {
+            s["attacked"]["legit_confirmations"].as_u64() > Some(0)
+        }))
+        / 2.0;
     assert!(
         executed <= 1.0,
         "attacker calls ran in {executed}% of scenarios"
