@@ -19,13 +19,14 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 export BALLAST_PROMTOOL="$(command -v promtool)"
 
-# The example analytics consumer's dependencies (confluent-kafka, fastavro) and the OpenAPI
-# validator, in a cached venv.
+# The example analytics consumer's dependencies (confluent-kafka, fastavro), the OpenAPI
+# validator and the example MCP server's SDK (mcp), in a cached venv.
 VENV="${BALLAST_VENV:-$HOME/.cache/ballast/venv}"
-if ! "$VENV/bin/python" -c 'import confluent_kafka, fastavro, openapi_spec_validator' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import confluent_kafka, fastavro, openapi_spec_validator, mcp.server.fastmcp' >/dev/null 2>&1; then
   echo "test.sh: installing the Python test dependencies into $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q -r examples/analytics/requirements.txt -r scripts/test-requirements.txt
+  "$VENV/bin/pip" install -q -r examples/analytics/requirements.txt -r examples/mcp/requirements.txt \
+    -r scripts/test-requirements.txt
 fi
 export BALLAST_PYTHON="$VENV/bin/python"
 

@@ -46,6 +46,37 @@ impl Clock for ManualClock {
     }
 }
 
+/// Milliseconds since the epoch from text (`--since`/`--until`, a document's `updated_at`): an integer (ms), an RFC 3339
+/// time with any offset (`2026-12-01T10:00:00Z`, `2026-12-01T11:00:00+01:00`, fractional
+/// seconds allowed), or a date (`2026-12-01`, UTC midnight). Parsed by `jiff`; anything else is
+/// an error saying what is accepted.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = |why: String| {
+        format!(
+            "{s:?} is not a time ({why}); use RFC 3339 like 2026-12-01T10:00:00Z, a date like 2026-12-01, or ms since the epoch"
+        )
+    };
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    // A bare date only: a time without an offset names no instant, and jiff would take the date
+    // out of it silently.
+    if s.len() != 10 {
+        return Err(bad("a time needs an offset such as Z or +01:00".into()));
+    }
+    match s.parse::<jiff::civil::Date>() {
+        Ok(d) => d
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp().as_millisecond())
+            .map_err(|e| bad(e.to_string())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,7 @@ pub mod drill;
 pub mod embedded;
 pub mod event;
 pub mod exec;
+pub mod faults;
 pub mod guard;
 pub mod ids;
 pub mod injection;

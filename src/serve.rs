@@ -34,7 +34,7 @@ pub enum ServeError {
     #[error(transparent)]
     Exporter(#[from] ExporterError),
     #[error(transparent)]
-    Planes(#[from] crate::settle::PlanesError),
+    Planes(#[from] crate::demo::planes::PlanesError),
     #[error(transparent)]
     Auth(#[from] crate::api::auth::AuthError),
     #[error(transparent)]
@@ -92,10 +92,10 @@ pub async fn run(
     // A new data dir is created (the help promises it), before anything looks inside it.
     std::fs::create_dir_all(&opts.data_dir).map_err(EmbeddedError::Io)?;
     let planes = match &opts.config {
-        Some(loaded) => loaded.planes()?,
+        Some(loaded) => loaded.planes().await?,
         // The demo domain's planner follows the data dir's workload file (written by `ballast
         // demo`); requests it does not script get the planner's fallback plan.
-        None => crate::settle::demo_planes(
+        None => crate::demo::planes::demo_planes(
             &opts.data_dir,
             opts.policies.as_deref(),
             opts.service_latency_ms,

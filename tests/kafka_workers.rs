@@ -378,11 +378,14 @@ async fn a_worker_started_from_a_configuration_file_runs_every_turn() {
     )
     .expect("workload");
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/policies");
+    // A configured worker has no built-in tools: the demo's are reached over HTTP.
+    let effects = d.dir.path().join("effects.jsonl");
+    let _tools = common::agent::demo_tools_over_http(&effects, &d.dir.path().join("catalog.json"));
     let file = d.dir.path().join("ballast.toml");
     std::fs::write(
         &file,
         format!(
-            "policies = \"{}\"\n\n[log]\nbackend = \"kafka\"\nbootstrap = \"{bootstrap}\"\n\
+            "catalog = \"catalog.json\"\npolicies = \"{}\"\n\n[log]\nbackend = \"kafka\"\nbootstrap = \"{bootstrap}\"\n\
              data_dir = \"configured\"\n\n[planners.general]\nkind = \"scripted\"\n\n\
              [planners.specialist]\nkind = \"scripted\"\n\n\
              [intake.tenants.\"*\"]\ngrants = [\"role:customer\", \"support:*\"]\n",
@@ -416,8 +419,9 @@ async fn a_worker_started_from_a_configuration_file_runs_every_turn() {
     let outcomes = outcomes.unwrap_or_else(|missing| panic!("turns without outcome: {missing:?}"));
     assert!(status.success());
     assert_one_outcome_per_turn(&outcomes);
-    // The data dir named in the file is the one the worker used: the demo tools journal there.
-    assert!(data.join("effects.jsonl").exists());
+    // The worker used the data dir named in the file, and the tools it called acted.
+    assert!(data.join("sled").exists() || data.read_dir().is_ok_and(|mut d| d.next().is_some()));
+    assert!(std::fs::metadata(&effects).is_ok_and(|m| m.len() > 0));
 }
 
 #[test]

@@ -125,7 +125,12 @@ pub(crate) struct NoContext;
 
 #[async_trait]
 impl Retriever for NoContext {
-    async fn retrieve(&self, _t: TurnId, query: &str) -> Result<Retrieval, ExecFailure> {
+    async fn retrieve(
+        &self,
+        _t: TurnId,
+        _tenant: &str,
+        query: &str,
+    ) -> Result<Retrieval, ExecFailure> {
         Ok(Retrieval {
             query: query.into(),
             documents: vec![],

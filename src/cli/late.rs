@@ -141,7 +141,7 @@ async fn settle(
             .get(turn)?
             .ok_or_else(|| anyhow::anyhow!("turn {turn} not found"))?;
         let planes =
-            ballast::settle::demo_planes(dir, a.policies.as_deref(), a.service_latency_ms)?;
+            ballast::demo::planes::demo_planes(dir, a.policies.as_deref(), a.service_latency_ms)?;
         ballast::settle::run_until_settled(emb, planes, Partition(entry.partition), turn, timeout)
             .await?;
         return read().await;

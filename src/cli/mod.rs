@@ -8,6 +8,7 @@ mod demo;
 mod drill;
 mod forget;
 mod handoff;
+mod index;
 mod injection;
 mod kafka;
 mod late;
@@ -17,6 +18,7 @@ mod rotate;
 mod serve;
 mod slo;
 mod token;
+mod tools;
 mod trace;
 mod turns;
 mod worker;
@@ -90,6 +92,12 @@ pub enum Command {
     /// Run the prompt-injection suite: attacks in tool output, documents and session history
     /// against a hijackable scripted model; per scenario, what ran and what was stopped.
     Injection(injection::InjectionArgs),
+    /// The resolved tool catalog of a configuration (catalog file and MCP servers, overrides
+    /// applied): name, source, impact, idempotent, trust, scopes, sinks.
+    Tools(tools::ToolsArgs),
+    /// A local full-text index over a folder of Markdown or text files, for
+    /// `[retrieval] kind = "index"`: `index build`, `index search`.
+    Index(index::IndexArgs),
 }
 
 /// Runs the command; one that reads or answers on a data dir that `ballast serve` holds is sent
@@ -233,6 +241,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Forget(a) => forget::run(a).await,
         Command::RotateMasterKey(a) => rotate::run(a).await,
         Command::Injection(a) => injection::run(a).await,
+        Command::Tools(a) => tools::run(a).await,
+        Command::Index(a) => index::run(a).await,
     }
 }
 

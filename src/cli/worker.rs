@@ -107,7 +107,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
                     "no [intake] in the configuration: requests asserting roles or scopes are dead-lettered"
                 );
             }
-            (l.planes()?, l.config.intake.clone())
+            (l.planes().await?, l.config.intake.clone())
         }
         // The demo's producer is the demo itself: its claims are trusted.
         None => (
@@ -146,7 +146,7 @@ fn demo_planes(a: &WorkerArgs) -> anyhow::Result<ballast::settle::Planes> {
     let (Some(workload), Some(effects)) = (&a.workload, &a.effects) else {
         anyhow::bail!("--workload and --effects are needed without --config");
     };
-    Ok(ballast::settle::demo_planes_from(
+    Ok(ballast::demo::planes::demo_planes_from(
         &read_workload(workload)?,
         effects,
         a.policies.as_deref(),

@@ -148,6 +148,7 @@ pub fn check(
     super::resolve_paths(&mut resolved, base);
 
     check_log(&mut cx, &resolved);
+    check_retrieval(&mut cx, &resolved, env);
     let control = control_config(&mut cx, &resolved);
     if let Some(control) = &control {
         check_control(&mut cx, control);
@@ -219,8 +220,17 @@ fn check_catalog(
     c: &BallastConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Catalog> {
+    check_mcp(cx, c, env);
     let Some(path) = &c.catalog else {
-        return Some(crate::demo::tools::demo_catalog());
+        if c.mcp.is_empty() {
+            cx.error(
+                "catalog",
+                "no tools: give `catalog` (a JSON file of HTTP tools) or [[mcp]] servers",
+            );
+            return None;
+        }
+        check_overrides(cx, c, &Catalog::default());
+        return Some(Catalog::default());
     };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -236,7 +246,6 @@ fn check_catalog(
             return None;
         }
     };
-    let builtin = crate::demo::tools::demo_catalog();
     let client = reqwest::Client::new();
     for tool in catalog.iter() {
         // The tool's entry, for errors: the line where its name is given.
@@ -248,46 +257,82 @@ fn check_catalog(
             if let Err(e) = HttpTool::new(tool.clone(), client.clone(), env) {
                 cx.elsewhere(path, line, e.to_string());
             }
-        } else if builtin.get(&tool.name).is_none() {
+        } else {
             cx.elsewhere(
                 path,
                 line,
                 format!(
-                    "tool {} has no \"http\" endpoint and no built-in implementation",
+                    "tool {} has no \"http\" endpoint: a catalog tool is an HTTP endpoint, other tools come from [[mcp]] servers",
                     tool.name
                 ),
             );
         }
-        let props = tool
-            .args_schema
-            .get("properties")
-            .and_then(|p| p.as_object());
-        for sink in &tool.sinks {
-            if !props.is_some_and(|p| p.contains_key(sink)) {
-                cx.elsewhere(
-                    path,
-                    line,
-                    format!(
-                        "tool {}: sink {sink:?} is not one of its arguments",
-                        tool.name
-                    ),
-                );
-            }
-        }
-        if let Some(comp) = &tool.compensation
-            && catalog.get(comp).is_none()
-        {
-            cx.elsewhere(
-                path,
-                line,
-                format!(
-                    "tool {}: compensation {comp} is not in the catalog",
-                    tool.name
-                ),
-            );
+        for message in crate::exec::overrides::spec_problems(tool, &catalog) {
+            cx.elsewhere(path, line, message);
         }
     }
+    if catalog.is_empty() && c.mcp.is_empty() {
+        cx.error(
+            "catalog",
+            "the catalog is empty and there are no [[mcp]] servers: no tools",
+        );
+    }
+    check_overrides(cx, c, &catalog);
     Some(catalog)
+}
+
+/// `[[mcp]]` entries: each well formed, names distinct. Their tools are listed only when a
+/// worker starts (or `ballast tools` asks), so overrides of them are checked then.
+fn check_mcp(cx: &mut Ctx<'_>, c: &BallastConfig, env: &dyn Fn(&str) -> Option<String>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, server) in c.mcp.iter().enumerate() {
+        if !seen.insert(server.name.as_str()) {
+            cx.error(
+                &format!("mcp.{i}.name"),
+                format!("server {:?} is given twice", server.name),
+            );
+        }
+        for (field, message) in server.problems(env) {
+            cx.error(&format!("mcp.{i}.{field}"), message);
+        }
+    }
+}
+
+/// `[tools.NAME]`: each names a catalog tool or could name an MCP server's, and what it sets is
+/// valid for a catalog tool.
+fn check_overrides(cx: &mut Ctx<'_>, c: &BallastConfig, catalog: &Catalog) {
+    for (name, o) in &c.tools {
+        let key = format!("tools.{name}");
+        match catalog.get(name) {
+            Some(spec) => {
+                let mut spec = spec.clone();
+                o.apply(&mut spec);
+                for message in crate::exec::overrides::spec_problems(&spec, catalog) {
+                    cx.error(&key, message);
+                }
+            }
+            None if c
+                .mcp
+                .iter()
+                .any(|s| name.starts_with(&format!("{}_", s.name))) => {}
+            None => cx.error(
+                &key,
+                format!("{name} is not in the catalog and no [[mcp]] server's name prefixes it"),
+            ),
+        }
+    }
+}
+
+fn check_retrieval(cx: &mut Ctx<'_>, c: &BallastConfig, env: &dyn Fn(&str) -> Option<String>) {
+    if c.execution.retriever == super::RetrieverKind::DemoKb {
+        cx.error(
+            "execution.retriever",
+            "the demo knowledge base is only for `ballast demo` and `ballast drill`: set [retrieval] kind = \"http\" or \"index\" (or \"none\")",
+        );
+    }
+    for (field, message) in c.retrieval.problems(env) {
+        cx.error(&format!("retrieval.{field}"), message);
+    }
 }
 
 fn check_planners(
@@ -354,7 +399,14 @@ fn check_policies(cx: &mut Ctx<'_>, c: &BallastConfig, catalog: &Catalog) {
     if let Err(e) = crate::control::cedar::Policies::load_dir(dir, catalog) {
         // Policy errors name their own file and line.
         let message = e.to_string();
-        cx.report.errors.push(Problem {
+        let problems = if c.mcp.is_empty() {
+            &mut cx.report.errors
+        } else {
+            // The MCP servers' tools (and their arguments) are known only once they are listed:
+            // `ballast tools` checks the policies against the whole catalog.
+            &mut cx.report.warnings
+        };
+        problems.push(Problem {
             file: dir.display().to_string(),
             line: None,
             column: None,
@@ -378,13 +430,30 @@ fn summary(
         ),
     }];
     if let Some(catalog) = catalog {
-        let http = catalog.iter().filter(|t| t.http.is_some()).count();
+        lines.push(format!("tools: {} over HTTP (catalog file)", catalog.len()));
+    }
+    for s in &c.mcp {
         lines.push(format!(
-            "tools: {} ({http} over HTTP, {} built in)",
-            catalog.len(),
-            catalog.len() - http
+            "mcp server {}: {} (tools listed at start: `ballast tools`)",
+            s.name,
+            s.describe()
         ));
     }
+    lines.push(match c.retrieval.kind {
+        crate::exec::retrieval::RetrievalKind::None => "retrieval: none".into(),
+        crate::exec::retrieval::RetrievalKind::Http => format!(
+            "retrieval: http at {}",
+            c.retrieval.url.as_deref().unwrap_or("")
+        ),
+        crate::exec::retrieval::RetrievalKind::Index => format!(
+            "retrieval: index in {}",
+            c.retrieval
+                .index_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        ),
+    });
     for (name, p) in &c.planners {
         lines.push(match p {
             PlannerConfig::Openai(o) => {

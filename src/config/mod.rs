@@ -26,9 +26,21 @@ pub struct BallastConfig {
     /// A directory of `*.cedar` policies, reloaded on change. Unset: the built-in policy set.
     #[serde(default)]
     pub policies: Option<PathBuf>,
-    /// The tool catalog (a JSON array of tool specs). Unset: the demo catalog.
+    /// The tool catalog (a JSON array of tool specs, each an HTTP endpoint). Optional when
+    /// `[[mcp]]` servers give the tools; a configuration with no tools at all is an error.
     #[serde(default)]
     pub catalog: Option<PathBuf>,
+    /// `[[mcp]]`: MCP servers whose tools join the catalog as `{name}_{tool}`.
+    #[serde(default)]
+    pub mcp: Vec<crate::exec::mcp::McpServerConfig>,
+    /// `[tools.NAME]`: what the deployment says about a catalog tool over what its source says
+    /// (scopes, key arguments, sinks, compensation, cost, impact, trust, …).
+    #[serde(default)]
+    pub tools: BTreeMap<String, crate::exec::overrides::ToolOverride>,
+    /// `[retrieval]`: the team's search service (`kind = "http"`) or a local index
+    /// (`kind = "index"`); unset: no retrieval.
+    #[serde(default)]
+    pub retrieval: crate::exec::retrieval::RetrievalConfig,
     #[serde(default)]
     pub execution: ExecutionConfig,
     /// How each planner profile of `[control.profiles]` is served, by profile name.
@@ -88,31 +100,23 @@ impl Default for LogConfig {
     }
 }
 
+/// `[execution] retriever`, from before `[retrieval]`: only `"none"` still means something.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RetrieverKind {
-    /// The demo's knowledge base.
-    #[default]
+    /// The demo's knowledge base: refused (the demo domain is wired only by `ballast demo` and
+    /// `ballast drill`); kept so the error can say what to write instead.
     DemoKb,
     /// No retrieval: plans see the request only.
+    #[default]
     None,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutionConfig {
+    /// Superseded by `[retrieval]`.
     pub retriever: RetrieverKind,
-    /// Upper bound of each simulated call of the built-in demo tools, in milliseconds.
-    pub demo_latency_ms: u64,
-}
-
-impl Default for ExecutionConfig {
-    fn default() -> Self {
-        ExecutionConfig {
-            retriever: RetrieverKind::DemoKb,
-            demo_latency_ms: 4,
-        }
-    }
 }
 
 /// How one profile's plans are made.
@@ -231,6 +235,9 @@ pub(crate) fn resolve_paths(config: &mut BallastConfig, base: &Path) {
         resolve(p);
     }
     if let Some(p) = config.vault.master_key_file.as_mut() {
+        resolve(p);
+    }
+    if let Some(p) = config.retrieval.index_dir.as_mut() {
         resolve(p);
     }
 }

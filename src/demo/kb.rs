@@ -182,7 +182,12 @@ impl KbRetriever {
 
 #[async_trait]
 impl Retriever for KbRetriever {
-    async fn retrieve(&self, _turn: TurnId, query: &str) -> Result<Retrieval, ExecFailure> {
+    async fn retrieve(
+        &self,
+        _turn: TurnId,
+        _tenant: &str,
+        query: &str,
+    ) -> Result<Retrieval, ExecFailure> {
         let started = std::time::Instant::now();
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;

@@ -2,6 +2,7 @@
 
 pub mod kb;
 pub mod operator;
+pub mod planes;
 pub mod run;
 pub mod tools;
 pub mod workload;

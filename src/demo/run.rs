@@ -63,7 +63,7 @@ pub struct DemoOptions {
     /// Write the workload and submit its requests, but run nothing (`ballast serve` will).
     pub submit_only: bool,
     /// A drill's fault layer around the execution plane.
-    pub faults: Option<crate::drill::Faults>,
+    pub faults: Option<crate::faults::Faults>,
     /// Submit one turn at a time, each when the one before has finished (drills: reproducible).
     pub lockstep: bool,
     /// Approval and handoff deadlines instead of the built-in demo policies' (2 s and 3 s): a
@@ -225,7 +225,7 @@ pub async fn run(
     let catalog = exec.tools.catalog().clone();
     let ttl = opts.person_ttl_ms;
     let (control, _watcher) =
-        crate::settle::control_plane(opts.policies.as_deref(), catalog, |c| {
+        super::planes::control_plane(opts.policies.as_deref(), catalog, |c| {
             if let Some(ms) = ttl {
                 c.approval_ttl_ms = ms;
                 c.guards.handoff_ttl_ms = ms;

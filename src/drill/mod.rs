@@ -3,8 +3,6 @@
 //! rungs that fired. Everything in the report comes from the two logs, measured at each run's
 //! last completion (not the wall clock), so the same seed gives the same report.
 
-pub mod faults;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -12,11 +10,11 @@ use serde::Serialize;
 
 use crate::demo::run::{DemoError, DemoOptions};
 use crate::event::Payload;
+pub use crate::faults::{self, Fault, Faults};
 use crate::ids::{Offset, Partition};
 use crate::log::{EventLog, Scan};
 use crate::projection::outcomes::OutcomeView;
 use crate::projection::slo::{self, Sli, SloConfig};
-pub use faults::{Fault, Faults};
 
 /// Approval and handoff deadlines of a drill on the built-in demo policies. The demo operator
 /// answers within milliseconds of a request when turns run one at a time; this only bounds how

@@ -110,7 +110,7 @@ pub struct ToolSpec {
     pub result_checks: ResultChecks,
     /// Where an HTTP tool's endpoint is (see `exec::http_tool`); None for in-process tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<super::http_tool::HttpEndpoint>,
+    pub http: Option<HttpEndpoint>,
     /// Whether values in this tool's output may be acted on as if the user had given them.
     /// Unset: untrusted for HTTP (and other external) tools, trusted for in-process ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +123,26 @@ pub struct ToolSpec {
     /// through a sink the user did not choose (`provenance.exfiltration`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive_output: bool,
+}
+
+/// How a catalog tool reaches its endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpEndpoint {
+    /// GET, POST, PUT, PATCH or DELETE (default POST).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// `{arg}` is replaced by that argument, percent-encoded. GET and DELETE send the other
+    /// arguments as the query string; the other methods send all arguments as a JSON body.
+    pub url: String,
+    /// Header values may name environment variables as `${VAR}`, resolved when the tool is built.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub idempotency_header: Option<String>,
+    /// A larger response body fails the call (default 1 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
 }
 
 /// Whether a tool's output is trusted (see [`ToolSpec::trust`]).

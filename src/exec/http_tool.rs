@@ -9,11 +9,10 @@
 //! person). A 2xx body must be a JSON object; whether it matches the result schema is the
 //! post-tool guard's check, the same for every tool, so schema drift is a recorded guard trip.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+
 use serde_json::Value;
 
 use super::catalog::ToolSpec;
@@ -21,25 +20,7 @@ use super::{Tool, ToolError};
 use crate::event::ToolFailureKind;
 use crate::exec::types::ToolInvocation;
 
-/// How a catalog tool reaches its endpoint.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpEndpoint {
-    /// GET, POST, PUT, PATCH or DELETE (default POST).
-    #[serde(default)]
-    pub method: Option<String>,
-    /// `{arg}` is replaced by that argument, percent-encoded. GET and DELETE send the other
-    /// arguments as the query string; the other methods send all arguments as a JSON body.
-    pub url: String,
-    /// Header values may name environment variables as `${VAR}`, resolved when the tool is built.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub idempotency_header: Option<String>,
-    /// A larger response body fails the call (default 1 MiB).
-    #[serde(default)]
-    pub max_response_bytes: Option<usize>,
-}
+pub use super::catalog::HttpEndpoint;
 
 pub const DEFAULT_IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
@@ -81,7 +62,7 @@ pub struct HttpTool {
 }
 
 /// `${VAR}` references in `value`, resolved by `env`.
-fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {

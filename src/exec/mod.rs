@@ -5,8 +5,11 @@
 pub mod body;
 pub mod catalog;
 pub mod http_tool;
+pub mod mcp;
 pub mod openai;
+pub mod overrides;
 pub mod profiles;
+pub mod retrieval;
 pub mod scripted;
 pub mod synth;
 pub mod types;
@@ -25,7 +28,13 @@ pub use types::{
 
 #[async_trait]
 pub trait Retriever: Send + Sync + 'static {
-    async fn retrieve(&self, turn: TurnId, query: &str) -> Result<Retrieval, ExecFailure>;
+    /// Documents for `query`, searched on behalf of `tenant`.
+    async fn retrieve(
+        &self,
+        turn: TurnId,
+        tenant: &str,
+        query: &str,
+    ) -> Result<Retrieval, ExecFailure>;
 }
 
 /// What a model step is asked: the conversation so far, and how.

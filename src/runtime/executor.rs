@@ -115,10 +115,18 @@ pub(crate) async fn execute_at_edge(
 /// Every call is bounded in time, so a drain never waits on a hung dependency.
 pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<Input> {
     Some(match effect {
-        Effect::Retrieve { turn_id, query, .. } => Input::Retrieved(
-            tokio::time::timeout(PLANE_TIMEOUT, plane.retriever.retrieve(turn_id, &query))
-                .await
-                .unwrap_or_else(|_| Err(timed_out("retriever"))),
+        Effect::Retrieve {
+            turn_id,
+            query,
+            tenant,
+            ..
+        } => Input::Retrieved(
+            tokio::time::timeout(
+                PLANE_TIMEOUT,
+                plane.retriever.retrieve(turn_id, &tenant, &query),
+            )
+            .await
+            .unwrap_or_else(|_| Err(timed_out("retriever"))),
         ),
         Effect::Plan {
             turn_id,

@@ -448,3 +448,69 @@ pub fn write_deployment(
     std::fs::write(&file, text).expect("config");
     file
 }
+
+/// The demo's tools behind HTTP (`POST /tools/{name}`, arguments as the body, the call's key in
+/// `Idempotency-Key`), journaling to `effects`, and a catalog file naming them as HTTP tools:
+/// a configured deployment has no built-in tools, so tests that drive the demo workload through
+/// a configuration reach the demo's tools this way.
+pub fn demo_tools_over_http(effects: &std::path::Path, catalog: &std::path::Path) -> Running {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::HeaderMap;
+    use ballast::exec::Tool;
+    use std::sync::Arc;
+    let journal = ballast::demo::tools::EffectsJournal::open(effects).expect("journal");
+    let tools: std::collections::BTreeMap<String, Arc<dyn Tool>> =
+        ballast::demo::tools::demo_tools(journal, 1)
+            .into_iter()
+            .map(|t| (t.spec().name.clone(), t))
+            .collect();
+    let tools = Arc::new(tools);
+    let app = axum::Router::new()
+        .route(
+            "/tools/{name}",
+            axum::routing::post(
+                |State(tools): State<Arc<std::collections::BTreeMap<String, Arc<dyn Tool>>>>,
+                 UrlPath(name): UrlPath<String>,
+                 headers: HeaderMap,
+                 body: String| async move {
+                    let Some(tool) = tools.get(&name) else {
+                        return (axum::http::StatusCode::NOT_FOUND, "{}".to_string());
+                    };
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let call = ballast::exec::types::ToolInvocation {
+                        call_id: key.clone(),
+                        tool: name.clone(),
+                        args_json: body,
+                        idempotency_key: key,
+                        attempt: 1,
+                        tenant: String::new(),
+                        user_id: String::new(),
+                    };
+                    match tool.call(&call).await {
+                        Ok(v) => (axum::http::StatusCode::OK, v.to_string()),
+                        Err(e) if e.retryable => {
+                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.message)
+                        }
+                        Err(e) => (axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.message),
+                    }
+                },
+            ),
+        )
+        .with_state(tools);
+    let running = Running::start(app);
+    let specs: Vec<Value> = ballast::demo::tools::demo_catalog()
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(s).expect("spec");
+            v["http"] =
+                json!({"method": "POST", "url": format!("{}/tools/{}", running.url, s.name)});
+            v
+        })
+        .collect();
+    std::fs::write(catalog, Value::Array(specs).to_string()).expect("catalog");
+    running
+}

@@ -208,7 +208,12 @@ struct FaultyRetriever {
 
 #[async_trait]
 impl Retriever for FaultyRetriever {
-    async fn retrieve(&self, turn: TurnId, query: &str) -> Result<Retrieval, ExecFailure> {
+    async fn retrieve(
+        &self,
+        turn: TurnId,
+        tenant: &str,
+        query: &str,
+    ) -> Result<Retrieval, ExecFailure> {
         if let Some(Fault::RetrievalOutage { timeout, .. }) =
             self.faults.first_hit(turn, "retrieve", |f| {
                 matches!(f, Fault::RetrievalOutage { .. })
@@ -224,7 +229,7 @@ impl Retriever for FaultyRetriever {
                 latency_ms: 0,
             });
         }
-        let mut r = self.inner.retrieve(turn, query).await?;
+        let mut r = self.inner.retrieve(turn, tenant, query).await?;
         if self
             .faults
             .first_hit(turn, "stale", |f| matches!(f, Fault::StaleContext { .. }))

@@ -1,0 +1,441 @@
+//! One MCP server's connection: started (or reached) on first need, watched for a changed tool
+//! list, reconnected with backoff after it drops. Calls share the connection (MCP multiplexes
+//! requests), so the lock is held only to find or make it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientInfo, Implementation, Meta, Tool,
+};
+use rmcp::service::{MaybeSendFuture, NotificationContext, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, Peer, RoleClient, ServiceError, ServiceExt};
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
+
+use super::McpServerConfig;
+use super::mapping::{self, Failure};
+use crate::event::ToolFailureKind;
+use crate::exec::ToolError;
+use crate::exec::catalog::ToolSpec;
+use crate::exec::types::ToolInvocation;
+
+/// A server that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum McpError {
+    /// Not reachable now (not started, refused, timed out, handshake failed): may work later.
+    #[error("mcp server {server}: {message}")]
+    Unavailable { server: String, message: String },
+    /// Its configuration cannot work (an unset variable, a header that is not one).
+    #[error("mcp server {server}: {message}")]
+    Invalid { server: String, message: String },
+}
+
+impl McpError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, McpError::Unavailable { .. })
+    }
+}
+
+/// Receives the server's notifications: a changed tool list is noted and fetched before the
+/// next call.
+#[derive(Clone)]
+struct Handler {
+    changed: Arc<AtomicBool>,
+}
+
+impl ClientHandler for Handler {
+    fn on_tool_list_changed(
+        &self,
+        _context: NotificationContext<RoleClient>,
+    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
+        self.changed.store(true, Ordering::SeqCst);
+        std::future::ready(())
+    }
+
+    fn get_info(&self) -> ClientInfo {
+        ClientInfo::new(
+            ClientCapabilities::default(),
+            Implementation::new("ballast", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
+
+type Service = RunningService<RoleClient, Handler>;
+
+/// The variables a child server inherits from Ballast's environment.
+const INHERITED_ENV: &[&str] = &[
+    "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR",
+];
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The most tools one server may list: each becomes a catalog entry and a Cedar entity.
+const MAX_TOOLS: usize = 512;
+/// A longer stderr line of a child server is cut before it is logged.
+const MAX_LOG_LINE: usize = 2048;
+
+pub struct McpServer {
+    config: McpServerConfig,
+    env: BTreeMap<String, String>,
+    headers: std::collections::HashMap<reqwest::header::HeaderName, reqwest::header::HeaderValue>,
+    http: Option<reqwest_mcp::Client>,
+    /// Where the last tool list is kept, for a start while the server is down.
+    cache: Option<PathBuf>,
+    conn: tokio::sync::Mutex<Option<Service>>,
+    /// (earliest next attempt, current delay) after a failed connection.
+    backoff: std::sync::Mutex<Option<(Instant, Duration)>>,
+    /// The tools the server offers now, by their name on the server.
+    offered: std::sync::RwLock<BTreeMap<String, Tool>>,
+    changed: Arc<AtomicBool>,
+}
+
+impl McpServer {
+    /// `env` resolves `${VAR}` in the entry's env and headers; `cache_dir` keeps tool lists.
+    pub fn new(
+        config: McpServerConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Arc<Self>, McpError> {
+        let invalid = |message: String| McpError::Invalid {
+            server: config.name.clone(),
+            message,
+        };
+        if let Some((field, message)) = config.problems(env).into_iter().next() {
+            return Err(invalid(format!("{field}: {message}")));
+        }
+        let expand = |v: &str| {
+            crate::exec::http_tool::expand(v, env)
+                .map_err(|var| invalid(format!("environment variable {var} is not set")))
+        };
+        let mut resolved_env = BTreeMap::new();
+        for (k, v) in &config.env {
+            resolved_env.insert(k.clone(), expand(v)?);
+        }
+        let mut headers = std::collections::HashMap::new();
+        for (k, v) in &config.headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| invalid(format!("header {k}: {e}")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(&expand(v)?)
+                .map_err(|e| invalid(format!("header {k}: {e}")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let http = match &config.url {
+            Some(_) => Some(http_client().map_err(invalid)?),
+            None => None,
+        };
+        let cache = cache_dir.map(|d| d.join(format!("{}.json", config.name)));
+        Ok(Arc::new(McpServer {
+            config,
+            env: resolved_env,
+            headers,
+            http,
+            cache,
+            conn: tokio::sync::Mutex::new(None),
+            backoff: std::sync::Mutex::new(None),
+            offered: std::sync::RwLock::new(BTreeMap::new()),
+            changed: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+
+    pub fn config(&self) -> &McpServerConfig {
+        &self.config
+    }
+
+    /// The server's tools: listed now, or — when it cannot be reached — the last list it gave
+    /// (`false`: from the cache). Fails when neither is there.
+    pub async fn tools(&self) -> Result<(Vec<Tool>, bool), McpError> {
+        match self.peer().await {
+            Ok(peer) => {
+                if self.changed.swap(false, Ordering::SeqCst) {
+                    self.refresh(&peer).await;
+                }
+                Ok((self.offered_now(), true))
+            }
+            Err(e) => match self.cached() {
+                Some(tools) => {
+                    tracing::warn!(server = %self.config.name, error = %e,
+                        "mcp server unavailable: using the tool list it gave last");
+                    self.set_offered(tools.clone());
+                    Ok((tools, false))
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Calls `remote` (`spec`'s tool on this server) once.
+    pub async fn call(
+        &self,
+        spec: &ToolSpec,
+        remote: &str,
+        call: &ToolInvocation,
+    ) -> Result<Value, ToolError> {
+        let peer = self
+            .peer()
+            .await
+            .map_err(|e| mapping::tool_error(spec, Failure::NotSent, e.to_string()))?;
+        if self.changed.swap(false, Ordering::SeqCst) {
+            self.refresh(&peer).await;
+        }
+        if !self.offered_read().contains_key(remote) {
+            return Err(ToolError::terminal(format!(
+                "mcp server {} no longer offers {remote}",
+                self.config.name
+            )));
+        }
+        let arguments = match serde_json::from_str::<Value>(&call.args_json) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err(ToolError::terminal("arguments are not a JSON object")),
+        };
+        let mut params = CallToolRequestParams::new(remote.to_string()).with_arguments(arguments);
+        params.meta = Some(Meta(mapping::call_meta(
+            &call.idempotency_key,
+            call.attempt,
+        )));
+        let answer = tokio::time::timeout(
+            Duration::from_millis(spec.timeout_ms),
+            peer.call_tool(params),
+        )
+        .await;
+        let failed =
+            |failure: Failure, message: String| Err(mapping::tool_error(spec, failure, message));
+        match answer {
+            Ok(Ok(result)) => mapping::result_of(result, self.config.max_result_bytes),
+            Err(_) => failed(
+                Failure::MaybeActed(ToolFailureKind::Timeout),
+                format!("no answer within {} ms", spec.timeout_ms),
+            ),
+            Ok(Err(ServiceError::McpError(e))) => failed(
+                mapping::classify_code(e.code),
+                format!("error {}: {}", e.code.0, e.message),
+            ),
+            Ok(Err(ServiceError::TransportSend(e))) => {
+                self.disconnect().await;
+                failed(Failure::NotSent, format!("not sent: {e}"))
+            }
+            Ok(Err(e @ ServiceError::TransportClosed)) => {
+                self.disconnect().await;
+                failed(Failure::MaybeActed(ToolFailureKind::Error), e.to_string())
+            }
+            Ok(Err(e)) => failed(Failure::MaybeActed(ToolFailureKind::Error), e.to_string()),
+        }
+    }
+
+    /// Stops the child process or closes the session.
+    pub async fn shutdown(&self) {
+        if let Some(service) = self.conn.lock().await.take() {
+            let _ = service.cancel().await;
+        }
+    }
+
+    async fn disconnect(&self) {
+        if let Some(service) = self.conn.lock().await.take() {
+            let _ = service.cancel().await;
+        }
+    }
+
+    /// The live connection, made if there is none and the backoff allows.
+    async fn peer(&self) -> Result<Peer<RoleClient>, McpError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(service) = conn.as_ref() {
+            if !service.is_closed() {
+                return Ok(service.peer().clone());
+            }
+            tracing::warn!(server = %self.config.name, "mcp server connection closed");
+            *conn = None;
+        }
+        let unavailable = |message: String| McpError::Unavailable {
+            server: self.config.name.clone(),
+            message,
+        };
+        if let Ok(b) = self.backoff.lock()
+            && let Some((next, _)) = *b
+            && Instant::now() < next
+        {
+            return Err(unavailable("down; reconnecting after a backoff".into()));
+        }
+        match tokio::time::timeout(
+            Duration::from_millis(self.config.connect_timeout_ms),
+            self.connect(),
+        )
+        .await
+        {
+            Ok(Ok((service, tools))) => {
+                if let Ok(mut b) = self.backoff.lock() {
+                    *b = None;
+                }
+                self.changed.store(false, Ordering::SeqCst);
+                self.set_offered(tools);
+                let peer = service.peer().clone();
+                *conn = Some(service);
+                Ok(peer)
+            }
+            Ok(Err(message)) => Err(self.failed(unavailable(message))),
+            Err(_) => Err(self.failed(unavailable(format!(
+                "not ready within connect_timeout_ms ({})",
+                self.config.connect_timeout_ms
+            )))),
+        }
+    }
+
+    fn failed(&self, e: McpError) -> McpError {
+        if let Ok(mut b) = self.backoff.lock() {
+            let delay = b.map_or(MIN_BACKOFF, |(_, d)| (d * 2).min(MAX_BACKOFF));
+            *b = Some((Instant::now() + delay, delay));
+        }
+        tracing::warn!(error = %e, "mcp server unavailable");
+        e
+    }
+
+    async fn connect(&self) -> Result<(Service, Vec<Tool>), String> {
+        let handler = Handler {
+            changed: Arc::clone(&self.changed),
+        };
+        let service = match (&self.config.command, &self.config.url, &self.http) {
+            (Some(cmd), _, _) => {
+                let (program, args) = cmd.split_first().ok_or("the command is empty")?;
+                let mut command = tokio::process::Command::new(program);
+                // A child gets a plain environment and what its entry gives, never Ballast's
+                // own (API keys, the master key's path), as the MCP SDKs do.
+                let inherited = INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v)));
+                command
+                    .args(args)
+                    .env_clear()
+                    .envs(inherited)
+                    .envs(&self.env)
+                    .kill_on_drop(true);
+                let (process, stderr) = TokioChildProcess::builder(command)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("cannot start {program}: {e}"))?;
+                if let Some(stderr) = stderr {
+                    tokio::spawn(log_stderr(self.config.name.clone(), stderr));
+                }
+                handler
+                    .serve(process)
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?
+            }
+            (None, Some(url), Some(client)) => {
+                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .custom_headers(self.headers.clone());
+                let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
+                handler
+                    .serve(transport)
+                    .await
+                    .map_err(|e| format!("handshake with {url}: {e}"))?
+            }
+            _ => return Err("neither command nor url".into()),
+        };
+        let tools = service
+            .list_all_tools()
+            .await
+            .map_err(|e| format!("tools/list: {e}"))?;
+        if tools.len() > MAX_TOOLS {
+            return Err(format!("lists {} tools, over {MAX_TOOLS}", tools.len()));
+        }
+        self.store_cache(&tools);
+        Ok((service, tools))
+    }
+
+    async fn refresh(&self, peer: &Peer<RoleClient>) {
+        let listed = tokio::time::timeout(
+            Duration::from_millis(self.config.connect_timeout_ms),
+            peer.list_all_tools(),
+        )
+        .await;
+        match listed {
+            Ok(Ok(tools)) if tools.len() <= MAX_TOOLS => {
+                let before: Vec<String> = self.offered_read().keys().cloned().collect();
+                let after: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+                tracing::info!(server = %self.config.name, ?before, ?after,
+                    "mcp server changed its tool list");
+                metrics::counter!("ballast_mcp_tool_list_changes_total",
+                    "server" => self.config.name.clone())
+                .increment(1);
+                self.store_cache(&tools);
+                self.set_offered(tools);
+            }
+            _ => {
+                // Try again on the next call.
+                self.changed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn offered_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Tool>> {
+        self.offered
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn offered_now(&self) -> Vec<Tool> {
+        self.offered_read().values().cloned().collect()
+    }
+
+    fn set_offered(&self, tools: Vec<Tool>) {
+        let mut offered = self
+            .offered
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *offered = tools.into_iter().map(|t| (t.name.to_string(), t)).collect();
+    }
+
+    fn cached(&self) -> Option<Vec<Tool>> {
+        let text = std::fs::read_to_string(self.cache.as_ref()?).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn store_cache(&self, tools: &[Tool]) {
+        let Some(path) = &self.cache else { return };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(tools)?)?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(server = %self.config.name, error = %e, "cannot keep the tool list");
+        }
+    }
+}
+
+/// A child server's stderr, a line at a time, into the log (a pipe nobody reads would fill and
+/// stall the server).
+async fn log_stderr(server: String, stderr: tokio::process::ChildStderr) {
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line: String = line.chars().take(MAX_LOG_LINE).collect();
+        tracing::debug!(server = %server, "{line}");
+    }
+}
+
+/// The HTTP client of streamable-HTTP servers: rustls with ring and the webpki roots, as the
+/// rest of Ballast's HTTP clients.
+fn http_client() -> Result<reqwest_mcp::Client, String> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("tls: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest_mcp::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .map_err(|e| format!("http client: {e}"))
+}
