@@ -37,14 +37,14 @@ fn the_shipped_example_passes_once_its_token_is_set() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("ballast.toml: ok"), "{stdout}");
-    assert!(stdout.contains("3 over HTTP"), "{stdout}");
+    assert!(stdout.contains("tools: 7 over HTTP"), "{stdout}");
 
     // Without it, each HTTP tool that needs it is an error at its catalog entry.
     let out = check_config(&file, &[], true);
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
     let errors = report["errors"].as_array().expect("errors");
-    assert_eq!(errors.len(), 3, "{report}");
+    assert_eq!(errors.len(), 7, "{report}");
     for e in errors {
         assert!(
             e["file"].as_str().unwrap_or("").ends_with("catalog.json"),

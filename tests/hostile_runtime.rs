@@ -133,11 +133,16 @@ async fn misrouted_requests_are_forwarded_and_untrusted_claims_dead_lettered() {
     )
     .expect("workload");
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/policies");
+    // A configured worker has no built-in tools: the demo's are reached over HTTP.
+    let _tools = common::agent::demo_tools_over_http(
+        &d.dir.path().join("effects.jsonl"),
+        &d.dir.path().join("catalog.json"),
+    );
     let file = d.dir.path().join("ballast.toml");
     std::fs::write(
         &file,
         format!(
-            "policies = \"{}\"\n\n[log]\nbackend = \"kafka\"\nbootstrap = \"{bootstrap}\"\n\
+            "catalog = \"catalog.json\"\npolicies = \"{}\"\n\n[log]\nbackend = \"kafka\"\nbootstrap = \"{bootstrap}\"\n\
              data_dir = \"configured\"\n\n[planners.general]\nkind = \"scripted\"\n\n\
              [planners.specialist]\nkind = \"scripted\"\n\n\
              [intake.tenants.\"*\"]\ngrants = [\"role:customer\", \"support:*\"]\n",

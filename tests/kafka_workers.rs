@@ -428,7 +428,12 @@ async fn a_worker_started_from_a_configuration_file_runs_every_turn() {
 fn a_worker_refuses_a_configuration_for_the_embedded_backend() {
     let root = tempfile::tempdir().expect("tmp");
     let file = root.path().join("ballast.toml");
-    std::fs::write(&file, "[log]\nbackend = \"embedded\"\ndata_dir = \"d\"\n").expect("write");
+    std::fs::write(
+        &file,
+        "[log]\nbackend = \"embedded\"\ndata_dir = \"d\"\n\n\
+         [[mcp]]\nname = \"tools\"\nurl = \"http://127.0.0.1:9/mcp\"\n",
+    )
+    .expect("write");
     let out = Command::new(bin())
         .args(["worker", "--config"])
         .arg(&file)

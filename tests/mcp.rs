@@ -58,6 +58,7 @@ impl HttpShop {
             .arg(example())
             .args(["--http", "--port", &port.to_string()])
             .env("SHOP_CALL_LOG", log)
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start the example server (scripts/test.sh installs its SDK)");
@@ -535,4 +536,292 @@ async fn a_turn_runs_mcp_tools_under_the_control_plane() {
     let asked = model.requests();
     assert!(asked.len() >= 3);
     assert!(asked[1].body.contains("shipped"));
+}
+
+/// What an MCP call costs against a direct HTTP tool, measured in one run (`cargo test --test
+/// mcp -- --ignored --nocapture`): the example server's `lookup_order` over stdio and over
+/// streamable HTTP, and an HTTP catalog tool calling a local endpoint that answers the same
+/// JSON. Prints medians; asserts nothing about time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn mcp_call_overhead_against_an_http_tool() {
+    const N: usize = 300;
+    async fn median_us(tool: &dyn Tool, name: &str, args: Value) -> f64 {
+        let mut us = Vec::with_capacity(N);
+        for i in 0..N + 20 {
+            let started = Instant::now();
+            tool.call(&invocation(name, args.clone(), &format!("k-{i}")))
+                .await
+                .expect("call");
+            if i >= 20 {
+                us.push(started.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        us.sort_by(f64::total_cmp);
+        us[N / 2]
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let stdio = McpServer::new(McpServerConfig::stdio("shop", stdio_command()), &env, None)
+        .expect("server");
+    let stdio_tools = tools_of(&stdio).await;
+    let args = json!({"order_id": "A1001"});
+    let over_stdio = median_us(
+        find(&stdio_tools, "shop_lookup_order"),
+        "shop_lookup_order",
+        args.clone(),
+    )
+    .await;
+    stdio.shutdown().await;
+
+    let shop = HttpShop::start(&dir.path().join("calls.jsonl"));
+    let web = McpServer::new(McpServerConfig::http("web", &shop.url), &env, None).expect("srv");
+    let web_tools = tools_of(&web).await;
+    let over_http = median_us(
+        find(&web_tools, "web_lookup_order"),
+        "web_lookup_order",
+        args.clone(),
+    )
+    .await;
+    web.shutdown().await;
+
+    let answer =
+        r#"{"order_id":"A1001","status":"shipped","amount_cents":4200,"email":"dana@example.com"}"#;
+    let orders = FakeServer::start((0..N + 20).map(|_| Reply::json(200, answer)).collect());
+    let spec: ToolSpec = serde_json::from_value(json!({
+        "name": "lookup_order", "description": "Look up an order.",
+        "args_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+        "result_schema": {"type": "object"}, "auth_scopes": [], "impact": "none",
+        "idempotent": true, "timeout_ms": 5000,
+        "http": {"method": "GET", "url": format!("{}/orders/{{order_id}}", orders.url)}
+    }))
+    .expect("spec");
+    let http_tool =
+        ballast::exec::http_tool::HttpTool::new(spec, reqwest::Client::new(), &env).expect("tool");
+    let direct = median_us(&http_tool, "lookup_order", args.clone()).await;
+
+    // The same HTTP tool against a Python server (the standard library's), so the comparison
+    // with MCP is not a comparison of languages.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let script = format!(
+        "import http.server, json\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   protocol_version = 'HTTP/1.1'; wbufsize = 65536\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = json.dumps({{'order_id': 'A1001', 'status': 'shipped', 'amount_cents': 4200, 'email': 'dana@example.com'}}).encode()\n\
+         \x20       self.send_response(200); self.send_header('Content-Type', 'application/json')\n\
+         \x20       self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n\
+         \x20   def log_message(self, *a): pass\n\
+         http.server.ThreadingHTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+    );
+    let mut py = std::process::Command::new(python())
+        .args(["-c", &script])
+        .spawn()
+        .expect("python http server");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "no python http server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let spec: ToolSpec = serde_json::from_value(json!({
+        "name": "lookup_order", "description": "Look up an order.",
+        "args_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+        "result_schema": {"type": "object"}, "auth_scopes": [], "impact": "none",
+        "idempotent": true, "timeout_ms": 5000,
+        "http": {"method": "GET", "url": format!("http://127.0.0.1:{port}/orders/{{order_id}}")}
+    }))
+    .expect("spec");
+    let py_tool =
+        ballast::exec::http_tool::HttpTool::new(spec, reqwest::Client::new(), &env).expect("tool");
+    let python_http = median_us(&py_tool, "lookup_order", args).await;
+    let _ = py.kill();
+    let _ = py.wait();
+    println!(
+        "median per call over {N} calls: MCP stdio {over_stdio:.0} µs, MCP streamable HTTP \
+         {over_http:.0} µs; HTTP tool to a Python server {python_http:.0} µs, to a Rust server \
+         {direct:.0} µs. MCP over the HTTP tool, same language: stdio +{:.0} µs ({:.1}×), \
+         streamable HTTP +{:.0} µs ({:.1}×)",
+        over_stdio - python_http,
+        over_stdio / python_http,
+        over_http - python_http,
+        over_http / python_http
+    );
+}
+
+/// A chat-completions step calling several tools at once.
+fn calls_completion(calls: &[(&str, Value)]) -> String {
+    let tool_calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, (name, args))| {
+            json!({"id": format!("call_{i}"), "type": "function",
+                   "function": {"name": name, "arguments": args.to_string()}})
+        })
+        .collect();
+    json!({
+        "id": "chatcmpl-9", "object": "chat.completion", "created": 1_790_000_000,
+        "model": "fake-model",
+        "choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": null, "tool_calls": tool_calls}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_call_escalates_the_turn_and_the_other_server_works() {
+    let root = tempfile::tempdir().expect("tmp");
+    let pid_file = root.path().join("stock.pid");
+    let down_file = root.path().join("stock.down");
+    let stock_log = root.path().join("stock.jsonl");
+    // The model asks for both servers' tools at once; the stock call takes 5 s.
+    let step = calls_completion(&[
+        ("orders_lookup_order", json!({"order_id": "A1002"})),
+        (
+            "stock_stock_level",
+            json!({"sku": "SKU-1", "delay_ms": 5000}),
+        ),
+    ]);
+    let model = FakeServer::start(vec![Reply::json(200, step)]);
+    let policies = root.path().join("policies");
+    std::fs::create_dir_all(&policies).expect("policies");
+    std::fs::write(
+        policies.join("allow.cedar"),
+        "@id(\"allow.all\")\npermit(principal, action, resource);\n",
+    )
+    .expect("policy");
+    let planner = |name: &str| {
+        format!(
+            "[planners.{name}]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake-model\"\n\
+             timeout_ms = 5000\nbackoff_ms = 20\ndefault_confidence = 0.9\n",
+            model.url
+        )
+    };
+    let file = root.path().join("ballast.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "policies = \"policies\"\n\n[log]\nbackend = \"embedded\"\ndata_dir = \"data\"\n\
+             partitions = 1\n\n\
+             [[mcp]]\nname = \"orders\"\ncommand = {cmd}\n\n\
+             [[mcp]]\nname = \"stock\"\ncommand = {cmd}\n\
+             env = {{ SHOP_PID_FILE = \"{pid}\", SHOP_DOWN_FILE = \"{down}\", SHOP_CALL_LOG = \"{log}\" }}\n\n\
+             # This deployment's stock reads reserve stock: a call that may have acted is never re-run.\n\
+             [tools.stock_stock_level]\nidempotent = false\ntimeout_ms = 20000\n\n\
+             {}\n{}\n\
+             [control]\nmax_steps = 4\n\n\
+             [control.profiles.general]\nmodel = \"fake-model\"\nreserve_tokens = 100\n\n\
+             [control.profiles.specialist]\nmodel = \"fake-model\"\nreserve_tokens = 100\n\n\
+             [control.guards]\nhandoff_ttl_ms = 1000\n",
+            planner("general"),
+            planner("specialist"),
+            cmd = json!(stdio_command()),
+            pid = pid_file.display(),
+            down = down_file.display(),
+            log = stock_log.display(),
+        ),
+    )
+    .expect("config");
+    let data = root.path().join("data");
+    let out = ballast(&[
+        "token",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "--name",
+        "b",
+        "--tenant",
+        "acme",
+        "--roles",
+        "submitter",
+    ]);
+    let bearer = format!("Bearer {}", String::from_utf8_lossy(&out.stdout).trim());
+    let s = Served::start(&["--config", file.to_str().expect("utf8")]);
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let body = json!({"user_id": "u-3", "text": "Is SKU-1 in stock for order A1002?"}).to_string();
+    let (status, text) = http(&s.addr, "POST", "/v1/turns", &headers, &body);
+    assert_eq!(status, 202, "{text}");
+    let id = serde_json::from_str::<Value>(&text).expect("json")["turn_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // Once the stock server is inside the call, kill it for good.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !calls_logged(&stock_log)
+        .iter()
+        .any(|c| c["tool"] == "stock_level")
+    {
+        assert!(Instant::now() < deadline, "the stock call never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = std::fs::read_to_string(&pid_file).expect("the stock server's pid");
+    std::fs::write(&down_file, "down").expect("down");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let turn = loop {
+        let (status, text) = http(&s.addr, "GET", &format!("/v1/turns/{id}"), &headers, "");
+        if status == 200 {
+            let turn: Value = serde_json::from_str(&text).expect("json");
+            if turn["status"] == "terminal" {
+                break turn;
+            }
+        }
+        assert!(Instant::now() < deadline, "turn not done: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(s.stop().success());
+    assert_ne!(turn["outcome"], "succeeded", "{turn}");
+
+    let turns = common::events_by_turn(&data).await;
+    let events = turns.values().next().expect("one turn");
+    let payloads = || {
+        format!(
+            "{:#?}",
+            events.iter().map(|e| &e.payload).collect::<Vec<_>>()
+        )
+    };
+    // The other server's tool worked.
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.payload, Payload::ToolCallCompleted(_))),
+        "no call completed: {}",
+        payloads()
+    );
+    // The killed call may have acted: outcome unknown, never re-run, and the turn goes to a
+    // person.
+    let failed: Vec<(ToolFailureKind, String)> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::ToolCallFailed(f) => Some((f.kind, f.error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, ToolFailureKind::OutcomeUnknown, "{failed:?}");
+    assert!(failed[0].1.contains("mcp server stock"), "{failed:?}");
+    let started = events
+        .iter()
+        .filter(
+            |e| matches!(&e.payload, Payload::ToolCallStarted(s) if s.tool == "stock_stock_level"),
+        )
+        .count();
+    assert_eq!(started, 1, "re-run: {}", payloads());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.payload, Payload::EscalationRaised(_))),
+        "not escalated: {}",
+        payloads()
+    );
 }

@@ -14,7 +14,8 @@ in each call's `_meta` (`ballast/idempotency-key`): a retry of the same call ref
 `enable_gift_cards` adds a tool and tells the client its tool list changed.
 
 Set SHOP_CALL_LOG to a file to have every call appended to it as a JSON line (tool, arguments,
-idempotency key, attempt): the tests read it.
+idempotency key, attempt): the tests read it. SHOP_PID_FILE receives the server's process id;
+while the file SHOP_DOWN_FILE exists the server refuses to start (a test's outage).
 """
 
 import argparse
@@ -128,6 +129,14 @@ async def enable_gift_cards(ctx: Context) -> dict:
 
 
 def main() -> None:
+    down = os.environ.get("SHOP_DOWN_FILE")
+    if down and os.path.exists(down):
+        print("shop: down (SHOP_DOWN_FILE exists)", file=sys.stderr)
+        sys.exit(3)
+    pid_file = os.environ.get("SHOP_PID_FILE")
+    if pid_file:
+        with open(pid_file, "w", encoding="utf-8") as f:
+            f.write(str(os.getpid()))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--http", action="store_true", help="serve streamable HTTP at /mcp")
     parser.add_argument("--port", type=int, default=8765)

@@ -17,7 +17,7 @@ pub struct InjectionArgs {
 /// whether the user's task completed (attacked and clean), and what was blocked or confirmed.
 pub async fn run(a: InjectionArgs) -> anyhow::Result<()> {
     let guards = match &a.config {
-        Some(path) => ballast::config::load(path)?.control()?.guards,
+        Some(path) => ballast::config::load_control(path)?.guards,
         None => ballast::guard::GuardConfig::default(),
     };
     let report = ballast::injection::run(&guards, a.scenario.as_deref())?;

@@ -208,12 +208,20 @@ impl Loaded {
         let resolved = self.tools(true).await?;
         let catalog = resolved.catalog.clone();
         let control_config = self.control()?;
-        let workload_path = data_dir.join("workload.jsonl");
-        let workload = if workload_path.exists() {
-            read_workload(&workload_path).map_err(BuildError::from)?
-        } else {
-            Vec::new()
-        };
+        let mut workload = Vec::new();
+        let mut files: Vec<std::path::PathBuf> = c
+            .planners
+            .values()
+            .filter_map(|p| match p {
+                PlannerConfig::Scripted { workload } => workload.clone(),
+                PlannerConfig::Openai(_) => None,
+            })
+            .collect();
+        files.push(data_dir.join("workload.jsonl"));
+        files.dedup();
+        for path in files.iter().filter(|p| p.exists()) {
+            workload.extend(read_workload(path).map_err(BuildError::from)?);
+        }
         let scripted: Arc<dyn Planner> = ScriptedPlanner::new(&workload, Duration::ZERO);
         let mut planners: BTreeMap<String, Arc<dyn Planner>> = BTreeMap::new();
         for profile in control_config.profiles.keys() {
@@ -226,7 +234,7 @@ impl Loaded {
                         }
                     })?,
                 ),
-                Some(PlannerConfig::Scripted {}) | None => Arc::clone(&scripted),
+                Some(PlannerConfig::Scripted { .. }) | None => Arc::clone(&scripted),
             };
             planners.insert(profile.clone(), planner);
         }

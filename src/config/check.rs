@@ -227,7 +227,8 @@ fn check_catalog(
                 "catalog",
                 "no tools: give `catalog` (a JSON file of HTTP tools) or [[mcp]] servers",
             );
-            return None;
+            // The other checks still run against an empty catalog: every problem at once.
+            return Some(Catalog::default());
         }
         check_overrides(cx, c, &Catalog::default());
         return Some(Catalog::default());
@@ -459,7 +460,10 @@ fn summary(
             PlannerConfig::Openai(o) => {
                 format!("planner {name}: {} at {}", o.model, o.base_url)
             }
-            PlannerConfig::Scripted {} => format!("planner {name}: scripted"),
+            PlannerConfig::Scripted { workload } => match workload {
+                Some(w) => format!("planner {name}: scripted, playing {}", w.display()),
+                None => format!("planner {name}: scripted"),
+            },
         });
     }
     if c.planners.is_empty() {

@@ -125,8 +125,13 @@ pub struct ExecutionConfig {
 pub enum PlannerConfig {
     /// An OpenAI-compatible chat-completions server.
     Openai(OpenAiConfig),
-    /// The demo's scripted planner: the data dir's workload file, else a rule-based plan.
-    Scripted {},
+    /// A scripted model playing a workload file (JSON lines of requests and the calls to make):
+    /// `workload`, else the data dir's `workload.jsonl`. For trying a deployment without a
+    /// model, and for reproductions.
+    Scripted {
+        #[serde(default)]
+        workload: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +201,29 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     })
 }
 
+/// The control configuration of a file, for commands that need only it (`ballast injection`):
+/// the file must parse, but need not describe a whole deployment (tools, planners).
+pub fn load_control(path: &Path) -> Result<ControlConfig, ConfigError> {
+    let io = |message: String| ConfigError::Io {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| io(e.to_string()))?;
+    let mut config: BallastConfig = toml::from_str(&text).map_err(|e| io(e.to_string()))?;
+    resolve_paths(&mut config, path.parent().unwrap_or(Path::new(".")));
+    let loaded = Loaded {
+        path: path.to_path_buf(),
+        config,
+        warnings: Vec::new(),
+    };
+    let control = loaded.control()?;
+    let problems = control.problems();
+    if let Some((key, message)) = problems.first() {
+        return Err(io(format!("control.{key}: {message}")));
+    }
+    Ok(control)
+}
+
 /// `load`, for a command that runs `backend`: its warnings logged, another backend refused with
 /// the command that runs it.
 pub fn load_for(path: &Path, backend: Backend) -> Result<Loaded, ConfigError> {
@@ -239,5 +267,22 @@ pub(crate) fn resolve_paths(config: &mut BallastConfig, base: &Path) {
     }
     if let Some(p) = config.retrieval.index_dir.as_mut() {
         resolve(p);
+    }
+    for planner in config.planners.values_mut() {
+        if let PlannerConfig::Scripted {
+            workload: Some(p), ..
+        } = planner
+        {
+            resolve(p);
+        }
+    }
+    // A child server starts in the file's directory unless its entry says otherwise, so
+    // `command = ["python3", "server.py"]` means the server.py beside the file.
+    for server in &mut config.mcp {
+        match server.cwd.as_mut() {
+            Some(p) => resolve(p),
+            None if server.command.is_some() => server.cwd = Some(base.to_path_buf()),
+            None => {}
+        }
     }
 }

@@ -35,6 +35,10 @@ pub struct McpServerConfig {
     /// A server started as a child process, speaking stdio: the program and its arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// The child's working directory (relative to the configuration file, which is the
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<std::path::PathBuf>,
     /// A server reached over streamable HTTP (`http://…/mcp` or `https://…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -74,6 +78,7 @@ impl McpServerConfig {
         McpServerConfig {
             name: name.into(),
             command: Some(command),
+            cwd: None,
             url: None,
             env: BTreeMap::new(),
             headers: BTreeMap::new(),
@@ -120,6 +125,11 @@ impl McpServerConfig {
                 }
                 if !self.headers.is_empty() {
                     out.push(("headers", "headers are for url servers".to_string()));
+                }
+                if let Some(dir) = &self.cwd
+                    && !dir.is_dir()
+                {
+                    out.push(("cwd", format!("{} is not a directory", dir.display())));
                 }
             }
             (None, Some(url)) => {

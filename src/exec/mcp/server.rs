@@ -204,8 +204,13 @@ impl McpServer {
             peer.call_tool(params),
         )
         .await;
-        let failed =
-            |failure: Failure, message: String| Err(mapping::tool_error(spec, failure, message));
+        let failed = |failure: Failure, message: String| {
+            Err(mapping::tool_error(
+                spec,
+                failure,
+                format!("mcp server {}: {message}", self.config.name),
+            ))
+        };
         match answer {
             Ok(Ok(result)) => mapping::result_of(result, self.config.max_result_bytes),
             Err(_) => failed(
@@ -307,6 +312,9 @@ impl McpServer {
                 let inherited = INHERITED_ENV
                     .iter()
                     .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v)));
+                if let Some(dir) = &self.config.cwd {
+                    command.current_dir(dir);
+                }
                 command
                     .args(args)
                     .env_clear()

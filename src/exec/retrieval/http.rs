@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(docs[0].snippet.chars().count(), MAX_SNIPPET_CHARS);
         assert_eq!(docs[0].facts["refund_days"], "5");
         assert_eq!(docs[0].title, "a");
-        assert_eq!(docs[0].updated_at_ms, 1_761_955_200_000);
+        assert_eq!(docs[0].updated_at_ms, 1_793_491_200_000);
         assert_eq!((docs[1].version, docs[1].score), (1, 0.0));
         for bad in [
             json!([]),

@@ -384,7 +384,7 @@ mod tests {
         .expect("doc");
         assert_eq!(d.title, "Refunds");
         assert_eq!(d.version, 3);
-        assert_eq!(d.updated_at_ms, Some(1_761_955_200_000));
+        assert_eq!(d.updated_at_ms, Some(1_793_491_200_000));
         assert_eq!(d.facts["refund_days"], "5-7");
         assert!(d.body.starts_with("# Heading"));
         let plain = parse_document("# Shipping\nWe ship daily.", "shipping").expect("doc");
