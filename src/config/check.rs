@@ -430,8 +430,12 @@ fn summary(
             c.log.data_dir.display()
         ),
     }];
-    if let Some(catalog) = catalog {
-        lines.push(format!("tools: {} over HTTP (catalog file)", catalog.len()));
+    if let (Some(catalog), Some(file)) = (catalog, &c.catalog) {
+        lines.push(format!(
+            "tools: {} over HTTP (catalog {})",
+            catalog.len(),
+            file.display()
+        ));
     }
     for s in &c.mcp {
         lines.push(format!(
