@@ -20,9 +20,10 @@ fi
 export BALLAST_PROMTOOL="$(command -v promtool)"
 
 # The example analytics consumer's dependencies (confluent-kafka, fastavro), the OpenAPI
-# validator and the example MCP server's SDK (mcp), in a cached venv.
+# validator, the example MCP server's SDK (mcp) and the Python client's (httpx, pytest), in a
+# cached venv.
 VENV="${BALLAST_VENV:-$HOME/.cache/ballast/venv}"
-if ! "$VENV/bin/python" -c 'import confluent_kafka, fastavro, openapi_spec_validator, mcp.server.fastmcp' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import confluent_kafka, fastavro, openapi_spec_validator, mcp.server.fastmcp, httpx, pytest' >/dev/null 2>&1; then
   echo "test.sh: installing the Python test dependencies into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q -r examples/analytics/requirements.txt -r examples/mcp/requirements.txt \

@@ -13,6 +13,7 @@ mod ops;
 pub mod problem;
 pub mod rate;
 mod reveal;
+mod stream;
 mod turns;
 
 use std::sync::Arc;
@@ -105,6 +106,7 @@ impl AppState {
         turns::submit,
         turns::list,
         turns::get_turn,
+        stream::events,
         turns::trace,
         turns::audit,
         turns::approve,
@@ -149,6 +151,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/turns", post(turns::submit).get(turns::list))
         .route("/v1/turns/{id}", get(turns::get_turn))
         .route("/v1/turns/{id}/trace", get(turns::trace))
+        .route("/v1/turns/{id}/events", get(stream::events))
         .route("/v1/turns/{id}/audit", get(turns::audit))
         .route("/v1/turns/{id}/approve", post(turns::approve))
         .route("/v1/turns/{id}/deny", post(turns::deny))

@@ -217,7 +217,8 @@ pub(crate) fn view(state: &AppState, e: TurnEntry) -> TurnView {
 }
 
 #[utoipa::path(post, path = "/v1/turns", tag = "turns", request_body = SubmitTurn,
-    responses((status = 202, body = Submitted), (status = 400, body = Problem), (status = 401, body = Problem),
+    params(super::stream::SubmitQuery),
+    responses((status = 202, body = Submitted), (status = 200, body = TurnView, description = "with wait_ms: the turn finished in time"), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem, description = "a role the token lacks, or a claim (`roles`, `scopes`) it may not grant"),
         (status = 409, body = Problem, description = "the turn id exists with other content"),
         (status = 413, body = Problem), (status = 429, body = Problem)),
@@ -225,8 +226,27 @@ pub(crate) fn view(state: &AppState, e: TurnEntry) -> TurnView {
 pub async fn submit(
     Authed(caller, _): Authed<Submitters>,
     State(state): State<Arc<AppState>>,
+    Q(q): Q<super::stream::SubmitQuery>,
     Body(body): Body<SubmitTurn>,
-) -> Result<(StatusCode, Json<Submitted>), Problem> {
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse;
+    let tenant = caller.tenant.clone();
+    let (status, submitted) = accept(caller, &state, body).await?;
+    if let Some(wait_ms) = q.wait_ms
+        && let Ok(turn) = submitted.turn_id.parse::<TurnId>()
+        && let Some(done) = super::stream::finished_within(&state, &tenant, turn, wait_ms).await?
+    {
+        return Ok((StatusCode::OK, Json(done)).into_response());
+    }
+    Ok((status, Json(submitted)).into_response())
+}
+
+/// Validates a submission and appends its request (once, however often it is retried).
+async fn accept(
+    caller: super::auth::Caller,
+    state: &AppState,
+    body: SubmitTurn,
+) -> Result<(StatusCode, Submitted), Problem> {
     if body.user_id.trim().is_empty() || body.text.trim().is_empty() {
         return Err(Problem::bad_request("user_id and text must not be empty"));
     }
@@ -290,10 +310,10 @@ pub async fn submit(
         Claimed::Same => {
             return Ok((
                 StatusCode::ACCEPTED,
-                Json(Submitted {
+                Submitted {
                     turn_id: turn_id.to_string(),
                     tenant: caller.tenant,
-                }),
+                },
             ));
         }
         Claimed::Different => return Err(conflict()),
@@ -330,10 +350,10 @@ pub async fn submit(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(Submitted {
+        Submitted {
             turn_id: turn_id.to_string(),
             tenant: caller.tenant,
-        }),
+        },
     ))
 }
 

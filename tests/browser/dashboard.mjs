@@ -1,6 +1,6 @@
 // Drives the dashboard of a running `ballast serve` in headless Chromium (playwright-core with
 // Debian's /usr/bin/chromium): signs in with a token, reads the SLO tiles, opens a trace,
-// approves a waiting turn and sees its state change, and saves a screenshot.
+// follows a waiting turn live while approving it, checks its waterfall, and saves a screenshot.
 // Env: BALLAST_URL, BALLAST_TOKEN, BALLAST_SCREENSHOT, BALLAST_CHROMIUM (default /usr/bin/chromium).
 import { createRequire } from "node:module";
 const require = createRequire(process.env.BALLAST_NODE_MODULES + "/");
@@ -46,11 +46,20 @@ try {
   // The escalation queue: approve a waiting call.
   const row = await page.waitForSelector("[data-testid=queue-row]:has([data-testid=approve])", { timeout: 15000 });
   const turn = await row.getAttribute("data-turn");
+  // Open the waiting turn first: it is followed live over SSE.
+  await page.evaluate((id) => showTrace(id), turn);
+  await page.waitForFunction(() => !document.querySelector("[data-testid=trace-live]").hidden, null, { timeout: 15000 });
   await row.$eval("[data-testid=approve]", (b) => b.click());
   await page.waitForFunction((id) => !document.querySelector(`[data-testid=queue-row][data-turn="${id}"]`), turn, { timeout: 15000 });
-  // Its trace now shows the grant and what followed.
-  await page.evaluate((id) => showTrace(id), turn);
+  // The grant and what followed arrive on the open trace without reloading it.
   await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=trace-event] .kind")].some((k) => k.textContent === "ApprovalGranted"), null, { timeout: 15000 });
+  await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=trace-event] .kind")].some((k) => k.textContent === "TurnCompleted"), null, { timeout: 15000 });
+  // The waterfall: model steps and tool calls as bars, decisions and the approval as marks.
+  const lanes = await page.$$eval("[data-testid=wf-row]", (rs) => rs.map((r) => r.getAttribute("data-kind")));
+  for (const want of ["model", "tool", "decision", "approval"]) {
+    if (!lanes.some((k) => k.split(" ").includes(want))) fail(`waterfall has no ${want} lane: ${lanes.join(",")}`);
+  }
+  console.log("waterfall", lanes.length, "lanes");
   const granted = await page.$$eval("[data-testid=trace-event]", (es) => es.map((e) => e.textContent).find((t) => t.includes("ApprovalGranted")));
   if (!granted.includes("ops-anna")) fail("the grant does not name the operator: " + granted);
   console.log("approved", turn, "—", granted);

@@ -141,6 +141,9 @@ async function revealArgs(id, tool, cell) {
   } catch (e) { alert(e.message); }
 }
 
+let current = null;      // the turn shown: { id, events, done }
+let following = null;    // the live stream's AbortController
+
 async function showTrace(id, reveal) {
   const q = reveal ? revealQuery() : "";
   if (q === null) return;
@@ -148,14 +151,107 @@ async function showTrace(id, reveal) {
   try { events = await api(`/v1/turns/${id}/trace${q}`); } catch (e) { alert(e.message); return; }
   $("trace-reveal").onclick = () => showTrace(id, true);
   $("trace-id").textContent = id;
+  const done = events.some((e) => e.event === "TurnCompleted");
+  current = { id, events, done };
+  renderTrace();
+  $("trace").hidden = false;
+  $("trace").scrollIntoView();
+  if (following) following.abort();
+  // A running turn is followed live (masked: a revealed trace stays as it was read).
+  if (!done && !reveal) follow(id, events.length ? events[events.length - 1].seq : -1);
+}
+
+// Server-Sent Events over fetch: EventSource cannot send the bearer token.
+async function follow(id, after) {
+  const ctl = new AbortController();
+  following = ctl;
+  $("trace-live").hidden = false;
+  try {
+    const r = await fetch(`/v1/turns/${id}/events`, { signal: ctl.signal,
+      headers: { "Authorization": "Bearer " + token, "Accept": "text/event-stream", "Last-Event-ID": String(after) } });
+    if (!r.ok) throw new Error(r.statusText);
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, i); buf = buf.slice(i + 2);
+        let kind = "message", data = "";
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) kind = line.slice(6).trim();
+          else if (line.startsWith("data:")) data += line.slice(5).trim();
+        }
+        if (!data || !current || current.id !== id) continue;
+        if (kind === "outcome") { current.done = true; loadTurns(); }
+        else if (kind !== "error") current.events.push(JSON.parse(data));
+        renderTrace();
+      }
+    }
+  } catch (e) { if (e.name !== "AbortError") console.warn("live trace:", e.message); }
+  if (following === ctl) { following = null; $("trace-live").hidden = true; }
+}
+
+function renderTrace() {
+  const events = current.events;
   const t0 = events.length ? events[0].at_ms : 0;
   $("trace-events").replaceChildren(...events.map((e) =>
     el("li", { "data-testid": "trace-event" }, `+${e.at_ms - t0} ms `, el("span", { class: "kind" }, e.event), e.description || "")));
-  $("trace").hidden = false;
-  $("trace").scrollIntoView();
+  $("trace-status").textContent = current.done ? "finished" : "running — following live";
+  renderWaterfall(events);
+}
+
+// One turn on a time axis: model steps and tool calls as bars; decisions, guard trips,
+// approvals and escalations as marks on their own rows, with provenance inline.
+function renderWaterfall(events) {
+  const wf = $("waterfall");
+  if (!events.length) { wf.replaceChildren(); return; }
+  const t0 = events[0].at_ms;
+  const end = Math.max(...events.map((e) => e.at_ms), t0 + 1);
+  const span = Math.max(end - t0, 1);
+  const x = (ms) => (100 * (ms - t0) / span).toFixed(2) + "%";
+  const w = (a, b) => Math.max(100 * (b - a) / span, 0.6).toFixed(2) + "%";
+  const rows = [];
+  const bar = (label, from, to, cls, title) => rows.push(el("div", { class: "wf-row", "data-testid": "wf-row", "data-kind": cls },
+    el("div", { class: "wf-label" }, label),
+    el("div", { class: "wf-track" }, el("div", { class: "wf-bar " + cls, style: `left:${x(from)};width:${w(from, to)}`, title }))));
+  const mark = (label, at, cls, title) => rows.push(el("div", { class: "wf-row", "data-testid": "wf-row", "data-kind": cls },
+    el("div", { class: "wf-label" }, label),
+    el("div", { class: "wf-track" }, el("div", { class: "wf-mark " + cls, style: `left:${x(at)}`, title }))));
+  const calls = new Map();
+  for (const e of events) {
+    switch (e.event) {
+      case "PlanProposed": {
+        const from = e.at_ms - (e.latency_ms || 0);
+        bar(`model step ${e.step ?? 0}`, from, e.at_ms, "model", e.description || "");
+        break;
+      }
+      case "ToolCallStarted": calls.set(e.call_id + "/" + e.attempt, e); break;
+      case "ToolCallCompleted": case "ToolCallFailed": {
+        const s = calls.get(e.call_id + "/" + e.attempt);
+        if (s) { calls.delete(e.call_id + "/" + e.attempt);
+          bar(`${s.tool} #${e.attempt}`, s.at_ms, e.at_ms, e.event === "ToolCallFailed" ? "tool failed" : "tool", e.description || ""); }
+        break;
+      }
+      case "PolicyEvaluated": {
+        const prov = e.provenance_json ? " · provenance " + e.provenance_json : "";
+        mark(`${e.checkpoint || "policy"}: ${e.decision || ""}`, e.at_ms, "decision", (e.description || "") + prov);
+        break;
+      }
+      case "GuardrailTripped": mark(`guard ${e.rule}`, e.at_ms, "guard", e.detail || ""); break;
+      case "ApprovalRequested": case "ApprovalGranted": case "ApprovalDenied": case "ApprovalExpired":
+        mark(e.event.replace("Approval", "approval ").toLowerCase(), e.at_ms, "approval", e.description || ""); break;
+      case "EscalationRaised": case "CallRefused": mark(e.event, e.at_ms, "escalation", e.description || ""); break;
+    }
+  }
+  for (const s of calls.values()) bar(`${s.tool} #${s.attempt} (running)`, s.at_ms, end, "tool running", s.description || "");
+  wf.replaceChildren(el("div", { class: "wf-axis" }, `0 ms`, el("span", {}, `${span} ms`)), ...rows);
 }
 
 $("login-form").onsubmit = (e) => { e.preventDefault(); signIn($("token").value.trim()); };
 $("filters").onsubmit = (e) => { e.preventDefault(); loadTurns(); };
-$("trace-close").onclick = () => { $("trace").hidden = true; };
+$("trace-close").onclick = () => { $("trace").hidden = true; if (following) following.abort(); };
 if (token) signIn(token);

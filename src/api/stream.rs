@@ -1,0 +1,213 @@
+//! Following a turn while it runs: `GET /v1/turns/{id}/events` streams its events as
+//! Server-Sent Events as they become durable, and `POST /v1/turns?wait_ms=N` answers with the
+//! finished turn when it ends in time.
+//!
+//! Each SSE event is one log event, masked like every view: `id` is its per-turn `seq` (so a
+//! client reconnecting with `Last-Event-ID` gets only what it has not seen), `event` its kind
+//! (`PlanProposed`, `ToolCallCompleted`, …), `data` the trace entry (`GET …/trace` gives the
+//! same objects). After `TurnCompleted` a last `outcome` event carries the turn (with `reply`)
+//! and the stream ends. Events are read from the turn's partition from where the last poll
+//! stopped, so a long turn costs one scan of what is new, not of its history, per poll.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::authn::{Anyone, Authed};
+use super::problem::Problem;
+use super::turns::{TurnView, view};
+use super::{AppState, P};
+use crate::event::Payload;
+use crate::ids::{Offset, Partition, TurnId};
+use crate::log::Scan;
+use crate::projection::turn_index::{TurnEntry, TurnStatus};
+
+/// How often a follower looks for new events.
+const POLL: Duration = Duration::from_millis(50);
+/// A stream ends after this long; the client resumes with `Last-Event-ID`.
+const MAX_STREAM: Duration = Duration::from_secs(30 * 60);
+/// How long a stream waits for a turn just submitted to reach the log.
+const APPEAR_WITHIN: Duration = Duration::from_secs(10);
+/// The longest `wait_ms` a submission may ask for.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitQuery {
+    /// Wait up to this many milliseconds (at most 60000) for the turn to finish: 200 with the
+    /// finished turn (including `reply`) if it does, else 202 as without it.
+    pub wait_ms: Option<u64>,
+}
+
+/// The caller's turn once the turn index knows it; a turn submitted a moment ago is waited for
+/// (its request is on the request log until the worker records it).
+async fn appearing(state: &AppState, tenant: &str, id: &str) -> Result<TurnEntry, Problem> {
+    let deadline = Instant::now() + APPEAR_WITHIN;
+    loop {
+        match super::turns::own_turn(state, tenant, id).await {
+            Ok(e) => return Ok(e),
+            Err(p) if p.status == 404 && Instant::now() < deadline => {
+                tokio::time::sleep(POLL).await;
+            }
+            Err(p) => return Err(p),
+        }
+    }
+}
+
+/// Waits up to `wait_ms` for `turn` to finish: its view when it did.
+pub(crate) async fn finished_within(
+    state: &AppState,
+    tenant: &str,
+    turn: TurnId,
+    wait_ms: u64,
+) -> Result<Option<TurnView>, Problem> {
+    let deadline = Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
+    loop {
+        state.fresh().await?;
+        if let Some(e) = state.index.get(turn)?
+            && e.tenant == tenant
+            && e.status == TurnStatus::Terminal
+        {
+            return Ok(Some(view(state, e)));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+struct Follow {
+    state: Arc<AppState>,
+    entry: TurnEntry,
+    /// The partition offset the next poll reads from.
+    next: u64,
+    /// The highest `seq` sent (or given in `Last-Event-ID`).
+    sent: i64,
+    pending: VecDeque<SseEvent>,
+    done: bool,
+    until: Instant,
+}
+
+impl Follow {
+    /// Reads what is new in the partition; queues the turn's events not yet sent.
+    async fn poll(&mut self) -> Result<(), Problem> {
+        let state = Arc::clone(&self.state);
+        let p = Partition(self.entry.partition);
+        let key = self.entry.turn_id.key();
+        let mut scan = Scan::new(state.emb.events.as_ref(), p, Offset(self.next));
+        let mut fresh = Vec::new();
+        while let Some(chunk) = scan
+            .next_chunk(1024)
+            .await
+            .map_err(|e| Problem::unavailable(e.to_string()))?
+        {
+            for stored in chunk {
+                self.next = stored.offset.0 + 1;
+                if stored.key != key {
+                    continue;
+                }
+                let Ok(event) = state.emb.codecs.events.decode(&stored.value) else {
+                    continue;
+                };
+                if event.seq > self.sent {
+                    fresh.push((stored.offset.0, event));
+                }
+            }
+        }
+        let mut masker = super::reveal::masked(&state);
+        for (offset, mut event) in fresh {
+            masker.event(&self.entry.tenant, &self.entry.user_id, &mut event);
+            let completed = matches!(event.payload, Payload::TurnCompleted(_));
+            let data = event.trace_entry(p.0, offset);
+            self.sent = event.seq;
+            self.pending.push_back(
+                SseEvent::default()
+                    .id(event.seq.to_string())
+                    .event(event.kind())
+                    .json_data(data)
+                    .map_err(|e| Problem::unavailable(e.to_string()))?,
+            );
+            if completed {
+                state.fresh().await?;
+                let entry = state
+                    .index
+                    .get(self.entry.turn_id)?
+                    .unwrap_or_else(|| self.entry.clone());
+                self.pending.push_back(
+                    SseEvent::default()
+                        .event("outcome")
+                        .json_data(view(&state, entry))
+                        .map_err(|e| Problem::unavailable(e.to_string()))?,
+                );
+                self.done = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[utoipa::path(get, path = "/v1/turns/{id}/events", tag = "turns",
+    params(("id" = String, Path, description = "turn id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "the last seq received: resume after it")),
+    responses((status = 200, description = "Server-Sent Events: one per log event (id = seq, event = kind, data = trace entry), then `outcome` with the finished turn", content_type = "text/event-stream"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn events(
+    Authed(caller, _): Authed<Anyone>,
+    State(state): State<Arc<AppState>>,
+    P(id): P<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    let sent = match headers.get("last-event-id") {
+        None => -1,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|n| *n >= -1)
+            .ok_or_else(|| Problem::bad_request("Last-Event-ID is not an event seq"))?,
+    };
+    let entry = appearing(&state, &caller.tenant, &id).await?;
+    let follow = Follow {
+        next: entry.first_offset,
+        state,
+        entry,
+        sent,
+        pending: VecDeque::new(),
+        done: false,
+        until: Instant::now() + MAX_STREAM,
+    };
+    let s = stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(event) = f.pending.pop_front() {
+                return Some((Ok(event), f));
+            }
+            if f.done || Instant::now() >= f.until {
+                return None;
+            }
+            if let Err(p) = f.poll().await {
+                tracing::warn!(turn = %f.entry.turn_id, error = %p.detail, "event stream stopped");
+                f.done = true;
+                if let Ok(e) = SseEvent::default().event("error").json_data(&p) {
+                    f.pending.push_back(e);
+                }
+                continue;
+            }
+            if f.pending.is_empty() {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    });
+    Ok(Sse::new(s).keep_alive(KeepAlive::default()))
+}
