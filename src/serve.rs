@@ -43,6 +43,8 @@ pub enum ServeError {
     Socket(#[from] crate::local_socket::SocketError),
     #[error(transparent)]
     Vault(#[from] crate::vault::VaultError),
+    #[error("{0}")]
+    Telemetry(String),
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +66,8 @@ pub struct ServeOptions {
     pub commands: Option<crate::local_socket::Handler>,
     /// Use (or make) the data dir's development master key when no master key is configured.
     pub dev_key: bool,
+    /// Export finished turns as OpenTelemetry spans (when its endpoint is set).
+    pub telemetry: crate::telemetry::otlp::TelemetryConfig,
 }
 
 impl ServeOptions {
@@ -78,6 +82,7 @@ impl ServeOptions {
             refresh: Duration::from_millis(250),
             config: None,
             commands: None,
+            telemetry: Default::default(),
             dev_key: false,
         }
     }
@@ -172,6 +177,18 @@ pub async fn run(
     let worker_stop = stop.clone();
     let worker_task = tokio::spawn(async move { worker.run(partitions, worker_stop).await });
 
+    if opts.telemetry.otlp_endpoint.is_some() {
+        let exporter =
+            crate::telemetry::otlp::exporter(&opts.telemetry, &|v| std::env::var(v).ok())
+                .map_err(|e| ServeError::Telemetry(e.to_string()))?;
+        tracing::info!(endpoint = ?opts.telemetry.otlp_endpoint, protocol = ?opts.telemetry.otlp_protocol, "exporting turns as OpenTelemetry spans");
+        tokio::spawn(crate::telemetry::otlp::run(
+            emb.clone(),
+            exporter,
+            opts.telemetry.service_name.clone(),
+            stop.clone(),
+        ));
+    }
     let outcomes = OutcomeView::open(&emb.store)?;
     let mut stop_projections = stop.clone();
     loop {

@@ -37,6 +37,13 @@ pub struct ServeArgs {
     /// refusing to start. For demos and tests only.
     #[arg(long)]
     dev_key: bool,
+    /// Export every finished turn as OpenTelemetry spans to this OTLP endpoint
+    /// (`http://127.0.0.1:4318`; overrides `[telemetry] otlp_endpoint`).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    #[arg(long)]
+    otlp_protocol: Option<String>,
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -58,7 +65,22 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         (None, Some(l)) => l.config.log.data_dir.clone(),
         (None, None) => anyhow::bail!("--data-dir or --config is needed"),
     };
+    let mut telemetry = loaded
+        .as_ref()
+        .map(|l| l.config.telemetry.clone())
+        .unwrap_or_default();
+    if let Some(e) = a.otlp_endpoint {
+        telemetry.otlp_endpoint = Some(e);
+    }
+    if let Some(p) = a.otlp_protocol {
+        telemetry.otlp_protocol = match p.as_str() {
+            "http/protobuf" | "http" => ballast::telemetry::otlp::OtlpProtocol::HttpProtobuf,
+            "grpc" => ballast::telemetry::otlp::OtlpProtocol::Grpc,
+            other => anyhow::bail!("--otlp-protocol {other:?}: http/protobuf or grpc"),
+        };
+    }
     let mut opts = ServeOptions::new(data_dir, a.listen);
+    opts.telemetry = telemetry;
     opts.config = loaded.map(std::sync::Arc::new);
     opts.policies = a.policies;
     opts.service_latency_ms = a.service_latency_ms;

@@ -334,6 +334,9 @@ fn check_retrieval(cx: &mut Ctx<'_>, c: &BallastConfig, env: &dyn Fn(&str) -> Op
     for (field, message) in c.retrieval.problems(env) {
         cx.error(&format!("retrieval.{field}"), message);
     }
+    for (field, message) in c.telemetry.problems(env) {
+        cx.error(&format!("telemetry.{field}"), message);
+    }
 }
 
 fn check_planners(

@@ -57,6 +57,9 @@ pub struct BallastConfig {
     pub intake: crate::control::claims::IntakeTrust,
     #[serde(default)]
     pub vault: VaultConfig,
+    /// `[telemetry]`: export every finished turn as OpenTelemetry spans to an OTLP endpoint.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::otlp::TelemetryConfig,
 }
 
 /// `[vault]`: where the master key is.

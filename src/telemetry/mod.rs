@@ -7,6 +7,7 @@
 //! counts a fact the log does not hold; SLO gauges are set from the outcome projection (`slo`).
 
 pub mod exporter;
+pub mod otlp;
 pub mod record;
 pub mod rules;
 
@@ -45,6 +46,18 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 
 /// Describes every metric (HELP and unit lines). Call once after installing a recorder.
 pub fn describe() {
+    describe_counter!(
+        otlp::SPANS_EXPORTED,
+        "Spans exported to the OTLP endpoint (each finished turn once; re-sent after a crash with the same ids)."
+    );
+    describe_counter!(
+        otlp::EXPORT_FAILURES,
+        "OTLP exports that failed (retried from the checkpoint with backoff)."
+    );
+    metrics::describe_gauge!(
+        otlp::EXPORT_LAG,
+        "Seconds from a turn's completion to its spans being accepted by the OTLP endpoint (last export)."
+    );
     describe_counter!(EVENTS_APPENDED, "Turn events made durable, by event kind.");
     describe_counter!(
         ROUNDS_COMMITTED,
