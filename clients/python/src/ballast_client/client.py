@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 import httpx
 
 from . import sse
-from .errors import BallastError, from_response
+from .errors import BallastError, RateLimited, from_response
 
 #: Submissions retried on a dropped connection or a 429/503 answer, with the same turn id.
 RETRIES = 4
@@ -144,7 +144,10 @@ class Client:
                 retry = isinstance(e, httpx.TransportError) or e.retryable
                 if not retry or attempt == RETRIES:
                     raise
-                time.sleep(min(2.0, 0.1 * 2**attempt))
+                pause = min(2.0, 0.1 * 2**attempt)
+                if isinstance(e, RateLimited) and e.retry_after:
+                    pause = min(float(e.retry_after), 10.0)
+                time.sleep(pause)
                 continue
             j = resp.json()
             return Turn.from_json(j) if resp.status_code == 200 else Submitted(**j)
