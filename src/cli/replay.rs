@@ -69,6 +69,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             "undecodable": done.undecodable,
             "partitions": events.partitions(),
             "seconds": elapsed,
+            "events_per_sec": done.read as f64 / elapsed.max(1e-9),
             "projections": digests.iter().map(|(n, d)| serde_json::json!({"name": n, "digest": d})).collect::<Vec<_>>(),
             "digest": digest,
             "live_digest": live,
@@ -77,7 +78,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         super::emit(&(serde_json::to_string_pretty(&out)? + "\n"))?;
     } else {
         let mut s = format!(
-            "replayed {} events from {} partitions in {elapsed:.2} s ({:.0} events/s)",
+            "replayed {} events from {} partitions in {elapsed:.2} s (events_per_sec={:.0})",
             done.read,
             events.partitions(),
             done.read as f64 / elapsed.max(1e-9)

@@ -12,7 +12,9 @@ use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 
 use apache_avro::rabin::Rabin;
-use apache_avro::{Schema, from_avro_datum, from_value, write_avro_datum_ref};
+use apache_avro::{
+    GenericSingleObjectReader, Schema, from_avro_datum, from_value, write_avro_datum_ref,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -114,6 +116,10 @@ fn fingerprint(schema: &Schema) -> Fingerprint {
 /// Encodes `T` with one schema and decodes any registered version of it into `T`.
 pub struct AvroCodec<T> {
     schema: Arc<Schema>,
+    /// The codec's own schema with its names resolved once: `from_avro_datum` resolves the
+    /// writer schema on every call (apache/avro-rs#310), which was most of the cost of replay,
+    /// recovery and projection catch-up.
+    reader: Arc<GenericSingleObjectReader>,
     fp: Fingerprint,
     registry: Arc<SchemaRegistry>,
     _t: PhantomData<fn() -> T>,
@@ -123,6 +129,7 @@ impl<T> Clone for AvroCodec<T> {
     fn clone(&self) -> Self {
         AvroCodec {
             schema: Arc::clone(&self.schema),
+            reader: Arc::clone(&self.reader),
             fp: self.fp,
             registry: Arc::clone(&self.registry),
             _t: PhantomData,
@@ -137,8 +144,11 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
         let schema = registry
             .get(&fp)
             .ok_or_else(|| CodecError::UnknownSchema(fingerprint_hex(&fp)))?;
+        let reader = GenericSingleObjectReader::new((*schema).clone())
+            .map_err(|e| CodecError::BadSchema(e.to_string()))?;
         Ok(AvroCodec {
             schema,
+            reader: Arc::new(reader),
             fp,
             registry,
             _t: PhantomData,
@@ -167,21 +177,39 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        let (fp, body) = split_header(bytes)?;
+        let (fp, rest) = split_header(bytes)?;
+        if fp == self.fp {
+            // The reader checks the same header again; the watch starts at the header.
+            let mut whole = EofWatch {
+                rest: bytes,
+                hit_eof: false,
+            };
+            let value = self
+                .reader
+                .read_value(&mut whole)
+                .map_err(|e| CodecError::Decode(e.to_string()))?;
+            return self.finish(value, whole);
+        }
+        // An older (or newer) writer: resolved per record, which is rare.
+        let writer = self
+            .registry
+            .get(&fp)
+            .ok_or_else(|| CodecError::UnknownSchema(fingerprint_hex(&fp)))?;
         let mut body = EofWatch {
-            rest: body,
+            rest,
             hit_eof: false,
         };
-        let value = if fp == self.fp {
-            from_avro_datum(&self.schema, &mut body, None)
-        } else {
-            let writer = self
-                .registry
-                .get(&fp)
-                .ok_or_else(|| CodecError::UnknownSchema(fingerprint_hex(&fp)))?;
-            from_avro_datum(&writer, &mut body, Some(&self.schema))
-        }
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+        let value = from_avro_datum(&writer, &mut body, Some(&self.schema))
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        self.finish(value, body)
+    }
+
+    /// Checks a decoded record used its bytes exactly, then turns it into `T`.
+    fn finish(
+        &self,
+        value: apache_avro::types::Value,
+        body: EofWatch<'_>,
+    ) -> Result<T, CodecError> {
         // The Avro reader takes a record cut short inside a string or a nullable union as null
         // and goes on: a read that ran out of bytes means the record is truncated.
         if body.hit_eof {
