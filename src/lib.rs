@@ -7,14 +7,25 @@
 //!
 //! # Layout
 //! - [`event`]: event types and the Avro codec (`schemas/*.avsc` are the wire contract).
-//! - [`log`]: the [`log::EventLog`] contract, memory and sled backends, the conformance suite.
+//! - [`log`]: the [`log::EventLog`] contract, the memory, sled and Kafka backends, the
+//!   conformance suite.
 //! - [`turn`]: the pure state machine: `decide`/`step` and `TurnState::apply`.
-//! - [`control`]: the control plane (decides, never acts).
-//! - [`exec`]: the execution plane (acts, never decides): retriever, model steps, tools.
-//! - [`runtime`]: workers: partition actors, effect execution, snapshots, graceful shutdown.
-//! - [`embedded`]: the single-node deployment on sled; [`submit`]: producing requests.
-//! - [`projection`]: read models rebuilt from the log.
-//! - [`demo`], [`bench`]: the customer-support demo workload and the benchmark.
+//! - [`control`]: the control plane (decides, never acts); [`guard`]: guardrails and provenance.
+//! - [`exec`]: the execution plane (acts, never decides): retrievers, model steps, HTTP and MCP
+//!   tools, the catalog and its overrides.
+//! - [`runtime`]: workers: partition actors, effect execution at the vault's edge, snapshots,
+//!   graceful shutdown; [`kafka`]: the Kafka deployment; [`embedded`]: the single-node one on
+//!   sled; [`serve`]: `ballast serve`; [`submit`]: producing requests.
+//! - [`vault`]: personal data sealed, revealed on record, forgotten.
+//! - [`projection`]: read models rebuilt from the log; [`telemetry`]: Prometheus metrics, alert
+//!   rules and the OTLP span export; [`api`]: the HTTP API and dashboard.
+//! - [`audit`]: why an action happened, backtests; [`operator`]: answering approvals and
+//!   handoffs; [`settle`]: running a partition until a turn settles.
+//! - [`config`]: `ballast.toml`, checked and built into planes.
+//! - [`demo`], [`drill`], [`faults`], [`injection`], [`bench`](mod@bench): the demo workload, chaos drills
+//!   and their fault layer, the prompt-injection suite, the benchmark.
+//! - [`clock`], [`ids`], [`toml_lines`], [`local_socket`]: time, identifiers, TOML positions,
+//!   the served data dir's command socket.
 //!
 //! `ARCHITECTURE.md` at the repository root has the module map and a glossary.
 
