@@ -85,6 +85,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/turns/ID"),
     ("GET", "/v1/turns/ID/trace"),
     ("GET", "/v1/turns/ID/audit"),
+    ("GET", "/v1/turns/ID/events"),
     ("POST", "/v1/turns/ID/approve"),
     ("POST", "/v1/turns/ID/deny"),
     ("POST", "/v1/turns/ID/reverse"),
@@ -253,6 +254,70 @@ fn unbounded_asks_are_refused_with_their_limit() {
     // The server is still there.
     let (status, _, _) = call(&s, "GET", "/v1/me", Some(&a), None, "");
     assert_eq!(status, 200);
+    assert!(s.stop().success());
+}
+
+/// The streaming surfaces: a `Last-Event-ID` that is not a seq and an unknown query parameter
+/// are problems, a huge `wait_ms` is capped (never a hang), and another tenant's turn streams
+/// nothing (404, as for every read).
+#[test]
+fn streaming_inputs_are_checked() {
+    let (root, s, admin) = empty_served();
+    let dir = root.path().to_str().expect("utf8").to_string();
+    let sub = bearer(&token_with(&dir, "backend", "submitter", &[]));
+    let out = ballast(&[
+        "token",
+        "--data-dir",
+        &dir,
+        "--name",
+        "rival",
+        "--tenant",
+        "globex",
+        "--roles",
+        "submitter",
+    ]);
+    let other = bearer(String::from_utf8_lossy(&out.stdout).trim());
+    // The server re-reads its tokens every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call(&s, "GET", "/v1/me", Some(&other), None, "").0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new tokens never took"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let body = r#"{"user_id":"u-1","text":"Where is my order A1001?"}"#;
+    let ct = Some("application/json");
+    let (status, _, text) = call(&s, "POST", "/v1/turns?colour=red", Some(&sub), ct, body);
+    assert_eq!(status, 400, "{text}");
+    let started = std::time::Instant::now();
+    let (status, _, text) = call(
+        &s,
+        "POST",
+        "/v1/turns?wait_ms=99999999999",
+        Some(&sub),
+        ct,
+        body,
+    );
+    assert!(status == 200 || status == 202, "{status}: {text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(70));
+    let id = json_of(&text)["turn_id"].as_str().expect("id").to_string();
+    let path = format!("/v1/turns/{id}/events");
+    let (status, _, text) = http_full(
+        &s.addr,
+        "GET",
+        &path,
+        &[
+            ("Authorization", sub.as_str()),
+            ("Last-Event-ID", "not-a-seq"),
+        ],
+        "",
+    );
+    assert_eq!(status, 400, "{text}");
+    let (status, head, text) = call(&s, "GET", &path, Some(&other), None, "");
+    assert_eq!(status, 404, "{text}");
+    problem(&head, &text);
+    let _ = admin;
     assert!(s.stop().success());
 }
 
