@@ -1,12 +1,22 @@
 //! Time comes from a [`Clock`] so the state machine and its tests never read the wall clock.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the Unix epoch.
+use tokio::sync::watch;
+
+/// A wait for a point in a clock's time.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Milliseconds since the Unix epoch, and waiting for a point in them. The engine's timers
+/// (approval and handoff deadlines, retry backoff) wait through [`Clock::sleep_until`], so a
+/// test that moves a [`ManualClock`] fires them at once, without sleeping.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
+    /// Resolves once `now_ms() >= at_ms` (at once if it already is).
+    fn sleep_until(&self, at_ms: i64) -> Sleep;
 }
 
 /// The machine's wall clock.
@@ -20,29 +30,51 @@ impl Clock for SystemClock {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
+
+    fn sleep_until(&self, at_ms: i64) -> Sleep {
+        let delay = (at_ms - self.now_ms()).max(0) as u64;
+        Box::pin(tokio::time::sleep(Duration::from_millis(delay)))
+    }
 }
 
-/// A clock that moves only when told to: for tests and for deterministic replays.
-#[derive(Debug, Default, Clone)]
-pub struct ManualClock(Arc<AtomicI64>);
+/// A clock that moves only when told to: for tests and for deterministic replays. Moving it
+/// wakes whatever sleeps until a time it passed.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<watch::Sender<i64>>);
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::new(0)
+    }
+}
 
 impl ManualClock {
     pub fn new(start_ms: i64) -> Self {
-        ManualClock(Arc::new(AtomicI64::new(start_ms)))
+        ManualClock(Arc::new(watch::Sender::new(start_ms)))
     }
 
     pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.0.send_modify(|now| *now += ms);
     }
 
     pub fn set(&self, ms: i64) {
-        self.0.store(ms, Ordering::SeqCst);
+        self.0.send_replace(ms);
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
+    }
+
+    fn sleep_until(&self, at_ms: i64) -> Sleep {
+        let mut now = self.0.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as the clock; if it is gone, time no longer moves.
+            if now.wait_for(|t| *t >= at_ms).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -90,5 +122,28 @@ mod tests {
         c.set(1);
         assert_eq!(c.now_ms(), 1);
         assert!(SystemClock.now_ms() > 1_600_000_000_000);
+    }
+
+    #[tokio::test]
+    async fn a_manual_clock_wakes_sleepers_when_moved_past_their_time() {
+        let c = ManualClock::new(100);
+        let woke = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&woke);
+        let sleep = c.sleep_until(150);
+        let task = tokio::spawn(async move {
+            sleep.await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        c.advance(49);
+        tokio::task::yield_now().await;
+        assert!(
+            !woke.load(std::sync::atomic::Ordering::SeqCst),
+            "not yet due"
+        );
+        c.advance(1);
+        task.await.expect("woke");
+        assert!(woke.load(std::sync::atomic::Ordering::SeqCst));
+        // Already due: resolves at once.
+        c.sleep_until(10).await;
     }
 }

@@ -110,3 +110,30 @@ fn the_vault_bench_runs_both_sides_and_prints_the_cost() {
     );
     assert!(figure("tokenize_us_per_request") > 0.0);
 }
+
+/// `--waiting`: turns parked on approvals, the parking process killed with SIGKILL, a fresh
+/// process resumes them. The resume phase itself fails unless every parked turn came back; here
+/// the recovery read a bounded tail (periodic snapshots), not the whole log.
+#[test]
+fn the_waiting_bench_kills_parked_turns_and_resumes_every_one_from_a_snapshot() {
+    let out = common::ballast(&["bench", "--waiting", "3000", "--partitions", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number:\n{text}"))
+    };
+    assert!(text.contains("killed=SIGKILL\n"), "{text}");
+    assert_eq!(value("parked"), 3000.0);
+    assert_eq!(value("waiting"), 3000.0);
+    let (events, replayed) = (value("events"), value("replayed_events"));
+    // 3,000 turns × 9 events each before they wait; each partition snapshotted at least once
+    // (every 10,000 events), so a restart reads less than the log.
+    assert_eq!(events, 27_000.0, "{text}");
+    assert!(value("snapshots") >= 2.0, "{text}");
+    assert!(replayed < events, "recovery re-read the whole log:\n{text}");
+    assert!(value("resume_ms") > 0.0);
+    assert!(value("bytes_per_waiting_turn") >= 0.0);
+}

@@ -156,6 +156,37 @@ async fn scenario_table_exact_events() {
     assert_eq!(env.side_effects(), 2);
 }
 
+/// Timers run on the worker's clock: moving the manual clock past a deadline fires it in the
+/// running worker — no restart, no waiting for wall time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_fire_when_the_clock_passes_them() {
+    let env = Env::new();
+    let waiting = turn(1, "u-wait", refund(20_000), 0.95);
+    let w = vec![waiting.clone()];
+    let mut run = env.start(&w, env.control(&w));
+    env.submit(&w).await;
+    env.awaiting_approval(waiting.turn_id).await;
+    // The approval expires: the turn is handed to a person, with the handoff's own deadline.
+    env.clock.advance(61_000);
+    env.handed_off(waiting.turn_id).await;
+    // Nobody takes the handoff either.
+    env.clock.advance(61_000);
+    let done = run.finished(1).await;
+    run.stop().await;
+    assert_eq!(done[0].outcome, Outcome::EscalationFailed);
+    assert_eq!(
+        kinds(&env.events(waiting.turn_id).await),
+        expect(&[
+            "Policy(plan:require_confirmation)",
+            "Policy(pre_tool:require_confirmation)",
+            "ApprovalRequested",
+            "ApprovalExpired",
+            "EscalationRaised",
+            "TurnCompleted"
+        ])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_expires_across_a_restart() {
     let env = Env::new();
@@ -170,17 +201,7 @@ async fn an_approval_expires_across_a_restart() {
     // the approval expires and the turn is handed to a person.
     env.clock.advance(61_000);
     let run = env.start(&w, env.control(&w));
-    for _ in 0..300 {
-        if env
-            .events(waiting.turn_id)
-            .await
-            .iter()
-            .any(|e| e.kind() == "EscalationRaised")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    env.handed_off(waiting.turn_id).await;
     run.stop().await;
     // Nobody resolves the handoff either, across another restart: escalation_failed.
     env.clock.advance(61_000);
@@ -253,7 +274,12 @@ async fn a_user_over_budget_is_denied_and_concurrent_turns_never_overspend() {
     for p in (0..env.emb.partitions()).map(Partition) {
         env.emb
             .state
-            .save_snapshot(p, b"not a snapshot".to_vec())
+            .save_snapshot(
+                p,
+                ballast::runtime::state_store::SnapshotDelta::replace_with(
+                    b"not a snapshot".to_vec(),
+                ),
+            )
             .await
             .expect("spoil snapshot");
     }

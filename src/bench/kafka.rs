@@ -7,7 +7,7 @@ use std::time::Instant;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, watch};
 
-use super::{BenchReport, bench_requests, collect, instant_plane};
+use super::{BenchReport, bench_requests, instant_plane};
 use crate::demo::run::{DemoError, percentile};
 use crate::event::codec::{Codecs, SchemaRegistry};
 use crate::ids::{Offset, Partition};
@@ -17,7 +17,6 @@ use crate::log::Scan;
 use crate::log::kafka::{KafkaConfig, KafkaLog, ensure_topic, kafka_error};
 use crate::log::{EventLog, LogError};
 use crate::runtime::{RuntimeError, WorkerConfig};
-use crate::submit::submit;
 
 pub async fn run(
     bootstrap: &str,
@@ -31,7 +30,6 @@ pub async fn run(
     init(&cfg, &topics, partitions, 1).await?;
     let codecs = Codecs::new(SchemaRegistry::new()).map_err(|e| DemoError::Runtime(e.into()))?;
     let requests = KafkaLog::open(&cfg, &topics.requests).await?;
-    submit(&requests, &codecs.requests, &bench_requests(turns)).await?;
 
     let dir = tempfile::tempdir().map_err(DemoError::Journal)?;
     let opts = WorkerOptions {
@@ -62,12 +60,15 @@ pub async fn run(
         stop_rx,
     ));
     // Steady state: the clock starts at the first finished turn, after group join and fencing.
-    let first = collect(&mut out_rx, 1).await;
-    let started = Instant::now();
-    let mut latencies_us = collect(&mut out_rx, turns.saturating_sub(1)).await;
-    let elapsed = started.elapsed();
-    latencies_us.extend(first);
-    latencies_us.sort_unstable();
+    let run = super::load::closed_loop(
+        &requests,
+        &codecs.requests,
+        &bench_requests(turns),
+        in_flight,
+        &mut out_rx,
+    )
+    .await?;
+    let (latencies_us, elapsed) = (run.latencies_us, run.steady);
     stop_tx.send_replace(true);
     task.await
         .map_err(|e| RuntimeError::Task(e.to_string()))?

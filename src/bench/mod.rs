@@ -18,13 +18,14 @@ use crate::ids::{Offset, Partition, TurnId};
 use crate::log::LogError;
 use crate::log::Scan;
 use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
-use crate::submit::submit;
 use crate::turn::{ExecFailure, Planned, Retrieval, ToolInvocation};
 
 pub mod kafka;
+mod load;
 pub mod model;
 pub mod personal;
 pub mod policy;
+pub mod waiting;
 
 pub const STEPS: usize = 5;
 
@@ -250,8 +251,6 @@ pub(crate) async fn run_on(
         }
         tokenize_us_per_request = Some(started.elapsed().as_secs_f64() * 1e6 / turns.max(1) as f64);
     }
-    submit(emb.requests.as_ref(), &emb.codecs.requests, &requests).await?;
-
     let cfg = WorkerConfig {
         max_turns_per_partition: in_flight.div_ceil(emb.partitions() as usize).max(1),
         ..WorkerConfig::default()
@@ -275,7 +274,15 @@ pub(crate) async fn run_on(
     let parts: Vec<Partition> = (0..emb.partitions()).map(Partition).collect();
     let started = Instant::now();
     let task = tokio::spawn(async move { worker.run(parts, stop_rx).await });
-    let latencies_us = collect(&mut out_rx, turns).await;
+    let run = load::closed_loop(
+        emb.requests.as_ref(),
+        &emb.codecs.requests,
+        &requests,
+        in_flight,
+        &mut out_rx,
+    )
+    .await?;
+    let latencies_us = run.latencies_us;
     let elapsed = started.elapsed();
     stop_tx.send_replace(true);
     task.await

@@ -31,6 +31,17 @@ pub struct BenchArgs {
     /// without a vault and then with one, in the same run.
     #[arg(long)]
     vault: bool,
+    /// Measure a crash with N turns waiting for approval instead: park N turns, kill the
+    /// worker's process with SIGKILL, start a fresh one on the same data and print `resume_ms`
+    /// (until every partition consumes again) and `bytes_per_waiting_turn` (resident memory).
+    #[arg(long)]
+    waiting: Option<usize>,
+    /// Internal (`--waiting`): the process that parks the turns in DIR, then waits to be killed.
+    #[arg(long, hide = true, requires = "waiting")]
+    park_dir: Option<std::path::PathBuf>,
+    /// Internal (`--waiting`): the process that resumes the turns parked in DIR.
+    #[arg(long, hide = true, requires = "waiting")]
+    resume_dir: Option<std::path::PathBuf>,
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -43,6 +54,22 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
     let partitions = a.partitions.unwrap_or(cores);
+    if let Some(waiting) = a.waiting {
+        if let Some(dir) = &a.park_dir {
+            let (report, _running) =
+                ballast::bench::waiting::park(dir, waiting, partitions).await?;
+            println!("{report}ready");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            // The parent kills this process: the worker is still running when it dies.
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        }
+        if let Some(dir) = &a.resume_dir {
+            return super::emit(&ballast::bench::waiting::resume(dir, waiting).await?);
+        }
+        return waiting_bench(waiting, partitions).await;
+    }
     if a.vault {
         let report = ballast::bench::personal::run(a.turns, partitions, a.in_flight).await?;
         return super::emit(&report.render());
@@ -52,4 +79,59 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         None => ballast::bench::run(a.turns, partitions, a.in_flight).await?,
     };
     super::emit(&report.render())
+}
+
+/// `--waiting N`: parks N turns in a child process, kills it (SIGKILL), resumes in another.
+async fn waiting_bench(waiting: usize, partitions: u32) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    let common = [
+        "bench".to_string(),
+        "--waiting".into(),
+        waiting.to_string(),
+        "--partitions".into(),
+        partitions.to_string(),
+    ];
+    let mut park = tokio::process::Command::new(&exe)
+        .args(&common)
+        .arg("--park-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = park
+        .stdout
+        .take()
+        .context("parking process has no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut report = String::new();
+    loop {
+        match lines.next_line().await? {
+            Some(line) if line == "ready" => break,
+            Some(line) => {
+                report.push_str(&line);
+                report.push('\n');
+            }
+            None => anyhow::bail!("the parking process ended before its turns were parked"),
+        }
+    }
+    park.start_kill()?;
+    park.wait().await?;
+    let resumed = tokio::process::Command::new(&exe)
+        .args(&common)
+        .arg("--resume-dir")
+        .arg(dir.path())
+        .output()
+        .await?;
+    if !resumed.status.success() {
+        anyhow::bail!(
+            "the resuming process failed: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+    }
+    report.push_str("killed=SIGKILL\n");
+    report.push_str(&String::from_utf8_lossy(&resumed.stdout));
+    super::emit(&report)
 }

@@ -81,6 +81,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     }
     let mut opts = ServeOptions::new(data_dir, a.listen);
     opts.telemetry = telemetry;
+    if let Some(l) = &loaded {
+        opts.worker = l.config.worker.apply(opts.worker);
+    }
     opts.config = loaded.map(std::sync::Arc::new);
     opts.policies = a.policies;
     opts.service_latency_ms = a.service_latency_ms;

@@ -98,6 +98,9 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         a.dev_key.then(dev_key_dir).as_deref(),
     )?;
     source.announce();
+    let worker = loaded.as_ref().map_or_else(WorkerConfig::default, |l| {
+        l.config.worker.apply(WorkerConfig::default())
+    });
     let (planes, intake) = match loaded {
         Some(mut l) => {
             std::fs::create_dir_all(&dir)?;
@@ -130,7 +133,7 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         group: a.group,
         data_dir: dir,
         transactional: !a.no_transactions,
-        worker: WorkerConfig::default(),
+        worker,
         session_timeout_ms: a.session_timeout_ms,
         intake,
         vault: Some(ballast::kafka::worker::VaultOptions { master, detector }),

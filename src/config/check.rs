@@ -174,6 +174,9 @@ fn check_log(cx: &mut Ctx<'_>, c: &BallastConfig) {
     if !(1..=1024).contains(&c.log.partitions) {
         cx.error("log.partitions", "partitions must be between 1 and 1024");
     }
+    for (key, message) in c.worker.problems() {
+        cx.error(&format!("worker.{key}"), message);
+    }
     for (tenant, grants) in &c.intake.tenants {
         if let Err(e) = grants.validate() {
             cx.error(&format!("intake.tenants.{tenant}"), e);

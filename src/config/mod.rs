@@ -60,6 +60,56 @@ pub struct BallastConfig {
     /// `[telemetry]`: export every finished turn as OpenTelemetry spans to an OTLP endpoint.
     #[serde(default)]
     pub telemetry: crate::telemetry::otlp::TelemetryConfig,
+    /// `[worker]`: how often partitions snapshot their turns (what a restart reads).
+    #[serde(default)]
+    pub worker: WorkerSection,
+}
+
+/// `[worker]`: snapshot cadence. A snapshot writes only the turns that changed since the last,
+/// so frequent ones are cheap; a restart after `kill -9` reads the snapshot and the log tail
+/// written after it (at most `snapshot_every_events` events, or `snapshot_interval_ms` of them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSection {
+    pub snapshot_every_events: u64,
+    pub snapshot_interval_ms: u64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        let d = crate::runtime::WorkerConfig::default();
+        WorkerSection {
+            snapshot_every_events: d.snapshot_every,
+            snapshot_interval_ms: d.snapshot_interval_ms,
+        }
+    }
+}
+
+impl WorkerSection {
+    /// Out-of-range values, as (key under `worker.`, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !(100..=10_000_000).contains(&self.snapshot_every_events) {
+            out.push((
+                "snapshot_every_events",
+                "must be between 100 and 10000000".to_string(),
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.snapshot_interval_ms) {
+            out.push((
+                "snapshot_interval_ms",
+                "must be between 100 and 3600000 (an hour)".to_string(),
+            ));
+        }
+        out
+    }
+
+    /// The worker configuration with this cadence.
+    pub fn apply(&self, mut cfg: crate::runtime::WorkerConfig) -> crate::runtime::WorkerConfig {
+        cfg.snapshot_every = self.snapshot_every_events;
+        cfg.snapshot_interval_ms = self.snapshot_interval_ms;
+        cfg
+    }
 }
 
 /// `[vault]`: where the master key is.

@@ -7,6 +7,7 @@ pub mod journal;
 mod partition;
 mod reload;
 pub mod shutdown;
+pub mod snapshot;
 pub mod state_store;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::exec::ExecutionPlane;
 use crate::ids::{Partition, TurnId};
 use crate::log::{EventLog, LogError};
 use crate::turn::Limits;
-pub use partition::PartitionSnapshot;
+pub use snapshot::{SessionHistory, SnapshotHeader};
 use state_store::{StateStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +67,11 @@ pub struct WorkerConfig {
     pub batch_max: usize,
     /// Effects (model, retrieval, tool calls) running at once across all partitions.
     pub max_concurrent_effects: usize,
-    /// Events appended between snapshots of a partition.
+    /// Events appended between snapshots of a partition (a snapshot writes only the turns
+    /// that changed, so this bounds the log tail a restart reads).
     pub snapshot_every: u64,
+    /// A partition with events since its last snapshot writes one at least this often.
+    pub snapshot_interval_ms: u64,
     /// Larger request records are dead-lettered unread.
     pub max_request_bytes: usize,
     /// A session with no finished turn for this long is forgotten by the worker (its turns
@@ -81,7 +85,8 @@ impl Default for WorkerConfig {
             max_turns_per_partition: 32,
             batch_max: 512,
             max_concurrent_effects: 256,
-            snapshot_every: 20_000,
+            snapshot_every: 10_000,
+            snapshot_interval_ms: 5_000,
             max_request_bytes: 256 * 1024,
             session_ttl_ms: 24 * 3_600_000,
         }
@@ -117,6 +122,10 @@ pub struct RuntimeStats {
     pub replayed_events: AtomicU64,
     pub resumed_turns: AtomicU64,
     pub snapshots: AtomicU64,
+    /// Partitions that recovered, resumed their turns and consume requests.
+    pub partitions_ready: AtomicU64,
+    /// Approvals asked of a person (a turn then waits, holding no slot).
+    pub approvals_requested: AtomicU64,
 }
 
 impl RuntimeStats {

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::executor::{self, Completion, Msg};
 use super::journal::{Journal, Round};
+use super::snapshot::{self, Dirty, SessionHistory, remember_session, session_key};
 use super::state_store::DeadLetter;
 use super::{Deps, RuntimeError, TurnFinished, WorkerConfig};
 use crate::control::budget::{BudgetLimits, Ledger};
@@ -28,46 +28,6 @@ use crate::log::Scan;
 use crate::log::{Record, Stored};
 use crate::turn::{DecideCtx, Effect, Input, TurnState, step};
 
-const SNAPSHOT_VERSION: u32 = 3;
-
-/// Earlier turns kept per session (the profile's token budget trims further).
-const SESSION_TURNS: usize = 50;
-
-/// The finished turns of one session, oldest first: what a follow-up turn is shown.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct SessionHistory {
-    pub turns: std::collections::VecDeque<crate::event::SessionTurn>,
-    /// When a turn of the session last finished (idle sessions are forgotten).
-    pub last_ms: i64,
-}
-
-/// Sessions belong to one user: the key keeps another user's turns out of them.
-fn session_key(tenant: &str, user_id: &str, session_id: &str) -> String {
-    format!("{tenant}\u{1f}{user_id}\u{1f}{session_id}")
-}
-
-/// What a partition snapshot holds: everything needed to resume without reading the log before
-/// `events_end`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PartitionSnapshot {
-    pub version: u32,
-    /// Every event before this offset is reflected in `turns`.
-    pub events_end: u64,
-    /// The next request-log offset to consume.
-    pub inbox_next: u64,
-    /// Turns not yet terminal.
-    pub turns: Vec<TurnState>,
-    /// The budget window accounts as of `events_end`.
-    #[serde(default)]
-    pub ledger: Ledger,
-    /// The per-tool circuit breakers as of `events_end`.
-    #[serde(default)]
-    pub breakers: Breakers,
-    /// Sessions' finished turns as of `events_end`.
-    #[serde(default)]
-    pub sessions: HashMap<String, SessionHistory>,
-}
-
 pub(crate) struct PartitionActor {
     partition: Partition,
     deps: Arc<Deps>,
@@ -77,11 +37,20 @@ pub(crate) struct PartitionActor {
     events_end: u64,
     inbox_next: u64,
     since_snapshot: u64,
+    /// When the last snapshot was saved (with `since_snapshot`, what triggers the next).
+    last_snapshot: Instant,
+    /// Turns and sessions changed since the last snapshot: what the next one writes.
+    dirty: Dirty,
     in_flight: usize,
     /// Turns with effects running, and how many: what admission counts.
     busy: HashMap<TurnId, u32>,
     tx: mpsc::UnboundedSender<Msg>,
-    timers: JoinSet<()>,
+    /// This partition's timers (deadlines, retry backoff) by due time on the deps' clock, one
+    /// wake-up for all of them: a partition holding 100,000 turns waiting for people holds
+    /// 100,000 entries here rather than 100,000 sleeping tasks, and a test that moves a manual
+    /// clock fires them without sleeping.
+    timers: std::collections::BTreeMap<(i64, u64), (TurnId, Input)>,
+    timer_seq: u64,
     /// Effects in flight. Owned here so that when this actor ends — drained, or failed and about
     /// to be restarted from the log — nothing it started keeps running beside its successor.
     effects: JoinSet<()>,
@@ -127,9 +96,23 @@ pub(crate) async fn run_partition(
         .subscribe(partition, Offset(actor.inbox_next))
         .await?;
     tracing::info!(%partition, inbox_next = actor.inbox_next, in_flight = actor.turns.len(), "consuming requests");
+    actor
+        .deps
+        .stats
+        .partitions_ready
+        .fetch_add(1, Ordering::Relaxed);
+    let interval = Duration::from_millis(cfg.snapshot_interval_ms.max(1));
+    let mut snapshot_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The wake-up for the earliest timer, re-armed when that changes.
+    let mut alarm: Option<(i64, crate::clock::Sleep)> = None;
     loop {
-        while actor.timers.try_join_next().is_some() {}
         while actor.effects.try_join_next().is_some() {}
+        let due = actor.timers.keys().next().map(|(at, _)| *at);
+        if alarm.as_ref().map(|(at, _)| *at) != due {
+            alarm = due.map(|at| (at, actor.deps.clock.sleep_until(at)));
+        }
         if draining && actor.in_flight == 0 {
             break;
         }
@@ -148,6 +131,22 @@ pub(crate) async fn run_partition(
                 }
             }
             Some(msg) = rx.recv() => actor.accept(msg, &mut inputs),
+            _ = async {
+                match alarm.as_mut() {
+                    Some((_, sleep)) => sleep.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                alarm = None;
+                actor.fire_timers(&mut inputs);
+            }
+            // A quiet partition still snapshots what the last burst left, so a restart reads
+            // at most one interval's tail.
+            _ = snapshot_tick.tick() => {
+                if actor.since_snapshot > 0 {
+                    actor.snapshot().await?;
+                }
+            }
             batch = inbox.next_batch(room), if room > 0 && !draining => {
                 let batch = batch?;
                 let deps = Arc::clone(&actor.deps);
@@ -164,7 +163,6 @@ pub(crate) async fn run_partition(
         }
         actor.process(inputs, draining).await?;
     }
-    actor.timers.abort_all();
     tracing::info!(%partition, inbox_next = actor.inbox_next, in_flight = actor.turns.len(), events_end = actor.events_end, "drained");
     actor.snapshot().await
 }
@@ -185,17 +183,17 @@ impl PartitionActor {
             v.catch_up().await?;
         }
         let end = deps.events.end(partition).await?.0;
-        let snapshot = match deps.store.load_snapshot(partition)? {
+        let snapshot = match snapshot::load(deps.store.as_ref(), partition)? {
             None => None,
-            Some(bytes) => match serde_json::from_slice::<PartitionSnapshot>(&bytes) {
-                Ok(s) if s.version == SNAPSHOT_VERSION && s.events_end <= end => Some(s),
+            Some(loaded) => match loaded {
+                Ok(s) if s.header.events_end <= end => Some(s),
                 Ok(s) => {
-                    tracing::warn!(%partition, version = s.version, snapshot_end = s.events_end, log_end = end,
-                        "snapshot does not fit the log; rebuilding from offset 0");
+                    tracing::warn!(%partition, snapshot_end = s.header.events_end, log_end = end,
+                        "snapshot is ahead of the log; rebuilding from offset 0");
                     None
                 }
                 Err(e) => {
-                    tracing::warn!(%partition, error = %e, "snapshot unreadable; rebuilding from offset 0");
+                    tracing::warn!(%partition, error = %e, "snapshot not usable; rebuilding from offset 0");
                     None
                 }
             },
@@ -205,17 +203,19 @@ impl PartitionActor {
             .budgets
             .for_partitions(deps.events.partitions());
         let breaker_config = deps.guards.config.breaker.clone();
+        let mut dirty = if snapshot.is_some() {
+            Dirty::default()
+        } else {
+            Dirty::everything()
+        };
         let (mut turns, mut from, mut inbox_next, mut ledger, mut breakers, mut sessions) =
             match snapshot {
                 Some(s) => (
-                    s.turns
-                        .into_iter()
-                        .map(|t| (t.turn_id, t))
-                        .collect::<HashMap<_, _>>(),
-                    s.events_end,
-                    s.inbox_next,
-                    s.ledger.with_window(budgets.window_ms),
-                    s.breakers.with_config(breaker_config),
+                    s.turns,
+                    s.header.events_end,
+                    s.header.inbox_next,
+                    s.header.ledger.with_window(budgets.window_ms),
+                    s.header.breakers.with_config(breaker_config),
                     s.sessions,
                 ),
                 None => (
@@ -246,6 +246,7 @@ impl PartitionActor {
                 };
                 ledger.apply(&event);
                 breakers.apply(&event);
+                dirty.turns.insert(event.turn_id);
                 let state = match turns.entry(event.turn_id) {
                     Entry::Occupied(o) => o.into_mut(),
                     // A finished turn reopened for its reversal: reload it up to this event.
@@ -281,8 +282,10 @@ impl PartitionActor {
                     }
                 }
                 if state.is_terminal() {
-                    if matches!(event.payload, Payload::TurnCompleted(_)) {
-                        remember_session(&mut sessions, state, event.at_ms);
+                    if matches!(event.payload, Payload::TurnCompleted(_))
+                        && let Some(key) = remember_session(&mut sessions, state, event.at_ms)
+                    {
+                        dirty.sessions.insert(key);
                     }
                     turns.remove(&event.turn_id);
                 }
@@ -307,10 +310,13 @@ impl PartitionActor {
             events_end: from,
             inbox_next,
             since_snapshot: from - start,
+            last_snapshot: Instant::now(),
+            dirty,
             in_flight: 0,
             busy: HashMap::new(),
             tx,
-            timers: JoinSet::new(),
+            timers: std::collections::BTreeMap::new(),
+            timer_seq: 0,
             effects: JoinSet::new(),
             journal,
             dead_letters: Vec::new(),
@@ -587,6 +593,9 @@ impl PartitionActor {
                 self.ledger.apply(e);
                 self.breakers.apply(e);
             }
+            if !decision.events.is_empty() {
+                self.dirty.turns.insert(turn);
+            }
             events.extend(decision.events);
             effects.extend(decision.effects);
         }
@@ -597,7 +606,11 @@ impl PartitionActor {
             ..Round::default()
         };
         let mut started = Vec::new();
+        let mut approvals = 0u64;
         for e in &events {
+            if matches!(e.payload, Payload::ApprovalRequested(_)) {
+                approvals += 1;
+            }
             round.events.push(Record {
                 key: e.turn_id.key(),
                 value: deps.codecs.events.encode(e)?,
@@ -685,6 +698,9 @@ impl PartitionActor {
             deps.stats.events_appended.fetch_add(n, Ordering::Relaxed);
             deps.stats.appends.fetch_add(1, Ordering::Relaxed);
             deps.stats.dead_letters.fetch_add(dead, Ordering::Relaxed);
+            deps.stats
+                .approvals_requested
+                .fetch_add(approvals, Ordering::Relaxed);
             deps.store.mark_known(&started)?;
             deps.stats
                 .turns_started
@@ -694,7 +710,11 @@ impl PartitionActor {
         for effect in effects {
             self.dispatch(effect);
         }
-        if self.since_snapshot >= self.cfg.snapshot_every {
+        if self.since_snapshot >= self.cfg.snapshot_every
+            || (self.since_snapshot > 0
+                && self.last_snapshot.elapsed().as_millis()
+                    >= u128::from(self.cfg.snapshot_interval_ms))
+        {
             self.snapshot().await?;
         }
         Ok(())
@@ -825,7 +845,9 @@ impl PartitionActor {
             } => {
                 if let Some(state) = self.turns.remove(&turn_id) {
                     let now = self.deps.clock.now_ms();
-                    remember_session(&mut self.sessions, &state, now);
+                    if let Some(key) = remember_session(&mut self.sessions, &state, now) {
+                        self.dirty.sessions.insert(key);
+                    }
                     self.release_session(&state);
                 }
                 let wall_latency_us = self
@@ -851,26 +873,12 @@ impl PartitionActor {
                 at_ms,
                 call_id,
                 attempt,
-            } => {
-                let delay = (at_ms - self.deps.clock.now_ms()).max(0) as u64;
-                let tx = self.tx.clone();
-                self.timers.spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    let _ = tx.send(Msg::Timer(turn_id, Input::RetryDue { call_id, attempt }));
-                });
-            }
+            } => self.set_timer(at_ms, turn_id, Input::RetryDue { call_id, attempt }),
             Effect::ScheduleDeadline {
                 turn_id,
                 at_ms,
                 approval_id,
-            } => {
-                let delay = (at_ms - self.deps.clock.now_ms()).max(0) as u64;
-                let tx = self.tx.clone();
-                self.timers.spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    let _ = tx.send(Msg::Timer(turn_id, Input::ApprovalDeadline { approval_id }));
-                });
-            }
+            } => self.set_timer(at_ms, turn_id, Input::ApprovalDeadline { approval_id }),
             effect => {
                 self.in_flight += 1;
                 *self.busy.entry(effect.turn_id()).or_default() += 1;
@@ -890,46 +898,52 @@ impl PartitionActor {
         }
     }
 
+    fn set_timer(&mut self, at_ms: i64, turn: TurnId, input: Input) {
+        self.timer_seq += 1;
+        self.timers.insert((at_ms, self.timer_seq), (turn, input));
+    }
+
+    /// Moves the timers now due (by the clock) into `inputs`, oldest first. A timer of a turn
+    /// that moved on meanwhile is harmless: the state machine ignores a stale deadline.
+    fn fire_timers(&mut self, inputs: &mut Vec<(TurnId, Input)>) {
+        let now = self.deps.clock.now_ms();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            inputs.push(entry.remove());
+        }
+    }
+
     async fn snapshot(&mut self) -> Result<(), RuntimeError> {
+        // Timers of turns that finished before they were due would otherwise wait until then.
+        let turns = &self.turns;
+        self.timers.retain(|_, (turn, _)| turns.contains_key(turn));
         // Sessions nobody continued for a day are forgotten: their turns stay in the log.
         let idle_before = self.deps.clock.now_ms() - self.cfg.session_ttl_ms;
-        self.sessions.retain(|_, h| h.last_ms >= idle_before);
-        let snapshot = PartitionSnapshot {
-            version: SNAPSHOT_VERSION,
+        let dirty = &mut self.dirty;
+        self.sessions.retain(|key, h| {
+            let keep = h.last_ms >= idle_before;
+            if !keep {
+                dirty.sessions.insert(key.clone());
+            }
+            keep
+        });
+        let header = snapshot::SnapshotHeader {
+            version: snapshot::SNAPSHOT_VERSION,
             events_end: self.events_end,
             inbox_next: self.inbox_next,
-            turns: self.turns.values().cloned().collect(),
             ledger: self.ledger.clone(),
             breakers: self.breakers.clone(),
-            sessions: self.sessions.clone(),
         };
-        let bytes =
-            serde_json::to_vec(&snapshot).map_err(|e| RuntimeError::Snapshot(e.to_string()))?;
-        self.deps.store.save_snapshot(self.partition, bytes).await?;
+        let delta = self
+            .dirty
+            .take_delta(&header, &self.turns, &self.sessions)
+            .map_err(|e| RuntimeError::Snapshot(e.to_string()))?;
+        self.deps.store.save_snapshot(self.partition, delta).await?;
         self.since_snapshot = 0;
+        self.last_snapshot = Instant::now();
         self.deps.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
-}
-
-/// Adds a finished turn of a session to that session's history.
-fn remember_session(sessions: &mut HashMap<String, SessionHistory>, state: &TurnState, now: i64) {
-    let Some(session_id) = &state.session_id else {
-        return;
-    };
-    let history = sessions
-        .entry(session_key(&state.tenant, &state.user_id, session_id))
-        .or_default();
-    // A finished turn reloaded for a reversal or a label finishes again: once is enough.
-    let id = state.turn_id.to_string();
-    if history.turns.iter().any(|t| t.turn_id == id) {
-        return;
-    }
-    history
-        .turns
-        .push_back(crate::turn::conversation::as_session_turn(state));
-    while history.turns.len() > SESSION_TURNS {
-        history.turns.pop_front();
-    }
-    history.last_ms = now;
 }

@@ -2,7 +2,7 @@
 //! request submitted twice starts one turn) and dead letters. Everything here can be rebuilt from
 //! the log; it exists so a restart does not have to.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -29,11 +29,45 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
 }
 
+/// One save of a partition's snapshot: the header, entries written or replaced, entries
+/// deleted; with `replace`, every entry stored before is dropped first. Applied atomically.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotDelta {
+    pub header: Vec<u8>,
+    pub put: Vec<(Vec<u8>, Vec<u8>)>,
+    pub delete: Vec<Vec<u8>>,
+    pub replace: bool,
+}
+
+impl SnapshotDelta {
+    /// A snapshot of a header alone, replacing whatever was stored.
+    pub fn replace_with(header: Vec<u8>) -> Self {
+        SnapshotDelta {
+            header,
+            replace: true,
+            ..SnapshotDelta::default()
+        }
+    }
+}
+
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
-    fn load_snapshot(&self, partition: Partition) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Durable on return.
-    async fn save_snapshot(&self, partition: Partition, bytes: Vec<u8>) -> Result<(), StoreError>;
+    /// The header of the partition's snapshot (None: there is none).
+    fn snapshot_header(&self, partition: Partition) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Passes each entry of the partition's snapshot to `each`, one at a time (a snapshot of
+    /// 100,000 waiting turns is never held twice in memory).
+    fn snapshot_entries(
+        &self,
+        partition: Partition,
+        each: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError>;
+    /// Applies `delta` atomically (a crash leaves the previous snapshot or this one, never a
+    /// mix); durable on return.
+    async fn save_snapshot(
+        &self,
+        partition: Partition,
+        delta: SnapshotDelta,
+    ) -> Result<(), StoreError>;
     fn is_known(&self, turn: TurnId) -> Result<bool, StoreError>;
     /// Need not be durable: recovery marks again every turn requested after the last snapshot.
     fn mark_known(&self, turns: &[TurnId]) -> Result<(), StoreError>;
@@ -41,9 +75,12 @@ pub trait StateStore: Send + Sync + 'static {
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
 }
 
+/// A snapshot held in memory: the header and the entries by key.
+type MemorySnapshot = (Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>);
+
 #[derive(Default)]
 pub struct MemoryStateStore {
-    snapshots: Mutex<HashMap<Partition, Vec<u8>>>,
+    snapshots: Mutex<HashMap<Partition, MemorySnapshot>>,
     known: Mutex<HashSet<TurnId>>,
     dead: Mutex<Vec<DeadLetter>>,
 }
@@ -54,19 +91,41 @@ fn poisoned<T>(_: T) -> StoreError {
 
 #[async_trait]
 impl StateStore for MemoryStateStore {
-    fn load_snapshot(&self, partition: Partition) -> Result<Option<Vec<u8>>, StoreError> {
+    fn snapshot_header(&self, partition: Partition) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .snapshots
             .lock()
             .map_err(poisoned)?
             .get(&partition)
-            .cloned())
+            .map(|(header, _)| header.clone()))
     }
-    async fn save_snapshot(&self, partition: Partition, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.snapshots
-            .lock()
-            .map_err(poisoned)?
-            .insert(partition, bytes);
+    fn snapshot_entries(
+        &self,
+        partition: Partition,
+        each: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError> {
+        if let Some((_, entries)) = self.snapshots.lock().map_err(poisoned)?.get(&partition) {
+            for (k, v) in entries {
+                each(k, v);
+            }
+        }
+        Ok(())
+    }
+    async fn save_snapshot(
+        &self,
+        partition: Partition,
+        delta: SnapshotDelta,
+    ) -> Result<(), StoreError> {
+        let mut all = self.snapshots.lock().map_err(poisoned)?;
+        let (header, entries) = all.entry(partition).or_default();
+        if delta.replace {
+            entries.clear();
+        }
+        for k in delta.delete {
+            entries.remove(&k);
+        }
+        entries.extend(delta.put);
+        *header = delta.header;
         Ok(())
     }
     fn is_known(&self, turn: TurnId) -> Result<bool, StoreError> {
@@ -117,6 +176,22 @@ impl SledStateStore {
     }
 }
 
+/// Snapshot keys: the partition, then 0 for the header or 1 and the entry's own key, so one
+/// prefix scan reads a partition's entries. (Snapshots before version 4 were one value under
+/// the bare partition key; a replacing save removes it.)
+fn snapshot_key(p: Partition, entry: Option<&[u8]>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + entry.map_or(0, <[u8]>::len));
+    k.extend_from_slice(&p.0.to_be_bytes());
+    match entry {
+        None => k.push(0),
+        Some(e) => {
+            k.push(1);
+            k.extend_from_slice(e);
+        }
+    }
+    k
+}
+
 fn dead_key(p: Partition, o: Offset) -> [u8; 12] {
     let mut k = [0u8; 12];
     k[..4].copy_from_slice(&p.0.to_be_bytes());
@@ -126,16 +201,52 @@ fn dead_key(p: Partition, o: Offset) -> [u8; 12] {
 
 #[async_trait]
 impl StateStore for SledStateStore {
-    fn load_snapshot(&self, partition: Partition) -> Result<Option<Vec<u8>>, StoreError> {
+    fn snapshot_header(&self, partition: Partition) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .snapshots
-            .get(partition.0.to_be_bytes())
+            .get(snapshot_key(partition, None))
             .map_err(StoreError::from_display)?
             .map(|v| v.to_vec()))
     }
-    async fn save_snapshot(&self, partition: Partition, bytes: Vec<u8>) -> Result<(), StoreError> {
+    fn snapshot_entries(
+        &self,
+        partition: Partition,
+        each: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError> {
+        let prefix = snapshot_key(partition, Some(&[]));
+        for item in self.snapshots.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(StoreError::from_display)?;
+            if let Some(entry) = k.strip_prefix(prefix.as_slice()) {
+                each(entry, &v);
+            }
+        }
+        Ok(())
+    }
+    async fn save_snapshot(
+        &self,
+        partition: Partition,
+        delta: SnapshotDelta,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        if delta.replace {
+            batch.remove(&partition.0.to_be_bytes()[..]);
+            for item in self
+                .snapshots
+                .scan_prefix(snapshot_key(partition, Some(&[])))
+                .keys()
+            {
+                batch.remove(item.map_err(StoreError::from_display)?);
+            }
+        }
+        for k in &delta.delete {
+            batch.remove(snapshot_key(partition, Some(k)));
+        }
+        for (k, v) in delta.put {
+            batch.insert(snapshot_key(partition, Some(&k)), v);
+        }
+        batch.insert(snapshot_key(partition, None), delta.header);
         self.snapshots
-            .insert(partition.0.to_be_bytes(), bytes)
+            .apply_batch(batch)
             .map_err(StoreError::from_display)?;
         self.store.flush().await.map_err(StoreError::from_display)
     }
@@ -188,5 +299,74 @@ impl StateStore for SledStateStore {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(header: &[u8], put: &[(&[u8], &[u8])], delete: &[&[u8]]) -> SnapshotDelta {
+        SnapshotDelta {
+            header: header.to_vec(),
+            put: put.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+            delete: delete.iter().map(|k| k.to_vec()).collect(),
+            replace: false,
+        }
+    }
+
+    fn entries(store: &dyn StateStore, p: Partition) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        store
+            .snapshot_entries(p, &mut |k, v| out.push((k.to_vec(), v.to_vec())))
+            .expect("entries");
+        out.sort();
+        out
+    }
+
+    async fn deltas_apply_in_order(store: &dyn StateStore) {
+        let p = Partition(1);
+        assert_eq!(store.snapshot_header(p).expect("load"), None);
+        let mut first = delta(b"h1", &[(b"ta", b"1"), (b"tb", b"2")], &[]);
+        first.replace = true;
+        store.save_snapshot(p, first).await.expect("save");
+        store
+            .save_snapshot(p, delta(b"h2", &[(b"ta", b"3"), (b"sc", b"4")], &[b"tb"]))
+            .await
+            .expect("save");
+        // Another partition's entries stay apart.
+        store
+            .save_snapshot(Partition(2), delta(b"x", &[(b"ta", b"9")], &[]))
+            .await
+            .expect("save");
+        assert_eq!(
+            store.snapshot_header(p).expect("load"),
+            Some(b"h2".to_vec())
+        );
+        assert_eq!(
+            entries(store, p),
+            vec![
+                (b"sc".to_vec(), b"4".to_vec()),
+                (b"ta".to_vec(), b"3".to_vec())
+            ]
+        );
+        store
+            .save_snapshot(p, SnapshotDelta::replace_with(b"h3".to_vec()))
+            .await
+            .expect("save");
+        assert_eq!(
+            store.snapshot_header(p).expect("load"),
+            Some(b"h3".to_vec())
+        );
+        assert!(entries(store, p).is_empty());
+        assert_eq!(entries(store, Partition(2)).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn memory_and_sled_snapshots_apply_deltas_the_same_way() {
+        deltas_apply_in_order(&MemoryStateStore::default()).await;
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SledStore::open(dir.path()).expect("sled");
+        deltas_apply_in_order(&SledStateStore::open(&store).expect("state")).await;
     }
 }

@@ -65,14 +65,14 @@ impl TurnState {
     pub(super) fn apply_after_end(&mut self, payload: &Payload) {
         match payload {
             Payload::ReversalRequested(r) => {
-                self.reversal = Some(ReversalState {
+                self.reversal = Some(Box::new(ReversalState {
                     operator: r.operator.clone(),
                     reason: r.reason.clone(),
                     compensable: r.compensable.clone(),
                     not_reversible: r.not_reversible.clone(),
                     compensations: Vec::new(),
                     done: false,
-                })
+                }))
             }
             Payload::CompensationStarted(c) => match self.reversal.as_mut() {
                 Some(r) => {

@@ -166,13 +166,13 @@ pub struct TurnState {
     pub requested_at_ms: i64,
     pub source_offset: Option<i64>,
     #[serde(default)]
-    pub route: Option<RouteSelected>,
+    pub route: Option<Box<RouteSelected>>,
     pub retrieved: bool,
     #[serde(default)]
     pub retrieval_failed: bool,
     pub documents: Vec<RetrievedDocument>,
     /// The current model step's answer (its tool calls are `calls`).
-    pub plan: Option<PlanProposed>,
+    pub plan: Option<Box<PlanProposed>>,
     /// The calls of the current model step.
     pub calls: Vec<CallState>,
     /// Earlier model steps of this turn's loop, oldest first.
@@ -183,7 +183,7 @@ pub struct TurnState {
     pub session_id: Option<String>,
     /// The session's earlier turns as this turn recorded them.
     #[serde(default)]
-    pub session: Option<SessionLoaded>,
+    pub session: Option<Box<SessionLoaded>>,
     /// Model steps that failed after the planner's own retries.
     #[serde(default)]
     pub model_failures: u32,
@@ -210,10 +210,10 @@ pub struct TurnState {
     #[serde(default)]
     pub plans_wanted: i32,
     #[serde(default)]
-    pub handoff: Option<HandoffState>,
+    pub handoff: Option<Box<HandoffState>>,
     /// The last guard that denied or escalated (None once a new plan starts).
     #[serde(default)]
-    pub trip: Option<TripState>,
+    pub trip: Option<Box<TripState>>,
     /// Calls blocked as hallucinations with action.
     #[serde(default)]
     pub hallucinations: u32,
@@ -238,7 +238,7 @@ pub struct TurnState {
     pub reason: String,
     /// The reversal of a finished turn, once an operator asked for it.
     #[serde(default)]
-    pub reversal: Option<super::reversal::ReversalState>,
+    pub reversal: Option<Box<super::reversal::ReversalState>>,
     /// Late outcome labels, oldest first.
     #[serde(default)]
     pub labels: Vec<String>,
@@ -467,7 +467,7 @@ impl TurnState {
                 self.source_offset = r.source_offset;
                 self.session_id = r.session_id.clone();
             }
-            Payload::SessionLoaded(s) => self.session = Some(s.clone()),
+            Payload::SessionLoaded(s) => self.session = Some(Box::new(s.clone())),
             Payload::ModelCallFailed(f) => {
                 self.model_failures += 1;
                 self.failed_step = Some(f.step);
@@ -485,11 +485,11 @@ impl TurnState {
                 // A re-ask of the same step replaces it instead.
                 if let Some(prev) = self.plan.take_if(|prev| p.step > prev.step) {
                     self.history.push(StepRecord {
-                        plan: prev,
+                        plan: *prev,
                         calls: std::mem::take(&mut self.calls),
                     });
                 }
-                self.plan = Some(p.clone());
+                self.plan = Some(Box::new(p.clone()));
                 self.failed_step = None;
                 self.plan_decision = None;
                 self.calls.clear();
@@ -582,12 +582,12 @@ impl TurnState {
                     }
                     EscalationRung::UserConfirmation => self.trip = None,
                     EscalationRung::HumanHandoff => {
-                        self.handoff = Some(HandoffState {
+                        self.handoff = Some(Box::new(HandoffState {
                             deadline_ms: e.deadline_ms.unwrap_or(i64::MAX),
                             accepted_by: None,
                             resolved_by: None,
                             resolution: None,
-                        });
+                        }));
                     }
                 }
             }
@@ -597,12 +597,12 @@ impl TurnState {
                     self.hallucinations += 1;
                 }
                 if matches!(g.verdict, GuardVerdict::Deny | GuardVerdict::Escalate) {
-                    self.trip = Some(TripState {
+                    self.trip = Some(Box::new(TripState {
                         guard: g.guard.clone(),
                         rule: g.rule.clone(),
                         verdict: g.verdict,
                         detail: g.detail.clone(),
-                    });
+                    }));
                 }
             }
             Payload::HandoffAccepted(h) => match self.handoff.as_mut() {
@@ -631,7 +631,7 @@ impl TurnState {
             | Payload::CompensationFailed(_)
             | Payload::TurnReversed(_)
             | Payload::OutcomeLabeled(_) => self.apply_after_end(&event.payload),
-            Payload::RouteSelected(r) => self.route = Some(r.clone()),
+            Payload::RouteSelected(r) => self.route = Some(Box::new(r.clone())),
             Payload::BudgetReserved(r) => {
                 let b = &mut self.budget;
                 b.reservations += 1;

@@ -283,6 +283,20 @@ impl Env {
         .expect("answer");
     }
 
+    /// Waits until the turn is handed to a person (the worker recorded it).
+    pub async fn handed_off(&self, t: TurnId) {
+        for _ in 0..300 {
+            let handed = self.events(t).await.iter().any(|e| {
+                matches!(&e.payload, Payload::EscalationRaised(r) if r.rung == EscalationRung::HumanHandoff)
+            });
+            if handed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("turn {t} was never handed off");
+    }
+
     /// Waits until the turn is handed off, then resolves the handoff as an operator.
     pub async fn resolve_handoff(&self, t: &WorkloadTurn) {
         for _ in 0..300 {
