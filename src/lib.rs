@@ -29,6 +29,13 @@
 //!
 //! `ARCHITECTURE.md` at the repository root has the module map and a glossary.
 
+// Input can reach almost any path: no unwrap, expect or panic outside tests (the code keeps
+// this; the compiler makes sure it stays kept).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod api;
 pub mod audit;
 pub mod bench;

@@ -1,5 +1,12 @@
 //! `ballast`: parse the command line, set up logging, run the command.
 
+// Input can reach almost any path: no unwrap, expect or panic outside tests (the code keeps
+// this; the compiler makes sure it stays kept).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 mod cli;
 
 use clap::Parser;

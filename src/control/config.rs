@@ -25,7 +25,7 @@ pub struct ControlConfig {
     pub profiles: BTreeMap<String, PlannerProfile>,
     pub routing: Routing,
     pub guards: crate::guard::GuardConfig,
-    pub slo: crate::projection::slo::SloConfig,
+    pub slo: SloConfig,
 }
 
 impl Default for ControlConfig {
@@ -49,7 +49,7 @@ impl Default for ControlConfig {
             ]),
             routing: Routing::default(),
             guards: crate::guard::GuardConfig::default(),
-            slo: crate::projection::slo::SloConfig::default(),
+            slo: SloConfig::default(),
         }
     }
 }
@@ -301,6 +301,35 @@ impl ControlConfig {
             model: p.model,
             reserve_tokens: p.reserve_tokens,
             micros_per_1k_tokens: p.micros_per_1k_tokens,
+        }
+    }
+}
+
+/// `[control.slo]`: SLO targets and period (the SLO projection computes against these).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SloConfig {
+    /// Share of turns that end succeeded.
+    pub task_success: f64,
+    /// Most share of turns with a hallucination with action.
+    pub hallucination_with_action_max: f64,
+    /// Turns answered within `latency_threshold_ms`, as a share (P95 ≤ 4.5 s: 95% within 4.5 s).
+    pub latency_threshold_ms: i64,
+    pub latency_target: f64,
+    /// Share of human handoffs resolved within their deadline.
+    pub escalation_success: f64,
+    pub period_ms: i64,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        SloConfig {
+            task_success: 0.95,
+            hallucination_with_action_max: 0.005,
+            latency_threshold_ms: 4_500,
+            latency_target: 0.95,
+            escalation_success: 0.99,
+            period_ms: 30 * 24 * 3_600_000,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod grounding;
 pub mod provenance;
 pub mod redact;
 pub mod schema;
+pub mod token;
 
 use serde::{Deserialize, Serialize};
 

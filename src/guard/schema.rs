@@ -82,11 +82,11 @@ impl Schemas {
             // A value the vault tokenized is checked as a value of its kind would be: the tool
             // will get the real one.
             Ok(mut i) => {
-                crate::vault::token::map_json(&mut i, &mut |s| {
-                    if crate::vault::token::is_token(s) {
-                        crate::vault::token::find(s).first().map_or_else(
+                crate::guard::token::map_json(&mut i, &mut |s| {
+                    if crate::guard::token::is_token(s) {
+                        crate::guard::token::find(s).first().map_or_else(
                             || s.to_string(),
-                            |t| crate::vault::token::sample(&t.kind).to_string(),
+                            |t| crate::guard::token::sample(&t.kind).to_string(),
                         )
                     } else {
                         s.to_string()

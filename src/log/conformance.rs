@@ -3,6 +3,9 @@
 //!
 //! These are test helpers: they assert, and panic on violation.
 
+// Test code (feature `test-util`): a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

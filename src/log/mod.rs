@@ -5,7 +5,7 @@
 //!                  ^ offset 0         ^ end(): the offset the next appended record will get
 //! ```
 //!
-//! # Contract (every backend; checked by [`conformance`])
+//! # Contract (every backend; checked by the conformance suite, `log::conformance`, feature `test-util`)
 //! - A log has a fixed number of partitions, `0..partitions()`. Records are routed by the caller:
 //!   [`EventLog::partition_for`] maps a key to a partition the same way for every backend (Kafka's
 //!   murmur2), so all events of one turn land in one partition.
@@ -22,6 +22,7 @@
 //! - An empty batch appends nothing and returns the current end.
 //! - An unknown partition is a terminal error, never a panic.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod kafka;
 mod memory;

@@ -3,38 +3,11 @@
 //! by the budget fraction (1 − target): 1 spends the budget exactly over the period, 14.4 over
 //! an hour exhausts a 30-day budget in about two days.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::event::{Outcome, TurnOutcome};
 
-/// Targets and the SLO period.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SloConfig {
-    /// Share of turns that end succeeded.
-    pub task_success: f64,
-    /// Most share of turns with a hallucination with action.
-    pub hallucination_with_action_max: f64,
-    /// Turns answered within `latency_threshold_ms`, as a share (P95 ≤ 4.5 s: 95% within 4.5 s).
-    pub latency_threshold_ms: i64,
-    pub latency_target: f64,
-    /// Share of human handoffs resolved within their deadline.
-    pub escalation_success: f64,
-    pub period_ms: i64,
-}
-
-impl Default for SloConfig {
-    fn default() -> Self {
-        SloConfig {
-            task_success: 0.95,
-            hallucination_with_action_max: 0.005,
-            latency_threshold_ms: 4_500,
-            latency_target: 0.95,
-            escalation_success: 0.99,
-            period_ms: 30 * 24 * 3_600_000,
-        }
-    }
-}
+pub use crate::control::config::SloConfig;
 
 /// The SRE workbook's alerting windows.
 pub const WINDOWS: [(&str, i64); 5] = [

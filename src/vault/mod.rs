@@ -18,7 +18,7 @@ mod master;
 pub mod reveal;
 pub mod rotate;
 pub mod store;
-pub mod token;
+pub use crate::guard::token;
 pub mod view;
 
 use std::collections::HashMap;

@@ -236,7 +236,7 @@ fn json_has_text(v: &Value, needle: &str) -> bool {
 
 /// The shape of a value, for ambiguity: e-mail, link, IBAN, phone, or a vault token's kind.
 fn shape(v: &str) -> Option<String> {
-    if let Some(t) = crate::vault::token::find(v).first() {
+    if let Some(t) = crate::guard::token::find(v).first() {
         return Some(t.kind.clone());
     }
     let compact: String = v.chars().filter(|c| !c.is_whitespace()).collect();

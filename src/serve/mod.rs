@@ -3,6 +3,8 @@
 //! feed, and an HTTP server on 127.0.0.1 with the API and dashboard (`api`), `/metrics`,
 //! `/healthz` and `/readyz`.
 
+mod otlp_feed;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -182,7 +184,7 @@ pub async fn run(
             crate::telemetry::otlp::exporter(&opts.telemetry, &|v| std::env::var(v).ok())
                 .map_err(|e| ServeError::Telemetry(e.to_string()))?;
         tracing::info!(endpoint = ?opts.telemetry.otlp_endpoint, protocol = ?opts.telemetry.otlp_protocol, "exporting turns as OpenTelemetry spans");
-        tokio::spawn(crate::telemetry::otlp::run(
+        tokio::spawn(otlp_feed::run(
             emb.clone(),
             exporter,
             opts.telemetry.service_name.clone(),
