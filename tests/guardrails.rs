@@ -242,7 +242,8 @@ async fn a_tool_breaker_opens_refuses_calls_and_closes_after_a_successful_probe(
             env.clock.advance(31_000);
         }
         env.submit(std::slice::from_ref(t)).await;
-        outcomes.push(run.finished(1).await[0].outcome);
+        // Retries wait out their backoff on the worker's clock: move it on while waiting.
+        outcomes.push(run.finished_moving(1, &env.clock, 100).await[0].outcome);
     }
     run.stop().await;
     assert_eq!(

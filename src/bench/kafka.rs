@@ -108,6 +108,7 @@ pub async fn run(
         raw_appends_per_sec: raw,
         // Kafka's bench requests carry no personal values: nothing to time apart.
         tokenize_us_per_request: None,
+        snapshots: None,
     })
 }
 

@@ -42,6 +42,9 @@ pub struct BenchReport {
     /// With the vault: the cost of tokenizing one request (and sealing its values durably)
     /// before it is written, which the API and intake pay outside the engine's clock.
     pub tokenize_us_per_request: Option<f64>,
+    /// Snapshots written during the run and the seconds they took, summed over partitions
+    /// (known for the embedded worker).
+    pub snapshots: Option<(u64, f64)>,
 }
 
 impl BenchReport {
@@ -76,6 +79,11 @@ impl BenchReport {
             self.raw_appends_per_sec,
             self.baseline_ratio(),
         ));
+        if let Some((n, secs)) = self.snapshots {
+            out.push_str(&format!("snapshots={n}\nsnapshot_secs={secs:.3}\n"));
+        }
+        // The closed loop times each turn from its request's append (see `load.rs`).
+        out.push_str("latency_from=submission\n");
         out
     }
 }
@@ -310,6 +318,10 @@ pub(crate) async fn run_on(
         avg_record_bytes: avg,
         raw_appends_per_sec: raw,
         tokenize_us_per_request,
+        snapshots: Some((
+            RuntimeStats::get(&stats.snapshots),
+            RuntimeStats::get(&stats.snapshot_micros) as f64 / 1e6,
+        )),
     })
 }
 

@@ -122,6 +122,8 @@ pub struct RuntimeStats {
     pub replayed_events: AtomicU64,
     pub resumed_turns: AtomicU64,
     pub snapshots: AtomicU64,
+    /// Time spent writing snapshots (encoding the changed turns, the batch, its flush).
+    pub snapshot_micros: AtomicU64,
     /// Partitions that recovered, resumed their turns and consume requests.
     pub partitions_ready: AtomicU64,
     /// Approvals asked of a person (a turn then waits, holding no slot).

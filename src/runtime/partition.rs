@@ -916,6 +916,7 @@ impl PartitionActor {
     }
 
     async fn snapshot(&mut self) -> Result<(), RuntimeError> {
+        let started = Instant::now();
         // Timers of turns that finished before they were due would otherwise wait until then.
         let turns = &self.turns;
         self.timers.retain(|_, (turn, _)| turns.contains_key(turn));
@@ -944,6 +945,10 @@ impl PartitionActor {
         self.since_snapshot = 0;
         self.last_snapshot = Instant::now();
         self.deps.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.deps
+            .stats
+            .snapshot_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -145,6 +145,30 @@ impl Running {
         out
     }
 
+    /// As [`Running::finished`], moving `clock` on by `step_ms` whenever nothing finished for
+    /// 20 ms: the worker's timers (retry backoff) run on that clock, so turns that wait for
+    /// one need time to pass — virtual time, a step at a time, as tokio's paused clock does.
+    #[allow(dead_code)]
+    pub async fn finished_moving(
+        &mut self,
+        n: usize,
+        clock: &ManualClock,
+        step_ms: i64,
+    ) -> Vec<TurnFinished> {
+        let mut out = Vec::new();
+        for _ in 0..1_500 {
+            if out.len() >= n {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_millis(20), self.rx.recv()).await {
+                Ok(f) => out.push(f.expect("worker alive")),
+                Err(_) => clock.advance(step_ms),
+            }
+        }
+        assert_eq!(out.len(), n, "turns finish in time");
+        out
+    }
+
     pub async fn stop(self) {
         self.stop.send_replace(true);
         self.task.await.expect("worker stops cleanly");
