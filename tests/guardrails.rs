@@ -479,10 +479,17 @@ async fn operators_list_accept_and_resolve_handoffs_from_the_command_line() {
         line["rungs"],
         json!(["constrained_retry", "specialist", "human_handoff"])
     );
+    // The published trace shape (version 2), not the engine's internal state.
+    assert_eq!(line["trace_version"], 2);
+    assert_eq!(line["trace"]["version"], 2);
     assert!(
-        line["trace"]["calls"].is_array(),
-        "the handoff carries the turn's trace"
+        line["trace"]["steps"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "the handoff carries the turn's model steps: {line}"
     );
+    assert!(line["trace"]["request"]["text"].is_string(), "{line}");
+    assert!(line["trace"].get("next_seq").is_none(), "{line}");
     for args in [
         vec![
             "handoff",

@@ -127,7 +127,7 @@ pub async fn resume(dir: &Path, waiting: usize) -> Result<String, DemoError> {
     let resume_ms = started.elapsed().as_secs_f64() * 1e3;
     let resumed = RuntimeStats::get(&stats.resumed_turns);
     let per_turn = match (rss_before, rss_bytes()) {
-        (Some(a), Some(b)) => b.saturating_sub(a) / (resumed.max(1)),
+        (Some(a), Some(b)) if resumed > 0 => b.saturating_sub(a) / resumed,
         _ => 0,
     };
     if resumed != waiting as u64 {

@@ -143,7 +143,7 @@ pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
                         "turn_id": h.turn_id.to_string(), "tenant": h.tenant,
                         "user_id": redact_all(&h.user_id), "reason": redact_all(&h.reason), "call_id": h.call_id, "raised_at_ms": h.raised_at_ms,
                         "deadline_ms": h.deadline_ms, "rungs": h.rungs, "open": v.open,
-                        "accepted_by": v.accepted_by, "outcome": v.outcome, "trace": trace,
+                        "accepted_by": v.accepted_by, "outcome": v.outcome, "trace": trace, "trace_version": h.trace_version,
                     });
                     out.push_str(&format!("{line}\n"));
                 } else {

@@ -671,7 +671,15 @@ pub struct Handoff {
     pub raised_at_ms: i64,
     pub deadline_ms: i64,
     pub rungs: Vec<String>,
+    /// The turn up to the handoff, redacted, in the shape `trace_version` names (2:
+    /// `turn::handoff_trace`; 1, older records: undocumented internal state).
     pub trace_json: String,
+    #[serde(default = "trace_version_1")]
+    pub trace_version: i32,
+}
+
+fn trace_version_1() -> i32 {
+    1
 }
 
 /// What a producer submits to start a turn (`schemas/turn_request.avsc`).

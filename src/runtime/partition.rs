@@ -644,9 +644,10 @@ impl PartitionActor {
                                 .filter_map(|v| v.as_str().map(str::to_owned))
                                 .collect(),
                             trace_json: redact_all(
-                                &serde_json::to_string(state)
+                                &crate::turn::handoff_trace(state)
                                     .map_err(|e| RuntimeError::Snapshot(e.to_string()))?,
                             ),
+                            trace_version: crate::turn::HANDOFF_TRACE_VERSION,
                         };
                         round.escalations.push(Record {
                             key: e.turn_id.key(),

@@ -35,6 +35,7 @@ mod decide;
 mod effect;
 pub(crate) mod gate;
 mod guarding;
+mod handoff;
 mod input;
 mod ladder;
 mod origins;
@@ -50,6 +51,7 @@ mod tests;
 pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};
 pub use effect::{Effect, ToolInvocation};
 pub use gate::prior_tools;
+pub use handoff::{HANDOFF_TRACE_VERSION, handoff_trace};
 pub use input::{ExecFailure, Input, Planned, Retrieval, ToolFailure, ToolSuccess};
 pub use origins::{call_provenance, facts as provenance_facts};
 pub use reversal::{
