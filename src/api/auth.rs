@@ -104,10 +104,7 @@ pub enum AuthError {
 }
 
 pub fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 impl AuthConfig {
@@ -189,10 +186,7 @@ impl AuthConfig {
         grants: Grants,
     ) -> (String, TokenEntry) {
         let bytes: [u8; 24] = rand::random();
-        let token = format!(
-            "blst_{}",
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        let token = format!("blst_{}", hex::encode(bytes));
         let entry = TokenEntry {
             name: name.to_string(),
             tenant: tenant.to_string(),

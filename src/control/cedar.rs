@@ -353,11 +353,7 @@ impl Policies {
         let digest = hasher.finalize();
         let version = format!(
             "sha256:{}",
-            digest
-                .iter()
-                .take(6)
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
+            hex::encode(digest.get(..6).unwrap_or_default())
         );
         let tools = catalog
             .iter()

@@ -78,11 +78,7 @@ impl Active {
         h.update(serde_json::to_vec(&config).unwrap_or_default());
         let version = format!(
             "sha256:{}",
-            h.finalize()
-                .iter()
-                .take(6)
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
+            hex::encode(h.finalize().get(..6).unwrap_or_default())
         );
         Active {
             policies: Arc::new(policies),

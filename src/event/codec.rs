@@ -63,7 +63,7 @@ impl CodecError {
 }
 
 pub fn fingerprint_hex(fp: &Fingerprint) -> String {
-    fp.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(fp)
 }
 
 /// Writer schemas known to this process, by fingerprint. Backends persist it next to the data

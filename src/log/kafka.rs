@@ -164,6 +164,17 @@ struct Inner {
     producer: FutureProducer,
     meta: Arc<BaseConsumer>,
     append_locks: Vec<tokio::sync::Mutex<()>>,
+    /// One reader per partition, kept between reads with the offset it will deliver next: a
+    /// scan reading a partition chunk by chunk reuses it as is, another offset re-assigns it.
+    /// Creating a librdkafka consumer per read (threads, broker connections) cost more than
+    /// the read.
+    readers: Vec<tokio::sync::Mutex<Option<Reader>>>,
+}
+
+struct Reader {
+    consumer: StreamConsumer,
+    /// The offset the consumer's next message will have (or past it, over transaction markers).
+    next: u64,
 }
 
 /// A log stored in one Kafka topic.
@@ -216,6 +227,9 @@ impl KafkaLog {
                 meta,
                 append_locks: (0..partitions)
                     .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+                readers: (0..partitions)
+                    .map(|_| tokio::sync::Mutex::new(None))
                     .collect(),
             }),
         })
@@ -274,6 +288,12 @@ impl KafkaLog {
 
     fn assigned(&self, partition: Partition, from: Offset) -> Result<StreamConsumer> {
         let consumer = self.inner.cfg.reader()?;
+        self.assign(&consumer, partition, from)?;
+        Ok(consumer)
+    }
+
+    /// Points `consumer` at `from` in `partition` (librdkafka drops what it fetched before).
+    fn assign(&self, consumer: &StreamConsumer, partition: Partition, from: Offset) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
             &self.inner.topic,
@@ -281,8 +301,7 @@ impl KafkaLog {
             KOffset::Offset(from.0 as i64),
         )
         .map_err(kafka_error)?;
-        consumer.assign(&tpl).map_err(kafka_error)?;
-        Ok(consumer)
+        consumer.assign(&tpl).map_err(kafka_error)
     }
 
     fn position_of(&self, consumer: &StreamConsumer, partition: Partition) -> Option<u64> {
@@ -341,7 +360,28 @@ impl EventLog for KafkaLog {
         if from.0 >= high || max == 0 {
             return Ok(Vec::new());
         }
-        let consumer = self.assigned(partition, from)?;
+        let Some(slot) = self.inner.readers.get(partition.0 as usize) else {
+            return Err(LogError::storage(
+                format!("no reader for {partition}"),
+                false,
+            ));
+        };
+        let mut slot = slot.lock().await;
+        let reader = match slot.take() {
+            Some(r) if r.next == from.0 => r,
+            Some(r) => {
+                self.assign(&r.consumer, partition, from)?;
+                Reader {
+                    consumer: r.consumer,
+                    next: from.0,
+                }
+            }
+            None => Reader {
+                consumer: self.assigned(partition, from)?,
+                next: from.0,
+            },
+        };
+        let consumer = &reader.consumer;
         let mut out: Vec<Stored> = Vec::with_capacity(max.min((high - from.0) as usize));
         // The consumer's position moves past control records (transaction markers) and aborted
         // data without delivering them: reaching `high` by position means the range is read.
@@ -351,15 +391,17 @@ impl EventLog for KafkaLog {
             match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
                 Ok(Ok(m)) => {
                     let s = stored(&m);
-                    position = s.offset.0 + 1;
                     last_progress = std::time::Instant::now();
-                    if s.offset >= from {
+                    // Offsets only go up: anything at or below what was delivered (a fetch
+                    // from before a re-assignment) is not delivered again.
+                    if s.offset.0 >= position {
+                        position = s.offset.0 + 1;
                         out.push(s);
                     }
                 }
                 Ok(Err(e)) => return Err(kafka_error(e)),
                 Err(_) => {
-                    let now = self.position_of(&consumer, partition).unwrap_or(position);
+                    let now = self.position_of(consumer, partition).unwrap_or(position);
                     if now > position {
                         position = now;
                         last_progress = std::time::Instant::now();
@@ -375,6 +417,11 @@ impl EventLog for KafkaLog {
                 }
             }
         }
+        // Kept for the next read only when its position is known: what was delivered last.
+        *slot = Some(Reader {
+            consumer: reader.consumer,
+            next: position,
+        });
         Ok(out)
     }
 

@@ -228,7 +228,7 @@ impl Projections {
             h.update(name.as_bytes());
             h.update(d.as_bytes());
         }
-        Ok(format!("sha256:{}", hex(&h.finalize())))
+        Ok(format!("sha256:{}", hex::encode(h.finalize())))
     }
 }
 
@@ -241,9 +241,5 @@ fn tree_digest(name: &'static str, tree: &sled::Tree) -> Result<String, Projecti
         h.update((v.len() as u64).to_be_bytes());
         h.update(&v);
     }
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(hex::encode(h.finalize()))
 }

@@ -81,12 +81,20 @@ fn fallback_for(effect: &Effect) -> Option<Input> {
 /// Retrieval, planning and synthesis get this long; tools have their own catalog timeout.
 pub(crate) const PLANE_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn timed_out(what: &str) -> ExecFailure {
-    ExecFailure {
-        message: format!("{what} gave no answer within {} s", PLANE_TIMEOUT.as_secs()),
-        retryable: true,
-        latency_ms: PLANE_TIMEOUT.as_millis() as i64,
-    }
+/// `call` bounded by [`PLANE_TIMEOUT`]: running out of time is a retryable failure naming `what`.
+async fn within<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, ExecFailure>>,
+) -> Result<T, ExecFailure> {
+    tokio::time::timeout(PLANE_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ExecFailure {
+                message: format!("{what} gave no answer within {} s", PLANE_TIMEOUT.as_secs()),
+                retryable: true,
+                latency_ms: PLANE_TIMEOUT.as_millis() as i64,
+            })
+        })
 }
 
 /// Executes an effect at the edge of the execution plane: with a vault, the plane is given
@@ -121,12 +129,11 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
             tenant,
             ..
         } => Input::Retrieved(
-            tokio::time::timeout(
-                PLANE_TIMEOUT,
+            within(
+                "retriever",
                 plane.retriever.retrieve(turn_id, &tenant, &query),
             )
-            .await
-            .unwrap_or_else(|_| Err(timed_out("retriever"))),
+            .await,
         ),
         Effect::Plan {
             turn_id,
@@ -138,8 +145,8 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
             user_id,
             conversation,
         } => Input::Planned(
-            tokio::time::timeout(
-                PLANE_TIMEOUT,
+            within(
+                "planner",
                 plane.planner.plan(&PlanRequest {
                     turn_id,
                     profile,
@@ -151,8 +158,7 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
                     conversation: *conversation,
                 }),
             )
-            .await
-            .unwrap_or_else(|_| Err(timed_out("planner"))),
+            .await,
         ),
         Effect::CallTool { call, .. } => {
             let started = Instant::now();

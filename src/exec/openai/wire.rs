@@ -64,8 +64,10 @@ pub fn template_hash(system: &str, catalog: &Catalog) -> String {
     let all: Vec<&ToolSpec> = catalog.iter().collect();
     h.update(tool_definitions(&all).to_string().as_bytes());
     let digest = h.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{}", &hex[..16])
+    format!(
+        "sha256:{}",
+        hex::encode(digest.get(..8).unwrap_or_default())
+    )
 }
 
 /// The system message: the prompt, the constrained note on a retry, the context documents.
@@ -161,11 +163,7 @@ pub fn messages(system: &str, request: &PlanRequest) -> Vec<Value> {
 /// steps were asked the same thing.
 pub fn messages_digest(messages: &[Value]) -> String {
     let bytes = serde_json::to_vec(messages).unwrap_or_default();
-    let hex: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
 /// What the request body is built from besides the plan request.
