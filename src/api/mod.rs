@@ -21,8 +21,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::clock::Clock;
 use crate::embedded::Embedded;
@@ -102,29 +103,6 @@ impl AppState {
         description = "Submit agent turns, read their traces, audit chains, outcomes and SLOs, and answer approvals and handoffs. Every call needs a bearer token carrying a tenant and roles. Personal values show as [REDACTED:kind] (or [FORGOTTEN:kind]); auditors, and operators for turns waiting for them, may ask for cleartext with ?reveal=true&reason=..., which is recorded (GET /v1/reveals).",
         version = "1"
     ),
-    paths(
-        turns::submit,
-        turns::list,
-        turns::get_turn,
-        stream::events,
-        turns::trace,
-        turns::audit,
-        turns::approve,
-        turns::deny,
-        turns::reverse,
-        turns::label,
-        ops::me,
-        ops::queue,
-        ops::handoffs,
-        ops::accept,
-        ops::resolve,
-        ops::slo,
-        ops::slo_series,
-        ops::outcomes,
-        ops::session,
-        reveal::reveals,
-        reveal::forget,
-    ),
     components(schemas(Problem, Caller, Role)),
     modifiers(&BearerAuth),
     tags((name = "turns"), (name = "operations"))
@@ -146,28 +124,30 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API routes, the dashboard and `/openapi.json`.
 pub fn router(state: Arc<AppState>) -> Router {
-    let doc = ApiDoc::openapi();
-    let v1 = Router::new()
-        .route("/v1/turns", post(turns::submit).get(turns::list))
-        .route("/v1/turns/{id}", get(turns::get_turn))
-        .route("/v1/turns/{id}/trace", get(turns::trace))
-        .route("/v1/turns/{id}/events", get(stream::events))
-        .route("/v1/turns/{id}/audit", get(turns::audit))
-        .route("/v1/turns/{id}/approve", post(turns::approve))
-        .route("/v1/turns/{id}/deny", post(turns::deny))
-        .route("/v1/turns/{id}/reverse", post(turns::reverse))
-        .route("/v1/turns/{id}/labels", post(turns::label))
-        .route("/v1/me", get(ops::me))
-        .route("/v1/queue", get(ops::queue))
-        .route("/v1/handoffs", get(ops::handoffs))
-        .route("/v1/handoffs/{id}/accept", post(ops::accept))
-        .route("/v1/handoffs/{id}/resolve", post(ops::resolve))
-        .route("/v1/slo", get(ops::slo))
-        .route("/v1/slo/series", get(ops::slo_series))
-        .route("/v1/outcomes", get(ops::outcomes))
-        .route("/v1/sessions/{id}", get(ops::session))
-        .route("/v1/reveals", get(reveal::reveals))
-        .route("/v1/admin/forget", post(reveal::forget))
+    // Routes and the OpenAPI document come from the same handler annotations: one list.
+    let (v1, doc) = OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(turns::submit, turns::list))
+        .routes(routes!(turns::get_turn))
+        .routes(routes!(turns::trace))
+        .routes(routes!(stream::events))
+        .routes(routes!(turns::audit))
+        .routes(routes!(turns::approve))
+        .routes(routes!(turns::deny))
+        .routes(routes!(turns::reverse))
+        .routes(routes!(turns::label))
+        .routes(routes!(ops::me))
+        .routes(routes!(ops::queue))
+        .routes(routes!(ops::handoffs))
+        .routes(routes!(ops::accept))
+        .routes(routes!(ops::resolve))
+        .routes(routes!(ops::slo))
+        .routes(routes!(ops::slo_series))
+        .routes(routes!(ops::outcomes))
+        .routes(routes!(ops::session))
+        .routes(routes!(reveal::reveals))
+        .routes(routes!(reveal::forget))
+        .split_for_parts();
+    let v1 = v1
         // Unknown paths and methods under /v1 answer only after authentication, too.
         .route("/v1/{*rest}", axum::routing::any(no_route))
         .method_not_allowed_fallback(no_method)
