@@ -18,6 +18,11 @@
 //!   occupies `base..base+n`. Kafka transaction markers may leave gaps, which readers skip.
 //! - `read(p, from, max)` returns up to `max` records with offsets `>= from`, in offset order,
 //!   only records that are durable, and an empty vector at the end of the partition.
+//! - Visibility: memory, sled and Kafka without transactions show a record to `read`, `end` and
+//!   tails as soon as its `append` returned. Transactional Kafka writers (the worker's journal,
+//!   `kafka::journal`) show a round once the coordinator has written its commit markers, just
+//!   after the commit returns; until then `end` (the last stable offset) and reads stop before it.
+//!   Aborted records are never shown. The suite runs against that journal too, with these rules.
 //! - `subscribe(p, from)` yields every record at or after `from`, in order, waiting for new ones.
 //! - An empty batch appends nothing and returns the current end.
 //! - An unknown partition is a terminal error, never a panic.
