@@ -67,6 +67,20 @@ impl Drop for Serving {
 }
 
 impl Embedded {
+    /// Where operator commands for this data dir are checked and sent from (`index` caught up
+    /// by the caller).
+    pub fn desk<'a>(
+        &'a self,
+        index: &'a crate::projection::turn_index::TurnIndex,
+    ) -> crate::operator::Desk<'a> {
+        crate::operator::Desk {
+            events: self.events.as_ref(),
+            requests: self.requests.as_ref(),
+            codecs: &self.codecs,
+            index,
+        }
+    }
+
     /// Registers this data dir as served by this process, with its live projection set.
     pub fn serving(&self, projections: crate::projection::Projections) -> Serving {
         let key = served_key(&self.dir);

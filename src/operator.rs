@@ -37,7 +37,48 @@ impl OperatorError {
     }
 }
 
-/// A turn's events with their offsets, found through the turn index (caught up by the caller).
+/// Where operators act from: the turn log (read back through the turn index, caught up by
+/// whoever built the desk) and the request log the commands go to. The API and the CLI build
+/// one over either backend and share every check below.
+#[derive(Clone, Copy)]
+pub struct Desk<'a> {
+    pub events: &'a dyn EventLog,
+    pub requests: &'a dyn EventLog,
+    pub codecs: &'a Codecs,
+    pub index: &'a TurnIndex,
+}
+
+fn phase_name(phase: &Phase) -> String {
+    match phase {
+        Phase::Done(o) => format!("finished: {}", o.as_str()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Where a reversal stands after `request_reversal`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reversal {
+    /// The command is on its way to the turn's worker.
+    Requested(TurnCommand),
+    /// A reversal began earlier and has not finished (a worker stopped mid-way): running the
+    /// turn's partition resumes it.
+    InProgress,
+    /// The turn is reversed already; nothing more happens.
+    Done,
+}
+
+/// A published handoff and where its turn is now.
+#[derive(Clone, Debug)]
+pub struct HandoffView {
+    pub handoff: Handoff,
+    pub open: bool,
+    pub accepted_by: Option<String>,
+    pub outcome: Option<String>,
+}
+
+/// A turn's events with their offsets, found through the turn index (caught up by the
+/// caller); `None` when the index does not know the turn. Reading needs no request log, so
+/// read-only views (trace, audit, the OTLP feed) call this without a [`Desk`].
 pub async fn read_turn(
     log: &dyn EventLog,
     codecs: &Codecs,
@@ -59,262 +100,186 @@ pub async fn read_turn(
     Ok(Some((partition, events)))
 }
 
-fn phase_name(phase: &Phase) -> String {
-    match phase {
-        Phase::Done(o) => format!("finished: {}", o.as_str()),
-        other => format!("{other:?}"),
+impl Desk<'_> {
+    /// [`read_turn`] on this desk's log.
+    pub async fn read_turn(
+        &self,
+        turn: TurnId,
+    ) -> Result<Option<(Partition, Vec<(Offset, Event)>)>, OperatorError> {
+        read_turn(self.events, self.codecs, self.index, turn).await
     }
-}
 
-/// Grants or denies the approval a turn waits for. Checks the turn is waiting, then appends the
-/// command to the turn's request partition; returns the command sent.
-#[allow(clippy::too_many_arguments)]
-pub async fn answer_approval(
-    events: &dyn EventLog,
-    requests: &dyn EventLog,
-    codecs: &Codecs,
-    index: &TurnIndex,
-    turn: TurnId,
-    granted: bool,
-    operator: &str,
-    reason: Option<String>,
-    now_ms: i64,
-) -> Result<TurnCommand, OperatorError> {
-    let (partition, state) = current(events, codecs, index, turn).await?;
-    let phase = state.phase();
-    let Phase::AwaitingApproval { index: step } = phase else {
-        return Err(OperatorError::NotWaiting {
-            turn,
-            what: "an approval",
-            phase: phase_name(&phase),
+    /// Grants or denies the approval a turn waits for. Checks the turn is waiting, then appends
+    /// the command to the turn's request partition; returns the command sent.
+    pub async fn answer_approval(
+        &self,
+        turn: TurnId,
+        granted: bool,
+        reason: Option<String>,
+        (operator, now_ms): (&str, i64),
+    ) -> Result<TurnCommand, OperatorError> {
+        let (partition, state) = self.current(turn).await?;
+        let phase = state.phase();
+        let Phase::AwaitingApproval { index: step } = phase else {
+            return Err(OperatorError::NotWaiting {
+                turn,
+                what: "an approval",
+                phase: phase_name(&phase),
+            });
+        };
+        let approval_id = state
+            .approval_for(step)
+            .map(|a| a.approval_id.clone())
+            .unwrap_or_default();
+        let action = CommandAction::ApprovalDecision(ApprovalDecision {
+            approval_id,
+            granted,
+            reason,
         });
-    };
-    let approval_id = state
-        .approval_for(step)
-        .map(|a| a.approval_id.clone())
-        .unwrap_or_default();
-    let action = CommandAction::ApprovalDecision(ApprovalDecision {
-        approval_id,
-        granted,
-        reason,
-    });
-    issue(
-        requests,
-        codecs,
-        (partition, &state),
-        operator,
-        now_ms,
-        action,
-        None,
-    )
-    .await
-}
+        self.issue((partition, &state), (operator, now_ms), action, None)
+            .await
+    }
 
-/// Where a reversal stands after `request_reversal`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Reversal {
-    /// The command is on its way to the turn's worker.
-    Requested(TurnCommand),
-    /// A reversal began earlier and has not finished (a worker stopped mid-way): running the
-    /// turn's partition resumes it.
-    InProgress,
-    /// The turn is reversed already; nothing more happens.
-    Done,
-}
+    /// Accepts (`resolution` None) or resolves a handed-off turn. Checks the turn is waiting
+    /// for a person first.
+    pub async fn answer_handoff(
+        &self,
+        turn: TurnId,
+        resolution: Option<String>,
+        (operator, now_ms): (&str, i64),
+    ) -> Result<TurnCommand, OperatorError> {
+        let (partition, state) = self.current(turn).await?;
+        let phase = state.phase();
+        if phase != Phase::AwaitingHandoff {
+            return Err(OperatorError::NotWaiting {
+                turn,
+                what: "a human handoff",
+                phase: phase_name(&phase),
+            });
+        }
+        let action = match resolution {
+            Some(resolution) => CommandAction::HandoffResolve(HandoffResolution { resolution }),
+            None => CommandAction::HandoffAccept(HandoffAcceptance { note: None }),
+        };
+        self.issue((partition, &state), (operator, now_ms), action, None)
+            .await
+    }
 
-/// Asks for a finished turn's completed calls to be compensated. A turn still running is
-/// refused; one reversed (or being reversed) already gets no second command.
-#[allow(clippy::too_many_arguments)]
-pub async fn request_reversal(
-    events: &dyn EventLog,
-    requests: &dyn EventLog,
-    codecs: &Codecs,
-    index: &TurnIndex,
-    turn: TurnId,
-    reason: Option<String>,
-    operator: &str,
-    now_ms: i64,
-) -> Result<Reversal, OperatorError> {
-    let (partition, state) = current(events, codecs, index, turn).await?;
-    if state.outcome.is_none() {
-        return Err(OperatorError::NotWaiting {
-            turn,
-            what: "its end before it can be reversed",
-            phase: phase_name(&state.phase()),
+    /// Asks for a finished turn's completed calls to be compensated. A turn still running is
+    /// refused; one reversed (or being reversed) already gets no second command.
+    pub async fn request_reversal(
+        &self,
+        turn: TurnId,
+        reason: Option<String>,
+        (operator, now_ms): (&str, i64),
+    ) -> Result<Reversal, OperatorError> {
+        let (partition, state) = self.current(turn).await?;
+        if state.outcome.is_none() {
+            return Err(OperatorError::NotWaiting {
+                turn,
+                what: "its end before it can be reversed",
+                phase: phase_name(&state.phase()),
+            });
+        }
+        match &state.reversal {
+            Some(r) if r.done => return Ok(Reversal::Done),
+            Some(_) => return Ok(Reversal::InProgress),
+            None => {}
+        }
+        let offset = self.first_offset(turn)?;
+        let action = CommandAction::Reverse(ReverseTurn { reason });
+        let command = self
+            .issue((partition, &state), (operator, now_ms), action, offset)
+            .await?;
+        Ok(Reversal::Requested(command))
+    }
+
+    /// Appends a late label to a finished turn (e.g. `hallucination_with_action` from a review).
+    pub async fn label_turn(
+        &self,
+        turn: TurnId,
+        label: &str,
+        note: Option<String>,
+        (operator, now_ms): (&str, i64),
+    ) -> Result<TurnCommand, OperatorError> {
+        let (partition, state) = self.current(turn).await?;
+        if state.outcome.is_none() {
+            return Err(OperatorError::NotWaiting {
+                turn,
+                what: "its end before it can be labeled",
+                phase: phase_name(&state.phase()),
+            });
+        }
+        let offset = self.first_offset(turn)?;
+        let action = CommandAction::Label(LabelTurn {
+            label: label.to_string(),
+            note,
         });
+        self.issue((partition, &state), (operator, now_ms), action, offset)
+            .await
     }
-    match &state.reversal {
-        Some(r) if r.done => return Ok(Reversal::Done),
-        Some(_) => return Ok(Reversal::InProgress),
-        None => {}
-    }
-    let offset = first_offset(index, turn)?;
-    let action = CommandAction::Reverse(ReverseTurn { reason });
-    let command = issue(
-        requests,
-        codecs,
-        (partition, &state),
-        operator,
-        now_ms,
-        action,
-        offset,
-    )
-    .await?;
-    Ok(Reversal::Requested(command))
-}
 
-/// Appends a late label to a finished turn (e.g. `hallucination_with_action` from a review).
-#[allow(clippy::too_many_arguments)]
-pub async fn label_turn(
-    events: &dyn EventLog,
-    requests: &dyn EventLog,
-    codecs: &Codecs,
-    index: &TurnIndex,
-    turn: TurnId,
-    label: &str,
-    note: Option<String>,
-    operator: &str,
-    now_ms: i64,
-) -> Result<TurnCommand, OperatorError> {
-    let (partition, state) = current(events, codecs, index, turn).await?;
-    if state.outcome.is_none() {
-        return Err(OperatorError::NotWaiting {
-            turn,
-            what: "its end before it can be labeled",
-            phase: phase_name(&state.phase()),
-        });
-    }
-    let offset = first_offset(index, turn)?;
-    let action = CommandAction::Label(LabelTurn {
-        label: label.to_string(),
-        note,
-    });
-    issue(
-        requests,
-        codecs,
-        (partition, &state),
-        operator,
-        now_ms,
-        action,
-        offset,
-    )
-    .await
-}
-
-fn first_offset(index: &TurnIndex, turn: TurnId) -> Result<Option<i64>, OperatorError> {
-    Ok(index.get(turn)?.map(|e| e.first_offset as i64))
-}
-
-/// The turn as recorded now.
-async fn current(
-    events: &dyn EventLog,
-    codecs: &Codecs,
-    index: &TurnIndex,
-    turn: TurnId,
-) -> Result<(Partition, TurnState), OperatorError> {
-    let (partition, recorded) = read_turn(events, codecs, index, turn)
-        .await?
-        .ok_or(OperatorError::UnknownTurn(turn))?;
-    Ok((
-        partition,
-        TurnState::replay(turn, recorded.iter().map(|(_, e)| e))?,
-    ))
-}
-
-async fn issue(
-    requests: &dyn EventLog,
-    codecs: &Codecs,
-    (partition, state): (Partition, &TurnState),
-    operator: &str,
-    now_ms: i64,
-    action: CommandAction,
-    turn_offset: Option<i64>,
-) -> Result<TurnCommand, OperatorError> {
-    let command = TurnCommand {
-        turn_offset,
-        command_id: uuid::Uuid::now_v7().to_string(),
-        turn_id: state.turn_id,
-        tenant: state.tenant.clone(),
-        operator: operator.to_string(),
-        issued_at_ms: now_ms,
-        action,
-    };
-    // To the partition the turn lives in: its user id may be a token, routed by the raw id.
-    send_to(requests, codecs, partition, &command).await?;
-    Ok(command)
-}
-
-/// Accepts (`resolution` None) or resolves a handed-off turn. Checks the turn is waiting for
-/// a person first.
-#[allow(clippy::too_many_arguments)]
-pub async fn answer_handoff(
-    events: &dyn EventLog,
-    requests: &dyn EventLog,
-    codecs: &Codecs,
-    index: &TurnIndex,
-    turn: TurnId,
-    resolution: Option<String>,
-    operator: &str,
-    now_ms: i64,
-) -> Result<TurnCommand, OperatorError> {
-    let (partition, state) = current(events, codecs, index, turn).await?;
-    let phase = state.phase();
-    if phase != Phase::AwaitingHandoff {
-        return Err(OperatorError::NotWaiting {
-            turn,
-            what: "a human handoff",
-            phase: phase_name(&phase),
-        });
-    }
-    let action = match resolution {
-        Some(resolution) => CommandAction::HandoffResolve(HandoffResolution { resolution }),
-        None => CommandAction::HandoffAccept(HandoffAcceptance { note: None }),
-    };
-    issue(
-        requests,
-        codecs,
-        (partition, &state),
-        operator,
-        now_ms,
-        action,
-        None,
-    )
-    .await
-}
-
-/// A published handoff and where its turn is now.
-#[derive(Clone, Debug)]
-pub struct HandoffView {
-    pub handoff: Handoff,
-    pub open: bool,
-    pub accepted_by: Option<String>,
-    pub outcome: Option<String>,
-}
-
-/// Every handoff on the escalations log, with its turn's current state.
-pub async fn handoffs(
-    escalations: &dyn EventLog,
-    events: &dyn EventLog,
-    codecs: &Codecs,
-    index: &TurnIndex,
-) -> Result<Vec<HandoffView>, OperatorError> {
-    let mut out = Vec::new();
-    for p in (0..escalations.partitions()).map(Partition) {
-        let mut scan = Scan::new(escalations, p, Offset::ZERO);
-        while let Some(batch) = scan.next_chunk(1024).await? {
-            for s in batch {
-                let handoff = codecs.handoffs.decode(&s.value)?;
-                let (_, state) = current(events, codecs, index, handoff.turn_id).await?;
-                out.push(HandoffView {
-                    open: state.phase() == Phase::AwaitingHandoff,
-                    accepted_by: state.handoff.as_ref().and_then(|h| h.accepted_by.clone()),
-                    outcome: state.outcome.map(|o| o.as_str().to_string()),
-                    handoff,
-                });
+    /// Every handoff on `escalations`, with its turn's current state.
+    pub async fn handoffs(
+        &self,
+        escalations: &dyn EventLog,
+    ) -> Result<Vec<HandoffView>, OperatorError> {
+        let mut out = Vec::new();
+        for p in (0..escalations.partitions()).map(Partition) {
+            let mut scan = Scan::new(escalations, p, Offset::ZERO);
+            while let Some(batch) = scan.next_chunk(1024).await? {
+                for s in batch {
+                    let handoff = self.codecs.handoffs.decode(&s.value)?;
+                    let (_, state) = self.current(handoff.turn_id).await?;
+                    out.push(HandoffView {
+                        open: state.phase() == Phase::AwaitingHandoff,
+                        accepted_by: state.handoff.as_ref().and_then(|h| h.accepted_by.clone()),
+                        outcome: state.outcome.map(|o| o.as_str().to_string()),
+                        handoff,
+                    });
+                }
             }
         }
+        Ok(out)
     }
-    Ok(out)
+
+    fn first_offset(&self, turn: TurnId) -> Result<Option<i64>, OperatorError> {
+        Ok(self.index.get(turn)?.map(|e| e.first_offset as i64))
+    }
+
+    /// The turn as recorded now.
+    async fn current(&self, turn: TurnId) -> Result<(Partition, TurnState), OperatorError> {
+        let (partition, recorded) = self
+            .read_turn(turn)
+            .await?
+            .ok_or(OperatorError::UnknownTurn(turn))?;
+        Ok((
+            partition,
+            TurnState::replay(turn, recorded.iter().map(|(_, e)| e))?,
+        ))
+    }
+
+    /// Sends `action` for the turn, by `operator` at `now_ms`.
+    async fn issue(
+        &self,
+        (partition, state): (Partition, &TurnState),
+        (operator, now_ms): (&str, i64),
+        action: CommandAction,
+        turn_offset: Option<i64>,
+    ) -> Result<TurnCommand, OperatorError> {
+        let command = TurnCommand {
+            turn_offset,
+            command_id: uuid::Uuid::now_v7().to_string(),
+            turn_id: state.turn_id,
+            tenant: state.tenant.clone(),
+            operator: operator.to_string(),
+            issued_at_ms: now_ms,
+            action,
+        };
+        // To the partition the turn lives in: its user id may be a token, routed by the raw id.
+        send_to(self.requests, self.codecs, partition, &command).await?;
+        Ok(command)
+    }
 }
 
 /// Appends a command to the request partition of its turn's user.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ballast::audit::backtest::{Window, backtest};
 use ballast::event::{Payload, PlanStep};
-use ballast::operator::{Reversal, label_turn, request_reversal};
+use ballast::operator::Reversal;
 use ballast::projection::turn_index::TurnIndex;
 use common::plane::{Env, refund, turn};
 use serde_json::json;
@@ -228,34 +228,26 @@ async fn reversal_compensates_both_refunds_newest_first_and_only_once() {
     );
 
     let index = index(&env).await;
-    let state = request_reversal(
-        env.emb.events.as_ref(),
-        env.emb.requests.as_ref(),
-        &env.emb.codecs,
-        &index,
-        w[0].turn_id,
-        Some("refunded the wrong orders".into()),
-        "ops-anna",
-        common::plane::T0,
-    )
-    .await
-    .expect("request");
+    let state = env
+        .emb
+        .desk(&index)
+        .request_reversal(
+            w[0].turn_id,
+            Some("refunded the wrong orders".into()),
+            ("ops-anna", common::plane::T0),
+        )
+        .await
+        .expect("request");
     assert!(matches!(state, Reversal::Requested(_)));
     running.finished(1).await;
     // Asked again: nothing more.
     let index = index_again(&env).await;
-    let again = request_reversal(
-        env.emb.events.as_ref(),
-        env.emb.requests.as_ref(),
-        &env.emb.codecs,
-        &index,
-        w[0].turn_id,
-        None,
-        "ops-bob",
-        common::plane::T0,
-    )
-    .await
-    .expect("again");
+    let again = env
+        .emb
+        .desk(&index)
+        .request_reversal(w[0].turn_id, None, ("ops-bob", common::plane::T0))
+        .await
+        .expect("again");
     assert_eq!(again, Reversal::Done);
     tokio::time::sleep(Duration::from_millis(200)).await;
     running.stop().await;
@@ -348,19 +340,16 @@ async fn a_late_label_moves_the_hallucination_slo() {
     assert_eq!((before[1].good, before[1].total), (2, 2));
 
     let index = index(&env).await;
-    label_turn(
-        env.emb.events.as_ref(),
-        env.emb.requests.as_ref(),
-        &env.emb.codecs,
-        &index,
-        w[1].turn_id,
-        "hallucination_with_action",
-        Some("the amount was never in the request".into()),
-        "reviewer-li",
-        common::plane::T0,
-    )
-    .await
-    .expect("label");
+    env.emb
+        .desk(&index)
+        .label_turn(
+            w[1].turn_id,
+            "hallucination_with_action",
+            Some("the amount was never in the request".into()),
+            ("reviewer-li", common::plane::T0),
+        )
+        .await
+        .expect("label");
     running.finished(1).await;
     running.stop().await;
     projections

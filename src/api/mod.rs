@@ -60,6 +60,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Where operator commands are checked and sent from (the caller catches the index up).
+    pub fn desk(&self) -> crate::operator::Desk<'_> {
+        self.emb.desk(&self.index)
+    }
+
     pub fn new(
         emb: Embedded,
         projections: Projections,

@@ -111,14 +111,7 @@ async fn waiting(state: &AppState, caller: &Caller) -> Result<Vec<Found>, Proble
         if e.tenant != caller.tenant || e.status != TurnStatus::Running {
             continue;
         }
-        let Some((_, events)) = crate::operator::read_turn(
-            state.emb.events.as_ref(),
-            &state.emb.codecs,
-            &state.index,
-            e.turn_id,
-        )
-        .await?
-        else {
+        let Some((_, events)) = state.desk().read_turn(e.turn_id).await? else {
             continue;
         };
         let Ok(s) = TurnState::replay(e.turn_id, events.iter().map(|(_, e)| e)) else {
@@ -203,17 +196,14 @@ async fn answer_handoff(
     resolution: Option<String>,
 ) -> Result<Json<CommandSent>, Problem> {
     let entry = own_turn(&state, &caller.tenant, &id).await?;
-    let cmd = crate::operator::answer_handoff(
-        state.emb.events.as_ref(),
-        state.emb.requests.as_ref(),
-        &state.emb.codecs,
-        &state.index,
-        entry.turn_id,
-        resolution,
-        &caller.name,
-        state.clock.now_ms(),
-    )
-    .await?;
+    let cmd = state
+        .desk()
+        .answer_handoff(
+            entry.turn_id,
+            resolution,
+            (&caller.name, state.clock.now_ms()),
+        )
+        .await?;
     Ok(Json(CommandSent {
         turn_id: entry.turn_id.to_string(),
         command_id: Some(cmd.command_id),

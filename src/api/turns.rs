@@ -410,13 +410,7 @@ pub async fn get_turn(
 }
 
 async fn events(state: &AppState, entry: &TurnEntry) -> Result<Vec<(u64, Event)>, Problem> {
-    let found = crate::operator::read_turn(
-        state.emb.events.as_ref(),
-        &state.emb.codecs,
-        &state.index,
-        entry.turn_id,
-    )
-    .await?;
+    let found = state.desk().read_turn(entry.turn_id).await?;
     Ok(found
         .map(|(_, e)| e.into_iter().map(|(o, e)| (o.0, e)).collect())
         .unwrap_or_default())
@@ -506,18 +500,15 @@ async fn answer(
     granted: bool,
 ) -> Result<Json<CommandSent>, Problem> {
     let entry = own_turn(&state, &caller.tenant, &id).await?;
-    let cmd = crate::operator::answer_approval(
-        state.emb.events.as_ref(),
-        state.emb.requests.as_ref(),
-        &state.emb.codecs,
-        &state.index,
-        entry.turn_id,
-        granted,
-        &caller.name,
-        reason,
-        state.clock.now_ms(),
-    )
-    .await?;
+    let cmd = state
+        .desk()
+        .answer_approval(
+            entry.turn_id,
+            granted,
+            reason,
+            (&caller.name, state.clock.now_ms()),
+        )
+        .await?;
     Ok(Json(CommandSent {
         turn_id: entry.turn_id.to_string(),
         command_id: Some(cmd.command_id),
@@ -562,17 +553,14 @@ pub async fn reverse(
     Body(body): Body<Reason>,
 ) -> Result<(StatusCode, Json<CommandSent>), Problem> {
     let entry = own_turn(&state, &caller.tenant, &id).await?;
-    let r = crate::operator::request_reversal(
-        state.emb.events.as_ref(),
-        state.emb.requests.as_ref(),
-        &state.emb.codecs,
-        &state.index,
-        entry.turn_id,
-        body.reason,
-        &caller.name,
-        state.clock.now_ms(),
-    )
-    .await?;
+    let r = state
+        .desk()
+        .request_reversal(
+            entry.turn_id,
+            body.reason,
+            (&caller.name, state.clock.now_ms()),
+        )
+        .await?;
     let (command_id, status) = match r {
         crate::operator::Reversal::Requested(c) => (Some(c.command_id), "sent"),
         crate::operator::Reversal::InProgress => (None, "reversal in progress"),
@@ -602,18 +590,15 @@ pub async fn label(
         return Err(Problem::bad_request("a label is 1 to 64 characters"));
     }
     let entry = own_turn(&state, &caller.tenant, &id).await?;
-    let cmd = crate::operator::label_turn(
-        state.emb.events.as_ref(),
-        state.emb.requests.as_ref(),
-        &state.emb.codecs,
-        &state.index,
-        entry.turn_id,
-        body.label.trim(),
-        body.note,
-        &caller.name,
-        state.clock.now_ms(),
-    )
-    .await?;
+    let cmd = state
+        .desk()
+        .label_turn(
+            entry.turn_id,
+            body.label.trim(),
+            body.note,
+            (&caller.name, state.clock.now_ms()),
+        )
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CommandSent {

@@ -1,14 +1,7 @@
-use std::sync::Arc;
-
 use clap::{Args, Subcommand};
 
 use ballast::clock::{Clock, SystemClock};
-use ballast::embedded::Embedded;
-use ballast::event::codec::Codecs;
 use ballast::ids::TurnId;
-use ballast::log::EventLog;
-use ballast::operator::{answer_handoff, handoffs};
-use ballast::projection::turn_index::TurnIndex;
 
 #[derive(Debug, Args)]
 pub struct HandoffArgs {
@@ -58,59 +51,12 @@ impl HandoffArgs {
     }
 }
 
-/// The logs an operator command needs, on either backend.
-struct Logs {
-    events: Arc<dyn EventLog>,
-    requests: Arc<dyn EventLog>,
-    escalations: Arc<dyn EventLog>,
-    codecs: Codecs,
-    index: TurnIndex,
-    _store: ballast::log::SledStore,
-}
-
-async fn open(log: &super::LogArgs) -> anyhow::Result<Logs> {
-    let dir = &log.data_dir;
-    match &log.bootstrap {
-        None => {
-            if !dir.join("sled").exists() {
-                anyhow::bail!(
-                    "{} is not a ballast data dir (no sled/ inside)",
-                    dir.display()
-                );
-            }
-            let emb = Embedded::open(dir, 0).map_err(|e| {
-                anyhow::anyhow!(
-                    "{e}\n(is a worker running on {}? stop it first; it applies the answer when it restarts)",
-                    dir.display()
-                )
-            })?;
-            let index = TurnIndex::open(&emb.store)?;
-            super::catch_up_index(&emb, &index).await?;
-            Ok(Logs {
-                events: emb.events.clone(),
-                requests: emb.requests.clone(),
-                escalations: emb.escalations.clone(),
-                codecs: emb.codecs.clone(),
-                index,
-                _store: emb.store.clone(),
-            })
-        }
-        Some(bootstrap) => {
-            let opened = super::open_log(log).await?;
-            let topics = ballast::kafka::Topics::new(&log.topic_prefix);
-            let cfg = ballast::log::kafka::KafkaConfig::new(bootstrap);
-            Ok(Logs {
-                requests: Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.requests).await?),
-                escalations: Arc::new(
-                    ballast::log::KafkaLog::open(&cfg, &topics.escalations).await?,
-                ),
-                events: opened.events,
-                codecs: opened.codecs,
-                index: opened.index,
-                _store: opened.store,
-            })
-        }
-    }
+/// Said when the data dir is locked by a running worker.
+fn busy(log: &super::LogArgs) -> String {
+    format!(
+        "is a worker running on {}? stop it first; it applies the answer when it restarts",
+        log.data_dir.display()
+    )
 }
 
 fn who(operator: &Option<String>) -> String {
@@ -123,14 +69,8 @@ pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
     let now = SystemClock.now_ms();
     match a.command {
         HandoffCommand::List { log, all, json } => {
-            let l = open(&log).await?;
-            let views = handoffs(
-                l.escalations.as_ref(),
-                l.events.as_ref(),
-                &l.codecs,
-                &l.index,
-            )
-            .await?;
+            let l = super::desk::open(&log, &busy(&log)).await?;
+            let views = l.desk().handoffs(l.escalations.as_ref()).await?;
             let mut out = String::new();
             for v in views.iter().filter(|v| all || v.open) {
                 let h = &v.handoff;
@@ -171,19 +111,9 @@ pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
             log,
             operator,
         } => {
-            let l = open(&log).await?;
+            let l = super::desk::open(&log, &busy(&log)).await?;
             let op = who(&operator);
-            let c = answer_handoff(
-                l.events.as_ref(),
-                l.requests.as_ref(),
-                &l.codecs,
-                &l.index,
-                turn_id,
-                None,
-                &op,
-                now,
-            )
-            .await?;
+            let c = l.desk().answer_handoff(turn_id, None, (&op, now)).await?;
             super::emit(&format!(
                 "accepted turn {turn_id} as {op}; command {}\n",
                 c.command_id
@@ -195,19 +125,12 @@ pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
             resolution,
             operator,
         } => {
-            let l = open(&log).await?;
+            let l = super::desk::open(&log, &busy(&log)).await?;
             let op = who(&operator);
-            let c = answer_handoff(
-                l.events.as_ref(),
-                l.requests.as_ref(),
-                &l.codecs,
-                &l.index,
-                turn_id,
-                Some(resolution),
-                &op,
-                now,
-            )
-            .await?;
+            let c = l
+                .desk()
+                .answer_handoff(turn_id, Some(resolution), (&op, now))
+                .await?;
             super::emit(&format!(
                 "resolved turn {turn_id} as {op}; command {}\n",
                 c.command_id

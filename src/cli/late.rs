@@ -3,18 +3,14 @@
 //! reversal resumes from the log); on Kafka the worker owning the partition applies it and this
 //! waits until the turn log shows it.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use ballast::clock::{Clock, SystemClock};
-use ballast::embedded::Embedded;
 use ballast::event::{Event, Payload};
 use ballast::ids::{Partition, TurnId};
-use ballast::log::EventLog;
-use ballast::operator::{Reversal, label_turn, read_turn, request_reversal};
-use ballast::projection::turn_index::TurnIndex;
+use ballast::operator::Reversal;
 
 #[derive(Debug, Args)]
 pub struct ReverseArgs {
@@ -67,55 +63,10 @@ fn operator(a: &LateArgs) -> String {
     super::operator_name(&a.operator)
 }
 
-/// The turn log, request log and index on either backend (embedded keeps the data dir open).
-struct Target {
-    events: Arc<dyn EventLog>,
-    requests: Arc<dyn EventLog>,
-    codecs: ballast::event::codec::Codecs,
-    index: TurnIndex,
-    embedded: Option<Embedded>,
-    _store: ballast::log::SledStore,
-}
+type Target = super::desk::OpenDesk;
 
 async fn open(log: &super::LogArgs) -> anyhow::Result<Target> {
-    match &log.bootstrap {
-        None => {
-            if !log.data_dir.join("sled").exists() {
-                anyhow::bail!(
-                    "{} is not a ballast data dir (no sled/ inside)",
-                    log.data_dir.display()
-                );
-            }
-            let emb = Embedded::open(&log.data_dir, 0).map_err(|e| {
-                anyhow::anyhow!("{e}\n(is `ballast serve` running on it? use its API instead)")
-            })?;
-            let index = TurnIndex::open(&emb.store)?;
-            super::catch_up_index(&emb, &index).await?;
-            Ok(Target {
-                events: emb.events.clone(),
-                requests: emb.requests.clone(),
-                codecs: emb.codecs.clone(),
-                index,
-                _store: emb.store.clone(),
-                // A data dir `serve` runs: its worker applies the command; wait for it.
-                embedded: Some(emb).filter(|e| !e.is_served()),
-            })
-        }
-        Some(bootstrap) => {
-            let opened = super::open_log(log).await?;
-            let topics = ballast::kafka::Topics::new(&log.topic_prefix);
-            let cfg = ballast::log::kafka::KafkaConfig::new(bootstrap);
-            let requests = Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.requests).await?);
-            Ok(Target {
-                events: opened.events,
-                requests,
-                codecs: opened.codecs,
-                index: opened.index,
-                embedded: None,
-                _store: opened.store,
-            })
-        }
-    }
+    super::desk::open(log, "is `ballast serve` running on it? use its API instead").await
 }
 
 /// Applies the command just sent: runs the partition (embedded) or waits for the worker
@@ -130,7 +81,9 @@ async fn settle(
     let timeout = Duration::from_secs(a.timeout_s);
     let read = || async {
         super::catch_up_index_of(dir, t.events.as_ref(), &t.codecs, &t.index).await?;
-        let (_, events) = read_turn(t.events.as_ref(), &t.codecs, &t.index, turn)
+        let (_, events) = t
+            .desk()
+            .read_turn(turn)
             .await?
             .ok_or_else(|| anyhow::anyhow!("turn {turn} not found"))?;
         anyhow::Ok(events.into_iter().map(|(_, e)| e).collect::<Vec<_>>())
@@ -159,17 +112,10 @@ async fn settle(
 pub async fn reverse(a: ReverseArgs) -> anyhow::Result<()> {
     let t = open(&a.log).await?;
     let who = operator(&a.common);
-    let state = request_reversal(
-        t.events.as_ref(),
-        t.requests.as_ref(),
-        &t.codecs,
-        &t.index,
-        a.turn_id,
-        a.reason.clone(),
-        &who,
-        SystemClock.now_ms(),
-    )
-    .await?;
+    let state = t
+        .desk()
+        .request_reversal(a.turn_id, a.reason.clone(), (&who, SystemClock.now_ms()))
+        .await?;
     let reversed = |events: &[Event]| {
         events
             .iter()
@@ -208,18 +154,15 @@ pub async fn reverse(a: ReverseArgs) -> anyhow::Result<()> {
 pub async fn label(a: LabelArgs) -> anyhow::Result<()> {
     let t = open(&a.log).await?;
     let who = operator(&a.common);
-    let cmd = label_turn(
-        t.events.as_ref(),
-        t.requests.as_ref(),
-        &t.codecs,
-        &t.index,
-        a.turn_id,
-        &a.label,
-        a.note.clone(),
-        &who,
-        SystemClock.now_ms(),
-    )
-    .await?;
+    let cmd = t
+        .desk()
+        .label_turn(
+            a.turn_id,
+            &a.label,
+            a.note.clone(),
+            (&who, SystemClock.now_ms()),
+        )
+        .await?;
     let id = cmd.command_id.clone();
     let labeled = move |events: &[Event]| {
         events
@@ -239,7 +182,9 @@ pub async fn label(a: LabelArgs) -> anyhow::Result<()> {
 }
 
 async fn settle_read_only(t: &Target, turn: TurnId) -> anyhow::Result<Vec<Event>> {
-    let (_, events) = read_turn(t.events.as_ref(), &t.codecs, &t.index, turn)
+    let (_, events) = t
+        .desk()
+        .read_turn(turn)
         .await?
         .ok_or_else(|| anyhow::anyhow!("turn {turn} not found"))?;
     Ok(events.into_iter().map(|(_, e)| e).collect())

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod check_config;
 mod demo;
+mod desk;
 mod drill;
 mod forget;
 mod handoff;

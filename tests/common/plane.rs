@@ -19,7 +19,6 @@ use ballast::exec::scripted::{Script, ScriptedPlanner, WorkloadTurn};
 use ballast::exec::{ExecutionPlane, Toolbox};
 use ballast::ids::{Offset, Partition, TurnId};
 use ballast::log::EventLog;
-use ballast::operator::answer_approval;
 use ballast::projection::turn_index::TurnIndex;
 use ballast::runtime::{Deps, TurnFinished, Worker, WorkerConfig};
 use ballast::submit::submit;
@@ -292,19 +291,16 @@ impl Env {
             .catch_up(self.emb.events.as_ref(), &self.emb.codecs.events)
             .await
             .expect("catch up");
-        answer_approval(
-            self.emb.events.as_ref(),
-            self.emb.requests.as_ref(),
-            &self.emb.codecs,
-            &index,
-            t,
-            granted,
-            "ops-anna",
-            Some("checked with the customer".into()),
-            T0,
-        )
-        .await
-        .expect("answer");
+        self.emb
+            .desk(&index)
+            .answer_approval(
+                t,
+                granted,
+                Some("checked with the customer".into()),
+                ("ops-anna", T0),
+            )
+            .await
+            .expect("answer");
     }
 
     /// Waits until the turn is handed to a person (the worker recorded it).
