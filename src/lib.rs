@@ -29,11 +29,16 @@
 //!
 //! `ARCHITECTURE.md` at the repository root has the module map and a glossary.
 
-// Input can reach almost any path: no unwrap, expect or panic outside tests (the code keeps
-// this; the compiler makes sure it stays kept).
+// Input can reach almost any path: no unwrap, expect, panic, or indexing or slicing that can
+// panic, outside tests (the code keeps this; the compiler makes sure it stays kept).
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 pub mod api;

@@ -1,10 +1,15 @@
 //! `ballast`: parse the command line, set up logging, run the command.
 
-// Input can reach almost any path: no unwrap, expect or panic outside tests (the code keeps
-// this; the compiler makes sure it stays kept).
+// Input can reach almost any path: no unwrap, expect, panic, or indexing or slicing that can
+// panic, outside tests (the code keeps this; the compiler makes sure it stays kept).
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 mod cli;

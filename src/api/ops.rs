@@ -351,29 +351,31 @@ pub async fn slo_series(
     let now = state.clock.now_ms();
     let from = now - window;
     let n = (window / bucket) as usize + 1;
-    let mut counts: Vec<std::collections::BTreeMap<&'static str, (u64, u64)>> =
-        vec![Default::default(); n];
-    let mut turns = vec![0u64; n];
+    // Per bucket: turns, and (good, counted) per objective.
+    type Counts = std::collections::BTreeMap<&'static str, (u64, u64)>;
+    let mut buckets: Vec<(u64, Counts)> = vec![Default::default(); n];
     for o in tenant_outcomes(&state, &caller.tenant, now)? {
         if o.completed_at_ms <= from {
             continue;
         }
         let i = (((o.completed_at_ms - from) / bucket).max(0) as usize).min(n - 1);
-        turns[i] += 1;
+        let Some((turns, counts)) = buckets.get_mut(i) else {
+            continue;
+        };
+        *turns += 1;
         for (name, good) in slo::classify(&o, &state.slo) {
             if let Some(good) = good {
-                let c = counts[i].entry(name).or_default();
+                let c = counts.entry(name).or_default();
                 c.0 += u64::from(good);
                 c.1 += 1;
             }
         }
     }
     Ok(Json(
-        counts
+        buckets
             .into_iter()
-            .zip(turns)
             .enumerate()
-            .map(|(i, (c, t))| SeriesPoint {
+            .map(|(i, (t, c))| SeriesPoint {
                 at_ms: from + i as i64 * bucket,
                 values: c
                     .into_iter()

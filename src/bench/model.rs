@@ -171,12 +171,15 @@ pub async fn run(turns: usize) -> Result<ModelBenchReport, DemoError> {
         }
         direct.push(started.elapsed().as_micros() as u64);
         // Grow the conversation like a step would, up to the loop's length, then start over.
+        let Some(m) = body
+            .get_mut("messages")
+            .and_then(serde_json::Value::as_array_mut)
+        else {
+            continue;
+        };
         if i % (CALLS + 1) == CALLS {
-            body["messages"]
-                .as_array_mut()
-                .map(|m| m.truncate(2))
-                .unwrap_or_default();
-        } else if let Some(m) = body["messages"].as_array_mut() {
+            m.truncate(2);
+        } else {
             m.push(json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "step0", "arguments": "{}"}}]}));
             m.push(json!({"role": "tool", "tool_call_id": "c", "content": "{\"ok\":true}"}));
         }

@@ -104,8 +104,13 @@ pub async fn backtest_cmd(a: BacktestArgs) -> anyhow::Result<()> {
     }
     let report = backtest(turns.into_values(), &control, &catalog, window);
     if a.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["affected_turns"] = serde_json::to_value(report.affected_turns())?;
+        let serde_json::Value::Object(mut v) = serde_json::to_value(&report)? else {
+            anyhow::bail!("the backtest report did not serialise as a JSON object");
+        };
+        v.insert(
+            "affected_turns".into(),
+            serde_json::to_value(report.affected_turns())?,
+        );
         return super::emit(&(serde_json::to_string_pretty(&v)? + "\n"));
     }
     super::emit(&report.render())

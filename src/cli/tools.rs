@@ -111,16 +111,12 @@ pub async fn run(a: ToolsArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..7)
-        .map(|i| {
-            table
-                .iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let mut widths = header.map(str::len);
+    for r in &table {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
     let line = |cells: &[String]| {
         let padded: Vec<String> = cells
             .iter()

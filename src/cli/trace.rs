@@ -19,7 +19,10 @@ pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
     let opened = super::open_log(&a.log).await?;
     let (log, codecs, index) = (&opened.events, &opened.codecs, &opened.index);
     let found = ballast::operator::read_turn(log.as_ref(), codecs, index, a.turn_id).await?;
-    let Some((partition, mut events)) = found.filter(|(_, e)| !e.is_empty()) else {
+    let Some((partition, mut events, tenant)) = found.and_then(|(p, e)| {
+        let tenant = e.first()?.1.tenant.clone();
+        Some((p, e, tenant))
+    }) else {
         anyhow::bail!("turn {} is not in {}", a.turn_id, a.log.data_dir.display());
     };
     let mut bare: Vec<_> = events.iter().map(|(_, e)| e.clone()).collect();
@@ -38,7 +41,7 @@ pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
     }
     let mut out = format!(
         "turn {}  tenant {}  partition {partition}\n",
-        a.turn_id, events[0].1.tenant
+        a.turn_id, tenant
     );
     out.push_str(&ballast::event::timeline(&events));
     super::emit(&out)

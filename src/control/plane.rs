@@ -353,7 +353,7 @@ impl ControlPlane for CedarControlPlane {
             return self.verdict(e, 1.0, version);
         }
         // The plan is as strict as its strictest step.
-        let mut worst: Option<(usize, Evaluation)> = None;
+        let mut worst: Option<(usize, &str, Evaluation)> = None;
         let mut permits: Vec<String> = Vec::new();
         let mut max_risk: f64 = 0.0;
         for (i, step) in plan.steps.iter().enumerate() {
@@ -377,14 +377,14 @@ impl ControlPlane for CedarControlPlane {
             }
             if worst
                 .as_ref()
-                .is_none_or(|(_, w)| e.decision.severity() > w.decision.severity())
+                .is_none_or(|(_, _, w)| e.decision.severity() > w.decision.severity())
             {
-                worst = Some((i, e));
+                worst = Some((i, &step.tool, e));
             }
         }
         match worst {
-            Some((i, e)) if e.decision != PolicyDecision::Allow => {
-                let reason = format!("step {i} {}: {}", plan.steps[i].tool, e.reason);
+            Some((i, tool, e)) if e.decision != PolicyDecision::Allow => {
+                let reason = format!("step {i} {tool}: {}", e.reason);
                 self.verdict(Evaluation { reason, ..e }, max_risk, version)
             }
             _ => {

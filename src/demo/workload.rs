@@ -2,6 +2,7 @@
 //! successes, retried and failed tool calls, policy denials and escalations.
 
 use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -102,7 +103,8 @@ fn pick(rng: &mut StdRng) -> &'static str {
         }
         x -= weight;
     }
-    SCENARIOS[0].0
+    // Not reached: `x` is below the sum of the weights.
+    SCENARIOS.first().map_or("", |s| s.0)
 }
 
 /// `n` turns, the same for the same seed.
@@ -113,7 +115,8 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
             let mut random = [0u8; 10];
             rng.fill(&mut random);
             let turn_id = TurnId::from_parts(EPOCH_MS + i as u64, random);
-            let tenant = TENANTS[rng.random_range(0..TENANTS.len())];
+            // `choose` draws as `random_range(0..len)` did: the same workload for the same seed.
+            let tenant = TENANTS.choose(&mut rng).copied().unwrap_or_default();
             let user = rng.random_range(1..=400);
             let order = rng.random_range(10_000..99_999);
             let scenario = pick(&mut rng);

@@ -17,6 +17,7 @@ use apache_avro::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::Digest;
 
 use super::{Event, Handoff, TurnCommand, TurnOutcome, TurnRequest};
 
@@ -107,10 +108,8 @@ impl SchemaRegistry {
 }
 
 fn fingerprint(schema: &Schema) -> Fingerprint {
-    let fp = schema.fingerprint::<Rabin>();
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&fp.bytes[..8]);
-    out
+    // What `schema.fingerprint::<Rabin>()` computes, as the digest's typed 8 bytes.
+    Rabin::digest(schema.canonical_form()).into()
 }
 
 /// Encodes `T` with one schema and decodes any registered version of it into `T`.
@@ -243,15 +242,13 @@ impl std::io::Read for EofWatch<'_> {
 
 /// Splits a framed record into the writer's fingerprint and the Avro body.
 pub fn split_header(bytes: &[u8]) -> Result<(Fingerprint, &[u8]), CodecError> {
-    if bytes.len() < HEADER_LEN {
+    let Some((&[m0, m1, fp @ ..], body)) = bytes.split_first_chunk::<HEADER_LEN>() else {
         return Err(CodecError::Truncated(bytes.len()));
-    }
-    if bytes[..2] != MAGIC {
+    };
+    if [m0, m1] != MAGIC {
         return Err(CodecError::BadMarker);
     }
-    let mut fp = [0u8; 8];
-    fp.copy_from_slice(&bytes[2..HEADER_LEN]);
-    Ok((fp, &bytes[HEADER_LEN..]))
+    Ok((fp, body))
 }
 
 /// The codecs a process needs, sharing one registry.

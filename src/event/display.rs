@@ -1,6 +1,6 @@
 //! Human and machine renderings of events, for `ballast trace`.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Event, Payload, PolicyDecision};
 
@@ -252,17 +252,20 @@ impl Event {
     /// The event as flat JSON: envelope fields, `event` (the payload kind), then the payload's
     /// fields. A payload field never replaces an envelope field.
     pub fn to_json(&self) -> Value {
-        let mut out = json!({
-            "event_id": self.event_id.to_string(),
-            "turn_id": self.turn_id.to_string(),
-            "tenant": self.tenant,
-            "seq": self.seq,
-            "at_ms": self.at_ms,
-            "event": self.kind(),
-        });
-        if let (Some(obj), Ok(Value::Object(payload))) =
-            (out.as_object_mut(), serde_json::to_value(&self.payload))
-        {
+        Value::Object(self.json_fields())
+    }
+
+    /// `to_json`'s fields.
+    pub(super) fn json_fields(&self) -> Map<String, Value> {
+        let mut obj = Map::from_iter([
+            ("event_id".to_string(), json!(self.event_id.to_string())),
+            ("turn_id".to_string(), json!(self.turn_id.to_string())),
+            ("tenant".to_string(), json!(self.tenant)),
+            ("seq".to_string(), json!(self.seq)),
+            ("at_ms".to_string(), json!(self.at_ms)),
+            ("event".to_string(), json!(self.kind())),
+        ]);
+        if let Ok(Value::Object(payload)) = serde_json::to_value(&self.payload) {
             for (_, fields) in payload {
                 if let Value::Object(fields) = fields {
                     for (k, v) in fields {
@@ -271,7 +274,7 @@ impl Event {
                 }
             }
         }
-        out
+        obj
     }
 }
 

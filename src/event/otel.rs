@@ -196,16 +196,16 @@ impl Event {
     /// The event as a trace entry: flat JSON (`to_json`), its log position, and its
     /// OpenTelemetry attributes under `otel`.
     pub fn trace_entry(&self, partition: u32, offset: u64) -> Value {
-        let mut j = self.to_json();
-        j["ballast.log.partition"] = partition.into();
-        j["ballast.log.offset"] = offset.into();
-        j["description"] = self.describe().into();
+        let mut j = self.json_fields();
+        j.insert("ballast.log.partition".into(), partition.into());
+        j.insert("ballast.log.offset".into(), offset.into());
+        j.insert("description".into(), self.describe().into());
         let mut attributes = self.otel_attributes();
         attributes.insert("ballast.log.partition".into(), partition.into());
         attributes.insert("ballast.log.offset".into(), offset.into());
         // Not "attributes": TurnRequested has a payload field of that name.
-        j["otel"] = Value::Object(attributes);
-        j
+        j.insert("otel".into(), Value::Object(attributes));
+        Value::Object(j)
     }
 }
 

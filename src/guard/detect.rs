@@ -262,9 +262,10 @@ fn looks_like_date(c: &str) -> bool {
     let seps: Vec<char> = c.chars().filter(|x| digit(*x).is_none()).collect();
     let date_sep = seps.iter().all(|s| matches!(s, '-' | '/' | '.'));
     date_sep
-        && g.len() == 3
-        && ((g[0] == 4 && g[1] <= 2 && g[2] <= 2)
-            || (g[0] <= 2 && g[1] <= 2 && (g[2] == 4 || g[2] == 2)))
+        && match *g.as_slice() {
+            [a, b, c] => (a == 4 && b <= 2 && c <= 2) || (a <= 2 && b <= 2 && (c == 4 || c == 2)),
+            _ => false,
+        }
 }
 
 fn phone_check(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {

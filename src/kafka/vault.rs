@@ -31,8 +31,8 @@ type Keyed = (Vec<u8>, Option<Vec<u8>>);
 /// The tenant a vault record id belongs to (`X\0TENANT…`).
 fn tenant_of(id: &[u8]) -> &[u8] {
     let rest = id.get(2..).unwrap_or_default();
-    let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-    &rest[..end]
+    // Up to the first NUL, or all of it.
+    rest.split(|b| *b == 0).next().unwrap_or(rest)
 }
 
 /// A proposed tenant key id (`k\0TENANT\0CANDIDATE`) → the tenant key id (`k\0TENANT`).
@@ -40,8 +40,8 @@ fn proposal_of(id: &[u8]) -> Option<Vec<u8>> {
     if !id.starts_with(b"k\0") {
         return None;
     }
-    let t = tenant_of(id);
-    (id.len() > 2 + t.len()).then(|| id[..2 + t.len()].to_vec())
+    let (key, candidate) = id.split_at_checked(2 + tenant_of(id).len())?;
+    (!candidate.is_empty()).then(|| key.to_vec())
 }
 
 /// The topic partition of a vault record: its tenant's.

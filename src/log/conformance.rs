@@ -4,7 +4,12 @@
 //! These are test helpers: they assert, and panic on violation.
 
 // Test code (feature `test-util`): a failed expectation is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -24,7 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
 
-use super::{EventLog, LogError, Record, Result, Stored, Tail, check_partition};
+use super::{EventLog, LogError, Record, Result, Stored, Tail, check_partition, partition_entry};
 use crate::ids::{Offset, Partition};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -242,11 +242,11 @@ impl KafkaLog {
         partition: Partition,
         records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<Offset> {
-        check_partition(partition, self.inner.partitions)?;
+        let append_lock = partition_entry(&self.inner.append_locks, partition)?;
         if records.is_empty() {
             return self.end(partition).await;
         }
-        let _serial = self.inner.append_locks[partition.0 as usize].lock().await;
+        let _serial = append_lock.lock().await;
         let mut deliveries = Vec::with_capacity(records.len());
         for (key, value) in &records {
             let mut record = FutureRecord::to(&self.inner.topic)

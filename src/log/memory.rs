@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::tail::{ReadDurable, WatchTail};
-use super::{EventLog, LogError, Record, Result, Stored, Tail, check_partition};
+use super::{EventLog, LogError, Record, Result, Stored, Tail, partition_entry};
 use crate::ids::{Offset, Partition};
 
 struct Part {
@@ -37,8 +37,7 @@ impl MemoryLog {
     }
 
     fn part(&self, p: Partition) -> Result<&Part> {
-        let i = check_partition(p, self.inner.parts.len() as u32)?;
-        Ok(&self.inner.parts[i])
+        partition_entry(&self.inner.parts, p)
     }
 }
 
@@ -48,15 +47,15 @@ fn poisoned() -> LogError {
 
 impl ReadDurable for Inner {
     fn read_durable(&self, partition: Partition, from: Offset, max: usize) -> Result<Vec<Stored>> {
-        let i = check_partition(partition, self.parts.len() as u32)?;
-        let records = self.parts[i].records.read().map_err(|_| poisoned())?;
-        let start = (from.0 as usize).min(records.len());
-        Ok(records[start..]
+        let part = partition_entry(&self.parts, partition)?;
+        let records = part.records.read().map_err(|_| poisoned())?;
+        Ok(records
             .iter()
-            .take(max)
             .enumerate()
+            .skip(from.0 as usize)
+            .take(max)
             .map(|(k, r)| Stored {
-                offset: Offset((start + k) as u64),
+                offset: Offset(k as u64),
                 key: r.key.clone(),
                 value: r.value.clone(),
             })

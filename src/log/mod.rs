@@ -163,6 +163,16 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// The entry for `partition` in a list of one per partition, or `UnknownPartition`.
+pub(crate) fn partition_entry<T>(entries: &[T], partition: Partition) -> Result<&T> {
+    entries
+        .get(partition.0 as usize)
+        .ok_or(LogError::UnknownPartition {
+            partition: partition.0,
+            partitions: entries.len() as u32,
+        })
+}
+
 pub(crate) fn check_partition(partition: Partition, partitions: u32) -> Result<usize> {
     if partition.0 < partitions {
         Ok(partition.0 as usize)

@@ -10,24 +10,25 @@ pub fn murmur2(data: &[u8]) -> i32 {
     const R: u32 = 24;
     let len = data.len();
     let mut h: u32 = SEED ^ (len as u32);
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    let mut rest = data;
+    while let Some((c, tail)) = rest.split_first_chunk::<4>() {
+        let mut k = u32::from_le_bytes(*c);
         k = k.wrapping_mul(M);
         k ^= k >> R;
         k = k.wrapping_mul(M);
         h = h.wrapping_mul(M);
         h ^= k;
+        rest = tail;
     }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
+    // The last one to three bytes.
+    if let [_, _, c, ..] = *rest {
+        h ^= u32::from(c) << 16;
     }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
+    if let [_, b, ..] = *rest {
+        h ^= u32::from(b) << 8;
     }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
+    if let [a, ..] = *rest {
+        h ^= u32::from(a);
         h = h.wrapping_mul(M);
     }
     h ^= h >> 13;

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::tail::{ReadDurable, WatchTail};
-use super::{EventLog, LogError, Record, Result, Stored, Tail, check_partition};
+use super::{EventLog, LogError, Record, Result, Stored, Tail, partition_entry};
 use crate::ids::{Offset, Partition};
 
 /// What the flusher has made durable: every ticket `<= generation`, unless it failed.
@@ -245,24 +245,23 @@ fn decode_record(p: Partition, offset: Offset, raw: &[u8]) -> Result<Stored> {
         offset,
         reason: reason.into(),
     };
-    let len_bytes: [u8; 4] = raw
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
+    let (len_bytes, rest) = raw
+        .split_first_chunk::<4>()
         .ok_or_else(|| corrupt("shorter than its length prefix"))?;
-    let klen = u32::from_be_bytes(len_bytes) as usize;
-    let key = raw
-        .get(4..4 + klen)
+    let klen = u32::from_be_bytes(*len_bytes) as usize;
+    let (key, value) = rest
+        .split_at_checked(klen)
         .ok_or_else(|| corrupt("key longer than the record"))?;
     Ok(Stored {
         offset,
         key: key.to_vec(),
-        value: raw[4 + klen..].to_vec(),
+        value: value.to_vec(),
     })
 }
 
 impl LogInner {
     fn part(&self, p: Partition) -> Result<&SledPart> {
-        Ok(&self.parts[check_partition(p, self.partitions)?])
+        partition_entry(&self.parts, p)
     }
 }
 

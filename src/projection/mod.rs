@@ -188,9 +188,11 @@ impl Projections {
                     if from >= next {
                         continue;
                     }
+                    // The events from `from` on (in offset order; the point is at most the length).
                     let start = events.partition_point(|(at, _)| at.offset < from);
+                    let unapplied = events.get(start..).unwrap_or_default();
                     let mut batch = sled::Batch::default();
-                    item.apply_chunk(&events[start..], &mut batch)?;
+                    item.apply_chunk(unapplied, &mut batch)?;
                     batch.insert(&checkpoint_key(p)[..], &next.0.to_be_bytes()[..]);
                     item.tree()
                         .apply_batch(batch)

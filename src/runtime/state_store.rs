@@ -281,21 +281,23 @@ impl StateStore for SledStateStore {
         let mut out = Vec::new();
         for item in self.dead.iter() {
             let (k, v) = item.map_err(StoreError::from_display)?;
-            if k.len() != 12 || v.len() < 4 {
+            // The key: partition (4 bytes) and offset (8); the value: the reason's length (4),
+            // the reason, the payload.
+            let Ok::<[u8; 12], _>([p0, p1, p2, p3, o @ ..]) = k.as_ref().try_into() else {
                 continue;
-            }
-            let p = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
-            let mut o = [0u8; 8];
-            o.copy_from_slice(&k[4..12]);
-            let n = u32::from_be_bytes([v[0], v[1], v[2], v[3]]) as usize;
-            let Some(reason) = v.get(4..4 + n) else {
+            };
+            let Some((n, rest)) = v.split_first_chunk::<4>() else {
+                continue;
+            };
+            let Some((reason, payload)) = rest.split_at_checked(u32::from_be_bytes(*n) as usize)
+            else {
                 continue;
             };
             out.push(DeadLetter {
-                partition: Partition(p),
+                partition: Partition(u32::from_be_bytes([p0, p1, p2, p3])),
                 offset: Offset(u64::from_be_bytes(o)),
                 reason: String::from_utf8_lossy(reason).into_owned(),
-                payload: v[4 + n..].to_vec(),
+                payload: payload.to_vec(),
             });
         }
         Ok(out)

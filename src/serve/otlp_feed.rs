@@ -126,8 +126,8 @@ async fn export_partition(
         crate::projection::turn_index::TurnIndex::open(&emb.store).map_err(|e| e.to_string())?;
     let mut batch = Vec::new();
     let mut masker = crate::vault::view::Masker::new(Some(emb.vault_store.as_ref()));
-    let mut exported = 0;
-    for (_, turn, _) in &finished {
+    let mut exported = Vec::new();
+    for f @ (_, turn, _) in &finished {
         // The turn index may not have caught up with the log yet: stop here, come back later.
         let Some((_, events)) =
             crate::operator::read_turn(emb.events.as_ref(), &emb.codecs, &index, *turn)
@@ -139,27 +139,27 @@ async fn export_partition(
         let mut events: Vec<_> = events.into_iter().map(|(_, e)| e).collect();
         masker.events(&mut events);
         batch.extend(spans::spans(&events, scope));
-        exported += 1;
+        exported.push(f);
     }
-    if exported == 0 {
+    let Some(&&(last_after, _, _)) = exported.last() else {
         return Ok(0);
-    }
+    };
     let count = batch.len();
     exporter.export(batch).await.map_err(|e| e.to_string())?;
     let now = SystemClock.now_ms();
-    for (_, _, at_ms) in &finished[..exported] {
+    for (_, _, at_ms) in &exported {
         metrics::gauge!(EXPORT_LAG).set((now - at_ms).max(0) as f64 / 1000.0);
     }
     metrics::counter!(SPANS_EXPORTED).increment(count as u64);
     // Past the last exported completion; past everything read when every turn in it went out.
-    let next = if exported == finished.len() && complete_scan {
+    let next = if exported.len() == finished.len() && complete_scan {
         end
     } else {
-        finished[exported - 1].0
+        last_after
     };
     checkpoints
         .insert(key, &next.to_be_bytes())
         .map_err(|e| e.to_string())?;
     checkpoints.flush_async().await.map_err(|e| e.to_string())?;
-    Ok(exported)
+    Ok(exported.len())
 }

@@ -250,20 +250,22 @@ impl Builder<'_, '_> {
                 },
                 Phase::AwaitingTool { index },
             ) => {
-                if !self.is_current(index, &call_id, attempt) {
+                let Some(tool) = self
+                    .current_call(index, &call_id, attempt)
+                    .map(|c| c.tool.clone())
+                else {
                     return;
-                }
+                };
                 match result {
                     Ok(ok) => {
                         let (result_json, stop) =
-                            self.guard_result(index, &call_id, ok.result_json);
+                            self.guard_result(index, &tool, &call_id, ok.result_json);
                         self.emit(Payload::ToolCallCompleted(ToolCallCompleted {
                             call_id: call_id.clone(),
                             attempt,
                             result_json,
                             latency_ms: ok.latency_ms,
                         }));
-                        let tool = self.state.calls[index].tool.clone();
                         self.flush_trips(At {
                             checkpoint: GuardCheckpoint::PostTool,
                             step: Some(index),
@@ -282,7 +284,6 @@ impl Builder<'_, '_> {
                         }
                     }
                     Err(f) => {
-                        let tool = self.state.calls[index].tool.clone();
                         let (error, _) = self.ctx.guards.redactor.redact(&f.message);
                         self.emit(Payload::ToolCallFailed(ToolCallFailed {
                             call_id: call_id.clone(),
@@ -327,12 +328,15 @@ impl Builder<'_, '_> {
                 if self.ctx.draining {
                     return;
                 }
-                let call = &self.state.calls[index];
-                if call.call_id == call_id && call.attempt + 1 == attempt {
-                    let call = call.clone();
-                    if self.guard_call(index, &call_id, attempt) {
-                        self.start_call(call, attempt);
-                    }
+                if let Some(call) = self
+                    .state
+                    .calls
+                    .get(index)
+                    .filter(|c| c.call_id == call_id && c.attempt + 1 == attempt)
+                    .cloned()
+                    && self.guard_call(index, &call_id, attempt)
+                {
+                    self.start_call(call, attempt);
                 }
             }
             (Input::Command(command), Phase::AwaitingApproval { index }) => {
@@ -518,9 +522,17 @@ impl Builder<'_, '_> {
         }
     }
 
-    pub(super) fn is_current(&self, index: usize, call_id: &str, attempt: i32) -> bool {
-        let c = &self.state.calls[index];
-        c.call_id == call_id && c.attempt == attempt
+    /// Call `index`, if `attempt` of `call_id` is its current attempt.
+    pub(super) fn current_call(
+        &self,
+        index: usize,
+        call_id: &str,
+        attempt: i32,
+    ) -> Option<&CallState> {
+        self.state
+            .calls
+            .get(index)
+            .filter(|c| c.call_id == call_id && c.attempt == attempt)
     }
 
     /// Reserves the call's budget, records the write-ahead intent, then asks for the call.

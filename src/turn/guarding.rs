@@ -259,14 +259,14 @@ impl Builder<'_, '_> {
     pub(super) fn guard_result(
         &mut self,
         index: usize,
+        tool: &str,
         call_id: &str,
         result_json: String,
     ) -> (String, Option<(At, Trip)>) {
-        let tool = self.state.calls[index].tool.clone();
         let at = || At {
             checkpoint: GuardCheckpoint::PostTool,
             step: Some(index),
-            tool: Some(tool.clone()),
+            tool: Some(tool.to_string()),
             call_id: Some(call_id.to_string()),
         };
         let (redacted, found) = self.ctx.guards.redactor.redact_json_text(&result_json);
@@ -287,7 +287,7 @@ impl Builder<'_, '_> {
             ));
         }
         // Untrusted output talking to the model: recorded (measured), never decisive alone.
-        let untrusted = !self.ctx.catalog.get(&tool).is_some_and(|s| s.trusted());
+        let untrusted = !self.ctx.catalog.get(tool).is_some_and(|s| s.trusted());
         if untrusted
             && self.ctx.guards.config.provenance.untrusted_instruction
             && let Some(passage) = crate::guard::provenance::rules::instruction(&redacted)
@@ -302,11 +302,11 @@ impl Builder<'_, '_> {
         // Checked redacted: a check's message may quote the result, and it is recorded.
         let value =
             serde_json::from_str::<serde_json::Value>(&redacted).unwrap_or(serde_json::Value::Null);
-        if let Some(t) = self.ctx.guards.schemas.check_result(&tool, &value) {
+        if let Some(t) = self.ctx.guards.schemas.check_result(tool, &value) {
             return (redacted, Some((at(), t)));
         }
-        if let Some(spec) = self.ctx.catalog.get(&tool)
-            && let Some(t) = checks::anomalies(&tool, &spec.result_checks, &redacted)
+        if let Some(spec) = self.ctx.catalog.get(tool)
+            && let Some(t) = checks::anomalies(tool, &spec.result_checks, &redacted)
         {
             return (redacted, Some((at(), t)));
         }

@@ -25,18 +25,18 @@ impl Builder<'_, '_> {
             Phase::Answering => self.answer(0),
             Phase::ReviewPlan => self.review_plan(),
             Phase::Settle => self.settle(),
-            Phase::AwaitingRetry { index }
-                if self.state.calls[index].attempt >= self.ctx.limits.max_attempts =>
-            {
-                let call = &self.state.calls[index];
-                let why = format!(
-                    "{} failed on its last attempt ({})",
-                    call.tool, call.attempt
-                );
-                self.complete(Outcome::Failed, why);
-            }
             Phase::AwaitingRetry { index } => {
-                let call = &self.state.calls[index];
+                let Some(call) = self.state.calls.get(index) else {
+                    return;
+                };
+                if call.attempt >= self.ctx.limits.max_attempts {
+                    let why = format!(
+                        "{} failed on its last attempt ({})",
+                        call.tool, call.attempt
+                    );
+                    self.complete(Outcome::Failed, why);
+                    return;
+                }
                 let failed_at = match call.status {
                     CallStatus::Failed { at_ms, .. } => at_ms,
                     _ => self.ctx.now_ms,
@@ -52,7 +52,9 @@ impl Builder<'_, '_> {
             }
             // The intent is durable and the result is not: the call may or may not have run.
             Phase::AwaitingTool { index } => {
-                let call = self.state.calls[index].clone();
+                let Some(call) = self.state.calls.get(index).cloned() else {
+                    return;
+                };
                 if call.idempotent {
                     self.emit(Payload::ToolCallFailed(ToolCallFailed {
                         call_id: call.call_id.clone(),

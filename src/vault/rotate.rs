@@ -9,9 +9,11 @@ use super::{VaultError, VaultRecord, VaultStore};
 /// The id a tenant key record is bound to (its AEAD associated data): `k\0TENANT`, for the key
 /// and for every proposal of it.
 fn bound_id(id: &[u8]) -> &[u8] {
-    let rest = id.get(2..).unwrap_or_default();
-    let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-    &id[..2 + end]
+    // Up to the NUL after the tenant, or all of it.
+    match id.iter().skip(2).position(|b| *b == 0) {
+        Some(end) => id.get(..2 + end).unwrap_or(id),
+        None => id,
+    }
 }
 
 /// Every tenant key record of `store`, unwrapped with `old` and wrapped again with `new`.

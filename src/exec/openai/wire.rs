@@ -3,7 +3,7 @@
 //! Parsing never trusts the server: every field is optional until checked, and whatever cannot
 //! become an answer is a `Malformed` error, not a panic.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::event::PlanStep;
@@ -184,20 +184,20 @@ pub fn request_body(
     let messages = messages(opts.system, request);
     let digest = messages_digest(&messages);
     let tools = offered(catalog, request.constrained);
-    let mut body = json!({
-        "model": opts.model,
-        "messages": messages,
-        "temperature": opts.temperature,
-        "max_tokens": opts.max_tokens,
-    });
+    let mut body = Map::from_iter([
+        ("model".to_string(), json!(opts.model)),
+        ("messages".to_string(), json!(messages)),
+        ("temperature".to_string(), json!(opts.temperature)),
+        ("max_tokens".to_string(), json!(opts.max_tokens)),
+    ]);
     if !tools.is_empty() {
-        body["tools"] = tool_definitions(&tools);
-        body["tool_choice"] = json!("auto");
+        body.insert("tools".into(), tool_definitions(&tools));
+        body.insert("tool_choice".into(), json!("auto"));
     }
     if opts.logprobs {
-        body["logprobs"] = json!(true);
+        body.insert("logprobs".into(), json!(true));
     }
-    (body, digest)
+    (Value::Object(body), digest)
 }
 
 /// A response turned into plan material.

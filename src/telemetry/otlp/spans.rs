@@ -26,9 +26,10 @@ use crate::event::{Event, Payload};
 
 /// A span id from an event id (and a role, when one event opens two spans).
 fn span_id(event: &Event, role: &str) -> SpanId {
-    let digest = Sha256::digest([event.event_id.as_bytes().as_slice(), role.as_bytes()].concat());
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&digest[..8]);
+    let digest: [u8; 32] =
+        Sha256::digest([event.event_id.as_bytes().as_slice(), role.as_bytes()].concat()).into();
+    let [a, b, c, d, e, f, g, h, ..] = digest;
+    let mut id = [a, b, c, d, e, f, g, h];
     if id == [0; 8] {
         id[7] = 1;
     }
@@ -134,18 +135,23 @@ pub fn spans(events: &[Event], scope: &InstrumentationScope) -> Vec<SpanData> {
                 children.push(s);
             }
             Payload::ToolCallCompleted(c) => {
-                if let Some(i) = calls.remove(&(c.call_id.clone(), c.attempt)) {
-                    children[i].end_time = at(e.at_ms);
-                    children[i].status = Status::Ok;
-                    children[i].attributes.extend(attributes(e));
+                if let Some(child) = calls
+                    .remove(&(c.call_id.clone(), c.attempt))
+                    .and_then(|i| children.get_mut(i))
+                {
+                    child.end_time = at(e.at_ms);
+                    child.status = Status::Ok;
+                    child.attributes.extend(attributes(e));
                 }
             }
             Payload::ToolCallFailed(f) => {
-                if let Some(i) = calls.remove(&(f.call_id.clone(), f.attempt)) {
-                    children[i].end_time = at(e.at_ms);
-                    children[i].status =
-                        Status::error(f.error.chars().take(256).collect::<String>());
-                    children[i].attributes.extend(attributes(e));
+                if let Some(child) = calls
+                    .remove(&(f.call_id.clone(), f.attempt))
+                    .and_then(|i| children.get_mut(i))
+                {
+                    child.end_time = at(e.at_ms);
+                    child.status = Status::error(f.error.chars().take(256).collect::<String>());
+                    child.attributes.extend(attributes(e));
                 }
             }
             Payload::TurnCompleted(_) => {
@@ -167,8 +173,8 @@ pub fn spans(events: &[Event], scope: &InstrumentationScope) -> Vec<SpanData> {
                     .otel_attributes()
                     .get("gen_ai.tool.call.id")
                     .and_then(|v| v.as_str().map(str::to_owned));
-                match call.and_then(|c| by_call.get(&c).copied()) {
-                    Some(i) => children[i].events.events.push(event),
+                match call.and_then(|c| by_call.get(&c).and_then(|i| children.get_mut(*i))) {
+                    Some(child) => child.events.events.push(event),
                     None => root.events.events.push(event),
                 }
             }
@@ -177,8 +183,10 @@ pub fn spans(events: &[Event], scope: &InstrumentationScope) -> Vec<SpanData> {
     }
     // A tool attempt with no result (cut short by a crash): it ends with the turn.
     for i in calls.into_values() {
-        children[i].end_time = at(end_ms);
-        children[i].status = Status::error("no result recorded");
+        if let Some(child) = children.get_mut(i) {
+            child.end_time = at(end_ms);
+            child.status = Status::error("no result recorded");
+        }
     }
     if let Some(Payload::TurnCompleted(t)) = events.last().map(|e| &e.payload)
         && t.outcome != crate::event::Outcome::Succeeded
