@@ -93,9 +93,11 @@ impl AppState {
     }
 
     /// Reads after this see every event appended before it.
+    /// Cheap when `serve`'s follower has caught the projections up already (it watches the
+    /// log's ends); otherwise waits for (or does) the one catch-up that covers every reader.
     pub async fn fresh(&self) -> Result<(), Problem> {
         self.projections
-            .catch_up(self.emb.events.as_ref(), &self.emb.codecs.events, &|_| {})
+            .fresh(self.emb.events.as_ref(), &self.emb.codecs.events)
             .await?;
         Ok(())
     }

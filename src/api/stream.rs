@@ -71,8 +71,11 @@ pub(crate) async fn finished_within(
     wait_ms: u64,
 ) -> Result<Option<TurnView>, Problem> {
     let deadline = Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
+    // Woken by each catch-up that applied something (serve's follower catches up as events
+    // arrive); the poll is the fallback where nothing follows the log.
+    let mut changes = state.projections.changes();
+    state.fresh().await?;
     loop {
-        state.fresh().await?;
         if let Some(e) = state.index.get(turn)?
             && e.tenant == tenant
             && e.status == TurnStatus::Terminal
@@ -82,7 +85,14 @@ pub(crate) async fn finished_within(
         if Instant::now() >= deadline {
             return Ok(None);
         }
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            _ = tokio::time::sleep(POLL) => state.fresh().await?,
+        }
     }
 }
 

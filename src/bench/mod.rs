@@ -20,6 +20,7 @@ use crate::log::Scan;
 use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
 use crate::turn::{ExecFailure, Planned, Retrieval, ToolInvocation};
 
+pub mod http;
 pub mod kafka;
 mod load;
 pub mod model;

@@ -36,6 +36,17 @@ pub struct BenchArgs {
     /// (until every partition consumes again) and `bytes_per_waiting_turn` (resident memory).
     #[arg(long)]
     waiting: Option<usize>,
+    /// Measure the HTTP API instead: one-tool turns through `POST /v1/turns?wait_ms` of an
+    /// in-process `serve`, at each client count of --clients; prints turns/s, latency and CPU
+    /// per turn.
+    #[arg(long)]
+    http: bool,
+    /// Concurrent clients for --http (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    clients: Vec<usize>,
+    /// Turns per client count for --http.
+    #[arg(long, default_value_t = 1_000)]
+    http_turns: usize,
     /// Internal (`--waiting`): the process that parks the turns in DIR, then waits to be killed.
     #[arg(long, hide = true, requires = "waiting")]
     park_dir: Option<std::path::PathBuf>,
@@ -69,6 +80,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             return super::emit(&ballast::bench::waiting::resume(dir, waiting).await?);
         }
         return waiting_bench(waiting, partitions).await;
+    }
+    if a.http {
+        let levels = ballast::bench::http::run(&a.clients, a.http_turns, partitions).await?;
+        return super::emit(&ballast::bench::http::render(&levels));
     }
     if a.vault {
         let report = ballast::bench::personal::run(a.turns, partitions, a.in_flight).await?;

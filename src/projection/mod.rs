@@ -111,6 +111,10 @@ pub struct Projections {
     items: Vec<Arc<dyn Projection>>,
     /// One catch-up at a time per set (clones share it): two would fold the same chunk.
     running: Arc<tokio::sync::Mutex<()>>,
+    /// Per partition, the log offset every projection has applied up to, as of the last
+    /// catch-up in this process (empty before the first): readers compare it with the log's
+    /// ends without touching the store, and wait on it for news.
+    reached: Arc<tokio::sync::watch::Sender<Vec<u64>>>,
 }
 
 impl Projections {
@@ -118,7 +122,43 @@ impl Projections {
         Projections {
             items,
             running: Arc::new(tokio::sync::Mutex::new(())),
+            reached: Arc::new(tokio::sync::watch::Sender::new(Vec::new())),
         }
+    }
+
+    /// Changes each time a catch-up has applied something (or a first catch-up finished).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Vec<u64>> {
+        self.reached.subscribe()
+    }
+
+    /// Whether the projections have applied every record below `ends` (per partition).
+    fn covers(&self, ends: &[u64]) -> bool {
+        let reached = self.reached.borrow();
+        reached.len() == ends.len() && reached.iter().zip(ends).all(|(r, e)| r >= e)
+    }
+
+    /// Returns once the projections have applied every event durable when it was called.
+    /// Cheap when they have (the log's ends against `reached`, nothing read); otherwise the
+    /// first caller catches up for everyone waiting, and the others find themselves covered
+    /// when it is done (one catch-up serves a crowd of readers, the way a group commit does).
+    pub async fn fresh(
+        &self,
+        log: &dyn EventLog,
+        codec: &AvroCodec<Event>,
+    ) -> Result<(), ProjectionError> {
+        let mut ends = Vec::with_capacity(log.partitions() as usize);
+        for p in (0..log.partitions()).map(Partition) {
+            ends.push(log.end(p).await?.0);
+        }
+        if self.covers(&ends) {
+            return Ok(());
+        }
+        let _one = self.running.lock().await;
+        if self.covers(&ends) {
+            return Ok(());
+        }
+        self.catch_up_locked(log, codec, &|_| {}).await?;
+        Ok(())
     }
 
     /// Every projection Ballast keeps on a data dir: the turn index and the outcome records.
@@ -162,8 +202,26 @@ impl Projections {
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<CatchUp, ProjectionError> {
         let _one = self.running.lock().await;
+        self.catch_up_locked(log, codec, progress).await
+    }
+
+    async fn catch_up_locked(
+        &self,
+        log: &dyn EventLog,
+        codec: &AvroCodec<Event>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<CatchUp, ProjectionError> {
         let mut done = CatchUp::default();
+        let mut reached = Vec::with_capacity(log.partitions() as usize);
+        let before = self.reached.borrow().clone();
         for p in (0..log.partitions()).map(Partition) {
+            // A partition with nothing new since the last catch-up costs one `end`.
+            if let Some(&at) = before.get(p.0 as usize)
+                && log.end(p).await?.0 <= at
+            {
+                reached.push(at);
+                continue;
+            }
             let mut scan = Scan::new(log, p, self.low_water(p)?);
             while let Some(chunk) = scan.next_chunk(4096).await? {
                 let next = scan.position();
@@ -201,12 +259,19 @@ impl Projections {
                 done.read += chunk.len() as u64;
                 progress(chunk.len() as u64);
             }
+            reached.push(scan.position().0);
         }
+        self.reached.send_if_modified(|r| {
+            let changed = *r != reached;
+            *r = reached;
+            changed
+        });
         Ok(done)
     }
 
     /// Forgets everything, so the next catch-up rebuilds from offset 0.
     pub fn reset(&self) -> Result<(), ProjectionError> {
+        self.reached.send_replace(Vec::new());
         for item in &self.items {
             item.tree()
                 .clear()

@@ -90,6 +90,10 @@ impl ServeOptions {
     }
 }
 
+/// How often the projection follower compares the log's ends with what it applied.
+const FOLLOW: Duration = Duration::from_millis(2);
+const FOLLOW_IDLE: Duration = Duration::from_millis(20);
+
 /// Runs until `stop` turns true; `bound` is told the HTTP address once it listens.
 pub async fn run(
     opts: ServeOptions,
@@ -193,21 +197,46 @@ pub async fn run(
     }
     let outcomes = OutcomeView::open(&emb.store)?;
     let mut stop_projections = stop.clone();
+    // The follower: projections catch up as soon as the log's ends move (checked every
+    // FOLLOW, in memory), so API reads find them current instead of catching up themselves;
+    // the gauges are refreshed every `refresh`.
+    let mut gauges_due = std::time::Instant::now();
+    // Events applied since the gauges were last set, by the follower or by API reads.
+    let (mut applied, mut last) = (0, Vec::new());
+    let mut pause = FOLLOW;
     loop {
-        let done = projections
-            .catch_up(emb.events.as_ref(), &emb.codecs.events, &|_| {})
+        projections
+            .fresh(emb.events.as_ref(), &emb.codecs.events)
             .await?;
-        let lag = projections.behind(emb.events.as_ref()).await?;
-        crate::telemetry::record::projections(done.read, lag);
-        let now = SystemClock.now_ms();
-        let recent = outcomes.since(now.saturating_sub(slo_config.period_ms))?;
-        crate::telemetry::record::slo(&slo::compute(&recent, now, &slo_config));
-        ready.store(true, Ordering::Release);
+        let now_at = projections.changes().borrow().clone();
+        let new = now_at
+            .iter()
+            .zip(last.iter().chain(std::iter::repeat(&0)))
+            .map(|(a, b)| a.saturating_sub(*b))
+            .sum::<u64>();
+        applied += new;
+        last = now_at;
+        // Busy: look again soon. Quiet: back off to FOLLOW_IDLE (an idle server wakes
+        // rarely; the first events after a lull wait at most that long).
+        pause = if new > 0 {
+            FOLLOW
+        } else {
+            (pause * 2).min(FOLLOW_IDLE)
+        };
+        if std::time::Instant::now() >= gauges_due {
+            let lag = projections.behind(emb.events.as_ref()).await?;
+            crate::telemetry::record::projections(std::mem::take(&mut applied), lag);
+            let now = SystemClock.now_ms();
+            let recent = outcomes.since(now.saturating_sub(slo_config.period_ms))?;
+            crate::telemetry::record::slo(&slo::compute(&recent, now, &slo_config));
+            ready.store(true, Ordering::Release);
+            gauges_due = std::time::Instant::now() + opts.refresh;
+        }
         if *stop_projections.borrow() {
             break;
         }
         tokio::select! {
-            _ = tokio::time::sleep(opts.refresh) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop_projections.changed() => {}
         }
     }

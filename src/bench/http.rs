@@ -1,0 +1,217 @@
+//! `ballast bench --http`: one-tool turns submitted through the HTTP API of an in-process
+//! `serve` (embedded log, demo planes, no simulated service latency) by 1, 16, 64… concurrent
+//! clients, each `POST /v1/turns?wait_ms=…` returning the finished turn. Prints turns/s,
+//! latency from the POST to its answer, and the process's CPU time per turn (server and
+//! clients together: the clients are a small share, a keep-alive connection each).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::demo::run::percentile;
+use crate::serve::{ServeError, ServeOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpBenchError {
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("bench setup: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+/// One client count's figures.
+#[derive(Clone, Debug)]
+pub struct Level {
+    pub clients: usize,
+    pub turns: usize,
+    pub elapsed: Duration,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Process CPU (user + system) per turn; `None` where /proc is not there.
+    pub cpu_ms_per_turn: Option<f64>,
+}
+
+impl Level {
+    pub fn turns_per_sec(&self) -> f64 {
+        self.turns as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+pub fn render(levels: &[Level]) -> String {
+    let mut out = String::from(
+        "http: one-tool turns through POST /v1/turns?wait_ms (embedded log, in-process server)\n",
+    );
+    for l in levels {
+        out.push_str(&format!(
+            "clients={} turns={} turns_per_sec={:.0} p50_ms={:.2} p99_ms={:.2} cpu_ms_per_turn={}\n",
+            l.clients,
+            l.turns,
+            l.turns_per_sec(),
+            l.p50_ms,
+            l.p99_ms,
+            l.cpu_ms_per_turn
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.2}")),
+        ));
+    }
+    out.push_str("latency_from=post (the request's submission) to the finished turn's answer\n");
+    out
+}
+
+/// Process CPU time in ms from /proc/self/stat (utime + stime, in clock ticks of 10 ms).
+fn cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10.0)
+}
+
+/// Runs `turns` turns at each client count in `clients`, against one server and data dir.
+pub async fn run(
+    clients: &[usize],
+    turns: usize,
+    partitions: u32,
+) -> Result<Vec<Level>, HttpBenchError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    // A token for the bench tenant and no rate limit worth the name: the bench measures the
+    // server, not the limiter.
+    let auth = data.join("auth.toml");
+    std::fs::write(
+        &auth,
+        "[rate]\nrequests_per_second = 1000000.0\nburst = 1000000.0\n",
+    )?;
+    let (token, entry) = crate::api::auth::AuthConfig::issue(
+        "bench",
+        "bench",
+        vec![crate::api::auth::Role::Submitter],
+    );
+    crate::api::auth::AuthConfig::append(&auth, &entry)?;
+    // The data dir's partitions are fixed when it is created.
+    drop(crate::embedded::Embedded::open(&data, partitions).map_err(ServeError::from)?);
+
+    let mut opts = ServeOptions::new(
+        data,
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|e| HttpBenchError::Unexpected(format!("listen address: {e}")))?,
+    );
+    opts.service_latency_ms = 0;
+    opts.dev_key = true;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let server = tokio::spawn(crate::serve::run(opts, stop_rx, move |a| {
+        let _ = addr_tx.send(a);
+    }));
+    let addr = addr_rx
+        .await
+        .map_err(|_| HttpBenchError::Unexpected("the server did not start".into()))?;
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !ready {
+        return Err(HttpBenchError::Unexpected(
+            "the server never became ready".into(),
+        ));
+    }
+
+    let mut levels = Vec::new();
+    let result = async {
+        for &c in clients {
+            levels.push(level(&client, &base, &token, c.max(1), turns).await?);
+        }
+        Ok::<_, HttpBenchError>(())
+    }
+    .await;
+    stop_tx.send_replace(true);
+    let served = server
+        .await
+        .map_err(|e| HttpBenchError::Unexpected(e.to_string()))?;
+    result?;
+    served?;
+    Ok(levels)
+}
+
+async fn level(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    clients: usize,
+    turns: usize,
+) -> Result<Level, HttpBenchError> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_ms();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (client, next) = (client.clone(), Arc::clone(&next));
+        let url = format!("{base}/v1/turns?wait_ms=30000");
+        let auth = format!("Bearer {token}");
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < turns {
+                let n = latencies.len();
+                let body = serde_json::json!({
+                    "user_id": format!("bench-user-{c}"),
+                    "text": format!("Where is my order A{:04}? (#{n})", 1000 + n % 9000),
+                });
+                let t0 = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .json(&body)
+                    .send()
+                    .await?;
+                let status = r.status();
+                let view: serde_json::Value = r.json().await?;
+                if status.as_u16() != 200
+                    || view.get("status").and_then(|s| s.as_str()) != Some("terminal")
+                {
+                    return Err(HttpBenchError::Unexpected(format!(
+                        "a turn did not finish in time: {status} {view}"
+                    )));
+                }
+                latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok::<_, HttpBenchError>(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(turns);
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done.map_err(|e| HttpBenchError::Unexpected(e.to_string()))??);
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_before
+        .zip(cpu_ms())
+        .map(|(b, a)| (a - b) / turns.max(1) as f64);
+    latencies.sort_by(f64::total_cmp);
+    Ok(Level {
+        clients,
+        turns,
+        elapsed,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        cpu_ms_per_turn: cpu,
+    })
+}
