@@ -7,6 +7,7 @@
 //! producer, a retried append) and must ignore the second copy: every row keeps the turn's next
 //! seq for that.
 
+mod catch_up;
 pub mod outcomes;
 pub mod slo;
 pub mod turn_index;
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::event::Event;
 use crate::event::codec::AvroCodec;
 use crate::ids::{Offset, Partition};
-use crate::log::{EventLog, LogError, Scan, SledStore};
+use crate::log::{EventLog, LogError, SledStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -203,70 +204,6 @@ impl Projections {
     ) -> Result<CatchUp, ProjectionError> {
         let _one = self.running.lock().await;
         self.catch_up_locked(log, codec, progress).await
-    }
-
-    async fn catch_up_locked(
-        &self,
-        log: &dyn EventLog,
-        codec: &AvroCodec<Event>,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<CatchUp, ProjectionError> {
-        let mut done = CatchUp::default();
-        let mut reached = Vec::with_capacity(log.partitions() as usize);
-        let before = self.reached.borrow().clone();
-        for p in (0..log.partitions()).map(Partition) {
-            // A partition with nothing new since the last catch-up costs one `end`.
-            if let Some(&at) = before.get(p.0 as usize)
-                && log.end(p).await?.0 <= at
-            {
-                reached.push(at);
-                continue;
-            }
-            let mut scan = Scan::new(log, p, self.low_water(p)?);
-            while let Some(chunk) = scan.next_chunk(4096).await? {
-                let next = scan.position();
-                let mut events = Vec::with_capacity(chunk.len());
-                for stored in &chunk {
-                    match codec.decode(&stored.value) {
-                        Ok(e) => events.push((
-                            At {
-                                partition: p,
-                                offset: stored.offset,
-                            },
-                            e,
-                        )),
-                        Err(e) => {
-                            done.undecodable += 1;
-                            tracing::warn!(partition = p.0, offset = stored.offset.0, error = %e, "undecodable event skipped by projections");
-                        }
-                    }
-                }
-                for item in &self.items {
-                    let from = checkpoint(item.tree(), p)?;
-                    if from >= next {
-                        continue;
-                    }
-                    // The events from `from` on (in offset order; the point is at most the length).
-                    let start = events.partition_point(|(at, _)| at.offset < from);
-                    let unapplied = events.get(start..).unwrap_or_default();
-                    let mut batch = sled::Batch::default();
-                    item.apply_chunk(unapplied, &mut batch)?;
-                    batch.insert(&checkpoint_key(p)[..], &next.0.to_be_bytes()[..]);
-                    item.tree()
-                        .apply_batch(batch)
-                        .map_err(|e| storage_error(item.name(), e))?;
-                }
-                done.read += chunk.len() as u64;
-                progress(chunk.len() as u64);
-            }
-            reached.push(scan.position().0);
-        }
-        self.reached.send_if_modified(|r| {
-            let changed = *r != reached;
-            *r = reached;
-            changed
-        });
-        Ok(done)
     }
 
     /// Forgets everything, so the next catch-up rebuilds from offset 0.
