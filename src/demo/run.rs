@@ -69,6 +69,9 @@ pub struct DemoOptions {
     /// Approval and handoff deadlines instead of the built-in demo policies' (2 s and 3 s): a
     /// lockstep run stands still while a turn waits for a person who never answers.
     pub person_ttl_ms: Option<i64>,
+    /// Submitted turns left unfinished at most (default: twice the worker's slots over all
+    /// partitions); the next are submitted as turns finish.
+    pub window: Option<usize>,
 }
 
 impl DemoOptions {
@@ -85,6 +88,7 @@ impl DemoOptions {
             faults: None,
             lockstep: false,
             person_ttl_ms: None,
+            window: None,
         }
     }
 }
@@ -297,13 +301,21 @@ pub async fn run(
         .filter(|t| !already.contains(&t.turn_id))
         .cloned()
         .collect();
-    // Lockstep: one turn at a time, each submitted when the one before has finished, so that
-    // what turns share (a partition's breakers and budgets) sees them in workload order.
-    let batches: Vec<&[WorkloadTurn]> = if opts.lockstep {
-        fresh.chunks(1).collect()
+    // A closed loop: at most `window` submitted turns unfinished at a time. Requests and
+    // operator commands share the request log, and a partition reads it in order, admitting
+    // requests as slots free up: with the whole workload submitted at once, an operator's
+    // answer queued behind thousands of requests and arrived after its 2-3 s deadline on a
+    // slow machine. Bounding what is unfinished bounds that wait. Lockstep is a window of one:
+    // each turn submitted when the one before has finished, so what turns share (a
+    // partition's breakers and budgets) sees them in workload order.
+    let window = if opts.lockstep {
+        1
     } else {
-        vec![&fresh[..]]
-    };
+        opts.window.unwrap_or_else(|| {
+            2 * opts.worker.max_turns_per_partition.max(1) * emb.partitions().max(1) as usize
+        })
+    }
+    .max(1);
     let mut wait = Waiting {
         turns: waiting,
         finished: out_rx,
@@ -312,22 +324,31 @@ pub async fn run(
     };
     let mut submitted_now = 0;
     let mut end = Ok(());
-    for batch in batches {
-        let now_ms = crate::clock::Clock::now_ms(&SystemClock);
-        submitted_now += submit(
-            emb.requests.as_ref(),
-            &emb.codecs.requests,
-            &requests(batch, now_ms),
-        )
-        .await?;
-        if opts.lockstep {
-            end = wait
-                .until(|w| batch.iter().all(|t| !w.contains(&t.turn_id)))
-                .await;
-            if end.is_err() {
-                break;
-            }
+    let mut pending = fresh.iter();
+    let mut unfinished: HashSet<TurnId> = HashSet::new();
+    loop {
+        let room = window.saturating_sub(unfinished.len());
+        let batch: Vec<WorkloadTurn> = pending.by_ref().take(room).cloned().collect();
+        if !batch.is_empty() {
+            let now_ms = crate::clock::Clock::now_ms(&SystemClock);
+            submitted_now += submit(
+                emb.requests.as_ref(),
+                &emb.codecs.requests,
+                &requests(&batch, now_ms),
+            )
+            .await?;
+            unfinished.extend(batch.iter().map(|t| t.turn_id));
         }
+        if pending.len() == 0 {
+            break;
+        }
+        end = wait
+            .until(|w| unfinished.iter().any(|t| !w.contains(t)))
+            .await;
+        if end.is_err() {
+            break;
+        }
+        unfinished.retain(|t| wait.turns.contains(t));
     }
     if end.is_ok() {
         // Everything else, including turns resumed from an earlier run.
