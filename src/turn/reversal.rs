@@ -105,7 +105,10 @@ impl TurnState {
                 }
                 None => self.anomalies += 1,
             },
-            Payload::OutcomeLabeled(l) => self.labels.push(l.label.clone()),
+            Payload::OutcomeLabeled(l) => {
+                self.labels.push(l.label.clone());
+                self.label_commands.push(l.command_id.clone());
+            }
             _ => {}
         }
     }
@@ -215,6 +218,9 @@ impl Builder<'_, '_> {
                 self.next_compensation();
             }
             CommandAction::Label(l) => {
+                if self.state.label_commands.contains(&command.command_id) {
+                    return; // the same command again
+                }
                 self.emit(Payload::OutcomeLabeled(OutcomeLabeled {
                     label: l.label,
                     note: l.note,

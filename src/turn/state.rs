@@ -242,6 +242,10 @@ pub struct TurnState {
     /// Late outcome labels, oldest first.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The commands those labels came from: a command read again (after a crash, commands
+    /// after the last snapshot are re-read from the request log) labels nothing twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_commands: Vec<String>,
 }
 
 /// What `apply` did with an event.
@@ -311,6 +315,7 @@ impl TurnState {
             reason: String::new(),
             reversal: None,
             labels: Vec::new(),
+            label_commands: Vec::new(),
         }
     }
 

@@ -415,6 +415,26 @@ fn low_confidence_climbs_the_ladder_to_a_human_who_resolves_it() {
     let d = step(&mut s, Input::Command(handoff(turn(), true)), &w.ctx());
     assert_eq!(kinds(&d), ["HandoffResolved", "TurnCompleted"]);
     assert_eq!(s.outcome, Some(Outcome::Escalated));
+    // A late label, read twice (a restart re-reads commands after the last snapshot): once.
+    let label = |id: &str| {
+        let mut c = handoff(turn(), true);
+        c.command_id = id.into();
+        c.action = crate::event::CommandAction::Label(crate::event::LabelTurn {
+            label: "incorrect".into(),
+            note: None,
+        });
+        Input::Command(c)
+    };
+    assert_eq!(
+        kinds(&step(&mut s, label("cmd-l1"), &w.ctx()))[0],
+        "OutcomeLabeled"
+    );
+    assert!(step(&mut s, label("cmd-l1"), &w.ctx()).events.is_empty());
+    assert_eq!(
+        kinds(&step(&mut s, label("cmd-l2"), &w.ctx()))[0],
+        "OutcomeLabeled"
+    );
+    assert_eq!(s.labels, ["incorrect", "incorrect"]);
     // Unresolved past the deadline instead: escalation_failed.
     w.now += w.guards.config.handoff_ttl_ms + 1;
     let d = step(
