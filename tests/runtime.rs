@@ -490,3 +490,105 @@ async fn after_a_crash_an_idempotent_call_is_retried_with_the_same_key() {
         assert_eq!(keys[0].1, keys[1].1, "same idempotency key");
     }
 }
+
+/// A tool that waits until its gate opens.
+struct Gated {
+    spec: ToolSpec,
+    gate: watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl Tool for Gated {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+    async fn call(&self, _call: &ToolInvocation) -> Result<serde_json::Value, ToolError> {
+        let mut gate = self.gate.clone();
+        let _ = gate.wait_for(|open| *open).await;
+        Ok(json!({"summary": "done"}))
+    }
+}
+
+/// Operator commands share the request log with requests. With every slot taken and requests
+/// queued behind, a command appended after them is still applied at once (the partition reads
+/// ahead while it cannot admit); the queued requests then run in order, nothing lost, the
+/// command applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_is_not_stuck_behind_requests_waiting_for_a_slot() {
+    let rig = Rig::memory(1);
+    let c = Counters::default();
+    let (open, gate) = watch::channel(false);
+    let first = workload(1, "lookup", 1, 0.9);
+    let mut queued = workload(6, "slow", 1, 0.9);
+    for (i, t) in queued.iter_mut().enumerate() {
+        t.turn_id = TurnId::from_parts(1_767_225_700_000 + i as u64, [7; 10]);
+    }
+    let all: Vec<WorkloadTurn> = first.iter().chain(&queued).cloned().collect();
+    let spec = probe("slow", true, false, &c).spec().clone();
+    let slow: Arc<dyn Tool> = Arc::new(Gated { spec, gate });
+    let cfg = WorkerConfig {
+        max_turns_per_partition: 1,
+        ..WorkerConfig::default()
+    };
+    let (mut rx, _stats, stop, task) =
+        rig.start(&all, vec![probe("lookup", true, false, &c), slow], cfg);
+    submit(
+        rig.requests.as_ref(),
+        &rig.codecs.requests,
+        &requests(&first),
+    )
+    .await
+    .expect("submit");
+    let done = collect(&mut rx, 1).await;
+    assert_eq!(done[0].turn_id, first[0].turn_id);
+    // The only slot is taken by the first gated turn; five requests wait behind it.
+    submit(
+        rig.requests.as_ref(),
+        &rig.codecs.requests,
+        &requests(&queued),
+    )
+    .await
+    .expect("submit");
+    let label = TurnCommand {
+        turn_offset: None,
+        command_id: "label-1".into(),
+        turn_id: first[0].turn_id,
+        tenant: "acme".into(),
+        operator: "reviewer".into(),
+        issued_at_ms: 0,
+        action: CommandAction::Label(ballast::event::LabelTurn {
+            label: "incorrect".into(),
+            note: None,
+        }),
+    };
+    ballast::operator::send(rig.requests.as_ref(), &rig.codecs, "u0", &label)
+        .await
+        .expect("send");
+    let labeled = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(e.payload, Payload::OutcomeLabeled(_)))
+            .count()
+    };
+    let mut seen = 0;
+    for _ in 0..500 {
+        seen = labeled(&rig.all_events().await);
+        if seen > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, 1, "the label arrived while the slot was still taken");
+    // The labelled turn's outcome is published again; no queued turn finished (gate shut).
+    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+        assert_eq!(f.turn_id, first[0].turn_id, "only the labelled turn");
+    }
+    open.send_replace(true);
+    let rest = collect(&mut rx, 6).await;
+    let order: Vec<TurnId> = rest.iter().map(|f| f.turn_id).collect();
+    let want: Vec<TurnId> = queued.iter().map(|t| t.turn_id).collect();
+    assert_eq!(order, want, "queued requests admitted in log order");
+    stop.send_replace(true);
+    task.await.expect("joins");
+    assert_eq!(labeled(&rig.all_events().await), 1, "labelled once");
+}

@@ -20,7 +20,6 @@ use super::snapshot::{self, Dirty, SessionHistory, remember_session, session_key
 use super::state_store::DeadLetter;
 use super::{Deps, RuntimeError, TurnFinished, WorkerConfig};
 use crate::control::budget::{BudgetLimits, Ledger};
-use crate::event::codec::Inbound;
 use crate::event::{Event, Payload};
 use crate::guard::Breakers;
 use crate::ids::{Offset, Partition, TurnId};
@@ -35,7 +34,13 @@ pub(crate) struct PartitionActor {
     turns: HashMap<TurnId, TurnState>,
     accepted_at: HashMap<TurnId, Instant>,
     events_end: u64,
+    /// Every request before this offset has been turned into events or a dead letter (and
+    /// every command before it applied): where a restart reads the request log from.
     inbox_next: u64,
+    /// Just past the last request-log record read (≥ `inbox_next`; more while a backlog waits).
+    read_end: u64,
+    /// Records read ahead while no slot was free, waiting for admission in log order.
+    backlog: std::collections::VecDeque<Stored>,
     since_snapshot: u64,
     /// When the last snapshot was saved (with `since_snapshot`, what triggers the next).
     last_snapshot: Instant,
@@ -123,36 +128,57 @@ pub(crate) async fn run_partition(
             .saturating_sub(actor.busy.len())
             .min(cfg.batch_max);
         let mut inputs = Vec::new();
-        tokio::select! {
-            biased;
-            changed = shutdown.changed(), if !draining => {
-                if changed.is_err() || *shutdown.borrow() {
-                    draining = true;
+        if room > 0 && !actor.backlog.is_empty() && !draining {
+            // Slots freed up: admit what was read ahead, in log order, before reading more.
+            let batch = actor.take_backlog(room);
+            let deps = Arc::clone(&actor.deps);
+            PartitionActor::settle_tenants(&deps, cfg.max_request_bytes, &batch).await?;
+            actor.intake(batch, &mut inputs)?;
+            actor.reopen_turns(&mut inputs).await?;
+        } else {
+            // With a free slot, read what can be admitted now; without one, read ahead (for
+            // the commands among what waits) as far as the backlog's bound.
+            let direct = room > 0;
+            let budget = if direct {
+                room
+            } else {
+                cfg.batch_max.saturating_sub(actor.backlog.len())
+            };
+            tokio::select! {
+                biased;
+                changed = shutdown.changed(), if !draining => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        draining = true;
+                    }
                 }
-            }
-            Some(msg) = rx.recv() => actor.accept(msg, &mut inputs),
-            _ = async {
-                match alarm.as_mut() {
-                    Some((_, sleep)) => sleep.await,
-                    None => std::future::pending().await,
+                Some(msg) = rx.recv() => actor.accept(msg, &mut inputs),
+                _ = async {
+                    match alarm.as_mut() {
+                        Some((_, sleep)) => sleep.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    alarm = None;
+                    actor.fire_timers(&mut inputs);
                 }
-            } => {
-                alarm = None;
-                actor.fire_timers(&mut inputs);
-            }
-            // A quiet partition still snapshots what the last burst left, so a restart reads
-            // at most one interval's tail.
-            _ = snapshot_tick.tick() => {
-                if actor.since_snapshot > 0 {
-                    actor.snapshot().await?;
+                // A quiet partition still snapshots what the last burst left, so a restart
+                // reads at most one interval's tail.
+                _ = snapshot_tick.tick() => {
+                    if actor.since_snapshot > 0 {
+                        actor.snapshot().await?;
+                    }
                 }
-            }
-            batch = inbox.next_batch(room), if room > 0 && !draining => {
-                let batch = batch?;
-                let deps = Arc::clone(&actor.deps);
-                PartitionActor::settle_tenants(&deps, cfg.max_request_bytes, &batch).await?;
-                actor.intake(batch, &mut inputs)?;
-                actor.reopen_turns(&mut inputs).await?;
+                batch = inbox.next_batch(budget), if budget > 0 && !draining => {
+                    let batch = batch?;
+                    if direct {
+                        let deps = Arc::clone(&actor.deps);
+                        PartitionActor::settle_tenants(&deps, cfg.max_request_bytes, &batch).await?;
+                        actor.intake(batch, &mut inputs)?;
+                    } else {
+                        actor.read_ahead(batch, &mut inputs);
+                    }
+                    actor.reopen_turns(&mut inputs).await?;
+                }
             }
         }
         while inputs.len() < cfg.batch_max {
@@ -166,6 +192,8 @@ pub(crate) async fn run_partition(
     tracing::info!(%partition, inbox_next = actor.inbox_next, in_flight = actor.turns.len(), events_end = actor.events_end, "drained");
     actor.snapshot().await
 }
+
+mod intake;
 
 impl PartitionActor {
     async fn recover(
@@ -309,6 +337,8 @@ impl PartitionActor {
             accepted_at: HashMap::new(),
             events_end: from,
             inbox_next,
+            read_end: inbox_next,
+            backlog: std::collections::VecDeque::new(),
             since_snapshot: from - start,
             last_snapshot: Instant::now(),
             dirty,
@@ -381,176 +411,6 @@ impl PartitionActor {
             }
             Msg::Timer(turn, input) => inputs.push((turn, input)),
         }
-    }
-
-    /// A shared vault agrees on a tenant's key before the tenant's first request is tokenized
-    /// (an async round trip through the log, once per tenant).
-    async fn settle_tenants(
-        deps: &Deps,
-        max_request_bytes: usize,
-        batch: &[Stored],
-    ) -> Result<(), RuntimeError> {
-        let Some(vault) = deps.vault.as_ref().filter(|v| v.shared()) else {
-            return Ok(());
-        };
-        let mut seen = std::collections::BTreeSet::new();
-        for stored in batch {
-            if stored.value.len() > max_request_bytes {
-                continue;
-            }
-            if let Ok(Inbound::Request(r)) = deps.codecs.decode_inbound(&stored.value) {
-                if seen.insert(r.tenant.clone()) {
-                    vault.ensure_tenant(&r.tenant).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Turns request records into inputs; bad or misrouted records become dead letters.
-    fn intake(
-        &mut self,
-        batch: Vec<Stored>,
-        inputs: &mut Vec<(TurnId, Input)>,
-    ) -> Result<(), RuntimeError> {
-        for stored in batch {
-            self.inbox_next = self.inbox_next.max(stored.offset.0 + 1);
-            // With a vault, a raw request is never copied elsewhere: the dead letter points at
-            // it in the request log (whose retention its producers set).
-            let keep_payload = self.deps.vault.is_none();
-            let dead = |reason: String| DeadLetter {
-                partition: self.partition,
-                offset: stored.offset,
-                reason,
-                payload: if keep_payload {
-                    stored.value.clone()
-                } else {
-                    Vec::new()
-                },
-            };
-            if stored.value.len() > self.cfg.max_request_bytes {
-                self.dead_letters.push(dead(format!(
-                    "oversize request: {} bytes, limit {}",
-                    stored.value.len(),
-                    self.cfg.max_request_bytes
-                )));
-                continue;
-            }
-            // Undecodable covers truncated Avro, an unknown writer schema, invalid UTF-8 and
-            // missing required fields: the codec rejects each with its reason.
-            let request = match self.deps.codecs.decode_inbound(&stored.value) {
-                Ok(Inbound::Request(r)) => r,
-                Ok(Inbound::Command(command)) => {
-                    // Commands are for turns in flight here; the sender checked the turn was
-                    // waiting, so anything else arrived late (the turn moved on) and is dropped.
-                    let turn = command.turn_id;
-                    let late = matches!(
-                        command.action,
-                        crate::event::CommandAction::Reverse(_)
-                            | crate::event::CommandAction::Label(_)
-                    );
-                    if self.turns.contains_key(&turn) {
-                        inputs.push((turn, Input::Command(command)));
-                    } else if late {
-                        self.reopen.push(command);
-                    } else {
-                        self.deps
-                            .stats
-                            .stale_commands
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(partition = %self.partition, %turn, command = %command.command_id,
-                            "command for a turn not in flight here; dropped");
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    self.dead_letters
-                        .push(dead(format!("undecodable request: {e}")));
-                    continue;
-                }
-            };
-            let key = crate::ids::routing_key(&request.tenant, &request.user_id);
-            let home = self.deps.events.partition_for(&key);
-            // A request whose user id is already a token was routed by the raw id when it was
-            // submitted (the API tokenizes before writing); only raw requests can be checked.
-            let tokenized = crate::vault::token::is_token(&request.user_id);
-            if home != self.partition && !tokenized {
-                // A producer on another partitioner (librdkafka's consistent_random, the
-                // default of confluent-kafka) put it here: pass it on to the partition that
-                // decides this user's turns, in the same round as consuming it here.
-                if home.0 < self.deps.requests.partitions() {
-                    self.deps
-                        .stats
-                        .forwarded_requests
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.forwards.push((
-                        home,
-                        Record {
-                            key,
-                            value: stored.value.clone(),
-                        },
-                    ));
-                } else {
-                    self.dead_letters.push(dead(format!(
-                        "turn {} of tenant {} belongs to partition {home}, which the request log does not have",
-                        request.turn_id, request.tenant
-                    )));
-                }
-                continue;
-            }
-            let mut request = request;
-            if let Some(vault) = &self.deps.vault {
-                match vault.tokenize_request(&mut request) {
-                    Ok(records) => self.vault_records.extend(records),
-                    // Not kept in clear, not lost: the partition restarts and reads it again.
-                    Err(e) => {
-                        return Err(RuntimeError::Store(
-                            super::state_store::StoreError::from_display(e),
-                        ));
-                    }
-                }
-            }
-            if let Some(trust) = &self.deps.intake {
-                match trust.apply(&request.tenant, &request.attributes) {
-                    Ok(attributes) => request.attributes = attributes,
-                    Err(refused) => {
-                        self.dead_letters.push(dead(format!(
-                            "claims: producers of tenant {:?} may not grant {} {:?} ([intake] in the configuration)",
-                            request.tenant, refused.kind, refused.value
-                        )));
-                        continue;
-                    }
-                }
-            }
-            if self.turns.contains_key(&request.turn_id)
-                || self.deps.store.is_known(request.turn_id)?
-            {
-                self.deps
-                    .stats
-                    .duplicate_requests
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let turn = request.turn_id;
-            self.turns.insert(turn, TurnState::new(turn));
-            self.accepted_at.insert(turn, Instant::now());
-            let session = match request.session_id.as_deref() {
-                None => Some(Vec::new()),
-                Some(s) => {
-                    let key = session_key(&request.tenant, &request.user_id, s);
-                    self.claim_session(key, turn)
-                }
-            };
-            inputs.push((
-                turn,
-                Input::Request {
-                    request,
-                    source_offset: Some(stored.offset.0 as i64),
-                    session,
-                },
-            ));
-        }
-        Ok(())
     }
 
     async fn process(
