@@ -353,6 +353,35 @@ pub async fn a_cancelled_tail_loses_nothing(h: &dyn Harness) {
     assert_eq!(tail.position(), Offset(last + 1));
 }
 
+pub async fn waiting_for_records_returns_once_one_is_readable(h: &dyn Harness) {
+    let log = h.fresh(2).await;
+    let p = Partition(1);
+    let first = log.append(p, vec![rec("k", "0")]).await.expect("append");
+    visible(h, &*log, p, first.next()).await;
+    tokio::time::timeout(WAIT, log.wait_for_records(p, first))
+        .await
+        .expect("a readable record answers at once")
+        .expect("ok");
+    let end = log.end(p).await.expect("end");
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(100), log.wait_for_records(p, end)).await;
+    assert!(waiting.is_err(), "nothing at or after the end: it waits");
+    let writer = Arc::clone(&log);
+    let append = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        writer.append(p, vec![rec("k", "1")]).await
+    });
+    tokio::time::timeout(WAIT, log.wait_for_records(p, end))
+        .await
+        .expect("a new record wakes it")
+        .expect("ok");
+    append.await.expect("join").expect("append");
+    assert!(
+        log.wait_for_records(Partition(7), Offset(0)).await.is_err(),
+        "unknown partition"
+    );
+}
+
 pub async fn concurrent_batches_stay_whole_and_dense(h: &dyn Harness) {
     let log = h.fresh(2).await;
     let p = Partition(0);
@@ -454,6 +483,7 @@ macro_rules! log_conformance_tests {
             bytes_survive_exactly,
             tail_yields_old_then_new_records_in_order,
             a_cancelled_tail_loses_nothing,
+            waiting_for_records_returns_once_one_is_readable,
             concurrent_batches_stay_whole_and_dense,
             appended_records_survive_reopen
         );
@@ -471,6 +501,7 @@ macro_rules! log_conformance_tests {
             bytes_survive_exactly,
             tail_yields_old_then_new_records_in_order,
             a_cancelled_tail_loses_nothing,
+            waiting_for_records_returns_once_one_is_readable,
             concurrent_batches_stay_whole_and_dense,
             appended_records_survive_reopen
         );

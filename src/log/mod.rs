@@ -24,6 +24,7 @@
 //!   after the commit returns; until then `end` (the last stable offset) and reads stop before it.
 //!   Aborted records are never shown. The suite runs against that journal too, with these rules.
 //! - `subscribe(p, from)` yields every record at or after `from`, in order, waiting for new ones.
+//! - `wait_for_records(p, from)` returns once a record at or after `from` is readable.
 //! - An empty batch appends nothing and returns the current end.
 //! - An unknown partition is a terminal error, never a panic.
 
@@ -127,6 +128,15 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// A cursor that yields every record from `from` on and waits for new ones.
     async fn subscribe(&self, partition: Partition, from: Offset) -> Result<Box<dyn Tail>>;
+
+    /// Returns once a record at or after `from` is readable (at once if one is). For followers
+    /// that only need to know *that* something arrived: sled answers from its durable end in
+    /// memory; the default waits on a tail for one record.
+    async fn wait_for_records(&self, partition: Partition, from: Offset) -> Result<()> {
+        let mut tail = self.subscribe(partition, from).await?;
+        tail.next_batch(1).await?;
+        Ok(())
+    }
 }
 
 /// Reads one partition from an offset onwards, a chunk at a time, until a read comes back empty.

@@ -342,6 +342,14 @@ impl EventLog for SledLog {
         Ok(Offset(*self.inner.part(partition)?.durable.borrow()))
     }
 
+    async fn wait_for_records(&self, partition: Partition, from: Offset) -> Result<()> {
+        let mut end = self.inner.part(partition)?.durable.subscribe();
+        end.wait_for(|e| *e > from.0)
+            .await
+            .map_err(|_| LogError::Closed)?;
+        Ok(())
+    }
+
     async fn subscribe(&self, partition: Partition, from: Offset) -> Result<Box<dyn Tail>> {
         let part = self.inner.part(partition)?;
         Ok(Box::new(WatchTail {

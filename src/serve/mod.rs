@@ -14,11 +14,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::embedded::{Embedded, EmbeddedError};
-use crate::ids::Partition;
+use crate::ids::{Offset, Partition};
+use crate::log::EventLog;
 use crate::projection::{ProjectionError, Projections, outcomes::OutcomeView, slo};
 use crate::runtime::{RuntimeError, Worker, WorkerConfig};
 use crate::telemetry::exporter::{self, ExporterError};
@@ -89,10 +91,6 @@ impl ServeOptions {
         }
     }
 }
-
-/// How often the projection follower compares the log's ends with what it applied.
-const FOLLOW: Duration = Duration::from_millis(2);
-const FOLLOW_IDLE: Duration = Duration::from_millis(20);
 
 /// Runs until `stop` turns true; `bound` is told the HTTP address once it listens.
 pub async fn run(
@@ -197,32 +195,23 @@ pub async fn run(
     }
     let outcomes = OutcomeView::open(&emb.store)?;
     let mut stop_projections = stop.clone();
-    // The follower: projections catch up as soon as the log's ends move (checked every
-    // FOLLOW, in memory), so API reads find them current instead of catching up themselves;
-    // the gauges are refreshed every `refresh`.
+    // The follower: projections catch up as soon as new events are readable (sled says so
+    // from its durable end in memory), so API reads find them current instead of catching up
+    // themselves; the gauges are refreshed every `refresh`.
     let mut gauges_due = std::time::Instant::now();
     // Events applied since the gauges were last set, by the follower or by API reads.
     let (mut applied, mut last) = (0, Vec::new());
-    let mut pause = FOLLOW;
     loop {
         projections
             .fresh(emb.events.as_ref(), &emb.codecs.events)
             .await?;
         let now_at = projections.changes().borrow().clone();
-        let new = now_at
+        applied += now_at
             .iter()
             .zip(last.iter().chain(std::iter::repeat(&0)))
             .map(|(a, b)| a.saturating_sub(*b))
             .sum::<u64>();
-        applied += new;
         last = now_at;
-        // Busy: look again soon. Quiet: back off to FOLLOW_IDLE (an idle server wakes
-        // rarely; the first events after a lull wait at most that long).
-        pause = if new > 0 {
-            FOLLOW
-        } else {
-            (pause * 2).min(FOLLOW_IDLE)
-        };
         if std::time::Instant::now() >= gauges_due {
             let lag = projections.behind(emb.events.as_ref()).await?;
             crate::telemetry::record::projections(std::mem::take(&mut applied), lag);
@@ -235,8 +224,22 @@ pub async fn run(
         if *stop_projections.borrow() {
             break;
         }
+        // Woken as soon as any partition has events beyond what was applied; the gauges'
+        // period bounds the wait.
+        let mut arrivals: FuturesUnordered<_> = (0..emb.events.partitions())
+            .map(|p| {
+                let at = last.get(p as usize).copied().unwrap_or(0);
+                emb.events.wait_for_records(Partition(p), Offset(at))
+            })
+            .collect();
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            arrived = arrivals.next() => {
+                if let Some(Err(e)) = arrived {
+                    tracing::warn!(error = %e, "projection follower cannot wait for events; polling");
+                    tokio::time::sleep(opts.refresh).await;
+                }
+            }
+            _ = tokio::time::sleep(opts.refresh) => {}
             _ = stop_projections.changed() => {}
         }
     }
