@@ -173,14 +173,9 @@ impl Desk<'_> {
         reason: Option<String>,
         (operator, now_ms): (&str, i64),
     ) -> Result<Reversal, OperatorError> {
-        let (partition, state) = self.current(turn).await?;
-        if state.outcome.is_none() {
-            return Err(OperatorError::NotWaiting {
-                turn,
-                what: "its end before it can be reversed",
-                phase: phase_name(&state.phase()),
-            });
-        }
+        let (partition, state) = self
+            .finished(turn, "its end before it can be reversed")
+            .await?;
         match &state.reversal {
             Some(r) if r.done => return Ok(Reversal::Done),
             Some(_) => return Ok(Reversal::InProgress),
@@ -202,14 +197,9 @@ impl Desk<'_> {
         note: Option<String>,
         (operator, now_ms): (&str, i64),
     ) -> Result<TurnCommand, OperatorError> {
-        let (partition, state) = self.current(turn).await?;
-        if state.outcome.is_none() {
-            return Err(OperatorError::NotWaiting {
-                turn,
-                what: "its end before it can be labeled",
-                phase: phase_name(&state.phase()),
-            });
-        }
+        let (partition, state) = self
+            .finished(turn, "its end before it can be labeled")
+            .await?;
         let offset = self.first_offset(turn)?;
         let action = CommandAction::Label(LabelTurn {
             label: label.to_string(),
@@ -241,6 +231,23 @@ impl Desk<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// The turn as recorded now, refused (`what` it waits for) unless it has finished.
+    async fn finished(
+        &self,
+        turn: TurnId,
+        what: &'static str,
+    ) -> Result<(Partition, TurnState), OperatorError> {
+        let (partition, state) = self.current(turn).await?;
+        if state.outcome.is_none() {
+            return Err(OperatorError::NotWaiting {
+                turn,
+                what,
+                phase: phase_name(&state.phase()),
+            });
+        }
+        Ok((partition, state))
     }
 
     fn first_offset(&self, turn: TurnId) -> Result<Option<i64>, OperatorError> {
