@@ -80,76 +80,134 @@ pub fn spawn(
         );
         let mut stop = stop.clone();
         tasks.spawn(async move {
-            let mut tail = events.subscribe(p, Offset::ZERO).await?;
+            // What the log already holds is read first and only the asks still open at its
+            // end are answered: a rerun does not send again every answer of the runs before
+            // it (each would be a command for a turn that has moved on).
+            let caught_up = events.end(p).await?;
+            let mut open: HashMap<TurnId, Vec<TurnCommand>> = HashMap::new();
+            let mut scan = Scan::new(events.as_ref(), p, Offset::ZERO);
+            while scan.position() < caught_up {
+                let Some(batch) = scan.next_chunk(4096).await? else {
+                    break;
+                };
+                for stored in batch {
+                    if let Ok(event) = codecs.events.decode(&stored.value)
+                        && let Some((_, scenario)) = users.get(&event.turn_id)
+                    {
+                        let asked = answers(&event, scenario);
+                        track(&mut open, &event, asked);
+                    }
+                }
+            }
             let mut answered = 0;
+            let mut send: Vec<TurnCommand> = open.into_values().flatten().collect();
+            let mut tail = events.subscribe(p, scan.position()).await?;
             loop {
+                for command in send.drain(..) {
+                    let Some((user, _)) = users.get(&command.turn_id) else {
+                        continue;
+                    };
+                    crate::operator::send(requests.as_ref(), &codecs, user, &command)
+                        .await
+                        .map_err(|e| LogError::storage(e, false))?;
+                    answered += 1;
+                }
                 let batch = tokio::select! {
                     b = tail.next_batch(1024) => b?,
                     _ = stop.changed() => return Ok(answered),
                 };
                 for stored in batch {
-                    let Ok(event) = codecs.events.decode(&stored.value) else {
-                        continue;
-                    };
-                    let Some((user, scenario)) = users.get(&event.turn_id) else {
-                        continue;
-                    };
-                    let command = |id: String, action| TurnCommand {
-                        turn_offset: None,
-                        command_id: id,
-                        turn_id: event.turn_id,
-                        tenant: event.tenant.clone(),
-                        operator: "demo-operator".into(),
-                        issued_at_ms: event.at_ms,
-                        action,
-                    };
-                    let commands = match &event.payload {
-                        Payload::ApprovalRequested(a) => {
-                            let granted = match scenario.as_str() {
-                                "large_refund_approved" => true,
-                                "large_refund_denied" => false,
-                                // Everything else (a user asked to confirm, who never answers).
-                                _ => continue,
-                            };
-                            vec![command(
-                                format!("demo-{}", a.approval_id),
-                                CommandAction::ApprovalDecision(ApprovalDecision {
-                                    approval_id: a.approval_id.clone(),
-                                    granted,
-                                    reason: Some(format!("demo scenario {scenario}")),
-                                }),
-                            )]
-                        }
-                        Payload::EscalationRaised(e)
-                            if e.rung == crate::event::EscalationRung::HumanHandoff
-                                && scenario != "large_refund_unanswered" =>
-                        {
-                            vec![
-                                command(
-                                    format!("demo-accept-{}", event.turn_id),
-                                    CommandAction::HandoffAccept(HandoffAcceptance { note: None }),
-                                ),
-                                command(
-                                    format!("demo-resolve-{}", event.turn_id),
-                                    CommandAction::HandoffResolve(HandoffResolution {
-                                        resolution: format!("handled by hand ({scenario})"),
-                                    }),
-                                ),
-                            ]
-                        }
-                        _ => continue,
-                    };
-                    for command in commands {
-                        crate::operator::send(requests.as_ref(), &codecs, user, &command)
-                            .await
-                            .map_err(|e| LogError::storage(e, false))?;
-                        answered += 1;
+                    if let Ok(event) = codecs.events.decode(&stored.value)
+                        && let Some((_, scenario)) = users.get(&event.turn_id)
+                    {
+                        send.extend(answers(&event, scenario));
                     }
                 }
             }
         });
     }
     tasks
+}
+
+/// The commands the demo operator sends for `event` of a turn of `scenario`: an approval's
+/// answer (approved or denied scenarios; every other approval is left to expire), or a
+/// handoff's acceptance and resolution (except `large_refund_unanswered`).
+fn answers(event: &crate::event::Event, scenario: &str) -> Vec<TurnCommand> {
+    let command = |id: String, action| TurnCommand {
+        turn_offset: None,
+        command_id: id,
+        turn_id: event.turn_id,
+        tenant: event.tenant.clone(),
+        operator: "demo-operator".into(),
+        issued_at_ms: event.at_ms,
+        action,
+    };
+    match &event.payload {
+        Payload::ApprovalRequested(a) => {
+            let granted = match scenario {
+                "large_refund_approved" => true,
+                "large_refund_denied" => false,
+                // Everything else (a user asked to confirm, who never answers).
+                _ => return Vec::new(),
+            };
+            vec![command(
+                format!("demo-{}", a.approval_id),
+                CommandAction::ApprovalDecision(ApprovalDecision {
+                    approval_id: a.approval_id.clone(),
+                    granted,
+                    reason: Some(format!("demo scenario {scenario}")),
+                }),
+            )]
+        }
+        Payload::EscalationRaised(e)
+            if e.rung == crate::event::EscalationRung::HumanHandoff
+                && scenario != "large_refund_unanswered" =>
+        {
+            vec![
+                command(
+                    format!("demo-accept-{}", event.turn_id),
+                    CommandAction::HandoffAccept(HandoffAcceptance { note: None }),
+                ),
+                command(
+                    format!("demo-resolve-{}", event.turn_id),
+                    CommandAction::HandoffResolve(HandoffResolution {
+                        resolution: format!("handled by hand ({scenario})"),
+                    }),
+                ),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Keeps `open` to the answers still wanted after `event`: an ask adds its answers; what the
+/// turn records once an answer arrived (or its deadline passed) removes them.
+fn track(
+    open: &mut HashMap<TurnId, Vec<TurnCommand>>,
+    event: &crate::event::Event,
+    asked: Vec<TurnCommand>,
+) {
+    let turn = event.turn_id;
+    let keep = |open: &mut HashMap<TurnId, Vec<TurnCommand>>, f: fn(&CommandAction) -> bool| {
+        if let Some(c) = open.get_mut(&turn) {
+            c.retain(|c| f(&c.action));
+        }
+    };
+    match &event.payload {
+        Payload::ApprovalRequested(_) | Payload::EscalationRaised(_) if !asked.is_empty() => {
+            open.entry(turn).or_default().extend(asked);
+        }
+        Payload::ApprovalGranted(_) | Payload::ApprovalDenied(_) | Payload::ApprovalExpired(_) => {
+            keep(open, |a| !matches!(a, CommandAction::ApprovalDecision(_)));
+        }
+        Payload::HandoffAccepted(_) => {
+            keep(open, |a| !matches!(a, CommandAction::HandoffAccept(_)))
+        }
+        Payload::HandoffResolved(_) | Payload::TurnCompleted(_) => {
+            open.remove(&turn);
+        }
+        _ => {}
+    }
 }
 
 /// What the control plane decided over a log: decisions by checkpoint and kind, the rules that

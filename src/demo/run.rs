@@ -40,8 +40,9 @@ pub enum DemoError {
     Store(#[from] crate::runtime::state_store::StoreError),
     #[error("cannot start a worker process: {0}")]
     Spawn(std::io::Error),
-    #[error("no turn finished for {0:?}; {1} turns still running")]
-    Stalled(Duration, usize),
+    /// No outcome for the stall period; the last field names some of the turns still out.
+    #[error("no turn finished for {0:?}; {1} turns still running{2}")]
+    Stalled(Duration, usize, String),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
     #[error(transparent)]
@@ -365,7 +366,10 @@ pub async fn run(
     let interrupted = match end {
         Ok(()) => false,
         Err(Stop::Interrupted) => true,
-        Err(Stop::Stalled(stall)) => return Err(DemoError::Stalled(stall, remaining)),
+        Err(Stop::Stalled(stall)) => {
+            let stuck = describe_stuck(&emb, &index, &wait.turns, &stats).await;
+            return Err(DemoError::Stalled(stall, remaining, stuck));
+        }
     };
     let elapsed = started.elapsed();
 
@@ -383,6 +387,54 @@ pub async fn run(
     summary.interrupted = interrupted;
     summary.control = super::operator::tally(emb.events.as_ref(), &emb.codecs).await?;
     Ok(summary)
+}
+
+/// What a stalled run says about where it stopped: the worker's counters and, for a few of the
+/// turns still out, how far each got in the log (none: its request was never admitted).
+async fn describe_stuck(
+    emb: &Embedded,
+    index: &TurnIndex,
+    turns: &HashSet<TurnId>,
+    stats: &RuntimeStats,
+) -> String {
+    let mut out = format!(
+        "\n  worker: {} partitions ready, {} turns started, {} finished, {} stale commands",
+        RuntimeStats::get(&stats.partitions_ready),
+        RuntimeStats::get(&stats.turns_started),
+        RuntimeStats::get(&stats.turns_finished),
+        RuntimeStats::get(&stats.stale_commands),
+    );
+    if let Err(e) = index
+        .catch_up(emb.events.as_ref(), &emb.codecs.events)
+        .await
+    {
+        out.push_str(&format!("\n  (turn index: {e})"));
+        return out;
+    }
+    let mut some: Vec<TurnId> = turns.iter().copied().collect();
+    some.sort();
+    for turn in some.into_iter().take(5) {
+        let line =
+            match crate::operator::read_turn(emb.events.as_ref(), &emb.codecs, index, turn).await {
+                Ok(None) => "no events: its request was not admitted".to_string(),
+                Ok(Some((p, events))) => {
+                    let kinds: Vec<&str> = events
+                        .iter()
+                        .rev()
+                        .take(4)
+                        .map(|(_, e)| e.payload.kind())
+                        .collect();
+                    format!(
+                        "{} events in {p}, last: {}",
+                        events.len(),
+                        kinds.join(" < ")
+                    )
+                }
+                Err(e) => format!("unreadable: {e}"),
+            };
+        out.push_str(&format!("\n  turn {turn}: {line}"));
+    }
+    out
 }
 
 /// Outcomes and latencies of the workload's turns, from the turn index.

@@ -177,7 +177,7 @@ pub async fn run(
         }
     }
     if let Some(n) = stalled {
-        return Err(DemoError::Stalled(stall, n));
+        return Err(DemoError::Stalled(stall, n, String::new()));
     }
     let elapsed = started.elapsed();
     index.catch_up(events.as_ref(), &codecs.events).await?;

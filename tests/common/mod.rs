@@ -26,11 +26,17 @@ pub fn ballast(args: &[&str]) -> Output {
         .output()
         .expect("ballast runs");
     if !out.status.success() {
+        // The end of stderr holds the error; a long run's warnings before it would push it
+        // out of a CI log's view.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
         panic!(
-            "ballast {args:?} failed ({}):\n{}\n{}",
+            "ballast {args:?} failed ({}):\n{}\n[last {} of {} stderr lines]\n{tail}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            lines.len().min(40),
+            lines.len()
         );
     }
     out
