@@ -46,6 +46,9 @@ pub struct BenchReport {
     /// Snapshots written during the run and the seconds they took, summed over partitions
     /// (known for the embedded worker).
     pub snapshots: Option<(u64, f64)>,
+    /// Kafka: the commit interval of the run above, and the same turns measured in the same
+    /// run with a transaction per round (interval 0), for comparison.
+    pub per_round: Option<(u64, Box<BenchReport>)>,
 }
 
 impl BenchReport {
@@ -82,6 +85,16 @@ impl BenchReport {
         ));
         if let Some((n, secs)) = self.snapshots {
             out.push_str(&format!("snapshots={n}\nsnapshot_secs={secs:.3}\n"));
+        }
+        if let Some((interval, base)) = &self.per_round {
+            out.push_str(&format!(
+                "commit_interval_ms={interval}\nper_round_turns_per_sec={:.0}\nper_round_p50_ms={:.2}\nper_round_p99_ms={:.2}\nper_round_baseline_ratio={:.3}\np50_added_ms={:.2}\n",
+                base.turns_per_sec(),
+                base.p50_ms,
+                base.p99_ms,
+                base.baseline_ratio(),
+                self.p50_ms - base.p50_ms,
+            ));
         }
         // The closed loop times each turn from its request's append (see `load.rs`).
         out.push_str("latency_from=submission\n");
@@ -319,6 +332,7 @@ pub(crate) async fn run_on(
         avg_record_bytes: avg,
         raw_appends_per_sec: raw,
         tokenize_us_per_request,
+        per_round: None,
         snapshots: Some((
             RuntimeStats::get(&stats.snapshots),
             RuntimeStats::get(&stats.snapshot_micros) as f64 / 1e6,

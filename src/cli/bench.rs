@@ -15,6 +15,11 @@ pub struct BenchArgs {
     /// Run the turns through Kafka (a worker with transactions) instead of sled.
     #[arg(long)]
     bootstrap: Option<String>,
+    /// With --bootstrap: how long a transaction stays open collecting rounds (the worker's
+    /// `[worker] commit_interval_ms`); the same turns also run with a transaction per round,
+    /// printed as `per_round_*`.
+    #[arg(long, default_value_t = ballast::runtime::WorkerConfig::default().commit_interval_ms)]
+    commit_interval_ms: u64,
     /// Measure control-plane decisions instead: the cost of reviewing one tool call (and a plan)
     /// with the demo policies, against Avro-encoding the event that records it.
     #[arg(long)]
@@ -90,7 +95,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         return super::emit(&report.render());
     }
     let report = match a.bootstrap {
-        Some(b) => ballast::bench::kafka::run(&b, a.turns, partitions, a.in_flight).await?,
+        Some(b) => {
+            ballast::bench::kafka::run(&b, a.turns, partitions, a.in_flight, a.commit_interval_ms)
+                .await?
+        }
         None => ballast::bench::run(a.turns, partitions, a.in_flight).await?,
     };
     super::emit(&report.render())

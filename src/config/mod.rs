@@ -73,6 +73,10 @@ pub struct BallastConfig {
 pub struct WorkerSection {
     pub snapshot_every_events: u64,
     pub snapshot_interval_ms: u64,
+    /// Kafka: how long a transaction stays open collecting the rounds a partition decides
+    /// (0: one transaction per round). Effects wait for the commit of the events that decided
+    /// them; a partition with nothing else to do commits at once.
+    pub commit_interval_ms: u64,
 }
 
 impl Default for WorkerSection {
@@ -81,6 +85,7 @@ impl Default for WorkerSection {
         WorkerSection {
             snapshot_every_events: d.snapshot_every,
             snapshot_interval_ms: d.snapshot_interval_ms,
+            commit_interval_ms: d.commit_interval_ms,
         }
     }
 }
@@ -101,6 +106,12 @@ impl WorkerSection {
                 "must be between 100 and 3600000 (an hour)".to_string(),
             ));
         }
+        if self.commit_interval_ms > 10_000 {
+            out.push((
+                "commit_interval_ms",
+                "must be between 0 and 10000 (a transaction times out after 60 s)".to_string(),
+            ));
+        }
         out
     }
 
@@ -108,6 +119,7 @@ impl WorkerSection {
     pub fn apply(&self, mut cfg: crate::runtime::WorkerConfig) -> crate::runtime::WorkerConfig {
         cfg.snapshot_every = self.snapshot_every_events;
         cfg.snapshot_interval_ms = self.snapshot_interval_ms;
+        cfg.commit_interval_ms = self.commit_interval_ms;
         cfg
     }
 }

@@ -1,5 +1,7 @@
-//! The Kafka journal: each round is one Kafka transaction holding the turn events, the outcome
-//! records, the dead letters and the consumed request offset (`send_offsets_to_transaction`).
+//! The Kafka journal: a Kafka transaction holds the turn events, the outcome records, the dead
+//! letters and the consumed request offset (`send_offsets_to_transaction`) of one round — or,
+//! with `[worker] commit_interval_ms` > 0, of every round its partition decided while it was
+//! open (the actor holds their effects until the commit).
 //!
 //! Each partition has its own `transactional.id` (`<events topic>-<group>-p<N>`). Opening the journal
 //! calls `init_transactions`, which fences every earlier producer with that id: a worker that
@@ -13,7 +15,7 @@ use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset as KOffset, TopicPartitionList};
 
 use super::Topics;
@@ -21,7 +23,7 @@ use crate::ids::{Offset, Partition};
 use crate::log::kafka::{KafkaConfig, is_retryable};
 use crate::log::{LogError, partition_for};
 use crate::runtime::RuntimeError;
-use crate::runtime::journal::{Journal, Journals, Round};
+use crate::runtime::journal::{Held, Journal, Journals, Round};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -110,6 +112,7 @@ impl Journals for KafkaJournals {
         }
         Ok(Box::new(KafkaJournal {
             committed_inbox: None,
+            open: None,
             producer,
             topics: self.topics.clone(),
             transactional: self.transactional,
@@ -126,6 +129,9 @@ struct KafkaJournal {
     /// The request offset last committed in a transaction: most rounds carry only effect
     /// results, and skipping an unchanged offset saves two coordinator round trips.
     committed_inbox: Option<Offset>,
+    /// The open transaction's records not yet acknowledged (`true`: a turn event) and the
+    /// request offset its last round carried; `None`: no transaction open.
+    open: Option<Open>,
     producer: FutureProducer,
     topics: Topics,
     transactional: bool,
@@ -134,6 +140,12 @@ struct KafkaJournal {
     vault_partitions: u32,
     dead_letter_partitions: u32,
     membership: Option<Arc<dyn GroupMetadata>>,
+}
+
+/// A transaction holding rounds (`[worker] commit_interval_ms` > 0).
+struct Open {
+    deliveries: Vec<(DeliveryFuture, bool)>,
+    inbox_next: Offset,
 }
 
 impl KafkaJournal {
@@ -146,13 +158,14 @@ impl KafkaJournal {
         }
     }
 
-    async fn produce_round(
+    /// Hands the round's records to the producer; each with its acknowledgement to come
+    /// (`true`: a turn event).
+    fn send_round(
         &self,
         partition: Partition,
-        round: Round,
-    ) -> Result<Option<Offset>, RuntimeError> {
-        let mut deliveries = Vec::with_capacity(round.events.len() + round.outcomes.len());
-        let events = round.events.len();
+        round: &Round,
+        deliveries: &mut Vec<(DeliveryFuture, bool)>,
+    ) -> Result<(), RuntimeError> {
         let send =
             |topic: &str, p: u32, key: &[u8], value: &[u8], headers: Option<OwnedHeaders>| {
                 let mut record = FutureRecord::to(topic)
@@ -175,42 +188,42 @@ impl KafkaJournal {
             if let Some(v) = value {
                 record = record.payload(&v[..]);
             }
-            deliveries.push(
+            deliveries.push((
                 self.producer
                     .send_result(record)
                     .map_err(|(e, _)| txn_error("produce", e))?,
-            );
+                false,
+            ));
         }
-        let events_at = deliveries.len();
         for r in &round.events {
-            deliveries.push(send(
-                &self.topics.events,
-                partition.0,
-                &r.key,
-                &r.value,
-                None,
-            )?);
+            deliveries.push((
+                send(&self.topics.events, partition.0, &r.key, &r.value, None)?,
+                true,
+            ));
         }
         for r in &round.outcomes {
             let p = partition_for(&r.key, self.outcome_partitions);
-            deliveries.push(send(&self.topics.outcomes, p.0, &r.key, &r.value, None)?);
+            deliveries.push((
+                send(&self.topics.outcomes, p.0, &r.key, &r.value, None)?,
+                false,
+            ));
         }
         for r in &round.escalations {
             let p = partition_for(&r.key, self.escalation_partitions);
-            deliveries.push(send(&self.topics.escalations, p.0, &r.key, &r.value, None)?);
+            deliveries.push((
+                send(&self.topics.escalations, p.0, &r.key, &r.value, None)?,
+                false,
+            ));
         }
         for (p, r) in &round.forwards {
             let headers = OwnedHeaders::new().insert(Header {
                 key: "ballast.forwarded.from",
                 value: Some(&partition.0.to_string()),
             });
-            deliveries.push(send(
-                &self.topics.requests,
-                p.0,
-                &r.key,
-                &r.value,
-                Some(headers),
-            )?);
+            deliveries.push((
+                send(&self.topics.requests, p.0, &r.key, &r.value, Some(headers))?,
+                false,
+            ));
         }
         for d in &round.dead_letters {
             let headers = OwnedHeaders::new()
@@ -227,20 +240,22 @@ impl KafkaJournal {
                     value: Some(&d.offset.0.to_string()),
                 });
             let p = d.partition.0 % self.dead_letter_partitions.max(1);
-            deliveries.push(send(
-                &self.topics.dead_letters,
-                p,
-                b"",
-                &d.payload,
-                Some(headers),
-            )?);
+            deliveries.push((
+                send(&self.topics.dead_letters, p, b"", &d.payload, Some(headers))?,
+                false,
+            ));
         }
+        Ok(())
+    }
+
+    /// Waits for every record's acknowledgement; the turn-log offset just past the last event.
+    async fn acknowledged(
+        deliveries: Vec<(DeliveryFuture, bool)>,
+    ) -> Result<Option<Offset>, RuntimeError> {
         let mut last_event = None;
-        for (i, d) in deliveries.into_iter().enumerate() {
+        for (d, event) in deliveries {
             match d.await {
-                Ok(Ok(delivery)) if (events_at..events_at + events).contains(&i) => {
-                    last_event = Some(delivery.offset)
-                }
+                Ok(Ok(delivery)) if event => last_event = Some(delivery.offset),
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(txn_error("delivery", e)),
                 Err(_) => return Err(RuntimeError::Log(LogError::Closed)),
@@ -257,7 +272,21 @@ impl Journal for KafkaJournal {
         partition: Partition,
         round: Round,
     ) -> Result<Option<Offset>, RuntimeError> {
-        let result = self.commit_inner(partition, round).await;
+        let result = match self.hold_inner(partition, round).await {
+            Ok(Held::Durable(end)) => Ok(end),
+            Ok(Held::Pending) => self.flush_inner(partition).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| self.classify(e))
+    }
+
+    async fn hold(&mut self, partition: Partition, round: Round) -> Result<Held, RuntimeError> {
+        let result = self.hold_inner(partition, round).await;
+        result.map_err(|e| self.classify(e))
+    }
+
+    async fn flush(&mut self, partition: Partition) -> Result<Option<Offset>, RuntimeError> {
+        let result = self.flush_inner(partition).await;
         result.map_err(|e| self.classify(e))
     }
 
@@ -267,25 +296,51 @@ impl Journal for KafkaJournal {
 }
 
 impl KafkaJournal {
-    async fn commit_inner(
+    /// Without transactions a round is durable once acknowledged; with them it joins the open
+    /// transaction (begun here if none is), committed by `flush_inner`.
+    async fn hold_inner(
         &mut self,
         partition: Partition,
         round: Round,
-    ) -> Result<Option<Offset>, RuntimeError> {
+    ) -> Result<Held, RuntimeError> {
         if !self.transactional {
-            return self.produce_round(partition, round).await;
+            let mut deliveries = Vec::new();
+            self.send_round(partition, &round, &mut deliveries)?;
+            return Ok(Held::Durable(Self::acknowledged(deliveries).await?));
         }
-        let inbox_next = round.inbox_next;
-        let p = self.producer.clone();
-        blocking(move || p.begin_transaction())
-            .await?
-            .map_err(|e| txn_error("begin_transaction", e))?;
-        let produced = self.produce_round(partition, round).await;
-        let end = match produced {
+        let mut open = match self.open.take() {
+            Some(open) => open,
+            None => {
+                let p = self.producer.clone();
+                blocking(move || p.begin_transaction())
+                    .await?
+                    .map_err(|e| txn_error("begin_transaction", e))?;
+                Open {
+                    deliveries: Vec::new(),
+                    inbox_next: round.inbox_next,
+                }
+            }
+        };
+        if let Err(e) = self.send_round(partition, &round, &mut open.deliveries) {
+            self.abort();
+            return Err(e);
+        }
+        open.inbox_next = round.inbox_next;
+        self.open = Some(open);
+        Ok(Held::Pending)
+    }
+
+    /// Commits the open transaction (every round held since it began), with the request
+    /// offset its last round carried.
+    async fn flush_inner(&mut self, partition: Partition) -> Result<Option<Offset>, RuntimeError> {
+        let Some(open) = self.open.take() else {
+            return Ok(None);
+        };
+        let inbox_next = open.inbox_next;
+        let end = match Self::acknowledged(open.deliveries).await {
             Ok(end) => end,
             Err(e) => {
-                let p = self.producer.clone();
-                let _ = blocking(move || p.abort_transaction(TXN_TIMEOUT)).await;
+                self.abort();
                 return Err(e);
             }
         };
@@ -309,9 +364,8 @@ impl KafkaJournal {
         })
         .await?
         .map_err(|e| {
-            let p = self.producer.clone();
             if !fatal(&e) {
-                std::thread::spawn(move || p.abort_transaction(TXN_TIMEOUT));
+                self.abort();
             }
             txn_error("commit_transaction", e)
         })?;
@@ -319,5 +373,13 @@ impl KafkaJournal {
             self.committed_inbox = Some(inbox_next);
         }
         Ok(end)
+    }
+
+    /// Aborts the open transaction in the background: the partition restarts (recovering from
+    /// what was committed), and a new `init_transactions` would wait for this anyway.
+    fn abort(&mut self) {
+        self.open = None;
+        let p = self.producer.clone();
+        std::thread::spawn(move || p.abort_transaction(TXN_TIMEOUT));
     }
 }

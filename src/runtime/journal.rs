@@ -51,8 +51,30 @@ pub trait Journal: Send {
         round: Round,
     ) -> Result<Option<Offset>, RuntimeError>;
 
+    /// Adds the round to an open transaction where the backend has one (Kafka), without waiting
+    /// for it to be durable: [`Journal::flush`] commits every round held since the last flush,
+    /// and a crash before it loses them all (nothing they decided has been released). Elsewhere
+    /// the same as `commit`.
+    async fn hold(&mut self, partition: Partition, round: Round) -> Result<Held, RuntimeError> {
+        Ok(Held::Durable(self.commit(partition, round).await?))
+    }
+
+    /// Makes every held round durable; the turn-log offset just past their last event.
+    async fn flush(&mut self, _partition: Partition) -> Result<Option<Offset>, RuntimeError> {
+        Ok(None)
+    }
+
     /// Whether committed outcome records go anywhere (if not, the actor skips building them).
     fn publishes_outcomes(&self) -> bool;
+}
+
+/// What [`Journal::hold`] did with a round.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Durable now; the turn-log end after it, if it had events.
+    Durable(Option<Offset>),
+    /// In an open transaction, durable at the next flush.
+    Pending,
 }
 
 /// Opens a partition's journal when an actor takes the partition over. For Kafka this is where

@@ -74,6 +74,10 @@ pub struct WorkerConfig {
     pub snapshot_interval_ms: u64,
     /// Larger request records are dead-lettered unread.
     pub max_request_bytes: usize,
+    /// Kafka transactions: how long one stays open collecting rounds (0: a transaction per
+    /// round). A round's effects wait for its commit, so this bounds the latency added; a
+    /// partition with nothing else to do commits at once.
+    pub commit_interval_ms: u64,
     /// A session with no finished turn for this long is forgotten by the worker (its turns
     /// stay in the log; a later turn in it starts without history).
     pub session_ttl_ms: i64,
@@ -88,6 +92,7 @@ impl Default for WorkerConfig {
             snapshot_every: 10_000,
             snapshot_interval_ms: 5_000,
             max_request_bytes: 256 * 1024,
+            commit_interval_ms: 100,
             session_ttl_ms: 24 * 3_600_000,
         }
     }

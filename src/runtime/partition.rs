@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::executor::{self, Completion, Msg};
-use super::journal::{Journal, Round};
+use super::journal::{Held, Journal, Round};
 use super::snapshot::{self, Dirty, SessionHistory, remember_session, session_key};
 use super::state_store::DeadLetter;
 use super::{Deps, RuntimeError, TurnFinished, WorkerConfig};
@@ -59,6 +59,9 @@ pub(crate) struct PartitionActor {
     /// to be restarted from the log — nothing it started keeps running beside its successor.
     effects: JoinSet<()>,
     journal: Box<dyn Journal>,
+    /// Rounds in the journal's open transaction (`commit_interval_ms` > 0) and what they
+    /// decided, released when it commits.
+    held: Option<HeldRounds>,
     dead_letters: Vec<DeadLetter>,
     /// Misrouted requests to pass on to their routing partition with the next round.
     forwards: Vec<(Partition, Record)>,
@@ -80,6 +83,18 @@ pub(crate) struct PartitionActor {
     /// turns of one session run one after the other.
     session_running: HashMap<String, TurnId>,
     session_waiting: HashMap<String, std::collections::VecDeque<TurnId>>,
+}
+
+/// Events held in one open transaction at most: past this it commits whatever the interval.
+const HELD_EVENTS_MAX: usize = 8192;
+
+/// What rounds held in an open transaction decided: released in order once it commits.
+pub(super) struct HeldRounds {
+    since: Instant,
+    events: usize,
+    effects: Vec<Effect>,
+    started: Vec<TurnId>,
+    vault: Vec<crate::vault::VaultRecord>,
 }
 
 pub(crate) async fn run_partition(
@@ -105,6 +120,7 @@ pub(crate) async fn run_partition(
         .stats
         .partitions_ready
         .fetch_add(1, Ordering::Relaxed);
+    let commit_interval = Duration::from_millis(cfg.commit_interval_ms);
     let interval = Duration::from_millis(cfg.snapshot_interval_ms.max(1));
     let mut snapshot_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -117,7 +133,14 @@ pub(crate) async fn run_partition(
         if alarm.as_ref().map(|(at, _)| *at) != due {
             alarm = due.map(|at| (at, actor.deps.clock.sleep_until(at)));
         }
-        if draining && actor.in_flight == 0 {
+        if actor
+            .held
+            .as_ref()
+            .is_some_and(|h| h.since.elapsed() >= commit_interval || h.events >= HELD_EVENTS_MAX)
+        {
+            actor.flush().await?;
+        }
+        if draining && actor.in_flight == 0 && actor.held.is_none() {
             break;
         }
         // Admission counts turns with work in flight only: a turn waiting for a person, a
@@ -178,6 +201,9 @@ pub(crate) async fn run_partition(
                     }
                     actor.reopen_turns(&mut inputs).await?;
                 }
+                // Nothing else ready this instant: commit what the open transaction holds
+                // (a group commit: rounds decided while the last commit ran share the next).
+                _ = std::future::ready(()), if actor.held.is_some() => actor.flush().await?,
             }
         }
         while inputs.len() < cfg.batch_max {
@@ -373,12 +399,41 @@ impl PartitionActor {
         if !round.is_empty() {
             let n = round.events.len() as u64;
             let dead = round.dead_letters.len() as u64;
-            let vault = (!round.vault.is_empty()).then(|| round.vault.clone());
-            if let Some(end) = self.journal.commit(self.partition, round).await? {
-                self.events_end = end.0;
-            }
-            if let (Some(v), Some(records)) = (&deps.vault, vault) {
-                v.committed(&records)?;
+            let started_n = started.len() as u64;
+            let vault = if round.vault.is_empty() {
+                Vec::new()
+            } else {
+                round.vault.clone()
+            };
+            let held = if self.cfg.commit_interval_ms > 0 {
+                self.journal.hold(self.partition, round).await?
+            } else {
+                Held::Durable(self.journal.commit(self.partition, round).await?)
+            };
+            match held {
+                Held::Durable(end) => {
+                    if let Some(end) = end {
+                        self.events_end = end.0;
+                    }
+                    if let Some(v) = &deps.vault
+                        && !vault.is_empty()
+                    {
+                        v.committed(&vault)?;
+                    }
+                    deps.store.mark_known(&started)?;
+                }
+                Held::Pending => {
+                    let held = self.held.get_or_insert_with(|| HeldRounds {
+                        since: Instant::now(),
+                        events: 0,
+                        effects: Vec::new(),
+                        started: Vec::new(),
+                        vault: Vec::new(),
+                    });
+                    held.events += n as usize;
+                    held.started.append(&mut started);
+                    held.vault.extend(vault);
+                }
             }
             let turns = &self.turns;
             crate::telemetry::record::round_committed(
@@ -394,14 +449,18 @@ impl PartitionActor {
             deps.stats
                 .approvals_requested
                 .fetch_add(approvals, Ordering::Relaxed);
-            deps.store.mark_known(&started)?;
             deps.stats
                 .turns_started
-                .fetch_add(started.len() as u64, Ordering::Relaxed);
+                .fetch_add(started_n, Ordering::Relaxed);
         }
-        // Effects run only now that the events deciding them are durable.
-        for effect in effects {
-            self.dispatch(effect);
+        // Effects run only once the events deciding them are durable: behind any rounds still
+        // held, in order.
+        if let Some(held) = self.held.as_mut() {
+            held.effects.extend(effects);
+        } else {
+            for effect in effects {
+                self.dispatch(effect);
+            }
         }
         if self.since_snapshot >= self.cfg.snapshot_every
             || (self.since_snapshot > 0
@@ -536,7 +595,9 @@ impl PartitionActor {
                 outcome,
                 latency_ms,
             } => {
-                if let Some(state) = self.turns.remove(&turn_id) {
+                // A turn whose reversal began while its ending waited for a commit stays.
+                let finished = self.turns.get(&turn_id).is_some_and(TurnState::is_terminal);
+                if let Some(state) = finished.then(|| self.turns.remove(&turn_id)).flatten() {
                     let now = self.deps.clock.now_ms();
                     if let Some(key) = remember_session(&mut self.sessions, &state, now) {
                         self.dirty.sessions.insert(key);
@@ -608,7 +669,30 @@ impl PartitionActor {
         }
     }
 
+    /// Commits the rounds held in the journal's open transaction, then releases what they
+    /// decided, in order.
+    async fn flush(&mut self) -> Result<(), RuntimeError> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        if let Some(end) = self.journal.flush(self.partition).await? {
+            self.events_end = end.0;
+        }
+        if let Some(v) = &self.deps.vault
+            && !held.vault.is_empty()
+        {
+            v.committed(&held.vault)?;
+        }
+        self.deps.store.mark_known(&held.started)?;
+        for effect in held.effects {
+            self.dispatch(effect);
+        }
+        Ok(())
+    }
+
     async fn snapshot(&mut self) -> Result<(), RuntimeError> {
+        // A snapshot describes committed events only.
+        self.flush().await?;
         let started = Instant::now();
         // Timers of turns that finished before they were due would otherwise wait until then.
         let turns = &self.turns;

@@ -176,6 +176,7 @@ impl PartitionActor {
             timer_seq: 0,
             effects: JoinSet::new(),
             journal,
+            held: None,
             dead_letters: Vec::new(),
             forwards: Vec::new(),
             vault_records: Vec::new(),
