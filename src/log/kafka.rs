@@ -165,9 +165,9 @@ struct Inner {
     meta: Arc<BaseConsumer>,
     append_locks: Vec<tokio::sync::Mutex<()>>,
     /// One reader per partition, kept between reads with the offset it will deliver next: a
-    /// scan reading a partition chunk by chunk reuses it as is, another offset re-assigns it.
-    /// Creating a librdkafka consumer per read (threads, broker connections) cost more than
-    /// the read.
+    /// scan reading a partition chunk by chunk reuses it as is; a read at another offset gets
+    /// a fresh one. Creating a librdkafka consumer per read (threads, broker connections) cost
+    /// more than the read.
     readers: Vec<tokio::sync::Mutex<Option<Reader>>>,
 }
 
@@ -369,14 +369,10 @@ impl EventLog for KafkaLog {
         let mut slot = slot.lock().await;
         let reader = match slot.take() {
             Some(r) if r.next == from.0 => r,
-            Some(r) => {
-                self.assign(&r.consumer, partition, from)?;
-                Reader {
-                    consumer: r.consumer,
-                    next: from.0,
-                }
-            }
-            None => Reader {
+            // Another offset: a fresh consumer. Re-assigning the old one left its position at
+            // the old offset until the new fetch arrived, and a read that timed out waiting
+            // took that stale position for progress past records it never delivered.
+            _ => Reader {
                 consumer: self.assigned(partition, from)?,
                 next: from.0,
             },

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use super::executor::{self, Completion, Msg};
 use super::journal::{Held, Journal, Round};
-use super::snapshot::{self, Dirty, SessionHistory, remember_session, session_key};
+use super::snapshot::{Dirty, SessionHistory, remember_session, session_key};
 use super::state_store::DeadLetter;
 use super::{Deps, RuntimeError, TurnFinished, WorkerConfig};
 use crate::control::budget::{BudgetLimits, Ledger};
@@ -83,18 +83,6 @@ pub(crate) struct PartitionActor {
     /// turns of one session run one after the other.
     session_running: HashMap<String, TurnId>,
     session_waiting: HashMap<String, std::collections::VecDeque<TurnId>>,
-}
-
-/// Events held in one open transaction at most: past this it commits whatever the interval.
-const HELD_EVENTS_MAX: usize = 8192;
-
-/// What rounds held in an open transaction decided: released in order once it commits.
-pub(super) struct HeldRounds {
-    since: Instant,
-    events: usize,
-    effects: Vec<Effect>,
-    started: Vec<TurnId>,
-    vault: Vec<crate::vault::VaultRecord>,
 }
 
 pub(crate) async fn run_partition(
@@ -218,8 +206,11 @@ pub(crate) async fn run_partition(
     actor.snapshot().await
 }
 
+mod durable;
 mod intake;
 mod recover;
+
+use durable::{HELD_EVENTS_MAX, HeldRounds};
 
 impl PartitionActor {
     /// Reloads the finished turns that commands in `reopen` are for, and queues the commands.
@@ -667,65 +658,5 @@ impl PartitionActor {
             }
             inputs.push(entry.remove());
         }
-    }
-
-    /// Commits the rounds held in the journal's open transaction, then releases what they
-    /// decided, in order.
-    async fn flush(&mut self) -> Result<(), RuntimeError> {
-        let Some(held) = self.held.take() else {
-            return Ok(());
-        };
-        if let Some(end) = self.journal.flush(self.partition).await? {
-            self.events_end = end.0;
-        }
-        if let Some(v) = &self.deps.vault
-            && !held.vault.is_empty()
-        {
-            v.committed(&held.vault)?;
-        }
-        self.deps.store.mark_known(&held.started)?;
-        for effect in held.effects {
-            self.dispatch(effect);
-        }
-        Ok(())
-    }
-
-    async fn snapshot(&mut self) -> Result<(), RuntimeError> {
-        // A snapshot describes committed events only.
-        self.flush().await?;
-        let started = Instant::now();
-        // Timers of turns that finished before they were due would otherwise wait until then.
-        let turns = &self.turns;
-        self.timers.retain(|_, (turn, _)| turns.contains_key(turn));
-        // Sessions nobody continued for a day are forgotten: their turns stay in the log.
-        let idle_before = self.deps.clock.now_ms() - self.cfg.session_ttl_ms;
-        let dirty = &mut self.dirty;
-        self.sessions.retain(|key, h| {
-            let keep = h.last_ms >= idle_before;
-            if !keep {
-                dirty.sessions.insert(key.clone());
-            }
-            keep
-        });
-        let header = snapshot::SnapshotHeader {
-            version: snapshot::SNAPSHOT_VERSION,
-            events_end: self.events_end,
-            inbox_next: self.inbox_next,
-            ledger: self.ledger.clone(),
-            breakers: self.breakers.clone(),
-        };
-        let delta = self
-            .dirty
-            .take_delta(&header, &self.turns, &self.sessions)
-            .map_err(|e| RuntimeError::Snapshot(e.to_string()))?;
-        self.deps.store.save_snapshot(self.partition, delta).await?;
-        self.since_snapshot = 0;
-        self.last_snapshot = Instant::now();
-        self.deps.stats.snapshots.fetch_add(1, Ordering::Relaxed);
-        self.deps
-            .stats
-            .snapshot_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        Ok(())
     }
 }
