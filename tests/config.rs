@@ -89,6 +89,21 @@ fn each_mistake_is_reported_at_its_line() {
             "human_handoff",
         ),
         ("[execution]\nretriever = \"google\"\n", 2, "google"),
+        (
+            "[worker]\nsnapshot_interval_ms = 5000\ncommit_interval_ms = 60000\n",
+            3,
+            "commit_interval_ms",
+        ),
+        (
+            "[worker]\ncommit_interval_ms = \"fast\"\n",
+            2,
+            "expected u64",
+        ),
+        (
+            "[worker]\nsnapshot_every_events = 5\n",
+            2,
+            "snapshot_every_events",
+        ),
     ];
     for (i, (text, line, words)) in cases.iter().enumerate() {
         let file = root.path().join(format!("case{i}.toml"));

@@ -3,7 +3,6 @@
 //! it is called, that the event which decided the call is already durable. Nothing may act on a
 //! round a crash could still take back.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,13 +10,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ballast::demo::kb::KbRetriever;
 use ballast::event::codec::{Codecs, SchemaRegistry};
-use ballast::event::{Outcome, Payload, PlanStep, TurnRequest};
+use ballast::event::{Outcome, Payload};
 use ballast::exec::catalog::{Impact, ToolSpec};
-use ballast::exec::scripted::{Script, ScriptedPlanner, WorkloadTurn};
+use ballast::exec::scripted::ScriptedPlanner;
 use ballast::exec::{ExecutionPlane, Tool, ToolError, Toolbox};
-use ballast::ids::{Offset, Partition, TurnId};
+use ballast::ids::{Offset, Partition};
 use ballast::log::{EventLog, MemoryLog};
-use ballast::runtime::journal::{Held, Journal, Journals, LogJournals, Round};
+use ballast::runtime::journal::{Held, Journal, Journals, Round};
 use ballast::runtime::state_store::{MemoryStateStore, StateStore};
 use ballast::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
 use ballast::submit::submit;
@@ -25,15 +24,18 @@ use ballast::turn::ToolInvocation;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
+mod common;
+use common::scripted::{requests as scripted_requests, workload};
+
 #[derive(Default)]
 struct Tally {
     holds: AtomicUsize,
     flushes: AtomicUsize,
 }
 
-/// Keeps held rounds in memory; a flush commits them, in order, through the log journal.
+/// Keeps held rounds in memory; a flush commits them, in order, through the inner journal.
 struct Holding {
-    inner: LogJournals,
+    inner: Arc<dyn Journals>,
     tally: Arc<Tally>,
 }
 
@@ -133,30 +135,6 @@ impl Tool for Witness {
     }
 }
 
-fn workload(n: usize) -> Vec<WorkloadTurn> {
-    (0..n)
-        .map(|i| WorkloadTurn {
-            turn_id: TurnId::from_parts(1_767_225_600_000 + i as u64, [i as u8; 10]),
-            tenant: "acme".into(),
-            user_id: format!("u{i}"),
-            text: "refund my order please".into(),
-            scenario: "test".into(),
-            script: Script {
-                steps: (0..2)
-                    .map(|k| PlanStep {
-                        tool: "refund".into(),
-                        args_json: json!({"k": k}).to_string(),
-                    })
-                    .collect(),
-                confidence: 0.9,
-                batch: Vec::new(),
-            },
-            attributes: BTreeMap::new(),
-            session_id: None,
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_rounds_release_their_effects_only_once_committed() {
     let events: Arc<dyn EventLog> = Arc::new(MemoryLog::new(2));
@@ -179,19 +157,8 @@ async fn held_rounds_release_their_effects_only_once_committed() {
         calls: AtomicUsize::new(0),
         undecided: Mutex::new(Vec::new()),
     });
-    let w = workload(40);
+    let w = workload(40, "refund", 2, 0.9);
     let tally = Arc::new(Tally::default());
-    let journals = Holding {
-        inner: LogJournals {
-            events: Arc::clone(&events),
-            outcomes: None,
-            escalations: None,
-            requests: Some(Arc::clone(&requests)),
-            store: Arc::clone(&store),
-            vault: None,
-        },
-        tally: Arc::clone(&tally),
-    };
     let exec = ExecutionPlane {
         retriever: Arc::new(KbRetriever::new(Duration::ZERO)),
         planner: ScriptedPlanner::new(&w, Duration::ZERO),
@@ -204,9 +171,13 @@ async fn held_rounds_release_their_effects_only_once_committed() {
         codecs.clone(),
         exec,
         Arc::clone(&store),
-    )
-    .with_journals(Arc::new(journals))
-    .with_outcomes(tx);
+    );
+    // The journal the worker would use (the log's), holding rounds until a flush.
+    let journals = Holding {
+        inner: Arc::clone(&deps.journals),
+        tally: Arc::clone(&tally),
+    };
+    let deps = deps.with_journals(Arc::new(journals)).with_outcomes(tx);
     let cfg = WorkerConfig {
         commit_interval_ms: 100,
         ..WorkerConfig::default()
@@ -220,20 +191,7 @@ async fn held_rounds_release_their_effects_only_once_committed() {
             .await
             .expect("worker runs")
     });
-    let reqs: Vec<TurnRequest> = w
-        .iter()
-        .map(|t| TurnRequest {
-            turn_id: t.turn_id,
-            tenant: t.tenant.clone(),
-            user_id: t.user_id.clone(),
-            text: t.text.clone(),
-            channel: "test".into(),
-            attributes: BTreeMap::new(),
-            submitted_at_ms: 0,
-            session_id: None,
-        })
-        .collect();
-    submit(requests.as_ref(), &codecs.requests, &reqs)
+    submit(requests.as_ref(), &codecs.requests, &scripted_requests(&w))
         .await
         .expect("submit");
     for _ in 0..w.len() {

@@ -11,11 +11,10 @@ use ballast::demo::kb::KbRetriever;
 use ballast::embedded::Embedded;
 use ballast::event::codec::{Codecs, SchemaRegistry};
 use ballast::event::{
-    CommandAction, Event, HandoffResolution, Outcome, Payload, PlanStep, ToolFailureKind,
-    TurnCommand, TurnRequest,
+    CommandAction, Event, HandoffResolution, Outcome, Payload, ToolFailureKind, TurnCommand,
 };
 use ballast::exec::catalog::{Impact, ToolSpec};
-use ballast::exec::scripted::{Script, ScriptedPlanner, WorkloadTurn};
+use ballast::exec::scripted::{ScriptedPlanner, WorkloadTurn};
 use ballast::exec::{ExecutionPlane, Tool, ToolError, Toolbox};
 use ballast::ids::{Offset, Partition, TurnId};
 use ballast::log::{EventLog, MemoryLog, Record};
@@ -25,6 +24,9 @@ use ballast::submit::submit;
 use ballast::turn::ToolInvocation;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
+
+mod common;
+use common::scripted::{requests, workload};
 
 /// A tool that counts calls, tracks concurrency, and can be told to hang.
 struct Probe {
@@ -79,45 +81,6 @@ fn probe(name: &str, idempotent: bool, hang: bool, c: &Counters) -> Arc<dyn Tool
         max_running: Arc::clone(&c.max_running),
         hang,
     })
-}
-
-fn workload(n: usize, tool: &str, steps: usize, confidence: f64) -> Vec<WorkloadTurn> {
-    (0..n)
-        .map(|i| WorkloadTurn {
-            turn_id: TurnId::from_parts(1_767_225_600_000 + i as u64, [i as u8; 10]),
-            tenant: "acme".into(),
-            user_id: format!("u{i}"),
-            text: "refund my order please".into(),
-            scenario: "test".into(),
-            script: Script {
-                steps: (0..steps)
-                    .map(|k| PlanStep {
-                        tool: tool.into(),
-                        args_json: json!({"k": k}).to_string(),
-                    })
-                    .collect(),
-                confidence,
-                batch: Vec::new(),
-            },
-            attributes: BTreeMap::new(),
-            session_id: None,
-        })
-        .collect()
-}
-
-fn requests(w: &[WorkloadTurn]) -> Vec<TurnRequest> {
-    w.iter()
-        .map(|t| TurnRequest {
-            turn_id: t.turn_id,
-            tenant: t.tenant.clone(),
-            user_id: t.user_id.clone(),
-            text: t.text.clone(),
-            channel: "test".into(),
-            attributes: BTreeMap::new(),
-            submitted_at_ms: 0,
-            session_id: None,
-        })
-        .collect()
 }
 
 struct Rig {

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod fake;
 pub mod kafka;
 pub mod plane;
+pub mod scripted;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
