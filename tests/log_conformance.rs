@@ -316,6 +316,16 @@ mod kafka_transactional {
             base.0 >= 4,
             "three aborted records and the abort marker come first"
         );
+        // The round shows once the coordinator has written its commit marker, just after the
+        // commit returned (the contract's visibility rule): wait for that, not for a timer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while log.end(p).await.expect("end").0 < base.0 + 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the round never showed"
+            );
+            tokio::task::yield_now().await;
+        }
         for from in [0, 1, 3, base.0] {
             let got = log.read(p, Offset(from), 10).await.expect("read");
             let values: Vec<&[u8]> = got.iter().map(|s| s.value.as_slice()).collect();

@@ -356,7 +356,7 @@ impl EventLog for KafkaLog {
 
     async fn read(&self, partition: Partition, from: Offset, max: usize) -> Result<Vec<Stored>> {
         check_partition(partition, self.inner.partitions)?;
-        let high = self.high_watermark(partition).await?;
+        let mut high = self.high_watermark(partition).await?;
         if from.0 >= high || max == 0 {
             return Ok(Vec::new());
         }
@@ -388,6 +388,13 @@ impl EventLog for KafkaLog {
                 Ok(Ok(m)) => {
                     let s = stored(&m);
                     last_progress = std::time::Instant::now();
+                    // A commit returns before the coordinator writes its markers: `high` (the
+                    // last stable offset) may have been read just before they landed, and the
+                    // consumer already sees past it. Ask again so the rest of that round is
+                    // read now instead of ending the read in the middle of it.
+                    if s.offset.0 >= high {
+                        high = self.high_watermark(partition).await?.max(s.offset.0 + 1);
+                    }
                     // Offsets only go up: anything at or below what was delivered (a fetch
                     // from before a re-assignment) is not delivered again.
                     if s.offset.0 >= position {
