@@ -12,6 +12,7 @@ use ballast::event::{EscalationRung, Event, Outcome, Payload};
 use ballast::exec::scripted::WorkloadTurn;
 use ballast::ids::{Partition, TurnId};
 use ballast::runtime::state_store::StateStore;
+use ballast::runtime::{RuntimeStats, WorkerConfig};
 use common::plane::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,6 +186,111 @@ async fn deadlines_fire_when_the_clock_passes_them() {
             "TurnCompleted"
         ])
     );
+}
+
+/// Waits until the worker holds `n` turns parked (out of memory, in the snapshot store).
+async fn parked(run: &Running, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while RuntimeStats::get(&run.stats.parked_turns) != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} turns parked, expected {n}",
+            RuntimeStats::get(&run.stats.parked_turns)
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Turns waiting for a person leave memory once a snapshot holds them, and come back for
+/// whatever arrives: an answer, a deadline, a restart (which arms their deadlines without
+/// loading them). What each turn records is exactly what it records when it never left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_waiting_for_people_are_parked_and_come_back() {
+    let env = Env::new();
+    let granted = turn(1, "u-grant", refund(20_000), 0.95);
+    let refused = turn(2, "u-refuse", refund(20_000), 0.95);
+    let expiring = turn(3, "u-wait", refund(20_000), 0.95);
+    let w = vec![granted.clone(), refused.clone(), expiring.clone()];
+    // A snapshot after every round: a turn parks as soon as it waits.
+    let cfg = WorkerConfig {
+        snapshot_every: 1,
+        ..WorkerConfig::default()
+    };
+    let mut run = env.start_with(&w, env.control(&w), cfg.clone());
+    env.submit(&w).await;
+    for t in &w {
+        env.awaiting_approval(t.turn_id).await;
+    }
+    parked(&run, 3).await;
+    env.answer(granted.turn_id, true).await;
+    let done = run.finished(1).await;
+    assert_eq!(
+        (done[0].turn_id, done[0].outcome),
+        (granted.turn_id, Outcome::Succeeded)
+    );
+    run.stop().await;
+
+    // A restart recovers the two still waiting as parked: not loaded, deadlines armed.
+    let mut run = env.start_with(&w, env.control(&w), cfg.clone());
+    parked(&run, 2).await;
+    assert_eq!(RuntimeStats::get(&run.stats.resumed_turns), 2);
+    env.answer(refused.turn_id, false).await;
+    let done = run.finished(1).await;
+    assert_eq!(
+        (done[0].turn_id, done[0].outcome),
+        (refused.turn_id, Outcome::Denied)
+    );
+    // The parked turn's deadline fires from the timer recovery armed: handed to a person,
+    // parked again, and that deadline passes too.
+    env.clock.advance(61_000);
+    env.handed_off(expiring.turn_id).await;
+    parked(&run, 1).await;
+    env.clock.advance(61_000);
+    let done = run.finished(1).await;
+    run.stop().await;
+    assert_eq!(
+        (done[0].turn_id, done[0].outcome),
+        (expiring.turn_id, Outcome::EscalationFailed)
+    );
+
+    let mut want = vec![
+        "Policy(plan:require_confirmation)",
+        "Policy(pre_tool:require_confirmation)",
+        "ApprovalRequested",
+        "ApprovalGranted",
+    ];
+    want.extend(CALL_RAN);
+    want.extend([
+        "BudgetReserved",
+        "PlanProposed",
+        "BudgetCommitted",
+        "ResponseSynthesized",
+        "Policy(pre_response:allow)",
+        "TurnCompleted",
+    ]);
+    assert_eq!(kinds(&env.events(granted.turn_id).await), expect(&want));
+    assert_eq!(
+        kinds(&env.events(refused.turn_id).await),
+        expect(&[
+            "Policy(plan:require_confirmation)",
+            "Policy(pre_tool:require_confirmation)",
+            "ApprovalRequested",
+            "ApprovalDenied",
+            "TurnCompleted"
+        ])
+    );
+    assert_eq!(
+        kinds(&env.events(expiring.turn_id).await),
+        expect(&[
+            "Policy(plan:require_confirmation)",
+            "Policy(pre_tool:require_confirmation)",
+            "ApprovalRequested",
+            "ApprovalExpired",
+            "EscalationRaised",
+            "TurnCompleted"
+        ])
+    );
+    assert_eq!(env.side_effects(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

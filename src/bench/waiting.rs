@@ -136,8 +136,9 @@ pub async fn resume(dir: &Path, waiting: usize) -> Result<String, DemoError> {
         ))));
     }
     Ok(format!(
-        "waiting={waiting}\nresume_ms={resume_ms:.0}\nopen_ms={opened_ms:.0}\nreplayed_events={}\nbytes_per_waiting_turn={per_turn}\n",
+        "waiting={waiting}\nresume_ms={resume_ms:.0}\nopen_ms={opened_ms:.0}\nreplayed_events={}\nparked_turns={}\nbytes_per_waiting_turn={per_turn}\n",
         RuntimeStats::get(&stats.replayed_events),
+        RuntimeStats::get(&stats.parked_turns),
     ))
 }
 

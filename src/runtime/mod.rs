@@ -126,6 +126,8 @@ pub struct RuntimeStats {
     pub corrupt_events: AtomicU64,
     pub replayed_events: AtomicU64,
     pub resumed_turns: AtomicU64,
+    /// Turns waiting for a person kept in the snapshot store instead of memory, now.
+    pub parked_turns: AtomicU64,
     pub snapshots: AtomicU64,
     /// Time spent writing snapshots (encoding the changed turns, the batch, its flush).
     pub snapshot_micros: AtomicU64,

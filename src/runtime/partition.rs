@@ -31,6 +31,9 @@ pub(crate) struct PartitionActor {
     deps: Arc<Deps>,
     cfg: WorkerConfig,
     turns: HashMap<TurnId, TurnState>,
+    /// Turns waiting only for a person, kept in the snapshot store rather than here (see
+    /// `parking`): the session each holds, if any.
+    parked: HashMap<TurnId, Option<Box<str>>>,
     accepted_at: HashMap<TurnId, Instant>,
     events_end: u64,
     /// Every request before this offset has been turned into events or a dead letter (and
@@ -53,7 +56,7 @@ pub(crate) struct PartitionActor {
     /// wake-up for all of them: a partition holding 100,000 turns waiting for people holds
     /// 100,000 entries here rather than 100,000 sleeping tasks, and a test that moves a manual
     /// clock fires them without sleeping.
-    timers: std::collections::BTreeMap<(i64, u64), (TurnId, Input)>,
+    timers: std::collections::BTreeMap<(i64, u64), (TurnId, Wake)>,
     timer_seq: u64,
     /// Effects in flight. Owned here so that when this actor ends — drained, or failed and about
     /// to be restarted from the log — nothing it started keeps running beside its successor.
@@ -83,6 +86,22 @@ pub(crate) struct PartitionActor {
     /// turns of one session run one after the other.
     session_running: HashMap<String, TurnId>,
     session_waiting: HashMap<String, std::collections::VecDeque<TurnId>>,
+}
+
+/// What a timer wakes a turn for. Smaller than an `Input` (a timer map holding a million
+/// parked turns' deadlines pays for its values a million times).
+pub(super) enum Wake {
+    Retry { call_id: String, attempt: i32 },
+    Deadline { approval_id: String },
+}
+
+impl From<Wake> for Input {
+    fn from(w: Wake) -> Input {
+        match w {
+            Wake::Retry { call_id, attempt } => Input::RetryDue { call_id, attempt },
+            Wake::Deadline { approval_id } => Input::ApprovalDeadline { approval_id },
+        }
+    }
 }
 
 pub(crate) async fn run_partition(
@@ -208,6 +227,7 @@ pub(crate) async fn run_partition(
 
 mod durable;
 mod intake;
+mod parking;
 mod recover;
 mod sessions;
 
@@ -221,7 +241,7 @@ impl PartitionActor {
     ) -> Result<(), RuntimeError> {
         for command in std::mem::take(&mut self.reopen) {
             let turn = command.turn_id;
-            if !self.turns.contains_key(&turn) {
+            if !self.holds(&turn) {
                 let from = command.turn_offset.unwrap_or(0).max(0) as u64;
                 match super::reload::load_turn(
                     &self.deps,
@@ -275,6 +295,7 @@ impl PartitionActor {
         {
             return Ok(());
         }
+        self.unpark_for(&inputs)?;
         let deps = Arc::clone(&self.deps);
         self.follow_control_config();
         let now_ms = deps.clock.now_ms();
@@ -525,12 +546,12 @@ impl PartitionActor {
                 at_ms,
                 call_id,
                 attempt,
-            } => self.set_timer(at_ms, turn_id, Input::RetryDue { call_id, attempt }),
+            } => self.set_timer(at_ms, turn_id, Wake::Retry { call_id, attempt }),
             Effect::ScheduleDeadline {
                 turn_id,
                 at_ms,
                 approval_id,
-            } => self.set_timer(at_ms, turn_id, Input::ApprovalDeadline { approval_id }),
+            } => self.set_timer(at_ms, turn_id, Wake::Deadline { approval_id }),
             effect => {
                 self.in_flight += 1;
                 *self.busy.entry(effect.turn_id()).or_default() += 1;
@@ -550,9 +571,9 @@ impl PartitionActor {
         }
     }
 
-    fn set_timer(&mut self, at_ms: i64, turn: TurnId, input: Input) {
+    fn set_timer(&mut self, at_ms: i64, turn: TurnId, wake: Wake) {
         self.timer_seq += 1;
-        self.timers.insert((at_ms, self.timer_seq), (turn, input));
+        self.timers.insert((at_ms, self.timer_seq), (turn, wake));
     }
 
     /// Moves the timers now due (by the clock) into `inputs`, oldest first. A timer of a turn
@@ -563,7 +584,8 @@ impl PartitionActor {
             if entry.key().0 > now {
                 break;
             }
-            inputs.push(entry.remove());
+            let (turn, wake) = entry.remove();
+            inputs.push((turn, wake.into()));
         }
     }
 }

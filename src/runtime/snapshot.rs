@@ -5,6 +5,12 @@
 //! changed since the last save (and deletes those that ended), in one atomic batch: a partition
 //! holding 100,000 turns waiting for people pays for the few turns that moved, not for all of
 //! them, so snapshots can be frequent and recovery reads a short tail of the log.
+//!
+//! Entry keys start with a tag: `t` a turn to resume, `s` a session, and for a turn that waits
+//! only for a person (see `partition/parking.rs`) two entries, `w` its state and `p` a small
+//! index record (deadline, session). Recovery reads `t`, `s` and `p` and never `w`: a million
+//! waiting turns cost a million index records to recover, and each state is read back only
+//! when something arrives for its turn.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -25,6 +31,8 @@ pub const SESSION_TURNS: usize = 50;
 
 const TURN_TAG: u8 = b't';
 const SESSION_TAG: u8 = b's';
+const WAITING_TAG: u8 = b'w';
+const PARKED_TAG: u8 = b'p';
 
 /// The finished turns of one session, oldest first: what a follow-up turn is shown.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -58,12 +66,60 @@ pub struct SnapshotHeader {
 /// A snapshot read back: the header, the turns not yet terminal and the sessions.
 pub struct Loaded {
     pub header: SnapshotHeader,
+    /// The turns to hold in memory and resume.
     pub turns: HashMap<TurnId, TurnState>,
+    /// The turns waiting only for a person: left in the store, their deadlines armed.
+    pub parked: Vec<ParkedTurn>,
     pub sessions: HashMap<String, SessionHistory>,
 }
 
+/// A turn that waits only for a person, kept in the snapshot store instead of memory: what a
+/// partition needs until something arrives for it (its deadline, and the session it holds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedTurn {
+    pub turn: TurnId,
+    pub wake_at_ms: i64,
+    pub approval_id: String,
+    pub session: Option<String>,
+}
+
+impl ParkedTurn {
+    /// `Some` when `state` waits only for a person (see [`TurnState::parked_deadline`]).
+    pub fn of(state: &TurnState) -> Option<ParkedTurn> {
+        let (wake_at_ms, approval_id) = state.parked_deadline()?;
+        Some(ParkedTurn {
+            turn: state.turn_id,
+            wake_at_ms,
+            approval_id,
+            session: state
+                .session_id
+                .as_deref()
+                .map(|s| session_key(&state.tenant, &state.user_id, s)),
+        })
+    }
+}
+
+/// A turn's state in the partition's snapshot, read back (None: the snapshot has none).
+pub fn load_turn(
+    store: &dyn StateStore,
+    partition: Partition,
+    turn: TurnId,
+) -> Result<Option<TurnState>, StoreError> {
+    let json = match store.snapshot_entry(partition, &turn_key(WAITING_TAG, &turn))? {
+        Some(json) => json,
+        None => match store.snapshot_entry(partition, &turn_key(TURN_TAG, &turn))? {
+            Some(json) => json,
+            None => return Ok(None),
+        },
+    };
+    serde_json::from_slice(&json)
+        .map(Some)
+        .map_err(|e| StoreError(format!("turn entry {turn}: {e}")))
+}
+
 /// Reads a partition's snapshot: `Ok(None)` when there is none, `Ok(Some(Err(why)))` when it
-/// cannot be used (recovery then starts over from offset 0).
+/// cannot be used (recovery then starts over from offset 0). Turns waiting only for a person
+/// come back as their index records alone: their states are not read.
 pub fn load(
     store: &dyn StateStore,
     partition: Partition,
@@ -82,49 +138,71 @@ pub fn load(
         ))));
     }
     let mut turns = HashMap::new();
+    let mut parked = Vec::new();
     let mut sessions = HashMap::new();
     let mut broken: Option<String> = None;
-    store.snapshot_entries(partition, &mut |key, value| {
-        if broken.is_some() {
-            return;
-        }
-        match key.split_first() {
-            Some((&TURN_TAG, _)) => match serde_json::from_slice::<TurnState>(value) {
-                Ok(state) => {
-                    turns.insert(state.turn_id, state);
-                }
-                Err(e) => broken = Some(format!("turn entry: {e}")),
-            },
-            Some((&SESSION_TAG, rest)) => {
-                match (
-                    std::str::from_utf8(rest),
-                    serde_json::from_slice::<SessionHistory>(value),
-                ) {
-                    (Ok(name), Ok(history)) => {
-                        sessions.insert(name.to_owned(), history);
-                    }
-                    (Err(_), _) => broken = Some("session entry: key is not UTF-8".into()),
-                    (_, Err(e)) => broken = Some(format!("session entry: {e}")),
-                }
+    store.snapshot_entries(
+        partition,
+        &[TURN_TAG],
+        &mut |_, value| match serde_json::from_slice::<TurnState>(value) {
+            Ok(state) => {
+                turns.insert(state.turn_id, state);
             }
-            _ => broken = Some("entry with an unknown tag".into()),
+            Err(e) => broken = broken.take().or(Some(format!("turn entry: {e}"))),
+        },
+    )?;
+    store.snapshot_entries(
+        partition,
+        &[PARKED_TAG],
+        &mut |_, value| match serde_json::from_slice::<ParkedTurn>(value) {
+            Ok(p) => parked.push(p),
+            Err(e) => broken = broken.take().or(Some(format!("parked entry: {e}"))),
+        },
+    )?;
+    store.snapshot_entries(partition, &[SESSION_TAG], &mut |key, value| match (
+        std::str::from_utf8(key.get(1..).unwrap_or_default()),
+        serde_json::from_slice::<SessionHistory>(value),
+    ) {
+        (Ok(name), Ok(history)) => {
+            sessions.insert(name.to_owned(), history);
         }
+        (Err(_), _) => {
+            broken = broken
+                .take()
+                .or(Some("session entry: key is not UTF-8".into()));
+        }
+        (_, Err(e)) => broken = broken.take().or(Some(format!("session entry: {e}"))),
     })?;
     Ok(Some(match broken {
         Some(why) => Err(why),
         None => Ok(Loaded {
             header,
             turns,
+            parked,
             sessions,
         }),
     }))
 }
 
-fn turn_key(turn: &TurnId) -> Vec<u8> {
+fn turn_key(tag: u8, turn: &TurnId) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
-    k.push(TURN_TAG);
+    k.push(tag);
     k.extend_from_slice(turn.0.as_bytes());
     k
+}
+
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The entries that store `state`: a turn to resume (`t`), or a waiting one (`w` and `p`).
+fn turn_entries(state: &TurnState) -> Result<Entries, serde_json::Error> {
+    let id = &state.turn_id;
+    Ok(match ParkedTurn::of(state) {
+        None => vec![(turn_key(TURN_TAG, id), serde_json::to_vec(state)?)],
+        Some(p) => vec![
+            (turn_key(WAITING_TAG, id), serde_json::to_vec(state)?),
+            (turn_key(PARKED_TAG, id), serde_json::to_vec(&p)?),
+        ],
+    })
 }
 
 fn session_entry_key(name: &str) -> Vec<u8> {
@@ -165,8 +243,8 @@ impl Dirty {
             ..SnapshotDelta::default()
         };
         if self.full {
-            for (id, state) in turns {
-                delta.put.push((turn_key(id), serde_json::to_vec(state)?));
+            for state in turns.values() {
+                delta.put.extend(turn_entries(state)?);
             }
             for (name, history) in sessions {
                 delta
@@ -174,11 +252,20 @@ impl Dirty {
                     .push((session_entry_key(name), serde_json::to_vec(history)?));
             }
         } else {
+            // A dirty turn is in memory (parking happens only right after a save, and a
+            // parked turn is read back before anything changes it): one that is not, ended.
             for id in &self.turns {
-                match turns.get(id) {
-                    Some(state) => delta.put.push((turn_key(id), serde_json::to_vec(state)?)),
-                    None => delta.delete.push(turn_key(id)),
+                let put = match turns.get(id) {
+                    Some(state) => turn_entries(state)?,
+                    None => Vec::new(),
+                };
+                for tag in [TURN_TAG, WAITING_TAG, PARKED_TAG] {
+                    let key = turn_key(tag, id);
+                    if !put.iter().any(|(k, _)| *k == key) {
+                        delta.delete.push(key);
+                    }
                 }
+                delta.put.extend(put);
             }
             for name in &self.sessions {
                 match sessions.get(name) {
@@ -264,7 +351,15 @@ mod tests {
             .take_delta(&header(), &turns, &sessions)
             .expect("delta");
         assert!(!delta.replace);
-        assert_eq!((delta.put.len(), delta.delete.len()), (1, 1));
+        assert_eq!(delta.put.len(), 1, "only the turn that moved is written");
+        let ended = |tag| delta.delete.contains(&turn_key(tag, &ids[1]));
+        assert!(ended(TURN_TAG) && ended(WAITING_TAG) && ended(PARKED_TAG));
+        assert!(
+            !delta
+                .delete
+                .iter()
+                .any(|k| k.ends_with(ids[2].0.as_bytes()))
+        );
         store
             .save_snapshot(Partition(0), delta)
             .await

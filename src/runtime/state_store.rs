@@ -54,13 +54,22 @@ impl SnapshotDelta {
 pub trait StateStore: Send + Sync + 'static {
     /// The header of the partition's snapshot (None: there is none).
     fn snapshot_header(&self, partition: Partition) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Passes each entry of the partition's snapshot to `each`, one at a time (a snapshot of
-    /// 100,000 waiting turns is never held twice in memory).
+    /// Passes each entry of the partition's snapshot whose key starts with `prefix` to
+    /// `each`, one at a time, in key order (a snapshot of 100,000 waiting turns is never held
+    /// twice in memory, and entries under other prefixes are not read at all).
     fn snapshot_entries(
         &self,
         partition: Partition,
+        prefix: &[u8],
         each: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StoreError>;
+    /// One entry of the partition's snapshot (None: not there): a turn parked out of memory,
+    /// read back when something arrives for it.
+    fn snapshot_entry(
+        &self,
+        partition: Partition,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError>;
     /// Applies `delta` atomically (a crash leaves the previous snapshot or this one, never a
     /// mix); durable on return.
     async fn save_snapshot(
@@ -102,14 +111,30 @@ impl StateStore for MemoryStateStore {
     fn snapshot_entries(
         &self,
         partition: Partition,
+        prefix: &[u8],
         each: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StoreError> {
         if let Some((_, entries)) = self.snapshots.lock().map_err(poisoned)?.get(&partition) {
-            for (k, v) in entries {
+            for (k, v) in entries.range(prefix.to_vec()..) {
+                if !k.starts_with(prefix) {
+                    break;
+                }
                 each(k, v);
             }
         }
         Ok(())
+    }
+    fn snapshot_entry(
+        &self,
+        partition: Partition,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .snapshots
+            .lock()
+            .map_err(poisoned)?
+            .get(&partition)
+            .and_then(|(_, entries)| entries.get(key).cloned()))
     }
     async fn save_snapshot(
         &self,
@@ -211,16 +236,31 @@ impl StateStore for SledStateStore {
     fn snapshot_entries(
         &self,
         partition: Partition,
+        entry_prefix: &[u8],
         each: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StoreError> {
         let prefix = snapshot_key(partition, Some(&[]));
-        for item in self.snapshots.scan_prefix(&prefix) {
+        for item in self
+            .snapshots
+            .scan_prefix(snapshot_key(partition, Some(entry_prefix)))
+        {
             let (k, v) = item.map_err(StoreError::from_display)?;
             if let Some(entry) = k.strip_prefix(prefix.as_slice()) {
                 each(entry, &v);
             }
         }
         Ok(())
+    }
+    fn snapshot_entry(
+        &self,
+        partition: Partition,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .snapshots
+            .get(snapshot_key(partition, Some(key)))
+            .map_err(StoreError::from_display)?
+            .map(|v| v.to_vec()))
     }
     async fn save_snapshot(
         &self,
@@ -320,9 +360,17 @@ mod tests {
     fn entries(store: &dyn StateStore, p: Partition) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
         store
-            .snapshot_entries(p, &mut |k, v| out.push((k.to_vec(), v.to_vec())))
+            .snapshot_entries(p, &[], &mut |k, v| out.push((k.to_vec(), v.to_vec())))
             .expect("entries");
         out.sort();
+        out
+    }
+
+    fn entries_under(store: &dyn StateStore, p: Partition, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        store
+            .snapshot_entries(p, prefix, &mut |k, _| out.push(k.to_vec()))
+            .expect("entries");
         out
     }
 
@@ -352,6 +400,15 @@ mod tests {
                 (b"ta".to_vec(), b"3".to_vec())
             ]
         );
+        // A prefix reads its entries only; one entry is read by its key.
+        assert_eq!(entries_under(store, p, b"t"), vec![b"ta".to_vec()]);
+        assert_eq!(entries_under(store, p, b"s"), vec![b"sc".to_vec()]);
+        assert!(entries_under(store, p, b"w").is_empty());
+        assert_eq!(
+            store.snapshot_entry(p, b"ta").expect("entry"),
+            Some(b"3".to_vec())
+        );
+        assert_eq!(store.snapshot_entry(p, b"tb").expect("entry"), None);
         store
             .save_snapshot(p, SnapshotDelta::replace_with(b"h3".to_vec()))
             .await

@@ -9,6 +9,25 @@ use super::decide::{Builder, backoff_ms};
 use super::effect::Effect;
 use super::state::{ApprovalStatus, CallStatus, Phase};
 
+impl super::TurnState {
+    /// For a turn that waits only for a person (an approval or a handoff), when it must wake
+    /// if nobody answers and the id its deadline carries; `None` for any other phase. A worker
+    /// may keep such a turn out of memory and arm this deadline instead of resuming it: a
+    /// resume of it does exactly that and nothing else (a property test holds the two equal).
+    pub fn parked_deadline(&self) -> Option<(i64, String)> {
+        match self.phase() {
+            Phase::AwaitingApproval { index } => self
+                .approval_for(index)
+                .map(|a| (a.deadline_ms, a.approval_id.clone())),
+            Phase::AwaitingHandoff => self
+                .handoff
+                .as_ref()
+                .map(|h| (h.deadline_ms, super::ladder::HANDOFF_DEADLINE.to_string())),
+            _ => None,
+        }
+    }
+}
+
 impl Builder<'_, '_> {
     pub(super) fn resume(&mut self, phase: Phase) {
         match phase {

@@ -221,6 +221,25 @@ proptest! {
         }
     }
 
+    /// A worker parks a turn that only waits for a person out of memory and, instead of
+    /// resuming it, arms the deadline `parked_deadline` gives: that must be all a resume does.
+    #[test]
+    fn a_parked_turn_resumes_by_arming_its_deadline_alone(seed in any::<u64>()) {
+        let h = simulate(seed);
+        let w = World::confirming_emails();
+        for state in &h.states {
+            let Some((at_ms, id)) = state.parked_deadline() else { continue };
+            let mut s = state.clone();
+            let d = step(&mut s, Input::Resume, &w.ctx());
+            prop_assert!(d.events.is_empty(), "a resume of a parked turn decides nothing");
+            prop_assert!(
+                matches!(d.effects.as_slice(),
+                    [Effect::ScheduleDeadline { at_ms: a, approval_id, .. }] if *a == at_ms && *approval_id == id),
+                "{:?} vs ({at_ms}, {id})", d.effects
+            );
+        }
+    }
+
     #[test]
     fn duplicate_deliveries_change_nothing(seed in any::<u64>(), dup_seed in any::<u64>()) {
         let h = simulate(seed);
@@ -343,9 +362,18 @@ proptest! {
 fn simulations_reach_every_outcome_and_crash_often() {
     let mut outcomes = HashSet::new();
     let mut crashes = 0;
+    // States parked on an approval, on a handoff: the parking property is exercised on both.
+    let mut parked = (0, 0);
     for seed in 0..400 {
         let h = simulate(seed);
         crashes += h.crashes;
+        for s in &h.states {
+            match s.parked_deadline() {
+                Some((_, id)) if id == "handoff" => parked.1 += 1,
+                Some(_) => parked.0 += 1,
+                None => {}
+            }
+        }
         if let Some(o) = h.states.last().and_then(|s| s.outcome) {
             outcomes.insert(o);
         }
@@ -353,6 +381,10 @@ fn simulations_reach_every_outcome_and_crash_often() {
     assert!(
         crashes > 100,
         "the property tests exercise recovery ({crashes} crashes)"
+    );
+    assert!(
+        parked.0 > 0 && parked.1 > 0,
+        "states parked on approvals and handoffs: {parked:?}"
     );
     for o in [
         Outcome::Succeeded,

@@ -127,6 +127,8 @@ pub fn requests(w: &[WorkloadTurn]) -> Vec<TurnRequest> {
 
 pub struct Running {
     pub rx: mpsc::UnboundedReceiver<TurnFinished>,
+    #[allow(dead_code)]
+    pub stats: Arc<ballast::runtime::RuntimeStats>,
     pub stop: watch::Sender<bool>,
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -220,6 +222,15 @@ impl Env {
     }
 
     pub fn start(&self, w: &[WorkloadTurn], control: Arc<dyn ControlPlane>) -> Running {
+        self.start_with(w, control, WorkerConfig::default())
+    }
+
+    pub fn start_with(
+        &self,
+        w: &[WorkloadTurn],
+        control: Arc<dyn ControlPlane>,
+        cfg: WorkerConfig,
+    ) -> Running {
         let (tx, rx) = mpsc::unbounded_channel();
         let deps = Deps::new(
             self.emb.events.clone(),
@@ -232,11 +243,17 @@ impl Env {
         .with_control(control)
         .with_clock(self.clock.clone())
         .with_outcomes(tx);
-        let worker = Worker::new(deps, WorkerConfig::default());
+        let worker = Worker::new(deps, cfg);
+        let stats = worker.stats();
         let (stop, stop_rx) = watch::channel(false);
         let parts: Vec<Partition> = (0..self.emb.partitions()).map(Partition).collect();
         let task = tokio::spawn(async move { worker.run(parts, stop_rx).await.expect("runs") });
-        Running { rx, stop, task }
+        Running {
+            rx,
+            stats,
+            stop,
+            task,
+        }
     }
 
     pub async fn submit(&self, w: &[WorkloadTurn]) {

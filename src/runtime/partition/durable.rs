@@ -50,8 +50,9 @@ impl PartitionActor {
         self.flush().await?;
         let started = Instant::now();
         // Timers of turns that finished before they were due would otherwise wait until then.
-        let turns = &self.turns;
-        self.timers.retain(|_, (turn, _)| turns.contains_key(turn));
+        let (turns, parked) = (&self.turns, &self.parked);
+        self.timers
+            .retain(|_, (turn, _)| turns.contains_key(turn) || parked.contains_key(turn));
         // Sessions nobody continued for a day are forgotten: their turns stay in the log.
         let idle_before = self.deps.clock.now_ms() - self.cfg.session_ttl_ms;
         let dirty = &mut self.dirty;
@@ -74,6 +75,8 @@ impl PartitionActor {
             .take_delta(&header, &self.turns, &self.sessions)
             .map_err(|e| RuntimeError::Snapshot(e.to_string()))?;
         self.deps.store.save_snapshot(self.partition, delta).await?;
+        // Every turn in memory is now in the store as it is: those waiting for a person go.
+        self.park_idle_turns();
         self.since_snapshot = 0;
         self.last_snapshot = Instant::now();
         self.deps.stats.snapshots.fetch_add(1, Ordering::Relaxed);

@@ -142,9 +142,7 @@ impl PartitionActor {
                     }
                 }
             }
-            if self.turns.contains_key(&request.turn_id)
-                || self.deps.store.is_known(request.turn_id)?
-            {
+            if self.holds(&request.turn_id) || self.deps.store.is_known(request.turn_id)? {
                 self.deps
                     .stats
                     .duplicate_requests
@@ -186,7 +184,7 @@ impl PartitionActor {
             command.action,
             crate::event::CommandAction::Reverse(_) | crate::event::CommandAction::Label(_)
         );
-        if self.turns.contains_key(&turn) {
+        if self.holds(&turn) {
             inputs.push((turn, Input::Command(command)));
         } else if late {
             self.reopen.push(command);

@@ -15,7 +15,7 @@ use super::PartitionActor;
 use crate::control::budget::Ledger;
 use crate::event::Payload;
 use crate::guard::Breakers;
-use crate::ids::{Offset, Partition};
+use crate::ids::{Offset, Partition, TurnId};
 use crate::log::Scan;
 use crate::runtime::executor::Msg;
 use crate::runtime::snapshot::{self, Dirty, remember_session};
@@ -63,10 +63,14 @@ impl PartitionActor {
         } else {
             Dirty::everything()
         };
+        let mut parked: HashMap<TurnId, snapshot::ParkedTurn> = HashMap::new();
         let (mut turns, mut from, mut inbox_next, mut ledger, mut breakers, mut sessions) =
             match snapshot {
                 Some(s) => (
-                    s.turns,
+                    {
+                        parked.extend(s.parked.into_iter().map(|p| (p.turn, p)));
+                        s.turns
+                    },
                     s.header.events_end,
                     s.header.inbox_next,
                     s.header.ledger.with_window(budgets.window_ms),
@@ -82,6 +86,16 @@ impl PartitionActor {
                     HashMap::new(),
                 ),
             };
+        // A waiting turn a snapshot of an earlier build stored as one to resume: the next
+        // snapshot files it as waiting (then it parks).
+        if !dirty.full {
+            dirty.turns.extend(
+                turns
+                    .values()
+                    .filter(|t| t.parked_deadline().is_some())
+                    .map(|t| t.turn_id),
+            );
+        }
         let start = from;
         let mut known = Vec::new();
         let mut scan = Scan::new(deps.events.as_ref(), partition, Offset(from));
@@ -102,6 +116,20 @@ impl PartitionActor {
                 ledger.apply(&event);
                 breakers.apply(&event);
                 dirty.turns.insert(event.turn_id);
+                // A turn parked in the snapshot that moved after it: read back, then folded.
+                if parked.remove(&event.turn_id).is_some() {
+                    match snapshot::load_turn(deps.store.as_ref(), partition, event.turn_id)? {
+                        Some(state) => {
+                            turns.insert(event.turn_id, state);
+                        }
+                        None => {
+                            return Err(RuntimeError::Snapshot(format!(
+                                "turn {} is in the snapshot's listing but not readable",
+                                event.turn_id
+                            )));
+                        }
+                    }
+                }
                 let state = match turns.entry(event.turn_id) {
                     Entry::Occupied(o) => o.into_mut(),
                     // A finished turn reopened for its reversal: reload it up to this event.
@@ -154,13 +182,14 @@ impl PartitionActor {
             .fetch_add(from - start, Ordering::Relaxed);
         deps.stats
             .resumed_turns
-            .fetch_add(turns.len() as u64, Ordering::Relaxed);
-        tracing::info!(pid = std::process::id(), %partition, snapshot_end = start, log_end = from, in_flight = turns.len(), "partition recovered");
-        Ok(PartitionActor {
+            .fetch_add((turns.len() + parked.len()) as u64, Ordering::Relaxed);
+        tracing::info!(pid = std::process::id(), %partition, snapshot_end = start, log_end = from, in_flight = turns.len(), parked = parked.len(), "partition recovered");
+        let mut actor = PartitionActor {
             partition,
             deps,
             cfg,
             turns,
+            parked: HashMap::new(),
             accepted_at: HashMap::new(),
             events_end: from,
             inbox_next,
@@ -189,6 +218,11 @@ impl PartitionActor {
             sessions,
             session_running: HashMap::new(),
             session_waiting: HashMap::new(),
-        })
+        };
+        // Parked turns are not resumed: their deadlines are armed, which is all a resume does.
+        for p in parked.into_values() {
+            actor.park(p);
+        }
+        Ok(actor)
     }
 }

@@ -19,7 +19,7 @@ impl PartitionActor {
         let busy = self
             .session_running
             .get(&key)
-            .is_some_and(|t| *t != turn && self.turns.contains_key(t));
+            .is_some_and(|t| *t != turn && self.holds(t));
         if busy {
             self.session_waiting.entry(key).or_default().push_back(turn);
             return None;
@@ -47,7 +47,7 @@ impl PartitionActor {
                 .get_mut(&key)
                 .and_then(|q| q.pop_front())
             {
-                Some(t) if self.turns.contains_key(&t) => break Some(t),
+                Some(t) if self.holds(&t) => break Some(t),
                 Some(_) => continue,
                 None => break None,
             }
@@ -79,6 +79,12 @@ impl PartitionActor {
                 self.session_running.insert(key, t.turn_id);
             } else {
                 waiting.push((key, t.turn_id));
+            }
+        }
+        // A parked turn waits for a person in the middle of its run: its session is taken.
+        for (turn, session) in &self.parked {
+            if let Some(key) = session {
+                self.session_running.insert(key.to_string(), *turn);
             }
         }
         for (key, turn) in waiting {
