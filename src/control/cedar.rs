@@ -8,15 +8,18 @@
 //! (the name recorded in PolicyEvaluated) and `@reason("...")` says why, for people.
 //! A policy that fails to evaluate counts as a `deny` (fail closed).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
-    PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision, Entity, Policy, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
+
+pub use super::entities::PrincipalAttrs;
+use super::entities::{EntityCache, Names, strings, tool_entity, uid};
 use sha2::{Digest, Sha256};
 
 use super::ControlError;
@@ -199,6 +202,7 @@ pub struct Policies {
     names: Names,
     authorizer: Authorizer,
     checked: bool,
+    entities: EntityCache,
 }
 
 /// Line and column (1-based) of a byte offset.
@@ -368,9 +372,11 @@ impl Policies {
             arg_types: arg_types(catalog),
             arg_names: arg_names(catalog),
             tools,
-            names: Names::new().map_err(ControlError::Policy)?,
+            names: Names::new(ACTION_CALL_TOOL, ACTION_SEND_RESPONSE)
+                .map_err(ControlError::Policy)?,
             authorizer: Authorizer::new(),
             checked: false,
+            entities: EntityCache::default(),
         })
     }
 
@@ -380,6 +386,12 @@ impl Policies {
 
     pub fn is_empty(&self) -> bool {
         self.meta.is_empty()
+    }
+
+    /// (user, tool) pairs whose Cedar entities are cached.
+    #[cfg(test)]
+    pub(super) fn cached_entities(&self) -> usize {
+        self.entities.len()
     }
 
     /// Cedar's `args` record for a call: arguments the schema types, each of the right type.
@@ -499,20 +511,21 @@ impl Policies {
         context: Vec<(String, RestrictedExpression)>,
         checked: bool,
     ) -> Result<Evaluation, String> {
-        let user = user_entity(&self.names, principal)?;
-        let (resource_uid, resource_entity) = match resource {
+        let (resource_uid, built) = match resource {
             Resource::Tool(name) => {
                 let e = self
                     .tools
                     .get(name)
                     .ok_or_else(|| format!("tool {name} is not in the catalog"))?;
-                (e.uid(), Some(e.clone()))
+                let built = self.entities.get(&self.names, principal, name, Some(e))?;
+                (e.uid(), built)
             }
-            Resource::Response => (self.names.response.clone(), None),
+            Resource::Response => (
+                self.names.response.clone(),
+                self.entities.get(&self.names, principal, "", None)?,
+            ),
         };
-        let principal_uid = user.uid();
-        let entities = Entities::from_entities(std::iter::once(user).chain(resource_entity), None)
-            .map_err(|e| e.to_string())?;
+        let (principal_uid, entities) = (built.principal.clone(), &built.entities);
         let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
         let request = Request::new(
             principal_uid,
@@ -526,9 +539,7 @@ impl Policies {
             checked.then_some(&self.schema),
         )
         .map_err(|e| e.to_string())?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.set, &entities);
+        let response = self.authorizer.is_authorized(&request, &self.set, entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()
@@ -593,15 +604,6 @@ impl Policies {
     }
 }
 
-/// Who is asking, as Cedar sees them.
-pub struct PrincipalAttrs<'a> {
-    pub tenant: &'a str,
-    pub user_id: &'a str,
-    pub channel: &'a str,
-    pub roles: Vec<String>,
-    pub scopes: Vec<String>,
-}
-
 #[derive(Clone, Copy)]
 pub enum Resource<'a> {
     Tool(&'a str),
@@ -613,110 +615,6 @@ pub struct Evaluation {
     pub decision: PolicyDecision,
     pub policy_ids: Vec<String>,
     pub reason: String,
-}
-
-fn type_name(ty: &str) -> Result<EntityTypeName, String> {
-    EntityTypeName::from_str(&format!("Ballast::{ty}")).map_err(|e| e.to_string())
-}
-
-fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
-    Ok(EntityUid::from_type_name_and_id(
-        type_name(ty)?,
-        EntityId::new(id),
-    ))
-}
-
-/// Entity type names and fixed uids, parsed once per policy set: Cedar parses a type name
-/// from text, which would otherwise be a noticeable share of every review.
-struct Names {
-    user: EntityTypeName,
-    tenant: EntityTypeName,
-    role: EntityTypeName,
-    response: EntityUid,
-    call_tool: EntityUid,
-    send_response: EntityUid,
-}
-
-impl Names {
-    fn new() -> Result<Self, String> {
-        Ok(Names {
-            user: type_name("User")?,
-            tenant: type_name("Tenant")?,
-            role: type_name("Role")?,
-            response: uid("Response", "reply")?,
-            call_tool: uid("Action", ACTION_CALL_TOOL)?,
-            send_response: uid("Action", ACTION_SEND_RESPONSE)?,
-        })
-    }
-
-    fn of(ty: &EntityTypeName, id: &str) -> EntityUid {
-        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
-    }
-}
-
-fn strings(items: &[String]) -> RestrictedExpression {
-    RestrictedExpression::new_set(
-        items
-            .iter()
-            .map(|s| RestrictedExpression::new_string(s.clone())),
-    )
-}
-
-fn user_entity(names: &Names, p: &PrincipalAttrs<'_>) -> Result<Entity, String> {
-    let mut parents = HashSet::from([Names::of(&names.tenant, p.tenant)]);
-    for r in &p.roles {
-        parents.insert(Names::of(&names.role, r));
-    }
-    let attrs = HashMap::from([
-        (
-            "tenant".to_string(),
-            RestrictedExpression::new_string(p.tenant.to_string()),
-        ),
-        ("roles".to_string(), strings(&p.roles)),
-        ("scopes".to_string(), strings(&p.scopes)),
-        (
-            "channel".to_string(),
-            RestrictedExpression::new_string(p.channel.to_string()),
-        ),
-    ]);
-    Entity::new(
-        Names::of(&names.user, &format!("{}/{}", p.tenant, p.user_id)),
-        attrs,
-        parents,
-    )
-    .map_err(|e| e.to_string())
-}
-
-fn tool_entity(t: &crate::exec::catalog::ToolSpec) -> Result<Entity, String> {
-    let attrs = HashMap::from([
-        (
-            "name".to_string(),
-            RestrictedExpression::new_string(t.name.clone()),
-        ),
-        (
-            "impact".to_string(),
-            RestrictedExpression::new_string(t.impact.as_str().into()),
-        ),
-        (
-            "impact_level".to_string(),
-            RestrictedExpression::new_long(t.impact.level()),
-        ),
-        ("scopes".to_string(), strings(&t.auth_scopes)),
-        ("tags".to_string(), strings(&t.tags)),
-        (
-            "idempotent".to_string(),
-            RestrictedExpression::new_bool(t.idempotent),
-        ),
-        (
-            "reversible".to_string(),
-            RestrictedExpression::new_bool(t.compensation.is_some()),
-        ),
-        (
-            "cost_micros".to_string(),
-            RestrictedExpression::new_long(t.cost_micros),
-        ),
-    ]);
-    Entity::new(uid("Tool", &t.name)?, attrs, HashSet::new()).map_err(|e| e.to_string())
 }
 
 fn policy_error(file: &str, text: &str, policy: &Policy, message: &str) -> ControlError {

@@ -12,6 +12,7 @@ pub mod budget;
 pub mod cedar;
 pub mod claims;
 pub mod config;
+mod entities;
 mod plane;
 pub mod risk;
 #[cfg(test)]

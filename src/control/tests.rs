@@ -145,6 +145,48 @@ fn principals_need_the_tools_scopes() {
     );
 }
 
+/// The entities of a review are built once per (user, tool) and reused; a principal whose
+/// attributes differ in any way is never answered with another's entities.
+#[test]
+fn entities_are_reused_only_for_the_same_principal() {
+    let p = plane(POLICIES, ControlConfig::default());
+    let signals = Signals {
+        confidence: 0.9,
+        ..Signals::default()
+    };
+    let review = |tenant: &str, user: &str, scopes: Option<&str>| {
+        let a: BTreeMap<String, String> = scopes
+            .map(|s| BTreeMap::from([("scopes".to_string(), s.to_string())]))
+            .unwrap_or_default();
+        p.review_call(&CallReview {
+            principal: Principal {
+                tenant,
+                user_id: user,
+                channel: "chat",
+                attributes: &a,
+            },
+            step: 0,
+            tool: "lookup_order",
+            args_json: r#"{"order_id":"A1"}"#,
+            spec: None,
+            signals: &signals,
+            provenance: None,
+        })
+        .decision
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            review("acme", "u1", Some("orders:read")),
+            PolicyDecision::Allow
+        );
+        assert_eq!(review("acme", "u1", None), PolicyDecision::Deny);
+        assert_eq!(review("acme", "u1", Some("other")), PolicyDecision::Deny);
+        // The same characters split differently between tenant and user: another principal.
+        assert_eq!(review("acm", "eu1", None), PolicyDecision::Deny);
+    }
+    assert_eq!(p.policies().cached_entities(), 4);
+}
+
 #[test]
 fn no_permit_denies_by_default_and_bad_arguments_fail_closed() {
     let p = plane(
