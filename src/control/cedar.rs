@@ -20,6 +20,7 @@ use miette::Diagnostic;
 
 pub use super::entities::PrincipalAttrs;
 use super::entities::{EntityCache, Names, strings, tool_entity, uid};
+use super::memo::{ContextReads, Key, Memo};
 use sha2::{Digest, Sha256};
 
 use super::ControlError;
@@ -203,6 +204,9 @@ pub struct Policies {
     authorizer: Authorizer,
     checked: bool,
     entities: EntityCache,
+    /// The `context` attributes the set reads, and its answers by request (see `memo`).
+    reads: ContextReads,
+    memo: Memo<Evaluation>,
 }
 
 /// Line and column (1-based) of a byte offset.
@@ -363,6 +367,7 @@ impl Policies {
             .iter()
             .filter_map(|t| tool_entity(t).ok().map(|e| (t.name.clone(), e)))
             .collect();
+        let reads = super::memo::context_reads(set.policies().map(|p| p.to_json().ok()));
         Ok(Policies {
             version,
             files: Vec::new(),
@@ -377,6 +382,8 @@ impl Policies {
             authorizer: Authorizer::new(),
             checked: false,
             entities: EntityCache::default(),
+            reads,
+            memo: Memo::default(),
         })
     }
 
@@ -386,6 +393,52 @@ impl Policies {
 
     pub fn is_empty(&self) -> bool {
         self.meta.is_empty()
+    }
+
+    /// The memo key of a `call_tool` review: who asks, the tool, and the value `value` writes
+    /// for each `context` attribute the set reads (`value` returns false when an attribute's
+    /// value cannot be keyed). `None`: this review's answer is not to be reused.
+    pub(super) fn call_memo_key(
+        &self,
+        p: &PrincipalAttrs<'_>,
+        tool: &str,
+        mut value: impl FnMut(&str, &mut Key) -> bool,
+    ) -> Option<Vec<u8>> {
+        if self.checked {
+            return None;
+        }
+        let ContextReads::Only(attrs) = &self.reads else {
+            return None;
+        };
+        let mut k = Key::default();
+        k.part(ACTION_CALL_TOOL)
+            .part(tool)
+            .part(p.tenant)
+            .part(p.user_id)
+            .part(p.channel)
+            .list(&p.roles)
+            .list(&p.scopes);
+        for a in attrs {
+            k.part(a);
+            if !value(a, &mut k) {
+                return None;
+            }
+        }
+        Some(k.finish())
+    }
+
+    pub(super) fn remembered(&self, key: &[u8]) -> Option<Evaluation> {
+        self.memo.get(key)
+    }
+
+    pub(super) fn remember(&self, key: Vec<u8>, e: &Evaluation) {
+        self.memo.put(key, e.clone());
+    }
+
+    /// Answers remembered, and the `context` attributes the set reads.
+    #[cfg(test)]
+    pub(super) fn memo_state(&self) -> (usize, ContextReads) {
+        (self.memo.len(), self.reads.clone())
     }
 
     /// (user, tool) pairs whose Cedar entities are cached.

@@ -13,6 +13,7 @@ pub mod cedar;
 pub mod claims;
 pub mod config;
 mod entities;
+pub mod memo;
 mod plane;
 pub mod risk;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use cedar_policy::RestrictedExpression;
 use super::cedar::{
     self, ACTION_CALL_TOOL, ACTION_SEND_RESPONSE, Evaluation, Policies, PrincipalAttrs, Resource,
 };
-use super::risk::percent;
+use super::risk::{Risk, percent};
 use super::{
     CallReview, ControlConfig, ControlError, ControlPlane, PlanReview, Principal, ResponseReview,
     Signals, Verdict, list_attribute,
@@ -269,10 +269,88 @@ impl CedarControlPlane {
             Ok(r) => r,
             Err(e) => return (deny(RULE_ARGS, e), risk.score),
         };
-        let provenance = match policies.provenance_context(provenance) {
+        let provenance_pairs = match policies.provenance_context(provenance) {
             Ok(p) => p,
             Err(e) => return (deny(RULE_ARGS, e), risk.score),
         };
+        let who = Self::principal(principal);
+        // The same question as an earlier review (everything the policies read agrees): the
+        // same answer, without building the context again.
+        let memo_key = policies.call_memo_key(&who, tool, |attr, k| {
+            match attr {
+                "checkpoint" => k.part(checkpoint),
+                "step" => k.part(&step.to_string()),
+                "args" => k.part(&args_value.to_string()),
+                "features" => k.list(&risk.features),
+                "risk" => k.part(&percent(risk.score).to_string()),
+                "confidence" => k.part(&percent(signals.confidence).to_string()),
+                "failures" => k.part(&signals.failures.to_string()),
+                "anomalies" => k.list(&signals.anomalies),
+                "budget" => k.list(&[
+                    signals.budget.cost_micros.to_string(),
+                    signals.budget.tokens.to_string(),
+                    signals.budget.tool_calls.to_string(),
+                ]),
+                "model_step" => k.part(&signals.model_step.to_string()),
+                "prior_tools" => k.list(&signals.prior_tools),
+                // Origins are rich (labels per argument): such a set is asked every time.
+                "provenance" | "unvouched_args" => return false,
+                // Not in a call's context: absent from every call review alike.
+                _ => k.part("\0absent"),
+            };
+            true
+        });
+        let remembered = memo_key.as_deref().and_then(|k| policies.remembered(k));
+        let mut eval = match remembered {
+            Some(e) => e,
+            None => {
+                let e = self.evaluate_call(
+                    policies,
+                    &who,
+                    checkpoint,
+                    step,
+                    tool,
+                    args_record,
+                    &risk,
+                    signals,
+                    provenance_pairs,
+                );
+                if let Some(k) = memo_key {
+                    policies.remember(k, &e);
+                }
+                e
+            }
+        };
+        if let Some((decision, rule, at)) = config.risk.decision(risk.score) {
+            let why = format!("risk {:.2} is at or above {rule} {at:.2}", risk.score);
+            if decision.severity() > eval.decision.severity() {
+                eval = Evaluation {
+                    decision,
+                    policy_ids: vec![rule.to_string()],
+                    reason: why,
+                };
+            } else if decision == eval.decision {
+                eval.policy_ids.push(rule.to_string());
+                eval.reason = format!("{}; {why}", eval.reason);
+            }
+        }
+        (eval, risk.score)
+    }
+
+    /// Cedar's answer for one call review: the context built and evaluated.
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate_call(
+        &self,
+        policies: &Policies,
+        who: &PrincipalAttrs<'_>,
+        checkpoint: &str,
+        step: u32,
+        tool: &str,
+        args_record: RestrictedExpression,
+        risk: &Risk,
+        signals: &Signals,
+        provenance: Vec<(String, RestrictedExpression)>,
+    ) -> Evaluation {
         let mut context = vec![
             ("checkpoint".to_string(), cedar::string(checkpoint)),
             ("step".to_string(), cedar::long(i64::from(step))),
@@ -302,26 +380,7 @@ impl CedarControlPlane {
             ),
         ];
         context.extend(provenance);
-        let mut eval = policies.evaluate(
-            &Self::principal(principal),
-            ACTION_CALL_TOOL,
-            Resource::Tool(tool),
-            context,
-        );
-        if let Some((decision, rule, at)) = config.risk.decision(risk.score) {
-            let why = format!("risk {:.2} is at or above {rule} {at:.2}", risk.score);
-            if decision.severity() > eval.decision.severity() {
-                eval = Evaluation {
-                    decision,
-                    policy_ids: vec![rule.to_string()],
-                    reason: why,
-                };
-            } else if decision == eval.decision {
-                eval.policy_ids.push(rule.to_string());
-                eval.reason = format!("{}; {why}", eval.reason);
-            }
-        }
-        (eval, risk.score)
+        policies.evaluate(who, ACTION_CALL_TOOL, Resource::Tool(tool), context)
     }
 
     fn verdict(&self, e: Evaluation, risk_score: f64, version: &str) -> Verdict {
