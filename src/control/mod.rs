@@ -14,8 +14,11 @@ pub mod claims;
 pub mod config;
 mod entities;
 pub mod memo;
+#[cfg(test)]
+mod memo_tests;
 mod plane;
 pub mod risk;
+mod schema;
 #[cfg(test)]
 mod tests;
 
