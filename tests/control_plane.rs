@@ -15,6 +15,37 @@ use ballast::runtime::state_store::StateStore;
 use ballast::runtime::{RuntimeStats, WorkerConfig};
 use common::plane::*;
 
+/// A turn whose confirmation was granted: the call runs, the model sees the result and answers
+/// in a second step.
+fn granted_then_ran() -> Vec<&'static str> {
+    let mut want = vec![
+        "Policy(plan:require_confirmation)",
+        "Policy(pre_tool:require_confirmation)",
+        "ApprovalRequested",
+        "ApprovalGranted",
+    ];
+    want.extend(CALL_RAN);
+    want.extend([
+        "BudgetReserved",
+        "PlanProposed",
+        "BudgetCommitted",
+        "ResponseSynthesized",
+        "Policy(pre_response:allow)",
+        "TurnCompleted",
+    ]);
+    want
+}
+
+/// Nobody answered the approval, then nobody took the handoff.
+const EXPIRED_THEN_HANDOFF_EXPIRED: &[&str] = &[
+    "Policy(plan:require_confirmation)",
+    "Policy(pre_tool:require_confirmation)",
+    "ApprovalRequested",
+    "ApprovalExpired",
+    "EscalationRaised",
+    "TurnCompleted",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_table_exact_events() {
     let env = Env::new();
@@ -76,23 +107,7 @@ async fn scenario_table_exact_events() {
 
     // Confirmation required, then granted by an operator: the call runs after the grant.
     let e = env.events(granted.turn_id).await;
-    let mut want = vec![
-        "Policy(plan:require_confirmation)",
-        "Policy(pre_tool:require_confirmation)",
-        "ApprovalRequested",
-        "ApprovalGranted",
-    ];
-    want.extend(CALL_RAN);
-    // The model sees the result and answers in a second step.
-    want.extend([
-        "BudgetReserved",
-        "PlanProposed",
-        "BudgetCommitted",
-        "ResponseSynthesized",
-        "Policy(pre_response:allow)",
-        "TurnCompleted",
-    ]);
-    assert_eq!(kinds(&e), expect(&want), "granted");
+    assert_eq!(kinds(&e), expect(&granted_then_ran()), "granted");
     assert!(e.iter().any(|e| matches!(&e.payload,
         Payload::ApprovalGranted(a) if a.operator == "ops-anna")));
     assert_eq!(outcome(granted.turn_id), Some(Outcome::Succeeded));
@@ -177,14 +192,7 @@ async fn deadlines_fire_when_the_clock_passes_them() {
     assert_eq!(done[0].outcome, Outcome::EscalationFailed);
     assert_eq!(
         kinds(&env.events(waiting.turn_id).await),
-        expect(&[
-            "Policy(plan:require_confirmation)",
-            "Policy(pre_tool:require_confirmation)",
-            "ApprovalRequested",
-            "ApprovalExpired",
-            "EscalationRaised",
-            "TurnCompleted"
-        ])
+        expect(EXPIRED_THEN_HANDOFF_EXPIRED)
     );
 }
 
@@ -253,22 +261,10 @@ async fn turns_waiting_for_people_are_parked_and_come_back() {
         (expiring.turn_id, Outcome::EscalationFailed)
     );
 
-    let mut want = vec![
-        "Policy(plan:require_confirmation)",
-        "Policy(pre_tool:require_confirmation)",
-        "ApprovalRequested",
-        "ApprovalGranted",
-    ];
-    want.extend(CALL_RAN);
-    want.extend([
-        "BudgetReserved",
-        "PlanProposed",
-        "BudgetCommitted",
-        "ResponseSynthesized",
-        "Policy(pre_response:allow)",
-        "TurnCompleted",
-    ]);
-    assert_eq!(kinds(&env.events(granted.turn_id).await), expect(&want));
+    assert_eq!(
+        kinds(&env.events(granted.turn_id).await),
+        expect(&granted_then_ran())
+    );
     assert_eq!(
         kinds(&env.events(refused.turn_id).await),
         expect(&[
@@ -281,14 +277,7 @@ async fn turns_waiting_for_people_are_parked_and_come_back() {
     );
     assert_eq!(
         kinds(&env.events(expiring.turn_id).await),
-        expect(&[
-            "Policy(plan:require_confirmation)",
-            "Policy(pre_tool:require_confirmation)",
-            "ApprovalRequested",
-            "ApprovalExpired",
-            "EscalationRaised",
-            "TurnCompleted"
-        ])
+        expect(EXPIRED_THEN_HANDOFF_EXPIRED)
     );
     assert_eq!(env.side_effects(), 1);
 }
@@ -316,17 +305,7 @@ async fn an_approval_expires_across_a_restart() {
     run.stop().await;
     assert_eq!(done[0].outcome, Outcome::EscalationFailed);
     let e = env.events(waiting.turn_id).await;
-    assert_eq!(
-        kinds(&e),
-        expect(&[
-            "Policy(plan:require_confirmation)",
-            "Policy(pre_tool:require_confirmation)",
-            "ApprovalRequested",
-            "ApprovalExpired",
-            "EscalationRaised",
-            "TurnCompleted"
-        ])
-    );
+    assert_eq!(kinds(&e), expect(EXPIRED_THEN_HANDOFF_EXPIRED));
     assert_eq!(env.side_effects(), 0);
 }
 

@@ -47,10 +47,6 @@ fn remembered_answers_are_the_answers_cedar_gives() {
     );
     let shared = plane(&late, ControlConfig::default());
     let fresh = || plane(&late, ControlConfig::default());
-    let signals = |confidence: f64| Signals {
-        confidence,
-        ..Signals::default()
-    };
     let cases: Vec<(&str, &str, f64, Option<&str>)> = vec![
         (
             "lookup_order",
@@ -96,41 +92,10 @@ fn remembered_answers_are_the_answers_cedar_gives() {
             let a: BTreeMap<String, String> = scopes
                 .map(|s| BTreeMap::from([("scopes".to_string(), s.to_string())]))
                 .unwrap_or_default();
-            let s = signals(*confidence);
-            let principal = || Principal {
-                tenant: "acme",
-                user_id: "u1",
-                channel: "chat",
-                attributes: &a,
-            };
-            let steps = vec![crate::event::PlanStep {
-                tool: tool.to_string(),
-                args_json: args.to_string(),
-            }];
-            let cat = catalog();
-            let plan = |p: &CedarControlPlane| {
-                p.review_plan(&PlanReview {
-                    principal: principal(),
-                    steps: &steps,
-                    catalog: &cat,
-                    signals: &s,
-                })
-            };
-            let call = |p: &CedarControlPlane| {
-                p.review_call(&CallReview {
-                    principal: principal(),
-                    step: 0,
-                    tool,
-                    args_json: args,
-                    spec: None,
-                    signals: &s,
-                    provenance: None,
-                })
-            };
-            for (got, want) in [
-                (plan(&shared), plan(&fresh())),
-                (call(&shared), call(&fresh())),
-            ] {
+            let ask =
+                |review: Review, p: &CedarControlPlane| review(p, &a, *confidence, tool, args);
+            for review in [plan_review as Review, call_review] {
+                let (got, want) = (ask(review, &shared), ask(review, &fresh()));
                 assert_eq!(
                     (&got.decision, &got.policy_ids, &got.reason),
                     (&want.decision, &want.policy_ids, &want.reason),
@@ -156,39 +121,68 @@ fn remembered_answers_are_the_answers_cedar_gives() {
 fn a_plan_review_answers_the_pre_tool_review_of_the_same_call() {
     let p = plane(POLICIES, ControlConfig::default());
     let a = attrs();
-    let s = Signals {
-        confidence: 0.9,
-        ..Signals::default()
-    };
-    let principal = || Principal {
-        tenant: "acme",
-        user_id: "u1",
-        channel: "chat",
-        attributes: &a,
-    };
-    let steps = vec![crate::event::PlanStep {
-        tool: "lookup_order".into(),
-        args_json: r#"{"order_id":"A1"}"#.into(),
-    }];
-    let cat = catalog();
-    let plan = p.review_plan(&PlanReview {
-        principal: principal(),
-        steps: &steps,
-        catalog: &cat,
-        signals: &s,
-    });
-    let call = p.review_call(&CallReview {
-        principal: principal(),
-        step: 0,
-        tool: "lookup_order",
-        args_json: r#"{"order_id":"A1"}"#,
-        spec: None,
-        signals: &s,
-        provenance: None,
-    });
+    let args = r#"{"order_id":"A1"}"#;
+    let plan = plan_review(&p, &a, 0.9, "lookup_order", args);
+    let call = call_review(&p, &a, 0.9, "lookup_order", args);
     assert_eq!(
         (plan.decision, call.decision),
         (PolicyDecision::Allow, PolicyDecision::Allow)
     );
     assert_eq!(p.policies().memo_state().0, 1);
+}
+
+type Review = fn(&CedarControlPlane, &BTreeMap<String, String>, f64, &str, &str) -> Verdict;
+
+fn principal(a: &BTreeMap<String, String>) -> Principal<'_> {
+    Principal {
+        tenant: "acme",
+        user_id: "u1",
+        channel: "chat",
+        attributes: a,
+    }
+}
+
+/// A one-step plan of `tool(args)`, reviewed at the plan checkpoint.
+fn plan_review(
+    p: &CedarControlPlane,
+    a: &BTreeMap<String, String>,
+    confidence: f64,
+    tool: &str,
+    args: &str,
+) -> Verdict {
+    let steps = vec![crate::event::PlanStep {
+        tool: tool.to_string(),
+        args_json: args.to_string(),
+    }];
+    p.review_plan(&PlanReview {
+        principal: principal(a),
+        steps: &steps,
+        catalog: &catalog(),
+        signals: &Signals {
+            confidence,
+            ..Signals::default()
+        },
+    })
+}
+
+/// The same call, reviewed just before it runs.
+fn call_review(
+    p: &CedarControlPlane,
+    a: &BTreeMap<String, String>,
+    confidence: f64,
+    tool: &str,
+    args: &str,
+) -> Verdict {
+    p.review_call(&CallReview {
+        principal: principal(a),
+        step: 0,
+        tool,
+        args_json: args,
+        spec: None,
+        signals: &Signals {
+            confidence,
+            ..Signals::default()
+        },
+        provenance: None,
+    })
 }
