@@ -83,18 +83,26 @@ impl PartitionActor {
         if !self.parked.contains_key(&turn) {
             return Ok(false);
         }
-        match snapshot::load_turn(self.deps.store.as_ref(), self.partition, turn)? {
-            Some(state) => {
-                self.parked.remove(&turn);
-                self.turns.insert(turn, state);
-                self.count_parked(0, 1);
-                Ok(true)
-            }
-            None => Err(RuntimeError::Snapshot(format!(
-                "turn {turn} was parked but the snapshot store does not hold it"
-            ))),
-        }
+        let state = read_back(self.deps.store.as_ref(), self.partition, turn)?;
+        self.parked.remove(&turn);
+        self.turns.insert(turn, state);
+        self.count_parked(0, 1);
+        Ok(true)
     }
+}
+
+/// A parked turn's state from the snapshot store. Missing is an error, never a fresh turn:
+/// its state would be lost.
+pub(super) fn read_back(
+    store: &dyn crate::runtime::state_store::StateStore,
+    partition: crate::ids::Partition,
+    turn: TurnId,
+) -> Result<crate::turn::TurnState, RuntimeError> {
+    snapshot::load_turn(store, partition, turn)?.ok_or_else(|| {
+        RuntimeError::Snapshot(format!(
+            "turn {turn} was parked but the snapshot store does not hold it"
+        ))
+    })
 }
 
 impl Drop for PartitionActor {

@@ -118,17 +118,9 @@ impl PartitionActor {
                 dirty.turns.insert(event.turn_id);
                 // A turn parked in the snapshot that moved after it: read back, then folded.
                 if parked.remove(&event.turn_id).is_some() {
-                    match snapshot::load_turn(deps.store.as_ref(), partition, event.turn_id)? {
-                        Some(state) => {
-                            turns.insert(event.turn_id, state);
-                        }
-                        None => {
-                            return Err(RuntimeError::Snapshot(format!(
-                                "turn {} is in the snapshot's listing but not readable",
-                                event.turn_id
-                            )));
-                        }
-                    }
+                    let state =
+                        super::parking::read_back(deps.store.as_ref(), partition, event.turn_id)?;
+                    turns.insert(event.turn_id, state);
                 }
                 let state = match turns.entry(event.turn_id) {
                     Entry::Occupied(o) => o.into_mut(),
