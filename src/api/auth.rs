@@ -167,7 +167,7 @@ impl AuthConfig {
         if removed > 0 {
             // Write beside and rename, so a concurrent reader sees the old file or the new one.
             let tmp = path.with_extension("toml.tmp");
-            std::fs::write(&tmp, doc.to_string()).map_err(|e| err(e.to_string()))?;
+            write_private(&tmp, doc.to_string().as_bytes()).map_err(|e| err(e.to_string()))?;
             std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
         }
         Ok(removed)
@@ -201,10 +201,15 @@ impl AuthConfig {
     /// Appends one token entry to the file (created if missing).
     pub fn append(path: &Path, entry: &TokenEntry) -> std::io::Result<()> {
         use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // Owner only: the file says which tokens exist and what each may grant.
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)?;
+        // A file an earlier build (or a person) created wider is narrowed.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let roles: Vec<String> = entry
             .roles
             .iter()
@@ -270,6 +275,20 @@ impl Caller {
     pub fn claims(&self) -> Grants {
         Grants::new(self.grants.clone(), self.defaults.clone())
     }
+}
+
+/// Writes `bytes` to a new file only its owner may read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// The token of an `Authorization: Bearer …` header. The scheme is case-insensitive (RFC 7235).

@@ -47,6 +47,8 @@ pub enum ServeError {
     Socket(#[from] crate::local_socket::SocketError),
     #[error(transparent)]
     Vault(#[from] crate::vault::VaultError),
+    #[error(transparent)]
+    Submissions(#[from] crate::api::submissions::SubmissionError),
     #[error("{0}")]
     Telemetry(String),
 }
@@ -166,6 +168,10 @@ pub async fn run(
         )?
         .with_vault(Arc::clone(&vault)),
     );
+    // Before anything is answered: a submission a crash left half-done is settled from the log.
+    api.submissions
+        .reconcile(emb.requests.as_ref(), &emb.codecs)
+        .await?;
     let router = exporter::router(handle)
         .merge(health(Arc::clone(&ready)))
         .merge(crate::api::router(api));

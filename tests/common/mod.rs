@@ -17,8 +17,16 @@ use ballast::event::{Event, Payload};
 use ballast::ids::{Offset, Partition, TurnId};
 use ballast::log::EventLog;
 
+/// The binary under test: this build's, or `$BALLAST_TEST_BIN` (another build — how a hostile
+/// test is shown to fail on the code before its fix).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ballast")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("BALLAST_TEST_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_ballast").to_string())
+    })
 }
 
 pub fn ballast(args: &[&str]) -> Output {
