@@ -106,7 +106,7 @@ pub async fn run(
         Some(loaded) => loaded.planes().await?,
         // The demo domain's planner follows the data dir's workload file (written by `ballast
         // demo`); requests it does not script get the planner's fallback plan.
-        None => crate::demo::planes::demo_planes(
+        None => crate::demo::planes::served_demo_planes(
             &opts.data_dir,
             opts.policies.as_deref(),
             opts.service_latency_ms,
