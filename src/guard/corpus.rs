@@ -186,10 +186,7 @@ pub const IN_CONTEXT: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "card_4111\u{200B}1111\u{200B}1111\u{200B}1111 again",
-        &[(
-            "card_number",
-            "4111\u{200B}1111\u{200B}1111\u{200B}1111",
-        )],
+        &[("card_number", "4111\u{200B}1111\u{200B}1111\u{200B}1111")],
     ),
     // `tel:` URIs.
     ("call tel:+14155552671 now", &[("phone", "+14155552671")]),
@@ -455,7 +452,11 @@ mod tests {
             "detection corpus: {tp} true positives, {fp} false positives, {fn_} false negatives: \
              precision {precision:.4}, recall {recall:.4}"
         );
-        assert_eq!((fp, fn_), (0, 0), "precision {precision:.4}, recall {recall:.4}");
+        assert_eq!(
+            (fp, fn_),
+            (0, 0),
+            "precision {precision:.4}, recall {recall:.4}"
+        );
     }
 
     #[test]
