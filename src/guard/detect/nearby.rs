@@ -154,7 +154,8 @@ fn words_before(text: &str, start: usize, n: usize) -> Vec<String> {
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect();
-    words[words.len().saturating_sub(n)..].to_vec()
+    let from = words.len().saturating_sub(n);
+    words.get(from..).unwrap_or_default().to_vec()
 }
 
 /// The first word after `end`, lower-cased.
