@@ -202,6 +202,12 @@ impl Submissions {
         self.settle(turn);
     }
 
+    /// Whether a submission under this id was claimed here (by any tenant; pending or
+    /// committed).
+    pub fn accepted(&self, turn: TurnId) -> bool {
+        self.tree.contains_key(turn.0.as_bytes()).unwrap_or(false)
+    }
+
     fn settle(&self, turn: TurnId) {
         if let Ok(mut in_flight) = self.in_flight.lock()
             && let Some(n) = in_flight.remove(&turn)

@@ -74,12 +74,13 @@ pub fn router(handle: PrometheusHandle) -> Router {
     )
 }
 
-/// Serves `router` on `addr` until `stop` turns true; returns the bound address (port 0 picks
-/// one) and the server task.
+/// Serves `router` on `addr` until `stop` turns true, its connections bounded by `limits`
+/// (`server`); returns the bound address (port 0 picks one) and the server task.
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
-    mut stop: watch::Receiver<bool>,
+    limits: super::server::LimitsSource,
+    stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ExporterError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -87,23 +88,7 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| ExporterError::Bind { addr, source })?;
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        // The peer address feeds the API's failed-authentication limit.
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::warn!(error = %e, "metrics server stopped");
-        }
-    });
+    let task = tokio::spawn(super::server::run(listener, router, limits, stop));
     Ok((bound, task))
 }
 
@@ -113,7 +98,8 @@ pub async fn serve_metrics(
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ExporterError> {
     let handle = install()?;
-    let (bound, task) = serve(addr, router(handle), stop).await?;
+    let limits = super::server::fixed(super::server::Limits::default());
+    let (bound, task) = serve(addr, router(handle), limits, stop).await?;
     eprintln!("metrics on http://{bound}/metrics");
     Ok((bound, task))
 }
