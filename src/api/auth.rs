@@ -529,7 +529,11 @@ mod tests {
         assert_eq!(limits.max, Some(500));
         assert_eq!(limits.header_timeout.as_millis(), 1000);
         assert_eq!(AuthConfig::default().connections.limits().max, None);
-        for bad in ["header_timeout_ms = 0", "idle_timeout_ms = 99999999999", "maximum = 3"] {
+        for bad in [
+            "header_timeout_ms = 0",
+            "idle_timeout_ms = 99999999999",
+            "maximum = 3",
+        ] {
             std::fs::write(&path, format!("[connections]\n{bad}\n")).expect("write");
             assert!(AuthConfig::load(&path).is_err(), "{bad}");
         }

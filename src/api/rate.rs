@@ -108,7 +108,11 @@ mod tests {
             assert!(limiter.failed(&c, "10.0.0.1").is_ok());
         }
         assert_eq!(limiter.failed(&c, "10.0.0.1"), Err(2));
-        assert_eq!(limiter.failed(&c, "10.0.0.1"), Err(2), "refusals cost nothing");
+        assert_eq!(
+            limiter.failed(&c, "10.0.0.1"),
+            Err(2),
+            "refusals cost nothing"
+        );
         assert!(limiter.failed(&c, "10.0.0.2").is_ok());
         clock.advance(2_000);
         assert!(limiter.failed(&c, "10.0.0.1").is_ok());

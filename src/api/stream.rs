@@ -155,7 +155,11 @@ impl Follow {
     /// auth file has been re-read).
     fn revoked(&mut self) -> bool {
         let config = self.state.auth.current();
-        if self.checked.as_ref().is_some_and(|c| Arc::ptr_eq(c, &config)) {
+        if self
+            .checked
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &config))
+        {
             return false;
         }
         let admits = config.still_admits(&self.credential, &self.caller);

@@ -82,14 +82,26 @@ pub async fn serve(
     limits: super::server::LimitsSource,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ExporterError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ExporterError::Bind { addr, source })?;
+    let listener = listen(addr).map_err(|source| ExporterError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| ExporterError::Bind { addr, source })?;
     let task = tokio::spawn(super::server::run(listener, router, limits, stop));
     Ok((bound, task))
+}
+
+/// The listening socket, with a deep accept queue: under a flood of connections a full queue
+/// drops new ones' SYNs, and a client whose SYN is dropped waits a second or more to retry.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // The kernel caps it at net.core.somaxconn.
+    socket.listen(4096)
 }
 
 /// Installs the recorder and serves `/metrics` alone (for workers); prints where to stderr.

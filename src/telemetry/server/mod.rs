@@ -35,6 +35,9 @@ use tower::ServiceExt;
 
 use slots::{Admitted, InFlight, Slot, Slots};
 
+/// The answer to a connection refused at the bound.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
+
 /// How long a stopping server waits for the responses in flight.
 pub const DRAIN: Duration = Duration::from_secs(5);
 
@@ -143,7 +146,10 @@ pub async fn run(
                 ));
             }
             Admitted::Full => {
+                // Only authenticated callers with requests in flight: this one is told so,
+                // without waiting for the socket to take it.
                 super::record::http_connection_closed("refused");
+                let _ = stream.try_write(BUSY);
                 drop(stream);
             }
         }

@@ -67,7 +67,9 @@ impl Slot {
         let since = self.idle_since.load(Ordering::Acquire);
         let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         let due = since.saturating_add(limit);
-        Some(Duration::from_millis(due.saturating_sub(elapsed_ms(self.epoch))))
+        Some(Duration::from_millis(
+            due.saturating_sub(elapsed_ms(self.epoch)),
+        ))
     }
 
     /// Resolves once the slot has been given to a newer connection.
