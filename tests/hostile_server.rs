@@ -277,13 +277,25 @@ fn idle_and_slow_connections_are_closed_after_their_timeouts() {
         200
     );
     idle.push(("unauthenticated, then idle", stranger));
-    for (what, mut c) in idle {
-        let (_, closed) = read_until_closed(&mut c, Duration::from_secs(30));
+    // Each watched on its own thread, so each closing is seen when it happens.
+    let watchers: Vec<_> = idle
+        .into_iter()
+        .map(|(what, mut c)| {
+            std::thread::spawn(move || {
+                let (_, closed) = read_until_closed(&mut c, Duration::from_secs(30));
+                (what, closed, started.elapsed())
+            })
+        })
+        .collect();
+    let mut latest = std::collections::BTreeMap::new();
+    for w in watchers {
+        let (what, closed, after) = w.join().expect("watcher");
         assert!(closed, "a {what} connection is still open after 30 s");
-        println!(
-            "{what}: closed after {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
+        let at = latest.entry(what).or_insert(after);
+        *at = (*at).max(after);
+    }
+    for (what, at) in latest {
+        println!("{what}: all closed within {:.1} s", at.as_secs_f64());
     }
     assert!(
         metric(

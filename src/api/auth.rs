@@ -1,6 +1,8 @@
 //! Bearer tokens with a tenant and roles. Only the token's SHA-256 is stored (`auth.toml`), so
 //! the file grants nothing to whoever reads it. Every API route names the roles it accepts;
-//! `admin` holds all of them, within its own tenant only.
+//! `admin` holds all of them, within its own tenant only. The file also holds the limits on
+//! callers: `[rate]` (per tenant, and failed authentications per address) and `[connections]`
+//! (the HTTP server's bound on open connections and its timeouts), re-read with the tokens.
 
 use std::path::Path;
 

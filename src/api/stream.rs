@@ -236,7 +236,7 @@ impl Follow {
 #[utoipa::path(get, path = "/v1/turns/{id}/events", tag = "turns",
     params(("id" = String, Path, description = "turn id"),
         ("Last-Event-ID" = Option<String>, Header, description = "the last seq received: resume after it")),
-    responses((status = 200, description = "Server-Sent Events: one per log event (id = seq, event = kind, data = trace entry), then `outcome` with the finished turn", content_type = "text/event-stream"),
+    responses((status = 200, description = "Server-Sent Events: one per log event (id = seq, event = kind, data = trace entry), then `outcome` with the finished turn (also when Last-Event-ID is at or past its end); an `error` event with a problem ends it early (a 401 once the token is revoked)", content_type = "text/event-stream"),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn events(
