@@ -45,7 +45,7 @@ impl Stored {
     fn decode(bytes: &[u8]) -> Option<Stored> {
         match bytes {
             // Written by builds before the two-step claim: a committed digest.
-            [digest @ ..] if digest.len() == 32 => Some(Stored::Committed(digest.try_into().ok()?)),
+            digest if digest.len() == 32 => Some(Stored::Committed(digest.try_into().ok()?)),
             [b'C', digest @ ..] if digest.len() == 32 => {
                 Some(Stored::Committed(digest.try_into().ok()?))
             }
