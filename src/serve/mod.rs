@@ -157,6 +157,11 @@ pub async fn run(
         tracing::warn!(path = %auth_path.display(), "no API tokens yet: every API call is refused until one is added (`ballast token`; the file is re-read every second)");
     }
     tokio::spawn(Arc::clone(&auth).watch(Duration::from_secs(1), stop.clone()));
+    // The bounds on connections come from the auth file's `[connections]`, re-read with it.
+    let limits: crate::telemetry::server::LimitsSource = {
+        let auth = Arc::clone(&auth);
+        Arc::new(move || auth.current().connections.limits())
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let api = Arc::new(
         crate::api::AppState::new(
@@ -175,7 +180,7 @@ pub async fn run(
     let router = exporter::router(handle)
         .merge(health(Arc::clone(&ready)))
         .merge(crate::api::router(api));
-    let (addr, server) = exporter::serve(opts.listen, router, stop.clone()).await?;
+    let (addr, server) = exporter::serve(opts.listen, router, limits, stop.clone()).await?;
     bound(addr);
 
     let deps = emb
