@@ -28,6 +28,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::clock::Clock;
 use crate::embedded::Embedded;
+use crate::event::codec::Codecs;
+use crate::log::EventLog;
 use crate::projection::Projections;
 use crate::projection::outcomes::OutcomeView;
 use crate::projection::slo::SloConfig;
@@ -40,8 +42,61 @@ use rate::RateLimiter;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// What the API reads and writes, on either backend: the logs (embedded sled logs, or Kafka
+/// topics) and a local sled store for this process's read models and submission claims (the
+/// data dir itself when embedded; a replica's cache on Kafka).
+#[derive(Clone)]
+pub struct Logs {
+    pub store: crate::log::SledStore,
+    pub events: Arc<dyn EventLog>,
+    pub requests: Arc<dyn EventLog>,
+    pub reveals: Arc<dyn EventLog>,
+    pub codecs: Codecs,
+    pub vault_store: Arc<dyn crate::vault::VaultStore>,
+    /// Embedded: the worker's started-turn set (the same process). On Kafka the workers keep
+    /// theirs elsewhere, so a replica has none.
+    pub known: Option<sled::Tree>,
+}
+
+impl Logs {
+    /// Whether a worker has started `turn` (so its id is taken), where this process can tell.
+    pub fn started(&self, turn: crate::ids::TurnId) -> bool {
+        self.known
+            .as_ref()
+            .and_then(|t| t.contains_key(turn.0.as_bytes()).ok())
+            .unwrap_or(false)
+    }
+
+    /// Where operator commands are checked and sent from (the caller catches `index` up).
+    pub fn desk<'a>(&'a self, index: &'a TurnIndex) -> crate::operator::Desk<'a> {
+        crate::operator::Desk {
+            events: self.events.as_ref(),
+            requests: self.requests.as_ref(),
+            codecs: &self.codecs,
+            index,
+        }
+    }
+}
+
+impl From<Embedded> for Logs {
+    fn from(emb: Embedded) -> Logs {
+        Logs {
+            known: emb
+                .store
+                .tree(crate::runtime::state_store::KNOWN_TURNS_TREE)
+                .ok(),
+            store: emb.store.clone(),
+            events: emb.events.clone(),
+            requests: emb.requests.clone(),
+            reveals: emb.reveals.clone(),
+            codecs: emb.codecs.clone(),
+            vault_store: emb.vault_store.clone(),
+        }
+    }
+}
+
 pub struct AppState {
-    pub emb: Embedded,
+    pub logs: Logs,
     pub projections: Projections,
     pub index: TurnIndex,
     pub outcomes: OutcomeView,
@@ -63,20 +118,21 @@ pub struct AppState {
 impl AppState {
     /// Where operator commands are checked and sent from (the caller catches the index up).
     pub fn desk(&self) -> crate::operator::Desk<'_> {
-        self.emb.desk(&self.index)
+        self.logs.desk(&self.index)
     }
 
     pub fn new(
-        emb: Embedded,
+        logs: impl Into<Logs>,
         projections: Projections,
         auth: Arc<AuthStore>,
         slo: SloConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::projection::ProjectionError> {
+        let logs: Logs = logs.into();
         Ok(AppState {
-            index: TurnIndex::open(&emb.store)?,
-            outcomes: OutcomeView::open(&emb.store)?,
-            submissions: submissions::Submissions::open(&emb.store).map_err(|e| {
+            index: TurnIndex::open(&logs.store)?,
+            outcomes: OutcomeView::open(&logs.store)?,
+            submissions: submissions::Submissions::open(&logs.store).map_err(|e| {
                 crate::projection::ProjectionError::Storage {
                     projection: "api_submissions",
                     message: e.to_string(),
@@ -84,7 +140,7 @@ impl AppState {
             })?,
             rate: RateLimiter::new(Arc::clone(&clock)),
             failures: RateLimiter::new(Arc::clone(&clock)),
-            emb,
+            logs,
             projections,
             auth,
             slo,
@@ -103,7 +159,7 @@ impl AppState {
     /// log's ends); otherwise waits for (or does) the one catch-up that covers every reader.
     pub async fn fresh(&self) -> Result<(), Problem> {
         self.projections
-            .fresh(self.emb.events.as_ref(), &self.emb.codecs.events)
+            .fresh(self.logs.events.as_ref(), &self.logs.codecs.events)
             .await?;
         Ok(())
     }

@@ -89,13 +89,7 @@ fn on_its_way(state: &AppState, id: &str) -> Result<bool, Problem> {
         return Ok(false);
     }
     let started = || {
-        state
-            .emb
-            .store
-            .tree(crate::runtime::state_store::KNOWN_TURNS_TREE)
-            .ok()
-            .and_then(|t| t.contains_key(turn.0.as_bytes()).ok())
-            .unwrap_or(false)
+        state.logs.started(turn)
     };
     Ok(state.submissions.accepted(turn) || started())
 }
@@ -172,7 +166,7 @@ impl Follow {
         let state = Arc::clone(&self.state);
         let p = Partition(self.entry.partition);
         let key = self.entry.turn_id.key();
-        let mut scan = Scan::new(state.emb.events.as_ref(), p, Offset(self.next));
+        let mut scan = Scan::new(state.logs.events.as_ref(), p, Offset(self.next));
         let mut fresh = Vec::new();
         'scan: while let Some(chunk) = scan
             .next_chunk(1024)
@@ -184,7 +178,7 @@ impl Follow {
                 if stored.key != key {
                     continue;
                 }
-                let Ok(event) = state.emb.codecs.events.decode(&stored.value) else {
+                let Ok(event) = state.logs.codecs.events.decode(&stored.value) else {
                     continue;
                 };
                 // The stream ends at `TurnCompleted`, also one the client has seen already

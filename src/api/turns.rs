@@ -17,7 +17,6 @@ use super::{AppState, Body, P, Q};
 use crate::admission::{self, AdmitError, Door, Seen};
 use crate::event::{Event, TurnRequest};
 use crate::ids::{Partition, TurnId};
-use crate::log::EventLog;
 use crate::projection::turn_index::{TurnEntry, TurnStatus};
 use crate::turn::{Phase, TurnState};
 
@@ -208,7 +207,7 @@ async fn accept(
     };
     // Routed by the raw user id, as producers route theirs; the log holds its token.
     let routing = crate::ids::routing_key(&caller.tenant, &body.user_id);
-    let partition = state.emb.requests.partition_for(&routing);
+    let partition = state.logs.requests.partition_for(&routing);
     let request = TurnRequest {
         turn_id,
         tenant: caller.tenant.clone(),
@@ -232,7 +231,7 @@ async fn accept(
     let admitted = loop {
         // The end before claiming: if this submission's request is written, it is at or past it.
         let from = state
-            .emb
+            .logs
             .requests
             .end(partition)
             .await
@@ -295,8 +294,8 @@ async fn accept(
         return Err(Problem::unavailable(e.to_string()));
     }
     if let Err(e) = crate::submit::submit_to(
-        state.emb.requests.as_ref(),
-        &state.emb.codecs.requests,
+        state.logs.requests.as_ref(),
+        &state.logs.codecs.requests,
         partition,
         &request,
     )
@@ -315,13 +314,7 @@ async fn accept(
 }
 
 fn known_turn(state: &AppState, turn: TurnId) -> bool {
-    state
-        .emb
-        .store
-        .tree(crate::runtime::state_store::KNOWN_TURNS_TREE)
-        .ok()
-        .and_then(|t| t.contains_key(turn.0.as_bytes()).ok())
-        .unwrap_or(false)
+    state.logs.started(turn)
 }
 
 /// A refused admission as the API answers it.
