@@ -27,8 +27,9 @@
 #     parallel runs do not collide; `ballast serve` without `--listen` gets the first of them, and
 #     QUICKSTART_PORT (examples/quickstart/run.sh) is set to it too;
 #   - `127.0.0.1:9092` becomes $BALLAST_KAFKA_BOOTSTRAP when it is set;
-#   - `TURN_ID` becomes the last turn id an earlier block of the page printed (`"turn_id":"…"`, or a
-#     trace's or run.sh's `turn …` line);
+#   - `TURN_ID` becomes the last turn id printed before the command that names it runs
+#     (`"turn_id":"…"`, a trace's or run.sh's `turn …` line, a line of `ballast turns`), by this
+#     block or an earlier one of the page (so never inside single quotes);
 #   - `python3 -m venv .venv` links the venv scripts/test.sh made ($BALLAST_VENV, or the one
 #     $BALLAST_PYTHON is in) when it has the packages, so `pip install -r …` finds them installed.
 # - Servers. A block that starts `ballast serve … &` leaves it running; the check waits until its
@@ -124,7 +125,6 @@ extract() {
 driver_head() {
   cat <<'EOF'
 set -eo pipefail
-__turn=""
 __stop_jobs() {
   local pids; pids="$(jobs -p)"
   [ -n "$pids" ] || return 0
@@ -145,6 +145,16 @@ trap __report EXIT
 curl() { command curl --fail-with-body "$@"; }
 __ports=()
 for i in 0 1 2 3 4 5 6 7 8 9; do __ports+=(-e "s/\(127\.0\.0\.1\|localhost\):842$i\b/\1:$((DOC_BASE_PORT + i))/g"); done
+__TURN_ID=""
+# The last turn id the running block has printed so far: `"turn_id":"…"`, a trace's or run.sh's
+# `turn …` line, or a line that starts with one (`ballast turns`). Run before each command.
+__seen_turn() {
+  local id
+  id="$(grep -oE '("turn_id": ?"|^turn +|^)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$__out" 2>/dev/null \
+        | tail -n 1 | grep -oE '[0-9a-f]{8}-[0-9a-f-]{27}' || true)"
+  [ -z "$id" ] || __TURN_ID="$id"
+  return 0
+}
 __block() {  # label, file
   __label="$1"
   __src="$DOC_PAGE_DIR/current.sh" __out="$DOC_PAGE_DIR/out.$2.log"
@@ -152,15 +162,18 @@ __block() {  # label, file
   [ -n "${BALLAST_KAFKA_BOOTSTRAP:-}" ] && kafka=(-e "s/127\.0\.0\.1:9092\b/$BALLAST_KAFKA_BOOTSTRAP/g")
   local venv=()
   [ -n "${DOC_VENV:-}" ] && venv=(-e "s#python3 -m venv \.venv#ln -sfn $DOC_VENV .venv#g")
-  if grep -q 'TURN_ID' "$DOC_PAGE_DIR/$2.sh" && [ -z "$__turn" ]; then
-    echo "no earlier block printed a turn id to fill TURN_ID with" >"$__out"; cp "$DOC_PAGE_DIR/$2.sh" "$__src"
-    return 1
-  fi
-  sed -e "s#/tmp/#$DOC_TMP/#g" -e "s/TURN_ID/$__turn/g" "${__ports[@]}" "${kafka[@]}" "${venv[@]}" \
-    "$DOC_PAGE_DIR/$2.sh" >"$__src"
-  echo "== $__label: $(grep -m1 -v '^[[:space:]]*\(#\|$\)' "$__src" | cut -c1-100)"
+  sed -e "s#/tmp/#$DOC_TMP/#g" \
+    -e 's/TURN_ID/${__TURN_ID:?TURN_ID: no earlier command printed a turn id}/g' \
+    "${__ports[@]}" "${kafka[@]}" "${venv[@]}" "$DOC_PAGE_DIR/$2.sh" >"$__src"
+  echo "== $__label: $(grep -m1 -v '^[[:space:]]*\(#\|$\)' "$DOC_PAGE_DIR/$2.sh" | cut -c1-100)"
   local started=$SECONDS
-  { source "$__src"; } >"$__out" 2>&1 </dev/null
+  : >"$__out"
+  set -T
+  trap __seen_turn DEBUG
+  { source "$__src"; } >>"$__out" 2>&1 </dev/null
+  trap - DEBUG
+  set +T
+  __seen_turn
   # Expected output.
   local want
   while IFS= read -r want; do
@@ -181,10 +194,6 @@ __block() {  # label, file
     [ -n "$ready" ] || { echo "ballast serve on port $port never became ready" >>"$__out"; return 1; }
   done < <(grep -E '\bballast serve\b.*&[[:space:]]*(#.*)?$' "$__src" \
             | sed -n 's/.*--listen [^ ]*:\([0-9][0-9]*\).*/\1/p; t; s/.*/'"$DOC_BASE_PORT"'/p')
-  local id
-  id="$(grep -oE '("turn_id": ?"|^turn +)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$__out" \
-        | tail -n 1 | grep -oE '[0-9a-f]{8}-[0-9a-f-]{27}' || true)"
-  [ -z "$id" ] || __turn="$id"
   tail -n 12 "$__out" | cut -c1-160 | sed 's/^/   | /'
   echo "   ($((SECONDS - started)) s)"
 }
