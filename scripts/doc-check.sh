@@ -23,18 +23,20 @@
 #   missing; $BALLAST_BIN names another) comes first on PATH as `ballast`. No release build.
 # - Placeholders, filled in before a block runs:
 #   - `/tmp/` becomes the page's scratch tmp/, so runs never share or reuse a data dir;
-#   - `127.0.0.1:8420` … `127.0.0.1:8429` (and `localhost:`) become ports this run found free, so
-#     parallel runs do not collide; `ballast serve` without `--listen` gets the first of them, and
-#     QUICKSTART_PORT (examples/quickstart/run.sh) is set to it too;
+#   - the ports 8420 … 8429 become ports this run found free, so parallel runs do not collide: in
+#     the blocks (`127.0.0.1:8420`, `--port 8421`) and, as `127.0.0.1:842N`, in the scratch copy's
+#     examples/ (the quickstart's ballast.toml and catalog.json); `ballast serve` without
+#     `--listen` gets the first of them, and QUICKSTART_PORT (examples/quickstart/run.sh) too;
 #   - `127.0.0.1:9092` becomes $BALLAST_KAFKA_BOOTSTRAP when it is set;
 #   - `TURN_ID` becomes the last turn id printed before the command that names it runs
 #     (`"turn_id":"…"`, a trace's or run.sh's `turn …` line, a line of `ballast turns`), by this
 #     block or an earlier one of the page (so never inside single quotes);
 #   - `python3 -m venv .venv` links the venv scripts/test.sh made ($BALLAST_VENV, or the one
 #     $BALLAST_PYTHON is in) when it has the packages, so `pip install -r …` finds them installed.
-# - Servers. A block that starts `ballast serve … &` leaves it running; the check waits until its
-#   /readyz answers before the next block, and stops everything a page started in the background
-#   when the page ends (a reader stops it with Ctrl-C, or `kill %1`).
+# - Servers. A block that starts `ballast serve … &` leaves it running and ends there; the check
+#   waits until its /readyz answers before the next block (as a reader waits for "listening on"),
+#   and stops everything a page started in the background when the page ends (a reader stops it
+#   with Ctrl-C, or `kill %1`).
 # - Expected output. A comment line `# → TEXT` in a block says the block's output must contain
 #   TEXT — for what a command cannot fail on by itself, such as a turn's outcome.
 # - curl fails on an HTTP error status, as with `--fail-with-body`: a documented request that gets
@@ -125,6 +127,7 @@ extract() {
 driver_head() {
   cat <<'EOF'
 set -eo pipefail
+exec 3>&1   # the check's own output, while a block's goes to its log
 __stop_jobs() {
   local pids; pids="$(jobs -p)"
   [ -n "$pids" ] || return 0
@@ -134,9 +137,11 @@ __stop_jobs() {
 __report() {
   local rc=$?
   if [ "$rc" -ne 0 ]; then
-    echo "doc-check: FAILED at $__label (exit $rc)"
-    echo "---- the block"; sed 's/^/    /' "$__src"
-    echo "---- its output (last 60 lines)"; tail -n 60 "$__out" | sed 's/^/    /'
+    {
+      echo "doc-check: FAILED at $__label (exit $rc)"
+      echo "---- the block"; sed 's/^/    /' "$__src"
+      echo "---- its output (last 60 lines)"; tail -n 60 "$__out" | sed 's/^/    /'
+    } >&3
   fi
   __stop_jobs
   exit "$rc"
@@ -144,7 +149,7 @@ __report() {
 trap __report EXIT
 curl() { command curl --fail-with-body "$@"; }
 __ports=()
-for i in 0 1 2 3 4 5 6 7 8 9; do __ports+=(-e "s/\(127\.0\.0\.1\|localhost\):842$i\b/\1:$((DOC_BASE_PORT + i))/g"); done
+for i in 0 1 2 3 4 5 6 7 8 9; do __ports+=(-e "s/\b842$i\b/$((DOC_BASE_PORT + i))/g"); done
 __TURN_ID=""
 # The last turn id the running block has printed so far: `"turn_id":"…"`, a trace's or run.sh's
 # `turn …` line, or a line that starts with one (`ballast turns`). Run before each command.
@@ -222,6 +227,9 @@ fi
 exec "$bin" "\$@"
 EOF
   chmod +x "$scratch/bin/ballast"
+  port_map=()
+  for i in 0 1 2 3 4 5 6 7 8 9; do port_map+=(-e "s/127\.0\.0\.1:842$i\b/127.0.0.1:$((base + i))/g"); done
+  grep -rlE '127\.0\.0\.1:842[0-9]' "$scratch/examples" | xargs -r sed -i "${port_map[@]}"
   driver="$blocks/driver.sh"
   driver_head >"$driver"
   for meta in "$blocks"/*.meta; do
