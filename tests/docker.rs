@@ -71,7 +71,9 @@ fn included_files() -> Vec<String> {
                 let target = normal(&dir.join(literal));
                 let rel = target
                     .strip_prefix(&root)
-                    .unwrap_or_else(|_| panic!("{}: {literal} is outside the repository", file.display()))
+                    .unwrap_or_else(|_| {
+                        panic!("{}: {literal} is outside the repository", file.display())
+                    })
                     .to_string_lossy()
                     .into_owned();
                 assert!(
@@ -121,7 +123,11 @@ fn build_stage_copies(dockerfile: &str) -> Vec<(Vec<String>, String)> {
 fn trim_dir(p: &str) -> String {
     let p = p.trim_end_matches('/');
     let p = p.strip_prefix("./").unwrap_or(p);
-    if p == "." { String::new() } else { p.to_owned() }
+    if p == "." {
+        String::new()
+    } else {
+        p.to_owned()
+    }
 }
 
 /// Where the build stage's COPYs put the context's file `path`, relative to WORKDIR (if they do).
@@ -147,7 +153,11 @@ fn lands_at(copies: &[(Vec<String>, String)], path: &str) -> Vec<String> {
                 }
             } else if s == path {
                 let name = Path::new(&s).file_name().expect("name").to_string_lossy();
-                out.push(if dest_dir { join(&dest, &name) } else { dest.clone() });
+                out.push(if dest_dir {
+                    join(&dest, &name)
+                } else {
+                    dest.clone()
+                });
             }
         }
     }
@@ -266,7 +276,11 @@ fn the_compose_file_follows_the_compose_specification() {
     }
     let cmd = |name: &str| services[name]["command"].to_string();
     assert!(cmd("serve").contains("\"serve\"") && cmd("serve").contains("--config"));
-    assert!(cmd("worker-1").contains("worker --config"), "{}", cmd("worker-1"));
+    assert!(
+        cmd("worker-1").contains("worker --config"),
+        "{}",
+        cmd("worker-1")
+    );
     // Every file or directory mounted from the repository exists.
     for (name, service) in services {
         for volume in service["volumes"].as_array().into_iter().flatten() {
@@ -308,7 +322,8 @@ fn the_compose_catalog_is_the_quickstarts() {
     let read = |p: &str| std::fs::read_to_string(root().join(p)).expect(p);
     assert_eq!(
         read("docker/catalog.json"),
-        read("examples/quickstart/catalog.json").replace("http://127.0.0.1:8422", "http://orders:8422"),
+        read("examples/quickstart/catalog.json")
+            .replace("http://127.0.0.1:8422", "http://orders:8422"),
         "regenerate: sed 's#http://127.0.0.1:8422#http://orders:8422#g' examples/quickstart/catalog.json > docker/catalog.json"
     );
     assert_eq!(
