@@ -19,8 +19,9 @@
 #   repository's files (not target/ or .git), so `examples/…` paths work and nothing is written to
 #   the checkout.
 # - `ballast` is the test build. The docs show `ballast …` after `cargo install --path .`; here the
-#   dev-profile binary that `cargo test`/`cargo build` make (target/debug/ballast, built here if
-#   missing; $BALLAST_BIN names another) comes first on PATH as `ballast`. No release build.
+#   dev-profile binary comes first on PATH as `ballast`: $BALLAST_BIN (scripts/test.sh passes the
+#   one `cargo test --all-targets` just built, target/debug/ballast), else `cargo build` makes it.
+#   Never a release build.
 # - Placeholders, filled in before a block runs:
 #   - `/tmp/` becomes the page's scratch tmp/, so runs never share or reuse a data dir;
 #   - the ports 8420 … 8429 become ports this run found free, so parallel runs do not collide: in
@@ -53,6 +54,7 @@ else
   bin="$target/debug/ballast"
 fi
 [ -x "$bin" ] || { echo "doc-check: no ballast binary at $bin" >&2; exit 1; }
+bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"   # the blocks run elsewhere
 
 pages=("$@")
 if [ ${#pages[@]} -eq 0 ]; then
