@@ -64,6 +64,8 @@ fn the_policy_bench_prints_its_figures() {
     for key in [
         "call_review_us_mean",
         "call_review_us_p99",
+        "call_review_cold_us_mean",
+        "call_review_cold_us_p99",
         "plan_review_us_mean",
         "baseline_encode_us_mean",
         "call_review_vs_encode_ratio",
