@@ -12,7 +12,9 @@
 #   ```python. A block right after the comment `<!-- doc-check: skip REASON -->` is not run and
 #   the reason is printed (for what this machine cannot do in a test run: a release build, the
 #   test suite itself, Docker, a real model server). A block after `<!-- doc-check: needs kafka -->`
-#   runs only when $BALLAST_KAFKA_BOOTSTRAP names a broker (scripts/test.sh starts one).
+#   runs only when $BALLAST_KAFKA_BOOTSTRAP names a broker (scripts/test.sh starts one, and exports
+#   the BALLAST_KAFKA_PORT and BALLAST_KAFKA_HOME that make the page's `scripts/kafka.sh start`
+#   find it running).
 # - One shell per page. A page's blocks run one after another in one bash (`set -eo pipefail`:
 #   any failing command fails its block), so what a block sets (`TOKEN=$(ballast token …)`) is
 #   there in the next. Each page starts afresh in its own scratch directory holding a copy of the
