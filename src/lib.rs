@@ -41,6 +41,7 @@
     )
 )]
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod bench;

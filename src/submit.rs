@@ -29,6 +29,25 @@ pub async fn submit(
     submit_routed(log, codec, &routed).await
 }
 
+/// Appends one request to `partition` of the request log (chosen by the caller from the raw
+/// routing key; the record is keyed by the request's own, tokenized, user id). Durable on return.
+pub async fn submit_to(
+    log: &dyn EventLog,
+    codec: &AvroCodec<TurnRequest>,
+    partition: Partition,
+    r: &TurnRequest,
+) -> Result<(), SubmitError> {
+    log.append(
+        partition,
+        vec![Record {
+            key: crate::ids::routing_key(&r.tenant, &r.user_id),
+            value: codec.encode(r)?,
+        }],
+    )
+    .await?;
+    Ok(())
+}
+
 /// As [`submit`], each request with the routing key it goes by: a request whose user id the
 /// vault tokenized is still routed by the raw id, as every other request of that user is (the
 /// record is keyed by the tokenized id: the raw one is used, not kept).

@@ -164,6 +164,25 @@ async fn misrouted_requests_are_forwarded_and_untrusted_claims_dead_lettered() {
         "support:lookup_order,admin:everything".into(),
     );
     requests.push(greedy.clone());
+    // One door (issue #29, item 8): what the API refuses, Kafka intake refuses for the same
+    // reason — each of these is a dead letter naming the API's own problem detail.
+    let mut refused = Vec::new();
+    let mut empty = requests[1].clone();
+    empty.turn_id = ballast::ids::TurnId::new_v7();
+    empty.text = "  ".into();
+    refused.push((empty, "text must not be empty"));
+    let mut crowded = requests[2].clone();
+    crowded.turn_id = ballast::ids::TurnId::new_v7();
+    for i in 0..33 {
+        crowded.attributes.insert(format!("a{i}"), "x".into());
+    }
+    refused.push((crowded, "attributes, limit 32"));
+    let mut long_session = requests[3].clone();
+    long_session.turn_id = ballast::ids::TurnId::new_v7();
+    long_session.session_id = Some("s".repeat(200));
+    refused.push((long_session, "session_id is 200 characters, limit 128"));
+    requests.extend(refused.iter().map(|(r, _)| r.clone()));
+    let raw_users: Vec<String> = requests.iter().map(|r| r.user_id.clone()).collect();
     let events = ballast::log::KafkaLog::open(&d.cfg, &d.topics.events)
         .await
         .expect("events");
@@ -230,7 +249,7 @@ async fn misrouted_requests_are_forwarded_and_untrusted_claims_dead_lettered() {
     consumer.assign(&tpl).expect("assign");
     let mut reasons = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while reasons.is_empty() && Instant::now() < deadline {
+    while reasons.len() < 1 + refused.len() && Instant::now() < deadline {
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
@@ -243,10 +262,65 @@ async fn misrouted_requests_are_forwarded_and_untrusted_claims_dead_lettered() {
             }
         }
     }
-    assert_eq!(reasons.len(), 1, "only the greedy request: {reasons:?}");
+    assert_eq!(
+        reasons.len(),
+        1 + refused.len(),
+        "the greedy request and the refused ones: {reasons:?}"
+    );
     assert!(
-        reasons[0].contains("claims") && reasons[0].contains("admin:everything"),
+        reasons
+            .iter()
+            .any(|r| r.contains("claims") && r.contains("admin:everything")),
         "{reasons:?}"
+    );
+    for (_, why) in &refused {
+        assert!(
+            reasons.iter().any(|r| r.contains(why)),
+            "no dead letter says {why:?}: {reasons:?}"
+        );
+    }
+
+    // A misrouted request is forwarded tokenized: no raw user id (nor any personal value) is
+    // copied to another partition of the request topic.
+    let copies: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap.as_str())
+        .set("group.id", "forwarded-copies")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition_offset(&d.topics.requests, p, KOffset::Beginning)
+            .expect("tpl");
+    }
+    copies.assign(&tpl).expect("assign");
+    let (mut forwarded, mut idle) = (0, 0);
+    while idle < 10 {
+        let Some(m) = copies.poll(Duration::from_millis(200)) else {
+            idle += 1;
+            continue;
+        };
+        idle = 0;
+        let m = m.expect("message");
+        let is_copy = m
+            .headers()
+            .is_some_and(|h| h.iter().any(|x| x.key == "ballast.forwarded.from"));
+        if !is_copy {
+            continue;
+        }
+        forwarded += 1;
+        let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+        for u in &raw_users {
+            assert!(
+                !payload.contains(u.as_str()),
+                "a forwarded copy carries the raw user id {u:?}"
+            );
+        }
+    }
+    // Refused requests are dead-lettered where they land; the rest are forwarded once.
+    assert!(
+        forwarded > 0 && forwarded <= misrouted,
+        "{forwarded} copies for {misrouted} misrouted requests"
     );
 }
 

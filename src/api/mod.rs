@@ -14,6 +14,7 @@ pub mod problem;
 pub mod rate;
 mod reveal;
 mod stream;
+pub mod submissions;
 mod turns;
 
 use std::sync::Arc;
@@ -54,7 +55,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Each turn id submitted here → a digest of its request, so a retried submission is
     /// idempotent and a different request under the same id is a conflict.
-    pub submissions: turns::Submissions,
+    pub submissions: submissions::Submissions,
     /// Requests are tokenized before they are written; views are masked; reveals read it.
     pub vault: Option<Arc<crate::vault::Vault>>,
 }
@@ -75,7 +76,12 @@ impl AppState {
         Ok(AppState {
             index: TurnIndex::open(&emb.store)?,
             outcomes: OutcomeView::open(&emb.store)?,
-            submissions: turns::Submissions::open(&emb.store)?,
+            submissions: submissions::Submissions::open(&emb.store).map_err(|e| {
+                crate::projection::ProjectionError::Storage {
+                    projection: "api_submissions",
+                    message: e.to_string(),
+                }
+            })?,
             rate: RateLimiter::new(Arc::clone(&clock)),
             failures: RateLimiter::new(Arc::clone(&clock)),
             emb,

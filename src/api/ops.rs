@@ -308,6 +308,11 @@ pub struct SeriesPoint {
     pub turns: u64,
 }
 
+/// Buckets covering a window (the last one may be partial): a day of minutes is 1,440.
+fn series_points(window: i64, bucket: i64) -> i64 {
+    (window + bucket - 1) / bucket.max(1)
+}
+
 /// The series' bucket and window, checked: every answer is at most `MAX_SERIES_POINTS` points.
 fn series_shape(q: &SeriesQuery, period_ms: i64) -> Result<(i64, i64), Problem> {
     let bucket = q.bucket_ms.unwrap_or(60_000);
@@ -324,12 +329,12 @@ fn series_shape(q: &SeriesQuery, period_ms: i64) -> Result<(i64, i64), Problem> 
         ))
         .with_limit(period_ms.max(0) as u64));
     }
-    let points = window / bucket + 1;
+    let points = series_points(window, bucket);
     if points > MAX_SERIES_POINTS {
         return Err(Problem::over_limit(
             format!(
                 "window_ms / bucket_ms asks for {points} points; widen bucket_ms to at least {}",
-                window / (MAX_SERIES_POINTS - 1) + 1
+                (window + MAX_SERIES_POINTS - 1) / MAX_SERIES_POINTS
             ),
             MAX_SERIES_POINTS as u64,
         ));
@@ -350,7 +355,7 @@ pub async fn slo_series(
     state.fresh().await?;
     let now = state.clock.now_ms();
     let from = now - window;
-    let n = (window / bucket) as usize + 1;
+    let n = series_points(window, bucket).max(1) as usize;
     // Per bucket: turns, and (good, counted) per objective.
     type Counts = std::collections::BTreeMap<&'static str, (u64, u64)>;
     let mut buckets: Vec<(u64, Counts)> = vec![Default::default(); n];
@@ -453,20 +458,37 @@ pub async fn session(
     if id.is_empty() || id.len() > 128 {
         return Err(Problem::bad_request("a session id is 1 to 128 characters"));
     }
+    // Sessions are recorded by their token (a session id is personal data like a user id).
+    let recorded = match &state.vault {
+        Some(v) => v
+            .session_token(&caller.tenant, &id)
+            .map_err(|e| Problem::unavailable(e.to_string()))?,
+        None => Some(id.clone()),
+    };
     state.fresh().await?;
-    let mut turns: Vec<_> = state
-        .index
-        .all()?
-        .into_iter()
-        .filter(|e| e.tenant == caller.tenant && e.session_id.as_deref() == Some(id.as_str()))
-        .collect();
+    let mut turns: Vec<_> = match &recorded {
+        Some(token) => state
+            .index
+            .all()?
+            .into_iter()
+            .filter(|e| e.tenant == caller.tenant && e.session_id.as_deref() == Some(token))
+            .collect(),
+        None => Vec::new(),
+    };
     if turns.is_empty() {
         return Err(Problem::not_found(format!("no session {id:?}")));
     }
     turns.sort_by_key(|e| (e.requested_at_ms, e.turn_id));
     turns.truncate(MAX_SESSION_TURNS);
+    // Shown as every view shows a personal value (the caller knows the id it asked for).
+    let shown = match (&recorded, turns.first()) {
+        (Some(token), Some(first)) => {
+            super::reveal::masked(&state).text(&first.tenant, &first.user_id, token)
+        }
+        _ => id,
+    };
     Ok(Json(SessionView {
-        session_id: id,
+        session_id: shown,
         turns: turns
             .into_iter()
             .map(|e| super::turns::view(&state, e))

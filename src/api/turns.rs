@@ -7,69 +7,19 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::authn::{Anyone, Authed, Operators, Submitters, Watchers};
 use super::problem::Problem;
 use super::reveal::{RevealQuery, shown};
+use super::submissions::{self, Claim};
 use super::{AppState, Body, P, Q};
+use crate::admission::{self, AdmitError, Door, Seen};
 use crate::event::{Event, TurnRequest};
 use crate::ids::{Partition, TurnId};
+use crate::log::EventLog;
 use crate::projection::turn_index::{TurnEntry, TurnStatus};
 use crate::turn::{Phase, TurnState};
-
-/// Largest `text` of a submitted turn, in bytes.
-pub const MAX_TEXT_BYTES: usize = 32 * 1024;
-/// Most attributes a submitted turn may carry.
-pub const MAX_ATTRIBUTES: usize = 32;
-
-/// Turn ids submitted over the API, each with a digest of its request (a sled tree): a
-/// retried submission is answered as before, another request under the same id is refused.
-pub struct Submissions {
-    tree: sled::Tree,
-}
-
-/// What submitting a request under an id found.
-enum Claimed {
-    New,
-    Same,
-    Different,
-}
-
-impl Submissions {
-    pub fn open(store: &crate::log::SledStore) -> Result<Self, crate::projection::ProjectionError> {
-        let tree = store.tree("api_submissions").map_err(|e| {
-            crate::projection::ProjectionError::Storage {
-                projection: "api_submissions",
-                message: e.to_string(),
-            }
-        })?;
-        Ok(Submissions { tree })
-    }
-
-    fn digest(r: &TurnRequest) -> [u8; 32] {
-        let canonical = serde_json::json!([r.tenant, r.user_id, r.text, r.channel, r.attributes]);
-        Sha256::digest(canonical.to_string().as_bytes()).into()
-    }
-
-    fn claim(&self, r: &TurnRequest) -> Result<Claimed, Problem> {
-        let digest = Self::digest(r);
-        let swapped = self
-            .tree
-            .compare_and_swap(r.turn_id.0.as_bytes(), None::<&[u8]>, Some(&digest[..]))
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
-        Ok(match swapped {
-            Ok(()) => Claimed::New,
-            Err(e) if e.current.as_deref() == Some(&digest[..]) => Claimed::Same,
-            Err(_) => Claimed::Different,
-        })
-    }
-
-    fn forget(&self, turn: TurnId) {
-        let _ = self.tree.remove(turn.0.as_bytes());
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +142,10 @@ pub(crate) fn view(state: &AppState, e: TurnEntry) -> TurnView {
             masker.outcome(&mut o);
             serde_json::to_value(o).ok()
         });
+    let session_id = e
+        .session_id
+        .as_deref()
+        .map(|s| masker.text(&e.tenant, &e.user_id, s));
     TurnView {
         turn_id: e.turn_id.to_string(),
         user_id: masker.user(&e.tenant, &e.user_id),
@@ -211,7 +165,7 @@ pub(crate) fn view(state: &AppState, e: TurnEntry) -> TurnView {
             .as_ref()
             .and_then(|r| r["reply"].as_str().map(str::to_owned)),
         steps: record.as_ref().and_then(|r| r["steps"].as_i64()),
-        session_id: e.session_id,
+        session_id,
         record,
     }
 }
@@ -241,120 +195,150 @@ pub async fn submit(
     Ok((status, Json(submitted)).into_response())
 }
 
-/// Validates a submission and appends its request (once, however often it is retried).
+/// Admits a submission (`admission::admit`, the door every request goes through) and appends
+/// its request once, however often it is retried; see `submissions` for why a 202 means durable.
 async fn accept(
     caller: super::auth::Caller,
     state: &AppState,
     body: SubmitTurn,
 ) -> Result<(StatusCode, Submitted), Problem> {
-    if body.user_id.trim().is_empty() || body.text.trim().is_empty() {
-        return Err(Problem::bad_request("user_id and text must not be empty"));
-    }
-    if body.text.len() > MAX_TEXT_BYTES {
-        return Err(Problem::over_limit(
-            format!("text is {} bytes", body.text.len()),
-            MAX_TEXT_BYTES as u64,
-        ));
-    }
-    if body
-        .session_id
-        .as_deref()
-        .is_some_and(|s| s.trim().is_empty() || s.len() > 128)
-    {
-        return Err(Problem::bad_request("session_id is 1 to 128 characters"));
-    }
-    if body.attributes.len() > MAX_ATTRIBUTES {
-        return Err(Problem::over_limit(
-            format!("{} attributes", body.attributes.len()),
-            MAX_ATTRIBUTES as u64,
-        ));
-    }
-    // What the request asserts about its user is bounded by what this token may grant.
-    let attributes = caller.claims().apply(&body.attributes).map_err(|refused| {
-        crate::telemetry::record::api_rejected("claims");
-        Problem::forbidden(format!("{refused} (token {:?})", caller.name))
-            .with_claim(refused.claim())
-    })?;
     let turn_id = match body.turn_id.as_deref() {
         Some(id) => parse_id(id)?,
         None => TurnId::new_v7(),
     };
+    // Routed by the raw user id, as producers route theirs; the log holds its token.
     let routing = crate::ids::routing_key(&caller.tenant, &body.user_id);
-    let mut request = TurnRequest {
+    let partition = state.emb.requests.partition_for(&routing);
+    let request = TurnRequest {
         turn_id,
         tenant: caller.tenant.clone(),
         user_id: body.user_id,
         text: body.text,
         channel: body.channel.unwrap_or_else(|| "api".into()),
-        attributes,
+        attributes: body.attributes,
         submitted_at_ms: state.clock.now_ms(),
         session_id: body.session_id,
     };
-    // Personal values never reach the request log: tokenized here, their values sealed in the
-    // vault (durably, before the request that names them is written).
-    let records = match &state.vault {
-        Some(v) => v
-            .tokenize_request(&mut request)
-            .map_err(|e| Problem::unavailable(e.to_string()))?,
-        None => Vec::new(),
+    let grants = caller.claims();
+    let door = Door {
+        grants: Some(&grants),
+        vault: state.vault.as_deref(),
     };
-    let conflict = || {
-        crate::telemetry::record::api_rejected("conflict");
-        Problem::conflict(format!(
-            "turn {turn_id} exists with other content; submit new content under a new turn id"
-        ))
-        .with_turn(turn_id.to_string())
+    let submitted = || Submitted {
+        turn_id: turn_id.to_string(),
+        tenant: caller.tenant.clone(),
     };
-    match state.submissions.claim(&request)? {
-        // A retry of a submission already accepted: the same answer, nothing appended twice.
-        Claimed::Same => {
-            return Ok((
-                StatusCode::ACCEPTED,
-                Submitted {
-                    turn_id: turn_id.to_string(),
-                    tenant: caller.tenant,
-                },
-            ));
+    let deadline = tokio::time::Instant::now() + submissions::IN_FLIGHT_WAIT;
+    let admitted = loop {
+        // The end before claiming: if this submission's request is written, it is at or past it.
+        let from = state
+            .emb
+            .requests
+            .end(partition)
+            .await
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        let mut waiting = None;
+        let admitted = admission::admit(&door, request.clone(), &mut |r| {
+            match state
+                .submissions
+                .claim(r, partition, from)
+                .map_err(|e| AdmitError::Dedup(e.to_string()))?
+            {
+                Claim::Seen(seen) => Ok(seen),
+                Claim::InFlight(n) => {
+                    waiting = Some(n);
+                    Ok(Seen::Pending)
+                }
+                // An id taken by a turn that did not come through this API (a producer, the demo).
+                Claim::Mine if known_turn(state, r.turn_id) => {
+                    state.submissions.release(r.turn_id);
+                    Ok(Seen::Different)
+                }
+                Claim::Mine => Ok(Seen::New),
+            }
+        })
+        .map_err(|e| refused(&caller, e))?;
+        match (admitted.seen, waiting) {
+            (Seen::Pending, Some(n)) => {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Err(Problem::unavailable(format!(
+                        "turn {turn_id} is being submitted by another request; retry"
+                    ))
+                    .with_turn(turn_id.to_string()));
+                }
+                // Short waits: a wake-up sent before this one listens is not missed for long.
+                let wait = (deadline - now).min(std::time::Duration::from_millis(50));
+                let _ = tokio::time::timeout(wait, n.notified()).await;
+            }
+            _ => break admitted,
         }
-        Claimed::Different => return Err(conflict()),
-        Claimed::New => {}
+    };
+    match admitted.seen {
+        // A retry of a submission already durable: the same answer, nothing appended twice.
+        Seen::Same => return Ok((StatusCode::ACCEPTED, submitted())),
+        Seen::Different | Seen::Pending => {
+            crate::telemetry::record::api_rejected("conflict");
+            return Err(Problem::conflict(format!(
+                "turn {turn_id} exists with other content; submit new content under a new turn id"
+            ))
+            .with_turn(turn_id.to_string()));
+        }
+        Seen::New => {}
     }
-    // An id taken by a turn that did not come through this API (a producer, the demo).
-    let taken = state
+    let request = admitted.request;
+    // Personal values never reach the request log: their values sealed in the vault first.
+    if let Some(v) = &state.vault
+        && let Err(e) = v.persist(&admitted.records)
+    {
+        state.submissions.release(turn_id);
+        return Err(Problem::unavailable(e.to_string()));
+    }
+    if let Err(e) = crate::submit::submit_to(
+        state.emb.requests.as_ref(),
+        &state.emb.codecs.requests,
+        partition,
+        &request,
+    )
+    .await
+    {
+        // Not written: a retry must be free to submit it again.
+        state.submissions.release(turn_id);
+        return Err(Problem::unavailable(e.to_string()));
+    }
+    // Durable (the append returned after the group commit): the claim is settled. Were this
+    // lost in a crash, the restart finds the request in the log and settles it the same way.
+    if let Err(e) = state.submissions.commit(&request) {
+        tracing::warn!(%turn_id, error = %e, "submission durable; its claim settles at the next start");
+    }
+    Ok((StatusCode::ACCEPTED, submitted()))
+}
+
+fn known_turn(state: &AppState, turn: TurnId) -> bool {
+    state
         .emb
         .store
         .tree(crate::runtime::state_store::KNOWN_TURNS_TREE)
         .ok()
-        .and_then(|t| t.contains_key(turn_id.0.as_bytes()).ok())
-        .unwrap_or(false);
-    if taken {
-        state.submissions.forget(turn_id);
-        return Err(conflict());
+        .and_then(|t| t.contains_key(turn.0.as_bytes()).ok())
+        .unwrap_or(false)
+}
+
+/// A refused admission as the API answers it.
+fn refused(caller: &super::auth::Caller, e: AdmitError) -> Problem {
+    match e {
+        AdmitError::Refused(r) => {
+            crate::telemetry::record::api_rejected(r.label());
+            match (&r, r.limit(), r.claim()) {
+                (_, _, Some(claim)) => {
+                    Problem::forbidden(format!("{r} (token {:?})", caller.name)).with_claim(claim)
+                }
+                (_, Some(limit), _) => Problem::over_limit(r.to_string(), limit),
+                _ => Problem::bad_request(r.to_string()),
+            }
+        }
+        e => Problem::unavailable(e.to_string()),
     }
-    if let Some(v) = &state.vault
-        && let Err(e) = v.persist(&records)
-    {
-        state.submissions.forget(turn_id);
-        return Err(Problem::unavailable(e.to_string()));
-    }
-    if let Err(e) = crate::submit::submit_routed(
-        state.emb.requests.as_ref(),
-        &state.emb.codecs.requests,
-        &[(routing, request)],
-    )
-    .await
-    {
-        // Not accepted: a retry must be free to submit it again.
-        state.submissions.forget(turn_id);
-        return Err(Problem::unavailable(e.to_string()));
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        Submitted {
-            turn_id: turn_id.to_string(),
-            tenant: caller.tenant,
-        },
-    ))
 }
 
 #[utoipa::path(get, path = "/v1/turns", tag = "turns", params(ListQuery),

@@ -107,7 +107,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if LOCAL.try_with(|_| ()).is_err() {
         if let Some(dir) = forwardable(&cli.command) {
             let request = ballast::local_socket::Request {
-                argv: std::env::args().skip(1).collect(),
+                // Paths as the client means them: `serve` runs in another directory.
+                argv: absolute_paths(std::env::args().skip(1).collect()),
                 env: ["BALLAST_OPERATOR", "USER", ballast::vault::MASTER_KEY_ENV]
                     .iter()
                     .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -134,6 +135,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     dispatch(cli).await
+}
+
+/// `argv` with the value of every path option (`--data-dir rel`, `--policies=p`) made absolute
+/// against this process's directory, found from the command's own definition.
+fn absolute_paths(argv: Vec<String>) -> Vec<String> {
+    use clap::CommandFactory;
+    let root = Cli::command();
+    let mut path_flags = std::collections::BTreeSet::new();
+    let mut collect = |cmd: &clap::Command| {
+        for arg in cmd.get_arguments() {
+            if arg.get_value_parser().type_id() == std::any::TypeId::of::<std::path::PathBuf>()
+                && let Some(long) = arg.get_long()
+            {
+                path_flags.insert(format!("--{long}"));
+            }
+        }
+    };
+    collect(&root);
+    let mut cmd = &root;
+    for tok in &argv {
+        if let Some(sub) = cmd.find_subcommand(tok) {
+            cmd = sub;
+            collect(cmd);
+        }
+    }
+    let absolute = |v: &str| match std::path::absolute(v) {
+        Ok(p) => p.display().to_string(),
+        Err(_) => v.to_string(),
+    };
+    let mut out = Vec::with_capacity(argv.len());
+    let mut next_is_path = false;
+    for tok in argv {
+        if next_is_path {
+            next_is_path = false;
+            out.push(absolute(&tok));
+            continue;
+        }
+        if path_flags.contains(&tok) {
+            next_is_path = true;
+            out.push(tok);
+        } else if let Some((flag, value)) = tok.split_once('=')
+            && path_flags.contains(flag)
+        {
+            out.push(format!("{flag}={}", absolute(value)));
+        } else {
+            out.push(tok);
+        }
+    }
+    out
 }
 
 /// The data dir of a command that can run inside the process serving it: the embedded read

@@ -31,7 +31,7 @@ pub async fn run(a: TurnsArgs) -> anyhow::Result<()> {
                 "user_id": masker.user(&e.tenant, &e.user_id),
                 "latency_ms": e.latency_ms,
                 "events": e.events,
-                "session_id": e.session_id,
+                "session_id": e.session_id.as_deref().map(|s| masker.text(&e.tenant, &e.user_id, s)),
                 "steps": record.as_ref().map(|r| r.steps),
                 "reply": record.and_then(|r| r.reply),
             });

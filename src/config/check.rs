@@ -128,6 +128,22 @@ pub fn check(
     let config: BallastConfig = match toml::from_str(text) {
         Ok(c) => c,
         Err(e) => {
+            // Valid TOML with values of the wrong type: every section's error, not the first.
+            if toml::from_str::<toml::Table>(text).is_ok() {
+                let all = super::sections::type_errors(text);
+                if !all.is_empty() {
+                    for (line, column, message) in all {
+                        cx.report.errors.push(Problem {
+                            file: origin.to_string(),
+                            line,
+                            column,
+                            key: None,
+                            message,
+                        });
+                    }
+                    return cx.report;
+                }
+            }
             let pos = e.span().map(|s| line_col(text, s.start));
             cx.report.errors.push(Problem {
                 file: origin.to_string(),
@@ -148,6 +164,7 @@ pub fn check(
     super::resolve_paths(&mut resolved, base);
 
     check_log(&mut cx, &resolved);
+    check_vault(&mut cx, &resolved);
     check_retrieval(&mut cx, &resolved, env);
     let control = control_config(&mut cx, &resolved);
     if let Some(control) = &control {
@@ -181,6 +198,31 @@ fn check_log(cx: &mut Ctx<'_>, c: &BallastConfig) {
         if let Err(e) = grants.validate() {
             cx.error(&format!("intake.tenants.{tenant}"), e);
         }
+    }
+}
+
+/// The master key file `serve` and `worker` will read: there, readable, 32 bytes in hex, and
+/// private to its owner.
+fn check_vault(cx: &mut Ctx<'_>, c: &BallastConfig) {
+    let Some(path) = &c.vault.master_key_file else {
+        return;
+    };
+    if let Err(e) = crate::vault::Vault::read_master(path) {
+        cx.error("vault.master_key_file", e.to_string());
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        cx.warn(
+            "vault.master_key_file",
+            format!(
+                "{} can be read by other users (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            ),
+        );
     }
 }
 

@@ -47,6 +47,8 @@ pub enum ServeError {
     Socket(#[from] crate::local_socket::SocketError),
     #[error(transparent)]
     Vault(#[from] crate::vault::VaultError),
+    #[error(transparent)]
+    Submissions(#[from] crate::api::submissions::SubmissionError),
     #[error("{0}")]
     Telemetry(String),
 }
@@ -104,7 +106,7 @@ pub async fn run(
         Some(loaded) => loaded.planes().await?,
         // The demo domain's planner follows the data dir's workload file (written by `ballast
         // demo`); requests it does not script get the planner's fallback plan.
-        None => crate::demo::planes::demo_planes(
+        None => crate::demo::planes::served_demo_planes(
             &opts.data_dir,
             opts.policies.as_deref(),
             opts.service_latency_ms,
@@ -155,6 +157,11 @@ pub async fn run(
         tracing::warn!(path = %auth_path.display(), "no API tokens yet: every API call is refused until one is added (`ballast token`; the file is re-read every second)");
     }
     tokio::spawn(Arc::clone(&auth).watch(Duration::from_secs(1), stop.clone()));
+    // The bounds on connections come from the auth file's `[connections]`, re-read with it.
+    let limits: crate::telemetry::server::LimitsSource = {
+        let auth = Arc::clone(&auth);
+        Arc::new(move || auth.current().connections.limits())
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let api = Arc::new(
         crate::api::AppState::new(
@@ -166,10 +173,14 @@ pub async fn run(
         )?
         .with_vault(Arc::clone(&vault)),
     );
+    // Before anything is answered: a submission a crash left half-done is settled from the log.
+    api.submissions
+        .reconcile(emb.requests.as_ref(), &emb.codecs)
+        .await?;
     let router = exporter::router(handle)
         .merge(health(Arc::clone(&ready)))
         .merge(crate::api::router(api));
-    let (addr, server) = exporter::serve(opts.listen, router, stop.clone()).await?;
+    let (addr, server) = exporter::serve(opts.listen, router, limits, stop.clone()).await?;
     bound(addr);
 
     let deps = emb

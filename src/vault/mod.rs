@@ -371,6 +371,48 @@ impl Vault {
         Ok((user_token, out))
     }
 
+    /// Tokenizes a session id: a caller-chosen identifier is personal data like the user id (an
+    /// e-mail address or a phone number is a common choice), so it is always replaced, its
+    /// value sealed under the user's key. The token is stable per tenant, so a session's turns
+    /// still find each other.
+    pub fn tokenize_session(
+        &self,
+        tenant: &str,
+        user_token: &str,
+        session: &str,
+    ) -> Result<(String, Tokenized), VaultError> {
+        let mut out = Tokenized::default();
+        if token::is_token(session) {
+            return Ok((session.to_string(), out));
+        }
+        let Some(tk) = self.tenant_key(tenant, true, &mut out.records)? else {
+            return Err(VaultError::Seal);
+        };
+        let tok = token::format(
+            "session",
+            &crypto::hmac(&tk, &[b"token", b"session", session.as_bytes()]),
+        );
+        self.store_value(tenant, user_token, &tok, session, &mut out.records)?;
+        out.kinds.push("session".into());
+        Ok((tok, out))
+    }
+
+    /// The token a session id has in `tenant` (for looking a session up), without sealing
+    /// anything; `None` if the tenant has no key (so no session of it exists).
+    pub fn session_token(&self, tenant: &str, session: &str) -> Result<Option<String>, VaultError> {
+        if token::is_token(session) {
+            return Ok(Some(session.to_string()));
+        }
+        let mut none = Vec::new();
+        let Some(tk) = self.tenant_key(tenant, false, &mut none)? else {
+            return Ok(None);
+        };
+        Ok(Some(token::format(
+            "session",
+            &crypto::hmac(&tk, &[b"token", b"session", session.as_bytes()]),
+        )))
+    }
+
     fn store_value(
         &self,
         tenant: &str,

@@ -17,8 +17,16 @@ use ballast::event::{Event, Payload};
 use ballast::ids::{Offset, Partition, TurnId};
 use ballast::log::EventLog;
 
+/// The binary under test: this build's, or `$BALLAST_TEST_BIN` (another build — how a hostile
+/// test is shown to fail on the code before its fix).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ballast")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("BALLAST_TEST_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_ballast").to_string())
+    })
 }
 
 pub fn ballast(args: &[&str]) -> Output {
@@ -208,16 +216,31 @@ impl Served {
 
     /// As `start`, its log (stderr) going to `stderr`, with `env` set.
     pub fn start_with(args: &[&str], stderr: std::process::Stdio, env: &[(&str, &str)]) -> Served {
+        let mut cmd = Command::new(bin());
+        cmd.envs(env.iter().copied()).stderr(stderr);
+        Self::spawn(cmd, args)
+    }
+
+    /// As `start`, with the process's file-descriptor limit (soft and hard) set to `nofile`
+    /// (util-linux `prlimit`), as on a host with a lower limit than this one.
+    pub fn start_limited(args: &[&str], nofile: u64) -> Served {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(bin());
+        Self::spawn(cmd, args)
+    }
+
+    /// `cmd` (the binary, or a wrapper running it) with `serve ARGS` on 127.0.0.1:0.
+    fn spawn(mut cmd: Command, args: &[&str]) -> Served {
         use std::io::BufRead;
-        let mut child = Command::new(bin())
+        let mut child = cmd
             .arg("serve")
             .args(args)
             // Tests seal with the data dir's development key unless a config names a file.
             .arg("--dev-key")
             .args(["--listen", "127.0.0.1:0"])
-            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(stderr)
             .spawn()
             .expect("spawn serve");
         let stdout = child.stdout.take().expect("stdout");

@@ -10,7 +10,9 @@
 use std::sync::atomic::Ordering;
 
 use super::PartitionActor;
+use crate::admission::{self, AdmitError, Door, Refused, Seen};
 use crate::event::codec::Inbound;
+use crate::vault::token;
 use std::time::Instant;
 
 use crate::ids::TurnId;
@@ -93,56 +95,91 @@ impl PartitionActor {
             let home = self.deps.events.partition_for(&key);
             // A request whose user id is already a token was routed by the raw id when it was
             // submitted (the API tokenizes before writing); only raw requests can be checked.
-            let tokenized = crate::vault::token::is_token(&request.user_id);
-            if home != self.partition && !tokenized {
-                // A producer on another partitioner (librdkafka's consistent_random, the
-                // default of confluent-kafka) put it here: pass it on to the partition that
-                // decides this user's turns, in the same round as consuming it here.
-                if home.0 < self.deps.requests.partitions() {
-                    self.deps
-                        .stats
-                        .forwarded_requests
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.forwards.push((
-                        home,
-                        Record {
-                            key,
-                            value: stored.value.clone(),
-                        },
-                    ));
-                } else {
-                    self.dead_letters.push(dead(format!(
-                        "turn {} of tenant {} belongs to partition {home}, which the request log does not have",
-                        request.turn_id, request.tenant
-                    )));
-                }
+            let misrouted = home != self.partition && !token::is_token(&request.user_id);
+            if misrouted && home.0 >= self.deps.requests.partitions() {
+                self.dead_letters.push(dead(format!(
+                    "turn {} of tenant {} belongs to partition {home}, which the request log does not have",
+                    request.turn_id, request.tenant
+                )));
                 continue;
             }
-            let mut request = request;
-            if let Some(vault) = &self.deps.vault {
-                match vault.tokenize_request(&mut request) {
-                    Ok(records) => self.vault_records.extend(records),
-                    // Not kept in clear, not lost: the partition restarts and reads it again.
-                    Err(e) => {
-                        return Err(RuntimeError::Store(
-                            crate::runtime::state_store::StoreError::from_display(e),
-                        ));
-                    }
+            // The door every request goes through (the API's too): limits, claims, tokens,
+            // duplicates. A misrouted request is deduplicated where it belongs.
+            let grants = self
+                .deps
+                .intake
+                .as_ref()
+                .map(|t| t.for_tenant(&request.tenant));
+            let door = Door {
+                grants: grants.as_ref(),
+                vault: self.deps.vault.as_deref(),
+            };
+            let tenant = request.tenant.clone();
+            let admitted = admission::admit(&door, request, &mut |r| {
+                if misrouted {
+                    return Ok(Seen::New);
                 }
-            }
-            if let Some(trust) = &self.deps.intake {
-                match trust.apply(&request.tenant, &request.attributes) {
-                    Ok(attributes) => request.attributes = attributes,
-                    Err(refused) => {
-                        self.dead_letters.push(dead(format!(
-                            "claims: producers of tenant {:?} may not grant {} {:?} ([intake] in the configuration)",
-                            request.tenant, refused.kind, refused.value
-                        )));
+                let known = self
+                    .deps
+                    .store
+                    .is_known(r.turn_id)
+                    .map_err(|e| AdmitError::Dedup(e.to_string()))?;
+                Ok(if self.holds(&r.turn_id) || known {
+                    Seen::Same
+                } else {
+                    Seen::New
+                })
+            });
+            let admitted = match admitted {
+                Ok(a) => a,
+                Err(AdmitError::Refused(Refused::Claim(refused))) => {
+                    self.dead_letters.push(dead(format!(
+                        "claims: producers of tenant {tenant:?} may not grant {} {:?} ([intake] in the configuration)",
+                        refused.kind, refused.value
+                    )));
+                    continue;
+                }
+                Err(AdmitError::Refused(refused)) => {
+                    self.dead_letters
+                        .push(dead(format!("refused request: {refused}")));
+                    continue;
+                }
+                // Not kept in clear, not lost: the partition restarts and reads it again.
+                Err(e) => {
+                    return Err(RuntimeError::Store(
+                        crate::runtime::state_store::StoreError::from_display(e),
+                    ));
+                }
+            };
+            self.vault_records.extend(admitted.records);
+            let request = admitted.request;
+            if misrouted {
+                // A producer on another partitioner (librdkafka's consistent_random, the
+                // default of confluent-kafka) put it here: pass it on to the partition that
+                // decides this user's turns, in the same round as consuming it here — tokenized,
+                // its values sealed in this round, so no raw value is copied anywhere.
+                let value = match self.deps.codecs.requests.encode(&request) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.dead_letters
+                            .push(dead(format!("undecodable request: {e}")));
                         continue;
                     }
-                }
+                };
+                self.deps
+                    .stats
+                    .forwarded_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                self.forwards.push((
+                    home,
+                    Record {
+                        key: crate::ids::routing_key(&request.tenant, &request.user_id),
+                        value,
+                    },
+                ));
+                continue;
             }
-            if self.holds(&request.turn_id) || self.deps.store.is_known(request.turn_id)? {
+            if admitted.seen != Seen::New {
                 self.deps
                     .stats
                     .duplicate_requests
