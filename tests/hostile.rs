@@ -625,7 +625,7 @@ fn the_readme_example_works_as_written() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
     let token_line = readme
         .lines()
-        .skip_while(|l| !l.contains("-- token --data-dir /tmp/ballast-serve"))
+        .skip_while(|l| !l.contains("ballast token --data-dir /tmp/ballast-serve"))
         .take(3)
         .collect::<Vec<_>>()
         .join(" ");
@@ -639,11 +639,11 @@ fn the_readme_example_works_as_written() {
         .skip_while(|w| *w != "token")
         .skip(1)
         .take_while(|w| !w.starts_with('#'))
-        .map(|w| w.trim_matches('\'').to_owned())
+        .map(|w| w.trim_end_matches(')').trim_matches('\'').to_owned())
         .collect();
     let body = readme
         .lines()
-        .find(|l| l.contains("curl -s -X POST http://127.0.0.1:8420/v1/turns"))
+        .find(|l| l.contains("curl -s -X POST") && l.contains("http://127.0.0.1:8420/v1/turns"))
         .and_then(|l| {
             let after = readme.split(l).nth(1)?;
             let line = after.lines().find(|x| x.contains("-d '"))?;
