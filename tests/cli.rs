@@ -343,3 +343,29 @@ fn errors_at_their_cause() {
         "{head}"
     );
 }
+
+/// An MCP server that dies at start is shown with what it said on stderr, not only "connection
+/// closed" (issue #31, item 5).
+#[test]
+fn an_mcp_server_that_fails_to_start_shows_its_stderr() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = tmp.path().join("ballast.toml");
+    std::fs::write(
+        &config,
+        "[[mcp]]\nname = \"shop\"\ncommand = [\"python3\", \"-c\", \"import sys; sys.stderr.write('ModuleNotFoundError: No module named mcp\\\\n'); sys.exit(1)\"]\n\
+         timeout_ms = 5000\n\n[planners.general]\nkind = \"scripted\"\n\n[planners.specialist]\nkind = \"scripted\"\n",
+    )
+    .expect("config");
+    let out = Command::new(bin())
+        .args(["tools", "--config"])
+        .arg(&config)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("No module named mcp"),
+        "the server's own words are missing: {stderr}"
+    );
+}

@@ -88,9 +88,7 @@ fn on_its_way(state: &AppState, id: &str) -> Result<bool, Problem> {
         // Indexed, yet not the caller's: another tenant's turn.
         return Ok(false);
     }
-    let started = || {
-        state.logs.started(turn)
-    };
+    let started = || state.logs.started(turn);
     Ok(state.submissions.accepted(turn) || started())
 }
 

@@ -389,17 +389,30 @@ impl McpServer {
                 let mut child = command
                     .spawn()
                     .map_err(|e| format!("cannot start {program}: {e}"))?;
-                if let Some(stderr) = child.stderr.take() {
-                    tokio::spawn(log_stderr(self.config.name.clone(), stderr));
-                }
+                let tail = StderrTail::default();
+                let stderr_done = child
+                    .stderr
+                    .take()
+                    .map(|e| tokio::spawn(log_stderr(self.config.name.clone(), e, tail.clone())));
                 // Its stdout through a reader that stops at the cap (rmcp's own child
                 // transport reads a line whole).
                 let transport =
                     CappedChild::new(child, cap, tripwire.clone()).map_err(|e| e.to_string())?;
-                handler
-                    .serve(transport)
-                    .await
-                    .map_err(|e| format!("handshake: {}", why(e.to_string())))?
+                match handler.serve(transport).await {
+                    Ok(service) => service,
+                    Err(e) => {
+                        // A server that dies at start says why on stderr: show that, not only
+                        // "connection closed" (it has exited or is exiting; its pipe closes).
+                        if let Some(done) = stderr_done {
+                            let _ = tokio::time::timeout(Duration::from_millis(500), done).await;
+                        }
+                        return Err(format!(
+                            "handshake: {}{}",
+                            why(e.to_string()),
+                            tail.describe()
+                        ));
+                    }
+                }
             }
             (None, Some(url), Some(client)) => {
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
@@ -488,13 +501,45 @@ impl McpServer {
     }
 }
 
+/// The last lines a child server wrote to stderr, for the error when it fails to start.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+/// Lines of a server's stderr an error quotes, at most.
+const STDERR_TAIL_LINES: usize = 12;
+
+impl StderrTail {
+    fn push(&self, line: String) {
+        if let Ok(mut t) = self.0.lock() {
+            if t.len() == STDERR_TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
+
+    /// `; its stderr ends: …` with the lines kept, or nothing when it wrote none.
+    fn describe(&self) -> String {
+        let lines: Vec<String> = self
+            .0
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            return String::new();
+        }
+        format!("; the server's stderr ends with:\n  {}", lines.join("\n  "))
+    }
+}
+
 /// A child server's stderr, a line at a time, into the log (a pipe nobody reads would fill and
-/// stall the server).
-async fn log_stderr(server: String, stderr: tokio::process::ChildStderr) {
+/// stall the server), its last lines kept in `tail`.
+async fn log_stderr(server: String, stderr: tokio::process::ChildStderr, tail: StderrTail) {
     let mut lines = tokio::io::BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line: String = line.chars().take(MAX_LOG_LINE).collect();
         tracing::debug!(server = %server, "{line}");
+        tail.push(line);
     }
 }
 
