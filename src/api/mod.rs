@@ -95,8 +95,31 @@ impl From<Embedded> for Logs {
     }
 }
 
+/// How far behind the workers are, per request partition (Kafka: the worker group's committed
+/// offsets against the topic's end). The API refuses new turns on a partition whose backlog is
+/// over the bound instead of producing without limit.
+pub trait Backlog: Send + Sync {
+    /// `Some(seconds to wait)` when `partition` is over the bound.
+    fn over(&self, partition: crate::ids::Partition) -> Option<(u64, u64)>;
+}
+
+/// Where the vault records of a submission go before its request is written, when the vault is
+/// shared through a log (Kafka: produced to `PREFIX.vault` and acknowledged).
+#[async_trait::async_trait]
+pub trait VaultPublish: Send + Sync {
+    async fn publish(&self, records: &[crate::vault::VaultRecord]) -> Result<(), String>;
+}
+
 pub struct AppState {
     pub logs: Logs,
+    /// Reads answer from the projections as the follower keeps them (a replica on Kafka, where
+    /// asking every partition's end per request would cost a broker round trip each); `false`:
+    /// each read catches the projections up first (embedded: read-your-writes).
+    pub follower_reads: bool,
+    /// The workers' backlog, where the deployment can measure it.
+    pub backlog: Option<Arc<dyn Backlog>>,
+    /// The shared vault's log, where there is one.
+    pub vault_publish: Option<Arc<dyn VaultPublish>>,
     pub projections: Projections,
     pub index: TurnIndex,
     pub outcomes: OutcomeView,
@@ -146,6 +169,9 @@ impl AppState {
             slo,
             clock,
             vault: None,
+            follower_reads: false,
+            backlog: None,
+            vault_publish: None,
         })
     }
 
@@ -158,6 +184,9 @@ impl AppState {
     /// Cheap when `serve`'s follower has caught the projections up already (it watches the
     /// log's ends); otherwise waits for (or does) the one catch-up that covers every reader.
     pub async fn fresh(&self) -> Result<(), Problem> {
+        if self.follower_reads {
+            return Ok(());
+        }
         self.projections
             .fresh(self.logs.events.as_ref(), &self.logs.codecs.events)
             .await?;

@@ -59,7 +59,17 @@ pub struct SubmitQuery {
 /// not show yet is waited for, up to `APPEAR_WITHIN` — its request is on the request log until
 /// the worker records it; any other id is 404 at once (unknown, or another tenant's).
 async fn appearing(state: &AppState, tenant: &str, id: &str) -> Result<TurnEntry, Problem> {
-    let deadline = Instant::now() + APPEAR_WITHIN;
+    appearing_within(state, tenant, id, APPEAR_WITHIN).await
+}
+
+/// As [`appearing`], waiting at most `within`.
+pub(crate) async fn appearing_within(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+    within: Duration,
+) -> Result<TurnEntry, Problem> {
+    let deadline = Instant::now() + within;
     let mut changes = state.projections.changes();
     loop {
         match super::turns::own_turn(state, tenant, id).await {
@@ -89,7 +99,26 @@ fn on_its_way(state: &AppState, id: &str) -> Result<bool, Problem> {
         return Ok(false);
     }
     let started = || state.logs.started(turn);
-    Ok(state.submissions.accepted(turn) || started())
+    Ok(state.submissions.accepted(turn) || started() || submitted_elsewhere(state, turn))
+}
+
+/// How recent a turn id must be for a replica to wait for it: another replica may have
+/// accepted it, and this one's projection shows it once the workers record it.
+const ELSEWHERE_WITHIN_MS: i64 = 5 * 60_000;
+
+/// On a replica (one of several `serve` processes over Kafka), a recent UUID v7 turn id may
+/// have been accepted by another replica: it is waited for (bounded), not refused at once.
+fn submitted_elsewhere(state: &AppState, turn: TurnId) -> bool {
+    if !state.follower_reads {
+        return false;
+    }
+    let Some(ts) = turn.0.get_timestamp() else {
+        return false;
+    };
+    let (secs, nanos) = ts.to_unix();
+    let at_ms = (secs as i64).saturating_mul(1000) + i64::from(nanos / 1_000_000);
+    let now = state.clock.now_ms();
+    (now - ELSEWHERE_WITHIN_MS..=now + 60_000).contains(&at_ms)
 }
 
 /// Waits up to `wait_ms` for `turn` to finish: its view when it did.

@@ -218,6 +218,21 @@ async fn accept(
         submitted_at_ms: state.clock.now_ms(),
         session_id: body.session_id,
     };
+    // Back-pressure: a partition the workers are far behind on takes no new turns for now.
+    if let Some((backlog, wait)) = state.backlog.as_ref().and_then(|b| b.over(partition)) {
+        crate::telemetry::record::api_rejected("backlog");
+        let mut p = Problem::unavailable(format!(
+            "the workers are {backlog} requests behind on this user's partition; retry later"
+        ));
+        p.retry_after = Some(wait);
+        return Err(p);
+    }
+    // A shared vault agrees on the tenant's key with every worker before sealing under it.
+    if let Some(v) = &state.vault {
+        v.ensure_tenant(&caller.tenant)
+            .await
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+    }
     let grants = caller.claims();
     let door = Door {
         grants: Some(&grants),
@@ -287,11 +302,14 @@ async fn accept(
     }
     let request = admitted.request;
     // Personal values never reach the request log: their values sealed in the vault first.
-    if let Some(v) = &state.vault
-        && let Err(e) = v.persist(&admitted.records)
-    {
+    let sealed = match (&state.vault_publish, &state.vault) {
+        (Some(log), _) => log.publish(&admitted.records).await,
+        (None, Some(v)) => v.persist(&admitted.records).map_err(|e| e.to_string()),
+        (None, None) => Ok(()),
+    };
+    if let Err(e) = sealed {
         state.submissions.release(turn_id);
-        return Err(Problem::unavailable(e.to_string()));
+        return Err(Problem::unavailable(e));
     }
     if let Err(e) = crate::submit::submit_to(
         state.logs.requests.as_ref(),
@@ -374,15 +392,32 @@ pub async fn list(
     Ok(Json(out))
 }
 
-#[utoipa::path(get, path = "/v1/turns/{id}", tag = "turns", params(("id" = String, Path, description = "turn id")),
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// Wait up to this many milliseconds (at most 60000) for a turn submitted a moment ago —
+    /// here or through another replica — to show here, instead of 404 at once: how a client
+    /// reads its own writes on any replica.
+    pub wait_ms: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/turns/{id}", tag = "turns", params(("id" = String, Path, description = "turn id"), ReadQuery),
     responses((status = 200, body = TurnView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_turn(
     Authed(caller, _): Authed<Anyone>,
     State(state): State<Arc<AppState>>,
     P(id): P<String>,
+    Q(q): Q<ReadQuery>,
 ) -> Result<Json<TurnView>, Problem> {
-    let entry = own_turn(&state, &caller.tenant, &id).await?;
+    let entry = match q.wait_ms {
+        Some(ms) => {
+            let within = std::time::Duration::from_millis(ms.min(super::stream::MAX_WAIT_MS));
+            super::stream::appearing_within(&state, &caller.tenant, &id, within).await?
+        }
+        None => own_turn(&state, &caller.tenant, &id).await?,
+    };
     Ok(Json(view(&state, entry)))
 }
 

@@ -36,6 +36,7 @@ pub const SLO_BUDGET_REMAINING: &str = "ballast_slo_error_budget_remaining_ratio
 pub const SLO_BURN_RATE: &str = "ballast_slo_burn_rate";
 pub const PROJECTION_EVENTS: &str = "ballast_projection_events_applied_total";
 pub const PROJECTION_LAG: &str = "ballast_projection_lag_events";
+pub const WORKER_BACKLOG: &str = "ballast_worker_backlog_requests";
 pub const API_AUTH_REFUSED: &str = "ballast_api_auth_refused_total";
 pub const API_PANICS: &str = "ballast_api_handler_panics_total";
 pub const API_REJECTED: &str = "ballast_api_requests_rejected_total";
@@ -142,6 +143,10 @@ pub fn describe() {
     describe_gauge!(
         PROJECTION_LAG,
         "Turn-log records the projections have not applied yet."
+    );
+    describe_gauge!(
+        WORKER_BACKLOG,
+        "Requests produced but not yet taken by the worker group (serve on Kafka), all partitions."
     );
     describe_counter!(
         API_AUTH_REFUSED,
