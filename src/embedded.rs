@@ -190,7 +190,7 @@ impl Embedded {
         let reveals = Arc::new(store.log(crate::vault::reveal::REVEALS_LOG, 1)?);
         let state = Arc::new(SledStateStore::open(&store)?);
         let vault_store = Arc::new(
-            crate::vault::SledVaultStore::open(&store)
+            crate::vault::SledVaultStore::open(&store, dir)
                 .map_err(|e| EmbeddedError::Store(StoreError::from_display(e)))?,
         );
         Ok(Embedded {

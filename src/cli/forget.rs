@@ -85,7 +85,7 @@ pub async fn run(a: ForgetArgs) -> anyhow::Result<()> {
             let cfg = ballast::log::kafka::KafkaConfig::new(bootstrap);
             let topics = ballast::kafka::Topics::new(&a.log.topic_prefix);
             // The replica in this data dir, brought up to the topic (tenant keys included).
-            let kv = ballast::kafka::vault::open_synced(&cfg, &topics, &store).await?;
+            let kv = ballast::kafka::vault::open_synced(&cfg, &topics, &store, dir).await?;
             let code = match &a.user {
                 Some(u) => match user_code(kv.local(), dir, &a.tenant, u)? {
                     Some(c) => Some(c),

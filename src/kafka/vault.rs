@@ -64,15 +64,17 @@ pub struct KafkaVault {
 }
 
 impl KafkaVault {
+    /// The replica in the data dir `dir` (whose sled database `store` is).
     pub async fn open(
         cfg: &KafkaConfig,
         topics: &Topics,
         store: &SledStore,
+        dir: &std::path::Path,
     ) -> Result<Self, VaultError> {
         let log = KafkaLog::open(cfg, &topics.vault).await.map_err(log_err)?;
         Ok(KafkaVault {
             log,
-            local: Arc::new(SledVaultStore::open(store)?),
+            local: Arc::new(SledVaultStore::open(store, dir)?),
             offsets: store.tree("vault-offsets").map_err(log_err)?,
             applying: Mutex::new(()),
         })
@@ -273,8 +275,9 @@ pub async fn open_synced(
     cfg: &KafkaConfig,
     topics: &Topics,
     store: &SledStore,
+    dir: &std::path::Path,
 ) -> Result<KafkaVault, VaultError> {
-    let v = KafkaVault::open(cfg, topics, store).await?;
+    let v = KafkaVault::open(cfg, topics, store, dir).await?;
     v.sync().await?;
     Ok(v)
 }

@@ -5,8 +5,9 @@
 //! event), the formats — a wrapped key is `nonce(12) ‖ key(32) ‖ tag(16)` bound to its id
 //! (`k\0TENANT`, `u\0TENANT\0USER`), a sealed value is `nonce ‖ value ‖ tag` bound to its token
 //! with the nonce `HMAC(user key, "nonce", token)[..12]`, and the key file's framing
-//! (`vault-keys/`: slots `BKSLOT01`, key file `BKEYS001`, frames sealed under a KEK derived
-//! from a slot's secret). It does not trust any file to be what its name says: every file is
+//! (`vault-keys/`: slots `BKSLOT01 ‖ generation ‖ secret`, key file `BKEYS001 ‖ generation ‖
+//! …` then frames `len ‖ !len ‖ sealed`, sealed under a KEK derived from a slot's secret). Its
+//! parsing of those is its own, not the engine's. It does not trust any file to be what its name says: every file is
 //! searched for every structure.
 //!
 //! Where it looks for wrapped keys: at every offset of files up to 64 KiB, and in larger files
@@ -90,7 +91,8 @@ fn key_file_records(files: &[Vec<u8>], found: &mut Found) -> Vec<(Vec<u8>, Vec<u
                     .get(pos..pos + 4)
                     .map(|l| u32::from_le_bytes(l.try_into().expect("4")) as usize)
                 {
-                    let Some(sealed) = f.get(pos + 4..pos + 4 + len) else {
+                    // `len ‖ !len`, then the sealed frame.
+                    let Some(sealed) = f.get(pos + 8..pos + 8 + len) else {
                         break;
                     };
                     let aad = [
@@ -117,7 +119,7 @@ fn key_file_records(files: &[Vec<u8>], found: &mut Found) -> Vec<(Vec<u8>, Vec<u
                         out.push((id.to_vec(), v.to_vec()));
                         r = &r[6 + il + vl..];
                     }
-                    pos += 4 + len;
+                    pos += 8 + len;
                     index += 1;
                 }
             }
