@@ -2,7 +2,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use ballast::vault::{DEV_KEY_FILE, MASTER_KEY_ENV, Vault, VaultStore, token};
+use ballast::vault::{MASTER_KEY_ENV, Vault, VaultStore, token};
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
@@ -17,17 +17,16 @@ pub struct ForgetArgs {
     pub(super) log: super::LogArgs,
 }
 
-/// The master key, if this data dir has one to hand ($BALLAST_MASTER_KEY_FILE, else its
-/// development key). Forgetting by token or a whole tenant needs none.
+/// The master key, if one is to hand ($BALLAST_MASTER_KEY_FILE, else a development key: the
+/// data dir's own or this user's). Forgetting by token or a whole tenant needs none.
 pub(super) fn master_key(dir: &Path) -> anyhow::Result<Option<ballast::vault::crypto::Key>> {
     if let Some(path) = super::env_var(MASTER_KEY_ENV) {
         return Ok(Some(Vault::read_master(Path::new(&path))?));
     }
-    let dev = dir.join(DEV_KEY_FILE);
-    if dev.exists() {
-        return Ok(Some(Vault::read_master(&dev)?));
+    match Vault::existing_dev_key(dir) {
+        Some(dev) => Ok(Some(Vault::read_master(&dev)?)),
+        None => Ok(None),
     }
-    Ok(None)
 }
 
 /// The code of the user's token (`None`: the tenant has no key, nothing is kept of it).

@@ -329,11 +329,11 @@ impl Opened {
         reason: Option<&str>,
         operator: &Option<String>,
     ) -> anyhow::Result<ballast::vault::Vault> {
-        use ballast::vault::{DEV_KEY_FILE, MASTER_KEY_ENV, Vault};
-        let master = match env_var(MASTER_KEY_ENV) {
-            Some(path) => Vault::read_master(Path::new(&path))?,
-            None if dir.join(DEV_KEY_FILE).exists() => Vault::read_master(&dir.join(DEV_KEY_FILE))?,
-            None => anyhow::bail!(
+        use ballast::vault::{MASTER_KEY_ENV, Vault};
+        let master = match (env_var(MASTER_KEY_ENV), Vault::existing_dev_key(dir)) {
+            (Some(path), _) => Vault::read_master(Path::new(&path))?,
+            (None, Some(dev)) => Vault::read_master(&dev)?,
+            (None, None) => anyhow::bail!(
                 "revealing needs the master key: set ${MASTER_KEY_ENV} to the file `serve` or `worker` uses"
             ),
         };

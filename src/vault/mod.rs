@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use crypto::Key;
 pub use forget::forget_records;
-pub use master::{DEV_KEY_FILE, MASTER_KEY_ENV, MasterKeySource};
+pub use master::{DEV_KEY_FILE, MASTER_KEY_ENV, MasterKeySource, dev_key_path};
 pub use store::{MemoryVaultStore, SledVaultStore, StoreError, VaultRecord, VaultStore};
 
 use crate::guard::Redactor;
