@@ -327,3 +327,90 @@ fn forgotten_values_do_not_decrypt_from_any_byte_of_the_data_dir() {
     assert_all_of(&much_later, &later, "thousands of turns later (new values)");
     eprintln!("data dir {turns} turns after forget: {}", sizes(&d.data));
 }
+
+/// A data dir an earlier version wrote (keys and values in sled's `vault` tree) moves its keys
+/// to the key file when opened, but the old copies stay in sled's segment files: `forget`
+/// alone leaves the forgotten keys there; `forget --compact` rewrites the database, after
+/// which none of them opens (and the data dir still works).
+#[test]
+fn a_data_dir_from_before_the_key_file_is_scrubbed_by_forget_compact() {
+    use ballast::vault::{MemoryVaultStore, Vault};
+    let root = tempfile::tempdir().expect("tmp");
+    let data = root.path().join("data");
+    let d = data.to_str().expect("utf8");
+    let master = ballast::vault::crypto::random_key();
+    let key_file = root.path().join("master.key");
+    std::fs::write(&key_file, hex::encode(master)).expect("key");
+    // What the earlier version wrote: every vault record into the tree, the tokens into the
+    // log (here a tree of its own standing for it).
+    let mut tokenized: Vec<(&str, String, String)> = Vec::new();
+    {
+        let store = ballast::log::SledStore::open(&data).expect("sled");
+        let tree = store.tree("vault").expect("vault");
+        let log = store.tree("log").expect("log");
+        let vault = Vault::new(
+            master,
+            std::sync::Arc::new(MemoryVaultStore::default()),
+            ballast::guard::Redactor::builtin(),
+        );
+        for (i, p) in [ANN, BOB, CAT, DAN].iter().enumerate() {
+            let (user, mut t) = vault.tokenize_user(p.0, p.1).expect("user");
+            let (text, more) = vault.tokenize_text(p.0, &user, p.2).expect("text");
+            t.absorb(more);
+            for (k, v) in t.records {
+                tree.insert(k, v.expect("a put")).expect("insert");
+            }
+            log.insert([i as u8], format!("{user} {text}").as_bytes())
+                .expect("log");
+            tokenized.push((p.0, user, text));
+        }
+        store.db().flush().expect("flush");
+    }
+    let read = |when: &str| {
+        let found = reader::read(&data, &master, &["acme", "globex"]);
+        eprintln!(
+            "{when}: {} files, {} bytes; tenant keys {:?}, {} user keys, {} values",
+            found.files,
+            found.bytes,
+            found.tenant_keys,
+            found.user_keys,
+            found.values.len()
+        );
+        found
+    };
+    let acme: Vec<String> = [ANN, BOB].iter().flat_map(sealed).collect();
+    let globex: Vec<String> = [CAT, DAN].iter().flat_map(sealed).collect();
+    let before = read("written by the earlier version");
+    assert_all_of(&before, &acme, "before");
+    assert_all_of(&before, &globex, "before");
+
+    let out = ballast(&["forget", "--tenant", "acme", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("forgot tenant acme"));
+    let migrated = read("migrated, then forget");
+    let left = acme.iter().filter(|v| migrated.values.contains(*v)).count();
+    eprintln!(
+        "without --compact, {left} of {} forgotten values still decrypt from sled's old segments",
+        acme.len()
+    );
+
+    // Compaction alone (no --tenant): the database rewritten, nothing else forgotten.
+    let out = ballast(&["forget", "--compact", "--data-dir", d]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("compacted the database"), "{said}");
+    eprintln!("{}", said.trim());
+    let compacted = read("after forget --compact");
+    assert_none_of(&compacted, &acme, "after forget --compact");
+    assert_all_of(&compacted, &globex, "after forget --compact");
+
+    // The rewritten data dir still works: globex's values read back through the vault.
+    let emb = ballast::embedded::Embedded::open(&data, 0).expect("open");
+    let vault = emb.vault(master, ballast::guard::Redactor::builtin());
+    for (tenant, user, text) in &tokenized {
+        let back = vault.detokenize_text(tenant, user, text);
+        if *tenant == "globex" {
+            assert!(!back.contains("[FORGOTTEN:"), "{back}");
+        } else {
+            assert!(back.contains("[FORGOTTEN:"), "{back}");
+        }
+    }
+}

@@ -15,6 +15,7 @@
 //! In a data dir the keys live in the key file (`keyfile/`), never in sled, so that forgetting
 //! destroys them for real; sealed values live in sled.
 
+pub mod compact;
 pub mod crypto;
 mod forget;
 pub mod keyfile;

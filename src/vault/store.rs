@@ -103,8 +103,9 @@ impl SledVaultStore {
         tracing::warn!(
             keys = legacy.len(),
             "vault: keys moved out of sled into the data dir's key file (vault-keys/); their \
-             old copies stay in sled's files until sled reuses the space — run \
-             `ballast forget --compact` to rewrite the database now"
+             old copies stay in sled's files until sled reuses the space: run `ballast forget \
+             --compact --data-dir DIR` with its process stopped to rewrite the database (a Kafka \
+             replica's data dir: delete it instead, and it is read again from the topic)"
         );
         Ok(())
     }
