@@ -57,12 +57,25 @@ fn slot_check(generation: u64, secret: &Key) -> [u8; 16] {
 }
 
 pub fn encode_slot(generation: u64, secret: &Key) -> Vec<u8> {
-    let mut out = vec![0u8; SLOT_SIZE];
-    out[..8].copy_from_slice(SLOT_MAGIC);
-    out[8..16].copy_from_slice(&generation.to_le_bytes());
-    out[16..48].copy_from_slice(secret);
-    out[48..64].copy_from_slice(&slot_check(generation, secret));
+    let mut out = Vec::with_capacity(SLOT_SIZE);
+    out.extend_from_slice(SLOT_MAGIC);
+    out.extend_from_slice(&generation.to_le_bytes());
+    out.extend_from_slice(secret);
+    out.extend_from_slice(&slot_check(generation, secret));
+    out.resize(SLOT_SIZE, 0);
     out
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
 }
 
 pub fn decode_slot(bytes: &[u8]) -> SlotState {
@@ -119,14 +132,19 @@ pub fn encode_header(generation: u64, slot: u8, kek: &Key) -> Vec<u8> {
 
 pub fn decode_header(bytes: &[u8]) -> Result<Header, FormatError> {
     let h = bytes.get(..HEADER_LEN).ok_or(FormatError::Short)?;
-    if &h[..8] != KEYS_MAGIC {
+    if h.get(..8) != Some(KEYS_MAGIC.as_slice()) {
         return Err(FormatError::Magic);
     }
-    let generation = u64::from_le_bytes(h[8..16].try_into().map_err(|_| FormatError::Short)?);
-    let verifier = <Key>::try_from(&h[24..56]).map_err(|_| FormatError::Short)?;
+    let (Some(generation), Some(slot), Some(verifier)) = (
+        u64_at(h, 8),
+        h.get(16).copied(),
+        h.get(24..56).and_then(|b| <Key>::try_from(b).ok()),
+    ) else {
+        return Err(FormatError::Short);
+    };
     Ok(Header {
         generation,
-        slot: h[16],
+        slot,
         verifier,
     })
 }
@@ -153,16 +171,21 @@ pub fn frame_len(plain: usize) -> usize {
     FRAME_HEAD + 12 + plain + 16
 }
 
-pub fn decode_records(plain: &[u8], index: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>, FormatError> {
+/// Records as `(id, value)` pairs.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub fn decode_records(plain: &[u8], index: u64) -> Result<Records, FormatError> {
     let mut out = Vec::new();
     let mut r = plain;
     while !r.is_empty() {
         let bad = || FormatError::Record(index);
-        let il = u16::from_le_bytes(r.get(..2).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-        let il = il as usize;
+        let il = r
+            .get(..2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_le_bytes)
+            .ok_or_else(bad)? as usize;
         let id = r.get(2..2 + il).ok_or_else(bad)?;
-        let vl = r.get(2 + il..6 + il).ok_or_else(bad)?;
-        let vl = u32::from_le_bytes(vl.try_into().map_err(|_| bad())?) as usize;
+        let vl = u32_at(r, 2 + il).ok_or_else(bad)? as usize;
         let value = r.get(6 + il..6 + il + vl).ok_or_else(bad)?;
         out.push((id.to_vec(), value.to_vec()));
         r = r.get(6 + il + vl..).ok_or_else(bad)?;
@@ -195,7 +218,7 @@ pub fn seal_frame(kek: &Key, generation: u64, index: u64, plain: &[u8]) -> Optio
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
     /// A frame's records, and where the next frame starts.
-    Records(Vec<(Vec<u8>, Vec<u8>)>, usize),
+    Records(Records, usize),
     /// The end of the file.
     End,
     /// The rest of the file is an append that did not finish (a crash before it returned):
@@ -221,11 +244,9 @@ pub fn read_frame(
         return Ok(Frame::End);
     }
     let damaged = FormatError::Frame { index, at };
-    let Some(head) = rest.get(..FRAME_HEAD) else {
+    let (Some(len), Some(check)) = (u32_at(rest, 0), u32_at(rest, 4)) else {
         return Ok(Frame::Torn);
     };
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-    let check = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if len != !check || len as usize > MAX_FRAME {
         return if rest.len() <= FRAME_HEAD + MAX_FRAME {
             Ok(Frame::Torn)

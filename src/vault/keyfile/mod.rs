@@ -57,8 +57,6 @@ pub enum KeyFileError {
     },
     #[error("{path}: {message}")]
     Corrupt { path: String, message: String },
-    #[error("{0}: another process holds this data dir's vault keys")]
-    Busy(String),
     #[error(
         "a vault key record is too large for the key file: id {id} bytes (at most {MAX_ID}), \
          value {value} bytes (at most {MAX_VALUE})"

@@ -16,13 +16,12 @@ use crate::vault::crypto::Key;
 
 pub struct Slots {
     path: PathBuf,
-    /// Locked for as long as it is open: one process at a time holds a data dir's keys.
     file: File,
 }
 
 impl Slots {
-    /// Opens the slot file, creating it (two empty slots) if missing. Fails if another process
-    /// holds it.
+    /// Opens the slot file, creating it (two empty slots) if missing. One process at a time:
+    /// the one holding the data dir's sled lock, which whoever opens its vault holds.
     pub fn open(path: &Path) -> Result<Slots, KeyFileError> {
         let io = |e| KeyFileError::io(path, e);
         let file = OpenOptions::new()
@@ -33,13 +32,6 @@ impl Slots {
             .mode(0o600)
             .open(path)
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(KeyFileError::Busy(path.display().to_string()));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
         let len = file.metadata().map_err(io)?.len();
         if len < (2 * SLOT_SIZE) as u64 {
             // New (or cut short by a crash while being made): both slots empty, in full blocks.
