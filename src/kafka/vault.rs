@@ -103,8 +103,8 @@ pub struct KafkaVault {
 }
 
 impl KafkaVault {
-    /// The replica in the data dir `dir` (whose sled database `store` is); emptied first if
-    /// it is too stale to trust.
+    /// The replica in the data dir `dir` (whose sled database `store` is). Its first `sync`
+    /// empties it first if it is too stale to trust.
     pub async fn open(
         cfg: &KafkaConfig,
         topics: &Topics,
@@ -127,7 +127,6 @@ impl KafkaVault {
             compaction,
             clock: Arc::new(SystemClock),
         };
-        v.rebuild_if_stale()?;
         Ok(v)
     }
 
@@ -218,9 +217,11 @@ impl KafkaVault {
         Ok(out)
     }
 
-    /// Applies what the topic holds now, partition by partition.
+    /// Applies what the topic holds now, partition by partition (from the start, emptied
+    /// first, if the replica has been away too long: a worker cut off from the broker too).
     pub async fn sync(&self) -> Result<(), VaultError> {
         let _one = self.applying.lock().await;
+        self.rebuild_if_stale()?;
         for p in (0..self.log.partitions()).map(Partition) {
             let end = self.log.end(p).await.map_err(log_err)?.0;
             let mut next = self.applied(p);
