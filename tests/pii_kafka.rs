@@ -451,6 +451,16 @@ async fn forgotten_keys_leave_every_replica_and_the_vault_topic_within_its_bound
         eprintln!("NOT CHECKED: the broker's log directory is not on this machine");
     }
 
+    // A replica that catches up now, then stays away (a CLI's data dir).
+    let stale = d.dir.path().join("stale");
+    drop(ballast::log::SledStore::open(&stale).expect("stale data dir"));
+    let s = stale.to_str().expect("utf8").to_string();
+    let kafka_args0 = ["--bootstrap", &bootstrap, "--topic-prefix", &d.prefix];
+    run(
+        &[&["turns", "--data-dir", &s][..], &kafka_args0[..]].concat(),
+        &d.master_key(),
+    );
+
     // Forget her from the command line, the workers running.
     let key = d.master_key();
     let cli_dir = d.dir.path().join("cli");
@@ -517,11 +527,33 @@ async fn forgotten_keys_leave_every_replica_and_the_vault_topic_within_its_bound
         common::kafka::signal("-TERM", w);
         let _ = w.wait();
     }
-    // Every replica: the workers' and the CLI's.
+    // The replica that stayed away comes back having missed the tombstones: as if the cleaner
+    // had removed them, its offsets are past them — and it last caught up long ago. It
+    // empties itself and reads the topic again.
+    {
+        let store = ballast::log::SledStore::open(&stale).expect("stale");
+        let offsets = store.tree("vault-offsets").expect("offsets");
+        for p in (0..vault.partitions()).map(Partition) {
+            let end = vault.end(p).await.expect("end").0;
+            offsets
+                .insert(p.0.to_be_bytes(), &end.to_be_bytes())
+                .expect("offset");
+        }
+        offsets
+            .insert(b"synced_at", &0i64.to_be_bytes())
+            .expect("synced_at");
+        store.db().flush().expect("flush");
+    }
+    run(
+        &[&["turns", "--data-dir", &s][..], &kafka_args0[..]].concat(),
+        &key,
+    );
+
+    // Every replica: the workers' and the CLI's, and the one that stayed away.
     let master = ballast::vault::crypto::parse_master(&std::fs::read_to_string(&key).expect("key"))
         .expect("master");
     let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
-    for dir in ["worker-0", "worker-1", "cli"] {
+    for dir in ["worker-0", "worker-1", "cli", "stale"] {
         let found = reader::read(&d.dir.path().join(dir), &master, &names);
         eprintln!(
             "forensic read of {dir}: {} files, {} bytes, tenant keys {:?}, {} user keys, {} values",
