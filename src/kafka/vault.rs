@@ -16,7 +16,8 @@
 //! - The replica keeps keys in the data dir's key file and values in sled (`SledVaultStore`),
 //!   like the embedded vault: a key removed from sled would linger in its segments.
 //! - A replica that has not caught up for half of `delete.retention.ms` may have missed a
-//!   tombstone the cleaner has since removed: it empties itself and reads the topic again.
+//!   tombstone the cleaner has since removed: it reads the whole topic again and removes what
+//!   it held that the topic no longer holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +90,62 @@ fn ms(v: &[u8]) -> Option<i64> {
     v.try_into().ok().map(i64::from_be_bytes)
 }
 
+fn digest(v: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// A replica read again from the start of the topic. Nothing is emptied first (a running
+/// worker keeps reading what it holds): records are applied as usual, and at the end what the
+/// replica held before and the topic no longer holds goes.
+struct Rebuild {
+    /// What the replica held when the rebuild began: id → a digest of its value.
+    before: HashMap<Vec<u8>, u64>,
+    /// Ids whose latest record in the topic is a value.
+    live: std::collections::HashSet<Vec<u8>>,
+    /// Tenant key records as a new replica has them (agreement starts over).
+    keys: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Rebuild {
+    fn start(local: &SledVaultStore) -> Result<Self, VaultError> {
+        let mut before = HashMap::new();
+        for id in local.keys(b"")? {
+            if let Some(v) = local.get(&id)? {
+                before.insert(id, digest(&v));
+            }
+        }
+        Ok(Rebuild {
+            before,
+            live: Default::default(),
+            keys: HashMap::new(),
+        })
+    }
+
+    fn saw(&mut self, records: &[VaultRecord]) {
+        for (k, v) in records {
+            match v {
+                Some(_) => self.live.insert(k.clone()),
+                None => self.live.remove(k),
+            };
+        }
+    }
+
+    /// Deletions of what the replica held before, unchanged since, that the topic no longer
+    /// holds (a record written meanwhile, by this worker's own rounds, stays).
+    fn missed(self, local: &SledVaultStore) -> Result<Vec<VaultRecord>, VaultError> {
+        let mut out = Vec::new();
+        for (id, was) in self.before {
+            if !self.live.contains(&id) && local.get(&id)?.is_some_and(|v| digest(&v) == was) {
+                out.push((id, None));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// A replica of the vault topic in a data dir.
 pub struct KafkaVault {
     log: KafkaLog,
@@ -104,7 +161,7 @@ pub struct KafkaVault {
 
 impl KafkaVault {
     /// The replica in the data dir `dir` (whose sled database `store` is). Its first `sync`
-    /// empties it first if it is too stale to trust.
+    /// reads the whole topic again if it is too stale to trust.
     pub async fn open(
         cfg: &KafkaConfig,
         topics: &Topics,
@@ -130,29 +187,27 @@ impl KafkaVault {
         Ok(v)
     }
 
-    fn rebuild_if_stale(&self) -> Result<(), VaultError> {
+    /// Whether this replica has been away too long to trust its offsets (see [`stale`]).
+    fn is_stale(&self) -> Result<bool, VaultError> {
         let applied_any = (0..self.log.partitions()).any(|p| self.applied(Partition(p)) > 0);
         let synced_at = self.offsets.get(SYNCED_AT).map_err(log_err)?;
         let synced_at = synced_at.and_then(|v| ms(&v));
         let now = self.clock.now_ms();
-        if !stale(
+        let stale = stale(
             applied_any,
             synced_at,
             now,
             self.compaction.stale_after_ms(),
-        ) {
-            return Ok(());
-        }
-        tracing::warn!(
-            last_caught_up_ms_ago = synced_at.map(|t| now - t),
-            delete_retention_ms = self.compaction.delete_retention_ms,
-            "vault replica: too long away to trust (a tombstone may have come and gone): \
-             emptied, and read again from the topic"
         );
-        self.local.clear()?;
-        self.offsets.clear().map_err(log_err)?;
-        self.offsets.flush().map_err(log_err)?;
-        Ok(())
+        if stale {
+            tracing::warn!(
+                last_caught_up_ms_ago = synced_at.map(|t| now - t),
+                delete_retention_ms = self.compaction.delete_retention_ms,
+                "vault replica: too long away to trust (a tombstone may have come and gone): \
+                 reading the whole topic again, then removing what it no longer holds"
+            );
+        }
+        Ok(stale)
     }
 
     pub fn partitions(&self) -> u32 {
@@ -173,8 +228,14 @@ impl KafkaVault {
             .unwrap_or(0)
     }
 
-    /// What applying `batch` (records of the topic, in order) does to the replica.
-    fn plan(&self, batch: &[Stored]) -> Result<Vec<VaultRecord>, VaultError> {
+    /// What applying `batch` (records of the topic, in order) does to the replica. During a
+    /// rebuild, `fresh` holds the tenant key records as a new replica would have them, so the
+    /// agreement on each tenant's key starts over rather than from what the replica held.
+    fn plan(
+        &self,
+        batch: &[Stored],
+        mut fresh: Option<&mut HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    ) -> Result<Vec<VaultRecord>, VaultError> {
         // Reads see this batch's earlier records.
         let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut out: Vec<VaultRecord> = Vec::new();
@@ -183,10 +244,14 @@ impl KafkaVault {
             if key.starts_with(ROLL_MARKER) {
                 continue;
             }
-            let get = |overlay: &HashMap<Vec<u8>, Option<Vec<u8>>>, id: &[u8]| match overlay.get(id)
-            {
-                Some(v) => Ok(v.clone()),
-                None => self.local.get(id),
+            let get = |overlay: &HashMap<Vec<u8>, Option<Vec<u8>>>,
+                       fresh: &Option<&mut HashMap<Vec<u8>, Option<Vec<u8>>>>,
+                       id: &[u8]| {
+                match (overlay.get(id), fresh) {
+                    (Some(v), _) => Ok(v.clone()),
+                    (None, Some(f)) if id.starts_with(b"k\0") => Ok(f.get(id).cloned().flatten()),
+                    (None, _) => self.local.get(id),
+                }
             };
             let mut records: Vec<VaultRecord> = vec![(key.clone(), value.clone())];
             if let Some(tenant_id) = proposal_of(key) {
@@ -195,15 +260,15 @@ impl KafkaVault {
                     // agreed proposal published again (re-wrapped by a master key rotation)
                     // replaces it.
                     Some(v) => {
-                        let agreed = get(&overlay, &tenant_id)?;
-                        if agreed.is_none() || agreed == get(&overlay, key)? {
+                        let agreed = get(&overlay, &fresh, &tenant_id)?;
+                        if agreed.is_none() || agreed == get(&overlay, &fresh, key)? {
                             records.push((tenant_id, Some(v.clone())));
                         }
                     }
                     // Withdrawing the agreed key (forgetting the tenant) removes it.
                     None => {
-                        let current = get(&overlay, key)?;
-                        if current.is_some() && get(&overlay, &tenant_id)? == current {
+                        let current = get(&overlay, &fresh, key)?;
+                        if current.is_some() && get(&overlay, &fresh, &tenant_id)? == current {
                             records.push((tenant_id, None));
                         }
                     }
@@ -211,20 +276,32 @@ impl KafkaVault {
             }
             for (k, v) in &records {
                 overlay.insert(k.clone(), v.clone());
+                if let Some(f) = fresh.as_mut()
+                    && k.starts_with(b"k\0")
+                {
+                    f.insert(k.clone(), v.clone());
+                }
             }
             out.extend(records);
         }
         Ok(out)
     }
 
-    /// Applies what the topic holds now, partition by partition (from the start, emptied
-    /// first, if the replica has been away too long: a worker cut off from the broker too).
+    /// Applies what the topic holds now, partition by partition. A replica away too long (a
+    /// worker cut off from the broker too) reads it from the start instead, then removes what
+    /// it held that the topic no longer does: the tombstones it missed.
     pub async fn sync(&self) -> Result<(), VaultError> {
         let _one = self.applying.lock().await;
-        self.rebuild_if_stale()?;
+        let mut rebuild = match self.is_stale()? {
+            true => Some(Rebuild::start(self.local.as_ref())?),
+            false => None,
+        };
         for p in (0..self.log.partitions()).map(Partition) {
             let end = self.log.end(p).await.map_err(log_err)?.0;
-            let mut next = self.applied(p);
+            let mut next = match rebuild {
+                Some(_) => 0,
+                None => self.applied(p),
+            };
             while next < end {
                 let batch = self
                     .log
@@ -235,7 +312,11 @@ impl KafkaVault {
                 let last = last.offset.0;
                 // One write for the batch: a forgotten tenant's many tombstones rewrite the
                 // key file once, not once each.
-                self.local.apply(&self.plan(&batch)?)?;
+                let records = self.plan(&batch, rebuild.as_mut().map(|r| &mut r.keys))?;
+                self.local.apply(&records)?;
+                if let Some(r) = rebuild.as_mut() {
+                    r.saw(&records);
+                }
                 if batch.iter().any(|s| is_key(&s.key) && s.value.is_empty()) {
                     self.owe_roll(p)?;
                 }
@@ -244,6 +325,14 @@ impl KafkaVault {
                     .insert(p.0.to_be_bytes(), &next.to_be_bytes())
                     .map_err(log_err)?;
             }
+        }
+        if let Some(r) = rebuild {
+            let missed = r.missed(self.local.as_ref())?;
+            self.local.apply(&missed)?;
+            tracing::warn!(
+                removed = missed.len(),
+                "vault replica: read again from the topic; records it no longer holds removed"
+            );
         }
         self.offsets
             .insert(SYNCED_AT, &self.clock.now_ms().to_be_bytes())
@@ -464,6 +553,36 @@ mod tests {
         // Short rolls (tests) get a second's margin.
         assert!(!roll_is_due(5, 2_020, 1_000));
         assert!(roll_is_due(5, 2_021, 1_000));
+    }
+
+    #[test]
+    fn a_rebuild_removes_what_the_topic_no_longer_holds_and_nothing_written_meanwhile() {
+        let d = tempfile::tempdir().expect("tmp");
+        let store = SledStore::open(d.path()).expect("sled");
+        let local = SledVaultStore::open(&store, d.path()).expect("vault");
+        let put = |id: &str, v: u8| (id.as_bytes().to_vec(), Some(vec![v; 60]));
+        local
+            .apply(&[
+                put("u\0acme\0missed", 1),
+                put("u\0acme\0live", 2),
+                put("v\0acme\0missed\0[pii:email:x]", 3),
+                put("u\0acme\0rewritten", 4),
+            ])
+            .expect("apply");
+        let mut r = Rebuild::start(&local).expect("start");
+        // The topic read again holds only `live`; `rewritten` gets a new value meanwhile (this
+        // worker's own round), and `new` appears.
+        r.saw(&[put("u\0acme\0live", 2)]);
+        local
+            .apply(&[put("u\0acme\0rewritten", 5), put("u\0acme\0new", 6)])
+            .expect("apply");
+        let missed = r.missed(&local).expect("missed");
+        let mut ids: Vec<String> = missed
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).replace('\0', "/"))
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["u/acme/missed", "v/acme/missed/[pii:email:x]"]);
     }
 
     #[test]

@@ -66,15 +66,6 @@ impl SledVaultStore {
         &self.keys
     }
 
-    /// Removes every key and value (a replica about to be read again from its topic).
-    pub fn clear(&self) -> Result<(), StoreError> {
-        let keys: Vec<VaultRecord> = self.keys.keys(b"").into_iter().map(|k| (k, None)).collect();
-        self.keys.apply(&keys)?;
-        self.tree.clear().map_err(sled_err)?;
-        self.tree.flush().map_err(sled_err)?;
-        Ok(())
-    }
-
     fn migrate(&self) -> Result<(), StoreError> {
         let mut legacy = Vec::new();
         for prefix in [b"k\0".as_slice(), b"u\0"] {
