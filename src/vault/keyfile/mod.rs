@@ -106,6 +106,8 @@ struct Inner {
     frames: u64,
     /// An append failed part-way and could not be cut off: the next write rewrites the file.
     damaged_tail: bool,
+    /// A retired slot whose wipe failed: every later write tries again (and the next open).
+    unwiped: Option<u8>,
 }
 
 /// Key files open in this process, by directory: every handle on a data dir shares one.
@@ -227,6 +229,7 @@ impl KeyFile {
             len: w.len,
             frames: w.frames,
             damaged_tail: false,
+            unwiped: None,
         })
     }
 
@@ -295,6 +298,7 @@ impl KeyFile {
             len: at as u64,
             frames,
             damaged_tail: false,
+            unwiped: None,
         })
     }
 
@@ -404,6 +408,13 @@ impl KeyFile {
             net.insert(id, v.as_deref());
         }
         let mut inner = self.lock();
+        if let Some(slot) = inner.unwiped {
+            // The rename that retired it must be durable first, or a crash could bring back
+            // a key file whose slot is gone.
+            sync_dir(&self.dir)?;
+            inner.slots.wipe(slot)?;
+            inner.unwiped = None;
+        }
         let mut rewrite = inner.damaged_tail;
         let mut appends: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (id, v) in &net {
@@ -480,9 +491,12 @@ impl KeyFile {
         inner.len = w.len;
         inner.frames = w.frames;
         inner.damaged_tail = false;
+        // Only now is the old KEK gone: until the wipe succeeds the keys it sealed are not
+        // destroyed, and a failure says so (the next write, or open, tries again).
+        inner.unwiped = Some(old);
         w.synced?;
-        // Only now is the old KEK gone: until this returns, the keys it sealed are not
-        // destroyed (and a failure says so; the next open wipes the slot).
-        inner.slots.wipe(old)
+        inner.slots.wipe(old)?;
+        inner.unwiped = None;
+        Ok(())
     }
 }
