@@ -82,6 +82,9 @@ const DATA_DIR_FILES: &[&str] = &[
     "effects.jsonl",
     "run",
     "vault-keys",
+    // What an interrupted `forget --compact` leaves (the next open finishes it).
+    "sled.new",
+    "sled.old",
 ];
 
 /// Refuses a directory that holds something other than a Ballast data dir (a home directory,
@@ -167,6 +170,9 @@ impl Embedded {
             return Ok(emb);
         }
         std::fs::create_dir_all(dir)?;
+        // A `forget --compact` a crash cut short: finished (or undone) before sled opens.
+        crate::vault::compact::finish_interrupted(dir)
+            .map_err(|e| EmbeddedError::Io(std::io::Error::other(e.to_string())))?;
         let store = SledStore::open(dir).map_err(|source| EmbeddedError::Open {
             dir: dir.display().to_string(),
             source,
@@ -190,7 +196,7 @@ impl Embedded {
         let reveals = Arc::new(store.log(crate::vault::reveal::REVEALS_LOG, 1)?);
         let state = Arc::new(SledStateStore::open(&store)?);
         let vault_store = Arc::new(
-            crate::vault::SledVaultStore::open(&store)
+            crate::vault::SledVaultStore::open(&store, dir)
                 .map_err(|e| EmbeddedError::Store(StoreError::from_display(e)))?,
         );
         Ok(Embedded {

@@ -33,8 +33,8 @@ pub struct ServeArgs {
     #[arg(long)]
     auth: Option<PathBuf>,
     /// Without a master key ([vault] master_key_file, $BALLAST_MASTER_KEY_FILE), seal personal
-    /// values with a development key kept in the data dir (made on first use) instead of
-    /// refusing to start. For demos and tests only.
+    /// values with this user's development key (~/.cache/ballast/dev-master.key, outside the
+    /// data dir, made on first use) instead of refusing to start. For demos and tests only.
     #[arg(long)]
     dev_key: bool,
     /// Export every finished turn as OpenTelemetry spans to this OTLP endpoint

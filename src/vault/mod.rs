@@ -11,9 +11,14 @@
 //! - `u\0TENANT\0USER` → a user's key, wrapped by the tenant key (USER is the user's token code);
 //! - `v\0TENANT\0USER\0TOKEN` → a value, sealed by the user key (nonce derived from the token:
 //!   sealing is deterministic, so re-sealing a value writes the same bytes).
+//!
+//! In a data dir the keys live in the key file (`keyfile/`), never in sled, so that forgetting
+//! destroys them for real; sealed values live in sled.
 
+pub mod compact;
 pub mod crypto;
 mod forget;
+pub mod keyfile;
 mod master;
 pub mod reveal;
 pub mod rotate;
@@ -26,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use crypto::Key;
 pub use forget::forget_records;
-pub use master::{DEV_KEY_FILE, MASTER_KEY_ENV, MasterKeySource};
+pub use master::{DEV_KEY_FILE, MASTER_KEY_ENV, MasterKeySource, dev_key_path};
 pub use store::{MemoryVaultStore, SledVaultStore, StoreError, VaultRecord, VaultStore};
 
 use crate::guard::Redactor;
