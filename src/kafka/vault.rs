@@ -444,6 +444,31 @@ impl KafkaVault {
 }
 
 impl KafkaVault {
+    /// Publishes records made outside a worker's transaction — the API's intake on a replica of
+    /// `serve` — and applies them here once the brokers acknowledged them: a request written
+    /// after this returns names only values the topic holds.
+    pub async fn publish(&self, records: &[VaultRecord]) -> Result<(), VaultError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let n = self.log.partitions();
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<Keyed>> = Default::default();
+        for (k, v) in records {
+            by_partition
+                .entry(partition_of(k, n).0)
+                .or_default()
+                .push((k.clone(), v.clone()));
+        }
+        for (p, keyed) in by_partition {
+            self.log
+                .produce(Partition(p), keyed)
+                .await
+                .map_err(log_err)?;
+        }
+        self.local.apply(records)?;
+        Ok(())
+    }
+
     /// Re-wraps every tenant key proposal in the topic from `old` to `new` (see
     /// [`crate::vault::rotate`]) and publishes them; every replica, this one first, replaces
     /// its agreed copy as it applies them. Workers must be stopped: a running one holds `old`.

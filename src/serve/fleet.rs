@@ -63,7 +63,10 @@ impl FleetOptions {
 
     /// The replicas' own consumer group (the OTLP export's partition ownership).
     fn replica_group(&self) -> String {
-        format!("{}.serve-replicas", self.topics.requests.trim_end_matches(".requests"))
+        format!(
+            "{}.serve-replicas",
+            self.topics.requests.trim_end_matches(".requests")
+        )
     }
 }
 
@@ -85,8 +88,7 @@ pub async fn run(
     let events: Arc<dyn EventLog> = Arc::new(KafkaLog::open(&fleet.kafka, &topics.events).await?);
     let requests: Arc<dyn EventLog> =
         Arc::new(KafkaLog::open(&fleet.kafka, &topics.requests).await?);
-    let reveals: Arc<dyn EventLog> =
-        Arc::new(KafkaLog::open(&fleet.kafka, &topics.reveals).await?);
+    let reveals: Arc<dyn EventLog> = Arc::new(KafkaLog::open(&fleet.kafka, &topics.reveals).await?);
     if requests.partitions() != events.partitions() {
         return Err(crate::log::LogError::PartitionMismatch {
             name: topics.requests.clone(),
@@ -114,17 +116,17 @@ pub async fn run(
         .and_then(|c| c.config.vault.master_key_file.clone());
     let (master, source) = crate::vault::Vault::resolve_master(
         configured.as_deref(),
-        opts.dev_key.then(crate::vault::dev_key_dir).as_deref(),
+        opts.dev_key.then_some(dir.as_path()),
     )?;
     source.announce();
     // The same vault as the workers': the compacted topic, a local replica, tenant keys agreed
     // through the log, under the same master key.
-    let replica = Arc::new(crate::kafka::vault::KafkaVault::open(&fleet.kafka, topics, &store).await?);
+    let replica =
+        Arc::new(crate::kafka::vault::KafkaVault::open(&fleet.kafka, topics, &store, &dir).await?);
     replica.sync().await?;
     let _tail = Arc::clone(&replica).spawn_tail(Duration::from_millis(500), stop.clone());
     let vault = Arc::new(
-        crate::vault::Vault::new(master, replica.local(), detector)
-            .with_replica(replica.clone()),
+        crate::vault::Vault::new(master, replica.local(), detector).with_replica(replica.clone()),
     );
 
     let handle = exporter::install()?;
@@ -152,10 +154,7 @@ pub async fn run(
         vault_store: replica.local(),
         known: None,
     };
-    let backlog = Arc::new(WorkerBacklog::new(
-        &fleet,
-        requests.partitions(),
-    )?);
+    let backlog = Arc::new(WorkerBacklog::new(&fleet, requests.partitions())?);
     tokio::spawn(Arc::clone(&backlog).watch(Arc::clone(&requests), stop.clone()));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut state = crate::api::AppState::new(

@@ -48,11 +48,6 @@ impl Readiness {
         }
         Ok(())
     }
-
-    /// Events in the log not yet in this process's projections, as last measured.
-    pub fn lag(&self) -> u64 {
-        self.lag.load(Ordering::Acquire)
-    }
 }
 
 /// Follows `events` until `stop` turns true.

@@ -10,20 +10,18 @@ mod otlp_feed;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::embedded::{Embedded, EmbeddedError};
-use crate::ids::{Offset, Partition};
-use crate::log::EventLog;
-use crate::projection::{ProjectionError, Projections, outcomes::OutcomeView, slo};
+use crate::ids::Partition;
+use crate::projection::{ProjectionError, Projections};
 use crate::runtime::{RuntimeError, Worker, WorkerConfig};
 use crate::telemetry::exporter::{self, ExporterError};
 

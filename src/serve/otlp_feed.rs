@@ -26,7 +26,7 @@ use crate::api::Logs;
 use crate::clock::{Clock, SystemClock};
 use crate::event::Payload;
 use crate::ids::{Offset, Partition};
-use crate::log::{EventLog, Scan};
+use crate::log::Scan;
 use crate::telemetry::otlp::{EXPORT_FAILURES, EXPORT_LAG, SPANS_EXPORTED, spans};
 
 const CHECKPOINTS_TREE: &str = "otlp_export_checkpoints";
