@@ -165,6 +165,7 @@ pub async fn run(
                 Arc::clone(&replica).spawn_tail(Duration::from_millis(500), shutdown.clone());
             let vault = crate::vault::Vault::new(v.master, replica.local(), v.detector.clone())
                 .with_replica(replica.clone());
+            vault.check_master()?;
             Some((Arc::new(vault), replica, tail))
         }
         None => None,

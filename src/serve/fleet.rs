@@ -128,6 +128,8 @@ pub async fn run(
     let vault = Arc::new(
         crate::vault::Vault::new(master, replica.local(), detector).with_replica(replica.clone()),
     );
+    // A wrong master key is refused here, not met as a 503 on every request later.
+    vault.check_master()?;
 
     let handle = exporter::install()?;
     let ready = follower::Readiness::new(Arc::new(AtomicBool::new(false)), fleet.max_lag);

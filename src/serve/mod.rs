@@ -136,6 +136,8 @@ pub async fn run(
         crate::guard::Redactor::with_options(&guards.redact_patterns, guards.redact_ip_addresses)
             .unwrap_or_else(|_| crate::guard::Redactor::builtin());
     let vault = emb.vault(master, detector);
+    // A wrong master key is refused here, not met as a 503 on every request later.
+    vault.check_master()?;
 
     let handle = exporter::install()?;
     let ready = follower::Readiness::new(Arc::new(AtomicBool::new(false)), u64::MAX);

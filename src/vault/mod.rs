@@ -658,6 +658,27 @@ impl Vault {
 
     /// Whether this vault's master key opens `tenant`'s key (a tenant without a key passes):
     /// a reveal with the wrong key must fail, not show every value as forgotten.
+    /// Checks this vault's master key against every tenant key the store holds, so a wrong key
+    /// is refused when a process starts rather than answering every request with an error.
+    /// Returns how many tenant keys it opened.
+    pub fn check_master(&self) -> Result<usize, VaultError> {
+        let mut opened = 0;
+        for id in self.store.keys(b"k\0")? {
+            let Some(tenant) = id.strip_prefix(b"k\0".as_slice()) else {
+                continue;
+            };
+            // Kafka proposals (`k\0TENANT\0…`) are the replica's raw log; the agreed copy is
+            // the key without a second separator.
+            if tenant.contains(&0) {
+                continue;
+            }
+            let tenant = String::from_utf8_lossy(tenant).to_string();
+            self.opens(&tenant)?;
+            opened += 1;
+        }
+        Ok(opened)
+    }
+
     pub fn opens(&self, tenant: &str) -> Result<(), VaultError> {
         self.tenant_key(tenant, false, &mut Vec::new()).map(|_| ())
     }
