@@ -6,6 +6,7 @@
 //! panics — are problem details (`problem`); bodies and responses are bounded;
 //! `/openapi.json` is generated from the handlers' annotations (utoipa), not written by hand.
 
+mod admit;
 pub mod auth;
 pub mod authn;
 mod dashboard;
