@@ -307,6 +307,11 @@ pub struct PolicyEvaluated {
     /// Pre-tool: where each argument value came from (`provenance::CallProvenance` as JSON).
     #[serde(default)]
     pub provenance_json: Option<String>,
+    /// A refusal by this decision goes back to the model as the call's error and the turn
+    /// goes on (`on_refusal = "feedback"`); at the plan checkpoint, a deny with feedback leaves
+    /// each call to its own review instead of ending the turn.
+    #[serde(default)]
+    pub feedback: bool,
 }
 
 /// A proposed call refused and reported back to the model as its error: the loop goes on.
@@ -337,6 +342,7 @@ impl Default for PolicyEvaluated {
             budget_tokens: None,
             budget_tool_calls: None,
             provenance_json: None,
+            feedback: false,
         }
     }
 }
@@ -432,16 +438,21 @@ pub enum Outcome {
     Reversed,
     /// Handed to a person, who did not resolve it by the deadline.
     EscalationFailed,
+    /// The model answered, but calls of the turn were refused, denied or stopped and never
+    /// ran: the user's task may be unfinished. Not a success (`task_success` counts only
+    /// `Succeeded`).
+    CompletedWithRefusals,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Succeeded,
         Outcome::Failed,
         Outcome::Denied,
         Outcome::Escalated,
         Outcome::Reversed,
         Outcome::EscalationFailed,
+        Outcome::CompletedWithRefusals,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -452,6 +463,7 @@ impl Outcome {
             Outcome::Escalated => "escalated",
             Outcome::Reversed => "reversed",
             Outcome::EscalationFailed => "escalation_failed",
+            Outcome::CompletedWithRefusals => "completed_with_refusals",
         }
     }
 }
@@ -744,4 +756,13 @@ pub struct TurnOutcome {
     pub steps: i32,
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Calls a policy, guard or provenance rule stopped that never ran.
+    #[serde(default)]
+    pub refused_calls: i32,
+    /// Calls held for a person's confirmation.
+    #[serde(default)]
+    pub held_calls: i32,
+    /// Calls a person refused to confirm, or left unconfirmed, that never ran.
+    #[serde(default)]
+    pub denied_calls: i32,
 }

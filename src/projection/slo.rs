@@ -217,6 +217,9 @@ mod tests {
             reply: None,
             steps: 1,
             session_id: None,
+            refused_calls: 0,
+            held_calls: 0,
+            denied_calls: 0,
         }
     }
 

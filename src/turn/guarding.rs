@@ -4,7 +4,7 @@
 use crate::event::{
     GuardCheckpoint, GuardVerdict, GuardrailTripped, Outcome, Payload, RetrievedDocument,
 };
-use crate::guard::{Trip, checks, grounding};
+use crate::guard::{OnRefusal, Trip, checks, grounding};
 
 use super::decide::Builder;
 
@@ -68,6 +68,31 @@ impl Builder<'_, '_> {
                 self.climb(format!("{}: {}", t.rule, t.detail), at.call_id, at.step);
                 false
             }
+        }
+    }
+
+    /// A pre-tool guard's refusal of plan step `index`'s call: reported to the model as the
+    /// call's error when the guard's `on_refusal` says `feedback` (and the model is still
+    /// getting somewhere), else acted on as any trip. The call does not go on either way.
+    fn refuse_call(&mut self, index: usize, at: At, t: Trip) -> bool {
+        let step = self
+            .state
+            .plan
+            .as_ref()
+            .and_then(|p| p.steps.get(index))
+            .cloned();
+        let feedback = matches!(t.verdict, GuardVerdict::Deny | GuardVerdict::Escalate)
+            && self.ctx.guards.config.on_refusal.for_rule(&t.rule) == Some(OnRefusal::Feedback);
+        match (step, at.call_id.clone()) {
+            (Some(step), Some(call_id))
+                if feedback && self.can_feed_back(&call_id, &step.tool, &step.args_json) =>
+            {
+                self.record_trip(&at, &t);
+                let why = super::refusal::Why::Guard(&t.detail);
+                self.refuse(index, call_id, step.tool, vec![t.rule.clone()], why);
+                false
+            }
+            _ => self.trip(at, t),
         }
     }
 
@@ -167,7 +192,7 @@ impl Builder<'_, '_> {
                 GuardVerdict::Deny,
                 format!("{} is not in the catalog", step.tool),
             );
-            return self.trip(at(), t);
+            return self.refuse_call(index, at(), t);
         };
         if let Some(t) = self.ctx.breakers.check(&step.tool, self.ctx.now_ms) {
             return self.trip(mid(), t);
@@ -198,13 +223,13 @@ impl Builder<'_, '_> {
             return self.trip(mid(), t);
         }
         if let Some(t) = g.schemas.check_args(&step.tool, &step.args_json) {
-            return self.trip(at(), t);
+            return self.refuse_call(index, at(), t);
         }
         let held = crate::control::list_attribute(&self.state.attributes, "scopes");
         if !spec.auth_scopes.is_empty()
             && let Some(t) = checks::scopes(spec, &held)
         {
-            return self.trip(at(), t);
+            return self.refuse_call(index, at(), t);
         }
         if self.state.constrained() && !spec.deterministic {
             let t = Trip::new(
@@ -247,8 +272,9 @@ impl Builder<'_, '_> {
                 .collect();
             let sources = grounding::Sources { texts, results };
             if let Some(t) = grounding::check(spec, &step.args_json, &sources) {
-                // A person may vouch for it: the user-confirmation rung asks about this call.
-                return self.trip(at(), t);
+                // The model is told where the value should have come from; with `end_turn`,
+                // a person may vouch for it (the user-confirmation rung asks about this call).
+                return self.refuse_call(index, at(), t);
             }
         }
         true
@@ -310,11 +336,21 @@ impl Builder<'_, '_> {
         {
             return (redacted, Some((at(), t)));
         }
-        // The same result fed back again and again: the model is going round in circles.
+        // The same call answered the same again and again: the model is going round in
+        // circles. Keyed by the call, not only its result: writes to different people that each
+        // return the same acknowledgement are normal.
+        let args = self
+            .state
+            .calls
+            .get(index)
+            .filter(|c| c.call_id == call_id)
+            .map(|c| c.args_json.clone())
+            .unwrap_or_default();
         let seen = self
             .state
             .all_calls()
             .filter(|c| c.tool == tool && c.call_id != call_id)
+            .filter(|c| super::stops::same_args(&c.args_json, &args))
             .filter(|c| {
                 matches!(&c.status, super::state::CallStatus::Completed { result_json } if *result_json == redacted)
             })
@@ -326,7 +362,7 @@ impl Builder<'_, '_> {
                 "loop.same_result",
                 GuardVerdict::Escalate,
                 format!(
-                    "{tool} returned the same result {} times in this turn",
+                    "{tool} with the same arguments returned the same result {} times in this turn",
                     seen + 1
                 ),
             );

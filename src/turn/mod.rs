@@ -39,9 +39,11 @@ mod handoff;
 mod input;
 mod ladder;
 mod origins;
+mod refusal;
 mod resume;
 mod reversal;
 mod state;
+mod stops;
 
 #[cfg(test)]
 mod sim_tests;
@@ -62,3 +64,4 @@ pub use state::{
     Applied, ApplyError, ApprovalState, ApprovalStatus, CallState, CallStatus, HandoffState,
     OpenReservation, Phase, StepRecord, TripState, TurnBudget, TurnState,
 };
+pub use stops::StoppedCall;

@@ -161,7 +161,7 @@ impl Builder<'_, '_> {
             !matches!(
                 d,
                 PolicyDecision::Allow | PolicyDecision::RequireConfirmation
-            )
+            ) && !(*d == PolicyDecision::Deny && s.plan_feedback)
         }) {
             self.follow(
                 decision,

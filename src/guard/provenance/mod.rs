@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::guard::grounding::{contains_token, json_has_number, spellings};
+use crate::guard::grounding::{contains_token, json_has_number, spellings, text_has_value};
 
 pub use atoms::{Atom, Piece};
 
@@ -208,7 +208,10 @@ impl CallProvenance {
 
 fn text_has(hay: &str, atom: &Atom, arg: &str) -> bool {
     match atom {
-        Atom::Text(s) => contains_token(hay, s),
+        // 98.7 is the 98.70 of the bill.
+        Atom::Text(s) => {
+            contains_token(hay, s) || s.parse::<f64>().is_ok_and(|x| text_has_value(hay, x))
+        }
         Atom::Number(n) => spellings(arg, *n).iter().any(|f| contains_token(hay, f)),
     }
 }

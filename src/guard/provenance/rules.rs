@@ -23,6 +23,7 @@ use super::{CallProvenance, Origin};
 pub const UNTRUSTED_SINK: &str = "provenance.untrusted_sink";
 pub const EXFILTRATION: &str = "provenance.exfiltration";
 pub const UNTRUSTED_INSTRUCTION: &str = "provenance.untrusted_instruction";
+pub const UNTRUSTED_CONTENT: &str = "provenance.untrusted_content";
 
 /// What a rule decides when it trips.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,18 +48,7 @@ impl RuleDecision {
     }
 }
 
-/// What happens to the turn when a rule refuses a call (a denial, or a confirmation refused or
-/// left unanswered).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnRefusal {
-    /// The model is told, as the call's error, that it was refused and why; the loop goes on
-    /// with the user's task.
-    #[default]
-    Feedback,
-    /// The turn ends as denied.
-    EndTurn,
-}
+pub use crate::guard::OnRefusal;
 
 /// `on_refusal`, per rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -66,6 +56,19 @@ pub enum OnRefusal {
 pub struct OnRefusalByRule {
     pub untrusted_sink: OnRefusal,
     pub exfiltration: OnRefusal,
+    pub untrusted_content: OnRefusal,
+}
+
+impl OnRefusalByRule {
+    /// The setting for a provenance rule id (`None`: not one of them).
+    pub fn for_rule(&self, rule: &str) -> Option<OnRefusal> {
+        match rule {
+            UNTRUSTED_SINK => Some(self.untrusted_sink),
+            EXFILTRATION => Some(self.exfiltration),
+            UNTRUSTED_CONTENT => Some(self.untrusted_content),
+            _ => None,
+        }
+    }
 }
 
 /// `[control.guards.provenance]`.
