@@ -2,8 +2,10 @@
 //! on — modify goes on with the redacted content, deny ends the turn, escalate climbs the ladder.
 
 use crate::event::{
-    GuardCheckpoint, GuardVerdict, GuardrailTripped, Outcome, Payload, RetrievedDocument,
+    EscalationRung, GuardCheckpoint, GuardVerdict, GuardrailTripped, Outcome, Payload,
+    RetrievedDocument,
 };
+use crate::exec::catalog::Impact;
 use crate::guard::{OnRefusal, Trip, checks, grounding};
 
 use super::decide::Builder;
@@ -24,6 +26,50 @@ impl At {
             tool: None,
             call_id: None,
         }
+    }
+}
+
+/// Where a tool's result addresses the model, field by field: `"{tool} output addresses the
+/// model at /messages/2/body: \"…\""`, or `None`.
+fn instructions_in(tool: &str, result_json: &str) -> Option<String> {
+    use crate::guard::provenance::{fields, instruction::instruction};
+    let value = serde_json::from_str::<serde_json::Value>(result_json)
+        .unwrap_or_else(|_| serde_json::Value::String(result_json.to_string()));
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut path = Vec::new();
+    leaves(&value, &mut path, &mut |p, text| {
+        if found.len() < 4
+            && let Some(passage) = instruction(text)
+        {
+            found.push((fields::pointer(p), passage));
+        }
+    });
+    let (_, passage) = found.first()?;
+    let at: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    Some(format!(
+        "{tool} output addresses the model at {}: \"{passage}\"",
+        at.join(", ")
+    ))
+}
+
+fn leaves(v: &serde_json::Value, path: &mut Vec<String>, f: &mut dyn FnMut(&[String], &str)) {
+    match v {
+        serde_json::Value::String(s) => f(path, s),
+        serde_json::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                path.push(i.to_string());
+                leaves(v, path, f);
+                path.pop();
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                path.push(k.clone());
+                leaves(v, path, f);
+                path.pop();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -83,7 +129,31 @@ impl Builder<'_, '_> {
             .cloned();
         let feedback = matches!(t.verdict, GuardVerdict::Deny | GuardVerdict::Escalate)
             && self.ctx.guards.config.on_refusal.for_rule(&t.rule) == Some(OnRefusal::Feedback);
+        // A value found nowhere in a call that matters (a payment, a message): a person may
+        // know where it comes from (a sum the model worked out) — asked at once, without
+        // re-planning; refused, the model is told.
+        let confirm = t.hallucination
+            && self
+                .ctx
+                .guards
+                .config
+                .ladder
+                .contains(&EscalationRung::UserConfirmation)
+            && step
+                .as_ref()
+                .and_then(|s| self.ctx.catalog.get(&s.tool))
+                .is_some_and(|s| s.impact >= Impact::Medium);
         match (step, at.call_id.clone()) {
+            (Some(step), Some(call_id))
+                if feedback
+                    && confirm
+                    && self.can_feed_back(&call_id, &step.tool, &step.args_json) =>
+            {
+                self.record_trip(&at, &t);
+                let reason = format!("{}: {}", t.rule, t.detail);
+                self.confirm(&reason, Some(call_id), Some(index));
+                false
+            }
             (Some(step), Some(call_id))
                 if feedback && self.can_feed_back(&call_id, &step.tool, &step.args_json) =>
             {
@@ -312,17 +382,17 @@ impl Builder<'_, '_> {
                 ),
             ));
         }
-        // Untrusted output talking to the model: recorded (measured), never decisive alone.
-        let untrusted = !self.ctx.catalog.get(tool).is_some_and(|s| s.trusted());
-        if untrusted
-            && self.ctx.guards.config.provenance.untrusted_instruction
-            && let Some(passage) = crate::guard::provenance::rules::instruction(&redacted)
+        // Output talking to the model, in any field of any tool, trusted or not: recorded
+        // (measured); provenance treats the field as untrusted and its values as the
+        // attacker's, but the trip decides nothing alone.
+        if self.ctx.guards.config.provenance.untrusted_instruction
+            && let Some(detail) = instructions_in(tool, &redacted)
         {
             self.pending_trips.push(Trip::new(
                 "provenance",
                 crate::guard::provenance::rules::UNTRUSTED_INSTRUCTION,
                 GuardVerdict::Allow,
-                format!("{tool} output addresses the model: \"{passage}\""),
+                detail,
             ));
         }
         // Checked redacted: a check's message may quote the result, and it is recorded.

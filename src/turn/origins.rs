@@ -2,6 +2,7 @@
 //! folded into the call's review (refusals: `refusal.rs`).
 
 use crate::event::PolicyDecision;
+use crate::guard::provenance::instruction::instruction;
 use crate::guard::provenance::rules::{self, Finding, OnRefusal};
 use crate::guard::provenance::{self, CallProvenance, Facts, ResultFact};
 
@@ -17,8 +18,9 @@ pub fn facts(state: &TurnState) -> Facts<'_> {
     user.extend(session.into_iter().flatten().map(|t| t.request.as_str()));
     // A result the user pointed at, which does not talk to the model, is vouched for.
     let designated = |args_json: &str, result_json: &str| {
-        provenance::designated_by(args_json, &user) && rules::instruction(result_json).is_none()
+        provenance::designated_by(args_json, &user) && instruction(result_json).is_none()
     };
+    let chosen = |args_json: &str| provenance::chosen_by(args_json, &user);
     let results = state
         .all_calls()
         .filter_map(|c| match &c.status {
@@ -26,6 +28,7 @@ pub fn facts(state: &TurnState) -> Facts<'_> {
                 tool: &c.tool,
                 result_json,
                 designated: designated(&c.args_json, result_json),
+                chosen: chosen(&c.args_json),
             }),
             _ => None,
         })
@@ -34,6 +37,7 @@ pub fn facts(state: &TurnState) -> Facts<'_> {
                 tool: &c.tool,
                 result_json: &c.result_json,
                 designated: designated(&c.args_json, &c.result_json),
+                chosen: chosen(&c.args_json),
             })
         }))
         .collect();
@@ -53,9 +57,10 @@ pub fn facts(state: &TurnState) -> Facts<'_> {
     }
 }
 
-/// Where each value of a call proposed in `state` came from, trust as `catalog` says.
+/// Where each value of a call proposed in `state` came from, trust as `catalog` says (per
+/// field: a trusted tool's `untrusted_fields` are not).
 pub fn call_provenance(state: &TurnState, catalog: &Catalog, args_json: &str) -> CallProvenance {
-    let trusted = |t: &str| catalog.get(t).is_some_and(|s| s.trusted());
+    let trusted = |t: &str, path: &[String]| catalog.get(t).is_some_and(|s| s.field_trusted(path));
     provenance::trace(args_json, &facts(state), &trusted)
 }
 
