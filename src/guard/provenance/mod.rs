@@ -348,7 +348,10 @@ fn origins(
     if facts.session.iter().any(|t| text_has(t, atom, arg)) {
         out.insert(Origin::Session);
     }
-    let mut copied = false;
+    // Copied: found in text someone wrote (a message, a description, a page — trusted tool or
+    // not) that the user did not point at, and in no short field a trusted source vouches for
+    // (a name, an id, an amount in a listing).
+    let (mut in_text, mut in_field) = (false, false);
     for f in fields {
         let Some(instructed) = f.find(atom, arg) else {
             continue;
@@ -360,7 +363,11 @@ fn origins(
                 // second one is how an attacker who can write into the bill would show.
                 let designated = f.designated && !ambiguous(f.result_json, atom);
                 let trusted = (f.trusted || designated) && !instructed;
-                copied |= !trusted && f.free_text && !f.chosen;
+                if f.free_text && !f.chosen && !designated {
+                    in_text = true;
+                } else if trusted {
+                    in_field = true;
+                }
                 Origin::Tool {
                     name: name.to_string(),
                     trusted,
@@ -368,7 +375,7 @@ fn origins(
                 }
             }
             fields::Source::Document(id) => {
-                copied |= f.free_text;
+                in_text |= f.free_text;
                 Origin::Document {
                     id: id.to_string(),
                     instructed,
@@ -377,7 +384,10 @@ fn origins(
         };
         out.insert(origin);
     }
-    (out, copied && !consent)
+    let from_user = out
+        .iter()
+        .any(|o| matches!(o, Origin::User | Origin::Session));
+    (out, in_text && !in_field && !consent && !from_user)
 }
 
 /// The provenance of a call's arguments (`args_json` as proposed; not an object → none).
@@ -486,7 +496,7 @@ fn passages(
                 match &f.source {
                     fields::Source::Tool(name) => {
                         let trusted = (f.trusted || f.designated) && !instructed;
-                        copied |= !trusted && !f.chosen;
+                        copied |= !f.designated && !f.chosen;
                         origins.insert(Origin::Tool {
                             name: name.to_string(),
                             trusted,

@@ -359,7 +359,19 @@ fn untrusted_content(
     cfg: &ProvenanceConfig,
 ) -> Vec<String> {
     let mut why = Vec::new();
-    for (arg, values) in prov.args.iter().filter(|(a, _)| !sinks.contains(a)) {
+    // An argument the schema fixes to a few choices (a status, a flag) carries no text.
+    let fixed = |arg: &str| {
+        spec.args_schema
+            .pointer(&format!("/properties/{arg}"))
+            .is_some_and(|p| {
+                p.get("enum").is_some() || p.get("type").is_some_and(|t| t == "boolean")
+            })
+    };
+    for (arg, values) in prov
+        .args
+        .iter()
+        .filter(|(a, _)| !sinks.contains(a) && !fixed(a))
+    {
         for t in values {
             if t.from_user() || (!t.passage && trivial(&atom_of(t))) {
                 continue;
@@ -370,9 +382,9 @@ fn untrusted_content(
                     t.value,
                     from(t)
                 ));
-            } else if t.copied && !vouched(&t.origins, cfg) {
+            } else if t.copied {
                 why.push(format!(
-                    "{arg}: \"{}\" is copied from {}, which the user did not ask to copy from",
+                    "{arg}: \"{}\" is copied from text in {}, which the user did not ask to copy from",
                     t.value,
                     from(t)
                 ));

@@ -5,6 +5,7 @@ mod banking;
 mod calendar;
 mod drive;
 mod email;
+mod helpdesk;
 mod notes;
 mod slack;
 mod travel;
@@ -20,5 +21,6 @@ pub fn all() -> Vec<Domain> {
         slack::domain(),
         travel::domain(),
         notes::domain(),
+        helpdesk::domain(),
     ]
 }
