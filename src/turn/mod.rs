@@ -46,6 +46,8 @@ mod state;
 mod stops;
 
 #[cfg(test)]
+mod refusal_tests;
+#[cfg(test)]
 mod sim_tests;
 #[cfg(test)]
 mod tests;

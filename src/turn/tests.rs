@@ -220,6 +220,18 @@ pub(super) fn kinds(d: &Decision) -> Vec<&'static str> {
         .collect()
 }
 
+/// The call's result: `{}`.
+pub(super) fn ok(c: &ToolInvocation) -> Input {
+    Input::ToolDone {
+        call_id: c.call_id.clone(),
+        attempt: c.attempt,
+        result: Ok(ToolSuccess {
+            result_json: "{}".into(),
+            latency_ms: 2,
+        }),
+    }
+}
+
 pub(super) fn only_call(d: &Decision) -> ToolInvocation {
     match d.effects.as_slice() {
         [Effect::CallTool { call, .. }] => call.clone(),
@@ -324,8 +336,60 @@ fn happy_path_records_intent_before_each_call_and_completes() {
 }
 
 #[test]
-fn an_unknown_tool_is_denied_before_any_side_effect() {
+fn an_unknown_tool_is_refused_and_the_model_told_while_the_rest_of_the_step_runs() {
     let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let d = step(
+        &mut s,
+        planned(&["lookup_order", "delete_account"], 0.9),
+        &w.ctx(),
+    );
+    // The plan's denial is fed back: each call goes to its own review.
+    assert_eq!(
+        kinds(&d),
+        [
+            "PlanProposed",
+            "PolicyEvaluated",
+            "PolicyEvaluated",
+            "ToolCallStarted"
+        ]
+    );
+    let call = only_call(&d);
+    assert_eq!(call.tool, "lookup_order");
+    let d = step(&mut s, ok(&call), &w.ctx());
+    assert_eq!(
+        kinds(&d)
+            .into_iter()
+            .filter(|k| *k == "GuardrailTripped" || *k == "CallRefused")
+            .collect::<Vec<_>>(),
+        ["GuardrailTripped", "CallRefused"]
+    );
+    let refused = d.events.iter().find_map(|e| match &e.payload {
+        crate::event::Payload::CallRefused(r) => Some(r.clone()),
+        _ => None,
+    });
+    let refused = refused.expect("refused");
+    assert_eq!(refused.tool, "delete_account");
+    assert_eq!(refused.rules, ["tool.exists"]);
+    assert!(
+        refused.reason.contains("not in the catalog"),
+        "{}",
+        refused.reason
+    );
+    assert!(s.outcome.is_none(), "the model is asked for the next step");
+    // It answers: the turn completed, but not as a success.
+    step(&mut s, answered("done what I could"), &w.ctx());
+    assert_eq!(s.outcome, Some(Outcome::CompletedWithRefusals));
+    let record = s.outcome_record("").expect("record");
+    assert_eq!((record.refused_calls, record.denied_calls), (1, 0));
+}
+
+#[test]
+fn with_end_turn_an_unknown_tool_is_denied_before_any_side_effect() {
+    let mut w = World::new();
+    let mut config = crate::guard::GuardConfig::default();
+    config.on_refusal.unknown_tool = crate::guard::OnRefusal::EndTurn;
+    w.guards = crate::guard::Guards::or_default(config, &catalog());
     let mut s = given(&w, vec![request(turn()), retrieved()]);
     let d = step(
         &mut s,

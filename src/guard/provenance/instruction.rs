@@ -41,7 +41,8 @@ pub fn instruction_start(text: &str) -> Option<usize> {
         .rev()
         .find(|(_, c)| matches!(c, '.' | '!' | '?' | '\n'))
         .map_or(0, |(i, c)| i + c.len_utf8());
-    Some(start)
+    let blank = text[start..].len() - text[start..].trim_start().len();
+    Some(start + blank)
 }
 
 /// The instruction-like passage in a text, if any (for the record: at most 120 characters).

@@ -373,7 +373,8 @@ fn untrusted_content(
         .filter(|(a, _)| !sinks.contains(a) && !fixed(a))
     {
         for t in values {
-            if t.from_user() || (!t.passage && trivial(&atom_of(t))) {
+            // Links are destinations: the untrusted-sink rule's business.
+            if t.from_user() || (!t.passage && (trivial(&atom_of(t)) || is_link(&t.value))) {
                 continue;
             }
             if tainted(t, spec, cfg) {
