@@ -262,3 +262,13 @@ fn a_log_from_an_earlier_build_replays_as_it_was_recorded() {
     assert_eq!(old.outcome, Some(Outcome::Succeeded));
     assert_eq!(old.outcome_record("").expect("record").refused_calls, 1);
 }
+
+#[test]
+fn a_turn_whose_model_reported_no_confidence_survives_a_snapshot() {
+    let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    step(&mut s, planned(&["lookup_order"], f64::NAN), &w.ctx());
+    let json = serde_json::to_string(&s).expect("serializes");
+    let back: TurnState = serde_json::from_str(&json).expect("a NaN written as null reads back");
+    assert!(back.plan.as_ref().is_some_and(|p| p.confidence.is_nan()));
+}
