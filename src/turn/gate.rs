@@ -56,6 +56,7 @@ impl Builder<'_, '_> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         checkpoint: Checkpoint,

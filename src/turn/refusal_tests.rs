@@ -127,8 +127,10 @@ fn asking_again_for_a_refused_call_is_not_fed_back_twice() {
 #[test]
 fn refusals_past_the_limit_end_the_turn() {
     let mut w = with_policy(NO_REFUNDS);
-    let mut config = crate::guard::GuardConfig::default();
-    config.max_refusals = 1;
+    let config = crate::guard::GuardConfig {
+        max_refusals: 1,
+        ..Default::default()
+    };
     w.guards = crate::guard::Guards::or_default(config, &catalog());
     let mut s = given(&w, vec![request(turn()), retrieved()]);
     let d = step(&mut s, planned(&["issue_refund"], 0.9), &w.ctx());

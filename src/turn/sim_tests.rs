@@ -325,8 +325,11 @@ proptest! {
                 }
                 Payload::PolicyEvaluated(p) if p.checkpoint == crate::event::Checkpoint::Plan => {
                     use crate::event::PolicyDecision::{Allow, Deny, RequireConfirmation};
-                    plan_blocked = !matches!(p.decision, Allow | RequireConfirmation)
-                        && !(p.decision == Deny && p.feedback);
+                    plan_blocked = match p.decision {
+                        Allow | RequireConfirmation => false,
+                        Deny => !p.feedback,
+                        _ => true,
+                    };
                 }
                 Payload::PolicyEvaluated(p) if p.checkpoint == crate::event::Checkpoint::PreTool
                     && p.decision == crate::event::PolicyDecision::Deny => {

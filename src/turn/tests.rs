@@ -387,8 +387,13 @@ fn an_unknown_tool_is_refused_and_the_model_told_while_the_rest_of_the_step_runs
 #[test]
 fn with_end_turn_an_unknown_tool_is_denied_before_any_side_effect() {
     let mut w = World::new();
-    let mut config = crate::guard::GuardConfig::default();
-    config.on_refusal.unknown_tool = crate::guard::OnRefusal::EndTurn;
+    let config = crate::guard::GuardConfig {
+        on_refusal: crate::guard::GuardsOnRefusal {
+            unknown_tool: crate::guard::OnRefusal::EndTurn,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     w.guards = crate::guard::Guards::or_default(config, &catalog());
     let mut s = given(&w, vec![request(turn()), retrieved()]);
     let d = step(

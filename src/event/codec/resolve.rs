@@ -71,8 +71,9 @@ impl Resolver<'_> {
                 let mut given: HashMap<String, Value> = fields.into_iter().collect();
                 let mut out = Vec::with_capacity(rr.fields.len());
                 for f in &rr.fields {
-                    let v = match (given.remove(&f.name), wr.lookup.get(&f.name)) {
-                        (Some(v), Some(&i)) => self.value(v, &wr.fields[i].schema, &f.schema)?,
+                    let written = wr.lookup.get(&f.name).and_then(|&i| wr.fields.get(i));
+                    let v = match (given.remove(&f.name), written) {
+                        (Some(v), Some(w)) => self.value(v, &w.schema, &f.schema)?,
                         _ => match &f.default {
                             Some(d) => self.default(d, &f.schema)?,
                             None => {
@@ -143,8 +144,9 @@ impl Resolver<'_> {
                 .iter()
                 .position(|r| SchemaKind::from(self.reader.deref(r)) == SchemaKind::from(ws)),
         };
-        let i = found.ok_or_else(|| format!("no union branch for {:?}", SchemaKind::from(ws)))?;
-        Ok((i, &ru.variants()[i]))
+        found
+            .and_then(|i| Some((i, ru.variants().get(i)?)))
+            .ok_or_else(|| format!("no union branch for {:?}", SchemaKind::from(ws)))
     }
 
     /// A field's default (JSON, as the schema gives it) as a value of the field's schema; a

@@ -149,7 +149,7 @@ pub fn low_information(atom: &Atom) -> bool {
     match atom {
         Atom::Number(n) => n.unsigned_abs() < 10_000,
         Atom::Text(t) => {
-            if crate::guard::token::find(t).first().is_some() {
+            if !crate::guard::token::find(t).is_empty() {
                 return false;
             }
             let words: Vec<&str> = t.split_whitespace().collect();
