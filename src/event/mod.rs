@@ -7,6 +7,7 @@ pub use display::timeline;
 pub mod fixtures;
 mod reversal;
 pub use reversal::*;
+mod nan;
 mod otel;
 
 use std::collections::BTreeMap;
@@ -15,37 +16,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ids::TurnId;
-
-/// A number that may be NaN: JSON has no NaN and writes it as `null`, which reads back as NaN
-/// (a turn whose model reported no confidence must survive a snapshot).
-fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    struct V;
-    impl serde::de::Visitor<'_> for V {
-        type Value = f64;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a number or null")
-        }
-        fn visit_f64<E>(self, v: f64) -> Result<f64, E> {
-            Ok(v)
-        }
-        fn visit_f32<E>(self, v: f32) -> Result<f64, E> {
-            Ok(f64::from(v))
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<f64, E> {
-            Ok(v as f64)
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<f64, E> {
-            Ok(v as f64)
-        }
-        fn visit_unit<E>(self) -> Result<f64, E> {
-            Ok(f64::NAN)
-        }
-        fn visit_none<E>(self) -> Result<f64, E> {
-            Ok(f64::NAN)
-        }
-    }
-    d.deserialize_any(V)
-}
 
 /// An event with its envelope: which turn, which tenant, where in the turn's sequence, when.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -162,7 +132,7 @@ pub struct ContextRetrieved {
 pub struct RetrievedDocument {
     pub id: String,
     pub title: String,
-    #[serde(deserialize_with = "f64_or_nan")]
+    #[serde(deserialize_with = "nan::f64_or_nan")]
     pub score: f64,
     pub version: i64,
     pub updated_at_ms: i64,
@@ -181,7 +151,7 @@ pub struct PlanProposed {
     pub prompt_template_hash: String,
     pub steps: Vec<PlanStep>,
     /// NaN when the model reported none (JSON, e.g. a snapshot, writes it as null).
-    #[serde(deserialize_with = "f64_or_nan")]
+    #[serde(deserialize_with = "nan::f64_or_nan")]
     pub confidence: f64,
     pub input_tokens: i64,
     pub output_tokens: i64,

@@ -39,6 +39,7 @@ mod handoff;
 mod input;
 mod ladder;
 mod origins;
+mod outcome;
 mod refusal;
 mod resume;
 mod reversal;

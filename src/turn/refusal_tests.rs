@@ -274,3 +274,81 @@ fn a_turn_whose_model_reported_no_confidence_survives_a_snapshot() {
     let back: TurnState = serde_json::from_str(&json).expect("a NaN written as null reads back");
     assert!(back.plan.as_ref().is_some_and(|p| p.confidence.is_nan()));
 }
+
+#[test]
+fn an_unknown_tool_is_refused_and_the_model_told_while_the_rest_of_the_step_runs() {
+    let w = World::new();
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let d = step(
+        &mut s,
+        planned(&["lookup_order", "delete_account"], 0.9),
+        &w.ctx(),
+    );
+    // The plan's denial is fed back: each call goes to its own review.
+    assert_eq!(
+        kinds(&d),
+        [
+            "PlanProposed",
+            "PolicyEvaluated",
+            "PolicyEvaluated",
+            "ToolCallStarted"
+        ]
+    );
+    let call = only_call(&d);
+    assert_eq!(call.tool, "lookup_order");
+    let d = step(&mut s, ok(&call), &w.ctx());
+    assert_eq!(
+        kinds(&d)
+            .into_iter()
+            .filter(|k| *k == "GuardrailTripped" || *k == "CallRefused")
+            .collect::<Vec<_>>(),
+        ["GuardrailTripped", "CallRefused"]
+    );
+    let refused = d.events.iter().find_map(|e| match &e.payload {
+        crate::event::Payload::CallRefused(r) => Some(r.clone()),
+        _ => None,
+    });
+    let refused = refused.expect("refused");
+    assert_eq!(refused.tool, "delete_account");
+    assert_eq!(refused.rules, ["tool.exists"]);
+    assert!(
+        refused.reason.contains("not in the catalog"),
+        "{}",
+        refused.reason
+    );
+    assert!(s.outcome.is_none(), "the model is asked for the next step");
+    // It answers: the turn completed, but not as a success.
+    step(&mut s, answered("done what I could"), &w.ctx());
+    assert_eq!(s.outcome, Some(Outcome::CompletedWithRefusals));
+    let record = s.outcome_record("").expect("record");
+    assert_eq!((record.refused_calls, record.denied_calls), (1, 0));
+}
+
+#[test]
+fn with_end_turn_an_unknown_tool_is_denied_before_any_side_effect() {
+    let mut w = World::new();
+    let config = crate::guard::GuardConfig {
+        on_refusal: crate::guard::GuardsOnRefusal {
+            unknown_tool: crate::guard::OnRefusal::EndTurn,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    w.guards = crate::guard::Guards::or_default(config, &catalog());
+    let mut s = given(&w, vec![request(turn()), retrieved()]);
+    let d = step(
+        &mut s,
+        planned(&["lookup_order", "delete_account"], 0.9),
+        &w.ctx(),
+    );
+    assert_eq!(
+        kinds(&d),
+        ["PlanProposed", "PolicyEvaluated", "TurnCompleted"]
+    );
+    assert!(
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::CallTool { .. }))
+    );
+    assert_eq!(s.outcome, Some(Outcome::Denied));
+}
