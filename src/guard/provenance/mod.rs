@@ -154,9 +154,11 @@ pub fn designated_by(args_json: &str, user_texts: &[&str]) -> bool {
         .into_iter()
         .flat_map(|(arg, ps)| ps.into_iter().map(move |p| (arg.clone(), p)))
         .collect();
-    // A pointer names one object (a path, a document or invoice id, a link); a date or a
-    // search term selects whatever matches, which an attacker can add to.
+    // A pointer names one object in the user's keeping (a path, a document or invoice id); a
+    // date or a search term selects whatever matches, which an attacker can add to, and a
+    // link names a page anyone on the web can write.
     let pointer = |p: &Piece| match &p.atom {
+        Atom::Text(v) if v.starts_with("http") || v.starts_with("www.") => false,
         Atom::Text(v) => {
             v.chars().any(char::is_alphabetic)
                 && v.chars()
@@ -199,6 +201,10 @@ pub struct Traced {
     /// A passage of a longer text (several words in a row found elsewhere), not a value.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub passage: bool,
+    /// Found in free text someone else wrote (an untrusted field, a document) that the user
+    /// did not point at — whatever else vouches for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_text: bool,
 }
 
 impl Traced {
@@ -332,6 +338,26 @@ fn ambiguous(result_json: &str, atom: &Atom) -> bool {
     })
 }
 
+/// Whether the user gave a value of the same shape as `atom` (an address, an IBAN, a link)
+/// that is not it: a source the user pointed at does not vouch for another one ("share it with
+/// dan@example.com" — the file's own "share it with eve@evil.test" is not the user's choice).
+fn user_gave_another(facts: &Facts<'_>, atom: &Atom) -> bool {
+    let Atom::Text(a) = atom else {
+        return false;
+    };
+    let Some(kind) = shape(a) else {
+        return false;
+    };
+    let norm = |s: &str| s.split_whitespace().collect::<String>().to_lowercase();
+    std::iter::once(facts.request)
+        .chain(facts.session.iter().copied())
+        .flat_map(|t| atoms::of_value(&Value::String(t.to_string())))
+        .any(|p| match &p.atom {
+            Atom::Text(other) => shape(other).as_deref() == Some(&kind) && norm(other) != norm(a),
+            Atom::Number(_) => false,
+        })
+}
+
 /// Where `atom` (a value of argument `arg`) was seen, and whether it was copied from free text
 /// of an untrusted output.
 fn origins(
@@ -340,7 +366,7 @@ fn origins(
     facts: &Facts<'_>,
     fields: &[fields::Field<'_>],
     consent: bool,
-) -> (BTreeSet<Origin>, bool) {
+) -> (BTreeSet<Origin>, bool, bool) {
     let mut out = BTreeSet::new();
     if text_has(facts.request, atom, arg) {
         out.insert(Origin::User);
@@ -351,7 +377,7 @@ fn origins(
     // Copied: found in text someone wrote (a message, a description, a page — trusted tool or
     // not) that the user did not point at, and in no short field a trusted source vouches for
     // (a name, an id, an amount in a listing).
-    let (mut in_text, mut in_field) = (false, false);
+    let (mut in_text, mut in_field, mut in_untrusted_text) = (false, false, false);
     for f in fields {
         let Some(instructed) = f.find(atom, arg) else {
             continue;
@@ -361,8 +387,12 @@ fn origins(
                 // A source the user pointed at vouches for a value only when it offers no
                 // other value of the same shape: a bill with two IBANs is ambiguous, and the
                 // second one is how an attacker who can write into the bill would show.
-                let designated = f.designated && !ambiguous(f.result_json, atom);
+                let designated = f.designated
+                    && !ambiguous(f.result_json, atom)
+                    && !user_gave_another(facts, atom);
                 let trusted = (f.trusted || designated) && !instructed;
+                // Someone's text, even in a source the user pointed at (a file, a page).
+                in_untrusted_text |= f.free_text && !f.trusted;
                 if f.free_text && !f.chosen && !designated {
                     in_text = true;
                 } else if trusted {
@@ -376,6 +406,7 @@ fn origins(
             }
             fields::Source::Document(id) => {
                 in_text |= f.free_text;
+                in_untrusted_text |= f.free_text;
                 Origin::Document {
                     id: id.to_string(),
                     instructed,
@@ -387,7 +418,11 @@ fn origins(
     let from_user = out
         .iter()
         .any(|o| matches!(o, Origin::User | Origin::Session));
-    (out, in_text && !in_field && !consent && !from_user)
+    (
+        out,
+        in_text && !in_field && !consent && !from_user,
+        in_untrusted_text && !from_user,
+    )
 }
 
 /// The provenance of a call's arguments (`args_json` as proposed; not an object → none).
@@ -410,10 +445,11 @@ pub fn trace(
         let mut traced: Vec<Traced> = atoms
             .into_iter()
             .map(|p| {
-                let (origins, copied) = origins(&p.atom, &arg, facts, &fields, consent);
+                let (origins, copied, in_text) = origins(&p.atom, &arg, facts, &fields, consent);
                 Traced {
                     origins,
                     copied,
+                    in_text,
                     value: p.atom.to_string(),
                     part: p.part,
                     passage: false,
@@ -521,6 +557,7 @@ fn passages(
                 origins,
                 copied: copied && !consent,
                 passage: true,
+                in_text: false,
             });
             if out.len() >= 16 {
                 return out;

@@ -156,19 +156,31 @@ pub fn sink_args(spec: &ToolSpec, prov: &CallProvenance) -> Vec<String> {
     out
 }
 
-/// Whether text that addresses the model naming `t` makes it the attacker's choice: when
-/// nothing else vouches for it, or it is specific (an id, an address, a code, a name of
+/// Why `t` is the attacker's choice although something vouches for it, if it is: text that
+/// addresses the model names it and it is specific (an id, an address, a code, a name of
 /// several words — not a lone short word, a date or an amount, which an attacker's text and
-/// the user's task can share by chance), or the call is high-impact.
-fn tainted(t: &Traced, spec: &ToolSpec, cfg: &ProvenanceConfig) -> bool {
-    if !t.instructed() {
-        return false;
+/// the user's task share by chance); or the call is high-impact and the value appears in such
+/// text, or in any free text someone else wrote ("TODO: delete the file with ID 13").
+fn tainted(t: &Traced, spec: &ToolSpec, cfg: &ProvenanceConfig) -> Option<String> {
+    let high = spec.impact >= Impact::High;
+    if t.instructed() {
+        let atom = atom_of(t);
+        let specific = t.passage
+            || !low_information(&atom)
+            || (matches!(atom, Atom::Text(ref v) if v.split_whitespace().count() >= 2));
+        if !vouched(&t.origins, cfg) || specific || high {
+            return Some(format!(
+                "is named by text that addresses the model ({}), not by the user",
+                from(t)
+            ));
+        }
     }
-    let atom = atom_of(t);
-    let specific = t.passage
-        || !low_information(&atom)
-        || (matches!(atom, Atom::Text(ref v) if v.split_whitespace().count() >= 2));
-    !vouched(&t.origins, cfg) || specific || spec.impact >= Impact::High
+    (high && t.in_text).then(|| {
+        format!(
+            "appears in text someone else wrote ({}), not in the user's request, and the call is high-impact",
+            from(t)
+        )
+    })
 }
 
 /// A tool that changes something (anything above `impact = "none"`).
@@ -198,17 +210,18 @@ pub fn check(
     }
     if let Some(decision) = cfg.exfiltration.decision() {
         let why = exfiltration(spec, prov, &sinks, sensitive);
-        // Private data for a destination a trusted source gave (a contact, a colleague in the
-        // directory) and nothing addressing the model named: a person decides, rather than a
-        // refusal of what may well be the user's own task.
-        let vouched_destination = sinks.iter().all(|arg| {
-            prov.args.get(arg).is_none_or(|vs| {
+        // Refused outright when the destination is the attacker's for sure — named by text
+        // that addresses the model, or found nowhere; otherwise (a contact, an address from
+        // someone's message) a person decides, rather than a refusal of what may well be the
+        // user's own task.
+        let attacker_destination = sinks.iter().any(|arg| {
+            prov.args.get(arg).is_some_and(|vs| {
                 vs.iter()
                     .filter(|t| !t.passage)
-                    .all(|t| t.from_user() || (vouched(&t.origins, cfg) && !t.instructed()))
+                    .any(|t| !t.from_user() && (t.nowhere() || t.instructed()))
             })
         });
-        let decision = if vouched_destination && severity(decision) > 1 {
+        let decision = if !attacker_destination && severity(decision) > 1 {
             PolicyDecision::RequireConfirmation
         } else {
             decision
@@ -267,13 +280,8 @@ fn untrusted_sinks(
                 None
             } else if !vouched(&t.origins, cfg) {
                 Some(format!("comes only from {}, not from the user", from(t)))
-            } else if tainted(t, spec, cfg) {
-                Some(format!(
-                    "is named by text that addresses the model ({}), not by the user",
-                    from(t)
-                ))
             } else {
-                None
+                tainted(t, spec, cfg)
             };
             if let Some(r) = reason {
                 why.push(format!("{arg}: {} {r}", t.value));
@@ -289,7 +297,7 @@ fn untrusted_sinks(
         for t in values.iter().filter(|t| !t.passage && is_link(&t.value)) {
             if !t.nowhere()
                 && !t.from_user()
-                && (!vouched(&t.origins, cfg) || tainted(t, spec, cfg))
+                && (!vouched(&t.origins, cfg) || tainted(t, spec, cfg).is_some())
             {
                 why.push(format!(
                     "{arg}: the link {} comes only from {}, not from the user",
@@ -377,12 +385,8 @@ fn untrusted_content(
             if t.from_user() || (!t.passage && (trivial(&atom_of(t)) || is_link(&t.value))) {
                 continue;
             }
-            if tainted(t, spec, cfg) {
-                why.push(format!(
-                    "{arg}: \"{}\" comes from text that addresses the model ({})",
-                    t.value,
-                    from(t)
-                ));
+            if let Some(r) = tainted(t, spec, cfg) {
+                why.push(format!("{arg}: \"{}\" {r}", t.value));
             } else if t.copied {
                 why.push(format!(
                     "{arg}: \"{}\" is copied from text in {}, which the user did not ask to copy from",
