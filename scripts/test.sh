@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: unit, property, conformance (memory, sled, Kafka),
-# integration and crash tests. Everything the tests need is installed or started from here:
+# integration and crash tests, then the docs check (scripts/doc-check.sh: every `sh` block of the
+# README and docs/, run as written). Everything the tests need is installed or started from here:
 # Rust crates come from crates.io into ~/.cargo; Apache Kafka's jars come from Maven Central into
 # ~/.cache/ballast (scripts/kafka.sh), and a broker is started on 127.0.0.1 for the run and
 # stopped afterwards; promtool and chromium come from Debian's packages (installed if missing);
@@ -20,16 +21,16 @@ fi
 export BALLAST_PROMTOOL="$(command -v promtool)"
 
 # The example analytics consumer's dependencies (confluent-kafka, fastavro), the OpenAPI
-# validator, the example MCP server's SDK (mcp) and the Python client's (httpx, pytest), in a
-# cached venv.
+# validator, the example MCP server's SDK (mcp), the Python client's (httpx, pytest) and the
+# Compose file's validator (jsonschema, PyYAML), in a cached venv.
 VENV="${BALLAST_VENV:-$HOME/.cache/ballast/venv}"
-if ! "$VENV/bin/python" -c 'import confluent_kafka, fastavro, openapi_spec_validator, mcp.server.fastmcp, httpx, pytest' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import confluent_kafka, fastavro, openapi_spec_validator, mcp.server.fastmcp, httpx, pytest, jsonschema, yaml' >/dev/null 2>&1; then
   echo "test.sh: installing the Python test dependencies into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q -r examples/analytics/requirements.txt -r examples/mcp/requirements.txt \
     -r scripts/test-requirements.txt
 fi
-export BALLAST_PYTHON="$VENV/bin/python"
+export BALLAST_PYTHON="$VENV/bin/python" BALLAST_VENV="$VENV"
 
 # The dashboard's browser test: Debian's Chromium, driven by playwright-core (from npm, cached;
 # it never downloads a browser of its own).
@@ -57,3 +58,8 @@ echo "test.sh: Kafka at $BALLAST_KAFKA_BOOTSTRAP"
 
 # One build profile for every test target (dev, with optimised dependencies: see Cargo.toml).
 cargo test --all-targets --no-fail-fast -- --test-threads=2
+
+# Every documented command, run as written, with the binary the tests just built (no release
+# build; `cargo build` would build it again without the tests' features) and this run's broker
+# and venv.
+BALLAST_BIN="${CARGO_TARGET_DIR:-target}/debug/ballast" scripts/doc-check.sh

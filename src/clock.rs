@@ -82,6 +82,16 @@ impl Clock for ManualClock {
 /// time with any offset (`2026-12-01T10:00:00Z`, `2026-12-01T11:00:00+01:00`, fractional
 /// seconds allowed), or a date (`2026-12-01`, UTC midnight). Parsed by `jiff`; anything else is
 /// an error saying what is accepted.
+/// Milliseconds since the epoch as RFC 3339 in UTC with milliseconds
+/// (`2026-01-01T00:00:00.123Z`): how the CLI and traces show a time to a person.
+pub fn rfc3339(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => format!("{t:.3}"),
+        // Outside jiff's range (about ±9999 years): the number, rather than nothing.
+        Err(_) => format!("{ms} ms"),
+    }
+}
+
 pub fn parse_time(s: &str) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(ms) = s.parse::<i64>() {

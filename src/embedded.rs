@@ -26,6 +26,10 @@ pub enum EmbeddedError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "{dir} is not empty and is not a Ballast data dir (it holds {found}); give --data-dir a new or empty directory"
+    )]
+    NotADataDir { dir: String, found: String },
 }
 
 #[derive(Clone)]
@@ -64,6 +68,58 @@ impl Drop for Serving {
         let mut served = SERVED.lock().unwrap_or_else(|p| p.into_inner());
         served.retain(|(d, _, _)| *d != self.0);
     }
+}
+
+/// Files a data dir holds before its database exists (a token minted first, a development
+/// key, the demo's workload and effects journal, the served socket's directory, the vault's
+/// key file): a directory holding only these is still a Ballast data dir.
+const DATA_DIR_FILES: &[&str] = &[
+    "sled",
+    "auth.toml",
+    "auth.toml.tmp",
+    crate::vault::DEV_KEY_FILE,
+    "workload.jsonl",
+    "effects.jsonl",
+    "run",
+    "vault-keys",
+    // What an interrupted `forget --compact` leaves (the next open finishes it).
+    "sled.new",
+    "sled.old",
+];
+
+/// Refuses a directory that holds something other than a Ballast data dir (a home directory,
+/// a project folder): commands that write a data dir must not scatter a database into it.
+/// A missing or empty directory is fine.
+pub fn check_data_dir(dir: &Path) -> Result<(), EmbeddedError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(EmbeddedError::Io(e)),
+    };
+    let mut foreign: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        // `worker-N`: the Kafka demo's workers' own directories.
+        .filter(|n| !DATA_DIR_FILES.contains(&n.as_str()) && !n.starts_with("worker-"))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    foreign.sort();
+    let more = foreign.len().saturating_sub(3);
+    foreign.truncate(3);
+    Err(EmbeddedError::NotADataDir {
+        dir: dir.display().to_string(),
+        found: format!(
+            "{}{}",
+            foreign.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ),
+    })
 }
 
 impl Embedded {
@@ -114,6 +170,9 @@ impl Embedded {
             return Ok(emb);
         }
         std::fs::create_dir_all(dir)?;
+        // A `forget --compact` a crash cut short: finished (or undone) before sled opens.
+        crate::vault::compact::finish_interrupted(dir)
+            .map_err(|e| EmbeddedError::Io(std::io::Error::other(e.to_string())))?;
         let store = SledStore::open(dir).map_err(|source| EmbeddedError::Open {
             dir: dir.display().to_string(),
             source,
@@ -137,7 +196,7 @@ impl Embedded {
         let reveals = Arc::new(store.log(crate::vault::reveal::REVEALS_LOG, 1)?);
         let state = Arc::new(SledStateStore::open(&store)?);
         let vault_store = Arc::new(
-            crate::vault::SledVaultStore::open(&store)
+            crate::vault::SledVaultStore::open(&store, dir)
                 .map_err(|e| EmbeddedError::Store(StoreError::from_display(e)))?,
         );
         Ok(Embedded {

@@ -33,13 +33,16 @@ pub async fn run_until_settled(
 ) -> Result<bool, RuntimeError> {
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let mut deps = emb.deps(planes.exec, planes.control).with_outcomes(out_tx);
-    // Compensations get real values back: the master key from the environment, else the data
-    // dir's development key when it has one.
-    let dev = emb.dir.join(crate::vault::DEV_KEY_FILE);
+    // Compensations get real values back: the master key from the environment, else a
+    // development key when one exists and opens this data dir's tenant keys.
+    let dev = crate::vault::Vault::existing_dev_key(&emb.dir);
     if let Ok((master, _)) =
-        crate::vault::Vault::resolve_master(None, dev.exists().then_some(emb.dir.as_path()))
+        crate::vault::Vault::resolve_master(None, dev.is_some().then_some(emb.dir.as_path()))
     {
-        deps = deps.with_vault(emb.vault(master, crate::guard::Redactor::builtin()));
+        let vault = emb.vault(master, crate::guard::Redactor::builtin());
+        if vault.opens_all() {
+            deps = deps.with_vault(vault);
+        }
     }
     let worker = Worker::new(deps, WorkerConfig::default());
     let (stop_tx, stop_rx) = watch::channel(false);

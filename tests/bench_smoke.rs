@@ -64,6 +64,8 @@ fn the_policy_bench_prints_its_figures() {
     for key in [
         "call_review_us_mean",
         "call_review_us_p99",
+        "call_review_cold_us_mean",
+        "call_review_cold_us_p99",
         "plan_review_us_mean",
         "baseline_encode_us_mean",
         "call_review_vs_encode_ratio",
@@ -136,4 +138,50 @@ fn the_waiting_bench_kills_parked_turns_and_resumes_every_one_from_a_snapshot() 
     assert!(replayed < events, "recovery re-read the whole log:\n{text}");
     assert!(value("resume_ms") > 0.0);
     assert!(value("bytes_per_waiting_turn") >= 0.0);
+}
+
+/// The outcome mix of a bench's output line `PREFIX outcomes: succeeded=N failed=N …`.
+fn outcomes(text: &str, prefix: &str) -> std::collections::BTreeMap<String, u64> {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{prefix}outcomes: ")))
+        .unwrap_or_else(|| panic!("no {prefix}outcomes line:\n{text}"));
+    line.split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("key=value");
+            (k.to_string(), v.parse().expect("a count"))
+        })
+        .collect()
+}
+
+/// `--http` times turns that look an order up and answer — not refusals. Before its token
+/// carried grants, every turn it timed was denied at the plan (8 events, no tool call).
+#[test]
+fn the_http_bench_times_turns_that_succeed_and_prints_how_they_ended() {
+    let out = common::ballast(&["bench", "--http", "--clients", "1,3", "--http-turns", "40"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for clients in ["1", "3"] {
+        let mix = outcomes(&text, &format!("clients={clients} "));
+        assert_eq!(
+            mix.get("succeeded"),
+            Some(&40),
+            "clients={clients}:\n{text}"
+        );
+        assert_eq!(mix.values().sum::<u64>(), 40, "{text}");
+    }
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("did not succeed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_bench_prints_the_outcome_mix() {
+    let out = common::ballast(&["bench", "--turns", "50"]);
+    let mix = outcomes(&String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(mix.get("succeeded"), Some(&50));
+    let out = common::ballast(&["bench", "--model-steps", "--turns", "5"]);
+    let mix = outcomes(&String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(mix.get("succeeded"), Some(&5));
 }

@@ -248,3 +248,125 @@ async fn sigterm_drains_in_flight_calls_so_nothing_is_left_unknown() {
             .all(|t| t["status"] == "terminal")
     );
 }
+
+/// Errors at their cause (issue #31, item 5): `demo` refuses a directory that holds something
+/// other than a data dir and touches nothing in it; `check-config` names every section's type
+/// error in one run; no colour codes reach a pipe; times read as RFC 3339.
+#[test]
+fn errors_at_their_cause() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let foreign = tmp.path().join("project");
+    std::fs::create_dir_all(&foreign).expect("dir");
+    std::fs::write(foreign.join("notes.txt"), "mine").expect("file");
+    let out = Command::new(bin())
+        .args(["demo", "--turns", "5", "--data-dir"])
+        .arg(&foreign)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is not a Ballast data dir") && stderr.contains("notes.txt"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&foreign)
+        .expect("read")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "demo wrote into a foreign directory: {left:?}"
+    );
+
+    let config = tmp.path().join("ballast.toml");
+    std::fs::write(
+        &config,
+        "catalog = 7\n\n[worker]\nsnapshot_every_events = \"many\"\n\n[vault]\nmaster_key_file = 3\n",
+    )
+    .expect("config");
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    for line in [":1:", ":4:", ":7:"] {
+        assert!(text.contains(line), "no problem at {line}: {text}");
+    }
+
+    // A warning logged to a pipe carries no escape codes.
+    let data = tmp.path().join("data");
+    let mut served = Served::start_with(
+        &["--data-dir", data.to_str().expect("utf8")],
+        Stdio::piped(),
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = served.child.kill();
+    let mut stderr = String::new();
+    if let Some(mut e) = served.child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(stderr.contains("DEVELOPMENT master key"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+
+    let demo = tmp.path().join("demo");
+    ballast(&[
+        "demo",
+        "--turns",
+        "20",
+        "--data-dir",
+        demo.to_str().expect("utf8"),
+    ]);
+    let turn = turns_json(&demo)[0]["turn_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let out = ballast(&["trace", &turn, "--data-dir", demo.to_str().expect("utf8")]);
+    let head = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        head.contains("requested 20") && head.contains('T') && head.ends_with('Z'),
+        "{head}"
+    );
+}
+
+/// An MCP server that dies at start is shown with what it said on stderr, not only "connection
+/// closed" (issue #31, item 5).
+#[test]
+fn an_mcp_server_that_fails_to_start_shows_its_stderr() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = tmp.path().join("ballast.toml");
+    std::fs::write(
+        &config,
+        "[[mcp]]\nname = \"shop\"\ncommand = [\"python3\", \"-c\", \"import sys; sys.stderr.write('ModuleNotFoundError: No module named mcp\\\\n'); sys.exit(1)\"]\n\
+         timeout_ms = 5000\n\n[planners.general]\nkind = \"scripted\"\n\n[planners.specialist]\nkind = \"scripted\"\n",
+    )
+    .expect("config");
+    let out = Command::new(bin())
+        .args(["tools", "--config"])
+        .arg(&config)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("No module named mcp"),
+        "the server's own words are missing: {stderr}"
+    );
+}

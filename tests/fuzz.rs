@@ -404,6 +404,7 @@ fn fuzz_api_bodies_and_queries() {
                 failed_auth_burst: 1e9,
                 failed_auth_per_second: 1e9,
             },
+            ..Default::default()
         });
         let state = ballast::api::AppState::new(
             emb,

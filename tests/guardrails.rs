@@ -385,7 +385,7 @@ async fn each_guard_records_its_verdict() {
         turn(
             6,
             "u-6",
-            vec![step("search_kb", json!({"query": "holiday delivery"}))],
+            vec![step("search_kb", json!({"query": "holiday campaign"}))],
             0.95,
         ),
         "Will my order arrive before the holidays?",
@@ -504,7 +504,7 @@ async fn operators_list_accept_and_resolve_handoffs_from_the_command_line() {
         turn(
             1,
             "u-o",
-            vec![step("search_kb", json!({"query": "holiday delivery"}))],
+            vec![step("search_kb", json!({"query": "holiday campaign"}))],
             0.95,
         ),
         "Will my order arrive before the holidays?",

@@ -188,7 +188,8 @@ fn authentication_comes_before_anything_is_read() {
 }
 
 /// Item 3: failed authentications are limited per client address; a locked-out address gets
-/// 429 with Retry-After, even with a valid token, until it has waited.
+/// 429 with Retry-After for its bad tokens until it has waited — its valid ones are still
+/// served (`hostile_server.rs`: failures are throttled, not the address).
 #[test]
 fn failed_authentications_lock_the_address_out() {
     let root = tempfile::tempdir().expect("tmp");
@@ -208,7 +209,10 @@ fn failed_authentications_lock_the_address_out() {
     assert_eq!(status, 429, "{text}");
     assert!(head.contains("retry-after:"), "{head}");
     let (status, _, _) = call(&s, "GET", "/v1/me", Some(&bearer(&admin)), None, "");
-    assert_eq!(status, 429, "the address is locked out whatever it sends");
+    assert_eq!(
+        status, 200,
+        "a valid token is served from a locked-out address"
+    );
     assert!(s.stop().success());
 }
 
@@ -240,11 +244,12 @@ fn unbounded_asks_are_refused_with_their_limit() {
             assert_eq!(p["limit"], l, "{path}: {text}");
         }
     }
-    // 1,439 minutes back in one-minute buckets: exactly the 1,440 points allowed.
+    // A day back in one-minute buckets: exactly the 1,440 points allowed (issue #29, item 9:
+    // it used to be refused, one point over).
     let (status, _, text) = call(
         &s,
         "GET",
-        "/v1/slo/series?bucket_ms=60000&window_ms=86340000",
+        "/v1/slo/series?bucket_ms=60000&window_ms=86400000",
         Some(&a),
         None,
         "",
@@ -620,7 +625,7 @@ fn the_readme_example_works_as_written() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
     let token_line = readme
         .lines()
-        .skip_while(|l| !l.contains("-- token --data-dir /tmp/ballast-serve"))
+        .skip_while(|l| !l.contains("ballast token --data-dir /tmp/ballast-serve"))
         .take(3)
         .collect::<Vec<_>>()
         .join(" ");
@@ -634,11 +639,11 @@ fn the_readme_example_works_as_written() {
         .skip_while(|w| *w != "token")
         .skip(1)
         .take_while(|w| !w.starts_with('#'))
-        .map(|w| w.trim_matches('\'').to_owned())
+        .map(|w| w.trim_end_matches(')').trim_matches('\'').to_owned())
         .collect();
     let body = readme
         .lines()
-        .find(|l| l.contains("curl -s -X POST http://127.0.0.1:8420/v1/turns"))
+        .find(|l| l.contains("curl -s -X POST") && l.contains("http://127.0.0.1:8420/v1/turns"))
         .and_then(|l| {
             let after = readme.split(l).nth(1)?;
             let line = after.lines().find(|x| x.contains("-d '"))?;

@@ -345,3 +345,70 @@ fn small_ones() {
         assert!(text.contains("vault.master_key_file"), "{why}: {text}");
     }
 }
+
+/// Item 9: a wrong master key is refused at start, not met as a 503 on every request later.
+#[test]
+fn a_wrong_master_key_is_refused_at_start() {
+    let root = tempfile::tempdir().expect("tmp");
+    let dir = root.path().join("data");
+    let d = dir.to_str().expect("utf8").to_string();
+    let key = |name: &str| {
+        let path = root.path().join(name);
+        std::fs::write(
+            &path,
+            format!("{}\n", hex::encode(ballast::vault::crypto::random_key())),
+        )
+        .expect("key");
+        path.to_str().expect("utf8").to_string()
+    };
+    let (right, wrong) = (key("right.key"), key("wrong.key"));
+    let t = token(&d, "all", "submitter,auditor");
+    let s = Served::start_with(
+        &["--data-dir", &d],
+        std::process::Stdio::null(),
+        &[("BALLAST_MASTER_KEY_FILE", &right)],
+    );
+    let (status, body) = call(
+        &s,
+        &t,
+        "POST",
+        "/v1/turns",
+        &json!({"user_id": "alice@example.com", "text": "Where is my order A1001?"}).to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    wait_terminal(&s, &t, json_of(&body)["turn_id"].as_str().expect("id"));
+    s.stop();
+    let mut child = std::process::Command::new(common::bin())
+        .args(["serve", "--data-dir", &d, "--listen", "127.0.0.1:0"])
+        .env("BALLAST_MASTER_KEY_FILE", &wrong)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "serve started (and kept running) with a wrong master key: {stderr}"
+    );
+    assert!(
+        stderr.contains("does not open with this master key"),
+        "{stderr}"
+    );
+}

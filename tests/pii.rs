@@ -472,7 +472,10 @@ fn personal_values_work_in_clear_rest_sealed_are_revealed_on_record_and_forgotte
             let (model, notes) = (norm(&model), norm(&notes));
             for v in &in_text {
                 let n = norm(v);
-                let tail = &n[n.len().saturating_sub(8)..];
+                // Characters, not bytes: a value may be in any script (用户@例子.广告).
+                let skip = n.chars().count().saturating_sub(8);
+                let tail: String = n.chars().skip(skip).collect();
+                let tail = tail.as_str();
                 assert!(model.contains(tail), "the model saw {v}");
                 assert!(notes.contains(tail), "the tool got {v}");
             }

@@ -1,6 +1,8 @@
 //! Bearer tokens with a tenant and roles. Only the token's SHA-256 is stored (`auth.toml`), so
 //! the file grants nothing to whoever reads it. Every API route names the roles it accepts;
-//! `admin` holds all of them, within its own tenant only.
+//! `admin` holds all of them, within its own tenant only. The file also holds the limits on
+//! callers: `[rate]` (per tenant, and failed authentications per address) and `[connections]`
+//! (the HTTP server's bound on open connections and its timeouts), re-read with the tokens.
 
 use std::path::Path;
 
@@ -88,6 +90,47 @@ impl Default for RateConfig {
     }
 }
 
+/// The bounds on the HTTP server's connections (`[connections]`), read again for each new
+/// connection (`telemetry::server`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Open connections at most; 0: as many as the file limit allows, less a reserve of
+    /// descriptors for the rest of the process (never more than that either way).
+    pub max: u64,
+    /// How long a connection that has not authenticated may take to send a complete request
+    /// head, from connecting or from its previous response.
+    pub header_timeout_ms: u64,
+    /// How long any connection may stay without a complete request head after its previous
+    /// response (keep-alive).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        let d = crate::telemetry::server::Limits::default();
+        ConnectionsConfig {
+            max: 0,
+            header_timeout_ms: d.header_timeout.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    pub fn limits(&self) -> crate::telemetry::server::Limits {
+        use std::time::Duration;
+        crate::telemetry::server::Limits {
+            max: (self.max > 0).then(|| usize::try_from(self.max).unwrap_or(usize::MAX)),
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
+}
+
+/// The longest timeout `[connections]` takes: a day.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
@@ -95,6 +138,8 @@ pub struct AuthConfig {
     pub tokens: Vec<TokenEntry>,
     #[serde(default)]
     pub rate: RateConfig,
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +186,22 @@ impl AuthConfig {
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(err(format!("{key} must be a positive number")));
+            }
+        }
+        for (key, v) in [
+            (
+                "connections.header_timeout_ms",
+                config.connections.header_timeout_ms,
+            ),
+            (
+                "connections.idle_timeout_ms",
+                config.connections.idle_timeout_ms,
+            ),
+        ] {
+            if !(1..=MAX_TIMEOUT_MS).contains(&v) {
+                return Err(err(format!(
+                    "{key} must be between 1 and {MAX_TIMEOUT_MS} (milliseconds)"
+                )));
             }
         }
         Ok(config)
@@ -242,7 +303,21 @@ impl AuthConfig {
         let h = hash(token);
         self.tokens.iter().find(|t| t.sha256 == h)
     }
+
+    /// Whether the token behind `credential` still admits `caller` as it did: false once the
+    /// token is revoked or its entry changed.
+    pub fn still_admits(&self, credential: &Credential, caller: &Caller) -> bool {
+        self.tokens
+            .iter()
+            .find(|t| t.sha256 == credential.0)
+            .is_some_and(|t| &Caller::of(t) == caller)
+    }
 }
+
+/// The token a request authenticated with (its hash, never the token): a long request — an
+/// event stream — checks with it that the token is still valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential(String);
 
 /// Who is calling, from a valid token.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -272,6 +347,16 @@ impl Caller {
 }
 
 impl Caller {
+    fn of(entry: &TokenEntry) -> Caller {
+        Caller {
+            name: entry.name.clone(),
+            tenant: entry.tenant.clone(),
+            roles: entry.roles.clone(),
+            grants: entry.grants.clone(),
+            defaults: entry.defaults.clone(),
+        }
+    }
+
     pub fn claims(&self) -> Grants {
         Grants::new(self.grants.clone(), self.defaults.clone())
     }
@@ -298,21 +383,18 @@ fn bearer(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The caller behind an `Authorization: Bearer …` header.
-pub fn authenticate(config: &AuthConfig, header: Option<&str>) -> Result<Caller, Problem> {
+/// The caller behind an `Authorization: Bearer …` header, and the credential it used.
+pub fn authenticate(
+    config: &AuthConfig,
+    header: Option<&str>,
+) -> Result<(Caller, Credential), Problem> {
     let token = header
         .and_then(bearer)
         .ok_or_else(|| Problem::unauthorized("a bearer token is required"))?;
     let entry = config
         .find(token)
         .ok_or_else(|| Problem::unauthorized("unknown token"))?;
-    Ok(Caller {
-        name: entry.name.clone(),
-        tenant: entry.tenant.clone(),
-        roles: entry.roles.clone(),
-        grants: entry.grants.clone(),
-        defaults: entry.defaults.clone(),
-    })
+    Ok((Caller::of(entry), Credential(entry.sha256.clone())))
 }
 
 /// The auth file as last read, re-read when it changes so that tokens added or revoked take
@@ -411,11 +493,13 @@ mod tests {
     #[test]
     fn tokens_are_checked_by_hash_and_roles_by_route() {
         let (token, entry) = AuthConfig::issue("anna", "acme", vec![Role::Operator]);
-        let config = AuthConfig {
+        let mut config = AuthConfig {
             tokens: vec![entry],
-            rate: RateConfig::default(),
+            ..AuthConfig::default()
         };
-        let caller = authenticate(&config, Some(&format!("Bearer {token}"))).expect("valid");
+        let (caller, credential) =
+            authenticate(&config, Some(&format!("Bearer {token}"))).expect("valid");
+        assert!(config.still_admits(&credential, &caller));
         assert_eq!(caller.tenant, "acme");
         assert!(caller.require(&[Role::Operator]).is_ok());
         assert_eq!(caller.require(&[Role::Submitter]).unwrap_err().status, 403);
@@ -427,6 +511,34 @@ mod tests {
             401
         );
         assert!(!toml::to_string(&config).expect("toml").contains(&token));
+        // Revoked (or changed): what it authenticated no longer holds.
+        config.tokens[0].roles = vec![Role::Auditor];
+        assert!(!config.still_admits(&credential, &caller));
+        config.tokens.clear();
+        assert!(!config.still_admits(&credential, &caller));
+    }
+
+    #[test]
+    fn connection_limits_load_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("auth.toml");
+        std::fs::write(
+            &path,
+            "[connections]\nmax = 500\nheader_timeout_ms = 1000\nidle_timeout_ms = 2000\n",
+        )
+        .expect("write");
+        let limits = AuthConfig::load(&path).expect("load").connections.limits();
+        assert_eq!(limits.max, Some(500));
+        assert_eq!(limits.header_timeout.as_millis(), 1000);
+        assert_eq!(AuthConfig::default().connections.limits().max, None);
+        for bad in [
+            "header_timeout_ms = 0",
+            "idle_timeout_ms = 99999999999",
+            "maximum = 3",
+        ] {
+            std::fs::write(&path, format!("[connections]\n{bad}\n")).expect("write");
+            assert!(AuthConfig::load(&path).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -437,7 +549,7 @@ mod tests {
             AuthConfig::issue("li", "globex", vec![Role::Auditor, Role::Submitter]);
         AuthConfig::append(&path, &entry).expect("append");
         let config = AuthConfig::load(&path).expect("load");
-        let caller = authenticate(&config, Some(&format!("Bearer {token}"))).expect("valid");
+        let (caller, _) = authenticate(&config, Some(&format!("Bearer {token}"))).expect("valid");
         assert_eq!(caller.roles, vec![Role::Auditor, Role::Submitter]);
     }
 }

@@ -6,6 +6,7 @@
 //! panics — are problem details (`problem`); bodies and responses are bounded;
 //! `/openapi.json` is generated from the handlers' annotations (utoipa), not written by hand.
 
+mod admit;
 pub mod auth;
 pub mod authn;
 mod dashboard;
@@ -28,6 +29,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::clock::Clock;
 use crate::embedded::Embedded;
+use crate::event::codec::Codecs;
+use crate::log::EventLog;
 use crate::projection::Projections;
 use crate::projection::outcomes::OutcomeView;
 use crate::projection::slo::SloConfig;
@@ -40,8 +43,84 @@ use rate::RateLimiter;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// What the API reads and writes, on either backend: the logs (embedded sled logs, or Kafka
+/// topics) and a local sled store for this process's read models and submission claims (the
+/// data dir itself when embedded; a replica's cache on Kafka).
+#[derive(Clone)]
+pub struct Logs {
+    pub store: crate::log::SledStore,
+    pub events: Arc<dyn EventLog>,
+    pub requests: Arc<dyn EventLog>,
+    pub reveals: Arc<dyn EventLog>,
+    pub codecs: Codecs,
+    pub vault_store: Arc<dyn crate::vault::VaultStore>,
+    /// Embedded: the worker's started-turn set (the same process). On Kafka the workers keep
+    /// theirs elsewhere, so a replica has none.
+    pub known: Option<sled::Tree>,
+}
+
+impl Logs {
+    /// Whether a worker has started `turn` (so its id is taken), where this process can tell.
+    pub fn started(&self, turn: crate::ids::TurnId) -> bool {
+        self.known
+            .as_ref()
+            .and_then(|t| t.contains_key(turn.0.as_bytes()).ok())
+            .unwrap_or(false)
+    }
+
+    /// Where operator commands are checked and sent from (the caller catches `index` up).
+    pub fn desk<'a>(&'a self, index: &'a TurnIndex) -> crate::operator::Desk<'a> {
+        crate::operator::Desk {
+            events: self.events.as_ref(),
+            requests: self.requests.as_ref(),
+            codecs: &self.codecs,
+            index,
+        }
+    }
+}
+
+impl From<Embedded> for Logs {
+    fn from(emb: Embedded) -> Logs {
+        Logs {
+            known: emb
+                .store
+                .tree(crate::runtime::state_store::KNOWN_TURNS_TREE)
+                .ok(),
+            store: emb.store.clone(),
+            events: emb.events.clone(),
+            requests: emb.requests.clone(),
+            reveals: emb.reveals.clone(),
+            codecs: emb.codecs.clone(),
+            vault_store: emb.vault_store.clone(),
+        }
+    }
+}
+
+/// How far behind the workers are, per request partition (Kafka: the worker group's committed
+/// offsets against the topic's end). The API refuses new turns on a partition whose backlog is
+/// over the bound instead of producing without limit.
+pub trait Backlog: Send + Sync {
+    /// `Some(seconds to wait)` when `partition` is over the bound.
+    fn over(&self, partition: crate::ids::Partition) -> Option<(u64, u64)>;
+}
+
+/// Where the vault records of a submission go before its request is written, when the vault is
+/// shared through a log (Kafka: produced to `PREFIX.vault` and acknowledged).
+#[async_trait::async_trait]
+pub trait VaultPublish: Send + Sync {
+    async fn publish(&self, records: &[crate::vault::VaultRecord]) -> Result<(), String>;
+}
+
 pub struct AppState {
-    pub emb: Embedded,
+    pub logs: Logs,
+    /// Reads answer from the projections as the follower keeps them (a replica on Kafka, where
+    /// asking every partition's end per request would cost a broker round trip each); `false`:
+    /// each read catches the projections up first (embedded: read-your-writes).
+    pub follower_reads: bool,
+    /// The workers' backlog, where the deployment can measure it.
+    pub backlog: Option<Arc<dyn Backlog>>,
+    /// The shared vault's log, where there is one.
+    pub vault_publish: Option<Arc<dyn VaultPublish>>,
     pub projections: Projections,
     pub index: TurnIndex,
     pub outcomes: OutcomeView,
@@ -63,20 +142,21 @@ pub struct AppState {
 impl AppState {
     /// Where operator commands are checked and sent from (the caller catches the index up).
     pub fn desk(&self) -> crate::operator::Desk<'_> {
-        self.emb.desk(&self.index)
+        self.logs.desk(&self.index)
     }
 
     pub fn new(
-        emb: Embedded,
+        logs: impl Into<Logs>,
         projections: Projections,
         auth: Arc<AuthStore>,
         slo: SloConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::projection::ProjectionError> {
+        let logs: Logs = logs.into();
         Ok(AppState {
-            index: TurnIndex::open(&emb.store)?,
-            outcomes: OutcomeView::open(&emb.store)?,
-            submissions: submissions::Submissions::open(&emb.store).map_err(|e| {
+            index: TurnIndex::open(&logs.store)?,
+            outcomes: OutcomeView::open(&logs.store)?,
+            submissions: submissions::Submissions::open(&logs.store).map_err(|e| {
                 crate::projection::ProjectionError::Storage {
                     projection: "api_submissions",
                     message: e.to_string(),
@@ -84,12 +164,15 @@ impl AppState {
             })?,
             rate: RateLimiter::new(Arc::clone(&clock)),
             failures: RateLimiter::new(Arc::clone(&clock)),
-            emb,
+            logs,
             projections,
             auth,
             slo,
             clock,
             vault: None,
+            follower_reads: false,
+            backlog: None,
+            vault_publish: None,
         })
     }
 
@@ -102,8 +185,11 @@ impl AppState {
     /// Cheap when `serve`'s follower has caught the projections up already (it watches the
     /// log's ends); otherwise waits for (or does) the one catch-up that covers every reader.
     pub async fn fresh(&self) -> Result<(), Problem> {
+        if self.follower_reads {
+            return Ok(());
+        }
         self.projections
-            .fresh(self.emb.events.as_ref(), &self.emb.codecs.events)
+            .fresh(self.logs.events.as_ref(), &self.logs.codecs.events)
             .await?;
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Token buckets: a request-rate limit per tenant (refilled at `requests_per_second` up to
-//! `burst`) and a limit on failed authentications per client address. Time comes from the
-//! injected clock, so the limits are tested without sleeping.
+//! `burst`) and a limit on failed authentications per client address — only the failures are
+//! throttled, so a valid token from an address that also sent bad ones (one client behind a
+//! proxy guessing) is still served. Time comes from the injected clock, so the limits are
+//! tested without sleeping.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,25 +33,15 @@ impl RateLimiter {
         self.spend(tenant, config.requests_per_second, config.burst, 1.0)
     }
 
-    /// Whether `addr` may try to authenticate: `Err(seconds to wait)` once its failures spent
-    /// the bucket.
-    pub fn check_failures(&self, config: &RateConfig, addr: &str) -> Result<(), u64> {
+    /// Records one failed authentication from `addr`: `Err(seconds to wait)` once the
+    /// address's failures have spent its bucket (the caller answers 429 instead of 401).
+    pub fn failed(&self, config: &RateConfig, addr: &str) -> Result<(), u64> {
         self.spend(
             addr,
             config.failed_auth_per_second,
             config.failed_auth_burst,
-            0.0,
-        )
-    }
-
-    /// Records one failed authentication from `addr`.
-    pub fn failed(&self, config: &RateConfig, addr: &str) {
-        let _ = self.spend(
-            addr,
-            config.failed_auth_per_second,
-            config.failed_auth_burst,
             1.0,
-        );
+        )
     }
 
     /// Refills the bucket, then takes `cost` (0: only looks) if at least one token is there.
@@ -113,12 +105,16 @@ mod tests {
             ..RateConfig::default()
         };
         for _ in 0..3 {
-            assert!(limiter.check_failures(&c, "10.0.0.1").is_ok());
-            limiter.failed(&c, "10.0.0.1");
+            assert!(limiter.failed(&c, "10.0.0.1").is_ok());
         }
-        assert_eq!(limiter.check_failures(&c, "10.0.0.1"), Err(2));
-        assert!(limiter.check_failures(&c, "10.0.0.2").is_ok());
+        assert_eq!(limiter.failed(&c, "10.0.0.1"), Err(2));
+        assert_eq!(
+            limiter.failed(&c, "10.0.0.1"),
+            Err(2),
+            "refusals cost nothing"
+        );
+        assert!(limiter.failed(&c, "10.0.0.2").is_ok());
         clock.advance(2_000);
-        assert!(limiter.check_failures(&c, "10.0.0.1").is_ok());
+        assert!(limiter.failed(&c, "10.0.0.1").is_ok());
     }
 }

@@ -56,7 +56,7 @@ impl Shown<'_> {
 
 /// The masked view, for answers that never reveal.
 pub(crate) fn masked(state: &AppState) -> Masker<'_> {
-    Masker::new(Some(state.emb.vault_store.as_ref()))
+    Masker::new(Some(state.logs.vault_store.as_ref()))
 }
 
 fn may_reveal(caller: &Caller, waiting: bool) -> Result<(), Problem> {
@@ -111,7 +111,7 @@ pub(crate) async fn shown<'a>(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Problem::bad_request(e.to_string()))?;
-    reveal::record(state.emb.reveals.as_ref(), &reveals)
+    reveal::record(state.logs.reveals.as_ref(), &reveals)
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
     tracing::info!(
@@ -151,7 +151,7 @@ pub async fn reveals(
     }
     Ok(Json(
         reveal::list(
-            state.emb.reveals.as_ref(),
+            state.logs.reveals.as_ref(),
             &caller.tenant,
             q.since_ms.unwrap_or(i64::MIN),
             limit,

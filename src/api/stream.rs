@@ -6,8 +6,14 @@
 //! client reconnecting with `Last-Event-ID` gets only what it has not seen), `event` its kind
 //! (`PlanProposed`, `ToolCallCompleted`, …), `data` the trace entry (`GET …/trace` gives the
 //! same objects). After `TurnCompleted` a last `outcome` event carries the turn (with `reply`)
-//! and the stream ends. Events are read from the turn's partition from where the last poll
-//! stopped, so a long turn costs one scan of what is new, not of its history, per poll.
+//! and the stream ends — also when `Last-Event-ID` is at or past `TurnCompleted` already (the
+//! client gets `outcome` alone). Events are read from the turn's partition from where the last
+//! poll stopped, so a long turn costs one scan of what is new, not of its history, per poll.
+//!
+//! A stream is as good as its token: once the token it was opened with is revoked (or its entry
+//! changes), it ends with an `error` event carrying a 401 problem, within a poll of the auth
+//! file being re-read. An unknown turn, or another tenant's, is 404 at once; only a turn id this
+//! API accepted (or the worker started) that the turn index does not show yet is waited for.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -21,6 +27,7 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::auth::{AuthConfig, Caller, Credential};
 use super::authn::{Anyone, Authed};
 use super::problem::Problem;
 use super::turns::{TurnView, view};
@@ -48,19 +55,70 @@ pub struct SubmitQuery {
     pub wait_ms: Option<u64>,
 }
 
-/// The caller's turn once the turn index knows it; a turn submitted a moment ago is waited for
-/// (its request is on the request log until the worker records it).
+/// The caller's turn. One this API accepted (or the worker started) that the turn index does
+/// not show yet is waited for, up to `APPEAR_WITHIN` — its request is on the request log until
+/// the worker records it; any other id is 404 at once (unknown, or another tenant's).
 async fn appearing(state: &AppState, tenant: &str, id: &str) -> Result<TurnEntry, Problem> {
-    let deadline = Instant::now() + APPEAR_WITHIN;
+    appearing_within(state, tenant, id, APPEAR_WITHIN).await
+}
+
+/// As [`appearing`], waiting at most `within`.
+pub(crate) async fn appearing_within(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+    within: Duration,
+) -> Result<TurnEntry, Problem> {
+    let deadline = Instant::now() + within;
+    let mut changes = state.projections.changes();
     loop {
         match super::turns::own_turn(state, tenant, id).await {
             Ok(e) => return Ok(e),
-            Err(p) if p.status == 404 && Instant::now() < deadline => {
-                tokio::time::sleep(POLL).await;
+            Err(p) if p.status == 404 && Instant::now() < deadline && on_its_way(state, id)? => {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            tokio::time::sleep(POLL).await;
+                        }
+                    }
+                    _ = tokio::time::sleep(POLL) => {}
+                }
             }
             Err(p) => return Err(p),
         }
     }
+}
+
+/// Whether `id` was accepted here or started by the worker, and is not in the turn index yet.
+fn on_its_way(state: &AppState, id: &str) -> Result<bool, Problem> {
+    let Ok(turn) = id.parse::<TurnId>() else {
+        return Ok(false);
+    };
+    if state.index.get(turn)?.is_some() {
+        // Indexed, yet not the caller's: another tenant's turn.
+        return Ok(false);
+    }
+    let started = || state.logs.started(turn);
+    Ok(state.submissions.accepted(turn) || started() || submitted_elsewhere(state, turn))
+}
+
+/// How recent a turn id must be for a replica to wait for it: another replica may have
+/// accepted it, and this one's projection shows it once the workers record it.
+const ELSEWHERE_WITHIN_MS: i64 = 5 * 60_000;
+
+/// On a replica (one of several `serve` processes over Kafka), a recent UUID v7 turn id may
+/// have been accepted by another replica: it is waited for (bounded), not refused at once.
+fn submitted_elsewhere(state: &AppState, turn: TurnId) -> bool {
+    if !state.follower_reads {
+        return false;
+    }
+    let Some(ts) = turn.0.get_timestamp() else {
+        return false;
+    };
+    let (secs, nanos) = ts.to_unix();
+    let at_ms = (secs as i64).saturating_mul(1000) + i64::from(nanos / 1_000_000);
+    let now = state.clock.now_ms();
+    (now - ELSEWHERE_WITHIN_MS..=now + 60_000).contains(&at_ms)
 }
 
 /// Waits up to `wait_ms` for `turn` to finish: its view when it did.
@@ -98,6 +156,11 @@ pub(crate) async fn finished_within(
 
 struct Follow {
     state: Arc<AppState>,
+    /// Who opened the stream, with what: checked again whenever the auth file is re-read.
+    caller: Caller,
+    credential: Credential,
+    /// The auth configuration the credential was last checked against.
+    checked: Option<Arc<AuthConfig>>,
     entry: TurnEntry,
     /// The partition offset the next poll reads from.
     next: u64,
@@ -109,14 +172,30 @@ struct Follow {
 }
 
 impl Follow {
+    /// Whether the stream's token no longer admits its caller (looked at again only when the
+    /// auth file has been re-read).
+    fn revoked(&mut self) -> bool {
+        let config = self.state.auth.current();
+        if self
+            .checked
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &config))
+        {
+            return false;
+        }
+        let admits = config.still_admits(&self.credential, &self.caller);
+        self.checked = Some(config);
+        !admits
+    }
+
     /// Reads what is new in the partition; queues the turn's events not yet sent.
     async fn poll(&mut self) -> Result<(), Problem> {
         let state = Arc::clone(&self.state);
         let p = Partition(self.entry.partition);
         let key = self.entry.turn_id.key();
-        let mut scan = Scan::new(state.emb.events.as_ref(), p, Offset(self.next));
+        let mut scan = Scan::new(state.logs.events.as_ref(), p, Offset(self.next));
         let mut fresh = Vec::new();
-        while let Some(chunk) = scan
+        'scan: while let Some(chunk) = scan
             .next_chunk(1024)
             .await
             .map_err(|e| Problem::unavailable(e.to_string()))?
@@ -126,27 +205,35 @@ impl Follow {
                 if stored.key != key {
                     continue;
                 }
-                let Ok(event) = state.emb.codecs.events.decode(&stored.value) else {
+                let Ok(event) = state.logs.codecs.events.decode(&stored.value) else {
                     continue;
                 };
-                if event.seq > self.sent {
+                // The stream ends at `TurnCompleted`, also one the client has seen already
+                // (`Last-Event-ID` at or past it): it still gets the outcome.
+                let completed = matches!(event.payload, Payload::TurnCompleted(_));
+                if event.seq > self.sent || completed {
                     fresh.push((stored.offset.0, event));
+                }
+                if completed {
+                    break 'scan;
                 }
             }
         }
         let mut masker = super::reveal::masked(&state);
         for (offset, mut event) in fresh {
-            masker.event(&self.entry.tenant, &self.entry.user_id, &mut event);
             let completed = matches!(event.payload, Payload::TurnCompleted(_));
-            let data = event.trace_entry(p.0, offset);
-            self.sent = event.seq;
-            self.pending.push_back(
-                SseEvent::default()
-                    .id(event.seq.to_string())
-                    .event(event.kind())
-                    .json_data(data)
-                    .map_err(|e| Problem::unavailable(e.to_string()))?,
-            );
+            if event.seq > self.sent {
+                masker.event(&self.entry.tenant, &self.entry.user_id, &mut event);
+                let data = event.trace_entry(p.0, offset);
+                self.sent = event.seq;
+                self.pending.push_back(
+                    SseEvent::default()
+                        .id(event.seq.to_string())
+                        .event(event.kind())
+                        .json_data(data)
+                        .map_err(|e| Problem::unavailable(e.to_string()))?,
+                );
+            }
             if completed {
                 state.fresh().await?;
                 let entry = state
@@ -170,11 +257,12 @@ impl Follow {
 #[utoipa::path(get, path = "/v1/turns/{id}/events", tag = "turns",
     params(("id" = String, Path, description = "turn id"),
         ("Last-Event-ID" = Option<String>, Header, description = "the last seq received: resume after it")),
-    responses((status = 200, description = "Server-Sent Events: one per log event (id = seq, event = kind, data = trace entry), then `outcome` with the finished turn", content_type = "text/event-stream"),
+    responses((status = 200, description = "Server-Sent Events: one per log event (id = seq, event = kind, data = trace entry), then `outcome` with the finished turn (also when Last-Event-ID is at or past its end); an `error` event with a problem ends it early (a 401 once the token is revoked)", content_type = "text/event-stream"),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn events(
     Authed(caller, _): Authed<Anyone>,
+    credential: Credential,
     State(state): State<Arc<AppState>>,
     P(id): P<String>,
     headers: HeaderMap,
@@ -192,6 +280,9 @@ pub async fn events(
     let follow = Follow {
         next: entry.first_offset,
         state,
+        caller,
+        credential,
+        checked: None,
         entry,
         sent,
         pending: VecDeque::new(),
@@ -200,6 +291,14 @@ pub async fn events(
     };
     let s = stream::unfold(follow, |mut f| async move {
         loop {
+            if !f.done && f.revoked() {
+                f.pending.clear();
+                f.done = true;
+                let p = Problem::unauthorized("the token this stream was opened with is revoked");
+                if let Ok(e) = SseEvent::default().event("error").json_data(&p) {
+                    f.pending.push_back(e);
+                }
+            }
             if let Some(event) = f.pending.pop_front() {
                 return Some((Ok(event), f));
             }

@@ -45,7 +45,7 @@ impl Stored {
     fn decode(bytes: &[u8]) -> Option<Stored> {
         match bytes {
             // Written by builds before the two-step claim: a committed digest.
-            [digest @ ..] if digest.len() == 32 => Some(Stored::Committed(digest.try_into().ok()?)),
+            digest if digest.len() == 32 => Some(Stored::Committed(digest.try_into().ok()?)),
             [b'C', digest @ ..] if digest.len() == 32 => {
                 Some(Stored::Committed(digest.try_into().ok()?))
             }
@@ -200,6 +200,12 @@ impl Submissions {
             tracing::warn!(%turn, error = %e, "could not release a submission claim");
         }
         self.settle(turn);
+    }
+
+    /// Whether a submission under this id was claimed here (by any tenant; pending or
+    /// committed).
+    pub fn accepted(&self, turn: TurnId) -> bool {
+        self.tree.contains_key(turn.0.as_bytes()).unwrap_or(false)
     }
 
     fn settle(&self, turn: TurnId) {

@@ -12,12 +12,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::authn::{Anyone, Authed, Operators, Submitters, Watchers};
 use super::problem::Problem;
 use super::reveal::{RevealQuery, shown};
-use super::submissions::{self, Claim};
 use super::{AppState, Body, P, Q};
-use crate::admission::{self, AdmitError, Door, Seen};
-use crate::event::{Event, TurnRequest};
+use crate::event::Event;
 use crate::ids::{Partition, TurnId};
-use crate::log::EventLog;
 use crate::projection::turn_index::{TurnEntry, TurnStatus};
 use crate::turn::{Phase, TurnState};
 
@@ -112,7 +109,7 @@ pub struct CommandSent {
     pub status: String,
 }
 
-fn parse_id(id: &str) -> Result<TurnId, Problem> {
+pub(super) fn parse_id(id: &str) -> Result<TurnId, Problem> {
     id.parse()
         .map_err(|_| Problem::bad_request(format!("{id:?} is not a turn id (UUID)")))
 }
@@ -185,7 +182,7 @@ pub async fn submit(
 ) -> Result<axum::response::Response, Problem> {
     use axum::response::IntoResponse;
     let tenant = caller.tenant.clone();
-    let (status, submitted) = accept(caller, &state, body).await?;
+    let (status, submitted) = super::admit::accept(caller, &state, body).await?;
     if let Some(wait_ms) = q.wait_ms
         && let Ok(turn) = submitted.turn_id.parse::<TurnId>()
         && let Some(done) = super::stream::finished_within(&state, &tenant, turn, wait_ms).await?
@@ -193,152 +190,6 @@ pub async fn submit(
         return Ok((StatusCode::OK, Json(done)).into_response());
     }
     Ok((status, Json(submitted)).into_response())
-}
-
-/// Admits a submission (`admission::admit`, the door every request goes through) and appends
-/// its request once, however often it is retried; see `submissions` for why a 202 means durable.
-async fn accept(
-    caller: super::auth::Caller,
-    state: &AppState,
-    body: SubmitTurn,
-) -> Result<(StatusCode, Submitted), Problem> {
-    let turn_id = match body.turn_id.as_deref() {
-        Some(id) => parse_id(id)?,
-        None => TurnId::new_v7(),
-    };
-    // Routed by the raw user id, as producers route theirs; the log holds its token.
-    let routing = crate::ids::routing_key(&caller.tenant, &body.user_id);
-    let partition = state.emb.requests.partition_for(&routing);
-    let request = TurnRequest {
-        turn_id,
-        tenant: caller.tenant.clone(),
-        user_id: body.user_id,
-        text: body.text,
-        channel: body.channel.unwrap_or_else(|| "api".into()),
-        attributes: body.attributes,
-        submitted_at_ms: state.clock.now_ms(),
-        session_id: body.session_id,
-    };
-    let grants = caller.claims();
-    let door = Door {
-        grants: Some(&grants),
-        vault: state.vault.as_deref(),
-    };
-    let submitted = || Submitted {
-        turn_id: turn_id.to_string(),
-        tenant: caller.tenant.clone(),
-    };
-    let deadline = tokio::time::Instant::now() + submissions::IN_FLIGHT_WAIT;
-    let admitted = loop {
-        // The end before claiming: if this submission's request is written, it is at or past it.
-        let from = state
-            .emb
-            .requests
-            .end(partition)
-            .await
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
-        let mut waiting = None;
-        let admitted = admission::admit(&door, request.clone(), &mut |r| {
-            match state
-                .submissions
-                .claim(r, partition, from)
-                .map_err(|e| AdmitError::Dedup(e.to_string()))?
-            {
-                Claim::Seen(seen) => Ok(seen),
-                Claim::InFlight(n) => {
-                    waiting = Some(n);
-                    Ok(Seen::Pending)
-                }
-                // An id taken by a turn that did not come through this API (a producer, the demo).
-                Claim::Mine if known_turn(state, r.turn_id) => {
-                    state.submissions.release(r.turn_id);
-                    Ok(Seen::Different)
-                }
-                Claim::Mine => Ok(Seen::New),
-            }
-        })
-        .map_err(|e| refused(&caller, e))?;
-        match (admitted.seen, waiting) {
-            (Seen::Pending, Some(n)) => {
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    return Err(Problem::unavailable(format!(
-                        "turn {turn_id} is being submitted by another request; retry"
-                    ))
-                    .with_turn(turn_id.to_string()));
-                }
-                // Short waits: a wake-up sent before this one listens is not missed for long.
-                let wait = (deadline - now).min(std::time::Duration::from_millis(50));
-                let _ = tokio::time::timeout(wait, n.notified()).await;
-            }
-            _ => break admitted,
-        }
-    };
-    match admitted.seen {
-        // A retry of a submission already durable: the same answer, nothing appended twice.
-        Seen::Same => return Ok((StatusCode::ACCEPTED, submitted())),
-        Seen::Different | Seen::Pending => {
-            crate::telemetry::record::api_rejected("conflict");
-            return Err(Problem::conflict(format!(
-                "turn {turn_id} exists with other content; submit new content under a new turn id"
-            ))
-            .with_turn(turn_id.to_string()));
-        }
-        Seen::New => {}
-    }
-    let request = admitted.request;
-    // Personal values never reach the request log: their values sealed in the vault first.
-    if let Some(v) = &state.vault
-        && let Err(e) = v.persist(&admitted.records)
-    {
-        state.submissions.release(turn_id);
-        return Err(Problem::unavailable(e.to_string()));
-    }
-    if let Err(e) = crate::submit::submit_to(
-        state.emb.requests.as_ref(),
-        &state.emb.codecs.requests,
-        partition,
-        &request,
-    )
-    .await
-    {
-        // Not written: a retry must be free to submit it again.
-        state.submissions.release(turn_id);
-        return Err(Problem::unavailable(e.to_string()));
-    }
-    // Durable (the append returned after the group commit): the claim is settled. Were this
-    // lost in a crash, the restart finds the request in the log and settles it the same way.
-    if let Err(e) = state.submissions.commit(&request) {
-        tracing::warn!(%turn_id, error = %e, "submission durable; its claim settles at the next start");
-    }
-    Ok((StatusCode::ACCEPTED, submitted()))
-}
-
-fn known_turn(state: &AppState, turn: TurnId) -> bool {
-    state
-        .emb
-        .store
-        .tree(crate::runtime::state_store::KNOWN_TURNS_TREE)
-        .ok()
-        .and_then(|t| t.contains_key(turn.0.as_bytes()).ok())
-        .unwrap_or(false)
-}
-
-/// A refused admission as the API answers it.
-fn refused(caller: &super::auth::Caller, e: AdmitError) -> Problem {
-    match e {
-        AdmitError::Refused(r) => {
-            crate::telemetry::record::api_rejected(r.label());
-            match (&r, r.limit(), r.claim()) {
-                (_, _, Some(claim)) => {
-                    Problem::forbidden(format!("{r} (token {:?})", caller.name)).with_claim(claim)
-                }
-                (_, Some(limit), _) => Problem::over_limit(r.to_string(), limit),
-                _ => Problem::bad_request(r.to_string()),
-            }
-        }
-        e => Problem::unavailable(e.to_string()),
-    }
 }
 
 #[utoipa::path(get, path = "/v1/turns", tag = "turns", params(ListQuery),
@@ -381,15 +232,32 @@ pub async fn list(
     Ok(Json(out))
 }
 
-#[utoipa::path(get, path = "/v1/turns/{id}", tag = "turns", params(("id" = String, Path, description = "turn id")),
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// Wait up to this many milliseconds (at most 60000) for a turn submitted a moment ago —
+    /// here or through another replica — to show here, instead of 404 at once: how a client
+    /// reads its own writes on any replica.
+    pub wait_ms: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/turns/{id}", tag = "turns", params(("id" = String, Path, description = "turn id"), ReadQuery),
     responses((status = 200, body = TurnView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_turn(
     Authed(caller, _): Authed<Anyone>,
     State(state): State<Arc<AppState>>,
     P(id): P<String>,
+    Q(q): Q<ReadQuery>,
 ) -> Result<Json<TurnView>, Problem> {
-    let entry = own_turn(&state, &caller.tenant, &id).await?;
+    let entry = match q.wait_ms {
+        Some(ms) => {
+            let within = std::time::Duration::from_millis(ms.min(super::stream::MAX_WAIT_MS));
+            super::stream::appearing_within(&state, &caller.tenant, &id, within).await?
+        }
+        None => own_turn(&state, &caller.tenant, &id).await?,
+    };
     Ok(Json(view(&state, entry)))
 }
 

@@ -1,8 +1,14 @@
 //! `ballast bench --http`: one-tool turns submitted through the HTTP API of an in-process
 //! `serve` (embedded log, demo planes, no simulated service latency) by 1, 16, 64… concurrent
 //! clients, each `POST /v1/turns?wait_ms=…` returning the finished turn. Prints turns/s,
-//! latency from the POST to its answer, and the process's CPU time per turn (server and
-//! clients together: the clients are a small share, a keep-alive connection each).
+//! latency from the POST to its answer, the process's CPU time per turn (server and clients
+//! together: the clients are a small share, a keep-alive connection each) and how the timed
+//! turns ended.
+//!
+//! The bench's token grants its requests the customer role and the support scopes, as a
+//! backend's would (`ballast token --grants … --defaults …`): a token without them gets every
+//! turn refused at its plan, and the bench would time refusals (8 events, no tool call) instead
+//! of turns that look an order up and answer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +31,11 @@ pub enum HttpBenchError {
     Unexpected(String),
 }
 
+/// What the bench's token lets its requests assert, and what a request asserting nothing gets:
+/// the demo's customer role and the scopes of the tools its turns call.
+pub const GRANTS: &[&str] = &["role:customer", "support:*"];
+pub const DEFAULTS: &[&str] = &["role:customer", "support:lookup_order", "support:search_kb"];
+
 /// One client count's figures.
 #[derive(Clone, Debug)]
 pub struct Level {
@@ -35,6 +46,8 @@ pub struct Level {
     pub p99_ms: f64,
     /// Process CPU (user + system) per turn; `None` where /proc is not there.
     pub cpu_ms_per_turn: Option<f64>,
+    /// How the timed turns ended.
+    pub outcomes: super::OutcomeMix,
 }
 
 impl Level {
@@ -58,6 +71,7 @@ pub fn render(levels: &[Level]) -> String {
             l.cpu_ms_per_turn
                 .map_or_else(|| "-".to_string(), |c| format!("{c:.2}")),
         ));
+        out.push_str(&format!("clients={} {}", l.clients, l.outcomes.render()));
     }
     out.push_str("latency_from=post (the request's submission) to the finished turn's answer\n");
     out
@@ -90,10 +104,12 @@ pub async fn run(
         &auth,
         "[rate]\nrequests_per_second = 1000000.0\nburst = 1000000.0\n",
     )?;
-    let (token, entry) = crate::api::auth::AuthConfig::issue(
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+    let (token, entry) = crate::api::auth::AuthConfig::issue_with(
         "bench",
         "bench",
         vec![crate::api::auth::Role::Submitter],
+        crate::control::claims::Grants::new(owned(GRANTS), owned(DEFAULTS)),
     );
     crate::api::auth::AuthConfig::append(&auth, &entry)?;
     // The data dir's partitions are fixed when it is created.
@@ -138,8 +154,8 @@ pub async fn run(
 
     let mut levels = Vec::new();
     let result = async {
-        for &c in clients {
-            levels.push(level(&client, &base, &token, c.max(1), turns).await?);
+        for (i, &c) in clients.iter().enumerate() {
+            levels.push(level(&client, &base, &token, i, c.max(1), turns).await?);
         }
         Ok::<_, HttpBenchError>(())
     }
@@ -157,6 +173,7 @@ async fn level(
     client: &reqwest::Client,
     base: &str,
     token: &str,
+    level_no: usize,
     clients: usize,
     turns: usize,
 ) -> Result<Level, HttpBenchError> {
@@ -170,11 +187,17 @@ async fn level(
         let auth = format!("Bearer {token}");
         tasks.spawn(async move {
             let mut latencies = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < turns {
-                let n = latencies.len();
+            let mut outcomes = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= turns {
+                    break;
+                }
+                // A user per turn, as many customers asking at once: one user's turns would
+                // run into the demo's per-user budget (and share a partition) after ~100.
                 let body = serde_json::json!({
-                    "user_id": format!("bench-user-{c}"),
-                    "text": format!("Where is my order A{:04}? (#{n})", 1000 + n % 9000),
+                    "user_id": format!("bench-user-{level_no}-{n}"),
+                    "text": format!("Where is my order A{:04}? (#{n}, client {c})", 1000 + n % 9000),
                 });
                 let t0 = Instant::now();
                 let r = client
@@ -193,13 +216,28 @@ async fn level(
                     )));
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+                let outcome = view.get("outcome").and_then(|o| o.as_str());
+                match crate::event::Outcome::ALL
+                    .into_iter()
+                    .find(|o| Some(o.as_str()) == outcome)
+                {
+                    Some(o) => outcomes.push(o),
+                    None => {
+                        return Err(HttpBenchError::Unexpected(format!(
+                            "a finished turn without a known outcome: {view}"
+                        )));
+                    }
+                }
             }
-            Ok::<_, HttpBenchError>(latencies)
+            Ok::<_, HttpBenchError>((latencies, outcomes))
         });
     }
     let mut latencies = Vec::with_capacity(turns);
+    let mut outcomes = super::OutcomeMix::default();
     while let Some(done) = tasks.join_next().await {
-        latencies.extend(done.map_err(|e| HttpBenchError::Unexpected(e.to_string()))??);
+        let (l, o) = done.map_err(|e| HttpBenchError::Unexpected(e.to_string()))??;
+        latencies.extend(l);
+        o.into_iter().for_each(|o| outcomes.add(o));
     }
     let elapsed = started.elapsed();
     let cpu = cpu_before
@@ -213,5 +251,6 @@ async fn level(
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         cpu_ms_per_turn: cpu,
+        outcomes,
     })
 }

@@ -98,7 +98,7 @@ async fn engine(
         &mut out_rx,
     )
     .await?;
-    let (latencies_us, elapsed) = (run.latencies_us, run.steady);
+    let (latencies_us, elapsed, outcomes) = (run.latencies_us, run.steady, run.outcomes);
     stop_tx.send_replace(true);
     task.await
         .map_err(|e| RuntimeError::Task(e.to_string()))?
@@ -132,6 +132,7 @@ async fn engine(
         tokenize_us_per_request: None,
         snapshots: None,
         per_round: None,
+        outcomes,
     })
 }
 

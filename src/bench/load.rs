@@ -24,6 +24,8 @@ pub(crate) struct LoadRun {
     pub latencies_us: Vec<u64>,
     /// From the first finished turn (the worker has recovered and joined) to the last.
     pub steady: std::time::Duration,
+    /// How the submitted turns ended.
+    pub outcomes: super::OutcomeMix,
 }
 
 /// Submits `requests` keeping at most `in_flight` unfinished, and waits for all of them.
@@ -38,6 +40,7 @@ pub(crate) async fn closed_loop(
     let mut next = 0usize;
     let mut latencies_us = Vec::with_capacity(requests.len());
     let mut first_done: Option<Instant> = None;
+    let mut outcomes = super::OutcomeMix::default();
     let mut room = in_flight.max(1);
     while latencies_us.len() < requests.len() {
         if room > 0 && next < requests.len() {
@@ -57,6 +60,7 @@ pub(crate) async fn closed_loop(
             first_done.get_or_insert(now);
             if let Some(at) = submitted.remove(&f.turn_id) {
                 latencies_us.push(now.duration_since(at).as_micros() as u64);
+                outcomes.add(f.outcome);
                 room += 1;
             }
         };
@@ -70,5 +74,6 @@ pub(crate) async fn closed_loop(
     Ok(LoadRun {
         latencies_us,
         steady,
+        outcomes,
     })
 }

@@ -30,6 +30,37 @@ pub mod waiting;
 
 pub const STEPS: usize = 5;
 
+/// How the turns a bench timed ended. Printed with every bench: a throughput figure means
+/// something only with the outcome it was measured on (a bench whose turns are all refused at
+/// the plan measures refusals).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutcomeMix {
+    counts: BTreeMap<&'static str, usize>,
+}
+
+impl OutcomeMix {
+    pub fn add(&mut self, outcome: crate::event::Outcome) {
+        *self.counts.entry(outcome.as_str()).or_default() += 1;
+    }
+
+    pub fn count(&self, outcome: crate::event::Outcome) -> usize {
+        self.counts.get(outcome.as_str()).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.counts.values().sum()
+    }
+
+    /// `outcomes: succeeded=N failed=N denied=N escalated=N reversed=N escalation_failed=N`.
+    pub fn render(&self) -> String {
+        let parts: Vec<String> = crate::event::Outcome::ALL
+            .iter()
+            .map(|o| format!("{}={}", o.as_str(), self.count(*o)))
+            .collect();
+        format!("outcomes: {}\n", parts.join(" "))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct BenchReport {
     pub turns: usize,
@@ -49,6 +80,8 @@ pub struct BenchReport {
     /// Kafka: the commit interval of the run above, and the same turns measured in the same
     /// run with a transaction per round (interval 0), for comparison.
     pub per_round: Option<(u64, Box<BenchReport>)>,
+    /// How the timed turns ended.
+    pub outcomes: OutcomeMix,
 }
 
 impl BenchReport {
@@ -98,6 +131,7 @@ impl BenchReport {
         }
         // The closed loop times each turn from its request's append (see `load.rs`).
         out.push_str("latency_from=submission\n");
+        out.push_str(&self.outcomes.render());
         out
     }
 }
@@ -210,20 +244,25 @@ pub(crate) fn instant_plane() -> ExecutionPlane {
     }
 }
 
-/// Waits for `turns` finished turns; returns their wall latencies in µs, sorted.
+/// Waits for `turns` finished turns; returns their wall latencies in µs, sorted, and how they
+/// ended.
 pub(crate) async fn collect(
     rx: &mut mpsc::UnboundedReceiver<crate::runtime::TurnFinished>,
     turns: usize,
-) -> Vec<u64> {
+) -> (Vec<u64>, OutcomeMix) {
     let mut latencies_us = Vec::with_capacity(turns);
+    let mut outcomes = OutcomeMix::default();
     while latencies_us.len() < turns {
         match rx.recv().await {
-            Some(f) => latencies_us.push(f.wall_latency_us.unwrap_or(0)),
+            Some(f) => {
+                latencies_us.push(f.wall_latency_us.unwrap_or(0));
+                outcomes.add(f.outcome);
+            }
             None => break,
         }
     }
     latencies_us.sort_unstable();
-    latencies_us
+    (latencies_us, outcomes)
 }
 
 pub async fn run(
@@ -304,7 +343,7 @@ pub(crate) async fn run_on(
         &mut out_rx,
     )
     .await?;
-    let latencies_us = run.latencies_us;
+    let (latencies_us, outcomes) = (run.latencies_us, run.outcomes);
     let elapsed = started.elapsed();
     stop_tx.send_replace(true);
     task.await
@@ -333,6 +372,7 @@ pub(crate) async fn run_on(
         raw_appends_per_sec: raw,
         tokenize_us_per_request,
         per_round: None,
+        outcomes,
         snapshots: Some((
             RuntimeStats::get(&stats.snapshots),
             RuntimeStats::get(&stats.snapshot_micros) as f64 / 1e6,

@@ -32,6 +32,8 @@ pub struct ModelBenchReport {
     /// A direct request to the same server with a conversation of the same shape, p50.
     pub http_p50_us: u64,
     pub events: u64,
+    /// How the timed turns ended.
+    pub outcomes: super::OutcomeMix,
 }
 
 impl ModelBenchReport {
@@ -42,7 +44,7 @@ impl ModelBenchReport {
         self.per_step_us() - self.http_p50_us as f64
     }
     pub fn render(&self) -> String {
-        format!(
+        let figures = format!(
             "turns={}\nmodel_steps_per_turn={:.1}\nevents={}\nturn_p50_ms={:.2}\nturn_p99_ms={:.2}\n\
              per_step_us={:.0}\nhttp_roundtrip_us={}\noverhead_per_step_us={:.0}\n",
             self.turns,
@@ -53,7 +55,8 @@ impl ModelBenchReport {
             self.per_step_us(),
             self.http_p50_us,
             self.overhead_per_step_us(),
-        )
+        );
+        figures + &self.outcomes.render()
     }
 }
 
@@ -146,7 +149,7 @@ pub async fn run(turns: usize) -> Result<ModelBenchReport, DemoError> {
     )
     .await?;
     let task = tokio::spawn(async move { worker.run(vec![Partition(0)], stop_rx).await });
-    let latencies = super::collect(&mut out_rx, turns).await;
+    let (latencies, outcomes) = super::collect(&mut out_rx, turns).await;
     stop_tx.send_replace(true);
     task.await
         .map_err(|e| RuntimeError::Task(e.to_string()))??;
@@ -193,5 +196,6 @@ pub async fn run(turns: usize) -> Result<ModelBenchReport, DemoError> {
         turn_p99_us: percentile(&latencies, 0.99),
         http_p50_us: percentile(&direct, 0.50),
         events: RuntimeStats::get(&stats.events_appended),
+        outcomes,
     })
 }

@@ -4,6 +4,12 @@
 //! and entities built, policies evaluated, risk scored, thresholds applied) and of a two-step plan,
 //! against a baseline measured in the same run: Avro-encoding the PolicyEvaluated event that
 //! records such a decision, which every decision pays anyway.
+//!
+//! The same call reviewed again is answered from the control plane's memo (the Cedar answer for
+//! that user and tool, see `control::memo`), so it is timed two ways: `call_review_*` repeats one
+//! call (a memo hit, what a call's pre-tool review after its plan review costs), and
+//! `call_review_cold_*` asks for a new user each time (entities built and the policies
+//! evaluated: what a first review costs).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -28,6 +34,10 @@ pub struct PolicyBenchReport {
     pub call_us_mean: f64,
     pub call_us_p50: f64,
     pub call_us_p99: f64,
+    /// A new user each review: no memo, no cached entities.
+    pub cold_us_mean: f64,
+    pub cold_us_p50: f64,
+    pub cold_us_p99: f64,
     pub plan_us_mean: f64,
     pub encode_us_mean: f64,
 }
@@ -35,12 +45,17 @@ pub struct PolicyBenchReport {
 impl PolicyBenchReport {
     pub fn render(&self) -> String {
         format!(
-            "policy_evals={}\npolicies={}\ncall_review_us_mean={:.2}\ncall_review_us_p50={:.2}\ncall_review_us_p99={:.2}\nplan_review_us_mean={:.2}\nbaseline_encode_us_mean={:.2}\ncall_review_vs_encode_ratio={:.2}\n",
+            "policy_evals={}\npolicies={}\ncall_review_us_mean={:.2}\ncall_review_us_p50={:.2}\ncall_review_us_p99={:.2}\n\
+             call_review_cold_us_mean={:.2}\ncall_review_cold_us_p50={:.2}\ncall_review_cold_us_p99={:.2}\n\
+             plan_review_us_mean={:.2}\nbaseline_encode_us_mean={:.2}\ncall_review_vs_encode_ratio={:.2}\n",
             self.evals,
             self.policies,
             self.call_us_mean,
             self.call_us_p50,
             self.call_us_p99,
+            self.cold_us_mean,
+            self.cold_us_p50,
+            self.cold_us_p99,
             self.plan_us_mean,
             self.encode_us_mean,
             self.call_us_mean / self.encode_us_mean.max(1e-9),
@@ -95,6 +110,29 @@ pub fn run(evals: usize) -> Result<PolicyBenchReport, PolicyBenchError> {
     }
     let call_total = started.elapsed().as_secs_f64() * 1e6;
     samples.sort_by(f64::total_cmp);
+
+    // The first review of each user: nothing remembered, entities built.
+    let users: Vec<String> = (0..evals).map(|i| format!("u-cold-{i}")).collect();
+    let mut cold = Vec::with_capacity(evals);
+    let started = Instant::now();
+    for user in &users {
+        let t = Instant::now();
+        std::hint::black_box(plane.review_call(&CallReview {
+            principal: Principal {
+                user_id: user,
+                ..principal
+            },
+            step: 1,
+            tool: "issue_refund",
+            args_json: args,
+            spec: catalog.get("issue_refund"),
+            signals: &signals,
+            provenance: None,
+        }));
+        cold.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let cold_total = started.elapsed().as_secs_f64() * 1e6;
+    cold.sort_by(f64::total_cmp);
 
     let steps = vec![
         PlanStep {
@@ -151,6 +189,9 @@ pub fn run(evals: usize) -> Result<PolicyBenchReport, PolicyBenchError> {
         call_us_mean: call_total / evals as f64,
         call_us_p50: percentile(&samples, 0.50),
         call_us_p99: percentile(&samples, 0.99),
+        cold_us_mean: cold_total / evals as f64,
+        cold_us_p50: percentile(&cold, 0.50),
+        cold_us_p99: percentile(&cold, 0.99),
         plan_us_mean: plan_total / plan_evals as f64,
         encode_us_mean: encode_total / evals as f64,
     })

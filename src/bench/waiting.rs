@@ -140,6 +140,11 @@ pub async fn resume(dir: &Path, waiting: usize) -> Result<String, DemoError> {
             "resumed {resumed} turns, {waiting} were waiting"
         ))));
     }
+    // No turn finishes here: every one waits for a person, before the kill and after.
+    let outcomes = format!(
+        "{} waiting_for_a_person={waiting}\n",
+        super::OutcomeMix::default().render().trim_end()
+    );
     Ok(format!(
         "waiting={waiting}\nresume_ms={resume_ms:.0}\nopen_ms={opened_ms:.0}\nreplayed_events={}\nparked_turns={}\nrss_start_mb={:.0}\nrss_opened_mb={:.0}\nrss_resumed_mb={:.0}\nbytes_per_waiting_turn={per_turn}\n",
         RuntimeStats::get(&stats.replayed_events),
@@ -147,7 +152,7 @@ pub async fn resume(dir: &Path, waiting: usize) -> Result<String, DemoError> {
         mb(rss_start),
         mb(rss_before),
         mb(rss_after),
-    ))
+    ) + &outcomes)
 }
 
 /// Resident set size of this process (Linux `/proc/self/statm`).

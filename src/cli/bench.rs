@@ -88,6 +88,17 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if a.http {
         let levels = ballast::bench::http::run(&a.clients, a.http_turns, partitions).await?;
+        for l in &levels {
+            let succeeded = l.outcomes.count(ballast::event::Outcome::Succeeded);
+            if succeeded < l.turns {
+                eprintln!(
+                    "warning: {} of {} turns at clients={} did not succeed; their figures include them",
+                    l.turns - succeeded,
+                    l.turns,
+                    l.clients
+                );
+            }
+        }
         return super::emit(&ballast::bench::http::render(&levels));
     }
     if a.vault {

@@ -40,7 +40,10 @@ pub struct DemoArgs {
 
 pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let (dir, _keep) = match a.data_dir {
-        Some(d) => (d, None),
+        Some(d) => {
+            ballast::embedded::check_data_dir(&d)?;
+            (d, None)
+        }
         None => {
             let t = tempfile::Builder::new().prefix("ballast-demo-").tempdir()?;
             (t.path().to_path_buf(), Some(t.keep()))

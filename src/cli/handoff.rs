@@ -93,8 +93,9 @@ pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
                         (None, None) => "waiting".into(),
                     };
                     let left = (h.deadline_ms - now) / 1000;
+                    let due = ballast::clock::rfc3339(h.deadline_ms);
                     out.push_str(&format!(
-                        "{}  {:<10} {:<20} {}s left  after [{}]  {}\n",
+                        "{}  {:<10} {:<20} due {due} ({}s left)  after [{}]  {}\n",
                         h.turn_id,
                         h.tenant,
                         state,

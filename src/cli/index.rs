@@ -15,7 +15,9 @@ pub struct IndexArgs {
 #[derive(Debug, Subcommand)]
 enum IndexCommand {
     /// Index every .md, .markdown and .txt file under DOCS_DIR (front matter gives id, title,
-    /// version, updated_at and fact.NAME); replaces an index already in INDEX_DIR.
+    /// version, updated_at and fact.NAME); replaces an index an earlier build wrote in
+    /// INDEX_DIR, and refuses a directory holding anything else. Pipes, devices and links out
+    /// of DOCS_DIR are skipped; each file is read once.
     Build {
         docs_dir: PathBuf,
         #[arg(long)]
@@ -43,7 +45,7 @@ pub async fn run(a: IndexArgs) -> anyhow::Result<()> {
             out,
             json,
         } => {
-            let files = index::source_files(&docs_dir)?.len() as u64;
+            let files = index::source_files(&docs_dir)?.files.len() as u64;
             let bar = indicatif::ProgressBar::new(files);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}")

@@ -329,11 +329,11 @@ impl Opened {
         reason: Option<&str>,
         operator: &Option<String>,
     ) -> anyhow::Result<ballast::vault::Vault> {
-        use ballast::vault::{DEV_KEY_FILE, MASTER_KEY_ENV, Vault};
-        let master = match env_var(MASTER_KEY_ENV) {
-            Some(path) => Vault::read_master(Path::new(&path))?,
-            None if dir.join(DEV_KEY_FILE).exists() => Vault::read_master(&dir.join(DEV_KEY_FILE))?,
-            None => anyhow::bail!(
+        use ballast::vault::{MASTER_KEY_ENV, Vault};
+        let master = match (env_var(MASTER_KEY_ENV), Vault::existing_dev_key(dir)) {
+            (Some(path), _) => Vault::read_master(Path::new(&path))?,
+            (None, Some(dev)) => Vault::read_master(&dev)?,
+            (None, None) => anyhow::bail!(
                 "revealing needs the master key: set ${MASTER_KEY_ENV} to the file `serve` or `worker` uses"
             ),
         };
@@ -505,7 +505,7 @@ async fn open_raw(
                 std::sync::Arc::new(ballast::log::KafkaLog::open(&cfg, &topics.reveals).await?);
             // This data dir's replica of the vault topic, brought up to date: views tell kept
             // values from forgotten ones, and reveals read them.
-            if let Err(e) = ballast::kafka::vault::open_synced(&cfg, &topics, &store).await {
+            if let Err(e) = ballast::kafka::vault::open_synced(&cfg, &topics, &store, dir).await {
                 eprintln!(
                     "warning: the vault topic could not be read ({e}); views show what this data dir last saw"
                 );
@@ -514,7 +514,7 @@ async fn open_raw(
         }
     };
     let vault = std::sync::Arc::new(
-        ballast::vault::SledVaultStore::open(&store).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ballast::vault::SledVaultStore::open(&store, dir).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let index = TurnIndex::open(&store)?;
     let outcomes = ballast::projection::outcomes::OutcomeView::open(&store)?;

@@ -61,7 +61,7 @@ pub async fn run(a: RotateArgs) -> anyhow::Result<()> {
             let store = ballast::log::SledStore::open(dir)?;
             let cfg = ballast::log::kafka::KafkaConfig::new(bootstrap);
             let topics = ballast::kafka::Topics::new(&a.log.topic_prefix);
-            let kv = ballast::kafka::vault::open_synced(&cfg, &topics, &store).await?;
+            let kv = ballast::kafka::vault::open_synced(&cfg, &topics, &store, dir).await?;
             let n = kv.rotate(&old, &new).await?;
             store.flush().await?;
             n

@@ -33,8 +33,8 @@ pub struct ServeArgs {
     #[arg(long)]
     auth: Option<PathBuf>,
     /// Without a master key ([vault] master_key_file, $BALLAST_MASTER_KEY_FILE), seal personal
-    /// values with a development key kept in the data dir (made on first use) instead of
-    /// refusing to start. For demos and tests only.
+    /// values with this user's development key (~/.cache/ballast/dev-master.key, outside the
+    /// data dir, made on first use) instead of refusing to start. For demos and tests only.
     #[arg(long)]
     dev_key: bool,
     /// Export every finished turn as OpenTelemetry spans to this OTLP endpoint
@@ -44,17 +44,46 @@ pub struct ServeArgs {
     /// `http/protobuf` (default) or `grpc`.
     #[arg(long)]
     otlp_protocol: Option<String>,
+    /// Kafka backend: topic names are `<prefix>.requests`, `<prefix>.turn-events`, … (as the
+    /// workers').
+    #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
+    topic_prefix: String,
+    /// Kafka backend: the workers' consumer group, whose committed offsets measure their
+    /// backlog (as `ballast worker --group`).
+    #[arg(long, default_value = "ballast-workers")]
+    worker_group: String,
+    /// Kafka backend: requests a partition's workers may be behind before new turns there are
+    /// refused with 503 and Retry-After.
+    #[arg(long, default_value_t = 10_000)]
+    max_backlog: u64,
+    /// Kafka backend: events this replica's projections may be behind before /readyz answers
+    /// 503.
+    #[arg(long, default_value_t = 10_000)]
+    max_lag: u64,
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let (tx, rx) = shutdown::channel();
     shutdown::on_signals(tx);
     let mut loaded = match &a.config {
-        Some(path) => Some(ballast::config::load_for(
-            path,
-            ballast::config::Backend::Embedded,
-        )?),
+        Some(path) => Some(ballast::config::load(path)?),
         None => None,
+    };
+    for w in loaded.iter().flat_map(|l| l.warnings.iter()) {
+        tracing::warn!("{w}");
+    }
+    let fleet = match &loaded {
+        Some(l) if l.config.log.backend == ballast::config::Backend::Kafka => {
+            let mut f = ballast::serve::fleet::FleetOptions::new(
+                l.config.log.bootstrap.clone().unwrap_or_default(),
+                &a.topic_prefix,
+            );
+            f.worker_group = a.worker_group.clone();
+            f.max_backlog = a.max_backlog;
+            f.max_lag = a.max_lag;
+            Some(f)
+        }
+        _ => None,
     };
     let data_dir = match (a.data_dir, &mut loaded) {
         (Some(d), Some(l)) => {
@@ -90,10 +119,18 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     opts.auth = a.auth;
     opts.commands = Some(super::local_handler());
     opts.dev_key = a.dev_key;
-    run_serve(opts, rx, |addr| {
-        // Tests and scripts read the address from this line.
+    // Tests and scripts read the address from this line.
+    let announce = |addr| {
         let _ = super::emit(&format!("listening on http://{addr}\n"));
-    })
-    .await?;
+    };
+    match fleet {
+        Some(fleet) => {
+            // A replica runs no partition and answers no local CLI socket: the data dir is a
+            // cache of the topics, not a deployment's record.
+            opts.commands = None;
+            ballast::serve::fleet::run(opts, fleet, rx, announce).await?
+        }
+        None => run_serve(opts, rx, announce).await?,
+    }
     Ok(())
 }

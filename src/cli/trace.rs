@@ -39,8 +39,12 @@ pub async fn run(a: TraceArgs) -> anyhow::Result<()> {
             .collect();
         return super::emit(&(serde_json::to_string_pretty(&arr)? + "\n"));
     }
+    let started = events
+        .first()
+        .map(|(_, e)| format!("  requested {}", ballast::clock::rfc3339(e.at_ms)))
+        .unwrap_or_default();
     let mut out = format!(
-        "turn {}  tenant {}  partition {partition}\n",
+        "turn {}  tenant {}  partition {partition}{started}\n",
         a.turn_id, tenant
     );
     out.push_str(&ballast::event::timeline(&events));

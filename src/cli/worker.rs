@@ -57,16 +57,6 @@ pub struct WorkerArgs {
     dev_key: bool,
 }
 
-/// Where `worker --dev-key` keeps the machine's development key: one for all its workers,
-/// whose data dirs differ (and default to temporary ones).
-fn dev_key_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("ballast")
-}
-
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let loaded = match &a.config {
         Some(path) => Some(ballast::config::load_for(
@@ -95,7 +85,8 @@ pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
         .and_then(|l| l.config.vault.master_key_file.clone());
     let (master, source) = ballast::vault::Vault::resolve_master(
         configured.as_deref(),
-        a.dev_key.then(dev_key_dir).as_deref(),
+        // This user's development key, outside every data dir: one for all its workers.
+        a.dev_key.then_some(dir.as_path()),
     )?;
     source.announce();
     let worker = loaded.as_ref().map_or_else(WorkerConfig::default, |l| {

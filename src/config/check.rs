@@ -128,6 +128,22 @@ pub fn check(
     let config: BallastConfig = match toml::from_str(text) {
         Ok(c) => c,
         Err(e) => {
+            // Valid TOML with values of the wrong type: every section's error, not the first.
+            if toml::from_str::<toml::Table>(text).is_ok() {
+                let all = super::sections::type_errors(text);
+                if !all.is_empty() {
+                    for (line, column, message) in all {
+                        cx.report.errors.push(Problem {
+                            file: origin.to_string(),
+                            line,
+                            column,
+                            key: None,
+                            message,
+                        });
+                    }
+                    return cx.report;
+                }
+            }
             let pos = e.span().map(|s| line_col(text, s.start));
             cx.report.errors.push(Problem {
                 file: origin.to_string(),

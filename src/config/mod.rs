@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod check;
+mod sections;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -69,8 +69,8 @@ const DOCS: &[Doc] = &[
     ),
     doc(
         "kb-shipping-times",
-        "Shipping times",
-        "Standard shipping takes 2 to 4 days; express ships next day. Delayed orders are tracked automatically.",
+        "Shipping and delivery times",
+        "Standard delivery takes 2 to 4 days; express ships next day. Delayed orders are tracked automatically.",
         30,
         &[("standard_shipping_days", "2-4")],
     ),
@@ -116,12 +116,20 @@ const DOCS: &[Doc] = &[
         120,
         &[],
     ),
-    // Promises more than the agent may: the reply lint stops a reply that repeats it.
     doc(
         "kb-holiday-delivery",
         "Holiday delivery",
-        "Orders placed before December 20 arrive before the holidays, we guarantee it.",
+        "Orders placed before December 20 usually arrive before the holidays; later ones may not.",
         15,
+        &[],
+    ),
+    // A marketing draft that promises more than the agent may: the reply lint stops a reply
+    // that repeats it. Only a question about the campaign finds it.
+    doc(
+        "kb-holiday-campaign",
+        "Holiday campaign (draft)",
+        "Draft copy: we guarantee it arrives before the holidays for every purchase made by December 20.",
+        3,
         &[],
     ),
     doc(
@@ -131,6 +139,16 @@ const DOCS: &[Doc] = &[
         80,
         &[],
     ),
+];
+
+/// Words of a question that say nothing about its subject ("What is your return policy?" is
+/// about returns, not about whichever document says "your").
+const STOP_WORDS: &[&str] = &[
+    "what", "when", "where", "which", "while", "will", "would", "could", "should", "your", "yours",
+    "have", "does", "done", "with", "this", "that", "these", "those", "from", "there", "their",
+    "about", "please", "thanks", "thank", "just", "into", "they", "them", "been", "being", "were",
+    "than", "then", "also", "some", "much", "many", "more", "most", "very", "want", "need", "know",
+    "tell", "help", "long",
 ];
 
 /// Scores documents by the share of query words found in their title and body.
@@ -149,6 +167,7 @@ impl KbRetriever {
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| w.len() > 3)
             .map(str::to_lowercase)
+            .filter(|w| !STOP_WORDS.contains(&w.as_str()))
             .collect();
         if words.is_empty() {
             return Vec::new();
@@ -157,12 +176,21 @@ impl KbRetriever {
             .iter()
             .enumerate()
             .filter_map(|(i, d)| {
-                let hay = format!("{} {}", d.title, d.body).to_lowercase();
-                let hits = words.iter().filter(|w| hay.contains(w.as_str())).count();
+                // A word in the title says more about what a document is for than one in its
+                // body: it counts twice.
+                let (title, body) = (d.title.to_lowercase(), d.body.to_lowercase());
+                let hits: usize = words
+                    .iter()
+                    .map(|w| {
+                        2 * usize::from(title.contains(w.as_str()))
+                            + usize::from(body.contains(w.as_str()))
+                    })
+                    .map(|h| h.min(2))
+                    .sum();
                 (hits > 0).then(|| RetrievedDocument {
                     id: d.id.to_string(),
                     title: d.title.to_string(),
-                    score: hits as f64 / words.len() as f64,
+                    score: hits as f64 / (2 * words.len()) as f64,
                     version: 1 + (i as i64 % 3),
                     updated_at_ms: now_ms - d.age_days * DAY_MS,
                     snippet: d.body.chars().take(120).collect(),

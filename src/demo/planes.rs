@@ -41,6 +41,37 @@ pub fn demo_planes(
     )
 }
 
+/// How long a person has to answer a served demo's approvals and handoffs: `ballast demo`
+/// lets them expire within seconds so a run finishes, but someone opening the dashboard of a
+/// served demo needs minutes.
+pub const SERVED_APPROVAL_TTL_MS: i64 = 15 * 60 * 1000;
+pub const SERVED_HANDOFF_TTL_MS: i64 = 30 * 60 * 1000;
+
+/// The demo planes `ballast serve` runs a demo data dir with: the built-in policies with
+/// deadlines a person can meet (a policy directory given explicitly is used as written).
+pub fn served_demo_planes(
+    data_dir: &Path,
+    policies: Option<&Path>,
+    service_latency_ms: u64,
+) -> Result<Planes, PlanesError> {
+    let path = data_dir.join("workload.jsonl");
+    let workload = if path.exists() {
+        read_workload(&path)?
+    } else {
+        Vec::new()
+    };
+    planes_with(
+        &workload,
+        &data_dir.join("effects.jsonl"),
+        policies,
+        service_latency_ms,
+        |c| {
+            c.approval_ttl_ms = SERVED_APPROVAL_TTL_MS;
+            c.guards.handoff_ttl_ms = SERVED_HANDOFF_TTL_MS;
+        },
+    )
+}
+
 /// The demo domain over `workload`, journaling side effects to `effects`.
 pub fn demo_planes_from(
     workload: &[WorkloadTurn],
@@ -48,10 +79,20 @@ pub fn demo_planes_from(
     policies: Option<&Path>,
     service_latency_ms: u64,
 ) -> Result<Planes, PlanesError> {
+    planes_with(workload, effects, policies, service_latency_ms, |_| {})
+}
+
+fn planes_with(
+    workload: &[WorkloadTurn],
+    effects: &Path,
+    policies: Option<&Path>,
+    service_latency_ms: u64,
+    adjust_demo: impl FnOnce(&mut crate::control::ControlConfig),
+) -> Result<Planes, PlanesError> {
     let journal = EffectsJournal::open(effects).map_err(PlanesError::Journal)?;
     let exec = crate::demo::plane(workload, journal, service_latency_ms);
     let catalog = exec.tools.catalog().clone();
-    let (control, watcher) = control_plane(policies, catalog, |_| {})?;
+    let (control, watcher) = control_plane(policies, catalog, adjust_demo)?;
     Ok(Planes {
         exec,
         control,

@@ -272,7 +272,8 @@ pub async fn run(
     }
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    // The demo seals its personal values with a development key in its data dir.
+    // The demo seals its personal values with a development key (this user's, outside the
+    // data dir; or one an earlier version left inside it).
     let guards = control.config().guards.clone();
     let detector =
         crate::guard::Redactor::with_options(&guards.redact_patterns, guards.redact_ip_addresses)

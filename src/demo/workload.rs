@@ -190,7 +190,7 @@ pub fn generate(n: usize, seed: u64) -> Vec<WorkloadTurn> {
                 ),
                 "overpromise" => (
                     "Will my order arrive before the holidays if I order now?".to_string(),
-                    vec![step("search_kb", json!({"query": "holiday delivery"}))],
+                    vec![step("search_kb", json!({"query": "holiday campaign"}))],
                     confident,
                 ),
                 "order_status" => (

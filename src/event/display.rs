@@ -120,7 +120,7 @@ impl Event {
                 "escalated to {:?}{}: {}",
                 e.rung,
                 e.deadline_ms
-                    .map(|d| format!(" (deadline {d})"))
+                    .map(|d| format!(" (deadline {})", crate::clock::rfc3339(d)))
                     .unwrap_or_default(),
                 e.reason
             ),
@@ -159,7 +159,12 @@ impl Event {
             Payload::BudgetReleased(b) => format!("released {}: {}", b.reservation_id, b.reason),
             Payload::ApprovalRequested(a) => format!(
                 "awaiting approval {} for {} {} (risk {:.2}, deadline {}): {}",
-                a.approval_id, a.tool, a.args_json, a.risk_score, a.deadline_ms, a.reason
+                a.approval_id,
+                a.tool,
+                a.args_json,
+                a.risk_score,
+                crate::clock::rfc3339(a.deadline_ms),
+                a.reason
             ),
             Payload::ApprovalGranted(a) => format!(
                 "approval {} GRANTED by {}{}",
@@ -180,7 +185,11 @@ impl Event {
                     .unwrap_or_default()
             ),
             Payload::ApprovalExpired(a) => {
-                format!("approval {} EXPIRED at {}", a.approval_id, a.deadline_ms)
+                format!(
+                    "approval {} EXPIRED at {}",
+                    a.approval_id,
+                    crate::clock::rfc3339(a.deadline_ms)
+                )
             }
             Payload::GuardrailTripped(g) => format!(
                 "guard {} at {}{}: {} by {}{}: {}",

@@ -15,7 +15,8 @@ pub fn template_reply(
             .ok()
             .and_then(|v| v.get("summary").and_then(|s| s.as_str()).map(str::to_owned))
             .unwrap_or_else(|| format!("{tool} done"));
-        text.push_str(&summary);
+        // One full stop, whether or not the summary brings its own.
+        text.push_str(summary.trim_end().trim_end_matches('.'));
         text.push_str(". ");
     }
     let cited: Vec<_> = documents.iter().take(2).collect();

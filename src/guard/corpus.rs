@@ -13,6 +13,13 @@ pub const CORPUS: &[(&str, &str)] = &[
     ("email", "first.last-name@sub.domain.example.com"),
     ("email", "support+ticket-42@shop.example"),
     ("email", "a.b@example.travel"),
+    // Internationalised domains and local parts.
+    ("email", "jörg@bücher.de"),
+    ("email", "user@例え.jp"),
+    ("email", "用户@例子.广告"),
+    ("email", "δοκιμή@παράδειγμα.δοκιμή"),
+    ("email", "müller.straße@münchen.example"),
+    ("email", "info@xn--bcher-kva.de"),
     // Phone numbers, international and national.
     ("phone", "+44 20 7946 0958"),
     ("phone", "+44 (0)20 7946 0958"),
@@ -40,6 +47,9 @@ pub const CORPUS: &[(&str, &str)] = &[
     ("phone", "07700 900123"),
     ("phone", "+91 98765 43210"),
     ("phone", "+55 11 91234-5678"),
+    // A North American number without separators (area code and exchange valid).
+    ("phone", "4155552671"),
+    ("phone", "2125550199"),
     // Card numbers, any separators, full-width digits; all Luhn-valid.
     ("card_number", "4111 1111 1111 1111"),
     ("card_number", "4111111111111111"),
@@ -56,6 +66,17 @@ pub const CORPUS: &[(&str, &str)] = &[
     ("card_number", "４１１１ １１１１ １１１１ １１１１"),
     ("card_number", "４１１１１１１１１１１１１１１１"),
     ("card_number", "5105-1051-0510-5100"),
+    // Split by zero-width characters (one between groups, or one between every digit).
+    ("card_number", "4111\u{200B}1111\u{200B}1111\u{200B}1111"),
+    ("card_number", "4111\u{200C}1111\u{200C}1111\u{200C}1111"),
+    ("card_number", "5500\u{200D}0000\u{200D}0000\u{200D}0004"),
+    ("card_number", "4111\u{2060}1111\u{2060}1111\u{2060}1111"),
+    ("card_number", "4111\u{FEFF}1111\u{FEFF}1111\u{FEFF}1111"),
+    (
+        "card_number",
+        "4\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1\u{200B}1",
+    ),
+    ("card_number", "4111 \u{200B}1111 1111 1111"),
     // IBANs in any case and spacing, every one mod-97 valid with its country's length.
     ("iban", "GB82 WEST 1234 5698 7654 32"),
     ("iban", "GB82WEST12345698765432"),
@@ -109,6 +130,15 @@ pub const CORPUS: &[(&str, &str)] = &[
         "private_key",
         "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----",
     ),
+    // A key block cut before its END line: the header and every base64 line after it.
+    (
+        "private_key",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7Vx\nb3BlbnNzaC1rZXktdjEAAAAA==",
+    ),
+    (
+        "private_key",
+        "-----BEGIN PRIVATE KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r\nBKcwggSjAgEAAoIBAQC7",
+    ),
 ];
 
 /// Labelled secrets: the whole text, and the value that must not survive (the label stays).
@@ -126,6 +156,92 @@ pub const LABELLED: &[(&str, &str)] = &[
     ("token: ghx-0000-1111", "ghx-0000-1111"),
     ("access_token=abc.def.ghi", "abc.def.ghi"),
     ("passphrase = 'blue sky'", "blue sky"),
+    (
+        "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ),
+    (
+        r#"{"SecretAccessKey": "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"}"#,
+        "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+    ),
+];
+
+/// Values found only with what surrounds them: the whole text, and each value in it with its
+/// kind. Exactly these spans are found (what glues a value to its text stays in clear) and
+/// nothing else.
+pub const IN_CONTEXT: &[(&str, &[(&str, &str)])] = &[
+    // A card glued to a word by `_`, `/` or `-`.
+    (
+        "card_4111111111111111",
+        &[("card_number", "4111111111111111")],
+    ),
+    (
+        "ref/4111-1111-1111-1111 was declined",
+        &[("card_number", "4111-1111-1111-1111")],
+    ),
+    ("x-4111111111111111", &[("card_number", "4111111111111111")]),
+    (
+        "paid with visa_4012888888881881_exp",
+        &[("card_number", "4012888888881881")],
+    ),
+    (
+        "card_4111\u{200B}1111\u{200B}1111\u{200B}1111 again",
+        &[("card_number", "4111\u{200B}1111\u{200B}1111\u{200B}1111")],
+    ),
+    // `tel:` URIs.
+    ("call tel:+14155552671 now", &[("phone", "+14155552671")]),
+    (
+        "<a href=\"tel:+1-415-555-2671\">call us</a>",
+        &[("phone", "+1-415-555-2671")],
+    ),
+    ("TEL:+442079460958", &[("phone", "+442079460958")]),
+    // A bare North American number with words that say phone around it.
+    ("phone no. 4155552671", &[("phone", "4155552671")]),
+    (r#"{"mobile": "3125550143"}"#, &[("phone", "3125550143")]),
+    // An AWS secret access key next to its key id (the CSV AWS hands out, a config line).
+    (
+        "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        &[
+            ("api_key", "AKIAIOSFODNN7EXAMPLE"),
+            ("secret", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        ],
+    ),
+    (
+        "Access key ID,Secret access key\nAKIAIOSFODNN7EXAMPLE,je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY\n",
+        &[
+            ("api_key", "AKIAIOSFODNN7EXAMPLE"),
+            ("secret", "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"),
+        ],
+    ),
+    // A git sha next to a key id is a sha: hex only is never an AWS secret.
+    (
+        "commit da39a3ee5e6b4b0d3255bfef95601890afd80709 rotated AKIAIOSFODNN7EXAMPLE",
+        &[("api_key", "AKIAIOSFODNN7EXAMPLE")],
+    ),
+    // A key block without its END line, up to the blank line after it; the headers of an
+    // encrypted key and the blank line under them are part of it.
+    (
+        "here:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7Vx\nb3BlbnNzaC1rZXktdjEAAAAA==\n\nthanks, Sam",
+        &[(
+            "private_key",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7Vx\nb3BlbnNzaC1rZXktdjEAAAAA==",
+        )],
+    ),
+    (
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\nMIIEowIBAAKCAQEA7Vx\nb3BlbnNzaC1rZXktdjEAAAAA\n\nbye",
+        &[(
+            "private_key",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\nMIIEowIBAAKCAQEA7Vx\nb3BlbnNzaC1rZXktdjEAAAAA",
+        )],
+    ),
+    // The same in a JSON document's text, its line ends escaped.
+    (
+        r#"{"key": "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIIrYSSNQFaA2Hwf1duRSxKtLYX5CB04fSeQ6tF1aY\nAwEHoUQDQgAE"}"#,
+        &[(
+            "private_key",
+            r"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIIrYSSNQFaA2Hwf1duRSxKtLYX5CB04fSeQ6tF1aY\nAwEHoUQDQgAE",
+        )],
+    ),
 ];
 
 /// Texts in which nothing is personal data: dates, times, timestamps, order numbers, amounts,
@@ -161,6 +277,29 @@ pub const NEGATIVES: &[&str] = &[
     "coordinates 51.5074, -0.1278",
     "card ending 1111 was charged",
     "build 20261203.1 shipped",
+    // Card-like numbers glued to text that is not a card: a letter right before, a Luhn-valid
+    // id that starts like no card network.
+    "sku A4111111111111111 is in stock",
+    "session_7111111111111114 expired",
+    "trace-1234567890123452 and x_9000000000000001",
+    "ratio 0.4111111111111111 of the total",
+    // Ten digits that are not a phone: epoch seconds, order numbers, amounts, compact dates,
+    // numbers no North American line has.
+    "ts=4155552671 then ts=1717171717",
+    r#"{"created_at": 2125550199, "order_id": 3125550143}"#,
+    "order 4155552671 shipped",
+    "invoice no 4155552671, total 2125550199 cents",
+    "paid $4155552671 and #3125550143",
+    "build 2026120110 passed",
+    "call 1234567890 or 0123456789 or 4915550123",
+    "the value 4155552671 ms",
+    // 40 characters that are not an AWS secret: hex (a git sha), base64 with no key id near.
+    "sha1 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12 of the file",
+    "blob aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd29y in the cache",
+    "tel is short for telephone: 12:30",
+    // No local part, no dot in the domain, a public key.
+    "thanks @jörg, see @bücher.de and admin@localhost",
+    "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----",
 ];
 
 #[cfg(test)]
@@ -171,12 +310,13 @@ mod tests {
     #[test]
     fn the_corpus_holds_at_least_a_hundred_cases() {
         eprintln!(
-            "detection corpus: {} positives, {} labelled secrets, {} negatives",
+            "detection corpus: {} positives, {} labelled secrets, {} in context, {} negatives",
             CORPUS.len(),
             LABELLED.len(),
+            IN_CONTEXT.len(),
             NEGATIVES.len()
         );
-        assert!(CORPUS.len() + LABELLED.len() + NEGATIVES.len() >= 100);
+        assert!(CORPUS.len() + LABELLED.len() + IN_CONTEXT.len() + NEGATIVES.len() >= 100);
     }
 
     #[test]
@@ -220,6 +360,102 @@ mod tests {
             "{} missed:\n{}",
             misses.len(),
             misses.join("\n")
+        );
+    }
+
+    #[test]
+    fn values_in_context_are_found_exactly() {
+        let r = Redactor::builtin();
+        let mut misses = Vec::new();
+        for (text, values) in IN_CONTEXT {
+            let (out, found) = r.redact(text);
+            let mut want = text.to_string();
+            for (kind, value) in *values {
+                want = want.replacen(value, &format!("[REDACTED:{kind}]"), 1);
+            }
+            let kinds: Vec<&str> = values.iter().map(|(k, _)| *k).collect();
+            if out != want || found != kinds {
+                misses.push(format!("{text:?} → {out:?} ({found:?})"));
+            }
+        }
+        assert!(
+            misses.is_empty(),
+            "{} missed:\n{}",
+            misses.len(),
+            misses.join("\n")
+        );
+    }
+
+    /// Precision and recall over the whole corpus: each positive (a corpus value in each of its
+    /// three sentences, a labelled secret, a value in context) found exactly as its kind is a
+    /// true positive, else a false negative; each value found in a negative, and each extra
+    /// value found next to a positive, is a false positive.
+    pub(crate) fn scores(r: &Redactor) -> (usize, usize, usize) {
+        let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+        for (kind, value) in CORPUS {
+            for text in [
+                value.to_string(),
+                format!("my details: {value} thanks"),
+                format!("(reach me at {value}.)"),
+            ] {
+                let (out, found) = r.redact(&text);
+                let whole = text.replace(value, &format!("[REDACTED:{kind}]"));
+                if out == whole && found.iter().any(|k| k == kind) {
+                    tp += 1;
+                    fp += found.len() - 1;
+                } else {
+                    fn_ += 1;
+                    fp += found.iter().filter(|k| k != kind).count();
+                }
+            }
+        }
+        for (text, value) in LABELLED {
+            let (out, found) = r.redact(text);
+            if !out.contains(value) && found.iter().any(|k| k == "secret") {
+                tp += 1;
+                fp += found.len() - 1;
+            } else {
+                fn_ += 1;
+                fp += found.len();
+            }
+        }
+        for (text, values) in IN_CONTEXT {
+            let spans = r.find(text);
+            let mut matched = 0;
+            for (kind, value) in *values {
+                let hit = text.find(value).is_some_and(|start| {
+                    spans.iter().any(|f| {
+                        f.kind == *kind && f.start == start && f.end == start + value.len()
+                    })
+                });
+                if hit {
+                    tp += 1;
+                    matched += 1;
+                } else {
+                    fn_ += 1;
+                }
+            }
+            fp += spans.len() - matched.min(spans.len());
+        }
+        for text in NEGATIVES {
+            fp += r.find(text).len();
+        }
+        (tp, fp, fn_)
+    }
+
+    #[test]
+    fn precision_and_recall_over_the_corpus() {
+        let (tp, fp, fn_) = scores(&Redactor::builtin());
+        let precision = tp as f64 / (tp + fp).max(1) as f64;
+        let recall = tp as f64 / (tp + fn_).max(1) as f64;
+        eprintln!(
+            "detection corpus: {tp} true positives, {fp} false positives, {fn_} false negatives: \
+             precision {precision:.4}, recall {recall:.4}"
+        );
+        assert_eq!(
+            (fp, fn_),
+            (0, 0),
+            "precision {precision:.4}, recall {recall:.4}"
         );
     }
 

@@ -1,6 +1,34 @@
 //! The detection rules: a pattern that finds candidates, and a check that looks at a candidate
 //! and the text around it (a checksum, a country's IBAN length, whether a number is glued to an
-//! identifier, whether it is really a date or a list).
+//! identifier, whether it is really a date or a list). What the text around a candidate says
+//! (glue, nearby words, an AWS key id near) is in `nearby.rs`.
+//!
+//! Rules decided here, with the cases in `corpus.rs`:
+//! - A card number glued to a word by `_`, `/` or `-` (`card_4111…`, `ref/4111-…`) is a card
+//!   when it starts like one of the major networks' numbers (2221–2720, 30 and 34–39, 4, 5, 6):
+//!   a Luhn-valid id such as `session_7111…` is not. Glued to a letter or digit, or after a
+//!   decimal point, it is part of another token. Zero-width characters (U+200B, U+200C, U+200D,
+//!   U+2060, U+FEFF) between its digits are part of the value.
+//! - Ten digits with no separator are a North American phone number when the area code and
+//!   exchange are valid (first digit 2–9, no N11 code, no 9 as the area code's middle digit),
+//!   the digits do not read as a date (`20261201…`), and the words around do not make them
+//!   an id, an amount or a time (`order`, `id`, `total`, `ts`, `created`, … before; `cents`,
+//!   `ms`, … after; `#`, `$` before) — unless a phone word (`phone`, `call`, `mobile`, …) comes
+//!   first. Current epoch seconds start with 1, which no area code does.
+//! - After `tel:`, any 7 to 15 digits are a phone number.
+//! - An AWS secret access key is 40 characters of base64 (A–Z, a–z, 0–9, `/`, `+`) standing
+//!   alone, with upper and lower case and a digit, `/` or `+`, not hex only (a git sha or SHA-1
+//!   is hex), within 256 bytes of an access key id (`AKIA…`, `ASIA…`) or the words "secret
+//!   access key"; after a label (`aws_secret_access_key=`, `"SecretAccessKey":`) the labelled
+//!   rule takes it, whatever it looks like.
+//! - A private key block without its END line runs from its BEGIN line over its headers and
+//!   base64 lines to the first blank line (one blank line right after the headers or the BEGIN
+//!   line belongs to the block) or the end of the text; line ends may be escaped (`\n`).
+//! - E-mail addresses may have letters, marks and digits of any script in both parts.
+
+mod nearby;
+
+use nearby::Glue;
 
 /// A check on a candidate `text[start..end]`, with the whole text for context: the span to
 /// take (the candidate, or a part of it), or `None`.
@@ -240,16 +268,42 @@ fn groups(candidate: &str) -> Vec<usize> {
         .collect()
 }
 
+/// The first digits of a major network's card: Mastercard 2221–2720 and 51–55, Diners 30, 36,
+/// 38, 39, Amex 34 and 37, JCB 35, Visa 4, Maestro, Discover and UnionPay 5 and 6.
+fn card_prefix(c: &str) -> bool {
+    let d: Vec<u32> = c.chars().filter_map(digit).take(4).collect();
+    match *d.as_slice() {
+        [4, ..] | [5, ..] | [6, ..] => true,
+        [3, b, ..] => !matches!(b, 1..=3),
+        [2, b, c, e] => (2221..=2720).contains(&(2000 + b * 100 + c * 10 + e)),
+        _ => false,
+    }
+}
+
+fn without_zero_width(c: &str) -> String {
+    c.chars()
+        .filter(|x| !nearby::ZERO_WIDTH.contains(x))
+        .collect()
+}
+
 fn card_check(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let c = text.get(start..end)?;
     // `+49…` is a phone number whatever its checksum.
     let plus = text.get(..start).and_then(|s| s.chars().next_back()) == Some('+');
-    if plus || !luhn(c) || glued(text, start, end) {
+    if plus || !luhn(c) {
+        return None;
+    }
+    let glue_ok = match nearby::card_glue(text, start, end) {
+        Glue::Free => true,
+        Glue::Word => card_prefix(c),
+        Glue::Tight => false,
+    };
+    if !glue_ok {
         return None;
     }
     // Cards print as one run, or in groups of four to six (Amex 4-6-5, Diners 4-6-4);
-    // "1 2 3 4 …" is a list, whatever its checksum.
-    let g = groups(c);
+    // "1 2 3 4 …" is a list, whatever its checksum. Zero-width characters split nothing.
+    let g = groups(&without_zero_width(c));
     keep(
         g.len() == 1 || g.iter().all(|n| (4..=6).contains(n)),
         start,
@@ -280,6 +334,10 @@ fn is_phone(text: &str, start: usize, end: usize) -> bool {
     if !(7..=15).contains(&digits) || glued(text, start, end) {
         return false;
     }
+    // A `tel:` URI holds a phone number, whatever its grouping.
+    if nearby::after_tel_scheme(text, start) {
+        return true;
+    }
     // A time (10:20), a date, a timestamp, an IP address or a version is not a phone.
     let before = text.get(..start).and_then(|s| s.chars().next_back());
     let after = text.get(end..).and_then(|s| s.chars().next());
@@ -303,9 +361,53 @@ fn is_phone(text: &str, start: usize, end: usize) -> bool {
     if g.iter().all(|n| *n <= 2) {
         return c.starts_with('0') && digits == 10 && g.len() == 5;
     }
+    if g.len() == 1 && digits == 10 {
+        return nanp_valid(c) && !reads_as_date(c) && !nearby::number_context(text, start, end);
+    }
     let nanp = g == [3, 3, 4] && !c.contains(' ');
     let national = c.starts_with('0') && (9..=11).contains(&digits) && g.len() >= 2;
     nanp || national
+}
+
+/// A North American number's area code and exchange: neither starts with 0 or 1, neither is an
+/// N11 service code, and no area code has 9 in the middle (reserved for expansion).
+fn nanp_valid(c: &str) -> bool {
+    let d: Vec<u32> = c.chars().filter_map(digit).collect();
+    match *d.as_slice() {
+        [a, b, c, e, f, g, ..] => {
+            a >= 2 && b != 9 && !(b == 1 && c == 1) && e >= 2 && !(f == 1 && g == 1)
+        }
+        _ => false,
+    }
+}
+
+/// Digits that begin with a date (19xx or 20xx, a month, a day): `2026120110` is a time.
+fn reads_as_date(c: &str) -> bool {
+    let d: Vec<u32> = c.chars().filter_map(digit).collect();
+    match *d.as_slice() {
+        [y1, y2, _, _, m1, m2, d1, d2, ..] => {
+            let month = m1 * 10 + m2;
+            let day = d1 * 10 + d2;
+            matches!((y1, y2), (1, 9) | (2, 0))
+                && (1..=12).contains(&month)
+                && (1..=31).contains(&day)
+        }
+        _ => false,
+    }
+}
+
+/// A standalone 40-character base64 token near an AWS access key id (see the module's rules).
+fn aws_secret_check(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let c = text.get(start..end)?;
+    let ok = c.len() == 40
+        && !c.chars().all(|x| x.is_ascii_hexdigit())
+        && c.chars().any(|x| x.is_ascii_uppercase())
+        && c.chars().any(|x| x.is_ascii_lowercase())
+        && c.chars()
+            .any(|x| x.is_ascii_digit() || x == '/' || x == '+')
+        && nearby::standalone_token(text, start, end)
+        && nearby::near_aws_key_id(text, start, end);
+    keep(ok, start, end)
 }
 
 fn ipv4_check(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
@@ -329,7 +431,16 @@ pub fn builtin(ip_addresses: bool) -> Vec<BuiltinRule> {
     let mut rules = vec![
         BuiltinRule {
             kind: "private_key",
-            pattern: r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+            // Up to its END line; without one, its headers and base64 lines up to a blank line
+            // or the end (line ends plain or escaped as in a JSON text).
+            pattern: concat!(
+                r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----(?:",
+                r"[\s\S]*?-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----",
+                r"|(?:(?:\r?\n|\\r\\n|\\n)[A-Za-z][A-Za-z0-9\-]*: [^\r\n\\]*)*",
+                r"(?:(?:\r?\n|\\r\\n|\\n){1,2}[A-Za-z0-9+/=]+",
+                r"(?:(?:\r?\n|\\r\\n|\\n)[A-Za-z0-9+/=]+)*)?",
+                r")",
+            ),
             check: always,
             group: 0,
         },
@@ -368,15 +479,26 @@ pub fn builtin(ip_addresses: bool) -> Vec<BuiltinRule> {
         BuiltinRule {
             kind: "secret",
             // The label stays readable; the value (one of the three groups) goes.
-            pattern: r#"(?i)\b(?:password|passwd|passphrase|pwd|pass|secret|client[_-]?secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token|refresh[_-]?token|token|private[_-]?key|aws_secret_access_key)["']?\s*[:=]\s*(?:"([^"]{1,200})"|'([^']{1,200})'|([^\s,;"'&<>]{1,200}))"#,
+            pattern: r#"(?i)\b(?:password|passwd|passphrase|pwd|pass|secret|client[_-]?secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token|refresh[_-]?token|token|private[_-]?key|aws_secret_access_key|secret[_-]?access[_-]?key|aws[_-]?secret[_-]?key)["']?\s*[:=]\s*(?:"([^"]{1,200})"|'([^']{1,200})'|([^\s,;"'&<>]{1,200}))"#,
             check: always,
             group: 1,
         },
         BuiltinRule {
+            kind: "secret",
+            // An AWS secret access key with no label: checked for its shape and a key id near.
+            pattern: r"[A-Za-z0-9/+]{40,}",
+            check: aws_secret_check,
+            group: 0,
+        },
+        BuiltinRule {
             kind: "email",
-            // The local part may hold an apostrophe (o'neil@…); a quote before it is not
-            // taken (a match starts at a word boundary).
-            pattern: r"\b[A-Za-z0-9._%+\-']+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b",
+            // Letters, marks and digits of any script (jörg@bücher.de, user@例え.jp); the local
+            // part may hold an apostrophe (o'neil@…); a quote before it is not taken (a match
+            // starts at a word boundary). A punycode top-level domain (xn--…) too.
+            pattern: concat!(
+                r"\b[\p{L}\p{M}\p{N}._%+\-']+@[\p{L}\p{M}\p{N}.\-]+",
+                r"\.(?:[\p{L}\p{M}]{2,}|(?i:xn--[a-z0-9\-]+))\b"
+            ),
             check: always,
             group: 0,
         },
@@ -389,8 +511,12 @@ pub fn builtin(ip_addresses: bool) -> Vec<BuiltinRule> {
         BuiltinRule {
             kind: "card_number",
             // Digits (ASCII or full-width) in groups joined by spaces of any kind, dots,
-            // dashes, underscores or slashes.
-            pattern: r"[0-9０-９](?:[ \u{00A0}\u{2007}\u{2009}\u{202F}\u{3000}._/\-]?[0-9０-９]){12,18}",
+            // dashes, underscores or slashes, with zero-width characters anywhere between.
+            pattern: concat!(
+                r"[0-9０-９](?:[\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}]{0,4}",
+                r"[ \u{00A0}\u{2007}\u{2009}\u{202F}\u{3000}._/\-]?",
+                r"[\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}]{0,4}[0-9０-９]){12,18}"
+            ),
             check: card_check,
             group: 0,
         },

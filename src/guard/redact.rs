@@ -1,9 +1,12 @@
-//! Finding personal data and secrets in text: e-mail addresses; phone numbers in international
-//! and national formats; card numbers with any separators (spaces of any kind, dots, dashes,
-//! underscores, slashes) and full-width digits, Luhn-checked; IBANs in any case with their
-//! country's length and the mod-97 check; cloud-provider and API keys, JWTs, bearer tokens,
-//! private key blocks and `password=`-style pairs; configured patterns; IP addresses when asked.
-//! Dates, times, timestamps, order numbers, amounts and lists of numbers are left alone.
+//! Finding personal data and secrets in text: e-mail addresses in any script; phone numbers in
+//! international and national formats, `tel:` URIs and bare North American numbers; card
+//! numbers with any separators (spaces of any kind, dots, dashes, underscores, slashes,
+//! zero-width characters) and full-width digits, Luhn-checked, also glued to a word by `_`, `/`
+//! or `-`; IBANs in any case with their country's length and the mod-97 check; cloud-provider
+//! and API keys, AWS secret access keys beside their key id, JWTs, bearer tokens, private key
+//! blocks (with or without their END line) and `password=`-style pairs; configured patterns;
+//! IP addresses when asked. Dates, times, timestamps, order numbers, amounts, git hashes and
+//! lists of numbers are left alone (the rules: `detect.rs`).
 //!
 //! [`Redactor::find`] says where each value is (the vault tokenizes those spans);
 //! [`Redactor::redact`] replaces each with `[REDACTED:kind]`. The detection rules are in

@@ -36,14 +36,15 @@ pub struct KafkaDemoOptions {
     pub exe: PathBuf,
 }
 
-fn spawn_worker(opts: &KafkaDemoOptions, i: usize) -> std::io::Result<Child> {
+fn spawn_worker(
+    opts: &KafkaDemoOptions,
+    i: usize,
+    dev_key: Option<&std::path::Path>,
+) -> std::io::Result<Child> {
     let mut cmd = Command::new(&opts.exe);
     // The workers share one master key: the user's, else the demo's development key.
-    if std::env::var_os(crate::vault::MASTER_KEY_ENV).is_none() {
-        cmd.env(
-            crate::vault::MASTER_KEY_ENV,
-            opts.data_dir.join(crate::vault::DEV_KEY_FILE),
-        );
+    if let Some(dev) = dev_key {
+        cmd.env(crate::vault::MASTER_KEY_ENV, dev);
     }
     cmd.arg("worker")
         .args(["--bootstrap", &opts.kafka.bootstrap])
@@ -105,15 +106,18 @@ pub async fn run(
     index.catch_up(events.as_ref(), &codecs.events).await?;
     let events_before = log_end(events.as_ref()).await;
 
-    if std::env::var_os(crate::vault::MASTER_KEY_ENV).is_none() {
-        crate::vault::Vault::dev_master(&opts.data_dir)
-            .map_err(|e| DemoError::Runtime(crate::runtime::RuntimeError::Vault(e)))?;
-        crate::vault::MasterKeySource::Dev(opts.data_dir.join(crate::vault::DEV_KEY_FILE))
-            .announce();
-    }
+    let dev_key = match std::env::var_os(crate::vault::MASTER_KEY_ENV) {
+        Some(_) => None,
+        None => {
+            let (_, source) = crate::vault::Vault::dev_master_for(&opts.data_dir)
+                .map_err(|e| DemoError::Runtime(crate::runtime::RuntimeError::Vault(e)))?;
+            source.announce();
+            Some(source.path().to_path_buf())
+        }
+    };
     let mut workers = Vec::with_capacity(opts.workers);
     for i in 0..opts.workers {
-        workers.push(spawn_worker(&opts, i).map_err(DemoError::Spawn)?);
+        workers.push(spawn_worker(&opts, i, dev_key.as_deref()).map_err(DemoError::Spawn)?);
     }
     let (stop_operator, operator_rx) = watch::channel(false);
     let mut operator = crate::demo::operator::spawn(

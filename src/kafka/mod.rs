@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod journal;
 pub mod vault;
+pub mod vault_topic;
 pub mod worker;
 
 use crate::log::LogError;
@@ -66,30 +67,50 @@ impl Default for Topics {
 
 pub const DEFAULT_PARTITIONS: u32 = 8;
 
-/// Creates every Ballast topic (existing ones are left as they are).
+/// Creates every Ballast topic (existing ones are left as they are, except that the vault
+/// topic is given its compaction bound).
 pub async fn init(
     cfg: &KafkaConfig,
     topics: &Topics,
     partitions: u32,
     replication: u32,
 ) -> Result<Vec<String>, LogError> {
+    init_with(
+        cfg,
+        topics,
+        partitions,
+        replication,
+        &vault_topic::VaultCompaction::default(),
+    )
+    .await
+}
+
+/// As [`init`], with the vault topic compacted by `vault` (tests shorten it).
+pub async fn init_with(
+    cfg: &KafkaConfig,
+    topics: &Topics,
+    partitions: u32,
+    replication: u32,
+    vault: &vault_topic::VaultCompaction,
+) -> Result<Vec<String>, LogError> {
+    let vault_configs = vault.topic_configs();
     for topic in topics.all() {
         // The turn log is the source of truth: never delete by age or size.
-        let configs: &[(&str, &str)] = if topic == topics.events || topic == topics.reveals {
-            &[("retention.ms", "-1"), ("retention.bytes", "-1")]
+        let configs: Vec<(&str, &str)> = if topic == topics.events || topic == topics.reveals {
+            vec![("retention.ms", "-1"), ("retention.bytes", "-1")]
         } else if topic == topics.vault {
             // Compacted: the latest record per key forever, and a forgotten key's records
-            // physically gone once the cleaner passes (short segments so it passes soon).
-            &[
-                ("cleanup.policy", "compact"),
-                ("segment.ms", "3600000"),
-                ("min.cleanable.dirty.ratio", "0.01"),
-                ("delete.retention.ms", "3600000"),
-            ]
+            // gone from the segment files within a stated time (`vault_topic`).
+            vault_configs
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect()
         } else {
-            &[]
+            Vec::new()
         };
-        ensure_topic(cfg, topic, partitions, replication, configs).await?;
+        ensure_topic(cfg, topic, partitions, replication, &configs).await?;
     }
+    // A vault topic made before the bound was set gets it now.
+    vault_topic::configure(cfg, &topics.vault, vault).await?;
     Ok(topics.all().iter().map(|t| t.to_string()).collect())
 }

@@ -157,13 +157,15 @@ pub async fn run(
         .partitions();
     let vault = match &opts.vault {
         Some(v) => {
-            let replica =
-                Arc::new(super::vault::KafkaVault::open(&opts.kafka, topics, &store).await?);
+            let replica = Arc::new(
+                super::vault::KafkaVault::open(&opts.kafka, topics, &store, &opts.data_dir).await?,
+            );
             replica.sync().await?;
             let tail =
                 Arc::clone(&replica).spawn_tail(Duration::from_millis(500), shutdown.clone());
             let vault = crate::vault::Vault::new(v.master, replica.local(), v.detector.clone())
                 .with_replica(replica.clone());
+            vault.check_master()?;
             Some((Arc::new(vault), replica, tail))
         }
         None => None,

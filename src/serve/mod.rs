@@ -3,25 +3,25 @@
 //! feed, and an HTTP server on 127.0.0.1 with the API and dashboard (`api`), `/metrics`,
 //! `/healthz` and `/readyz`.
 
+pub mod fleet;
+mod follower;
 mod otlp_feed;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::embedded::{Embedded, EmbeddedError};
-use crate::ids::{Offset, Partition};
-use crate::log::EventLog;
-use crate::projection::{ProjectionError, Projections, outcomes::OutcomeView, slo};
+use crate::ids::Partition;
+use crate::projection::{ProjectionError, Projections};
 use crate::runtime::{RuntimeError, Worker, WorkerConfig};
 use crate::telemetry::exporter::{self, ExporterError};
 
@@ -106,7 +106,7 @@ pub async fn run(
         Some(loaded) => loaded.planes().await?,
         // The demo domain's planner follows the data dir's workload file (written by `ballast
         // demo`); requests it does not script get the planner's fallback plan.
-        None => crate::demo::planes::demo_planes(
+        None => crate::demo::planes::served_demo_planes(
             &opts.data_dir,
             opts.policies.as_deref(),
             opts.service_latency_ms,
@@ -136,9 +136,11 @@ pub async fn run(
         crate::guard::Redactor::with_options(&guards.redact_patterns, guards.redact_ip_addresses)
             .unwrap_or_else(|_| crate::guard::Redactor::builtin());
     let vault = emb.vault(master, detector);
+    // A wrong master key is refused here, not met as a 503 on every request later.
+    vault.check_master()?;
 
     let handle = exporter::install()?;
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = follower::Readiness::new(Arc::new(AtomicBool::new(false)), u64::MAX);
     let projections = Projections::standard(&emb.store)?;
     // CLI commands run in this process share its database and projections while it serves.
     let _serving = emb.serving(projections.clone());
@@ -157,6 +159,11 @@ pub async fn run(
         tracing::warn!(path = %auth_path.display(), "no API tokens yet: every API call is refused until one is added (`ballast token`; the file is re-read every second)");
     }
     tokio::spawn(Arc::clone(&auth).watch(Duration::from_secs(1), stop.clone()));
+    // The bounds on connections come from the auth file's `[connections]`, re-read with it.
+    let limits: crate::telemetry::server::LimitsSource = {
+        let auth = Arc::clone(&auth);
+        Arc::new(move || auth.current().connections.limits())
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let api = Arc::new(
         crate::api::AppState::new(
@@ -173,9 +180,9 @@ pub async fn run(
         .reconcile(emb.requests.as_ref(), &emb.codecs)
         .await?;
     let router = exporter::router(handle)
-        .merge(health(Arc::clone(&ready)))
+        .merge(health(ready.clone()))
         .merge(crate::api::router(api));
-    let (addr, server) = exporter::serve(opts.listen, router, stop.clone()).await?;
+    let (addr, server) = exporter::serve(opts.listen, router, limits, stop.clone()).await?;
     bound(addr);
 
     let deps = emb
@@ -192,64 +199,26 @@ pub async fn run(
             crate::telemetry::otlp::exporter(&opts.telemetry, &|v| std::env::var(v).ok())
                 .map_err(|e| ServeError::Telemetry(e.to_string()))?;
         tracing::info!(endpoint = ?opts.telemetry.otlp_endpoint, protocol = ?opts.telemetry.otlp_protocol, "exporting turns as OpenTelemetry spans");
+        let owner = otlp_feed::LocalOwnership::open(&emb.store).map_err(ServeError::Telemetry)?;
         tokio::spawn(otlp_feed::run(
-            emb.clone(),
+            emb.clone().into(),
             exporter,
             opts.telemetry.service_name.clone(),
+            owner,
             stop.clone(),
         ));
     }
-    let outcomes = OutcomeView::open(&emb.store)?;
-    let mut stop_projections = stop.clone();
-    // The follower: projections catch up as soon as new events are readable (sled says so
-    // from its durable end in memory), so API reads find them current instead of catching up
-    // themselves; the gauges are refreshed every `refresh`.
-    let mut gauges_due = std::time::Instant::now();
-    // Events applied since the gauges were last set, by the follower or by API reads.
-    let (mut applied, mut last) = (0, Vec::new());
-    loop {
-        projections
-            .fresh(emb.events.as_ref(), &emb.codecs.events)
-            .await?;
-        let now_at = projections.changes().borrow().clone();
-        applied += now_at
-            .iter()
-            .zip(last.iter().chain(std::iter::repeat(&0)))
-            .map(|(a, b)| a.saturating_sub(*b))
-            .sum::<u64>();
-        last = now_at;
-        if std::time::Instant::now() >= gauges_due {
-            let lag = projections.behind(emb.events.as_ref()).await?;
-            crate::telemetry::record::projections(std::mem::take(&mut applied), lag);
-            let now = SystemClock.now_ms();
-            let recent = outcomes.since(now.saturating_sub(slo_config.period_ms))?;
-            crate::telemetry::record::slo(&slo::compute(&recent, now, &slo_config));
-            ready.store(true, Ordering::Release);
-            gauges_due = std::time::Instant::now() + opts.refresh;
-        }
-        if *stop_projections.borrow() {
-            break;
-        }
-        // Woken as soon as any partition has events beyond what was applied; the gauges'
-        // period bounds the wait.
-        let mut arrivals: FuturesUnordered<_> = (0..emb.events.partitions())
-            .map(|p| {
-                let at = last.get(p as usize).copied().unwrap_or(0);
-                emb.events.wait_for_records(Partition(p), Offset(at))
-            })
-            .collect();
-        tokio::select! {
-            arrived = arrivals.next() => {
-                if let Some(Err(e)) = arrived {
-                    tracing::warn!(error = %e, "projection follower cannot wait for events; polling");
-                    tokio::time::sleep(opts.refresh).await;
-                }
-            }
-            _ = tokio::time::sleep(opts.refresh) => {}
-            _ = stop_projections.changed() => {}
-        }
-    }
-    ready.store(false, Ordering::Release);
+    follower::follow(
+        &projections,
+        emb.events.as_ref(),
+        &emb.codecs,
+        &emb.store,
+        &slo_config,
+        ready,
+        opts.refresh,
+        stop.clone(),
+    )
+    .await?;
     worker_task
         .await
         .map_err(|e| RuntimeError::Task(e.to_string()))??;
@@ -260,20 +229,19 @@ pub async fn run(
     Ok(())
 }
 
-/// `/healthz`: the process answers. `/readyz`: the projections have caught up once, so reads
-/// reflect the log.
-fn health(ready: Arc<AtomicBool>) -> Router {
+/// `/healthz`: the process answers. `/readyz`: the projections have caught up once (and, on a
+/// replica, are within their lag bound), so reads reflect the log.
+fn health(ready: follower::Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::Acquire);
+                let answer = ready.check();
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "catching up\n")
+                    match answer {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                     }
                 }
             }),

@@ -74,37 +74,34 @@ pub fn router(handle: PrometheusHandle) -> Router {
     )
 }
 
-/// Serves `router` on `addr` until `stop` turns true; returns the bound address (port 0 picks
-/// one) and the server task.
+/// Serves `router` on `addr` until `stop` turns true, its connections bounded by `limits`
+/// (`server`); returns the bound address (port 0 picks one) and the server task.
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
-    mut stop: watch::Receiver<bool>,
+    limits: super::server::LimitsSource,
+    stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ExporterError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ExporterError::Bind { addr, source })?;
+    let listener = listen(addr).map_err(|source| ExporterError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| ExporterError::Bind { addr, source })?;
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        // The peer address feeds the API's failed-authentication limit.
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::warn!(error = %e, "metrics server stopped");
-        }
-    });
+    let task = tokio::spawn(super::server::run(listener, router, limits, stop));
     Ok((bound, task))
+}
+
+/// The listening socket, with a deep accept queue: under a flood of connections a full queue
+/// drops new ones' SYNs, and a client whose SYN is dropped waits a second or more to retry.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // The kernel caps it at net.core.somaxconn.
+    socket.listen(4096)
 }
 
 /// Installs the recorder and serves `/metrics` alone (for workers); prints where to stderr.
@@ -113,7 +110,8 @@ pub async fn serve_metrics(
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ExporterError> {
     let handle = install()?;
-    let (bound, task) = serve(addr, router(handle), stop).await?;
+    let limits = super::server::fixed(super::server::Limits::default());
+    let (bound, task) = serve(addr, router(handle), limits, stop).await?;
     eprintln!("metrics on http://{bound}/metrics");
     Ok((bound, task))
 }

@@ -10,6 +10,7 @@ pub mod exporter;
 pub mod otlp;
 pub mod record;
 pub mod rules;
+pub mod server;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -35,9 +36,13 @@ pub const SLO_BUDGET_REMAINING: &str = "ballast_slo_error_budget_remaining_ratio
 pub const SLO_BURN_RATE: &str = "ballast_slo_burn_rate";
 pub const PROJECTION_EVENTS: &str = "ballast_projection_events_applied_total";
 pub const PROJECTION_LAG: &str = "ballast_projection_lag_events";
+pub const WORKER_BACKLOG: &str = "ballast_worker_backlog_requests";
 pub const API_AUTH_REFUSED: &str = "ballast_api_auth_refused_total";
 pub const API_PANICS: &str = "ballast_api_handler_panics_total";
 pub const API_REJECTED: &str = "ballast_api_requests_rejected_total";
+pub const HTTP_CONNECTIONS: &str = "ballast_http_connections";
+pub const HTTP_CONNECTIONS_MAX: &str = "ballast_http_connections_max";
+pub const HTTP_CONNECTIONS_CLOSED: &str = "ballast_http_connections_closed_total";
 
 /// Turn and tool-call latency buckets, in seconds; 4.5 s (the latency SLO) is a boundary.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -139,6 +144,10 @@ pub fn describe() {
         PROJECTION_LAG,
         "Turn-log records the projections have not applied yet."
     );
+    describe_gauge!(
+        WORKER_BACKLOG,
+        "Requests produced but not yet taken by the worker group (serve on Kafka), all partitions."
+    );
     describe_counter!(
         API_AUTH_REFUSED,
         "API requests refused before authentication succeeded, by reason (unauthenticated, locked_out)."
@@ -150,5 +159,14 @@ pub fn describe() {
     describe_counter!(
         API_REJECTED,
         "API requests refused after authentication, by reason (claims, limits, conflict)."
+    );
+    describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections.");
+    describe_gauge!(
+        HTTP_CONNECTIONS_MAX,
+        "The bound on open HTTP connections (configured, or from the file limit less a reserve)."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_CLOSED,
+        "HTTP connections closed by the server, by reason (evicted: gave way to a newer one at the bound; refused: the bound held only authenticated callers with requests in flight; header_timeout: no complete request head in time before authenticating; idle_timeout: keep-alive without a next request)."
     );
 }

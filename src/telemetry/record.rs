@@ -141,6 +141,21 @@ pub fn api_panic() {
     counter!(API_PANICS).increment(1);
 }
 
+/// Open HTTP connections now.
+pub fn http_connections(open: usize) {
+    gauge!(HTTP_CONNECTIONS).set(open as f64);
+}
+
+/// The bound on open HTTP connections in force.
+pub fn http_connection_bound(max: usize) {
+    gauge!(HTTP_CONNECTIONS_MAX).set(max as f64);
+}
+
+/// The server closed (or refused) a connection, by reason.
+pub fn http_connection_closed(reason: &'static str) {
+    counter!(HTTP_CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+}
+
 /// An authenticated API request refused, by reason.
 pub fn api_rejected(reason: &'static str) {
     counter!(API_REJECTED, "reason" => reason).increment(1);

@@ -11,9 +11,14 @@
 //! - `u\0TENANT\0USER` → a user's key, wrapped by the tenant key (USER is the user's token code);
 //! - `v\0TENANT\0USER\0TOKEN` → a value, sealed by the user key (nonce derived from the token:
 //!   sealing is deterministic, so re-sealing a value writes the same bytes).
+//!
+//! In a data dir the keys live in the key file (`keyfile/`), never in sled, so that forgetting
+//! destroys them for real; sealed values live in sled.
 
+pub mod compact;
 pub mod crypto;
 mod forget;
+pub mod keyfile;
 mod master;
 pub mod reveal;
 pub mod rotate;
@@ -26,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use crypto::Key;
 pub use forget::forget_records;
-pub use master::{DEV_KEY_FILE, MASTER_KEY_ENV, MasterKeySource};
+pub use master::{DEV_KEY_FILE, MASTER_KEY_ENV, MasterKeySource, dev_key_path};
 pub use store::{MemoryVaultStore, SledVaultStore, StoreError, VaultRecord, VaultStore};
 
 use crate::guard::Redactor;
@@ -653,6 +658,27 @@ impl Vault {
 
     /// Whether this vault's master key opens `tenant`'s key (a tenant without a key passes):
     /// a reveal with the wrong key must fail, not show every value as forgotten.
+    /// Checks this vault's master key against every tenant key the store holds, so a wrong key
+    /// is refused when a process starts rather than answering every request with an error.
+    /// Returns how many tenant keys it opened.
+    pub fn check_master(&self) -> Result<usize, VaultError> {
+        let mut opened = 0;
+        for id in self.store.keys(b"k\0")? {
+            let Some(tenant) = id.strip_prefix(b"k\0".as_slice()) else {
+                continue;
+            };
+            // Kafka proposals (`k\0TENANT\0…`) are the replica's raw log; the agreed copy is
+            // the key without a second separator.
+            if tenant.contains(&0) {
+                continue;
+            }
+            let tenant = String::from_utf8_lossy(tenant).to_string();
+            self.opens(&tenant)?;
+            opened += 1;
+        }
+        Ok(opened)
+    }
+
     pub fn opens(&self, tenant: &str) -> Result<(), VaultError> {
         self.tenant_key(tenant, false, &mut Vec::new()).map(|_| ())
     }

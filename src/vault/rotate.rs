@@ -8,7 +8,7 @@ use super::{VaultError, VaultRecord, VaultStore};
 
 /// The id a tenant key record is bound to (its AEAD associated data): `k\0TENANT`, for the key
 /// and for every proposal of it.
-fn bound_id(id: &[u8]) -> &[u8] {
+pub(super) fn bound_id(id: &[u8]) -> &[u8] {
     // Up to the NUL after the tenant, or all of it.
     match id.iter().skip(2).position(|b| *b == 0) {
         Some(end) => id.get(..2 + end).unwrap_or(id),

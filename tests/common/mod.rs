@@ -216,16 +216,31 @@ impl Served {
 
     /// As `start`, its log (stderr) going to `stderr`, with `env` set.
     pub fn start_with(args: &[&str], stderr: std::process::Stdio, env: &[(&str, &str)]) -> Served {
+        let mut cmd = Command::new(bin());
+        cmd.envs(env.iter().copied()).stderr(stderr);
+        Self::spawn(cmd, args)
+    }
+
+    /// As `start`, with the process's file-descriptor limit (soft and hard) set to `nofile`
+    /// (util-linux `prlimit`), as on a host with a lower limit than this one.
+    pub fn start_limited(args: &[&str], nofile: u64) -> Served {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(bin());
+        Self::spawn(cmd, args)
+    }
+
+    /// `cmd` (the binary, or a wrapper running it) with `serve ARGS` on 127.0.0.1:0.
+    fn spawn(mut cmd: Command, args: &[&str]) -> Served {
         use std::io::BufRead;
-        let mut child = Command::new(bin())
+        let mut child = cmd
             .arg("serve")
             .args(args)
             // Tests seal with the data dir's development key unless a config names a file.
             .arg("--dev-key")
             .args(["--listen", "127.0.0.1:0"])
-            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(stderr)
             .spawn()
             .expect("spawn serve");
         let stdout = child.stdout.take().expect("stdout");

@@ -10,7 +10,12 @@
 //! the per-tool breaker opens) and it is reconnected with backoff. The last tool list a server
 //! gave is kept in the data dir, so a worker restarted while a server is down still knows its
 //! tools and reviews their calls the same way.
+//!
+//! What a server sends is read with a cap per message (`bounded.rs`, `http_client.rs`): a server
+//! answering with gigabytes fails its calls, not the worker.
 
+mod bounded;
+mod http_client;
 pub mod mapping;
 mod server;
 
@@ -55,7 +60,10 @@ pub struct McpServerConfig {
     /// The timeout of each call of its tools (a `[tools.NAME] timeout_ms` overrides it).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// A larger result fails the call.
+    /// A larger result fails the call. A message from the server over four times this plus
+    /// 64 KiB (a result travels as text and again as structured content, each JSON-escaped) is
+    /// not read further: the connection is dropped (a child server is killed), the calls
+    /// waiting on it fail, and the next call connects again.
     #[serde(default = "default_max_result_bytes")]
     pub max_result_bytes: usize,
 }

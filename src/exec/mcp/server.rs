@@ -13,13 +13,15 @@ use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientInfo, Implementation, Meta, Tool,
 };
 use rmcp::service::{MaybeSendFuture, NotificationContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceError, ServiceExt};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 
 use super::McpServerConfig;
+use super::bounded::{self, CappedChild, Tripwire};
+use super::http_client::CappedHttp;
 use super::mapping::{self, Failure};
 use crate::event::ToolFailureKind;
 use crate::exec::ToolError;
@@ -69,6 +71,12 @@ impl ClientHandler for Handler {
 
 type Service = RunningService<RoleClient, Handler>;
 
+/// A live connection, and the tripwire its reads trip when a message is over the cap.
+struct Conn {
+    service: Service,
+    tripwire: Tripwire,
+}
+
 /// The variables a child server inherits from Ballast's environment.
 const INHERITED_ENV: &[&str] = &[
     "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR",
@@ -87,7 +95,7 @@ pub struct McpServer {
     http: Option<reqwest_mcp::Client>,
     /// Where the last tool list is kept, for a start while the server is down.
     cache: Option<PathBuf>,
-    conn: tokio::sync::Mutex<Option<Service>>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
     /// (earliest next attempt, current delay) after a failed connection.
     backoff: std::sync::Mutex<Option<(Instant, Duration)>>,
     /// The tools the server offers now, by their name on the server.
@@ -152,7 +160,7 @@ impl McpServer {
     /// (`false`: from the cache). Fails when neither is there.
     pub async fn tools(&self) -> Result<(Vec<Tool>, bool), McpError> {
         match self.peer().await {
-            Ok(peer) => {
+            Ok((peer, _)) => {
                 if self.changed.swap(false, Ordering::SeqCst) {
                     self.refresh(&peer).await;
                 }
@@ -177,7 +185,7 @@ impl McpServer {
         remote: &str,
         call: &ToolInvocation,
     ) -> Result<Value, ToolError> {
-        let peer = self
+        let (peer, tripwire) = self
             .peer()
             .await
             .map_err(|e| mapping::tool_error(spec, Failure::NotSent, e.to_string()))?;
@@ -199,10 +207,15 @@ impl McpServer {
             &call.idempotency_key,
             call.attempt,
         )));
-        let answer = tokio::time::timeout(
-            Duration::from_millis(spec.timeout_ms),
-            peer.call_tool(params),
-        )
+        // A message over the cap ends the connection; the calls waiting on it learn why at
+        // once rather than at their timeout.
+        let answer = tokio::time::timeout(Duration::from_millis(spec.timeout_ms), async {
+            tokio::select! {
+                biased;
+                reason = tripwire.wait() => Err(reason),
+                answer = peer.call_tool(params) => Ok(answer),
+            }
+        })
         .await;
         let failed = |failure: Failure, message: String| {
             Err(mapping::tool_error(
@@ -211,50 +224,93 @@ impl McpServer {
                 format!("mcp server {}: {message}", self.config.name),
             ))
         };
+        // A message over the cap broke the connection: whatever the service made of that, the
+        // reason is the message. It may have been this call's answer: the call may have acted.
+        let tripped = match &answer {
+            Ok(Err(reason)) => Some(reason.clone()),
+            Ok(Ok(Err(_))) => tripwire.tripped(),
+            _ => None,
+        };
+        if let Some(reason) = tripped {
+            self.drop_tripped(&tripwire).await;
+            return failed(Failure::MaybeActed(ToolFailureKind::Error), reason);
+        }
         match answer {
-            Ok(Ok(result)) => mapping::result_of(result, self.config.max_result_bytes),
+            Ok(Ok(answer)) => self.answered(answer, &failed).await,
+            Ok(Err(reason)) => failed(Failure::MaybeActed(ToolFailureKind::Error), reason),
             Err(_) => failed(
                 Failure::MaybeActed(ToolFailureKind::Timeout),
                 format!("no answer within {} ms", spec.timeout_ms),
             ),
-            Ok(Err(ServiceError::McpError(e))) => failed(
+        }
+    }
+
+    /// What an answer (or the service's error) amounts to.
+    async fn answered(
+        &self,
+        answer: Result<rmcp::model::CallToolResult, ServiceError>,
+        failed: &impl Fn(Failure, String) -> Result<Value, ToolError>,
+    ) -> Result<Value, ToolError> {
+        match answer {
+            Ok(result) => mapping::result_of(result, self.config.max_result_bytes),
+            Err(ServiceError::McpError(e)) => failed(
                 mapping::classify_code(e.code),
                 format!("error {}: {}", e.code.0, e.message),
             ),
-            Ok(Err(ServiceError::TransportSend(e))) => {
+            Err(ServiceError::TransportSend(e)) => {
                 self.disconnect().await;
                 failed(Failure::NotSent, format!("not sent: {e}"))
             }
-            Ok(Err(e @ ServiceError::TransportClosed)) => {
+            Err(e @ ServiceError::TransportClosed) => {
                 self.disconnect().await;
                 failed(Failure::MaybeActed(ToolFailureKind::Error), e.to_string())
             }
-            Ok(Err(e)) => failed(Failure::MaybeActed(ToolFailureKind::Error), e.to_string()),
+            Err(e) => failed(Failure::MaybeActed(ToolFailureKind::Error), e.to_string()),
         }
     }
 
     /// Stops the child process or closes the session.
     pub async fn shutdown(&self) {
-        if let Some(service) = self.conn.lock().await.take() {
-            let _ = service.cancel().await;
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.service.cancel().await;
         }
     }
 
     async fn disconnect(&self) {
-        if let Some(service) = self.conn.lock().await.take() {
-            let _ = service.cancel().await;
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.service.cancel().await;
         }
     }
 
-    /// The live connection, made if there is none and the backoff allows.
-    async fn peer(&self) -> Result<Peer<RoleClient>, McpError> {
+    /// Drops the connection `tripwire` belongs to, unless another call already did (and maybe
+    /// connected again).
+    async fn drop_tripped(&self, tripwire: &Tripwire) {
         let mut conn = self.conn.lock().await;
-        if let Some(service) = conn.as_ref() {
-            if !service.is_closed() {
-                return Ok(service.peer().clone());
+        if conn.as_ref().is_some_and(|c| c.tripwire.same(tripwire)) {
+            if let Some(c) = conn.take() {
+                tracing::warn!(server = %self.config.name,
+                    reason = %tripwire.tripped().unwrap_or_default(), "mcp server connection dropped");
+                // Closing waits for the session's end or the child's exit: not under the lock.
+                tokio::spawn(async move {
+                    let _ = c.service.cancel().await;
+                });
+            }
+        }
+    }
+
+    /// The live connection (and its tripwire), made if there is none and the backoff allows.
+    async fn peer(&self) -> Result<(Peer<RoleClient>, Tripwire), McpError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            if !c.service.is_closed() && c.tripwire.tripped().is_none() {
+                return Ok((c.service.peer().clone(), c.tripwire.clone()));
             }
             tracing::warn!(server = %self.config.name, "mcp server connection closed");
-            *conn = None;
+            if let Some(c) = conn.take() {
+                tokio::spawn(async move {
+                    let _ = c.service.cancel().await;
+                });
+            }
         }
         let unavailable = |message: String| McpError::Unavailable {
             server: self.config.name.clone(),
@@ -272,15 +328,18 @@ impl McpServer {
         )
         .await
         {
-            Ok(Ok((service, tools))) => {
+            Ok(Ok((service, tools, tripwire))) => {
                 if let Ok(mut b) = self.backoff.lock() {
                     *b = None;
                 }
                 self.changed.store(false, Ordering::SeqCst);
                 self.set_offered(tools);
                 let peer = service.peer().clone();
-                *conn = Some(service);
-                Ok(peer)
+                *conn = Some(Conn {
+                    service,
+                    tripwire: tripwire.clone(),
+                });
+                Ok((peer, tripwire))
             }
             Ok(Err(message)) => Err(self.failed(unavailable(message))),
             Err(_) => Err(self.failed(unavailable(format!(
@@ -299,10 +358,13 @@ impl McpServer {
         e
     }
 
-    async fn connect(&self) -> Result<(Service, Vec<Tool>), String> {
+    async fn connect(&self) -> Result<(Service, Vec<Tool>, Tripwire), String> {
         let handler = Handler {
             changed: Arc::clone(&self.changed),
         };
+        let tripwire = Tripwire::default();
+        let cap = bounded::message_cap(self.config.max_result_bytes);
+        let why = |e: String| tripwire.tripped().unwrap_or(e);
         let service = match (&self.config.command, &self.config.url, &self.http) {
             (Some(cmd), _, _) => {
                 let (program, args) = cmd.split_first().ok_or("the command is empty")?;
@@ -320,39 +382,59 @@ impl McpServer {
                     .env_clear()
                     .envs(inherited)
                     .envs(&self.env)
-                    .kill_on_drop(true);
-                let (process, stderr) = TokioChildProcess::builder(command)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
+                    .kill_on_drop(true);
+                let mut child = command
                     .spawn()
                     .map_err(|e| format!("cannot start {program}: {e}"))?;
-                if let Some(stderr) = stderr {
-                    tokio::spawn(log_stderr(self.config.name.clone(), stderr));
+                let tail = StderrTail::default();
+                let stderr_done = child
+                    .stderr
+                    .take()
+                    .map(|e| tokio::spawn(log_stderr(self.config.name.clone(), e, tail.clone())));
+                // Its stdout through a reader that stops at the cap (rmcp's own child
+                // transport reads a line whole).
+                let transport =
+                    CappedChild::new(child, cap, tripwire.clone()).map_err(|e| e.to_string())?;
+                match handler.serve(transport).await {
+                    Ok(service) => service,
+                    Err(e) => {
+                        // A server that dies at start says why on stderr: show that, not only
+                        // "connection closed" (it has exited or is exiting; its pipe closes).
+                        if let Some(done) = stderr_done {
+                            let _ = tokio::time::timeout(Duration::from_millis(500), done).await;
+                        }
+                        return Err(format!(
+                            "handshake: {}{}",
+                            why(e.to_string()),
+                            tail.describe()
+                        ));
+                    }
                 }
-                handler
-                    .serve(process)
-                    .await
-                    .map_err(|e| format!("handshake: {e}"))?
             }
             (None, Some(url), Some(client)) => {
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(self.headers.clone());
-                let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
+                let client = CappedHttp::new(client.clone(), cap, tripwire.clone());
+                let transport = StreamableHttpClientTransport::with_client(client, config);
                 handler
                     .serve(transport)
                     .await
-                    .map_err(|e| format!("handshake with {url}: {e}"))?
+                    .map_err(|e| format!("handshake with {url}: {}", why(e.to_string())))?
             }
             _ => return Err("neither command nor url".into()),
         };
         let tools = service
             .list_all_tools()
             .await
-            .map_err(|e| format!("tools/list: {e}"))?;
+            .map_err(|e| format!("tools/list: {}", why(e.to_string())))?;
         if tools.len() > MAX_TOOLS {
             return Err(format!("lists {} tools, over {MAX_TOOLS}", tools.len()));
         }
         self.store_cache(&tools);
-        Ok((service, tools))
+        Ok((service, tools, tripwire))
     }
 
     async fn refresh(&self, peer: &Peer<RoleClient>) {
@@ -419,13 +501,45 @@ impl McpServer {
     }
 }
 
+/// The last lines a child server wrote to stderr, for the error when it fails to start.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+/// Lines of a server's stderr an error quotes, at most.
+const STDERR_TAIL_LINES: usize = 12;
+
+impl StderrTail {
+    fn push(&self, line: String) {
+        if let Ok(mut t) = self.0.lock() {
+            if t.len() == STDERR_TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
+
+    /// `; its stderr ends: …` with the lines kept, or nothing when it wrote none.
+    fn describe(&self) -> String {
+        let lines: Vec<String> = self
+            .0
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        if lines.is_empty() {
+            return String::new();
+        }
+        format!("; the server's stderr ends with:\n  {}", lines.join("\n  "))
+    }
+}
+
 /// A child server's stderr, a line at a time, into the log (a pipe nobody reads would fill and
-/// stall the server).
-async fn log_stderr(server: String, stderr: tokio::process::ChildStderr) {
+/// stall the server), its last lines kept in `tail`.
+async fn log_stderr(server: String, stderr: tokio::process::ChildStderr, tail: StderrTail) {
     let mut lines = tokio::io::BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line: String = line.chars().take(MAX_LOG_LINE).collect();
         tracing::debug!(server = %server, "{line}");
+        tail.push(line);
     }
 }
 

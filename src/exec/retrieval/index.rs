@@ -8,9 +8,16 @@
 //! or a date; default: the file's modification time), and `fact.NAME: value` for each fact the
 //! document states (the contradictory-context guard compares them across documents). Other keys
 //! are ignored, so existing front matter (tags, authors) does no harm.
+//!
+//! Which files a build reads (regular files only, each once, no link out of the folder) and
+//! which directory it may replace (only one it wrote itself) is in `files.rs`.
+
+mod files;
+
+pub use files::Sources;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -173,69 +180,52 @@ pub struct BuildReport {
     pub skipped: Vec<(String, String)>,
 }
 
-/// The Markdown and text files under `dir`, sorted (a build is reproducible).
-pub fn source_files(dir: &Path) -> Result<Vec<PathBuf>, IndexError> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| io(&d, e))? {
-            let path = entry.map_err(|e| io(&d, e))?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e, "md" | "markdown" | "txt"))
-            {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+/// The Markdown and text files under `dir`, sorted (a build is reproducible), and the ones
+/// left out with why (see `files.rs`).
+pub fn source_files(dir: &Path) -> Result<Sources, IndexError> {
+    files::source_files(dir)
 }
 
-/// Builds an index of `docs` into `out` (replacing an index there; refusing a directory that
-/// holds anything else). `progress` is told each file done.
+/// Builds an index of `docs` into `out`: a new or empty directory, or one an earlier build
+/// wrote (replaced); a directory holding anything else is refused and left as it is.
+/// `progress` is told each file done.
 pub fn build(docs: &Path, out: &Path, progress: &dyn Fn(&Path)) -> Result<BuildReport, IndexError> {
-    let files = source_files(docs)?;
-    if out.exists() {
-        let is_index = out.join("meta.json").exists();
-        let empty = std::fs::read_dir(out)
-            .map_err(|e| io(out, e))?
-            .next()
-            .is_none();
-        if !is_index && !empty {
-            return Err(io(
-                out,
-                "exists and is not an index; give a new or empty directory",
-            ));
+    let sources = source_files(docs)?;
+    let created = files::prepare_out(out)?;
+    match write_index(docs, out, sources, progress) {
+        Ok(report) => {
+            files::mark_out(out)?;
+            Ok(report)
         }
-        std::fs::remove_dir_all(out).map_err(|e| io(out, e))?;
+        Err(e) => {
+            // `out` was empty when the build began: what is in it now is the build's.
+            files::clean_out(out, created);
+            Err(e)
+        }
     }
-    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+}
+
+fn write_index(
+    docs: &Path,
+    out: &Path,
+    sources: Sources,
+    progress: &dyn Fn(&Path),
+) -> Result<BuildReport, IndexError> {
     let (schema, f) = schema();
     let index = Index::create_in_dir(out, schema)?;
     let mut writer: tantivy::IndexWriter = index.writer(50_000_000)?;
-    let mut report = BuildReport::default();
-    for path in &files {
+    let mut report = BuildReport {
+        documents: 0,
+        skipped: sources.skipped,
+    };
+    for path in &sources.files {
         progress(path);
         let rel = path.strip_prefix(docs).unwrap_or(path);
         let id = rel.with_extension("").to_string_lossy().replace('\\', "/");
-        let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
-        if meta.len() > MAX_FILE_BYTES {
-            report.skipped.push((
-                rel.display().to_string(),
-                format!("over {MAX_FILE_BYTES} bytes"),
-            ));
-            continue;
-        }
-        let text = match std::fs::read_to_string(path) {
+        let text = match files::read_document(path, MAX_FILE_BYTES) {
             Ok(t) => t,
             Err(e) => {
-                report
-                    .skipped
-                    .push((rel.display().to_string(), e.to_string()));
+                report.skipped.push((rel.display().to_string(), e));
                 continue;
             }
         };
@@ -246,8 +236,8 @@ pub fn build(docs: &Path, out: &Path, progress: &dyn Fn(&Path)) -> Result<BuildR
                 continue;
             }
         };
-        let modified = meta
-            .modified()
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as i64);
@@ -264,6 +254,7 @@ pub fn build(docs: &Path, out: &Path, progress: &dyn Fn(&Path)) -> Result<BuildR
     }
     writer.commit()?;
     writer.wait_merging_threads()?;
+    drop(index);
     Ok(report)
 }
 
