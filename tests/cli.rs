@@ -109,7 +109,8 @@ fn demo_then_turns_and_trace_and_a_rerun_redoes_nothing() {
                 "failed",
                 "denied",
                 "escalated",
-                "escalation_failed"
+                "escalation_failed",
+                "completed_with_refusals"
             ]
             .contains(&t["outcome"].as_str().unwrap_or(""))
         );

@@ -36,6 +36,30 @@ fn granted_then_ran() -> Vec<&'static str> {
     want
 }
 
+/// A call refused (by a policy or a person) is reported to the model, which answers in a
+/// second step: the turn completed, with refusals.
+const REFUSED_THEN_ANSWERED: &[&str] = &[
+    "CallRefused",
+    "BudgetReserved",
+    "PlanProposed",
+    "BudgetCommitted",
+    "ResponseSynthesized",
+    "Policy(pre_response:allow)",
+    "TurnCompleted",
+];
+
+/// A confirmation a person refused: the refund never runs; the model is told.
+fn confirmation_refused() -> Vec<&'static str> {
+    let mut want = vec![
+        "Policy(plan:require_confirmation)",
+        "Policy(pre_tool:require_confirmation)",
+        "ApprovalRequested",
+        "ApprovalDenied",
+    ];
+    want.extend(REFUSED_THEN_ANSWERED);
+    want
+}
+
 /// Nobody answered the approval, then nobody took the handoff.
 const EXPIRED_THEN_HANDOFF_EXPIRED: &[&str] = &[
     "Policy(plan:require_confirmation)",
@@ -95,15 +119,25 @@ async fn scenario_table_exact_events() {
         _ => true,
     }));
 
-    // Denied by a named rule at the plan checkpoint, before any side effect.
+    // Denied by a named rule at the plan checkpoint and again at the call's own review: the
+    // refund never runs, the model is told why and answers; the turn completed with refusals.
     let e = env.events(denied.turn_id).await;
+    let mut want = vec!["Policy(plan:deny)", "Policy(pre_tool:deny)"];
+    want.extend(REFUSED_THEN_ANSWERED);
+    assert_eq!(kinds(&e), expect(&want), "denied");
     assert_eq!(
-        kinds(&e),
-        expect(&["Policy(plan:deny)", "TurnCompleted"]),
-        "denied"
+        policy_ids(&e)[..2],
+        [
+            vec!["refund.over_limit".to_string()],
+            vec!["refund.over_limit".to_string()]
+        ]
     );
-    assert_eq!(policy_ids(&e), vec![vec!["refund.over_limit".to_string()]]);
-    assert_eq!(outcome(denied.turn_id), Some(Outcome::Denied));
+    assert!(e.iter().any(|e| matches!(&e.payload,
+        Payload::CallRefused(r) if r.rules == ["refund.over_limit"] && r.reason.contains("refused by policy"))));
+    assert_eq!(
+        outcome(denied.turn_id),
+        Some(Outcome::CompletedWithRefusals)
+    );
 
     // Confirmation required, then granted by an operator: the call runs after the grant.
     let e = env.events(granted.turn_id).await;
@@ -112,20 +146,13 @@ async fn scenario_table_exact_events() {
         Payload::ApprovalGranted(a) if a.operator == "ops-anna")));
     assert_eq!(outcome(granted.turn_id), Some(Outcome::Succeeded));
 
-    // Confirmation denied: the turn ends denied and the refund never runs.
+    // Confirmation denied: the refund never runs, the model is told and answers.
     let e = env.events(refused.turn_id).await;
+    assert_eq!(kinds(&e), expect(&confirmation_refused()), "refused");
     assert_eq!(
-        kinds(&e),
-        expect(&[
-            "Policy(plan:require_confirmation)",
-            "Policy(pre_tool:require_confirmation)",
-            "ApprovalRequested",
-            "ApprovalDenied",
-            "TurnCompleted"
-        ]),
-        "refused"
+        outcome(refused.turn_id),
+        Some(Outcome::CompletedWithRefusals)
     );
-    assert_eq!(outcome(refused.turn_id), Some(Outcome::Denied));
 
     // Low confidence climbs the ladder: a constrained re-plan, a specialist re-plan (each is
     // still unsure), then a person, who resolves it.
@@ -246,7 +273,7 @@ async fn turns_waiting_for_people_are_parked_and_come_back() {
     let done = run.finished(1).await;
     assert_eq!(
         (done[0].turn_id, done[0].outcome),
-        (refused.turn_id, Outcome::Denied)
+        (refused.turn_id, Outcome::CompletedWithRefusals)
     );
     // The parked turn's deadline fires from the timer recovery armed: handed to a person,
     // parked again, and that deadline passes too.
@@ -267,13 +294,7 @@ async fn turns_waiting_for_people_are_parked_and_come_back() {
     );
     assert_eq!(
         kinds(&env.events(refused.turn_id).await),
-        expect(&[
-            "Policy(plan:require_confirmation)",
-            "Policy(pre_tool:require_confirmation)",
-            "ApprovalRequested",
-            "ApprovalDenied",
-            "TurnCompleted"
-        ])
+        expect(&confirmation_refused())
     );
     assert_eq!(
         kinds(&env.events(expiring.turn_id).await),
@@ -405,7 +426,10 @@ async fn a_policy_change_is_picked_up_mid_run_and_recorded_with_its_version() {
     }
     assert_ne!(v1, v2, "the watcher reloaded the policy set");
     env.submit(&w[1..]).await;
-    assert_eq!(run.finished(1).await[0].outcome, Outcome::Denied);
+    assert_eq!(
+        run.finished(1).await[0].outcome,
+        Outcome::CompletedWithRefusals
+    );
     run.stop().await;
     let version_of = |e: &[Event]| -> Vec<String> {
         e.iter()
@@ -420,9 +444,17 @@ async fn a_policy_change_is_picked_up_mid_run_and_recorded_with_its_version() {
             .iter()
             .all(|v| *v == v1)
     );
+    // Every decision of the second turn — the plan's, the refund's own, the reply's — was
+    // made by the new set; the refund was refused by the new rule.
     let e = env.events(second.turn_id).await;
-    assert_eq!(version_of(&e), vec![v2]);
-    assert_eq!(policy_ids(&e), vec![vec!["freeze.refunds".to_string()]]);
+    assert_eq!(version_of(&e), vec![v2.clone(), v2.clone(), v2]);
+    assert_eq!(
+        policy_ids(&e)[..2],
+        [
+            vec!["freeze.refunds".to_string()],
+            vec!["freeze.refunds".to_string()]
+        ]
+    );
 }
 
 #[test]
@@ -544,7 +576,7 @@ async fn operators_answer_waiting_turns_from_the_command_line() {
     run.stop().await;
     let outcome = |t: TurnId| done.iter().find(|f| f.turn_id == t).map(|f| f.outcome);
     assert_eq!(outcome(yes.turn_id), Some(Outcome::Succeeded));
-    assert_eq!(outcome(no.turn_id), Some(Outcome::Denied));
+    assert_eq!(outcome(no.turn_id), Some(Outcome::CompletedWithRefusals));
     let e = env.events(yes.turn_id).await;
     assert!(e.iter().any(|e| matches!(&e.payload,
         Payload::ApprovalGranted(a) if a.operator == "ops-bob" && a.reason.as_deref() == Some("verified"))));

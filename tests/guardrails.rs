@@ -58,10 +58,70 @@ async fn wait_for(env: &Env, t: &WorkloadTurn, kind: &str) {
     panic!("turn {} never recorded {kind}", t.turn_id);
 }
 
+/// Nobody mentioned an amount; the "model" makes one up.
+fn made_up_refund() -> WorkloadTurn {
+    with_text(
+        turn(
+            1,
+            "u-h",
+            vec![
+                step("lookup_order", json!({"order_id": "A1001"})),
+                step(
+                    "issue_refund",
+                    json!({"order_id": "A1001", "amount_cents": 33_300}),
+                ),
+            ],
+            0.95,
+        ),
+        "Order A1001 arrived damaged. What can you do?",
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hallucinated_refund_is_blocked_before_it_runs_and_the_turn_walks_all_four_rungs() {
+async fn a_made_up_amount_is_held_for_a_person_at_once_and_never_runs() {
     let env = Env::new();
-    // Nobody mentioned an amount; the "model" makes one up.
+    let t = made_up_refund();
+    let w = vec![t.clone()];
+    let run = env.start(&w, env.control(&w));
+    env.submit(&w).await;
+    // No re-plan with fewer tools: the user is asked about this refund right away.
+    env.awaiting_approval(t.turn_id).await;
+    run.stop().await;
+    // Nobody confirms: past the deadline a person takes over.
+    env.clock.advance(61_000);
+    let mut run = env.start(&w, env.control(&w));
+    env.resolve_handoff(&t).await;
+    let done = run.finished(1).await;
+    run.stop().await;
+    assert_eq!(done[0].outcome, Outcome::Escalated);
+    let e = env.events(t.turn_id).await;
+    assert_eq!(
+        rungs(&e),
+        [
+            EscalationRung::UserConfirmation,
+            EscalationRung::HumanHandoff
+        ]
+    );
+    let blocked = e
+        .iter()
+        .filter(|e| matches!(&e.payload, Payload::GuardrailTripped(g) if g.hallucination))
+        .count();
+    assert_eq!(blocked, 1);
+    assert!(
+        !e.iter()
+            .any(|e| matches!(&e.payload, Payload::ToolCallStarted(s) if s.tool == "issue_refund"))
+    );
+    assert_eq!(env.side_effects(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_end_turn_a_hallucinated_refund_walks_all_four_rungs() {
+    let env = Env::new();
+    // The deployment keeps grounding on the ladder (`on_refusal.grounding = "end_turn"`).
+    let toml = env.policies().join("control.toml");
+    let mut config = std::fs::read_to_string(&toml).expect("read");
+    config.push_str("[guards.on_refusal]\ngrounding = \"end_turn\"\n");
+    std::fs::write(&toml, config).expect("write");
     let t = with_text(
         turn(
             1,
@@ -366,7 +426,10 @@ async fn each_guard_records_its_verdict() {
 
     let e = env.events(no_scope.turn_id).await;
     assert!(has(&e, "pre_tool", "auth.scopes", GuardVerdict::Deny));
-    assert_eq!(outcome(&no_scope), Some(Outcome::Denied));
+    // The model is told the user lacks the scope, and answers: not a success.
+    assert!(e.iter().any(|e| matches!(&e.payload,
+        Payload::CallRefused(r) if r.rules == ["auth.scopes"])));
+    assert_eq!(outcome(&no_scope), Some(Outcome::CompletedWithRefusals));
     assert!(!e.iter().any(|e| e.kind() == "ToolCallStarted"));
 
     let e = env.events(bad_args.turn_id).await;

@@ -6,6 +6,9 @@
 //! policies: `@decision("require_confirmation")` and `@decision("escalate")`; a `forbid` without one
 //! denies. When several forbids are satisfied the most severe wins. `@id("...")` names a policy
 //! (the name recorded in PolicyEvaluated) and `@reason("...")` says why, for people.
+//! `@on_refusal("end_turn")` makes a refusal by the policy (its denial, or a person refusing the
+//! confirmation it asked for) end the turn; by default (`"feedback"`) the model is told and
+//! goes on with the rest of the user's task.
 //! A policy that fails to evaluate counts as a `deny` (fail closed).
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +31,7 @@ use sha2::{Digest, Sha256};
 use super::ControlError;
 use crate::event::PolicyDecision;
 use crate::exec::catalog::Catalog;
+use crate::guard::OnRefusal;
 
 pub const ACTION_CALL_TOOL: &str = "call_tool";
 pub const ACTION_SEND_RESPONSE: &str = "send_response";
@@ -42,6 +46,9 @@ pub const BUILTIN_POLICIES: &str = include_str!("builtin.cedar");
 struct PolicyMeta {
     decision: PolicyDecision,
     reason: Option<String>,
+    /// `@on_refusal("end_turn")`: a refusal by this policy ends the turn instead of going back
+    /// to the model.
+    on_refusal: OnRefusal,
 }
 
 /// A validated policy set with its version.
@@ -180,6 +187,18 @@ impl Policies {
                         ));
                     }
                 };
+                let on_refusal = match policy.annotation("on_refusal") {
+                    None | Some("feedback") => OnRefusal::Feedback,
+                    Some("end_turn") => OnRefusal::EndTurn,
+                    Some(other) => {
+                        return Err(policy_error(
+                            file,
+                            text,
+                            policy,
+                            &format!("@on_refusal({other:?}) must be feedback or end_turn"),
+                        ));
+                    }
+                };
                 let pid = PolicyId::new(&id);
                 if meta.contains_key(&pid) {
                     return Err(policy_error(
@@ -194,6 +213,7 @@ impl Policies {
                     PolicyMeta {
                         decision,
                         reason: policy.annotation("reason").map(str::to_owned),
+                        on_refusal,
                     },
                 );
                 let renamed: Policy = policy.new_id(pid);
@@ -239,6 +259,25 @@ impl Policies {
             reads,
             memo: Memo::default(),
         })
+    }
+
+    /// What a refusal by these policies does: `end_turn` if one of them says so, or if the
+    /// decision came from a policy set that could not be evaluated (fail closed).
+    pub fn on_refusal(&self, ids: &[String]) -> OnRefusal {
+        let ends = ids.iter().any(|id| {
+            matches!(
+                id.as_str(),
+                "cedar.evaluation_error" | "cedar.request_invalid"
+            ) || self
+                .meta
+                .get(&PolicyId::new(id))
+                .is_some_and(|m| m.on_refusal == OnRefusal::EndTurn)
+        });
+        if ends {
+            OnRefusal::EndTurn
+        } else {
+            OnRefusal::Feedback
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -129,6 +129,12 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn review_plan(&self, plan: &PlanReview<'_>) -> Verdict;
     fn review_call(&self, call: &CallReview<'_>) -> Verdict;
     fn review_response(&self, response: &ResponseReview<'_>) -> Verdict;
+    /// What a refusal by these rules does: `end_turn` when one of them says so (a Cedar
+    /// policy's `@on_refusal("end_turn")`, a limit on the whole plan, a policy set that cannot
+    /// be evaluated); feedback to the model otherwise.
+    fn on_refusal(&self, _policy_ids: &[String]) -> crate::guard::OnRefusal {
+        crate::guard::OnRefusal::Feedback
+    }
     /// The configuration the state machine enforces itself (budgets, approval deadline). A
     /// reload swaps it: callers hold the `Arc` for one decision, never across rounds.
     fn config(&self) -> std::sync::Arc<ControlConfig>;

@@ -472,6 +472,14 @@ impl ControlPlane for CedarControlPlane {
         self.verdict(e, risk, &active.version)
     }
 
+    fn on_refusal(&self, policy_ids: &[String]) -> crate::guard::OnRefusal {
+        // A plan over the step limit is not one call the model could do without.
+        if policy_ids.iter().any(|id| id == RULE_STEP_LIMIT) {
+            return crate::guard::OnRefusal::EndTurn;
+        }
+        self.active().policies.on_refusal(policy_ids)
+    }
+
     fn review_response(&self, response: &ResponseReview<'_>) -> Verdict {
         let active = self.active();
         let policies = &active.policies;
@@ -580,6 +588,10 @@ impl ControlPlane for FailClosed {
     fn route(&self, tenant: &str, attributes: &BTreeMap<String, String>) -> RouteSelected {
         self.config.route(tenant, attributes)
     }
+    fn on_refusal(&self, _: &[String]) -> crate::guard::OnRefusal {
+        crate::guard::OnRefusal::EndTurn
+    }
+
     fn review_plan(&self, _: &PlanReview<'_>) -> Verdict {
         self.deny()
     }

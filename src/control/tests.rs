@@ -395,7 +395,7 @@ when { context.unvouched_args.contains("cc") };
         documents: vec![],
     };
     let review = |args: &str| {
-        let prov = provenance::trace(args, &facts, &|_| false);
+        let prov = provenance::trace(args, &facts, &|_, _| false);
         let a = attrs();
         let signals = Signals {
             confidence: 0.9,

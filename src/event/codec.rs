@@ -12,9 +12,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 
 use apache_avro::rabin::Rabin;
-use apache_avro::{
-    GenericSingleObjectReader, Schema, from_avro_datum, from_value, write_avro_datum_ref,
-};
+use apache_avro::{GenericSingleObjectReader, Schema, from_value, write_avro_datum_ref};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::Digest;
@@ -112,9 +110,18 @@ fn fingerprint(schema: &Schema) -> Fingerprint {
     Rabin::digest(schema.canonical_form()).into()
 }
 
+/// A writer schema other than the codec's own, prepared once: its reader and its names.
+struct Foreign {
+    reader: GenericSingleObjectReader,
+    named: resolve::Named,
+}
+
 /// Encodes `T` with one schema and decodes any registered version of it into `T`.
 pub struct AvroCodec<T> {
     schema: Arc<Schema>,
+    /// The codec's schema with its names, for resolving records other versions wrote.
+    named: Arc<resolve::Named>,
+    foreign: Arc<RwLock<HashMap<Fingerprint, Arc<Foreign>>>>,
     /// The codec's own schema with its names resolved once: `from_avro_datum` resolves the
     /// writer schema on every call (apache/avro-rs#310), which was most of the cost of replay,
     /// recovery and projection catch-up.
@@ -128,6 +135,8 @@ impl<T> Clone for AvroCodec<T> {
     fn clone(&self) -> Self {
         AvroCodec {
             schema: Arc::clone(&self.schema),
+            named: Arc::clone(&self.named),
+            foreign: Arc::clone(&self.foreign),
             reader: Arc::clone(&self.reader),
             fp: self.fp,
             registry: Arc::clone(&self.registry),
@@ -145,8 +154,11 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
             .ok_or_else(|| CodecError::UnknownSchema(fingerprint_hex(&fp)))?;
         let reader = GenericSingleObjectReader::new((*schema).clone())
             .map_err(|e| CodecError::BadSchema(e.to_string()))?;
+        let named = resolve::Named::new((*schema).clone()).map_err(CodecError::BadSchema)?;
         Ok(AvroCodec {
             schema,
+            named: Arc::new(named),
+            foreign: Arc::default(),
             reader: Arc::new(reader),
             fp,
             registry,
@@ -176,7 +188,7 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        let (fp, rest) = split_header(bytes)?;
+        let (fp, _) = split_header(bytes)?;
         if fp == self.fp {
             // The reader checks the same header again; the watch starts at the header.
             let mut whole = EofWatch {
@@ -189,18 +201,40 @@ impl<T: Serialize + DeserializeOwned> AvroCodec<T> {
                 .map_err(|e| CodecError::Decode(e.to_string()))?;
             return self.finish(value, whole);
         }
-        // An older (or newer) writer: resolved per record, which is rare.
-        let writer = self
-            .registry
-            .get(&fp)
-            .ok_or_else(|| CodecError::UnknownSchema(fingerprint_hex(&fp)))?;
-        let mut body = EofWatch {
-            rest,
+        // An older (or newer) writer: read as it wrote it, then resolved to this schema with
+        // union branches matched by name (`resolve.rs`).
+        let foreign = self.foreign(&fp)?;
+        let mut whole = EofWatch {
+            rest: bytes,
             hit_eof: false,
         };
-        let value = from_avro_datum(&writer, &mut body, Some(&self.schema))
+        let written = foreign
+            .reader
+            .read_value(&mut whole)
             .map_err(|e| CodecError::Decode(e.to_string()))?;
-        self.finish(value, body)
+        let value =
+            resolve::resolve(written, &foreign.named, &self.named).map_err(CodecError::Decode)?;
+        self.finish(value, whole)
+    }
+
+    /// The prepared reader of a writer schema from the registry (prepared once).
+    fn foreign(&self, fp: &Fingerprint) -> Result<Arc<Foreign>, CodecError> {
+        if let Some(f) = self.foreign.read().ok().and_then(|m| m.get(fp).cloned()) {
+            return Ok(f);
+        }
+        let writer = self
+            .registry
+            .get(fp)
+            .ok_or_else(|| CodecError::UnknownSchema(fingerprint_hex(fp)))?;
+        let f = Arc::new(Foreign {
+            reader: GenericSingleObjectReader::new((*writer).clone())
+                .map_err(|e| CodecError::BadSchema(e.to_string()))?,
+            named: resolve::Named::new((*writer).clone()).map_err(CodecError::BadSchema)?,
+        });
+        if let Ok(mut m) = self.foreign.write() {
+            m.insert(*fp, Arc::clone(&f));
+        }
+        Ok(f)
     }
 
     /// Checks a decoded record used its bytes exactly, then turns it into `T`.
@@ -271,11 +305,13 @@ pub enum Inbound {
 /// Earlier versions of the schemas (`schemas/history/`): registered as writer schemas, so
 /// records written before a schema changed are read (resolved to the current one) by every
 /// process, also one whose data dir never saw them.
-pub const HISTORY: [&str; 4] = [
+pub const HISTORY: [&str; 6] = [
     include_str!("../../schemas/history/turn_event.v1.avsc"),
     include_str!("../../schemas/history/handoff.v1.avsc"),
     include_str!("../../schemas/history/turn_request.v1.avsc"),
     include_str!("../../schemas/history/turn_outcome.v1.avsc"),
+    include_str!("../../schemas/history/turn_event.v2.avsc"),
+    include_str!("../../schemas/history/turn_outcome.v2.avsc"),
 ];
 
 /// The largest length the Avro reader accepts for one string, byte array or array (items). A
@@ -315,5 +351,6 @@ impl Codecs {
     }
 }
 
+mod resolve;
 #[cfg(test)]
 mod tests;

@@ -67,6 +67,7 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             provenance_json: Some(
                 r#"{"args":{"order_id":[{"value":"A1001","origins":[{"from":"user"}]}]}}"#.into(),
             ),
+            feedback: true,
         }),
         Payload::ToolCallStarted(ToolCallStarted {
             call_id: "c-1".into(),

@@ -7,6 +7,7 @@ pub use display::timeline;
 pub mod fixtures;
 mod reversal;
 pub use reversal::*;
+mod nan;
 mod otel;
 
 use std::collections::BTreeMap;
@@ -131,6 +132,7 @@ pub struct ContextRetrieved {
 pub struct RetrievedDocument {
     pub id: String,
     pub title: String,
+    #[serde(deserialize_with = "nan::f64_or_nan")]
     pub score: f64,
     pub version: i64,
     pub updated_at_ms: i64,
@@ -148,6 +150,8 @@ pub struct PlanProposed {
     pub model_version: String,
     pub prompt_template_hash: String,
     pub steps: Vec<PlanStep>,
+    /// NaN when the model reported none (JSON, e.g. a snapshot, writes it as null).
+    #[serde(deserialize_with = "nan::f64_or_nan")]
     pub confidence: f64,
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -307,6 +311,11 @@ pub struct PolicyEvaluated {
     /// Pre-tool: where each argument value came from (`provenance::CallProvenance` as JSON).
     #[serde(default)]
     pub provenance_json: Option<String>,
+    /// A refusal by this decision goes back to the model as the call's error and the turn
+    /// goes on (`on_refusal = "feedback"`); at the plan checkpoint, a deny with feedback leaves
+    /// each call to its own review instead of ending the turn.
+    #[serde(default)]
+    pub feedback: bool,
 }
 
 /// A proposed call refused and reported back to the model as its error: the loop goes on.
@@ -337,6 +346,7 @@ impl Default for PolicyEvaluated {
             budget_tokens: None,
             budget_tool_calls: None,
             provenance_json: None,
+            feedback: false,
         }
     }
 }
@@ -432,16 +442,21 @@ pub enum Outcome {
     Reversed,
     /// Handed to a person, who did not resolve it by the deadline.
     EscalationFailed,
+    /// The model answered, but calls of the turn were refused, denied or stopped and never
+    /// ran: the user's task may be unfinished. Not a success (`task_success` counts only
+    /// `Succeeded`).
+    CompletedWithRefusals,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Succeeded,
         Outcome::Failed,
         Outcome::Denied,
         Outcome::Escalated,
         Outcome::Reversed,
         Outcome::EscalationFailed,
+        Outcome::CompletedWithRefusals,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -452,6 +467,7 @@ impl Outcome {
             Outcome::Escalated => "escalated",
             Outcome::Reversed => "reversed",
             Outcome::EscalationFailed => "escalation_failed",
+            Outcome::CompletedWithRefusals => "completed_with_refusals",
         }
     }
 }
@@ -744,4 +760,13 @@ pub struct TurnOutcome {
     pub steps: i32,
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Calls a policy, guard or provenance rule stopped that never ran.
+    #[serde(default)]
+    pub refused_calls: i32,
+    /// Calls held for a person's confirmation.
+    #[serde(default)]
+    pub held_calls: i32,
+    /// Calls a person refused to confirm, or left unconfirmed, that never ran.
+    #[serde(default)]
+    pub denied_calls: i32,
 }

@@ -123,6 +123,11 @@ pub struct ToolSpec {
     /// through a sink the user did not choose (`provenance.exfiltration`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive_output: bool,
+    /// Fields of a trusted tool's result that whoever could write there wrote (a message's
+    /// body, a channel's topic, a file's content): JSON pointers where `*` matches any array
+    /// index or object key (`/messages/*/body`). Their values are untrusted content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untrusted_fields: Vec<String>,
 }
 
 /// How a catalog tool reaches its endpoint.
@@ -160,6 +165,69 @@ impl ToolSpec {
             Some(t) => t == Trust::Trusted,
             None => self.http.is_none(),
         }
+    }
+
+    /// Whether the result field at `path` (its keys and indexes from the root) is trusted: the
+    /// tool is, and no `untrusted_fields` pattern covers the field or an ancestor of it.
+    pub fn field_trusted(&self, path: &[String]) -> bool {
+        self.trusted()
+            && !self
+                .untrusted_fields
+                .iter()
+                .any(|p| field_pattern_covers(p, path))
+    }
+}
+
+/// `pattern` is a JSON pointer (RFC 6901) whose segments may be `*`.
+pub fn valid_field_pattern(pattern: &str) -> bool {
+    pattern.starts_with('/') && pattern.len() <= 512
+}
+
+/// Whether the pointer pattern names `path` or one of its ancestors: `/messages/*/body` covers
+/// `["messages", "3", "body"]` and everything inside it.
+pub fn field_pattern_covers(pattern: &str, path: &[String]) -> bool {
+    let Some(rest) = pattern.strip_prefix('/') else {
+        return false;
+    };
+    let segments: Vec<String> = rest
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    segments.len() <= path.len() && segments.iter().zip(path).all(|(p, k)| p == "*" || p == k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_field_patterns_cover_their_fields_and_what_is_inside() {
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(field_pattern_covers(
+            "/messages/*/body",
+            &path(&["messages", "3", "body"])
+        ));
+        assert!(field_pattern_covers(
+            "/content",
+            &path(&["content", "lines", "0"])
+        ));
+        assert!(!field_pattern_covers(
+            "/messages/*/body",
+            &path(&["messages", "3", "sender"])
+        ));
+        assert!(!field_pattern_covers(
+            "/messages/*/body",
+            &path(&["messages"])
+        ));
+        assert!(field_pattern_covers("/a~1b/*", &path(&["a/b", "x"])));
+        let spec = ToolSpec {
+            trust: Some(Trust::Trusted),
+            untrusted_fields: vec!["/channels/*/topic".into()],
+            ..ToolSpec::default()
+        };
+        assert!(spec.field_trusted(&path(&["channels", "0", "name"])));
+        assert!(!spec.field_trusted(&path(&["channels", "0", "topic"])));
+        assert!(valid_field_pattern("/x") && !valid_field_pattern("x/y"));
     }
 }
 

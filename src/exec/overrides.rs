@@ -23,6 +23,8 @@ pub struct ToolOverride {
     pub deterministic: Option<bool>,
     pub trust: Option<Trust>,
     pub sensitive_output: Option<bool>,
+    /// JSON pointers (`*` for any index or key) of result fields whoever could write there wrote.
+    pub untrusted_fields: Option<Vec<String>>,
     pub timeout_ms: Option<u64>,
     pub tags: Option<Vec<String>>,
     pub risk_thresholds: Option<Vec<ArgThreshold>>,
@@ -43,6 +45,7 @@ impl ToolOverride {
         set(&mut spec.key_args, &self.key_args);
         set(&mut spec.sinks, &self.sinks);
         set(&mut spec.tags, &self.tags);
+        set(&mut spec.untrusted_fields, &self.untrusted_fields);
         if self.compensation.is_some() {
             spec.compensation.clone_from(&self.compensation);
         }
@@ -104,6 +107,16 @@ pub fn spec_problems(spec: &ToolSpec, catalog: &Catalog) -> Vec<String> {
     {
         out.push(format!(
             "tool {}: compensation {comp} is not in the catalog",
+            spec.name
+        ));
+    }
+    for f in spec
+        .untrusted_fields
+        .iter()
+        .filter(|f| !super::catalog::valid_field_pattern(f))
+    {
+        out.push(format!(
+            "tool {}: untrusted field {f:?} is not a JSON pointer (\"/messages/*/body\")",
             spec.name
         ));
     }

@@ -2,6 +2,9 @@
 //! appear neither in the request, nor in the retrieved context, nor in earlier tool results is
 //! blocked before it runs. The catalog names each tool's key arguments.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
 use serde_json::Value;
 
 use crate::event::GuardVerdict;
@@ -61,6 +64,51 @@ pub(crate) fn json_has_number(v: &Value, n: i64) -> bool {
     }
 }
 
+static NUMBER: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\d[\d,.]*\d|\d").ok());
+
+/// A number as people write it: `98.70`, `98,70`, `1,250.00`, `1.250,00`, `20000`.
+fn parse_number(token: &str) -> Option<f64> {
+    let (commas, dots) = (token.matches(',').count(), token.matches('.').count());
+    let last_comma_digits = token.rsplit(',').next().map_or(0, str::len);
+    let plain = match (commas, dots) {
+        (0, 0) | (0, 1) => token.to_string(),
+        (0, _) => token.replace('.', ""),
+        (1, 0) if last_comma_digits != 3 => token.replace(',', "."),
+        (_, 0) => token.replace(',', ""),
+        _ if token.rfind(',') > token.rfind('.') => token.replace('.', "").replace(',', "."),
+        _ => token.replace(',', ""),
+    };
+    plain.parse().ok()
+}
+
+/// Whether `hay` writes the number `x` somewhere (as a number of its own: not glued to letters,
+/// as in an id or a key).
+pub(crate) fn text_has_value(hay: &str, x: f64) -> bool {
+    let Some(re) = NUMBER.as_ref() else {
+        return false;
+    };
+    let glued = |c: Option<char>| c.is_some_and(char::is_alphabetic);
+    re.find_iter(hay).any(|m| {
+        let token = m.as_str().trim_end_matches(['.', ',']);
+        !glued(hay[..m.start()].chars().next_back())
+            && !glued(hay[m.end()..].chars().next())
+            && parse_number(token).is_some_and(|v| (v - x).abs() < 1e-9 * x.abs().max(1.0))
+    })
+}
+
+/// Whether a JSON value holds the number `x` (as a number, or written in a string).
+pub(crate) fn json_has_value(v: &Value, x: f64) -> bool {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .is_some_and(|v| (v - x).abs() < 1e-9 * x.abs().max(1.0)),
+        Value::String(s) => text_has_value(s, x),
+        Value::Array(a) => a.iter().any(|v| json_has_value(v, x)),
+        Value::Object(o) => o.values().any(|v| json_has_value(v, x)),
+        _ => false,
+    }
+}
+
 fn grounded(arg: &str, value: &Value, sources: &Sources<'_>) -> bool {
     let in_text = |forms: &[String]| {
         sources
@@ -71,15 +119,25 @@ fn grounded(arg: &str, value: &Value, sources: &Sources<'_>) -> bool {
     };
     match value {
         Value::String(s) => in_text(std::slice::from_ref(s)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => {
-                in_text(&spellings(arg, i))
+        Value::Number(n) => {
+            let by_value = |x: f64| {
+                sources.texts.iter().any(|t| text_has_value(t, x))
                     || sources.results.iter().any(|r| {
-                        serde_json::from_str::<Value>(r).is_ok_and(|v| json_has_number(&v, i))
+                        serde_json::from_str::<Value>(r).is_ok_and(|v| json_has_value(&v, x))
                     })
+            };
+            match n.as_i64() {
+                Some(i) => {
+                    in_text(&spellings(arg, i))
+                        || sources.results.iter().any(|r| {
+                            serde_json::from_str::<Value>(r).is_ok_and(|v| json_has_number(&v, i))
+                        })
+                        || by_value(i as f64)
+                }
+                // 98.7 is the 98.70 of the bill.
+                None => in_text(&[n.to_string()]) || n.as_f64().is_some_and(by_value),
             }
-            None => in_text(&[n.to_string()]),
-        },
+        }
         // Booleans and structures are not facts a model could make up on its own.
         _ => true,
     }
@@ -153,5 +211,38 @@ mod tests {
         )
         .expect("a prefix of an id is not the id");
         assert_eq!(t.rule, "hallucination.order_id");
+    }
+
+    #[test]
+    fn amounts_are_compared_as_numbers_however_they_are_written() {
+        let pay = ToolSpec {
+            name: "send_money".into(),
+            key_args: vec!["amount".into()],
+            ..ToolSpec::default()
+        };
+        let sources = Sources {
+            texts: vec![
+                "Amount due: 98.70 EUR, then 1,250.00 and 12,50 and 2.500,00. Key sk-51Hq.",
+            ],
+            results: vec![r#"{"total": 20000.0}"#],
+        };
+        let ok = |args: &str| check(&pay, args, &sources).is_none();
+        for args in [
+            r#"{"amount":98.7}"#,
+            r#"{"amount":1250.0}"#,
+            r#"{"amount":1250}"#,
+            r#"{"amount":12.5}"#,
+            r#"{"amount":2500}"#,
+            r#"{"amount":20000}"#,
+        ] {
+            assert!(ok(args), "{args} is in the sources");
+        }
+        for args in [
+            r#"{"amount":98.71}"#,
+            r#"{"amount":51}"#,
+            r#"{"amount":9.87}"#,
+        ] {
+            assert!(!ok(args), "{args} is not");
+        }
     }
 }

@@ -68,9 +68,60 @@ pub struct GuardConfig {
     pub step_cost_micros: i64,
     /// Treat IPv4 and IPv6 addresses as personal data (off: they are usually infrastructure).
     pub redact_ip_addresses: bool,
-    /// Where argument values came from: the untrusted-sink, exfiltration and
-    /// untrusted-instruction rules (`[control.guards.provenance]`).
+    /// Where argument values came from: the untrusted-sink, exfiltration, untrusted-content
+    /// and untrusted-instruction rules (`[control.guards.provenance]`).
     pub provenance: provenance::rules::ProvenanceConfig,
+    /// What the guards' refusals of a call do (`[control.guards.on_refusal]`).
+    pub on_refusal: GuardsOnRefusal,
+    /// Refusals fed back to the model in one turn; past this many the model is taken not to be
+    /// getting anywhere, and a refusal ends the turn or climbs the ladder as with `end_turn`.
+    pub max_refusals: u32,
+}
+
+/// What happens to the turn when something refuses one of its calls: a policy's denial, a
+/// guard's, a provenance rule's, or a person's refusal to confirm it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRefusal {
+    /// The call is recorded as refused (`CallRefused`) and the model is told, as the call's
+    /// error, that it did not run and why; the loop goes on with the rest of the user's task.
+    #[default]
+    Feedback,
+    /// Not fed back: a denial ends the turn (denied), an escalation climbs the ladder.
+    EndTurn,
+}
+
+/// `[control.guards.on_refusal]`: the pre-tool guards that can refuse a call the model could do
+/// without (or do differently).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardsOnRefusal {
+    /// `hallucination.*`: a key argument found nowhere in the turn.
+    pub grounding: OnRefusal,
+    /// `args.json`, `args.schema`: arguments that do not fit the tool's schema.
+    pub schema: OnRefusal,
+    /// `auth.scopes`: the user lacks a scope the tool needs.
+    pub scopes: OnRefusal,
+    /// `tool.exists`: a tool that is not in the catalog.
+    pub unknown_tool: OnRefusal,
+}
+
+impl GuardsOnRefusal {
+    /// The setting for a guard rule id; `None` for rules no setting covers (they are not
+    /// refusals the model can work around: a broken schema, a breaker, a loop).
+    pub fn for_rule(&self, rule: &str) -> Option<OnRefusal> {
+        if rule.starts_with("hallucination.") {
+            Some(self.grounding)
+        } else if matches!(rule, "args.json" | "args.schema" | "control.args") {
+            Some(self.schema)
+        } else if rule == "auth.scopes" {
+            Some(self.scopes)
+        } else if matches!(rule, "tool.exists" | "control.tool_exists") {
+            Some(self.unknown_tool)
+        } else {
+            None
+        }
+    }
 }
 
 impl Default for GuardConfig {
@@ -95,6 +146,8 @@ impl Default for GuardConfig {
             step_cost_micros: 0,
             redact_ip_addresses: false,
             provenance: provenance::rules::ProvenanceConfig::default(),
+            on_refusal: GuardsOnRefusal::default(),
+            max_refusals: 5,
         }
     }
 }

@@ -40,6 +40,8 @@ pub type Classify = fn(&TurnOutcome, &SloConfig) -> Option<bool>;
 pub const BAD_LABELS: [&str; 2] = [HALLUCINATION_LABEL, "incorrect"];
 pub const HALLUCINATION_LABEL: &str = "hallucination_with_action";
 
+/// Good only for a full success: a turn that completed with refusals may have left the user's
+/// task undone, and counts against the SLO.
 fn task(o: &TurnOutcome, _: &SloConfig) -> Option<bool> {
     Some(
         o.outcome == Outcome::Succeeded
@@ -217,6 +219,9 @@ mod tests {
             reply: None,
             steps: 1,
             session_id: None,
+            refused_calls: 0,
+            held_calls: 0,
+            denied_calls: 0,
         }
     }
 
@@ -254,6 +259,17 @@ mod tests {
         assert!((task.burn[4].1 - 1.0).abs() < 1e-9);
         let (rate, cost) = tool_error_rate_and_cost(&all, now, &SloConfig::default());
         assert!((rate - 0.5).abs() < 1e-9 && (cost - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_turn_that_completed_with_refusals_is_not_a_task_success() {
+        let now = 1_000_000;
+        let mut partial = outcome(1, Outcome::CompletedWithRefusals, 10, now);
+        partial.refused_calls = 1;
+        let full = outcome(2, Outcome::Succeeded, 10, now);
+        let slis = compute(&[partial, full], now, &SloConfig::default());
+        let task = slis.iter().find(|s| s.name == "task_success").expect("sli");
+        assert_eq!((task.good, task.total), (1, 2));
     }
 
     #[test]

@@ -578,6 +578,16 @@ impl Builder<'_, '_> {
 
     pub(super) fn complete(&mut self, outcome: Outcome, reason: String) {
         self.release_all("turn ended");
+        // An answer after calls were refused, denied or stopped (and not run since) is not a
+        // success: the task may be unfinished, whatever the model says.
+        let (refused, denied) = (self.state.refused_calls(), self.state.denied_calls());
+        let (outcome, reason) = if outcome == Outcome::Succeeded && refused + denied > 0 {
+            let reason =
+                format!("{reason}; {refused} call(s) refused, {denied} not confirmed, never run");
+            (Outcome::CompletedWithRefusals, reason)
+        } else {
+            (outcome, reason)
+        };
         let latency_ms = (self.ctx.now_ms - self.state.requested_at_ms).max(0);
         self.emit(Payload::TurnCompleted(TurnCompleted {
             outcome,

@@ -10,6 +10,7 @@ use crate::ids::call_id;
 
 use super::decide::Builder;
 use super::effect::Effect;
+use super::refusal::Why;
 use super::state::{CallState, CallStatus};
 
 /// Tools the turn called in earlier model steps, each once, in first-call order.
@@ -55,6 +56,7 @@ impl Builder<'_, '_> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         checkpoint: Checkpoint,
@@ -63,6 +65,7 @@ impl Builder<'_, '_> {
         v: &Verdict,
         signals: &Signals,
         provenance_json: Option<String>,
+        feedback: bool,
     ) {
         self.emit(Payload::PolicyEvaluated(PolicyEvaluated {
             checkpoint,
@@ -80,6 +83,7 @@ impl Builder<'_, '_> {
             budget_tokens: Some(signals.budget.tokens),
             budget_tool_calls: Some(signals.budget.tool_calls),
             provenance_json,
+            feedback,
         }));
     }
 
@@ -124,10 +128,23 @@ impl Builder<'_, '_> {
             catalog: self.ctx.catalog,
             signals: &signals,
         });
-        self.record(Checkpoint::Plan, None, None, &verdict, &signals, None);
+        // A denial the model can be told about: each call goes to its own review, which
+        // refuses the denied ones and lets the rest of the step run.
+        let feedback =
+            verdict.decision == PolicyDecision::Deny && self.rules_feedback(&verdict.policy_ids);
+        self.record(
+            Checkpoint::Plan,
+            None,
+            None,
+            &verdict,
+            &signals,
+            None,
+            feedback,
+        );
         match verdict.decision {
             // Confirmation is asked call by call, with the real arguments, before each runs.
             PolicyDecision::Allow | PolicyDecision::RequireConfirmation => self.next_step(),
+            PolicyDecision::Deny if feedback => self.next_step(),
             d => self.follow(d, verdict.reason, None),
         }
     }
@@ -184,6 +201,11 @@ impl Builder<'_, '_> {
         let provenance = (!provenance.args.is_empty())
             .then(|| serde_json::to_string(&provenance).ok())
             .flatten();
+        // A refused call goes back to the model (decided before it is recorded: the record
+        // marks the call as stopped).
+        let feedback = verdict.decision == PolicyDecision::Deny
+            && self.rules_feedback(&verdict.policy_ids)
+            && self.can_feed_back(&id, &planned.tool, &planned.args_json);
         self.record(
             Checkpoint::PreTool,
             Some(index as i32),
@@ -191,16 +213,19 @@ impl Builder<'_, '_> {
             &verdict,
             &signals,
             provenance,
+            feedback,
         );
-        // A call a provenance rule refused goes back to the model: the user's task goes on.
-        let decided_by_provenance = findings
-            .first()
-            .is_some_and(|f| f.decision == verdict.decision);
-        if verdict.decision == PolicyDecision::Deny
-            && decided_by_provenance
-            && self.refusal_is_feedback(&verdict.policy_ids)
-        {
-            self.refuse(index, id, planned.tool, verdict.policy_ids, &verdict.reason);
+        if feedback {
+            let by_provenance = findings
+                .first()
+                .is_some_and(|f| f.decision == verdict.decision);
+            let reason = verdict.reason.clone();
+            let why = if by_provenance {
+                Why::Provenance(&reason)
+            } else {
+                Why::Policy(&reason)
+            };
+            self.refuse(index, id, planned.tool, verdict.policy_ids, why);
             return;
         }
         match verdict.decision {
@@ -282,12 +307,19 @@ impl Builder<'_, '_> {
                     self.emit(Payload::ApprovalGranted(resolved));
                     self.start_approved(index);
                 } else {
+                    // Decided before the denial is recorded (it marks the call as stopped).
+                    let feedback = self.feedback_for(index, false);
                     self.emit(Payload::ApprovalDenied(resolved));
                     let why = d.reason.map(|r| format!(": {r}")).unwrap_or_default();
-                    if let Some((call_id, tool, rules)) = self.feedback_for(index) {
+                    if let Some((call_id, tool, rules)) = feedback {
                         let reason =
                             format!("the operator {} did not confirm it{why}", command.operator);
-                        self.refuse(index, call_id, tool, rules, &reason);
+                        let why = if rules.iter().any(|r| r.starts_with("provenance.")) {
+                            Why::Provenance(&reason)
+                        } else {
+                            Why::Person(&reason)
+                        };
+                        self.refuse(index, call_id, tool, rules, why);
                         return;
                     }
                     self.complete(
@@ -320,12 +352,14 @@ impl Builder<'_, '_> {
             return;
         }
         let deadline_ms = pending.deadline_ms;
+        let feedback = self.feedback_for(index, true);
         self.emit(Payload::ApprovalExpired(ApprovalExpired {
             approval_id: approval_id.to_string(),
             deadline_ms,
         }));
-        if let Some((call_id, tool, rules)) = self.feedback_for(index) {
-            self.refuse(index, call_id, tool, rules, "nobody confirmed it in time");
+        if let Some((call_id, tool, rules)) = feedback {
+            let why = Why::Provenance("nobody confirmed it in time");
+            self.refuse(index, call_id, tool, rules, why);
             return;
         }
         self.handoff(
@@ -334,20 +368,20 @@ impl Builder<'_, '_> {
         );
     }
 
-    /// For an approval a provenance rule asked for, refused with `on_refusal = feedback`: the
-    /// call, its tool and the rules, to report the refusal to the model.
-    fn feedback_for(&self, index: usize) -> Option<(String, String, Vec<String>)> {
+    /// For an approval refused (or, `expired`, left unanswered) whose refusal goes back to the
+    /// model: the call, its tool and the rules that asked for it.
+    fn feedback_for(&self, index: usize, expired: bool) -> Option<(String, String, Vec<String>)> {
         let a = self.state.approval_for(index)?;
-        if !self.refusal_is_feedback(&a.rules) {
+        let feedback = if expired {
+            self.expiry_is_feedback(&a.rules)
+        } else {
+            self.rules_feedback(&a.rules)
+        };
+        let step = self.state.plan.as_ref().and_then(|p| p.steps.get(index))?;
+        if !feedback || !self.can_feed_back(&a.call_id, &step.tool, &step.args_json) {
             return None;
         }
-        let tool = self
-            .state
-            .plan
-            .as_ref()
-            .and_then(|p| p.steps.get(index))
-            .map(|s| s.tool.clone())?;
-        Some((a.call_id.clone(), tool, a.rules.clone()))
+        Some((a.call_id.clone(), step.tool.clone(), a.rules.clone()))
     }
 
     pub(super) fn review_response(&mut self) {
@@ -365,6 +399,7 @@ impl Builder<'_, '_> {
             &verdict,
             &signals,
             None,
+            false,
         );
         self.follow_response(verdict.decision, verdict.reason);
     }

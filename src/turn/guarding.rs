@@ -2,9 +2,11 @@
 //! on — modify goes on with the redacted content, deny ends the turn, escalate climbs the ladder.
 
 use crate::event::{
-    GuardCheckpoint, GuardVerdict, GuardrailTripped, Outcome, Payload, RetrievedDocument,
+    EscalationRung, GuardCheckpoint, GuardVerdict, GuardrailTripped, Outcome, Payload,
+    RetrievedDocument,
 };
-use crate::guard::{Trip, checks, grounding};
+use crate::exec::catalog::Impact;
+use crate::guard::{OnRefusal, Trip, checks, grounding};
 
 use super::decide::Builder;
 
@@ -24,6 +26,50 @@ impl At {
             tool: None,
             call_id: None,
         }
+    }
+}
+
+/// Where a tool's result addresses the model, field by field: `"{tool} output addresses the
+/// model at /messages/2/body: \"…\""`, or `None`.
+fn instructions_in(tool: &str, result_json: &str) -> Option<String> {
+    use crate::guard::provenance::{fields, instruction::instruction};
+    let value = serde_json::from_str::<serde_json::Value>(result_json)
+        .unwrap_or_else(|_| serde_json::Value::String(result_json.to_string()));
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut path = Vec::new();
+    leaves(&value, &mut path, &mut |p, text| {
+        if found.len() < 4
+            && let Some(passage) = instruction(text)
+        {
+            found.push((fields::pointer(p), passage));
+        }
+    });
+    let (_, passage) = found.first()?;
+    let at: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    Some(format!(
+        "{tool} output addresses the model at {}: \"{passage}\"",
+        at.join(", ")
+    ))
+}
+
+fn leaves(v: &serde_json::Value, path: &mut Vec<String>, f: &mut dyn FnMut(&[String], &str)) {
+    match v {
+        serde_json::Value::String(s) => f(path, s),
+        serde_json::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                path.push(i.to_string());
+                leaves(v, path, f);
+                path.pop();
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                path.push(k.clone());
+                leaves(v, path, f);
+                path.pop();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -68,6 +114,55 @@ impl Builder<'_, '_> {
                 self.climb(format!("{}: {}", t.rule, t.detail), at.call_id, at.step);
                 false
             }
+        }
+    }
+
+    /// A pre-tool guard's refusal of plan step `index`'s call: reported to the model as the
+    /// call's error when the guard's `on_refusal` says `feedback` (and the model is still
+    /// getting somewhere), else acted on as any trip. The call does not go on either way.
+    fn refuse_call(&mut self, index: usize, at: At, t: Trip) -> bool {
+        let step = self
+            .state
+            .plan
+            .as_ref()
+            .and_then(|p| p.steps.get(index))
+            .cloned();
+        let feedback = matches!(t.verdict, GuardVerdict::Deny | GuardVerdict::Escalate)
+            && self.ctx.guards.config.on_refusal.for_rule(&t.rule) == Some(OnRefusal::Feedback);
+        // A value found nowhere in a call that matters (a payment, a message): a person may
+        // know where it comes from (a sum the model worked out) — asked at once, without
+        // re-planning; refused, the model is told.
+        let confirm = t.hallucination
+            && self
+                .ctx
+                .guards
+                .config
+                .ladder
+                .contains(&EscalationRung::UserConfirmation)
+            && step
+                .as_ref()
+                .and_then(|s| self.ctx.catalog.get(&s.tool))
+                .is_some_and(|s| s.impact >= Impact::Medium);
+        match (step, at.call_id.clone()) {
+            (Some(step), Some(call_id))
+                if feedback
+                    && confirm
+                    && self.can_feed_back(&call_id, &step.tool, &step.args_json) =>
+            {
+                self.record_trip(&at, &t);
+                let reason = format!("{}: {}", t.rule, t.detail);
+                self.confirm(&reason, Some(call_id), Some(index));
+                false
+            }
+            (Some(step), Some(call_id))
+                if feedback && self.can_feed_back(&call_id, &step.tool, &step.args_json) =>
+            {
+                self.record_trip(&at, &t);
+                let why = super::refusal::Why::Guard(&t.detail);
+                self.refuse(index, call_id, step.tool, vec![t.rule.clone()], why);
+                false
+            }
+            _ => self.trip(at, t),
         }
     }
 
@@ -167,7 +262,7 @@ impl Builder<'_, '_> {
                 GuardVerdict::Deny,
                 format!("{} is not in the catalog", step.tool),
             );
-            return self.trip(at(), t);
+            return self.refuse_call(index, at(), t);
         };
         if let Some(t) = self.ctx.breakers.check(&step.tool, self.ctx.now_ms) {
             return self.trip(mid(), t);
@@ -198,13 +293,13 @@ impl Builder<'_, '_> {
             return self.trip(mid(), t);
         }
         if let Some(t) = g.schemas.check_args(&step.tool, &step.args_json) {
-            return self.trip(at(), t);
+            return self.refuse_call(index, at(), t);
         }
         let held = crate::control::list_attribute(&self.state.attributes, "scopes");
         if !spec.auth_scopes.is_empty()
             && let Some(t) = checks::scopes(spec, &held)
         {
-            return self.trip(at(), t);
+            return self.refuse_call(index, at(), t);
         }
         if self.state.constrained() && !spec.deterministic {
             let t = Trip::new(
@@ -247,8 +342,9 @@ impl Builder<'_, '_> {
                 .collect();
             let sources = grounding::Sources { texts, results };
             if let Some(t) = grounding::check(spec, &step.args_json, &sources) {
-                // A person may vouch for it: the user-confirmation rung asks about this call.
-                return self.trip(at(), t);
+                // The model is told where the value should have come from; with `end_turn`,
+                // a person may vouch for it (the user-confirmation rung asks about this call).
+                return self.refuse_call(index, at(), t);
             }
         }
         true
@@ -286,17 +382,17 @@ impl Builder<'_, '_> {
                 ),
             ));
         }
-        // Untrusted output talking to the model: recorded (measured), never decisive alone.
-        let untrusted = !self.ctx.catalog.get(tool).is_some_and(|s| s.trusted());
-        if untrusted
-            && self.ctx.guards.config.provenance.untrusted_instruction
-            && let Some(passage) = crate::guard::provenance::rules::instruction(&redacted)
+        // Output talking to the model, in any field of any tool, trusted or not: recorded
+        // (measured); provenance treats the field as untrusted and its values as the
+        // attacker's, but the trip decides nothing alone.
+        if self.ctx.guards.config.provenance.untrusted_instruction
+            && let Some(detail) = instructions_in(tool, &redacted)
         {
             self.pending_trips.push(Trip::new(
                 "provenance",
                 crate::guard::provenance::rules::UNTRUSTED_INSTRUCTION,
                 GuardVerdict::Allow,
-                format!("{tool} output addresses the model: \"{passage}\""),
+                detail,
             ));
         }
         // Checked redacted: a check's message may quote the result, and it is recorded.
@@ -310,11 +406,21 @@ impl Builder<'_, '_> {
         {
             return (redacted, Some((at(), t)));
         }
-        // The same result fed back again and again: the model is going round in circles.
+        // The same call answered the same again and again: the model is going round in
+        // circles. Keyed by the call, not only its result: writes to different people that each
+        // return the same acknowledgement are normal.
+        let args = self
+            .state
+            .calls
+            .get(index)
+            .filter(|c| c.call_id == call_id)
+            .map(|c| c.args_json.clone())
+            .unwrap_or_default();
         let seen = self
             .state
             .all_calls()
             .filter(|c| c.tool == tool && c.call_id != call_id)
+            .filter(|c| super::stops::same_args(&c.args_json, &args))
             .filter(|c| {
                 matches!(&c.status, super::state::CallStatus::Completed { result_json } if *result_json == redacted)
             })
@@ -326,7 +432,7 @@ impl Builder<'_, '_> {
                 "loop.same_result",
                 GuardVerdict::Escalate,
                 format!(
-                    "{tool} returned the same result {} times in this turn",
+                    "{tool} with the same arguments returned the same result {} times in this turn",
                     seen + 1
                 ),
             );

@@ -75,44 +75,9 @@ impl Builder<'_, '_> {
                     return;
                 }
                 EscalationRung::UserConfirmation => {
-                    let Some(index) = pending else { continue };
-                    let Some(step) = self
-                        .state
-                        .plan
-                        .as_ref()
-                        .and_then(|p| p.steps.get(index))
-                        .cloned()
-                    else {
-                        continue;
-                    };
-                    let high = self
-                        .ctx
-                        .catalog
-                        .get(&step.tool)
-                        .is_some_and(|s| s.impact >= Impact::Medium);
-                    if !high {
-                        continue;
+                    if self.confirm(&reason, call_id.clone(), pending) {
+                        return;
                     }
-                    let call = call_id.clone().unwrap_or_default();
-                    self.emit(Payload::EscalationRaised(EscalationRaised {
-                        rung,
-                        reason: reason.clone(),
-                        call_id: call_id.clone(),
-                        deadline_ms: None,
-                    }));
-                    let deadline_ms = self.ctx.now_ms + self.ctx.control.config().approval_ttl_ms;
-                    self.emit(Payload::ApprovalRequested(ApprovalRequested {
-                        approval_id: format!("{call}/confirm"),
-                        call_id: call,
-                        step: index as i32,
-                        tool: step.tool,
-                        args_json: step.args_json,
-                        reason: format!("please confirm: {reason}"),
-                        risk_score: 0.0,
-                        deadline_ms,
-                    }));
-                    self.schedule_deadline(index);
-                    return;
                 }
                 EscalationRung::HumanHandoff => {
                     self.handoff(reason, call_id);
@@ -122,6 +87,54 @@ impl Builder<'_, '_> {
         }
         // No rung left (or none configured): escalated without anyone waiting on it.
         self.complete(Outcome::Escalated, reason);
+    }
+
+    /// Asks the user to confirm plan step `pending`'s call, if it is one that matters (impact
+    /// medium or more); returns whether it asked.
+    pub(super) fn confirm(
+        &mut self,
+        reason: &str,
+        call_id: Option<String>,
+        pending: Option<usize>,
+    ) -> bool {
+        let Some(index) = pending else { return false };
+        let Some(step) = self
+            .state
+            .plan
+            .as_ref()
+            .and_then(|p| p.steps.get(index))
+            .cloned()
+        else {
+            return false;
+        };
+        let high = self
+            .ctx
+            .catalog
+            .get(&step.tool)
+            .is_some_and(|s| s.impact >= Impact::Medium);
+        if !high {
+            return false;
+        }
+        let call = call_id.clone().unwrap_or_default();
+        self.emit(Payload::EscalationRaised(EscalationRaised {
+            rung: EscalationRung::UserConfirmation,
+            reason: reason.to_string(),
+            call_id,
+            deadline_ms: None,
+        }));
+        let deadline_ms = self.ctx.now_ms + self.ctx.control.config().approval_ttl_ms;
+        self.emit(Payload::ApprovalRequested(ApprovalRequested {
+            approval_id: format!("{call}/confirm"),
+            call_id: call,
+            step: index as i32,
+            tool: step.tool,
+            args_json: step.args_json,
+            reason: format!("please confirm: {reason}"),
+            risk_score: 0.0,
+            deadline_ms,
+        }));
+        self.schedule_deadline(index);
+        true
     }
 
     /// Hands the turn to a person and waits, durably, until they resolve it or the deadline.

@@ -39,10 +39,15 @@ mod handoff;
 mod input;
 mod ladder;
 mod origins;
+mod outcome;
+mod refusal;
 mod resume;
 mod reversal;
 mod state;
+mod stops;
 
+#[cfg(test)]
+mod refusal_tests;
 #[cfg(test)]
 mod sim_tests;
 #[cfg(test)]
@@ -62,3 +67,4 @@ pub use state::{
     Applied, ApplyError, ApprovalState, ApprovalStatus, CallState, CallStatus, HandoffState,
     OpenReservation, Phase, StepRecord, TripState, TurnBudget, TurnState,
 };
+pub use stops::StoppedCall;

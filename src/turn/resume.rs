@@ -157,11 +157,11 @@ impl Builder<'_, '_> {
                     self.follow_response(d, "response decision recorded before a restart".into())
                 }
             }
-        } else if let Some(decision) = s.plan_decision.filter(|d| {
-            !matches!(
-                d,
-                PolicyDecision::Allow | PolicyDecision::RequireConfirmation
-            )
+        } else if let Some(decision) = s.plan_decision.filter(|d| match d {
+            PolicyDecision::Allow | PolicyDecision::RequireConfirmation => false,
+            // Fed back: each call went to its own review.
+            PolicyDecision::Deny => !s.plan_feedback,
+            PolicyDecision::Escalate => true,
         }) {
             self.follow(
                 decision,

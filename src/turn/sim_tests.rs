@@ -305,11 +305,14 @@ proptest! {
             }
         }
         // No attempt beyond the limit, and no tool call after a plan decision that was not
-        // allow (a denial or escalation recorded before a crash still holds after it).
+        // allow (a denial or escalation recorded before a crash still holds after it) — except
+        // a denial fed back, which leaves each call to its own review: a call its own review
+        // denied never starts.
         // A call that needed confirmation starts only once granted, and every attempt runs
         // under an open budget reservation of its own.
         let limits = Limits::default();
         let mut plan_blocked = false;
+        let mut denied: HashSet<i32> = HashSet::new();
         let mut needs_approval: HashSet<i32> = HashSet::new();
         let mut granted: HashSet<String> = HashSet::new();
         let mut open: HashMap<String, Option<String>> = HashMap::new();
@@ -318,10 +321,19 @@ proptest! {
                 Payload::PlanProposed(_) => {
                     plan_blocked = false;
                     needs_approval.clear();
+                    denied.clear();
                 }
                 Payload::PolicyEvaluated(p) if p.checkpoint == crate::event::Checkpoint::Plan => {
-                    use crate::event::PolicyDecision::{Allow, RequireConfirmation};
-                    plan_blocked = !matches!(p.decision, Allow | RequireConfirmation);
+                    use crate::event::PolicyDecision::{Allow, Deny, RequireConfirmation};
+                    plan_blocked = match p.decision {
+                        Allow | RequireConfirmation => false,
+                        Deny => !p.feedback,
+                        _ => true,
+                    };
+                }
+                Payload::PolicyEvaluated(p) if p.checkpoint == crate::event::Checkpoint::PreTool
+                    && p.decision == crate::event::PolicyDecision::Deny => {
+                    denied.insert(p.step.unwrap_or(-1));
                 }
                 Payload::PolicyEvaluated(p) if p.checkpoint == crate::event::Checkpoint::PreTool
                     && p.decision == crate::event::PolicyDecision::RequireConfirmation => {
@@ -333,6 +345,7 @@ proptest! {
                 Payload::BudgetReleased(r) => { open.remove(&r.reservation_id); }
                 Payload::ToolCallStarted(s) => {
                     prop_assert!(!plan_blocked, "{} started after the plan was not allowed", s.call_id);
+                    prop_assert!(!denied.contains(&s.step), "{} started after its review denied it", s.call_id);
                     prop_assert!(s.attempt <= limits.max_attempts, "{} attempt {}", s.call_id, s.attempt);
                     if needs_approval.contains(&s.step) {
                         prop_assert!(granted.contains(&s.call_id), "{} started without its approval", s.call_id);

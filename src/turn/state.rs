@@ -195,6 +195,10 @@ pub struct TurnState {
     /// The current plan's plan-checkpoint decision (None until reviewed).
     #[serde(default)]
     pub plan_decision: Option<PolicyDecision>,
+    /// The plan checkpoint denied with `on_refusal = feedback`: each call goes to its own
+    /// review (a denied one is refused and reported to the model) instead of the turn ending.
+    #[serde(default)]
+    pub plan_feedback: bool,
     /// The pre-response decision on the reply (None until reviewed).
     #[serde(default)]
     pub response_decision: Option<PolicyDecision>,
@@ -246,6 +250,12 @@ pub struct TurnState {
     /// after the last snapshot are re-read from the request log) labels nothing twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub label_commands: Vec<String>,
+    /// Calls stopped (by a rule or a person) that have not run since.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<super::stops::StoppedCall>,
+    /// Calls held for a person's confirmation.
+    #[serde(default)]
+    pub held_calls: u32,
 }
 
 /// What `apply` did with an event.
@@ -295,6 +305,7 @@ impl TurnState {
             failures: 0,
             last_decision: None,
             plan_decision: None,
+            plan_feedback: false,
             response_decision: None,
             budget: TurnBudget::default(),
             approvals: Vec::new(),
@@ -316,6 +327,8 @@ impl TurnState {
             reversal: None,
             labels: Vec::new(),
             label_commands: Vec::new(),
+            stopped: Vec::new(),
+            held_calls: 0,
         }
     }
 
@@ -381,6 +394,8 @@ impl TurnState {
             None => return Phase::ReviewPlan,
             // Confirmation is asked per call, at the pre-tool checkpoint, with the real arguments.
             Some(PolicyDecision::Allow | PolicyDecision::RequireConfirmation) => {}
+            // Refused with feedback: each call's own review refuses what the plan's did.
+            Some(PolicyDecision::Deny) if self.plan_feedback => {}
             Some(_) => return Phase::Settle,
         }
         // A guard escalated and the ladder's next step is not recorded (a decision cut short).
@@ -497,6 +512,7 @@ impl TurnState {
                 self.plan = Some(Box::new(p.clone()));
                 self.failed_step = None;
                 self.plan_decision = None;
+                self.plan_feedback = false;
                 self.calls.clear();
                 self.approvals.clear();
                 self.trip = None;
@@ -506,10 +522,27 @@ impl TurnState {
                 if p.policy_version != crate::turn::budgeting::BUDGET_POLICY_VERSION {
                     self.policy_version = Some(p.policy_version.clone());
                 }
+                let stops = matches!(p.decision, PolicyDecision::Deny | PolicyDecision::Escalate);
                 match p.checkpoint {
-                    Checkpoint::Plan => self.plan_decision = Some(p.decision),
+                    Checkpoint::Plan => {
+                        self.plan_decision = Some(p.decision);
+                        self.plan_feedback = p.feedback;
+                        if stops {
+                            self.stop_plan();
+                        }
+                    }
                     Checkpoint::PreResponse => self.response_decision = Some(p.decision),
-                    Checkpoint::PreTool => self.last_call_rules = p.policy_ids.clone(),
+                    Checkpoint::PreTool => {
+                        self.last_call_rules = p.policy_ids.clone();
+                        if stops && let (Some(step), Some(plan)) = (p.step, self.plan.as_ref()) {
+                            let id = crate::ids::call_id(
+                                self.turn_id,
+                                plan.plan_rev.max(0) as u32,
+                                step.max(0) as u32,
+                            );
+                            self.stop(&id, Some(step), false);
+                        }
+                    }
                     Checkpoint::PreModel => {}
                 }
             }
@@ -536,8 +569,12 @@ impl TurnState {
                     Some(last) if last.call_id == r.call_id => *last = call,
                     _ => self.calls.push(call),
                 }
+                // The refusal answers the guard that stopped the call: the loop goes on.
+                self.trip = None;
+                self.stop(&r.call_id, Some(r.step), false);
             }
             Payload::ToolCallStarted(s) => {
+                self.ran(&s.tool, &s.args_json);
                 let call = CallState {
                     call_id: s.call_id.clone(),
                     step: s.step,
@@ -602,6 +639,9 @@ impl TurnState {
                     self.hallucinations += 1;
                 }
                 if matches!(g.verdict, GuardVerdict::Deny | GuardVerdict::Escalate) {
+                    if let Some(id) = &g.call_id {
+                        self.stop(id, g.step, false);
+                    }
                     self.trip = Some(Box::new(TripState {
                         guard: g.guard.clone(),
                         rule: g.rule.clone(),
@@ -666,61 +706,22 @@ impl TurnState {
                 }
                 None => self.anomalies += 1,
             },
-            Payload::ApprovalRequested(a) => self.approvals.push(ApprovalState {
-                approval_id: a.approval_id.clone(),
-                call_id: a.call_id.clone(),
-                step: a.step,
-                deadline_ms: a.deadline_ms,
-                status: ApprovalStatus::Pending,
-                rules: self.last_call_rules.clone(),
-            }),
+            Payload::ApprovalRequested(a) => {
+                self.held_calls += 1;
+                self.approvals.push(ApprovalState {
+                    approval_id: a.approval_id.clone(),
+                    call_id: a.call_id.clone(),
+                    step: a.step,
+                    deadline_ms: a.deadline_ms,
+                    status: ApprovalStatus::Pending,
+                    rules: self.last_call_rules.clone(),
+                })
+            }
             Payload::ApprovalGranted(a) => self.resolve(&a.approval_id, ApprovalStatus::Granted),
             Payload::ApprovalDenied(a) => self.resolve(&a.approval_id, ApprovalStatus::Denied),
             Payload::ApprovalExpired(a) => self.resolve(&a.approval_id, ApprovalStatus::Expired),
         }
         Ok(Applied::Applied)
-    }
-
-    /// The outcome record of a finished turn; `None` while it runs.
-    pub fn outcome_record(&self, reason: &str) -> Option<crate::event::TurnOutcome> {
-        let outcome = self.outcome?;
-        let completed_at_ms = self.completed_at_ms.unwrap_or(self.requested_at_ms);
-        Some(crate::event::TurnOutcome {
-            turn_id: self.turn_id,
-            tenant: self.tenant.clone(),
-            user_id: self.user_id.clone(),
-            outcome,
-            reason: self.reversal_reason().unwrap_or_else(|| reason.to_string()),
-            requested_at_ms: self.requested_at_ms,
-            completed_at_ms,
-            latency_ms: (completed_at_ms - self.requested_at_ms).max(0),
-            tool_calls: self.all_calls().count() as i32,
-            tool_failures: self.failures as i32,
-            escalations: self.escalations.len() as i32,
-            model: self
-                .plan
-                .as_ref()
-                .map(|p| format!("{}/{}", p.model, p.model_version)),
-            events: self.next_seq,
-            input_tokens: self.tokens.0,
-            output_tokens: self.tokens.1,
-            cost_micros: self.budget.cost_micros,
-            escalation_rung: self
-                .escalations
-                .last()
-                .and_then(|r| serde_json::to_value(r).ok())
-                .and_then(|v| v.as_str().map(str::to_owned)),
-            policy_version: self.policy_version.clone(),
-            hallucinations: self.hallucinations as i32,
-            guard_trips: self.guard_trips as i32,
-            labels: self.labels.clone(),
-            reply: self
-                .response
-                .clone()
-                .filter(|_| self.response_decision == Some(PolicyDecision::Allow)),
-            steps: self.steps_taken(),
-            session_id: self.session_id.clone(),
-        })
     }
 
     /// Whether the current plan comes from a constrained retry (fewer documents,
@@ -763,7 +764,13 @@ impl TurnState {
             .rev()
             .find(|a| a.approval_id == approval_id && a.status == ApprovalStatus::Pending)
         {
-            Some(a) => a.status = status,
+            Some(a) => {
+                a.status = status;
+                if matches!(status, ApprovalStatus::Denied | ApprovalStatus::Expired) {
+                    let (id, step) = (a.call_id.clone(), a.step);
+                    self.stop(&id, Some(step), true);
+                }
+            }
             None => self.anomalies += 1,
         }
     }

@@ -100,6 +100,7 @@ pub fn spec_for(server: &McpServerConfig, tool: &Tool) -> Result<ToolSpec, Strin
         }),
         sinks: Vec::new(),
         sensitive_output: false,
+        untrusted_fields: Vec::new(),
     })
 }
 

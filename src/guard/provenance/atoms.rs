@@ -132,6 +132,70 @@ fn of_text(s: &str, out: &mut Vec<Piece>) {
     }
 }
 
+static DATE_TIME: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)^(?:\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:t\d{1,2}:\d{2}(?::\d{2})?z?)?",
+        r"|\d{1,2}:\d{2}(?::\d{2})?(?:\s?[ap]\.?m\.?)?|\d{1,2}\s?[ap]\.?m\.?",
+        r"|\d{1,2}(?:st|nd|rd|th))$",
+    ))
+    .ok()
+});
+
+/// A value that says little about where it came from: a date, a time, a small number (up to
+/// four digits before the point), or a few short words — each of those, up to four of them
+/// ("Budget 4500 EUR", "Offsite 2026-06-18", "Rent December"). An id, a code, an address, a
+/// link, an IBAN or a token is not.
+pub fn low_information(atom: &Atom) -> bool {
+    match atom {
+        Atom::Number(n) => n.unsigned_abs() < 10_000,
+        Atom::Text(t) => {
+            if !crate::guard::token::find(t).is_empty() {
+                return false;
+            }
+            let words: Vec<&str> = t.split_whitespace().collect();
+            !words.is_empty()
+                && words.len() <= MAX_WHOLE_WORDS
+                && words.iter().all(|w| low_information_word(w))
+        }
+    }
+}
+
+fn low_information_word(w: &str) -> bool {
+    let w = w.trim_matches(|c: char| {
+        matches!(
+            c,
+            ',' | '.' | ';' | ':' | '!' | '?' | '(' | ')' | '\'' | '"'
+        )
+    });
+    if w.is_empty() {
+        return true;
+    }
+    let number = w
+        .trim_start_matches(['€', '$', '£', '-', '+'])
+        .trim_end_matches('%');
+    if let Ok(x) = number.replace(',', ".").parse::<f64>() {
+        return x.abs() < 10_000.0;
+    }
+    if DATE_TIME.as_ref().is_some_and(|re| re.is_match(w)) {
+        return true;
+    }
+    w.chars().count() <= 12
+        && w.chars()
+            .all(|c| c.is_alphabetic() || c == '\'' || c == '-')
+        && w.chars().any(char::is_alphabetic)
+}
+
+/// Too small to be anybody's choice (a one- or two-digit number, a word of three letters).
+pub fn trivial(atom: &Atom) -> bool {
+    match atom {
+        Atom::Number(n) => n.unsigned_abs() < 100,
+        Atom::Text(t) => {
+            let t = t.trim();
+            t.chars().count() <= 3 || t.parse::<f64>().is_ok_and(|x| x.abs() < 100.0)
+        }
+    }
+}
+
 /// Every atom of every argument, by argument name (list and object arguments flattened).
 pub fn of_args(args: &Value) -> Vec<(String, Vec<Piece>)> {
     match args.as_object() {
@@ -189,6 +253,36 @@ mod tests {
         assert!(
             texts(json!(format!("send it to {tok} today please now"))).contains(&tok.to_string())
         );
+    }
+
+    #[test]
+    fn dates_times_small_numbers_and_short_words_say_little() {
+        let t = |s: &str| Atom::Text(s.to_string());
+        for low in [
+            t("2026-06-18"),
+            t("Offsite 2026-06-18"),
+            t("Budget 4500 EUR"),
+            t("10:30"),
+            t("3pm"),
+            t("Rent December"),
+            t("12.50"),
+            Atom::Number(850),
+        ] {
+            assert!(low_information(&low), "{low}");
+        }
+        for high in [
+            t("845512"),
+            t("HB-88213"),
+            t("Sunflower-2027"),
+            t("eve@evil.test"),
+            t("DE89 3704 0044 0532 0130 00"),
+            t("[pii:email:abcdefghijklmnop]"),
+            t("12840.22"),
+            Atom::Number(845512),
+        ] {
+            assert!(!low_information(&high), "{high}");
+        }
+        assert!(trivial(&Atom::Number(2)) && !trivial(&t("2026-06-18")));
     }
 
     #[test]
