@@ -1,5 +1,6 @@
 //! The demo domain (customer support) and the `ballast demo` workload.
 
+pub mod annotate;
 pub mod kb;
 pub mod operator;
 pub mod planes;

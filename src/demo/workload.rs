@@ -80,6 +80,26 @@ pub const SCENARIOS: &[(&str, u32, &str)] = &[
     ),
 ];
 
+/// Scenarios the demo stages to show a guard, a policy or the ladder at work: they are meant to
+/// fail, be denied or escalate. A served demo labels their turns `deliberate_incident` once they
+/// end, so the SLOs measure the service rather than the staging (`demo::annotate`).
+pub const STAGED_INCIDENTS: &[&str] = &[
+    "large_refund_denied",
+    "large_refund_unanswered",
+    "order_not_found",
+    "refund_over_limit",
+    "unknown_tool",
+    "runaway_plan",
+    "low_confidence",
+    "budget_hog",
+    "hallucinated_refund",
+    "schema_drift",
+    "warehouse_outage",
+    "looping_plan",
+    "missing_scope",
+    "overpromise",
+];
+
 /// Scopes a customer-support request carries (set by the backend that authenticated the user).
 pub const SCOPES: &str =
     "support:search_kb,support:lookup_order,support:issue_refund,support:send_email";

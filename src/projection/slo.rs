@@ -39,6 +39,14 @@ pub type Classify = fn(&TurnOutcome, &SloConfig) -> Option<bool>;
 /// Late labels that say a turn went wrong although it looked fine when it ended.
 pub const BAD_LABELS: [&str; 2] = [HALLUCINATION_LABEL, "incorrect"];
 pub const HALLUCINATION_LABEL: &str = "hallucination_with_action";
+/// A turn labelled so (a drill's fault, a demo's staged failure) counts in no SLI: it measures
+/// the test, not the service — as a planned maintenance window is left out of an availability
+/// SLO. The label stays on the turn for everyone to see.
+pub const DELIBERATE_INCIDENT: &str = "deliberate_incident";
+
+fn excluded(o: &TurnOutcome) -> bool {
+    o.labels.iter().any(|l| l == DELIBERATE_INCIDENT)
+}
 
 /// Good only for a full success: a turn that completed with refusals may have left the user's
 /// task undone, and counts against the SLO.
@@ -67,7 +75,7 @@ fn escalation(o: &TurnOutcome, _: &SloConfig) -> Option<bool> {
 fn count(outcomes: &[TurnOutcome], c: &SloConfig, f: Classify, from_ms: i64) -> (u64, u64) {
     outcomes
         .iter()
-        .filter(|o| o.completed_at_ms > from_ms)
+        .filter(|o| o.completed_at_ms > from_ms && !excluded(o))
         .filter_map(|o| f(o, c))
         .fold((0, 0), |(g, t), good| (g + u64::from(good), t + 1))
 }
@@ -89,7 +97,8 @@ pub fn definitions(c: &SloConfig) -> [(&'static str, f64, Classify); 4] {
 /// How one finished turn counts in each SLI: `(name, Some(good))`, or `None` where it does not
 /// count (the escalation SLI counts human handoffs only).
 pub fn classify(o: &TurnOutcome, c: &SloConfig) -> [(&'static str, Option<bool>); 4] {
-    definitions(c).map(|(name, _, f)| (name, f(o, c)))
+    let skip = excluded(o);
+    definitions(c).map(|(name, _, f)| (name, if skip { None } else { f(o, c) }))
 }
 
 /// The SLIs as of `now_ms`.
@@ -223,6 +232,17 @@ mod tests {
             held_calls: 0,
             denied_calls: 0,
         }
+    }
+
+    #[test]
+    fn deliberate_incidents_count_in_no_sli() {
+        let now = 100 * 86_400_000;
+        let mut staged = outcome(1, Outcome::Failed, 99_000, now - 1_000);
+        staged.labels.push(DELIBERATE_INCIDENT.into());
+        let fine = outcome(2, Outcome::Succeeded, 1_000, now - 1_000);
+        let slis = compute(&[staged.clone(), fine], now, &SloConfig::default());
+        assert!(slis.iter().all(|s| s.value == 1.0), "{slis:?}");
+        assert!(classify(&staged, &SloConfig::default()).iter().all(|(_, g)| g.is_none()));
     }
 
     #[test]

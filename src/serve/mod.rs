@@ -194,6 +194,16 @@ pub async fn run(
     let worker_stop = stop.clone();
     let worker_task = tokio::spawn(async move { worker.run(partitions, worker_stop).await });
 
+    // A served demo labels the turns its workload stages to go wrong, once they end.
+    if opts.config.is_none() {
+        let path = opts.data_dir.join("workload.jsonl");
+        if let Ok(workload) = crate::exec::scripted::read_workload(&path) {
+            let staged = crate::demo::annotate::staged(&workload);
+            if !staged.is_empty() {
+                tokio::spawn(crate::demo::annotate::run(emb.clone(), staged, stop.clone()));
+            }
+        }
+    }
     if opts.telemetry.otlp_endpoint.is_some() {
         let exporter =
             crate::telemetry::otlp::exporter(&opts.telemetry, &|v| std::env::var(v).ok())
