@@ -139,8 +139,10 @@ pub fn decode_all(h: &History, codecs: &Codecs) -> anyhow::Result<usize> {
             let schema = split_header(&r.value)
                 .map(|(fp, _)| {
                     let hex = fingerprint_hex(&fp);
-                    let name = h.header.schemas.get(&hex).cloned().unwrap_or_default();
-                    format!("{name} {hex}")
+                    match h.header.schemas.get(&hex) {
+                        Some(name) => format!("{name} {hex}"),
+                        None => format!("{hex}, none the history was written with"),
+                    }
                 })
                 .unwrap_or_else(|e| e.to_string());
             bail!(
@@ -178,7 +180,10 @@ pub async fn resume(h: &History, dir: &Path) -> anyhow::Result<Resumed> {
     let clock = Arc::new(ManualClock::new(h.header.clock_ms));
     let mut driver = Driver::new(&emb, clock, h.workload.clone());
     driver.start().await?;
-    driver.settle().await.context("resuming")?;
+    driver
+        .settle()
+        .await
+        .context("the turns in flight after the restart")?;
     let parked = driver.parked_soon().await;
     for (i, step) in h.then.iter().enumerate() {
         driver
