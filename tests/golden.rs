@@ -66,7 +66,7 @@ async fn check_history(path: &Path) -> anyhow::Result<String> {
     let decoded = check::decode_all(&h, &codecs).context("(a) decoding")?;
     // (b)
     let dir = tempfile::tempdir()?;
-    let replayed = check::replay(&h, &dir.path().join("replay")).await?;
+    let (replayed, _) = check::replay(&h, &dir.path().join("replay")).await?;
     compare(&h, After::Replay, &replayed).context("(b) the recorded log, replayed")?;
     // (c)
     let resumed = check::resume(&h, &dir.path().join("resume"))
@@ -175,7 +175,7 @@ async fn bless_golden() {
     for path in file::all().expect("histories") {
         let mut h = History::read(&path).expect("read");
         let dir = tempfile::tempdir().expect("tempdir");
-        let replayed = check::replay(&h, &dir.path().join("replay"))
+        let (replayed, _) = check::replay(&h, &dir.path().join("replay"))
             .await
             .expect("replay");
         let resumed = check::resume(&h, &dir.path().join("resume"))

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::file::{History, Log, Record};
+use super::file::{History, Log, Record, Row};
 use super::script::Driver;
 
 /// When the observation was made.
@@ -157,11 +157,36 @@ pub fn decode_all(h: &History, codecs: &Codecs) -> anyhow::Result<usize> {
     Ok(h.records.len())
 }
 
-/// (b) The recorded logs in a fresh data dir, folded by the projections.
-pub async fn replay(h: &History, dir: &Path) -> anyhow::Result<Expected> {
+/// (b) The recorded logs in a fresh data dir, folded by the projections; also the rows they
+/// hold then.
+pub async fn replay(h: &History, dir: &Path) -> anyhow::Result<(Expected, Vec<Row>)> {
     let emb = Embedded::open(dir, h.header.partitions)?;
     load(&emb, &h.records).await?;
-    Ok(observe(&emb, After::Replay).await?.0)
+    let (expected, _) = observe(&emb, After::Replay).await?;
+    let mut rows = Vec::new();
+    for item in Projections::standard(&emb.store)?.items() {
+        for kv in item.tree().iter() {
+            let (key, value) = kv?;
+            rows.push(Row {
+                projection: item.name().to_string(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            });
+        }
+    }
+    Ok((expected, rows))
+}
+
+/// The projections' rows as the recording release left them, as an upgraded data dir keeps
+/// them (rows of a projection this build no longer has stay behind unread, as they would).
+fn load_rows(emb: &Embedded, rows: &[Row]) -> anyhow::Result<()> {
+    let set = Projections::standard(&emb.store)?;
+    for row in rows {
+        if let Some(item) = set.items().iter().find(|i| i.name() == row.projection) {
+            item.tree().insert(&row.key, row.value.as_slice())?;
+        }
+    }
+    Ok(())
 }
 
 /// What a resumption made of a history.
@@ -177,6 +202,7 @@ pub struct Resumed {
 pub async fn resume(h: &History, dir: &Path) -> anyhow::Result<Resumed> {
     let emb = Embedded::open(dir, h.header.partitions)?;
     load(&emb, &h.records).await?;
+    load_rows(&emb, &h.rows)?;
     let clock = Arc::new(ManualClock::new(h.header.clock_ms));
     let mut driver = Driver::new(&emb, clock, h.workload.clone());
     driver.start().await?;
@@ -202,18 +228,34 @@ pub async fn resume(h: &History, dir: &Path) -> anyhow::Result<Resumed> {
 }
 
 async fn observe(emb: &Embedded, after: After) -> anyhow::Result<(Expected, Vec<Event>)> {
+    // The projections go on from the rows they hold (after a resumption: those the recording
+    // release left), then are rebuilt from offset 0: both must hold the same rows.
     let set = Projections::standard(&emb.store)?;
-    let done = set
-        .catch_up(emb.events.as_ref(), &emb.codecs.events, &|_| {})
-        .await?;
-    if done.undecodable > 0 {
-        bail!("{} events do not decode", done.undecodable);
+    let mut digests = BTreeMap::new();
+    for pass in ["continued", "rebuilt"] {
+        if pass == "rebuilt" {
+            set.reset()?;
+        }
+        let done = set
+            .catch_up(emb.events.as_ref(), &emb.codecs.events, &|_| {})
+            .await
+            .with_context(|| format!("projections {pass}"))?;
+        if done.undecodable > 0 {
+            bail!("{} events do not decode", done.undecodable);
+        }
+        let now: BTreeMap<String, String> = set
+            .digests()?
+            .into_iter()
+            .map(|(n, d)| (n.to_string(), d))
+            .collect();
+        if pass == "rebuilt" && now != digests {
+            bail!(
+                "projections carried on from the rows the recording release left differ from \
+                 a rebuild from offset 0: {digests:?} against {now:?}"
+            );
+        }
+        digests = now;
     }
-    let digests = set
-        .digests()?
-        .into_iter()
-        .map(|(n, d)| (n.to_string(), d))
-        .collect();
     let outcomes = OutcomeView::open(&emb.store)?.all()?;
     let mut all = Vec::new();
     for p in (0..emb.partitions()).map(Partition) {

@@ -8,6 +8,9 @@
 //! {"record":{"log":"events","partition":0,"offset":0,"key":"…","value":"<base64>"}}
 //!                           a record of the data dir's logs as the worker wrote it: the
 //!                           Avro single-object encoding, schema fingerprint and all
+//! {"row":{"projection":"outcomes","key":"<base64>","value":"<base64>"}}
+//!                           a row of a projection as the recording release folded the
+//!                           recorded log (a data dir upgraded in place keeps these)
 //! {"then":{…}}              a step played after the restart (script::Step)
 //! {"expect":{"after":"replay"|"resume",…}}   what this release made of it (check::Expected)
 //! ```
@@ -80,6 +83,16 @@ pub struct Record {
     pub value: Vec<u8>,
 }
 
+/// A row of a projection's tree (rows and checkpoints alike).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub projection: String,
+    #[serde(with = "b64")]
+    pub key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub value: Vec<u8>,
+}
+
 mod b64 {
     use super::{Engine, STANDARD};
     use serde::{Deserialize, Deserializer, Serializer};
@@ -100,6 +113,7 @@ enum Line {
     Workload(WorkloadTurn),
     Recorded(Step),
     Record(Record),
+    Row(Row),
     Then(Step),
     Expect(Box<Expected>),
 }
@@ -111,6 +125,8 @@ pub struct History {
     pub workload: Vec<WorkloadTurn>,
     pub recorded: Vec<Step>,
     pub records: Vec<Record>,
+    /// The projections' rows after the recorded log, as the recording release folded it.
+    pub rows: Vec<Row>,
     pub then: Vec<Step>,
     pub expected: Vec<Expected>,
 }
@@ -140,6 +156,7 @@ impl History {
             workload: Vec::new(),
             recorded: Vec::new(),
             records: Vec::new(),
+            rows: Vec::new(),
             then: Vec::new(),
             expected: Vec::new(),
         };
@@ -150,6 +167,7 @@ impl History {
                 Line::Workload(w) => h.workload.push(w),
                 Line::Recorded(s) => h.recorded.push(s),
                 Line::Record(r) => h.records.push(r),
+                Line::Row(r) => h.rows.push(r),
                 Line::Then(s) => h.then.push(s),
                 Line::Expect(e) => h.expected.push(*e),
             }
@@ -167,6 +185,7 @@ impl History {
             .map(Line::Workload)
             .chain(self.recorded.iter().cloned().map(Line::Recorded))
             .chain(self.records.iter().cloned().map(Line::Record))
+            .chain(self.rows.iter().cloned().map(Line::Row))
             .chain(self.then.iter().cloned().map(Line::Then))
             .chain(
                 self.expected

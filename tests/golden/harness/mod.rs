@@ -72,10 +72,13 @@ pub async fn record(def: &Definition) -> anyhow::Result<History> {
         workload: def.workload.clone(),
         recorded: before.to_vec(),
         records,
+        rows: Vec::new(),
         then: after.iter().skip(1).cloned().collect(),
         expected: Vec::new(),
     };
-    let replayed = check::replay(&history, &tempfile::tempdir()?.path().join("data")).await?;
+    let (replayed, rows) =
+        check::replay(&history, &tempfile::tempdir()?.path().join("data")).await?;
+    history.rows = rows;
     let resumed = check::resume(&history, &tempfile::tempdir()?.path().join("data")).await?;
     let again = check::resume(&history, &tempfile::tempdir()?.path().join("data")).await?;
     let unsteady = check::differences(&resumed.expected, &again.expected);
