@@ -11,6 +11,7 @@ use crate::event::{
 use crate::ids::{Offset, Partition, TurnId, routing_key};
 use crate::log::{EventLog, LogError, Record, Scan};
 use crate::projection::turn_index::TurnIndex;
+use crate::projection::waiting::WaitingView;
 use crate::turn::{ApplyError, Phase, TurnState};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +30,17 @@ pub enum OperatorError {
     Codec(#[from] CodecError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Projection(#[from] crate::projection::ProjectionError),
 }
 
 impl OperatorError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, OperatorError::Log(e) if e.is_retryable())
+        match self {
+            OperatorError::Log(e) => e.is_retryable(),
+            OperatorError::Projection(e) => e.is_retryable(),
+            _ => false,
+        }
     }
 }
 
@@ -209,10 +216,12 @@ impl Desk<'_> {
             .await
     }
 
-    /// Every handoff on `escalations`, with its turn's current state.
+    /// Every handoff on `escalations`, with where its turn stands now as the `waiting`
+    /// projection has it (caught up by the caller): no turn is read back.
     pub async fn handoffs(
         &self,
         escalations: &dyn EventLog,
+        waiting: &WaitingView,
     ) -> Result<Vec<HandoffView>, OperatorError> {
         let mut out = Vec::new();
         for p in (0..escalations.partitions()).map(Partition) {
@@ -220,11 +229,13 @@ impl Desk<'_> {
             while let Some(batch) = scan.next_chunk(1024).await? {
                 for s in batch {
                     let handoff = self.codecs.handoffs.decode(&s.value)?;
-                    let (_, state) = self.current(handoff.turn_id).await?;
+                    let status = waiting
+                        .handoff(handoff.turn_id)?
+                        .ok_or(OperatorError::UnknownTurn(handoff.turn_id))?;
                     out.push(HandoffView {
-                        open: state.phase() == Phase::AwaitingHandoff,
-                        accepted_by: state.handoff.as_ref().and_then(|h| h.accepted_by.clone()),
-                        outcome: state.outcome.map(|o| o.as_str().to_string()),
+                        open: status.open,
+                        accepted_by: status.accepted_by,
+                        outcome: status.outcome.map(|o| o.as_str().to_string()),
                         handoff,
                     });
                 }

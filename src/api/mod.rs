@@ -124,6 +124,8 @@ pub struct AppState {
     pub projections: Projections,
     pub index: TurnIndex,
     pub outcomes: OutcomeView,
+    /// The operator queue (a projection in `projections`, like the two above).
+    pub waiting: crate::projection::waiting::WaitingView,
     /// The tokens, re-read when the auth file changes.
     pub auth: Arc<AuthStore>,
     /// Requests per tenant.
@@ -156,6 +158,7 @@ impl AppState {
         Ok(AppState {
             index: TurnIndex::open(&logs.store)?,
             outcomes: OutcomeView::open(&logs.store)?,
+            waiting: crate::projection::waiting::WaitingView::open(&logs.store)?,
             submissions: submissions::Submissions::open(&logs.store).map_err(|e| {
                 crate::projection::ProjectionError::Storage {
                     projection: "api_submissions",

@@ -16,8 +16,7 @@ use super::turns::{CommandSent, own_turn};
 use super::{AppState, Body, P, Q};
 use crate::ids::TurnId;
 use crate::projection::slo;
-use crate::projection::turn_index::TurnStatus;
-use crate::turn::{Phase, TurnState};
+use crate::projection::waiting::WaitingTurn;
 
 #[utoipa::path(get, path = "/v1/me", tag = "operations",
     responses((status = 200, body = Caller), (status = 401, body = Problem)), security(("bearer" = [])))]
@@ -78,91 +77,46 @@ impl Found {
     }
 }
 
-/// The provenance recorded with the pre-tool decision that asked for approval `call_id`,
-/// explained for a person.
-fn provenance_before(
-    events: &[(crate::ids::Offset, crate::event::Event)],
-    call_id: &str,
-) -> Option<String> {
-    use crate::event::{Checkpoint, Payload};
-    let mut after = false;
-    for (_, e) in events.iter().rev() {
-        match &e.payload {
-            Payload::ApprovalRequested(a) if a.call_id == call_id => after = true,
-            Payload::PolicyEvaluated(p) if after && p.checkpoint == Checkpoint::PreTool => {
-                let prov: crate::guard::provenance::CallProvenance =
-                    serde_json::from_str(p.provenance_json.as_deref()?).ok()?;
-                return Some(prov.explain());
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
 /// Most entries the queue answers with (oldest first).
 pub const MAX_QUEUE: usize = 1000;
 
+/// The caller's tenant's waiting turns, oldest first, from the `waiting` projection.
 async fn waiting(state: &AppState, caller: &Caller) -> Result<Vec<Found>, Problem> {
-    use crate::event::Payload;
     state.fresh().await?;
-    let mut out = Vec::new();
-    for e in state.index.all()? {
-        if e.tenant != caller.tenant || e.status != TurnStatus::Running {
-            continue;
-        }
-        let Some((_, events)) = state.desk().read_turn(e.turn_id).await? else {
-            continue;
-        };
-        let Ok(s) = TurnState::replay(e.turn_id, events.iter().map(|(_, e)| e)) else {
-            continue;
-        };
-        let waiting = match s.phase() {
-            Phase::AwaitingApproval { .. } => {
-                events.iter().rev().find_map(|(_, ev)| match &ev.payload {
-                    Payload::ApprovalRequested(a) => Some(Waiting {
-                        turn_id: e.turn_id.to_string(),
-                        user_id: e.user_id.clone(),
-                        kind: "approval".into(),
-                        reason: a.reason.clone(),
-                        tool: Some(a.tool.clone()),
-                        args_json: Some(a.args_json.clone()),
-                        risk_score: Some(a.risk_score),
-                        deadline_ms: Some(a.deadline_ms),
-                        accepted_by: None,
-                        provenance: provenance_before(&events, &a.call_id),
-                    }),
-                    _ => None,
-                })
-            }
-            Phase::AwaitingHandoff => events.iter().rev().find_map(|(_, ev)| match &ev.payload {
-                Payload::EscalationRaised(r) => Some(Waiting {
-                    turn_id: e.turn_id.to_string(),
-                    user_id: e.user_id.clone(),
-                    kind: "handoff".into(),
-                    reason: r.reason.clone(),
-                    tool: None,
-                    args_json: None,
-                    risk_score: None,
-                    deadline_ms: r.deadline_ms,
-                    accepted_by: s.handoff.as_ref().and_then(|h| h.accepted_by.clone()),
-                    provenance: None,
-                }),
-                _ => None,
-            }),
-            _ => None,
-        };
-        out.extend(waiting.map(|waiting| Found {
-            turn: e.turn_id,
-            tenant: e.tenant.clone(),
-            user: e.user_id.clone(),
-            waiting,
-        }));
-        if out.len() >= MAX_QUEUE {
-            break;
-        }
+    Ok(state
+        .waiting
+        .queue(&caller.tenant, MAX_QUEUE)?
+        .into_iter()
+        .map(found)
+        .collect())
+}
+
+fn found(w: WaitingTurn) -> Found {
+    Found {
+        turn: w.turn_id,
+        tenant: w.tenant,
+        user: w.user_id.clone(),
+        waiting: Waiting {
+            turn_id: w.turn_id.to_string(),
+            user_id: w.user_id,
+            kind: w.kind.as_str().into(),
+            reason: w.reason,
+            tool: w.tool,
+            args_json: w.args_json,
+            risk_score: w.risk_score,
+            deadline_ms: w.deadline_ms,
+            accepted_by: w.accepted_by,
+            provenance: w.provenance_json.as_deref().and_then(explain),
+        },
     }
-    Ok(out)
+}
+
+/// The provenance recorded with the pre-tool review that asked for an approval, explained for
+/// a person.
+fn explain(provenance_json: &str) -> Option<String> {
+    let prov: crate::guard::provenance::CallProvenance =
+        serde_json::from_str(provenance_json).ok()?;
+    Some(prov.explain())
 }
 
 #[utoipa::path(get, path = "/v1/handoffs", tag = "operations",

@@ -7,7 +7,9 @@ use ballast::embedded::Embedded;
 use ballast::event::codec::Codecs;
 use ballast::log::EventLog;
 use ballast::operator::Desk;
+use ballast::projection::Projections;
 use ballast::projection::turn_index::TurnIndex;
+use ballast::projection::waiting::WaitingView;
 
 pub(super) struct OpenDesk {
     pub events: Arc<dyn EventLog>,
@@ -18,7 +20,7 @@ pub(super) struct OpenDesk {
     /// Embedded and not served: the data dir stays open here, so the command can run the
     /// turn's partition itself (`reverse`, `label`).
     pub embedded: Option<Embedded>,
-    _store: ballast::log::SledStore,
+    store: ballast::log::SledStore,
 }
 
 impl OpenDesk {
@@ -29,6 +31,22 @@ impl OpenDesk {
             codecs: &self.codecs,
             index: &self.index,
         }
+    }
+
+    /// The operator queue projection, caught up (inside `serve`, with the projections it
+    /// serves; else alone).
+    pub async fn waiting(&self, log: &super::LogArgs) -> anyhow::Result<WaitingView> {
+        let served = match &log.bootstrap {
+            None => Embedded::served(&log.data_dir),
+            Some(_) => None,
+        };
+        let set = match served {
+            Some((_, projections)) => projections,
+            None => Projections::new(vec![Arc::new(WaitingView::open(&self.store)?)]),
+        };
+        set.catch_up(self.events.as_ref(), &self.codecs.events, &|_| {})
+            .await?;
+        Ok(WaitingView::open(&self.store)?)
     }
 }
 
@@ -53,7 +71,7 @@ pub(super) async fn open(log: &super::LogArgs, busy: &str) -> anyhow::Result<Ope
                 escalations: emb.escalations.clone(),
                 codecs: emb.codecs.clone(),
                 index,
-                _store: emb.store.clone(),
+                store: emb.store.clone(),
                 // A data dir `serve` runs: its worker applies the command.
                 embedded: Some(emb).filter(|e| !e.is_served()),
             })
@@ -71,7 +89,7 @@ pub(super) async fn open(log: &super::LogArgs, busy: &str) -> anyhow::Result<Ope
                 codecs: opened.codecs,
                 index: opened.index,
                 embedded: None,
-                _store: opened.store,
+                store: opened.store,
             })
         }
     }

@@ -70,7 +70,8 @@ pub async fn run(a: HandoffArgs) -> anyhow::Result<()> {
     match a.command {
         HandoffCommand::List { log, all, json } => {
             let l = super::desk::open(&log, &busy(&log)).await?;
-            let views = l.desk().handoffs(l.escalations.as_ref()).await?;
+            let waiting = l.waiting(&log).await?;
+            let views = l.desk().handoffs(l.escalations.as_ref(), &waiting).await?;
             let mut out = String::new();
             for v in views.iter().filter(|v| all || v.open) {
                 let h = &v.handoff;

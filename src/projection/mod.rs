@@ -11,6 +11,7 @@ mod catch_up;
 pub mod outcomes;
 pub mod slo;
 pub mod turn_index;
+pub mod waiting;
 
 use std::sync::Arc;
 
@@ -162,11 +163,13 @@ impl Projections {
         Ok(())
     }
 
-    /// Every projection Ballast keeps on a data dir: the turn index and the outcome records.
+    /// Every projection Ballast keeps on a data dir: the turn index, the outcome records and
+    /// the operator queue.
     pub fn standard(store: &SledStore) -> Result<Self, LogError> {
         Ok(Projections::new(vec![
             Arc::new(turn_index::TurnIndex::open(store)?),
             Arc::new(outcomes::OutcomeView::open(store)?),
+            Arc::new(waiting::WaitingView::open(store)?),
         ]))
     }
 

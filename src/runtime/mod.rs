@@ -5,6 +5,7 @@ pub(crate) mod edge;
 mod executor;
 pub mod journal;
 mod partition;
+mod records;
 mod reload;
 pub mod shutdown;
 pub mod snapshot;

@@ -297,39 +297,7 @@ impl PartitionActor {
         }
         self.unpark_for(&inputs)?;
         let deps = Arc::clone(&self.deps);
-        self.follow_control_config();
-        let now_ms = deps.clock.now_ms();
-        let mut events: Vec<Event> = Vec::new();
-        let mut effects: Vec<Effect> = Vec::new();
-        for (turn, input) in inputs {
-            // Results for turns that already finished (or were never accepted) are dropped.
-            let Some(state) = self.turns.get_mut(&turn) else {
-                continue;
-            };
-            let ctx = DecideCtx {
-                now_ms,
-                catalog: deps.exec.tools.catalog(),
-                control: deps.control.as_ref(),
-                limits: &deps.limits,
-                budgets: &self.budgets,
-                ledger: &self.ledger,
-                guards: &self.guards,
-                breakers: &self.breakers,
-                draining,
-            };
-            let decision = step(state, input, &ctx);
-            // The next turn's decision sees this one's reservations: one user's turns, decided
-            // one after another here, cannot overspend together.
-            for e in &decision.events {
-                self.ledger.apply(e);
-                self.breakers.apply(e);
-            }
-            if !decision.events.is_empty() {
-                self.dirty.turns.insert(turn);
-            }
-            events.extend(decision.events);
-            effects.extend(decision.effects);
-        }
+        let (events, effects) = self.decide(inputs, draining);
         let mut round = Round {
             dead_letters: std::mem::take(&mut self.dead_letters),
             forwards: std::mem::take(&mut self.forwards),
@@ -346,67 +314,19 @@ impl PartitionActor {
                 key: e.turn_id.key(),
                 value: deps.codecs.events.encode(e)?,
             });
-            match &e.payload {
-                Payload::TurnRequested(r) => {
-                    started.push(e.turn_id);
-                    if let Some(o) = r.source_offset {
-                        self.inbox_next = self.inbox_next.max(o as u64 + 1);
-                    }
+            if let Payload::TurnRequested(r) = &e.payload {
+                started.push(e.turn_id);
+                if let Some(o) = r.source_offset {
+                    self.inbox_next = self.inbox_next.max(o as u64 + 1);
                 }
-                Payload::EscalationRaised(r)
-                    if r.rung == crate::event::EscalationRung::HumanHandoff =>
-                {
-                    if let Some(state) = self.turns.get(&e.turn_id) {
-                        // Published records are views: tokens leave as `[REDACTED:kind]`
-                        // (an operator reveals a turn through the API, and that is recorded).
-                        use crate::vault::view::redact_all;
-                        let handoff = crate::event::Handoff {
-                            turn_id: e.turn_id,
-                            tenant: e.tenant.clone(),
-                            user_id: redact_all(&state.user_id),
-                            reason: redact_all(&r.reason),
-                            call_id: r.call_id.clone(),
-                            raised_at_ms: e.at_ms,
-                            deadline_ms: r.deadline_ms.unwrap_or(i64::MAX),
-                            rungs: state
-                                .escalations
-                                .iter()
-                                .filter_map(|r| serde_json::to_value(r).ok())
-                                .filter_map(|v| v.as_str().map(str::to_owned))
-                                .collect(),
-                            trace_json: redact_all(
-                                &crate::turn::handoff_trace(state)
-                                    .map_err(|e| RuntimeError::Snapshot(e.to_string()))?,
-                            ),
-                            trace_version: crate::turn::HANDOFF_TRACE_VERSION,
-                        };
-                        round.escalations.push(Record {
-                            key: e.turn_id.key(),
-                            value: deps.codecs.handoffs.encode(&handoff)?,
-                        });
-                    }
-                }
-                // A reversal or a late label publishes the turn's record again (same key).
-                Payload::TurnCompleted(_)
-                | Payload::TurnReversed(_)
-                | Payload::OutcomeLabeled(_)
-                    if self.journal.publishes_outcomes() =>
-                {
-                    if let Some(outcome) = self
-                        .turns
-                        .get(&e.turn_id)
-                        .and_then(|s| s.outcome_record(&s.reason))
-                    {
-                        let mut outcome = outcome;
-                        crate::vault::view::Masker::new(None).outcome(&mut outcome);
-                        round.outcomes.push(Record {
-                            key: e.turn_id.key(),
-                            value: deps.codecs.outcomes.encode(&outcome)?,
-                        });
-                    }
-                }
-                _ => {}
             }
+            super::records::publish(
+                &mut round,
+                e,
+                self.turns.get(&e.turn_id),
+                &deps.codecs,
+                self.journal.publishes_outcomes(),
+            )?;
         }
         round.inbox_next = Offset(self.inbox_next);
         if !round.is_empty() {
@@ -483,6 +403,50 @@ impl PartitionActor {
             self.snapshot().await?;
         }
         Ok(())
+    }
+
+    /// Runs `step` for each input in order: the decided events, and the effects to dispatch
+    /// once they are durable.
+    fn decide(
+        &mut self,
+        inputs: Vec<(TurnId, Input)>,
+        draining: bool,
+    ) -> (Vec<Event>, Vec<Effect>) {
+        let deps = Arc::clone(&self.deps);
+        self.follow_control_config();
+        let now_ms = deps.clock.now_ms();
+        let mut events: Vec<Event> = Vec::new();
+        let mut effects: Vec<Effect> = Vec::new();
+        for (turn, input) in inputs {
+            // Results for turns that already finished (or were never accepted) are dropped.
+            let Some(state) = self.turns.get_mut(&turn) else {
+                continue;
+            };
+            let ctx = DecideCtx {
+                now_ms,
+                catalog: deps.exec.tools.catalog(),
+                control: deps.control.as_ref(),
+                limits: &deps.limits,
+                budgets: &self.budgets,
+                ledger: &self.ledger,
+                guards: &self.guards,
+                breakers: &self.breakers,
+                draining,
+            };
+            let decision = step(state, input, &ctx);
+            // The next turn's decision sees this one's reservations: one user's turns, decided
+            // one after another here, cannot overspend together.
+            for e in &decision.events {
+                self.ledger.apply(e);
+                self.breakers.apply(e);
+            }
+            if !decision.events.is_empty() {
+                self.dirty.turns.insert(turn);
+            }
+            events.extend(decision.events);
+            effects.extend(decision.effects);
+        }
+        (events, effects)
     }
 
     /// Picks up a reloaded control configuration: budgets, breaker settings and guards follow
