@@ -143,11 +143,14 @@ impl Fleet {
         );
         let config = dir.join("ballast.toml");
         std::fs::write(&config, toml).expect("config");
+        let key = dir.join("master.key");
         std::fs::write(
-            dir.join("master.key"),
+            &key,
             format!("{}\n", hex::encode(ballast::vault::crypto::random_key())),
         )
         .expect("master key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod 600");
         let checked = ballast(&["check-config", config.to_str().expect("utf8")]);
         assert!(String::from_utf8_lossy(&checked.stdout).contains("ok"));
         ballast(&[
@@ -236,6 +239,7 @@ impl Fleet {
                 "BALLAST_LOG",
                 std::env::var("BALLAST_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .env("QUICKSTART_API_KEY", "not-checked")
             .stdout(Stdio::null())
             .stderr(self.append("worker", i))
             .spawn()
@@ -287,6 +291,7 @@ impl Fleet {
                 "BALLAST_LOG",
                 std::env::var("BALLAST_TEST_SERVE_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .env("QUICKSTART_API_KEY", "not-checked")
             .stdout(Stdio::piped())
             .stderr(self.append("replica", i))
             .spawn()
@@ -416,6 +421,19 @@ impl Fleet {
         })
     }
 
+    /// The lines of each running replica's `/metrics` starting with `prefix`.
+    pub fn metrics(&self, prefix: &str) -> String {
+        let mut out = String::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            let Some(r) = r else { continue };
+            let (_, body) = super::http(&r.addr, "GET", "/metrics", &[], "");
+            for l in body.lines().filter(|l| l.starts_with(prefix)) {
+                out.push_str(&format!("replica {i}: {l}\n"));
+            }
+        }
+        out
+    }
+
     /// The tails of every worker's and replica's log, for a failure message.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -496,6 +514,13 @@ impl Drop for Fleet {
         for c in &mut self.python {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // For looking at a failed run's logs and data dirs afterwards.
+        if std::env::var_os("BALLAST_KEEP_FLEET").is_some()
+            && let Ok(spare) = tempfile::tempdir()
+        {
+            let kept = std::mem::replace(&mut self.root, spare).keep();
+            eprintln!("fleet kept in {}", kept.display());
         }
     }
 }
