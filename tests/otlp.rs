@@ -6,89 +6,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::agent::Running;
 use common::fake::{FakeServer, Reply, answer_completion, tool_call_completion};
 use common::{Served, ballast, http};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use prost::Message;
+use common::otlp::{Receiver, Received, receiver, trace_id_of};
 use serde_json::{Value, json};
-
-#[derive(Clone, Debug)]
-struct Received {
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent: Vec<u8>,
-    name: String,
-    attributes: BTreeMap<String, String>,
-    events: Vec<String>,
-    service: String,
-}
-
-#[derive(Default)]
-struct Receiver {
-    spans: Vec<Received>,
-    requests: usize,
-}
-
-/// An OTLP/HTTP trace receiver; `delay` holds each answer (an export in flight).
-fn receiver(delay: Duration) -> (Running, Arc<Mutex<Receiver>>) {
-    let got = Arc::new(Mutex::new(Receiver::default()));
-    let shared = Arc::clone(&got);
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let got = Arc::clone(&shared);
-            async move {
-                let Ok(req) = ExportTraceServiceRequest::decode(body.as_ref()) else {
-                    return (axum::http::StatusCode::BAD_REQUEST, Vec::new());
-                };
-                {
-                    let mut g = got.lock().expect("lock");
-                    g.requests += 1;
-                    for rs in &req.resource_spans {
-                        let service = rs
-                            .resource
-                            .as_ref()
-                            .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-                            .and_then(|a| a.value.as_ref())
-                            .map(|v| format!("{:?}", v.value))
-                            .unwrap_or_default();
-                        for ss in &rs.scope_spans {
-                            for s in &ss.spans {
-                                g.spans.push(Received {
-                                    trace_id: s.trace_id.clone(),
-                                    span_id: s.span_id.clone(),
-                                    parent: s.parent_span_id.clone(),
-                                    name: s.name.clone(),
-                                    attributes: s
-                                        .attributes
-                                        .iter()
-                                        .map(|a| (a.key.clone(), format!("{:?}", a.value)))
-                                        .collect(),
-                                    events: s.events.iter().map(|e| e.name.clone()).collect(),
-                                    service: service.clone(),
-                                });
-                            }
-                        }
-                    }
-                }
-                tokio::time::sleep(delay).await;
-                (
-                    axum::http::StatusCode::OK,
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                )
-            }
-        }),
-    );
-    (Running::start(app), got)
-}
 
 fn deployment(root: &Path, model: &FakeServer, orders: &FakeServer, otlp: &str) -> PathBuf {
     let catalog = json!([{
@@ -149,13 +75,6 @@ fn submit(addr: &str, bearer: &str, user: &str, text: &str) -> String {
         .as_str()
         .expect("id")
         .to_string()
-}
-
-fn trace_id_of(turn: &str) -> Vec<u8> {
-    uuid::Uuid::parse_str(turn)
-        .expect("uuid")
-        .as_bytes()
-        .to_vec()
 }
 
 fn wait_for(got: &Mutex<Receiver>, what: &str, done: impl Fn(&Receiver) -> bool) {

@@ -11,6 +11,7 @@
 //! data dir; replicas on Kafka share the partitions through a consumer group of their own and
 //! keep checkpoints as that group's committed offsets, so each turn is exported by one replica.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use tokio::sync::watch;
 use crate::api::Logs;
 use crate::clock::{Clock, SystemClock};
 use crate::event::Payload;
-use crate::ids::{Offset, Partition};
+use crate::ids::{Offset, Partition, TurnId};
 use crate::log::Scan;
 use crate::telemetry::otlp::{EXPORT_FAILURES, EXPORT_LAG, SPANS_EXPORTED, spans};
 
@@ -237,10 +238,16 @@ pub(crate) async fn run(
         .with_version(env!("CARGO_PKG_VERSION"))
         .build();
     let mut backoff = Duration::from_millis(200);
+    let mut held = Vec::new();
     loop {
         let mut progressed = false;
         let mut failed = false;
-        for p in owner.owned(logs.events.partitions()) {
+        let owned = owner.owned(logs.events.partitions());
+        if owned != held {
+            tracing::info!(partitions = ?owned.iter().map(|p| p.0).collect::<Vec<_>>(), "otlp export: the partitions this process exports");
+            held = owned.clone();
+        }
+        for p in owned {
             let lock = owner.exporting();
             let _exporting = lock.lock().await;
             // Still ours once the lock is held (a handover may have run while it waited).
@@ -316,30 +323,58 @@ async fn export_partition(
     }
     let index =
         crate::projection::turn_index::TurnIndex::open(&emb.store).map_err(|e| e.to_string())?;
-    let mut batch = Vec::new();
-    let mut masker = crate::vault::view::Masker::new(Some(emb.vault_store.as_ref()));
-    let mut exported = Vec::new();
-    for f @ (_, turn, _) in &finished {
-        // The turn index may not have caught up with the log yet: stop here, come back later.
-        let Some((_, events)) =
-            crate::operator::read_turn(emb.events.as_ref(), &emb.codecs, &index, *turn)
-                .await
-                .map_err(|e| e.to_string())?
-        else {
-            break;
-        };
-        let mut events: Vec<_> = events.into_iter().map(|(_, e)| e).collect();
-        masker.events(&mut events);
-        batch.extend(spans::spans(&events, scope));
-        exported.push(f);
+    // Where each finished turn's events begin. The turn index may not have caught up with the
+    // log yet: stop at the first turn it lacks, come back later.
+    let mut ready = Vec::new();
+    for &(after, turn, at_ms) in &finished {
+        match index.get(turn).map_err(|e| e.to_string())? {
+            Some(entry) => ready.push((after, turn, at_ms, entry.first_offset)),
+            None => break,
+        }
     }
-    let Some(&&(last_after, _, _)) = exported.last() else {
+    let Some(&(last_after, ..)) = ready.last() else {
         return Ok(0);
     };
+    // One scan over the range the turns span, not a read per turn: on Kafka a read at another
+    // offset opens a fresh consumer, and a read per turn made the export fall minutes behind.
+    // A turn's spans are its events up to its `TurnCompleted`, so an export sent again is the
+    // same spans.
+    let wanted: HashMap<Vec<u8>, (TurnId, u64)> = ready
+        .iter()
+        .map(|&(after, turn, ..)| (turn.key(), (turn, after)))
+        .collect();
+    let start = ready.iter().map(|r| r.3).min().unwrap_or(from);
+    let mut events: HashMap<TurnId, Vec<crate::event::Event>> = HashMap::new();
+    let mut scan = Scan::new(emb.events.as_ref(), p, Offset(start));
+    'scan: while let Some(chunk) = scan.next_chunk(4096).await.map_err(|e| e.to_string())? {
+        for stored in chunk {
+            if stored.offset.0 >= last_after {
+                break 'scan;
+            }
+            let Some(&(turn, after)) = wanted.get(&stored.key) else {
+                continue;
+            };
+            if stored.offset.0 < after {
+                let e = emb
+                    .codecs
+                    .events
+                    .decode(&stored.value)
+                    .map_err(|e| e.to_string())?;
+                events.entry(turn).or_default().push(e);
+            }
+        }
+    }
+    let mut masker = crate::vault::view::Masker::new(Some(emb.vault_store.as_ref()));
+    let mut batch = Vec::new();
+    for mut turn_events in events.into_values() {
+        masker.events(&mut turn_events);
+        batch.extend(spans::spans(&turn_events, scope));
+    }
+    let exported = ready;
     let count = batch.len();
     exporter.export(batch).await.map_err(|e| e.to_string())?;
     let now = SystemClock.now_ms();
-    for (_, _, at_ms) in &exported {
+    for (_, _, at_ms, _) in &exported {
         metrics::gauge!(EXPORT_LAG).set((now - at_ms).max(0) as f64 / 1000.0);
     }
     metrics::counter!(SPANS_EXPORTED).increment(count as u64);

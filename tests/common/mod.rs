@@ -4,7 +4,9 @@
 pub mod agent;
 pub mod broker;
 pub mod fake;
+pub mod fleet;
 pub mod kafka;
+pub mod otlp;
 pub mod plane;
 pub mod scripted;
 
