@@ -75,6 +75,7 @@ fn a_served_demo_has_work_for_a_person_and_answers_common_questions() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let turns = get("/v1/turns?limit=1000");
+        let n = turns.as_array().map_or(0, |a| a.len());
         let labelled = turns
             .as_array()
             .expect("list")
@@ -82,7 +83,7 @@ fn a_served_demo_has_work_for_a_person_and_answers_common_questions() {
             .filter(|t| t["record"]["labels"].to_string().contains("deliberate_incident"))
             .count();
         let slo = get("/v1/slo");
-        let task = slo
+        let task = slo["slis"]
             .as_array()
             .and_then(|a| a.iter().find(|s| s["name"] == "task_success"))
             .cloned()
@@ -94,7 +95,11 @@ fn a_served_demo_has_work_for_a_person_and_answers_common_questions() {
             );
             break;
         }
-        assert!(Instant::now() < deadline, "no staged incident labelled: {slo}");
+        assert!(
+            Instant::now() < deadline,
+            "{labelled} of {n} turns labelled: {slo}; first: {}",
+            turns[0]
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 
