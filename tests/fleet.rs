@@ -78,10 +78,18 @@ fn one_deployment_through_two_replicas_answers_streams_reads_its_writes_and_appr
         "/v1/turns?wait_ms=45000",
         &refund_request("customer-1", "A1001"),
     );
-    let turn = json_of(&body)["turn_id"].as_str().unwrap_or_default().to_string();
+    let turn = json_of(&body)["turn_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(status, 200, "{body}\n{}", f.diagnose(&turn));
     let done = json_of(&body);
-    assert_eq!(done["outcome"], "succeeded", "{body}\n{}", f.diagnose(&turn));
+    assert_eq!(
+        done["outcome"],
+        "succeeded",
+        "{body}\n{}",
+        f.diagnose(&turn)
+    );
     let reply = done["reply"].as_str().unwrap_or_default();
     assert!(
         reply.contains("refunded 42.50 for order A1001"),
@@ -184,7 +192,10 @@ fn personal_values_sent_to_a_replica_reach_no_topic_in_clear() {
         })
         .to_string(),
     );
-    let turn = json_of(&body)["turn_id"].as_str().unwrap_or_default().to_string();
+    let turn = json_of(&body)["turn_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(status, 200, "{body}\n{}", f.diagnose(&turn));
     assert_eq!(json_of(&body)["outcome"], "succeeded", "{body}");
     // Each form a value could take in a record: as sent, and its digits alone.
@@ -361,10 +372,21 @@ fn under_kill_9_of_workers_and_replicas_every_acknowledged_turn_ends_once_and_is
         .collect();
     let refused: Vec<_> = history
         .iter()
-        .filter(|(_, a)| a.iter().flatten().any(|s| (400..500).contains(s) && *s != 429))
+        .filter(|(_, a)| {
+            a.iter()
+                .flatten()
+                .any(|s| (400..500).contains(s) && *s != 429)
+        })
         .collect();
-    assert!(refused.is_empty(), "a retried submission was refused: {refused:?}");
-    assert_eq!(acked.len(), FAULT_TURNS, "every turn was acknowledged in the end");
+    assert!(
+        refused.is_empty(),
+        "a retried submission was refused: {refused:?}"
+    );
+    assert_eq!(
+        acked.len(),
+        FAULT_TURNS,
+        "every turn was acknowledged in the end"
+    );
     let unanswered = history.values().flatten().filter(|a| a.is_none()).count();
     let retried = history.values().filter(|a| a.len() > 1).count();
 
@@ -378,7 +400,10 @@ fn under_kill_9_of_workers_and_replicas_every_acknowledged_turn_ends_once_and_is
                 !t.parse()
                     .ok()
                     .and_then(|id| log.get(&id))
-                    .is_some_and(|es| es.iter().any(|e| matches!(e.payload, Payload::TurnCompleted(_))))
+                    .is_some_and(|es| {
+                        es.iter()
+                            .any(|e| matches!(e.payload, Payload::TurnCompleted(_)))
+                    })
             })
             .collect();
         if open.is_empty() {
@@ -400,7 +425,10 @@ fn under_kill_9_of_workers_and_replicas_every_acknowledged_turn_ends_once_and_is
     common::check_turn_invariants(&log);
     for (turn, events) in &log {
         let id = turn.to_string();
-        assert!(acked.contains(&id), "turn {turn} is in the log but was never acknowledged");
+        assert!(
+            acked.contains(&id),
+            "turn {turn} is in the log but was never acknowledged"
+        );
         let count = |kind: &str| events.iter().filter(|e| e.kind() == kind).count();
         assert_eq!(count("TurnRequested"), 1, "turn {turn} requested once");
         assert_eq!(count("TurnCompleted"), 1, "turn {turn} ended once");
@@ -418,7 +446,10 @@ fn under_kill_9_of_workers_and_replicas_every_acknowledged_turn_ends_once_and_is
                 _ => None,
             })
             .collect();
-        assert!(calls.len() <= 1, "turn {turn} issued refunds under several keys: {calls:?}");
+        assert!(
+            calls.len() <= 1,
+            "turn {turn} issued refunds under several keys: {calls:?}"
+        );
         refund_keys.extend(calls.into_iter().map(str::to_string));
     }
     let refunds = f.refunds();
@@ -437,7 +468,10 @@ fn under_kill_9_of_workers_and_replicas_every_acknowledged_turn_ends_once_and_is
             let g = got.lock().expect("receiver");
             let mut roots: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
             for s in g.spans.iter().filter(|s| s.parent.is_empty()) {
-                roots.entry(s.trace_id.clone()).or_default().push(s.span_id.clone());
+                roots
+                    .entry(s.trace_id.clone())
+                    .or_default()
+                    .push(s.span_id.clone());
             }
             roots
         };
@@ -463,7 +497,11 @@ fn under_kill_9_of_workers_and_replicas_every_acknowledged_turn_ends_once_and_is
     let duplicated: Vec<_> = roots.iter().filter(|(_, ids)| ids.len() > 1).collect();
     for (trace, ids) in &duplicated {
         let distinct: BTreeSet<&Vec<u8>> = ids.iter().collect();
-        assert_eq!(distinct.len(), 1, "trace {trace:?} exported with different root span ids");
+        assert_eq!(
+            distinct.len(),
+            1,
+            "trace {trace:?} exported with different root span ids"
+        );
     }
     let (span_requests, spans) = {
         let g = got.lock().expect("receiver");
@@ -475,8 +513,14 @@ fn under_kill_9_of_workers_and_replicas_every_acknowledged_turn_ends_once_and_is
         .iter()
         .map(|(turn, events)| {
             let state = TurnState::replay(*turn, events.iter()).expect("replays");
-            let outcome = state.outcome_record("").map(|o| o.outcome.as_str().to_string());
-            let status = if outcome.is_some() { "terminal" } else { "running" };
+            let outcome = state
+                .outcome_record("")
+                .map(|o| o.outcome.as_str().to_string());
+            let status = if outcome.is_some() {
+                "terminal"
+            } else {
+                "running"
+            };
             (turn.to_string(), (status.to_string(), outcome))
         })
         .collect();
@@ -521,13 +565,18 @@ fn under_kill_9_of_workers_and_replicas_every_acknowledged_turn_ends_once_and_is
     }
     phase("projections agree");
     if std::env::var_os("FLEET_DEBUG").is_some() {
-        for i in 0..2 { eprintln!("=== replica {i}\n{}", std::fs::read_to_string(f.dir().join(format!("replica-{i}.log"))).unwrap_or_default()); }
+        for i in 0..2 {
+            eprintln!(
+                "=== replica {i}\n{}",
+                std::fs::read_to_string(f.dir().join(format!("replica-{i}.log")))
+                    .unwrap_or_default()
+            );
+        }
     }
-    let outcomes: BTreeMap<&str, usize> =
-        folded.values().fold(BTreeMap::new(), |mut m, (_, o)| {
-            *m.entry(o.as_deref().unwrap_or("-")).or_default() += 1;
-            m
-        });
+    let outcomes: BTreeMap<&str, usize> = folded.values().fold(BTreeMap::new(), |mut m, (_, o)| {
+        *m.entry(o.as_deref().unwrap_or("-")).or_default() += 1;
+        m
+    });
     eprintln!(
         "{FAULT_TURNS} turns acknowledged through {FAULT_CLIENTS} clients across {kills} kills of a worker and a replica: \
          {unanswered} POSTs unanswered, {retried} turns retried; outcomes {outcomes:?}; {} refunds; \

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::fake::{FakeServer, Reply, answer_completion, tool_call_completion};
+use common::otlp::{Received, Receiver, receiver, trace_id_of};
 use common::{Served, ballast, http};
-use common::otlp::{Receiver, Received, receiver, trace_id_of};
 use serde_json::{Value, json};
 
 fn deployment(root: &Path, model: &FakeServer, orders: &FakeServer, otlp: &str) -> PathBuf {

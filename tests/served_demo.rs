@@ -80,7 +80,11 @@ fn a_served_demo_has_work_for_a_person_and_answers_common_questions() {
             .as_array()
             .expect("list")
             .iter()
-            .filter(|t| t["record"]["labels"].to_string().contains("deliberate_incident"))
+            .filter(|t| {
+                t["record"]["labels"]
+                    .to_string()
+                    .contains("deliberate_incident")
+            })
             .count();
         let slo = get("/v1/slo");
         let task = slo["slis"]

@@ -56,10 +56,9 @@ impl Level {
     }
 }
 
-pub fn render(levels: &[Level]) -> String {
-    let mut out = String::from(
-        "http: one-tool turns through POST /v1/turns?wait_ms (embedded log, in-process server)\n",
-    );
+/// The figures of `levels`, measured against `what` (e.g. "embedded log, in-process server").
+pub fn render(what: &str, levels: &[Level]) -> String {
+    let mut out = format!("http: one-tool turns through POST /v1/turns?wait_ms ({what})\n");
     for l in levels {
         out.push_str(&format!(
             "clients={} turns={} turns_per_sec={:.0} p50_ms={:.2} p99_ms={:.2} cpu_ms_per_turn={}\n",
@@ -97,21 +96,7 @@ pub async fn run(
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
-    // A token for the bench tenant and no rate limit worth the name: the bench measures the
-    // server, not the limiter.
-    let auth = data.join("auth.toml");
-    std::fs::write(
-        &auth,
-        "[rate]\nrequests_per_second = 1000000.0\nburst = 1000000.0\n",
-    )?;
-    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
-    let (token, entry) = crate::api::auth::AuthConfig::issue_with(
-        "bench",
-        "bench",
-        vec![crate::api::auth::Role::Submitter],
-        crate::control::claims::Grants::new(owned(GRANTS), owned(DEFAULTS)),
-    );
-    crate::api::auth::AuthConfig::append(&auth, &entry)?;
+    let token = bench_token(&data.join("auth.toml"))?;
     // The data dir's partitions are fixed when it is created.
     drop(crate::embedded::Embedded::open(&data, partitions).map_err(ServeError::from)?);
 
@@ -132,25 +117,8 @@ pub async fn run(
         .await
         .map_err(|_| HttpBenchError::Unexpected("the server did not start".into()))?;
     let base = format!("http://{addr}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if !ready {
-        return Err(HttpBenchError::Unexpected(
-            "the server never became ready".into(),
-        ));
-    }
+    let client = client()?;
+    wait_ready(&client, &base).await?;
 
     let mut levels = Vec::new();
     let result = async {
@@ -169,7 +137,47 @@ pub async fn run(
     Ok(levels)
 }
 
-async fn level(
+/// A token for the bench tenant in `auth` (a new file), and no rate limit worth the name: the
+/// bench measures the server, not the limiter.
+pub(super) fn bench_token(auth: &std::path::Path) -> Result<String, HttpBenchError> {
+    std::fs::write(
+        auth,
+        "[rate]\nrequests_per_second = 1000000.0\nburst = 1000000.0\n",
+    )?;
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+    let (token, entry) = crate::api::auth::AuthConfig::issue_with(
+        "bench",
+        "bench",
+        vec![crate::api::auth::Role::Submitter],
+        crate::control::claims::Grants::new(owned(GRANTS), owned(DEFAULTS)),
+    );
+    crate::api::auth::AuthConfig::append(auth, &entry)?;
+    Ok(token)
+}
+
+pub(super) fn client() -> Result<reqwest::Client, HttpBenchError> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+/// Until `/readyz` answers 200 (at most 60 s).
+pub(super) async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<(), HttpBenchError> {
+    for _ in 0..1200 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(HttpBenchError::Unexpected(
+        "the server never became ready".into(),
+    ))
+}
+
+pub(super) async fn level(
     client: &reqwest::Client,
     base: &str,
     token: &str,

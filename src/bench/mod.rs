@@ -21,6 +21,7 @@ use crate::runtime::{Deps, RuntimeError, RuntimeStats, Worker, WorkerConfig};
 use crate::turn::{ExecFailure, Planned, Retrieval, ToolInvocation};
 
 pub mod http;
+pub mod http_fleet;
 pub mod kafka;
 mod load;
 pub mod model;

@@ -99,7 +99,15 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        return super::emit(&ballast::bench::http::render(&levels));
+        if let Some(b) = &a.bootstrap {
+            let fleet =
+                ballast::bench::http_fleet::run(b, &a.clients, a.http_turns, partitions).await?;
+            return super::emit(&ballast::bench::http_fleet::render(&levels, &fleet));
+        }
+        return super::emit(&ballast::bench::http::render(
+            "embedded log, in-process server",
+            &levels,
+        ));
     }
     if a.vault {
         let report = ballast::bench::personal::run(a.turns, partitions, a.in_flight).await?;

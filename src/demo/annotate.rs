@@ -29,11 +29,7 @@ pub fn staged(workload: &[WorkloadTurn]) -> BTreeMap<TurnId, String> {
 }
 
 /// Labels each staged turn once it has ended, until every one is labelled or `stop` turns true.
-pub async fn run(
-    emb: Embedded,
-    staged: BTreeMap<TurnId, String>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(emb: Embedded, staged: BTreeMap<TurnId, String>, mut stop: watch::Receiver<bool>) {
     let (index, outcomes) = match (TurnIndex::open(&emb.store), OutcomeView::open(&emb.store)) {
         (Ok(i), Ok(o)) => (i, o),
         _ => {

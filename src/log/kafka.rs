@@ -93,6 +93,10 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed")
+            // A fetch the broker holds waits for bytes, not for a commit: records a transaction
+            // makes readable were seen only when the held fetch expired (librdkafka's 500 ms
+            // default), which a replica's `wait_ms` answers paid in full.
+            .set("fetch.wait.max.ms", "20")
             .set("auto.offset.reset", "earliest")
             .create()
             .map_err(kafka_error)
@@ -169,6 +173,10 @@ struct Inner {
     /// a fresh one. Creating a librdkafka consumer per read (threads, broker connections) cost
     /// more than the read.
     readers: Vec<tokio::sync::Mutex<Option<Reader>>>,
+    /// One tail per partition kept for `wait_for_records`: a follower waits on every partition
+    /// after each catch-up, and a consumer made per wait (connections, a fetch from scratch)
+    /// made each wake-up cost hundreds of milliseconds.
+    waiters: Vec<tokio::sync::Mutex<Option<KafkaTail>>>,
 }
 
 struct Reader {
@@ -229,6 +237,9 @@ impl KafkaLog {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
                 readers: (0..partitions)
+                    .map(|_| tokio::sync::Mutex::new(None))
+                    .collect(),
+                waiters: (0..partitions)
                     .map(|_| tokio::sync::Mutex::new(None))
                     .collect(),
             }),
@@ -384,7 +395,11 @@ impl EventLog for KafkaLog {
         let mut position = from.0;
         let mut last_progress = std::time::Instant::now();
         while out.len() < max && position < high {
-            match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            // Short: a committed transaction ends in a marker the consumer steps over without
+            // delivering it, so the last record of a read is followed by nothing — only the
+            // position, checked when this expires, shows the range is read. At 200 ms every
+            // read that ended at a commit (a replica's each catch-up) waited that long.
+            match tokio::time::timeout(Duration::from_millis(10), consumer.recv()).await {
                 Ok(Ok(m)) => {
                     let s = stored(&m);
                     last_progress = std::time::Instant::now();
@@ -431,6 +446,38 @@ impl EventLog for KafkaLog {
     async fn end(&self, partition: Partition) -> Result<Offset> {
         check_partition(partition, self.inner.partitions)?;
         Ok(Offset(self.high_watermark(partition).await?))
+    }
+
+    /// Through the partition's kept tail: records it delivered at or after `from` answer at
+    /// once; else it waits for the next. Cancel-safe: the tail stays in its slot (a dropped
+    /// wait leaves what it received in the tail's `pending`), and one behind `from` skips ahead.
+    async fn wait_for_records(&self, partition: Partition, from: Offset) -> Result<()> {
+        let mut slot = partition_entry(&self.inner.waiters, partition)?
+            .lock()
+            .await;
+        if slot.is_none() {
+            *slot = Some(KafkaTail {
+                consumer: self.assigned(partition, from)?,
+                position: from,
+                pending: std::collections::VecDeque::new(),
+            });
+        }
+        let Some(tail) = slot.as_mut() else {
+            return Err(LogError::Closed);
+        };
+        loop {
+            if tail.position > from || tail.pending.iter().any(|s| s.offset >= from) {
+                return Ok(());
+            }
+            match tail.next_batch(10_000).await {
+                Ok(_) => {}
+                Err(e) => {
+                    // A broken consumer is not kept: the next wait makes a fresh one.
+                    *slot = None;
+                    return Err(e);
+                }
+            }
+        }
     }
 
     async fn subscribe(&self, partition: Partition, from: Offset) -> Result<Box<dyn Tail>> {

@@ -242,7 +242,11 @@ mod tests {
         let fine = outcome(2, Outcome::Succeeded, 1_000, now - 1_000);
         let slis = compute(&[staged.clone(), fine], now, &SloConfig::default());
         assert!(slis.iter().all(|s| s.value == 1.0), "{slis:?}");
-        assert!(classify(&staged, &SloConfig::default()).iter().all(|(_, g)| g.is_none()));
+        assert!(
+            classify(&staged, &SloConfig::default())
+                .iter()
+                .all(|(_, g)| g.is_none())
+        );
     }
 
     #[test]

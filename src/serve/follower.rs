@@ -16,6 +16,9 @@ use crate::ids::{Offset, Partition};
 use crate::log::{EventLog, SledStore};
 use crate::projection::{ProjectionError, Projections, outcomes::OutcomeView, slo};
 
+/// The header `/readyz` reports the projections' lag in (events not folded yet).
+pub const LAG_HEADER: &str = "x-ballast-projection-lag";
+
 /// What `/readyz` answers from: caught up once, and (a replica) not further behind the log than
 /// `max_lag` events.
 #[derive(Clone)]
@@ -32,6 +35,11 @@ impl Readiness {
             lag: Arc::new(AtomicU64::new(0)),
             max_lag,
         }
+    }
+
+    /// The projections' lag in events, as last measured.
+    pub fn lag(&self) -> u64 {
+        self.lag.load(Ordering::Acquire)
     }
 
     /// `Ok(())` when reads are current enough; else why not.
@@ -67,6 +75,14 @@ pub async fn follow(
     // Events applied since the gauges were last set, by the follower or by API reads.
     let (mut applied, mut last) = (0, Vec::new());
     loop {
+        // The lag is measured before catching up, when it is largest: measured after, it
+        // would say ~0 however far behind the follower runs under load.
+        let gauges = std::time::Instant::now() >= gauges_due;
+        let lag = if gauges {
+            Some(projections.behind(events).await?)
+        } else {
+            None
+        };
         projections.fresh(events, &codecs.events).await?;
         let now_at = projections.changes().borrow().clone();
         applied += now_at
@@ -75,8 +91,7 @@ pub async fn follow(
             .map(|(a, b)| a.saturating_sub(*b))
             .sum::<u64>();
         last = now_at;
-        if std::time::Instant::now() >= gauges_due {
-            let lag = projections.behind(events).await?;
+        if let Some(lag) = lag {
             ready.lag.store(lag, Ordering::Release);
             crate::telemetry::record::projections(std::mem::take(&mut applied), lag);
             let now = SystemClock.now_ms();

@@ -4,7 +4,7 @@
 //! `/healthz` and `/readyz`.
 
 pub mod fleet;
-mod follower;
+pub mod follower;
 mod otlp_feed;
 
 use std::net::SocketAddr;
@@ -200,7 +200,11 @@ pub async fn run(
         if let Ok(workload) = crate::exec::scripted::read_workload(&path) {
             let staged = crate::demo::annotate::staged(&workload);
             if !staged.is_empty() {
-                tokio::spawn(crate::demo::annotate::run(emb.clone(), staged, stop.clone()));
+                tokio::spawn(crate::demo::annotate::run(
+                    emb.clone(),
+                    staged,
+                    stop.clone(),
+                ));
             }
         }
     }
@@ -248,10 +252,13 @@ fn health(ready: follower::Readiness) -> Router {
             "/readyz",
             get(move || {
                 let answer = ready.check();
+                // The projections' lag (events not folded yet) as last measured, for load
+                // balancers and benches that weigh replicas by it.
+                let lag = [(follower::LAG_HEADER, ready.lag().to_string())];
                 async move {
                     match answer {
-                        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                        Ok(()) => (StatusCode::OK, lag, "ready\n".to_string()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, lag, format!("{why}\n")),
                     }
                 }
             }),

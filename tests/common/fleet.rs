@@ -76,10 +76,10 @@ fn python_server(script: &str, log: &Path) -> (Child, String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(&out).unwrap_or_default();
-        if let Some(url) = text
-            .lines()
-            .find_map(|l| l.split_once("listening on ").map(|(_, u)| u.trim().to_string()))
-        {
+        if let Some(url) = text.lines().find_map(|l| {
+            l.split_once("listening on ")
+                .map(|(_, u)| u.trim().to_string())
+        }) {
             // The model prints its base URL (…/v1); the orders service its root.
             return (child, url.trim_end_matches("/v1").to_string());
         }
@@ -234,7 +234,12 @@ impl Fleet {
             .arg("--data-dir")
             .arg(self.dir().join(format!("worker-{i}")))
             .args(["--topic-prefix", &self.prefix, "--group", &self.group])
-            .args(["--session-timeout-ms", "6000", "--metrics-addr", "127.0.0.1:0"])
+            .args([
+                "--session-timeout-ms",
+                "6000",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             .env(
                 "BALLAST_LOG",
                 std::env::var("BALLAST_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -284,7 +289,12 @@ impl Fleet {
             .arg(self.dir().join(format!("replica-{i}")))
             .arg("--auth")
             .arg(&self.auth)
-            .args(["--topic-prefix", &self.prefix, "--worker-group", &self.group])
+            .args([
+                "--topic-prefix",
+                &self.prefix,
+                "--worker-group",
+                &self.group,
+            ])
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.replica_flags[i])
             .env(
@@ -437,7 +447,10 @@ impl Fleet {
     /// The tails of every worker's and replica's log, for a failure message.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for (what, n) in [("worker", self.workers.len()), ("replica", self.replicas.len())] {
+        for (what, n) in [
+            ("worker", self.workers.len()),
+            ("replica", self.replicas.len()),
+        ] {
             for i in 0..n {
                 out.push_str(&format!(
                     "--- {what} {i} (last 25 lines of {}) ---\n{}\n",
