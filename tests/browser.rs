@@ -46,44 +46,7 @@ fn the_dashboard_signs_in_shows_slos_opens_a_trace_and_approves_a_turn() {
         assert!(Instant::now() < deadline, "no approval waiting: {body}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let shot = std::env::var("BALLAST_SCREENSHOT_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::env::temp_dir())
-        .join("ballast-dashboard.png");
-    let _ = std::fs::remove_file(&shot);
-    let modules = std::env::var("BALLAST_NODE_MODULES").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/ballast/node/node_modules",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let out = std::process::Command::new("node")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/browser/dashboard.mjs"
-        ))
-        .env(
-            "BALLAST_URL",
-            format!("http://{}", s.addr.trim_start_matches("http://")),
-        )
-        .env("BALLAST_TOKEN", &token)
-        .env("BALLAST_SCREENSHOT", &shot)
-        .env("BALLAST_NODE_MODULES", &modules)
-        .output()
-        .expect("node runs");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "browser test failed:\n{log}");
-    assert!(log.contains("approved"), "{log}");
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 10_000,
-        "screenshot {} is {size} bytes",
-        shot.display()
-    );
+    let log = common::browser::dashboard(&s.addr, &token, "ballast-dashboard.png", false);
     eprintln!("{log}");
     assert!(s.stop().success());
 }

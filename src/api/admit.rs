@@ -146,6 +146,9 @@ pub(super) async fn accept(
     if let Err(e) = state.submissions.commit(&request) {
         tracing::warn!(%turn_id, error = %e, "submission durable; its claim settles at the next start");
     }
+    if let Some(b) = &state.backlog {
+        b.submitted(partition);
+    }
     Ok((StatusCode::ACCEPTED, submitted()))
 }
 

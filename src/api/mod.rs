@@ -102,6 +102,9 @@ impl From<Embedded> for Logs {
 pub trait Backlog: Send + Sync {
     /// `Some(seconds to wait)` when `partition` is over the bound.
     fn over(&self, partition: crate::ids::Partition) -> Option<(u64, u64)>;
+    /// A request was just written to `partition`: counted at once, so the bound holds between
+    /// measurements too (up to what other replicas wrote since the last one).
+    fn submitted(&self, _partition: crate::ids::Partition) {}
 }
 
 /// Where the vault records of a submission go before its request is written, when the vault is

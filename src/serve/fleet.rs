@@ -320,6 +320,14 @@ impl Backlog for WorkerBacklog {
             .copied()?;
         // Retry after roughly the time the workers take to drain the excess (about a thousand
         // turns a second per partition at best), at least a second, at most a minute.
-        (behind > self.max).then(|| (behind, ((behind - self.max) / 1000).clamp(1, 60)))
+        (behind >= self.max).then(|| (behind, ((behind - self.max) / 1000).clamp(1, 60)))
+    }
+
+    fn submitted(&self, partition: Partition) {
+        if let Ok(mut b) = self.behind.lock()
+            && let Some(n) = b.get_mut(partition.0 as usize)
+        {
+            *n += 1;
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod broker;
+pub mod browser;
 pub mod fake;
 pub mod fleet;
 pub mod kafka;
