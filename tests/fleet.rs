@@ -124,6 +124,9 @@ fn one_deployment_through_two_replicas_answers_streams_reads_its_writes_and_appr
     let (status, _, body) = f.call(b, "GET", &format!("/v1/turns/{asked}?wait_ms=10000"), "");
     assert_eq!(status, 200, "{body}\n{}", f.diagnose(&asked));
     assert_eq!(json_of(&body)["turn_id"], asked.as_str());
+    // B holds the user's key A sealed under (read from the vault topic before the turn's
+    // events): the user is redacted, not shown as forgotten.
+    assert_eq!(json_of(&body)["user_id"], "[REDACTED:user]", "{body}");
 
     // 4. A refund over 100.00 submitted through A waits for a person; B lists it, approves it.
     let (status, _, body) = f.call(

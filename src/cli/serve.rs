@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// `http/protobuf` (default) or `grpc`.
     #[arg(long)]
     otlp_protocol: Option<String>,
+    /// Serve the configuration's deployment on Kafka at these bootstrap servers (as `ballast
+    /// worker --config C --bootstrap B` runs it), whatever its `[log] backend` says.
+    #[arg(long, requires = "config")]
+    bootstrap: Option<String>,
     /// Kafka backend: topic names are `<prefix>.requests`, `<prefix>.turn-events`, … (as the
     /// workers').
     #[arg(long, default_value = ballast::kafka::DEFAULT_PREFIX)]
@@ -65,9 +69,10 @@ pub struct ServeArgs {
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let (tx, rx) = shutdown::channel();
     shutdown::on_signals(tx);
-    let mut loaded = match &a.config {
-        Some(path) => Some(ballast::config::load(path)?),
-        None => None,
+    let mut loaded = match (&a.config, &a.bootstrap) {
+        (Some(path), Some(b)) => Some(ballast::config::load_on_kafka(path, Some(b))?),
+        (Some(path), None) => Some(ballast::config::load(path)?),
+        (None, _) => None,
     };
     for w in loaded.iter().flat_map(|l| l.warnings.iter()) {
         tracing::warn!("{w}");

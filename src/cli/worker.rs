@@ -59,9 +59,9 @@ pub struct WorkerArgs {
 
 pub async fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let loaded = match &a.config {
-        Some(path) => Some(ballast::config::load_for(
+        Some(path) => Some(ballast::config::load_on_kafka(
             path,
-            ballast::config::Backend::Kafka,
+            a.bootstrap.as_deref(),
         )?),
         None => None,
     };

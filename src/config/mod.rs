@@ -306,12 +306,31 @@ pub fn load_for(path: &Path, backend: Backend) -> Result<Loaded, ConfigError> {
                     "`ballast serve` runs the embedded backend; run `ballast worker --config` for kafka"
                 }
                 Backend::Kafka => {
-                    "`ballast worker` runs the kafka backend; run `ballast serve --config` for embedded"
+                    "`ballast worker` runs the kafka backend: set `[log] backend = \"kafka\"` and \
+                     `bootstrap`, or pass `--bootstrap`"
                 }
             },
         });
     }
     Ok(loaded)
+}
+
+/// The deployment in `path` on Kafka: at `bootstrap` when given (`--bootstrap`, whatever the
+/// file's `[log] backend` says: one file serves both backends), else as the file says, which
+/// must then be `kafka`.
+pub fn load_on_kafka(path: &Path, bootstrap: Option<&str>) -> Result<Loaded, ConfigError> {
+    match bootstrap {
+        Some(b) => {
+            let mut loaded = load(path)?;
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            loaded.config.log.backend = Backend::Kafka;
+            loaded.config.log.bootstrap = Some(b.to_string());
+            Ok(loaded)
+        }
+        None => load_for(path, Backend::Kafka),
+    }
 }
 
 /// Paths in the file are relative to the file, not to where `ballast` was started.

@@ -207,6 +207,7 @@ pub async fn run(
         &slo_config,
         ready,
         opts.refresh,
+        Some(replica.as_ref()),
         stop.clone(),
     )
     .await?;

@@ -68,6 +68,7 @@ pub async fn follow(
     slo_config: &slo::SloConfig,
     ready: Readiness,
     refresh: Duration,
+    vault: Option<&crate::kafka::vault::KafkaVault>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
     let outcomes = OutcomeView::open(store)?;
@@ -83,6 +84,15 @@ pub async fn follow(
         } else {
             None
         };
+        // A replica's vault first: a submission's keys are on the vault topic before its request
+        // is written, so once the replica has read the topic, every turn it folds next has its
+        // keys here, and views say `[REDACTED]`, not `[FORGOTTEN]`, for a user another replica
+        // just tokenized.
+        if let Some(v) = vault
+            && let Err(e) = v.sync().await
+        {
+            tracing::warn!(error = %e, "vault replica: catching up failed; retrying");
+        }
         projections.fresh(events, &codecs.events).await?;
         let now_at = projections.changes().borrow().clone();
         applied += now_at

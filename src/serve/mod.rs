@@ -230,6 +230,7 @@ pub async fn run(
         &slo_config,
         ready,
         opts.refresh,
+        None,
         stop.clone(),
     )
     .await?;
