@@ -53,7 +53,13 @@ enum TokenAction {
 
 fn path(f: &AuthFile, create: bool) -> anyhow::Result<PathBuf> {
     match (&f.auth, &f.data_dir) {
-        (Some(p), _) => Ok(p.clone()),
+        (Some(p), _) => {
+            // A new auth file's folder is made, as a new data dir is.
+            if let Some(dir) = p.parent().filter(|d| create && !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            Ok(p.clone())
+        }
         (None, Some(d)) => {
             if create {
                 std::fs::create_dir_all(d)?;

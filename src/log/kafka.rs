@@ -127,9 +127,11 @@ pub async fn ensure_topic(
         )
         .await
         .map_err(kafka_error)?;
+    let mut existed = false;
     for r in results {
         match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => existed = true,
             Err((name, code)) => {
                 return Err(LogError::storage(
                     format!("creating topic {name}: {code}"),
@@ -143,12 +145,20 @@ pub async fn ensure_topic(
     tokio::task::spawn_blocking(move || {
         for _ in 0..100 {
             if let Ok(md) = meta.fetch_metadata(Some(&topic), META_TIMEOUT)
-                && md
-                    .topics()
-                    .iter()
-                    .any(|t| t.error().is_none() && t.partitions().len() as u32 >= partitions)
+                && let Some(t) = md.topics().iter().find(|t| t.error().is_none())
             {
-                return Ok(());
+                let existing = t.partitions().len() as u32;
+                if existing >= partitions {
+                    return Ok(());
+                }
+                // A topic made earlier with fewer partitions: say so, not "did not appear".
+                if existed && existing > 0 {
+                    return Err(LogError::PartitionMismatch {
+                        name: topic,
+                        existing,
+                        requested: partitions,
+                    });
+                }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
