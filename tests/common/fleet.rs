@@ -63,10 +63,12 @@ pub struct Fleet {
 }
 
 /// Starts a quickstart server (`model_server.py`, `orders_service.py`) on a free port; its
-/// address from the line it prints.
+/// address from the line it prints. The child goes to the `Fleet`, which kills and waits for it
+/// when dropped (the lint cannot follow it there).
+#[allow(clippy::zombie_processes)]
 fn python_server(script: &str, log: &Path) -> (Child, String) {
     let out = log.with_extension("out");
-    let child = Command::new(python())
+    let mut child = Command::new(python())
         .arg(quickstart().join(script))
         .args(["--port", "0"])
         .stdout(std::fs::File::create(&out).expect("stdout file"))
@@ -83,11 +85,14 @@ fn python_server(script: &str, log: &Path) -> (Child, String) {
             // The model prints its base URL (…/v1); the orders service its root.
             return (child, url.trim_end_matches("/v1").to_string());
         }
-        assert!(
-            Instant::now() < deadline,
-            "{script} did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{script} did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
