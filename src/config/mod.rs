@@ -303,11 +303,13 @@ pub fn load_for(path: &Path, backend: Backend) -> Result<Loaded, ConfigError> {
             found: loaded.config.log.backend,
             hint: match backend {
                 Backend::Embedded => {
-                    "`ballast serve` runs the embedded backend; run `ballast worker --config` for kafka"
+                    "this command runs the embedded backend; a kafka deployment runs its turns in \
+                     `ballast worker --config` and serves them with `ballast serve --config`"
                 }
                 Backend::Kafka => {
                     "`ballast worker` runs the kafka backend: set `[log] backend = \"kafka\"` and \
-                     `bootstrap`, or pass `--bootstrap`"
+                     `bootstrap`, or pass `--bootstrap`; an embedded deployment runs its turns in \
+                     `ballast serve --config`"
                 }
             },
         });
