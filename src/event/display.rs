@@ -70,6 +70,12 @@ impl Event {
                 r.rules.join(", "),
                 r.reason
             ),
+            Payload::InputRejected(r) => {
+                format!(
+                    "input {} rejected in phase {}: {}",
+                    r.input, r.phase, r.reason
+                )
+            }
             Payload::ModelCallFailed(f) => format!(
                 "model step {} failed{}: {}",
                 f.step,

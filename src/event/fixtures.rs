@@ -251,6 +251,11 @@ pub fn every_event(turn: TurnId) -> Vec<Event> {
             rules: vec!["provenance.untrusted_sink".into()],
             reason: "recipient: comes only from read_inbox output (untrusted)".into(),
         }),
+        Payload::InputRejected(InputRejected {
+            input: "ToolDone".into(),
+            phase: "Planning".into(),
+            reason: "late tool result".into(),
+        }),
     ];
     payloads
         .into_iter()

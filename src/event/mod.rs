@@ -68,6 +68,7 @@ pub enum Payload {
     SessionLoaded(SessionLoaded),
     ModelCallFailed(ModelCallFailed),
     CallRefused(CallRefused),
+    InputRejected(InputRejected),
 }
 
 impl Payload {
@@ -103,6 +104,7 @@ impl Payload {
             Payload::SessionLoaded(_) => "SessionLoaded",
             Payload::ModelCallFailed(_) => "ModelCallFailed",
             Payload::CallRefused(_) => "CallRefused",
+            Payload::InputRejected(_) => "InputRejected",
         }
     }
 }
@@ -325,6 +327,17 @@ pub struct CallRefused {
     pub step: i32,
     pub tool: String,
     pub rules: Vec<String>,
+    pub reason: String,
+}
+
+/// An input the turn's phase does not accept (see `turn::table`): recorded rather than dropped,
+/// so a trace shows it. It changes nothing else in the turn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputRejected {
+    /// The input's kind, e.g. `ToolDone`.
+    pub input: String,
+    /// The turn's phase kind when it arrived, e.g. `Planning`.
+    pub phase: String,
     pub reason: String,
 }
 

@@ -37,6 +37,11 @@ impl Event {
                 set("error.type", json!("refused"));
                 set("ballast.rules", json!(r.rules));
             }
+            Payload::InputRejected(r) => {
+                set("error.type", json!("input_rejected"));
+                set("ballast.input", json!(r.input));
+                set("ballast.phase", json!(r.phase));
+            }
             Payload::ModelCallFailed(f) => {
                 set("gen_ai.operation.name", json!("chat"));
                 set("error.type", json!("model_call_failed"));

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::event::ToolFailureKind;
+use crate::event::{SessionTurn, ToolFailureKind};
 use crate::exec::{ExecutionPlane, PlanRequest};
 use crate::ids::TurnId;
 use crate::turn::{Effect, ExecFailure, Input, ToolFailure, ToolSuccess};
@@ -14,8 +14,9 @@ pub(crate) enum Msg {
     /// An effect finished (one per dispatched effect, panics included), with the vault records
     /// its tokens need (committed in the round that records the input).
     Effect(TurnId, Input, Vec<VaultRecord>),
-    /// A retry timer fired.
-    Timer(TurnId, Input),
+    /// The turn before this one in its session finished: this one may go on, with the
+    /// session's history.
+    SessionReady(TurnId, Vec<SessionTurn>),
 }
 
 /// Sends the effect's input back exactly once: the real result, or — if the effect's future
@@ -72,7 +73,10 @@ fn fallback_for(effect: &Effect) -> Option<Input> {
                 latency_ms: 0,
             }),
         },
-        Effect::Schedule { .. } | Effect::ScheduleDeadline { .. } | Effect::Finished { .. } => {
+        Effect::Schedule { .. }
+        | Effect::ScheduleDeadline { .. }
+        | Effect::ScheduleHandoffDeadline { .. }
+        | Effect::Finished { .. } => {
             return None;
         }
     })
@@ -202,7 +206,10 @@ pub(crate) async fn execute(plane: &ExecutionPlane, effect: Effect) -> Option<In
                 result,
             }
         }
-        Effect::Schedule { .. } | Effect::ScheduleDeadline { .. } | Effect::Finished { .. } => {
+        Effect::Schedule { .. }
+        | Effect::ScheduleDeadline { .. }
+        | Effect::ScheduleHandoffDeadline { .. }
+        | Effect::Finished { .. } => {
             return None;
         }
     })

@@ -24,7 +24,7 @@ use crate::event::{Event, Payload};
 use crate::guard::Breakers;
 use crate::ids::{Offset, Partition, TurnId};
 use crate::log::{Record, Stored};
-use crate::turn::{DecideCtx, Effect, Input, TurnState, step};
+use crate::turn::{Deadline, DecideCtx, Effect, Input, TurnState, step};
 
 pub(crate) struct PartitionActor {
     partition: Partition,
@@ -92,14 +92,14 @@ pub(crate) struct PartitionActor {
 /// parked turns' deadlines pays for its values a million times).
 pub(super) enum Wake {
     Retry { call_id: String, attempt: i32 },
-    Deadline { approval_id: String },
+    Deadline(Deadline),
 }
 
 impl From<Wake> for Input {
     fn from(w: Wake) -> Input {
         match w {
             Wake::Retry { call_id, attempt } => Input::RetryDue { call_id, attempt },
-            Wake::Deadline { approval_id } => Input::ApprovalDeadline { approval_id },
+            Wake::Deadline(d) => d.into(),
         }
     }
 }
@@ -279,7 +279,7 @@ impl PartitionActor {
                 }
                 inputs.push((turn, input));
             }
-            Msg::Timer(turn, input) => inputs.push((turn, input)),
+            Msg::SessionReady(turn, history) => inputs.push((turn, Input::SessionReady(history))),
         }
     }
 
@@ -515,7 +515,14 @@ impl PartitionActor {
                 turn_id,
                 at_ms,
                 approval_id,
-            } => self.set_timer(at_ms, turn_id, Wake::Deadline { approval_id }),
+            } => self.set_timer(
+                at_ms,
+                turn_id,
+                Wake::Deadline(Deadline::Approval { approval_id }),
+            ),
+            Effect::ScheduleHandoffDeadline { turn_id, at_ms } => {
+                self.set_timer(at_ms, turn_id, Wake::Deadline(Deadline::Handoff))
+            }
             effect => {
                 self.in_flight += 1;
                 *self.busy.entry(effect.turn_id()).or_default() += 1;

@@ -20,7 +20,7 @@ use super::state_store::{SnapshotDelta, StateStore, StoreError};
 use crate::control::budget::Ledger;
 use crate::guard::Breakers;
 use crate::ids::{Partition, TurnId};
-use crate::turn::TurnState;
+use crate::turn::{Deadline, TurnState};
 
 /// Bumped when the header or an entry changes shape; an older snapshot is ignored (recovery
 /// then reads the log from offset 0, which is always correct).
@@ -79,14 +79,23 @@ pub struct Loaded {
 pub struct ParkedTurn {
     pub turn: TurnId,
     pub wake_at_ms: i64,
+    /// The approval whose deadline wakes the turn, or [`PARKED_HANDOFF`] for a handoff's (the
+    /// stored shape: snapshots already hold it).
     pub approval_id: String,
     pub session: Option<String>,
 }
 
+/// How a parked entry names a handoff's deadline (approval ids are derived and never equal it).
+pub const PARKED_HANDOFF: &str = "handoff";
+
 impl ParkedTurn {
     /// `Some` when `state` waits only for a person (see [`TurnState::parked_deadline`]).
     pub fn of(state: &TurnState) -> Option<ParkedTurn> {
-        let (wake_at_ms, approval_id) = state.parked_deadline()?;
+        let (wake_at_ms, deadline) = state.parked_deadline()?;
+        let approval_id = match deadline {
+            Deadline::Approval { approval_id } => approval_id,
+            Deadline::Handoff => PARKED_HANDOFF.to_string(),
+        };
         Some(ParkedTurn {
             turn: state.turn_id,
             wake_at_ms,
@@ -96,6 +105,19 @@ impl ParkedTurn {
                 .as_deref()
                 .map(|s| session_key(&state.tenant, &state.user_id, s)),
         })
+    }
+}
+
+impl ParkedTurn {
+    /// The deadline that wakes the turn.
+    pub fn deadline(&self) -> Deadline {
+        if self.approval_id == PARKED_HANDOFF {
+            Deadline::Handoff
+        } else {
+            Deadline::Approval {
+                approval_id: self.approval_id.clone(),
+            }
+        }
     }
 }
 

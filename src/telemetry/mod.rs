@@ -26,6 +26,7 @@ pub const POLICY_DECISIONS: &str = "ballast_policy_decisions_total";
 pub const GUARDRAIL_TRIPS: &str = "ballast_guardrail_trips_total";
 pub const HALLUCINATIONS_BLOCKED: &str = "ballast_hallucinations_blocked_total";
 pub const ESCALATIONS: &str = "ballast_escalations_total";
+pub const INPUTS_REJECTED: &str = "ballast_turn_inputs_rejected_total";
 pub const MODEL_TOKENS: &str = "ballast_model_tokens_total";
 pub const COST: &str = "ballast_cost_micros_total";
 pub const SLI_EVENTS: &str = "ballast_sli_events_total";
@@ -104,6 +105,10 @@ pub fn describe() {
         "Tool calls blocked before running because their key arguments appear nowhere in the turn."
     );
     describe_counter!(ESCALATIONS, "Escalations, by ladder rung.");
+    describe_counter!(
+        INPUTS_REJECTED,
+        "Inputs a turn's phase does not accept (InputRejected events), by phase and input kind."
+    );
     describe_counter!(
         MODEL_TOKENS,
         "Model tokens used by plans, by type (input, output)."

@@ -49,6 +49,12 @@ pub fn round_committed<'a>(
             Payload::EscalationRaised(r) => {
                 counter!(ESCALATIONS, "rung" => r.rung.as_str()).increment(1)
             }
+            Payload::InputRejected(r) => counter!(
+                INPUTS_REJECTED,
+                "phase" => r.phase.clone(),
+                "input" => r.input.clone()
+            )
+            .increment(1),
             Payload::BudgetCommitted(b) => counter!(COST).increment(b.cost_micros.max(0) as u64),
             Payload::ToolCallCompleted(c) => {
                 tool_call(tool_of(state(e), &c.call_id), "ok", c.latency_ms)

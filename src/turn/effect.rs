@@ -49,6 +49,8 @@ pub enum Effect {
         at_ms: i64,
         approval_id: String,
     },
+    /// Wake the turn with `HandoffDeadline` at `at_ms`.
+    ScheduleHandoffDeadline { turn_id: TurnId, at_ms: i64 },
     /// The turn reached its outcome: publish it and forget the in-memory state.
     Finished {
         turn_id: TurnId,
@@ -66,6 +68,7 @@ impl Effect {
             | Effect::CallTool { turn_id, .. }
             | Effect::Schedule { turn_id, .. }
             | Effect::ScheduleDeadline { turn_id, .. }
+            | Effect::ScheduleHandoffDeadline { turn_id, .. }
             | Effect::Finished { turn_id, .. } => *turn_id,
         }
     }

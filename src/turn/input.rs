@@ -4,6 +4,22 @@
 use crate::event::{SessionTurn, TurnCommand, TurnRequest};
 pub use crate::exec::types::{ExecFailure, Planned, Retrieval, ToolFailure, ToolSuccess};
 
+/// The deadline of a turn waiting for a person: each kind wakes the turn with its own input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    Approval { approval_id: String },
+    Handoff,
+}
+
+impl From<Deadline> for Input {
+    fn from(d: Deadline) -> Input {
+        match d {
+            Deadline::Approval { approval_id } => Input::ApprovalDeadline { approval_id },
+            Deadline::Handoff => Input::HandoffDeadline,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     /// Start the turn. `source_offset` is the request's position in the request log; `session`
@@ -36,6 +52,8 @@ pub enum Input {
     ApprovalDeadline {
         approval_id: String,
     },
+    /// The deadline of the turn's handoff to a person has come.
+    HandoffDeadline,
     /// The worker rebuilt this turn after a (re)start: re-issue what it was waiting for, and settle
     /// calls whose outcome the crash made unknown.
     Resume,

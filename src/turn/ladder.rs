@@ -13,9 +13,6 @@ use super::decide::Builder;
 use super::effect::Effect;
 use super::state::CallStatus;
 
-/// The deadline id of a handoff (approvals use their own ids).
-pub const HANDOFF_DEADLINE: &str = "handoff";
-
 impl Builder<'_, '_> {
     /// A re-ask of a step is safe only if nothing that step did has side effects. After a
     /// failed model call the step asked for has done nothing yet.
@@ -155,10 +152,9 @@ impl Builder<'_, '_> {
     pub(super) fn schedule_handoff(&mut self) {
         if let Some(h) = &self.state.handoff {
             let at_ms = h.deadline_ms;
-            self.effect(Effect::ScheduleDeadline {
+            self.effect(Effect::ScheduleHandoffDeadline {
                 turn_id: self.state.turn_id,
                 at_ms,
-                approval_id: HANDOFF_DEADLINE.into(),
             });
         }
     }

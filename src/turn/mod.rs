@@ -30,6 +30,7 @@
 //! (`max_steps`, spend growing faster than allowed) skips the re-asks.
 
 pub(crate) mod budgeting;
+mod calling;
 pub mod conversation;
 mod decide;
 mod effect;
@@ -40,11 +41,15 @@ mod input;
 mod ladder;
 mod origins;
 mod outcome;
+mod planning;
 mod refusal;
+mod requested;
 mod resume;
+mod retrieving;
 mod reversal;
 mod state;
 mod stops;
+pub mod table;
 
 #[cfg(test)]
 mod refusal_tests;
@@ -57,7 +62,7 @@ pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};
 pub use effect::{Effect, ToolInvocation};
 pub use gate::prior_tools;
 pub use handoff::{HANDOFF_TRACE_VERSION, handoff_trace};
-pub use input::{ExecFailure, Input, Planned, Retrieval, ToolFailure, ToolSuccess};
+pub use input::{Deadline, ExecFailure, Input, Planned, Retrieval, ToolFailure, ToolSuccess};
 pub use origins::{call_provenance, facts as provenance_facts};
 pub use reversal::{
     CompensationState, CompensationStatus, ReversalState, compensation_args, reversed_reason,

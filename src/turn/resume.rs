@@ -7,22 +7,24 @@ use crate::event::{
 
 use super::decide::{Builder, backoff_ms};
 use super::effect::Effect;
+use super::input::Deadline;
 use super::state::{ApprovalStatus, CallStatus, Phase};
 
 impl super::TurnState {
     /// For a turn that waits only for a person (an approval or a handoff), when it must wake
-    /// if nobody answers and the id its deadline carries; `None` for any other phase. A worker
+    /// if nobody answers and for which deadline; `None` for any other phase. A worker
     /// may keep such a turn out of memory and arm this deadline instead of resuming it: a
     /// resume of it does exactly that and nothing else (a property test holds the two equal).
-    pub fn parked_deadline(&self) -> Option<(i64, String)> {
+    pub fn parked_deadline(&self) -> Option<(i64, Deadline)> {
         match self.phase() {
-            Phase::AwaitingApproval { index } => self
-                .approval_for(index)
-                .map(|a| (a.deadline_ms, a.approval_id.clone())),
+            Phase::AwaitingApproval { index } => self.approval_for(index).map(|a| {
+                let approval_id = a.approval_id.clone();
+                (a.deadline_ms, Deadline::Approval { approval_id })
+            }),
             Phase::AwaitingHandoff => self
                 .handoff
                 .as_ref()
-                .map(|h| (h.deadline_ms, super::ladder::HANDOFF_DEADLINE.to_string())),
+                .map(|h| (h.deadline_ms, Deadline::Handoff)),
             _ => None,
         }
     }

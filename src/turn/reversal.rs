@@ -20,7 +20,7 @@ use crate::event::{
 
 use super::decide::{Builder, backoff_ms};
 use super::effect::{Effect, ToolInvocation};
-use super::input::{Input, ToolFailure, ToolSuccess};
+use super::input::{ToolFailure, ToolSuccess};
 use super::state::{CallStatus, TurnState};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,38 +152,35 @@ impl TurnState {
 }
 
 impl Builder<'_, '_> {
-    /// Inputs for a turn that has an outcome: commands to reverse or label it, and the
-    /// compensations of a reversal in progress.
-    pub(super) fn after_end(&mut self, input: Input) {
-        let reversing = self.state.reversal.as_ref().is_some_and(|r| !r.done);
-        match input {
-            Input::Command(command) => self.on_late_command(command),
-            Input::ToolDone {
-                call_id,
-                attempt,
-                result,
-            } if reversing => {
-                if let Some(original) = call_id.strip_suffix("/undo") {
-                    self.on_compensated(original.to_string(), attempt, result);
-                }
-            }
-            Input::RetryDue { call_id, attempt } if reversing => {
-                if let Some(original) = call_id.strip_suffix("/undo") {
-                    let waiting = self.state.compensation(original).is_some_and(|c| {
-                        c.attempt + 1 == attempt
-                            && c.status == CompensationStatus::Failed { retryable: true }
-                    });
-                    if waiting {
-                        self.start_compensation(original.to_string(), attempt);
-                    }
-                }
-            }
-            Input::Resume if reversing => self.resume_reversal(),
-            _ => {}
+    /// `(Reversing, ToolDone)`: the result of a compensating call (`<call>/undo`); a result of
+    /// one of the turn's own calls arriving this late changes nothing.
+    pub(super) fn on_compensation_done(
+        &mut self,
+        call_id: String,
+        attempt: i32,
+        result: Result<ToolSuccess, ToolFailure>,
+    ) {
+        if let Some(original) = call_id.strip_suffix("/undo") {
+            self.on_compensated(original.to_string(), attempt, result);
         }
     }
 
-    fn on_late_command(&mut self, command: TurnCommand) {
+    /// `(Reversing, RetryDue)`: the next attempt of a compensating call that failed retryably.
+    pub(super) fn on_compensation_due(&mut self, call_id: String, attempt: i32) {
+        if let Some(original) = call_id.strip_suffix("/undo") {
+            let waiting = self.state.compensation(original).is_some_and(|c| {
+                c.attempt + 1 == attempt
+                    && c.status == CompensationStatus::Failed { retryable: true }
+            });
+            if waiting {
+                self.start_compensation(original.to_string(), attempt);
+            }
+        }
+    }
+
+    /// `(Ended | Reversing, Command)`: reverse or label a finished turn; other commands change
+    /// nothing.
+    pub(super) fn on_late_command(&mut self, command: TurnCommand) {
         match command.action {
             CommandAction::Reverse(r) => {
                 if self.state.reversal.is_some() {
@@ -350,7 +347,7 @@ impl Builder<'_, '_> {
         }
     }
 
-    fn resume_reversal(&mut self) {
+    pub(super) fn resume_reversal(&mut self) {
         let pending = self.state.reversal.as_ref().and_then(|r| {
             r.compensations
                 .iter()

@@ -158,17 +158,22 @@ fn simulate(seed: u64) -> History {
                     w.now = w.now.max(at_ms);
                     Input::ApprovalDeadline { approval_id }
                 }
-                1 if approval_id == "handoff" => Input::Command(handoff(t, true)),
-                _ if approval_id == "handoff" => {
+                k => {
+                    let _ = turn_id;
+                    Input::Command(approval(t, &approval_id, k == 1))
+                }
+            },
+            Effect::ScheduleHandoffDeadline { turn_id, at_ms } => match rng.random_range(0..3) {
+                0 => {
+                    w.now = w.now.max(at_ms);
+                    Input::HandoffDeadline
+                }
+                1 => Input::Command(handoff(t, true)),
+                _ => {
                     // Accepted; the deadline still stands.
-                    pending.push(Effect::ScheduleDeadline {
-                        turn_id,
-                        at_ms,
-                        approval_id,
-                    });
+                    pending.push(Effect::ScheduleHandoffDeadline { turn_id, at_ms });
                     Input::Command(handoff(t, false))
                 }
-                k => Input::Command(approval(t, &approval_id, k == 1)),
             },
             Effect::Finished { .. } => continue,
         };
@@ -228,15 +233,21 @@ proptest! {
         let h = simulate(seed);
         let w = World::confirming_emails();
         for state in &h.states {
-            let Some((at_ms, id)) = state.parked_deadline() else { continue };
+            let Some((at_ms, deadline)) = state.parked_deadline() else { continue };
             let mut s = state.clone();
             let d = step(&mut s, Input::Resume, &w.ctx());
             prop_assert!(d.events.is_empty(), "a resume of a parked turn decides nothing");
-            prop_assert!(
-                matches!(d.effects.as_slice(),
-                    [Effect::ScheduleDeadline { at_ms: a, approval_id, .. }] if *a == at_ms && *approval_id == id),
-                "{:?} vs ({at_ms}, {id})", d.effects
-            );
+            let armed = match (d.effects.as_slice(), &deadline) {
+                (
+                    [Effect::ScheduleDeadline { at_ms: a, approval_id, .. }],
+                    crate::turn::Deadline::Approval { approval_id: id },
+                ) => *a == at_ms && approval_id == id,
+                ([Effect::ScheduleHandoffDeadline { at_ms: a, .. }], crate::turn::Deadline::Handoff) => {
+                    *a == at_ms
+                }
+                _ => false,
+            };
+            prop_assert!(armed, "{:?} vs ({at_ms}, {deadline:?})", d.effects);
         }
     }
 
@@ -360,13 +371,18 @@ proptest! {
             prop_assert!(open.is_empty(), "a finished turn holds reservations {:?}", open);
             prop_assert!(last.budget.open.is_empty());
         }
-        // Decisions on a terminal turn are empty whatever arrives.
+        // A terminal turn resumes to nothing; anything else that arrives is rejected: recorded,
+        // and nothing else changes.
         if last.is_terminal() {
             let w = World::new();
             let mut s = last.clone();
             prop_assert!(step(&mut s, Input::Resume, &w.ctx()).is_empty());
             let again = request(s.turn_id);
-            prop_assert!(step(&mut s, again, &w.ctx()).is_empty());
+            let d = step(&mut s, again, &w.ctx());
+            prop_assert!(d.effects.is_empty());
+            prop_assert_eq!(d.events.iter().map(|e| e.kind()).collect::<Vec<_>>(), ["InputRejected"]);
+            prop_assert!(s.is_terminal());
+            prop_assert_eq!(s.outcome, last.outcome);
         }
     }
 }
@@ -382,7 +398,7 @@ fn simulations_reach_every_outcome_and_crash_often() {
         crashes += h.crashes;
         for s in &h.states {
             match s.parked_deadline() {
-                Some((_, id)) if id == "handoff" => parked.1 += 1,
+                Some((_, crate::turn::Deadline::Handoff)) => parked.1 += 1,
                 Some(_) => parked.0 += 1,
                 None => {}
             }

@@ -150,6 +150,20 @@ pub enum Phase {
     Done(Outcome),
 }
 
+impl Phase {
+    /// The plan step a call phase is about (`AwaitingTool`, `AwaitingRetry`,
+    /// `AwaitingApproval`, `Approved`).
+    pub fn index(&self) -> Option<usize> {
+        match self {
+            Phase::AwaitingTool { index }
+            | Phase::AwaitingRetry { index }
+            | Phase::AwaitingApproval { index }
+            | Phase::Approved { index } => Some(*index),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TurnState {
     pub turn_id: TurnId,
@@ -677,6 +691,8 @@ impl TurnState {
             | Payload::TurnReversed(_)
             | Payload::OutcomeLabeled(_) => self.apply_after_end(&event.payload),
             Payload::RouteSelected(r) => self.route = Some(Box::new(r.clone())),
+            // A rejected input changed nothing but the turn's record (see `table.rs`).
+            Payload::InputRejected(_) => {}
             Payload::BudgetReserved(r) => {
                 let b = &mut self.budget;
                 b.reservations += 1;

@@ -377,9 +377,10 @@ fn low_confidence_climbs_the_ladder_to_a_human_who_resolves_it() {
         kinds(&d),
         ["PlanProposed", "PolicyEvaluated", "EscalationRaised"]
     );
-    assert!(
-        matches!(d.effects.as_slice(), [Effect::ScheduleDeadline { approval_id, .. }] if approval_id == "handoff")
-    );
+    assert!(matches!(
+        d.effects.as_slice(),
+        [Effect::ScheduleHandoffDeadline { .. }]
+    ));
     assert_eq!(s.phase(), Phase::AwaitingHandoff);
     assert_eq!(
         s.escalations,
@@ -392,7 +393,11 @@ fn low_confidence_climbs_the_ladder_to_a_human_who_resolves_it() {
     // A restart re-arms the deadline; accepting does not end the wait; resolving does.
     let d = step(&mut s, Input::Resume, &w.ctx());
     assert!(
-        d.events.is_empty() && matches!(d.effects.as_slice(), [Effect::ScheduleDeadline { .. }])
+        d.events.is_empty()
+            && matches!(
+                d.effects.as_slice(),
+                [Effect::ScheduleHandoffDeadline { .. }]
+            )
     );
     assert_eq!(
         kinds(&step(
@@ -428,13 +433,7 @@ fn low_confidence_climbs_the_ladder_to_a_human_who_resolves_it() {
     assert_eq!(s.labels, ["incorrect", "incorrect"]);
     // Unresolved past the deadline instead: escalation_failed.
     w.now += w.guards.config.handoff_ttl_ms + 1;
-    let d = step(
-        &mut late,
-        Input::ApprovalDeadline {
-            approval_id: "handoff".into(),
-        },
-        &w.ctx(),
-    );
+    let d = step(&mut late, Input::HandoffDeadline, &w.ctx());
     assert_eq!(kinds(&d), ["TurnCompleted"]);
     assert_eq!(late.outcome, Some(Outcome::EscalationFailed));
 }
@@ -550,7 +549,7 @@ fn a_draining_worker_records_results_but_starts_nothing_new() {
 }
 
 #[test]
-fn stale_results_are_ignored() {
+fn stale_results_change_nothing_and_out_of_phase_inputs_are_recorded() {
     let w = World::new();
     let mut s = given(&w, vec![request(turn()), retrieved()]);
     let call = only_call(&step(&mut s, planned(&["lookup_order"], 0.9), &w.ctx()));
@@ -563,10 +562,17 @@ fn stale_results_are_ignored() {
             latency_ms: 1,
         }),
     };
+    // A result for another attempt of the running call: accepted, and changes nothing.
     assert!(step(&mut s, stale, &w.ctx()).is_empty());
-    assert!(step(&mut s, retrieved(), &w.ctx()).is_empty());
-    assert!(step(&mut s, request(turn()), &w.ctx()).is_empty());
     assert_eq!(s, before);
+    // Inputs the phase does not take: rejected, recorded, nothing else changes.
+    for input in [retrieved(), request(turn())] {
+        let d = step(&mut s, input, &w.ctx());
+        assert_eq!(kinds(&d), ["InputRejected"]);
+        assert!(d.effects.is_empty() && d.rejected.is_some());
+    }
+    assert_eq!(s.phase(), before.phase());
+    assert_eq!((&s.calls, &s.budget), (&before.calls, &before.budget));
 }
 
 #[test]

@@ -23,13 +23,7 @@ impl PartitionActor {
 
     /// Records a parked turn and arms its deadline.
     pub(super) fn park(&mut self, p: ParkedTurn) {
-        self.set_timer(
-            p.wake_at_ms,
-            p.turn,
-            Wake::Deadline {
-                approval_id: p.approval_id,
-            },
-        );
+        self.set_timer(p.wake_at_ms, p.turn, Wake::Deadline(p.deadline()));
         if self
             .parked
             .insert(p.turn, p.session.map(String::into_boxed_str))

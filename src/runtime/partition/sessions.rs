@@ -6,7 +6,7 @@ use super::PartitionActor;
 use crate::ids::TurnId;
 use crate::runtime::executor::Msg;
 use crate::runtime::snapshot::session_key;
-use crate::turn::{Input, TurnState};
+use crate::turn::TurnState;
 
 impl PartitionActor {
     /// Makes `turn` the running turn of session `key` and returns its history, or queues it
@@ -58,7 +58,7 @@ impl PartitionActor {
         if let Some(next) = next
             && let Some(history) = self.claim_session(key, next)
         {
-            let _ = self.tx.send(Msg::Timer(next, Input::SessionReady(history)));
+            let _ = self.tx.send(Msg::SessionReady(next, history));
         }
     }
 
@@ -104,7 +104,7 @@ impl PartitionActor {
             if let Some(next) = next
                 && let Some(history) = self.claim_session(key, next)
             {
-                let _ = self.tx.send(Msg::Timer(next, Input::SessionReady(history)));
+                let _ = self.tx.send(Msg::SessionReady(next, history));
             }
         }
     }

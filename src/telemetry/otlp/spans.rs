@@ -165,6 +165,7 @@ pub fn spans(events: &[Event], scope: &InstrumentationScope) -> Vec<SpanData> {
             | Payload::ApprovalExpired(_)
             | Payload::EscalationRaised(_)
             | Payload::CallRefused(_)
+            | Payload::InputRejected(_)
             | Payload::HandoffAccepted(_)
             | Payload::HandoffResolved(_) => {
                 let event =
