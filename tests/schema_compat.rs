@@ -48,15 +48,49 @@ fn every_schema_reads_and_is_read_by_its_released_version() {
         if let Err(e) = SchemaCompatibility::can_read(&old, &new) {
             panic!("{name:?}: can no longer read what its released version wrote: {e}");
         }
+        let (new_json, old_json) = (
+            std::fs::read_to_string(&path).expect("read"),
+            std::fs::read_to_string(&released).expect("read"),
+        );
         let as_read = Schema::parse_str(&without_unknown_symbols(
-            &std::fs::read_to_string(&path).expect("read"),
-            &std::fs::read_to_string(&released).expect("read"),
+            &without_appended_payloads(&new_json, &old_json),
+            &old_json,
         ))
         .expect("parse");
         if let Err(e) = SchemaCompatibility::can_read(&as_read, &old) {
             panic!("{name:?}: existing readers cannot read what it writes: {e}");
         }
     }
+}
+
+/// The payload types `new` appends to the turn event's `payload` union after every type `old`
+/// has, taken out. The schema's contract allows that one evolution ("appending payload types"):
+/// a released reader cannot decode an event of a kind it does not know, so a kind is appended
+/// only for facts older readers may miss (e.g. `InputRejected`). Anything else — a type
+/// removed, reordered or inserted before a known one — stays and fails the check.
+fn without_appended_payloads(new: &str, old: &str) -> String {
+    fn payload(v: &mut serde_json::Value) -> Option<&mut Vec<serde_json::Value>> {
+        v.get_mut("fields")?
+            .as_array_mut()?
+            .iter_mut()
+            .find(|f| f.get("name").and_then(|n| n.as_str()) == Some("payload"))?
+            .get_mut("type")?
+            .as_array_mut()
+    }
+    let name = |t: &serde_json::Value| t.get("name").and_then(|n| n.as_str()).map(String::from);
+    let mut v: serde_json::Value = serde_json::from_str(new).expect("json");
+    let mut o: serde_json::Value = serde_json::from_str(old).expect("json");
+    let known: Vec<Option<String>> = match payload(&mut o) {
+        Some(types) => types.iter().map(name).collect(),
+        None => return new.to_string(),
+    };
+    if let Some(types) = payload(&mut v) {
+        let prefix: Vec<Option<String>> = types.iter().take(known.len()).map(name).collect();
+        if prefix == known {
+            types.truncate(known.len());
+        }
+    }
+    v.to_string()
 }
 
 /// Every enum symbol `new` adds to an enum that has a default in `old` taken out: what an
@@ -193,4 +227,41 @@ fn the_check_refuses_breaking_changes() {
     let retyped = Schema::parse_str(&retyped).expect("parse");
     assert!(SchemaCompatibility::can_read(&old, &retyped).is_err());
     assert!(SchemaCompatibility::can_read(&retyped, &old).is_err());
+}
+
+#[test]
+fn only_payload_types_appended_at_the_end_are_taken_out() {
+    let old =
+        std::fs::read_to_string(root().join("released").join("turn_event.avsc")).expect("read");
+    let extra =
+        r#"{"type": "record", "name": "Later", "fields": [{"name": "x", "type": "string"}]}"#;
+    let first = r#"{"type": "record", "name": "TurnRequested""#;
+    // Appended after every known type: an old reader is checked against the rest.
+    let appended = old.replacen(
+        r#"    ]}
+  ]
+}"#,
+        &format!("    , {extra}]}}\n  ]\n}}"),
+        1,
+    );
+    assert_ne!(appended, old);
+    let stripped = Schema::parse_str(&without_appended_payloads(&appended, &old)).expect("parse");
+    assert!(
+        SchemaCompatibility::can_read(
+            &stripped,
+            &parse(&root().join("released").join("turn_event.avsc"))
+        )
+        .is_ok()
+    );
+    // Inserted before a known type: kept, and the check fails.
+    let inserted = old.replacen(first, &format!("{extra}, {first}"), 1);
+    assert_ne!(inserted, old);
+    let kept = Schema::parse_str(&without_appended_payloads(&inserted, &old)).expect("parse");
+    assert!(
+        SchemaCompatibility::can_read(
+            &kept,
+            &parse(&root().join("released").join("turn_event.avsc"))
+        )
+        .is_err()
+    );
 }

@@ -305,13 +305,14 @@ pub enum Inbound {
 /// Earlier versions of the schemas (`schemas/history/`): registered as writer schemas, so
 /// records written before a schema changed are read (resolved to the current one) by every
 /// process, also one whose data dir never saw them.
-pub const HISTORY: [&str; 6] = [
+pub const HISTORY: [&str; 7] = [
     include_str!("../../schemas/history/turn_event.v1.avsc"),
     include_str!("../../schemas/history/handoff.v1.avsc"),
     include_str!("../../schemas/history/turn_request.v1.avsc"),
     include_str!("../../schemas/history/turn_outcome.v1.avsc"),
     include_str!("../../schemas/history/turn_event.v2.avsc"),
     include_str!("../../schemas/history/turn_outcome.v2.avsc"),
+    include_str!("../../schemas/history/turn_event.v3.avsc"),
 ];
 
 /// The largest length the Avro reader accepts for one string, byte array or array (items). A
