@@ -56,6 +56,8 @@ mod refusal_tests;
 #[cfg(test)]
 mod sim_tests;
 #[cfg(test)]
+mod table_tests;
+#[cfg(test)]
 mod tests;
 
 pub use decide::{DecideCtx, Decision, Limits, backoff_ms, decide, step};

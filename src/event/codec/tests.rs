@@ -37,7 +37,7 @@ fn every_event_kind_round_trips() {
     let c = codecs();
     let events = fixtures::every_event(turn());
     let kinds: HashSet<_> = events.iter().map(|e| e.kind()).collect();
-    assert_eq!(kinds.len(), 30, "fixtures cover every payload kind");
+    assert_eq!(kinds.len(), 31, "fixtures cover every payload kind");
     for event in events {
         let bytes = c.events.encode(&event).expect("encodes");
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
@@ -307,6 +307,9 @@ fn events_written_by_the_build_before_decode_and_get_the_new_defaults() {
         .expect("parses");
     let c = codecs();
     for mut event in fixtures::every_event(turn()) {
+        if matches!(event.payload, Payload::InputRejected(_)) {
+            continue; // a kind the older schema cannot express
+        }
         if let Payload::PolicyEvaluated(p) = &mut event.payload {
             p.feedback = false;
         }
