@@ -10,6 +10,9 @@ use crate::ids::TurnId;
 use crate::turn::{Effect, ExecFailure, Input, ToolFailure, ToolSuccess};
 use crate::vault::{Vault, VaultRecord};
 
+// Most messages are effect results; boxing them to match the small session wake-up would cost
+// an allocation per effect for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     /// An effect finished (one per dispatched effect, panics included), with the vault records
     /// its tokens need (committed in the round that records the input).

@@ -52,7 +52,7 @@ impl Builder<'_, '_> {
                         let at = At { step: None, ..at };
                         self.trip(at, t);
                     }
-                    None => self.next_step(),
+                    None => self.next_call(),
                 }
             }
             Err(f) => {

@@ -143,8 +143,8 @@ impl Builder<'_, '_> {
         );
         match verdict.decision {
             // Confirmation is asked call by call, with the real arguments, before each runs.
-            PolicyDecision::Allow | PolicyDecision::RequireConfirmation => self.next_step(),
-            PolicyDecision::Deny if feedback => self.next_step(),
+            PolicyDecision::Allow | PolicyDecision::RequireConfirmation => self.next_call(),
+            PolicyDecision::Deny if feedback => self.next_call(),
             d => self.follow(d, verdict.reason, None),
         }
     }
@@ -157,17 +157,17 @@ impl Builder<'_, '_> {
         call_id: Option<String>,
     ) {
         match decision {
-            PolicyDecision::Allow => self.next_step(),
+            PolicyDecision::Allow => self.next_call(),
             PolicyDecision::Deny => {
                 self.complete(Outcome::Denied, format!("denied by policy: {reason}"));
             }
             PolicyDecision::Escalate => self.climb(reason, call_id, None),
             // Only reached when settling a plan-level decision; calls ask for approval instead.
-            PolicyDecision::RequireConfirmation => self.next_step(),
+            PolicyDecision::RequireConfirmation => self.next_call(),
         }
     }
 
-    pub(super) fn next_step(&mut self) {
+    pub(super) fn next_call(&mut self) {
         if self.ctx.draining {
             return;
         }

@@ -54,7 +54,7 @@ pub enum Input {
     },
     /// The deadline of the turn's handoff to a person has come.
     HandoffDeadline,
-    /// The worker rebuilt this turn after a (re)start: re-issue what it was waiting for, and settle
-    /// calls whose outcome the crash made unknown.
+    /// The worker rebuilt this turn after a (re)start: re-issue what it was waiting for, resolve
+    /// calls whose outcome the crash made unknown, and settle an ending it had decided.
     Resume,
 }

@@ -85,6 +85,6 @@ impl Builder<'_, '_> {
             reason: why.tell(),
             rules,
         }));
-        self.next_step();
+        self.next_call();
     }
 }

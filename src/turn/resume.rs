@@ -42,7 +42,7 @@ impl Builder<'_, '_> {
             Phase::AwaitingHandoff => self.schedule_handoff(),
             Phase::Approved { index } => self.start_approved(index),
             Phase::Planning => self.plan(),
-            Phase::NextStep => self.next_step(),
+            Phase::NextCall => self.next_call(),
             Phase::Answering => self.answer(0),
             Phase::ReviewPlan => self.review_plan(),
             Phase::Settle => self.settle(),

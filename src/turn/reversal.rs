@@ -398,7 +398,7 @@ impl Builder<'_, '_> {
         self.finished_again();
     }
 
-    /// Tells the runtime the turn is settled again (it forgets the in-memory state and
+    /// Tells the runtime the turn is finished again (it forgets the in-memory state and
     /// publishes the updated outcome).
     fn finished_again(&mut self) {
         let latency_ms = self

@@ -141,7 +141,7 @@ pub enum Phase {
         index: usize,
     },
     /// The previous call of this model step finished and the next has not started.
-    NextStep,
+    NextCall,
     /// An ending was decided (final failure, denial, escalation, reply) but TurnCompleted is
     /// missing: the decision was cut short; Resume completes it.
     Settle,
@@ -436,7 +436,7 @@ impl TurnState {
                 Some(ApprovalStatus::Pending) => Phase::AwaitingApproval { index },
                 Some(ApprovalStatus::Granted) => Phase::Approved { index },
                 Some(ApprovalStatus::Denied | ApprovalStatus::Expired) => Phase::Settle,
-                None => Phase::NextStep,
+                None => Phase::NextCall,
             }
         } else {
             // Every call of this step has its result: the model sees them in the next step.

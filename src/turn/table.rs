@@ -44,7 +44,7 @@ pub enum PhaseKind {
     Planning,
     ReviewPlan,
     Answering,
-    NextStep,
+    NextCall,
     AwaitingApproval,
     Approved,
     AwaitingTool,
@@ -152,7 +152,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Planning
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::AwaitingApproval
             | P::Approved
             | P::AwaitingTool
@@ -169,7 +169,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Planning
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::AwaitingApproval
             | P::Approved
             | P::AwaitingTool
@@ -186,7 +186,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Planning
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::AwaitingApproval
             | P::Approved
             | P::AwaitingTool
@@ -203,7 +203,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Planning
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::AwaitingApproval
             | P::Approved
             | P::AwaitingTool
@@ -220,7 +220,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Retrieving
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::AwaitingApproval
             | P::Approved
             | P::AwaitingTool
@@ -238,7 +238,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Planning
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::AwaitingApproval
             | P::Approved
             | P::AwaitingRetry
@@ -255,7 +255,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Planning
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::AwaitingApproval
             | P::Approved
             | P::AwaitingTool
@@ -273,7 +273,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Planning
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::Approved
             | P::AwaitingTool
             | P::AwaitingRetry
@@ -287,7 +287,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Planning
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::Approved
             | P::AwaitingTool
             | P::AwaitingRetry
@@ -302,7 +302,7 @@ pub const fn transition(phase: PhaseKind, input: InputKind) -> Handler {
             | P::Planning
             | P::ReviewPlan
             | P::Answering
-            | P::NextStep
+            | P::NextCall
             | P::AwaitingApproval
             | P::Approved
             | P::AwaitingTool
@@ -351,7 +351,7 @@ impl PhaseKind {
         PhaseKind::Planning,
         PhaseKind::ReviewPlan,
         PhaseKind::Answering,
-        PhaseKind::NextStep,
+        PhaseKind::NextCall,
         PhaseKind::AwaitingApproval,
         PhaseKind::Approved,
         PhaseKind::AwaitingTool,
@@ -382,7 +382,7 @@ impl PhaseKind {
             Phase::Planning => PhaseKind::Planning,
             Phase::ReviewPlan => PhaseKind::ReviewPlan,
             Phase::Answering => PhaseKind::Answering,
-            Phase::NextStep => PhaseKind::NextStep,
+            Phase::NextCall => PhaseKind::NextCall,
             Phase::AwaitingApproval { .. } => PhaseKind::AwaitingApproval,
             Phase::Approved { .. } => PhaseKind::Approved,
             Phase::AwaitingTool { .. } => PhaseKind::AwaitingTool,
@@ -401,7 +401,7 @@ impl PhaseKind {
             PhaseKind::Planning => "Planning",
             PhaseKind::ReviewPlan => "ReviewPlan",
             PhaseKind::Answering => "Answering",
-            PhaseKind::NextStep => "NextStep",
+            PhaseKind::NextCall => "NextCall",
             PhaseKind::AwaitingApproval => "AwaitingApproval",
             PhaseKind::Approved => "Approved",
             PhaseKind::AwaitingTool => "AwaitingTool",

@@ -148,7 +148,7 @@ fn in_phase(w: &World, phase: PhaseKind) -> TurnState {
             let s = given(w, vec![request(turn()), retrieved()]);
             cut(w, s, answered("done"), P::Answering)
         }
-        P::NextStep => {
+        P::NextCall => {
             let mut s = given(w, vec![request(turn()), retrieved()]);
             let d = step(
                 &mut s,
@@ -344,9 +344,9 @@ row_tests! {
         assert_eq!(kinds(&d), ["ResponseSynthesized", "PolicyEvaluated", "TurnCompleted"]);
         assert_eq!(s.outcome, Some(Outcome::Succeeded));
     }
-    next_step_resume_runs_the_next_call: NextStep + Resume => {
+    next_call_resume_runs_the_next_call: NextCall + Resume => {
         let w = world();
-        let (s, d) = when(&w, in_phase(&w, PhaseKind::NextStep), Input::Resume);
+        let (s, d) = when(&w, in_phase(&w, PhaseKind::NextCall), Input::Resume);
         assert_eq!(kinds(&d), ["PolicyEvaluated", "ToolCallStarted"]);
         assert_eq!(s.calls.len(), 2);
     }

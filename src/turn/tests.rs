@@ -541,7 +541,7 @@ fn a_draining_worker_records_results_but_starts_nothing_new() {
     );
     assert_eq!(kinds(&d), ["ToolCallCompleted"]);
     assert!(d.effects.is_empty());
-    assert_eq!(s.phase(), Phase::NextStep);
+    assert_eq!(s.phase(), Phase::NextCall);
     // After the restart, Resume starts the step that was held back.
     let d = step(&mut s, Input::Resume, &w.ctx());
     assert_eq!(kinds(&d), ["PolicyEvaluated", "ToolCallStarted"]);
