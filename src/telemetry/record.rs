@@ -166,3 +166,34 @@ pub fn http_connection_closed(reason: &'static str) {
 pub fn api_rejected(reason: &'static str) {
     counter!(API_REJECTED, "reason" => reason).increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::InputRejected;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    #[test]
+    fn a_rejected_input_is_counted_by_phase_and_input() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let turn = crate::ids::TurnId::from_parts(1_700_000_000_000, [3; 10]);
+        let mut event = crate::event::fixtures::every_event(turn).remove(0);
+        event.payload = Payload::InputRejected(InputRejected {
+            input: "ToolDone".into(),
+            phase: "Planning".into(),
+            reason: "late tool result".into(),
+        });
+        metrics::with_local_recorder(&recorder, || {
+            let events = [event.clone(), event];
+            round_committed(&events, 0, |_| None, &SloConfig::default());
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(
+                r#"ballast_turn_inputs_rejected_total{phase="Planning",input="ToolDone"} 2"#
+            ),
+            "{text}"
+        );
+    }
+}
