@@ -423,3 +423,28 @@ mod tests {
         assert!(refused(&store));
     }
 }
+
+#[cfg(test)]
+mod parked_tests {
+    use super::*;
+
+    /// Each deadline wakes its own input; entries stored before the split (a handoff's named
+    /// `"handoff"`) still wake a handoff deadline.
+    #[test]
+    fn a_parked_entry_names_its_deadline_kind() {
+        let turn = TurnId::from_parts(1_700_000_000_000, [4; 10]);
+        let stored = |approval_id: &str| {
+            let json = format!(
+                r#"{{"turn":"{turn}","wake_at_ms":5,"approval_id":"{approval_id}","session":null}}"#
+            );
+            serde_json::from_str::<ParkedTurn>(&json).expect("reads")
+        };
+        assert_eq!(stored("handoff").deadline(), Deadline::Handoff);
+        assert_eq!(
+            stored("appr-1").deadline(),
+            Deadline::Approval {
+                approval_id: "appr-1".into()
+            }
+        );
+    }
+}
