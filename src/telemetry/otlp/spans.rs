@@ -189,15 +189,17 @@ pub fn spans(events: &[Event], scope: &InstrumentationScope) -> Vec<SpanData> {
             child.status = Status::error("no result recorded");
         }
     }
-    if let Some(Payload::TurnCompleted(t)) = events.last().map(|e| &e.payload)
-        && t.outcome != crate::event::Outcome::Succeeded
-    {
-        root.status = Status::error(t.outcome.as_str().to_string());
-    } else if matches!(
-        events.last().map(|e| &e.payload),
-        Some(Payload::TurnCompleted(_))
-    ) {
-        root.status = Status::Ok;
+    // The turn's end, wherever it is: labels and rejected late inputs may follow it.
+    let completed = events.iter().rev().find_map(|e| match &e.payload {
+        Payload::TurnCompleted(t) => Some(t),
+        _ => None,
+    });
+    if let Some(t) = completed {
+        root.status = if t.outcome == crate::event::Outcome::Succeeded {
+            Status::Ok
+        } else {
+            Status::error(t.outcome.as_str().to_string())
+        };
     }
     let mut out = vec![root];
     out.extend(children);
