@@ -193,6 +193,11 @@ struct Reader {
     consumer: StreamConsumer,
     /// The offset the consumer's next message will have (or past it, over transaction markers).
     next: u64,
+    /// Just past the last record it delivered. A caller continues from there, not from `next`:
+    /// between them lie only a commit's marker or aborted records, which a reader at `next`
+    /// has stepped over. Matching only `next` made every read after a commit a fresh consumer
+    /// (a connection and a fetch from scratch, ~200 ms), which a replica paid per catch-up.
+    delivered_end: u64,
 }
 
 /// A log stored in one Kafka topic.
@@ -389,20 +394,22 @@ impl EventLog for KafkaLog {
         };
         let mut slot = slot.lock().await;
         let reader = match slot.take() {
-            Some(r) if r.next == from.0 => r,
+            Some(r) if r.next == from.0 || r.delivered_end == from.0 => r,
             // Another offset: a fresh consumer. Re-assigning the old one left its position at
             // the old offset until the new fetch arrived, and a read that timed out waiting
             // took that stale position for progress past records it never delivered.
             _ => Reader {
                 consumer: self.assigned(partition, from)?,
                 next: from.0,
+                delivered_end: from.0,
             },
         };
+        let delivered_before = reader.delivered_end;
         let consumer = &reader.consumer;
         let mut out: Vec<Stored> = Vec::with_capacity(max.min((high - from.0) as usize));
         // The consumer's position moves past control records (transaction markers) and aborted
         // data without delivering them: reaching `high` by position means the range is read.
-        let mut position = from.0;
+        let mut position = reader.next.max(from.0);
         let mut last_progress = std::time::Instant::now();
         while out.len() < max && position < high {
             // Short: a committed transaction ends in a marker the consumer steps over without
@@ -449,6 +456,7 @@ impl EventLog for KafkaLog {
         *slot = Some(Reader {
             consumer: reader.consumer,
             next: position,
+            delivered_end: out.last().map_or(delivered_before, |s| s.offset.0 + 1),
         });
         Ok(out)
     }
