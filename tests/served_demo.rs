@@ -92,11 +92,9 @@ fn a_served_demo_has_work_for_a_person_and_answers_common_questions() {
             .and_then(|a| a.iter().find(|s| s["name"] == "task_success"))
             .cloned()
             .unwrap_or_default();
-        if labelled > 0 && task["total"].as_u64().unwrap_or(0) > 20 {
-            assert!(
-                task["value"].as_f64().unwrap_or(0.0) >= 0.9,
-                "task success with the staged incidents left out: {task}"
-            );
+        // Eventually: the labeller labels each staged turn a moment after it ends.
+        let value = task["value"].as_f64().unwrap_or(0.0);
+        if labelled > 0 && task["total"].as_u64().unwrap_or(0) > 20 && value >= 0.9 {
             break;
         }
         assert!(
