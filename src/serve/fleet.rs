@@ -134,19 +134,7 @@ pub async fn run(
     let handle = exporter::install()?;
     let ready = follower::Readiness::new(Arc::new(AtomicBool::new(false)), fleet.max_lag);
     let projections = Projections::standard(&store)?;
-    let auth_path = opts
-        .auth
-        .clone()
-        .unwrap_or_else(|| opts.data_dir.join("auth.toml"));
-    let auth = Arc::new(crate::api::auth::AuthStore::open(&auth_path)?);
-    if auth.current().tokens.is_empty() {
-        tracing::warn!(path = %auth_path.display(), "no API tokens yet: every API call is refused until one is added");
-    }
-    tokio::spawn(Arc::clone(&auth).watch(Duration::from_secs(1), stop.clone()));
-    let limits: crate::telemetry::server::LimitsSource = {
-        let auth = Arc::clone(&auth);
-        Arc::new(move || auth.current().connections.limits())
-    };
+    let (auth, limits) = super::open_auth(&opts, &stop)?;
     let logs = Logs {
         store: store.clone(),
         events: Arc::clone(&events),

@@ -150,20 +150,7 @@ pub async fn run(
         }
         None => None,
     };
-    let auth_path = opts
-        .auth
-        .clone()
-        .unwrap_or_else(|| opts.data_dir.join("auth.toml"));
-    let auth = Arc::new(crate::api::auth::AuthStore::open(&auth_path)?);
-    if auth.current().tokens.is_empty() {
-        tracing::warn!(path = %auth_path.display(), "no API tokens yet: every API call is refused until one is added (`ballast token`; the file is re-read every second)");
-    }
-    tokio::spawn(Arc::clone(&auth).watch(Duration::from_secs(1), stop.clone()));
-    // The bounds on connections come from the auth file's `[connections]`, re-read with it.
-    let limits: crate::telemetry::server::LimitsSource = {
-        let auth = Arc::clone(&auth);
-        Arc::new(move || auth.current().connections.limits())
-    };
+    let (auth, limits) = open_auth(&opts, &stop)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let api = Arc::new(
         crate::api::AppState::new(
@@ -242,6 +229,34 @@ pub async fn run(
         let _ = socket.await;
     }
     Ok(())
+}
+
+/// The auth file (`--auth`, else `DATA_DIR/auth.toml`), re-read every second until `stop`, and
+/// the connection bounds its `[connections]` sets — for the embedded `serve` and a replica alike.
+pub(crate) fn open_auth(
+    opts: &ServeOptions,
+    stop: &watch::Receiver<bool>,
+) -> Result<
+    (
+        Arc<crate::api::auth::AuthStore>,
+        crate::telemetry::server::LimitsSource,
+    ),
+    ServeError,
+> {
+    let auth_path = opts
+        .auth
+        .clone()
+        .unwrap_or_else(|| opts.data_dir.join("auth.toml"));
+    let auth = Arc::new(crate::api::auth::AuthStore::open(&auth_path)?);
+    if auth.current().tokens.is_empty() {
+        tracing::warn!(path = %auth_path.display(), "no API tokens yet: every API call is refused until one is added (`ballast token`; the file is re-read every second)");
+    }
+    tokio::spawn(Arc::clone(&auth).watch(Duration::from_secs(1), stop.clone()));
+    let limits: crate::telemetry::server::LimitsSource = {
+        let auth = Arc::clone(&auth);
+        Arc::new(move || auth.current().connections.limits())
+    };
+    Ok((auth, limits))
 }
 
 /// `/healthz`: the process answers. `/readyz`: the projections have caught up once (and, on a
